@@ -1,0 +1,44 @@
+# Comparison figures from the step summary, like the article's figure but as
+# means over seeds with a band. Light work, kept on the submitting host.
+
+
+localrules:
+    plot_loss,
+    plot_overview,
+
+
+rule plot_loss:
+    input:
+        steps=STEP_SUMMARY,
+    output:
+        report(
+            expand(LOSS_FIGURE, ext=FIGURE_FORMATS, allow_missing=True),
+            caption="../report/loss_figure.rst",
+            category="Figures",
+            labels={"loss": "{loss}", "figure": "per loss"},
+        ),
+    log:
+        "results/logs/plot/{loss}.log",
+    params:
+        band=EXPERIMENT.band,
+    script:
+        "../scripts/plot.py"
+
+
+rule plot_overview:
+    input:
+        steps=STEP_SUMMARY,
+    output:
+        report(
+            expand(OVERVIEW_FIGURE, ext=FIGURE_FORMATS),
+            caption="../report/overview_figure.rst",
+            category="Figures",
+            labels={"loss": "all", "figure": "overview"},
+        ),
+    log:
+        "results/logs/plot/overview.log",
+    params:
+        band=EXPERIMENT.band,
+        losses=list(EXPERIMENT.losses),
+    script:
+        "../scripts/plot.py"

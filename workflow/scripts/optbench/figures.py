@@ -1,0 +1,86 @@
+"""Comparison figures: mean loss against step, one line per optimizer, with a band."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # jobs run without a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from optbench import runfiles  # noqa: E402
+
+BAND_LABELS = {"ci95": "95 % CI of the mean", "std": "± 1 std", "none": None}
+
+# Log scale when the positive means span more than this ratio.
+LOG_SCALE_RATIO = 100.0
+
+
+def band_limits(cell: pd.DataFrame, band: str):
+    if band == "ci95":
+        return cell["ci95_low"].to_numpy(), cell["ci95_high"].to_numpy()
+    if band == "std":
+        mean, std = cell["mean"].to_numpy(), cell["std"].to_numpy()
+        return mean - std, mean + std
+    return None
+
+
+def wants_log_scale(means: np.ndarray) -> bool:
+    finite = means[np.isfinite(means)]
+    if finite.size == 0 or np.any(finite <= 0):
+        return False
+    return finite.max() / finite.min() > LOG_SCALE_RATIO
+
+
+def draw_loss(ax, table: pd.DataFrame, loss: str, band: str) -> None:
+    rows = table[table["loss"] == loss]
+    for optimizer, cell in rows.groupby("optimizer", sort=False):
+        cell = cell.sort_values("step")
+        steps, mean = cell["step"].to_numpy(), cell["mean"].to_numpy()
+        n, n_diverged = int(cell["n"].iloc[-1]), int(cell["n_diverged"].max())
+        label = f"{optimizer} (n={n})"
+        style = "-"
+        if n_diverged:
+            label = f"{optimizer} ({n_diverged}/{n} diverged, excluded)"
+            style = "--"
+        (line,) = ax.plot(steps, mean, style, label=label, linewidth=1.6)
+        limits = band_limits(cell, band)
+        if limits is not None:
+            low, high = limits
+            if wants_log_scale(rows["mean"].to_numpy()):
+                low = np.where(low > 0, low, np.nan)  # a band below zero has no log position
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    if wants_log_scale(rows["mean"].to_numpy()):
+        ax.set_yscale("log")
+    ax.set_title(f"{loss}: mean over seeds" + (f", band = {BAND_LABELS[band]}" if band != "none" else ""))
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"{loss} loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def save(fig, paths) -> None:
+    for path in paths:
+        with runfiles.atomic_path(path) as temporary:
+            fig.savefig(temporary, format=str(path).rsplit(".", 1)[-1], dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_loss(table: pd.DataFrame, loss: str, band: str, paths) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    draw_loss(ax, table, loss, band)
+    save(fig, paths)
+
+
+def plot_overview(table: pd.DataFrame, losses: list[str], band: str, paths) -> None:
+    fig, axes = plt.subplots(1, len(losses), figsize=(6.0 * len(losses), 4.4), squeeze=False)
+    for ax, loss in zip(axes[0], losses):
+        draw_loss(ax, table, loss, band)
+    fig.suptitle("Optimizer comparison across seeds")
+    save(fig, paths)
+
+
+def read_table(path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["nan"])

@@ -1,0 +1,139 @@
+"""The reference training run (ARTICLE.md): a bias-free Linear layer fitted to w * x + 2.
+
+Imports torch and the standard library only: it runs in every training job,
+where start-up time is most of the cost.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+class RunError(RuntimeError):
+    """A run cannot start; the message names the config entry and the fix."""
+
+
+@dataclass
+class RunResult:
+    seed: int
+    losses: list[float]
+    seconds: float
+
+
+def resolve_device(requested: str) -> torch.device:
+    """The torch device for a config value: auto, cpu, cuda or cuda:N."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        reason = (
+            "this torch build has no CUDA support"
+            if not torch.backends.cuda.is_built()
+            else "no GPU is visible (check CUDA_VISIBLE_DEVICES and the driver)"
+        )
+        raise RunError(
+            f"config key device: {requested!r} was asked for, but {reason}. "
+            "Fix: set device to auto or cpu, or run where a GPU is available."
+        )
+    device = torch.device(requested)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise RunError(
+            f"config key device: {requested!r} was asked for, but only "
+            f"{torch.cuda.device_count()} GPU(s) are visible. Fix: use an index below "
+            f"{torch.cuda.device_count()} or device: cuda."
+        )
+    return device
+
+
+def _as_tuples(value):
+    """YAML has no tuples; torch hyper-parameters such as betas are documented as tuples."""
+    if isinstance(value, list):
+        return tuple(_as_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_tuples(v) for k, v in value.items()}
+    return value
+
+
+def _component_class(kind: str, name: str, cls_name: str, module, base):
+    cls = getattr(module, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, base) and cls is not base):
+        raise RunError(
+            f"config key {kind}.{name}.class: {cls_name!r} is not a class in "
+            f"{module.__name__} of kind {base.__name__}. Fix: use a {module.__name__} "
+            f"{'optimizer' if kind == 'optimizers' else 'loss'} class name."
+        )
+    return cls
+
+
+def build_loss(entry: dict) -> torch.nn.Module:
+    cls = _component_class(
+        "losses", entry["name"], entry["class"], torch.nn, torch.nn.modules.loss._Loss
+    )
+    try:
+        return cls(**_as_tuples(entry["kwargs"]))
+    except (TypeError, ValueError) as error:
+        raise RunError(
+            f"config key losses.{entry['name']}: torch.nn.{entry['class']}"
+            f"(**{entry['kwargs']}) failed: {error}. Fix the kwargs of this entry."
+        ) from error
+
+
+def build_optimizer(entry: dict, parameters) -> torch.optim.Optimizer:
+    cls = _component_class(
+        "optimizers", entry["name"], entry["class"], torch.optim, torch.optim.Optimizer
+    )
+    try:
+        return cls(parameters, **_as_tuples(entry["kwargs"]))
+    except (TypeError, ValueError) as error:
+        raise RunError(
+            f"config key optimizers.{entry['name']}: torch.optim.{entry['class']}"
+            f"(**{entry['kwargs']}) failed: {error}. Fix the kwargs of this entry."
+        ) from error
+
+
+def draw_problem(seed: int, dim: int):
+    """Model, x and y drawn in the article's order on the CPU generator."""
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(dim, dim, bias=False)
+    x = torch.randn(1, dim)
+    w = torch.randn(1, 1)
+    y = w * x + 2
+    return model, x, y
+
+
+def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
+    """One seeded run: the per-step losses, recorded before each update."""
+    criterion = build_loss(spec["loss"])  # draws nothing, so the seed's draws stay as in the article
+    model, x, y = draw_problem(seed, spec["dim"])
+    model, x, y = model.to(device), x.to(device), y.to(device)
+    optimizer = build_optimizer(spec["optimizer"], model.parameters())
+    steps = spec["steps"]
+    # Losses stay on the device and are copied to the host once, after the
+    # loop: reading each one would make every step wait for the GPU.
+    recorded = torch.empty(steps, dtype=x.dtype, device=device)
+    started = time.perf_counter()
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        recorded[step] = loss.detach()
+    losses = recorded.tolist()
+    return RunResult(seed, losses, time.perf_counter() - started)
+
+
+def environment(device: torch.device) -> dict:
+    """Which torch build ran, so results show whether CUDA was really used."""
+    on_cuda = device.type == "cuda"
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if on_cuda else "cpu",
+        "torch_version": torch.__version__,
+        "torch_cuda_version": torch.version.cuda,
+        "cuda_built": torch.backends.cuda.is_built(),
+        "cuda_available": torch.cuda.is_available(),
+    }

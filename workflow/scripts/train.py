@@ -1,0 +1,69 @@
+"""Training job: runs one or more seeds of one (loss, optimizer) cell.
+
+Called from rule train as a plain command, not through ``script:``, so the job
+imports torch and the standard library only (no Snakemake, pandas or
+matplotlib). Usage:
+
+    python train.py --spec JSON --run SEED TSV SIDECAR [--run ...] [--threads N]
+"""
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+import torch
+
+from optbench import runfiles, training
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="the cell's settings as JSON")
+    parser.add_argument(
+        "--run", nargs=3, action="append", required=True, metavar=("SEED", "TSV", "SIDECAR")
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    spec = json.loads(args.spec)
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        device = training.resolve_device(spec["device"])
+    except training.RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    environment = training.environment(device)
+    print(f"training on {environment['device']} ({environment['device_name']})", file=sys.stderr)
+    for seed_text, tsv, sidecar in args.run:
+        seed = int(seed_text)
+        try:
+            result = training.train_one(spec, seed, device)
+        except training.RunError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        metadata = {
+            **{key: value for key, value in spec.items() if key != "device"},
+            "device_requested": spec["device"],
+            "seed": seed,
+            **environment,
+            "python_version": platform.python_version(),
+            "train_seconds": result.seconds,
+            "job_seconds_before_this_run": time.perf_counter() - started,
+            "first_nonfinite_step": runfiles.first_nonfinite_step(result.losses),
+        }
+        runfiles.write_run(tsv, result.losses, sidecar, metadata)
+        print(
+            f"seed {seed}: final loss {result.losses[-1]!r} ({result.seconds:.4f} s)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
