@@ -50,7 +50,9 @@ def draw_loss(ax, table: pd.DataFrame, loss: str, band: str) -> None:
         if limits is not None:
             low, high = limits
             if wants_log_scale(rows["mean"].to_numpy()):
-                low = np.where(low > 0, low, np.nan)  # a band below zero has no log position
+                # A lower edge at or below zero has no place on a log axis: draw
+                # the band down to the smallest loss observed instead.
+                low = np.where(low > 0, low, cell["min"].to_numpy())
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     if wants_log_scale(rows["mean"].to_numpy()):
         ax.set_yscale("log")

@@ -1,0 +1,50 @@
+"""Shared helpers: the repository's paths and a way to run snakemake on it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+CONFIGS = Path(__file__).resolve().parent / "configs"
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+TRAIN_SCRIPT = REPO / "workflow" / "scripts" / "train.py"
+
+
+def snakemake(workdir, *args, configfile=None, check=True, timeout=600):
+    """Run snakemake on the repository's Snakefile in ``workdir``; returns the process."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir)]
+    if configfile is not None:
+        command += ["--configfile", str(configfile)]
+    command += list(args)
+    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if check and process.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} exited {process.returncode}\n"
+            f"stdout:\n{process.stdout[-4000:]}\nstderr:\n{process.stderr[-6000:]}"
+        )
+    return process
+
+
+def planned_jobs(process) -> dict[str, int]:
+    """Job counts per rule from the 'Job stats' table that a dry run prints."""
+    text = process.stdout + process.stderr
+    counts = {}
+    lines = text.split("Job stats:", 1)[1].splitlines() if "Job stats:" in text else []
+    for line in lines[3:]:
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].isdigit():
+            break
+        counts[fields[0]] = int(fields[1])
+    return counts
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path
