@@ -77,7 +77,9 @@ def _key_path(path) -> str:
 def _schema_message(error: jsonschema.ValidationError, schema: dict) -> str:
     """One readable sentence for a schema violation, with the fix taken from the schema."""
     key = _key_path(error.absolute_path)
-    description = " ".join(str(error.schema.get("description", "")).split())
+    # The failing sub-schema's own description, else that of the top-level key.
+    top = schema["properties"].get(error.absolute_path[0], {}) if error.absolute_path else {}
+    description = " ".join(str(error.schema.get("description", top.get("description", ""))).split())
     validator = error.validator
     if validator == "additionalProperties" and error.schema is schema:
         allowed = ", ".join(sorted(schema["properties"]))
