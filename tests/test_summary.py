@@ -113,6 +113,8 @@ def test_malformed_run_stops_aggregation_with_file_and_line(tmp_path, grid):
     bad = runs[3].path
     with open(bad, "a") as handle:
         handle.write("6\tnot-a-number\n")
-    with pytest.raises(runfiles.RunFileError, match=f"{bad}:8: loss .not-a-number. is not a number"):
+    with pytest.raises(
+        runfiles.RunFileError, match=f"{bad}:8: loss .not-a-number. is not a number"
+    ):
         summary.summarize(runs, 6, tmp_path / "steps.tsv", tmp_path / "board.tsv")
     assert not (tmp_path / "steps.tsv").exists()

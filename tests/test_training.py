@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-from conftest import TRAIN_SCRIPT
 
+from conftest import TRAIN_SCRIPT
 from optbench import runfiles, training
 
 OPTIMIZERS = {
@@ -93,7 +93,9 @@ def test_auto_device_without_gpu_is_cpu():
 def test_cuda_without_gpu_fails_before_training(device):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible here")
-    with pytest.raises(training.RunError, match="config key device: .*Fix: set device to auto or cpu"):
+    with pytest.raises(
+        training.RunError, match="config key device: .*Fix: set device to auto or cpu"
+    ):
         training.resolve_device(device)
 
 

@@ -11,11 +11,11 @@ rule train:
         "results/logs/train/{loss}/{optimizer}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{loss}/{optimizer}/seed{seed}.tsv"
+    threads: 1
     params:
         spec=lambda wildcards: RUN_SPECS[wildcards.loss, wildcards.optimizer],
         python=PYTHON,
         script=str(SCRIPTS / "train.py"),
-    threads: 1
     shell:
         "{params.python:q} {params.script:q} --spec {params.spec:q} --threads {threads}"
         " --run {wildcards.seed:q} {output.tsv:q} {output.sidecar:q} > {log:q} 2>&1"

@@ -56,7 +56,9 @@ def draw_loss(ax, table: pd.DataFrame, loss: str, band: str) -> None:
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     if wants_log_scale(rows["mean"].to_numpy()):
         ax.set_yscale("log")
-    ax.set_title(f"{loss}: mean over seeds" + (f", band = {BAND_LABELS[band]}" if band != "none" else ""))
+    ax.set_title(
+        f"{loss}: mean over seeds" + (f", band = {BAND_LABELS[band]}" if band != "none" else "")
+    )
     ax.set_xlabel("step")
     ax.set_ylabel(f"{loss} loss")
     ax.grid(True, which="both", alpha=0.3)
@@ -66,7 +68,9 @@ def draw_loss(ax, table: pd.DataFrame, loss: str, band: str) -> None:
 def save(fig, paths) -> None:
     for path in paths:
         with runfiles.atomic_path(path) as temporary:
-            fig.savefig(temporary, format=str(path).rsplit(".", 1)[-1], dpi=120, bbox_inches="tight")
+            fig.savefig(
+                temporary, format=str(path).rsplit(".", 1)[-1], dpi=120, bbox_inches="tight"
+            )
     plt.close(fig)
 
 
@@ -78,7 +82,7 @@ def plot_loss(table: pd.DataFrame, loss: str, band: str, paths) -> None:
 
 def plot_overview(table: pd.DataFrame, losses: list[str], band: str, paths) -> None:
     fig, axes = plt.subplots(1, len(losses), figsize=(6.0 * len(losses), 4.4), squeeze=False)
-    for ax, loss in zip(axes[0], losses):
+    for ax, loss in zip(axes[0], losses, strict=True):
         draw_loss(ax, table, loss, band)
     fig.suptitle("Optimizer comparison across seeds")
     save(fig, paths)

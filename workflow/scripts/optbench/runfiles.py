@@ -41,8 +41,7 @@ def atomic_path(path: str | os.PathLike):
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        temporary.write_text(text, encoding="utf-8", newline="\n")
 
 
 def format_losses(losses) -> str:

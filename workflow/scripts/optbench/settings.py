@@ -17,8 +17,7 @@ import yaml
 
 from optbench import torch_catalog
 
-# PyYAML reads '1e-9' (no dot) as a string; optimizer arguments are never
-# meant as strings of that shape, so they are read as the float the user meant.
+# Float text that PyYAML's YAML 1.1 rules leave a string: '1e-9' has no dot.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 # Optimizers whose step() needs a closure that re-evaluates the model; the
@@ -105,13 +104,27 @@ def _schema_message(error: jsonschema.ValidationError, schema: dict) -> str:
     return f"config key {key}: {error.message}.{fix}"
 
 
-def _coerce_kwargs(value):
-    if isinstance(value, str) and _FLOAT_TEXT.match(value):
-        return float(value)
+def _coerce(value):
+    """Numbers and booleans that arrived as text, read as what they say.
+
+    Two sources give text where a number was meant: PyYAML reads '1e-9' (no
+    dot) as a string, and ``snakemake --config`` parses lists and mappings with
+    YAML's BaseLoader, which keeps every scalar a string (seeds=[0,1] gives
+    ['0', '1']). Torch hyper-parameters and seeds are never strings of that
+    shape, so they are converted; other strings are left alone.
+    """
+    if isinstance(value, str):
+        if _FLOAT_TEXT.match(value):
+            return float(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if isinstance(parsed, int | float | bool) else value
     if isinstance(value, list | tuple):
-        return [_coerce_kwargs(v) for v in value]
+        return [_coerce(v) for v in value]
     if isinstance(value, dict):
-        return {k: _coerce_kwargs(v) for k, v in value.items()}
+        return {k: _coerce(v) for k, v in value.items()}
     return value
 
 
@@ -174,6 +187,8 @@ def validate(config: dict, schema_path: str | Path, check_torch: bool = True) ->
         raise ConfigError("the configuration must be a mapping of keys to values.")
     schema = load_schema(schema_path)
     config = _fill_defaults(config, schema)
+    if isinstance(config["seeds"], list):
+        config["seeds"] = _coerce(config["seeds"])
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -184,14 +199,15 @@ def validate(config: dict, schema_path: str | Path, check_torch: bool = True) ->
     for kind in ("optimizers", "losses"):
         components[kind] = {}
         for name, entry in config[kind].items():
-            entry = {"class": entry["class"], "kwargs": _coerce_kwargs(entry["kwargs"])}
+            entry = {"class": entry["class"], "kwargs": _coerce(entry["kwargs"])}
             _check_component(kind, name, entry, catalog)
             components[kind][name] = Component(name, entry["class"], entry["kwargs"])
 
     return Experiment(
-        seeds=tuple(config["seeds"]),
-        steps=config["steps"],
-        dim=config["dim"],
+        # JSON Schema counts 3.0 as an integer; paths need the int's own text.
+        seeds=tuple(int(seed) for seed in config["seeds"]),
+        steps=int(config["steps"]),
+        dim=int(config["dim"]),
         device=config["device"],
         band=config["band"],
         optimizers=components["optimizers"],

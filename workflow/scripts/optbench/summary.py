@@ -45,14 +45,18 @@ class RunRef:
     path: str
 
 
-def read_cells(runs: list[RunRef], steps: int) -> dict[tuple[str, str], tuple[list[int], np.ndarray]]:
+def read_cells(
+    runs: list[RunRef], steps: int
+) -> dict[tuple[str, str], tuple[list[int], np.ndarray]]:
     """(loss, optimizer) -> (seeds, losses array of shape seeds x steps), in input order."""
     grouped: dict[tuple[str, str], tuple[list[int], list[list[float]]]] = {}
     for run in runs:
         seeds, rows = grouped.setdefault((run.loss, run.optimizer), ([], []))
         seeds.append(run.seed)
         rows.append(runfiles.read_run(run.path, steps))
-    return {cell: (seeds, np.array(rows, dtype=np.float64)) for cell, (seeds, rows) in grouped.items()}
+    return {
+        cell: (seeds, np.array(rows, dtype=np.float64)) for cell, (seeds, rows) in grouped.items()
+    }
 
 
 def surviving(losses: np.ndarray) -> np.ndarray:
@@ -113,9 +117,7 @@ def leaderboard(cells, table: pd.DataFrame) -> pd.DataFrame:
     """
     final = table[table["step"] == table.groupby(["loss", "optimizer"])["step"].transform("max")]
     final = final.drop(columns="step").reset_index(drop=True)
-    final["rank"] = (
-        final.groupby("loss")["mean"].rank(method="min", na_option="bottom").astype(int)
-    )
+    final["rank"] = final.groupby("loss")["mean"].rank(method="min", na_option="bottom").astype(int)
     p_values = []
     for row in final.itertuples():
         best = final[(final["loss"] == row.loss) & (final["rank"] == 1)].iloc[0]
@@ -129,8 +131,8 @@ def _paired_p(cells, loss: str, best: str, other: str) -> float:
         return float("nan")
     seeds_a, losses_a = cells[(loss, best)]
     seeds_b, losses_b = cells[(loss, other)]
-    final_a = dict(zip(seeds_a, surviving(losses_a)[:, -1]))
-    final_b = dict(zip(seeds_b, surviving(losses_b)[:, -1]))
+    final_a = dict(zip(seeds_a, surviving(losses_a)[:, -1], strict=True))
+    final_b = dict(zip(seeds_b, surviving(losses_b)[:, -1], strict=True))
     pairs = [
         (final_a[s], final_b[s])
         for s in final_a

@@ -107,7 +107,8 @@ def draw_problem(seed: int, dim: int):
 
 def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
     """One seeded run: the per-step losses, recorded before each update."""
-    criterion = build_loss(spec["loss"])  # draws nothing, so the seed's draws stay as in the article
+    # The loss draws no random numbers, so building it first keeps the article's draw order.
+    criterion = build_loss(spec["loss"])
     model, x, y = draw_problem(seed, spec["dim"])
     model, x, y = model.to(device), x.to(device), y.to(device)
     optimizer = build_optimizer(spec["optimizer"], model.parameters())
