@@ -48,6 +48,8 @@ class Experiment:
     dim: int
     device: str
     band: str
+    seeds_per_job: int  # already resolved: "all" becomes the number of seeds' span
+    torch_build: str  # resolved: cuda or cpu
     optimizers: dict[str, Component]
     losses: dict[str, Component]
 
@@ -164,6 +166,19 @@ def _check_component(kind: str, name: str, entry: dict, catalog) -> None:
         )
 
 
+def _seeds_per_job(value, seeds: tuple[int, ...]) -> int:
+    """Block size K of the seed packing; "all" is one block spanning every seed."""
+    if value == "all":
+        return max(seeds) + 1
+    return int(value)
+
+
+def _torch_build(value: str, device: str) -> str:
+    if value != "auto":
+        return value
+    return "cpu" if device == "cpu" else "cuda"
+
+
 def load_schema(path: str | Path) -> dict:
     with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
@@ -203,13 +218,16 @@ def validate(config: dict, schema_path: str | Path, check_torch: bool = True) ->
             _check_component(kind, name, entry, catalog)
             components[kind][name] = Component(name, entry["class"], entry["kwargs"])
 
+    # JSON Schema counts 3.0 as an integer; paths need the int's own text.
+    seeds = tuple(int(seed) for seed in config["seeds"])
     return Experiment(
-        # JSON Schema counts 3.0 as an integer; paths need the int's own text.
-        seeds=tuple(int(seed) for seed in config["seeds"]),
+        seeds=seeds,
         steps=int(config["steps"]),
         dim=int(config["dim"]),
         device=config["device"],
         band=config["band"],
+        seeds_per_job=_seeds_per_job(config["seeds_per_job"], seeds),
+        torch_build=_torch_build(config["torch_build"], config["device"]),
         optimizers=components["optimizers"],
         losses=components["losses"],
     )
