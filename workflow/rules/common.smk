@@ -1,6 +1,7 @@
 # Configuration check, grid and paths shared by all rules. Runs in every
 # snakemake invocation, so it stays torch-free and does no per-job work.
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -39,6 +40,19 @@ RUN_SPECS = {
     for loss in EXPERIMENT.losses
     for optimizer in EXPERIMENT.optimizers
 }
+SEED_BLOCKS = EXPERIMENT.seed_blocks()
+
+
+def cell_spec(wildcards):
+    return RUN_SPECS[wildcards.loss, wildcards.optimizer]
+
+
+def run_arguments(seeds, output):
+    """The training command's shell-quoted --run SEED TSV SIDECAR arguments."""
+    return " ".join(
+        f"--run {int(seed)} {shlex.quote(tsv)} {shlex.quote(sidecar)}"
+        for seed, tsv, sidecar in zip(seeds, output.tsv, output.sidecar, strict=True)
+    )
 
 
 def _alternatives(names):

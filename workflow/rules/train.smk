@@ -1,21 +1,59 @@
-# One training job per grid point. The job runs as a plain command rather
-# than through script:, so it imports torch and the standard library only
-# (Snakemake's script preamble would import Snakemake itself into every job).
+# Training jobs. A job runs as a plain command rather than through script:, so
+# it imports torch and the standard library only (Snakemake's script preamble
+# would import Snakemake itself into every job).
+#
+# Seed packing (config seeds_per_job = K). K = 1 is the one generic rule
+# `train`, one job per run. For K > 1 a job must declare the outputs of all
+# its seeds, and Snakemake rules cannot derive a variable output list from a
+# wildcard, so one rule is generated per block of seed values (0..K-1,
+# K..2K-1, ...) that the config uses; each rule keeps the {loss} and
+# {optimizer} wildcards, so the rule graph has one node per block, not per run.
+# Blocks follow seed values, not positions, so adding a seed re-runs only the
+# block it falls in.
 
+TRAIN_COMMAND = (
+    "{params.python:q} {params.script:q} --spec {params.spec:q} --threads {threads}"
+    " {params.runs} > {log:q} 2>&1"
+)
 
-rule train:
-    output:
-        tsv=RUN_TSV,
-        sidecar=RUN_SIDECAR,
-    log:
-        "results/logs/train/{loss}/{optimizer}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/train/{loss}/{optimizer}/seed{seed}.tsv"
-    threads: 1
-    params:
-        spec=lambda wildcards: RUN_SPECS[wildcards.loss, wildcards.optimizer],
-        python=PYTHON,
-        script=str(SCRIPTS / "train.py"),
-    shell:
-        "{params.python:q} {params.script:q} --spec {params.spec:q} --threads {threads}"
-        " --run {wildcards.seed:q} {output.tsv:q} {output.sidecar:q} > {log:q} 2>&1"
+if EXPERIMENT.seeds_per_job == 1:
+
+    rule train:
+        output:
+            tsv=RUN_TSV,
+            sidecar=RUN_SIDECAR,
+        log:
+            "results/logs/train/{loss}/{optimizer}/seed{seed}.log",
+        benchmark:
+            "results/benchmarks/train/{loss}/{optimizer}/seed{seed}.tsv"
+        threads: 1
+        params:
+            spec=cell_spec,
+            runs=lambda wildcards, output: run_arguments([wildcards.seed], output),
+            python=PYTHON,
+            script=str(SCRIPTS / "train.py"),
+        shell:
+            TRAIN_COMMAND
+
+else:
+
+    for block in SEED_BLOCKS:
+
+        rule:
+            name:
+                f"train_seeds_{block.label}"
+            output:
+                tsv=expand(RUN_TSV, seed=block.seeds, allow_missing=True),
+                sidecar=expand(RUN_SIDECAR, seed=block.seeds, allow_missing=True),
+            log:
+                f"results/logs/train/{{loss}}/{{optimizer}}/seeds{block.label}.log",
+            benchmark:
+                f"results/benchmarks/train/{{loss}}/{{optimizer}}/seeds{block.label}.tsv"
+            threads: 1
+            params:
+                spec=cell_spec,
+                runs=lambda wildcards, output, seeds=block.seeds: run_arguments(seeds, output),
+                python=PYTHON,
+                script=str(SCRIPTS / "train.py"),
+            shell:
+                TRAIN_COMMAND

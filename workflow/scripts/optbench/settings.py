@@ -42,6 +42,14 @@ class Component:
 
 
 @dataclass(frozen=True)
+class SeedBlock:
+    """Seeds that one packed training job runs; label is the block's value range."""
+
+    label: str
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Experiment:
     seeds: tuple[int, ...]
     steps: int
@@ -56,6 +64,17 @@ class Experiment:
     @property
     def n_runs(self) -> int:
         return len(self.seeds) * len(self.optimizers) * len(self.losses)
+
+    def seed_blocks(self) -> list[SeedBlock]:
+        """The configured seeds grouped by value into blocks of seeds_per_job."""
+        blocks: dict[int, list[int]] = {}
+        for seed in sorted(self.seeds):
+            blocks.setdefault(seed // self.seeds_per_job, []).append(seed)
+        size = self.seeds_per_job
+        return [
+            SeedBlock(f"{index * size}-{(index + 1) * size - 1}", tuple(seeds))
+            for index, seeds in sorted(blocks.items())
+        ]
 
     def run_spec(self, loss: str, optimizer: str) -> dict:
         """The settings a training job needs for one (loss, optimizer) cell."""
