@@ -47,14 +47,6 @@ def cell_spec(wildcards):
     return RUN_SPECS[wildcards.loss, wildcards.optimizer]
 
 
-def run_arguments(seeds, output):
-    """The training command's shell-quoted --run SEED TSV SIDECAR arguments."""
-    return " ".join(
-        f"--run {int(seed)} {shlex.quote(tsv)} {shlex.quote(sidecar)}"
-        for seed, tsv, sidecar in zip(seeds, output.tsv, output.sidecar, strict=True)
-    )
-
-
 def _alternatives(names):
     return "|".join(re.escape(name) for name in names)
 
@@ -91,3 +83,41 @@ def _python():
 
 
 PYTHON = _python()
+
+# Conda environments (used under --use-conda), relative to this directory like
+# every conda: path of the rule files beside it. Training takes the CUDA or the
+# CPU build of torch as config torch_build says (auto: cpu when device is cpu).
+TRAIN_ENVS = {
+    "cuda": "../../envs/train-cuda.yaml",
+    "cpu": "../../envs/train-cpu.yaml",
+}
+TRAIN_ENV = TRAIN_ENVS[EXPERIMENT.torch_build]
+ANALYSIS_ENV = "../../envs/analysis.yaml"
+
+
+# GPUs per training job, as Snakemake resource `gpu`: the executor plugin's
+# own name, so on SLURM it becomes `sbatch --gpus=N`, and locally
+# profiles/default caps the sum over running jobs (resources: gpu=1). Decided
+# from config without importing torch: cpu asks for none, cuda/cuda:N for one,
+# and auto for one where a GPU can be had (any cluster executor; locally only
+# when an NVIDIA GPU is visible, so a CPU-only machine never serialises jobs).
+# Force it with --set-resources train:gpu=1 (or 0).
+def _local_gpu_visible():
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return False
+    return any(Path("/proc/driver/nvidia/gpus").glob("*")) or any(
+        Path("/dev").glob("nvidia[0-9]*")
+    )
+
+
+LOCAL_GPU_VISIBLE = EXPERIMENT.device == "auto" and _local_gpu_visible()
+
+
+def training_gpus(wildcards):
+    # A callable: resources are evaluated after the executor is chosen.
+    if EXPERIMENT.device == "cpu":
+        return 0
+    if EXPERIMENT.device != "auto" or LOCAL_GPU_VISIBLE:
+        return 1
+    return 1 if workflow.non_local_exec or workflow.remote_exec else 0

@@ -11,10 +11,24 @@
 # Blocks follow seed values, not positions, so adding a seed re-runs only the
 # block it falls in.
 
-TRAIN_COMMAND = (
-    "{params.python:q} {params.script:q} --spec {params.spec:q} --threads {threads}"
-    " {params.runs} > {log:q} 2>&1"
-)
+
+def train_command(seeds):
+    """The job's command line. Interpreter, script and the --run arguments are
+    fixed when the rule is defined, so building the DAG of a large grid does no
+    per-job Python work beyond Snakemake's own formatting."""
+    if seeds is None:  # one job per run: the seed is a wildcard
+        runs = "--run {wildcards.seed} {output.tsv:q} {output.sidecar:q}"
+    else:
+        runs = " ".join(
+            f"--run {seed} {{output.tsv[{i}]:q}} {{output.sidecar[{i}]:q}}"
+            for i, seed in enumerate(seeds)
+        )
+    script = shlex.quote(str(SCRIPTS / "train.py"))
+    return (
+        f"{shlex.quote(PYTHON)} {script} --spec {{params.spec:q}} --threads {{threads}}"
+        f" {runs} > {{log:q}} 2>&1"
+    )
+
 
 if EXPERIMENT.seeds_per_job == 1:
 
@@ -26,14 +40,15 @@ if EXPERIMENT.seeds_per_job == 1:
             "results/logs/train/{loss}/{optimizer}/seed{seed}.log",
         benchmark:
             "results/benchmarks/train/{loss}/{optimizer}/seed{seed}.tsv"
+        conda:
+            TRAIN_ENV
         threads: 1
+        resources:
+            gpu=training_gpus,
         params:
             spec=cell_spec,
-            runs=lambda wildcards, output: run_arguments([wildcards.seed], output),
-            python=PYTHON,
-            script=str(SCRIPTS / "train.py"),
         shell:
-            TRAIN_COMMAND
+            train_command(None)
 
 else:
 
@@ -49,11 +64,12 @@ else:
                 f"results/logs/train/{{loss}}/{{optimizer}}/seeds{block.label}.log",
             benchmark:
                 f"results/benchmarks/train/{{loss}}/{{optimizer}}/seeds{block.label}.tsv"
+            conda:
+                TRAIN_ENV
             threads: 1
+            resources:
+                gpu=training_gpus,
             params:
                 spec=cell_spec,
-                runs=lambda wildcards, output, seeds=block.seeds: run_arguments(seeds, output),
-                python=PYTHON,
-                script=str(SCRIPTS / "train.py"),
             shell:
-                TRAIN_COMMAND
+                train_command(block.seeds)
