@@ -19,6 +19,8 @@ rule plot_loss:
         ),
     log:
         "results/logs/plot/{loss}.log",
+    conda:
+        ANALYSIS_ENV
     params:
         band=EXPERIMENT.band,
     script:
@@ -37,6 +39,8 @@ rule plot_overview:
         ),
     log:
         "results/logs/plot/overview.log",
+    conda:
+        ANALYSIS_ENV
     params:
         band=EXPERIMENT.band,
         losses=list(EXPERIMENT.losses),

@@ -22,6 +22,8 @@ rule summarize:
         ),
     log:
         "results/logs/summarize.log",
+    conda:
+        ANALYSIS_ENV
     params:
         grid=GRID,
         steps=EXPERIMENT.steps,
