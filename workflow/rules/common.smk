@@ -47,6 +47,14 @@ def cell_spec(wildcards):
     return RUN_SPECS[wildcards.loss, wildcards.optimizer]
 
 
+def run_arguments(seeds, output):
+    """A packed job's shell-quoted --run SEED TSV SIDECAR arguments."""
+    return " ".join(
+        f"--run {int(seed)} {shlex.quote(tsv)} {shlex.quote(sidecar)}"
+        for seed, tsv, sidecar in zip(seeds, output.tsv, output.sidecar, strict=True)
+    )
+
+
 def _alternatives(names):
     return "|".join(re.escape(name) for name in names)
 
@@ -84,6 +92,15 @@ def _python():
 
 PYTHON = _python()
 
+# Training command lines. Constants, so Snakemake formats them at run time
+# with nothing late-bound; one seed per job needs no Python call per job.
+_TRAIN = (
+    f"{shlex.quote(PYTHON)} {shlex.quote(str(SCRIPTS / 'train.py'))}"
+    " --spec {params.spec:q} --threads {threads}"
+)
+TRAIN_ONE_SEED = _TRAIN + " --run {wildcards.seed} {output.tsv:q} {output.sidecar:q} > {log:q} 2>&1"
+TRAIN_PACKED = _TRAIN + " {params.runs} > {log:q} 2>&1"
+
 # Conda environments (used under --use-conda), relative to this directory like
 # every conda: path of the rule files beside it. Training takes the CUDA or the
 # CPU build of torch as config torch_build says (auto: cpu when device is cpu).
@@ -106,9 +123,7 @@ def _local_gpu_visible():
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
         return False
-    return any(Path("/proc/driver/nvidia/gpus").glob("*")) or any(
-        Path("/dev").glob("nvidia[0-9]*")
-    )
+    return any(Path("/proc/driver/nvidia/gpus").glob("*")) or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 LOCAL_GPU_VISIBLE = EXPERIMENT.device == "auto" and _local_gpu_visible()

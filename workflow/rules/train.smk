@@ -9,25 +9,7 @@
 # K..2K-1, ...) that the config uses; each rule keeps the {loss} and
 # {optimizer} wildcards, so the rule graph has one node per block, not per run.
 # Blocks follow seed values, not positions, so adding a seed re-runs only the
-# block it falls in.
-
-
-def train_command(seeds):
-    """The job's command line. Interpreter, script and the --run arguments are
-    fixed when the rule is defined, so building the DAG of a large grid does no
-    per-job Python work beyond Snakemake's own formatting."""
-    if seeds is None:  # one job per run: the seed is a wildcard
-        runs = "--run {wildcards.seed} {output.tsv:q} {output.sidecar:q}"
-    else:
-        runs = " ".join(
-            f"--run {seed} {{output.tsv[{i}]:q}} {{output.sidecar[{i}]:q}}"
-            for i, seed in enumerate(seeds)
-        )
-    script = shlex.quote(str(SCRIPTS / "train.py"))
-    return (
-        f"{shlex.quote(PYTHON)} {script} --spec {{params.spec:q}} --threads {{threads}}"
-        f" {runs} > {{log:q}} 2>&1"
-    )
+# block it falls in. The command lines are in common.smk.
 
 
 if EXPERIMENT.seeds_per_job == 1:
@@ -48,7 +30,7 @@ if EXPERIMENT.seeds_per_job == 1:
         params:
             spec=cell_spec,
         shell:
-            train_command(None)
+            TRAIN_ONE_SEED
 
 else:
 
@@ -71,5 +53,8 @@ else:
                 gpu=training_gpus,
             params:
                 spec=cell_spec,
+                # A default argument binds this block's seeds now; a plain
+                # reference to `block` would see the loop's last value.
+                runs=lambda wildcards, output, seeds=block.seeds: run_arguments(seeds, output),
             shell:
-                train_command(block.seeds)
+                TRAIN_PACKED
