@@ -98,8 +98,10 @@ _TRAIN = (
     f"{shlex.quote(PYTHON)} {shlex.quote(str(SCRIPTS / 'train.py'))}"
     " --spec {params.spec:q} --threads {threads}"
 )
-TRAIN_ONE_SEED = _TRAIN + " --run {wildcards.seed} {output.tsv:q} {output.sidecar:q} > {log:q} 2>&1"
-TRAIN_PACKED = _TRAIN + " {params.runs} > {log:q} 2>&1"
+TRAIN_ONE_SEED = (
+    f"{_TRAIN} --run {{wildcards.seed}} {{output.tsv:q}} {{output.sidecar:q}} > {{log:q}} 2>&1"
+)
+TRAIN_PACKED = f"{_TRAIN} {{params.runs}} > {{log:q}} 2>&1"
 
 # Conda environments (used under --use-conda), relative to this directory like
 # every conda: path of the rule files beside it. Training takes the CUDA or the
