@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import CONFIGS, planned_jobs, snakemake, tree_bytes
 
+from conftest import CONFIGS, planned_jobs, snakemake, tree_bytes
 from optbench import runfiles, summary
 
 pytestmark = pytest.mark.workflow
