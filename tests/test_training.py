@@ -174,3 +174,12 @@ def test_training_job_imports_no_heavy_library(tmp_path):
     assert process.returncode == 0, process.stderr
     assert process.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "a.tsv").exists()
+
+
+@pytest.mark.parametrize("visible", [None, "0", "1,3", ""])
+def test_environment_records_the_gpus_the_scheduler_gave(monkeypatch, visible):
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert training.environment(torch.device("cpu"))["cuda_visible_devices"] == visible

@@ -6,6 +6,7 @@ where start-up time is most of the cost.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -137,4 +138,6 @@ def environment(device: torch.device) -> dict:
         "torch_cuda_version": torch.version.cuda,
         "cuda_built": torch.backends.cuda.is_built(),
         "cuda_available": torch.cuda.is_available(),
+        # What the scheduler handed this job (Slurm sets it from --gpus); None when unset.
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
