@@ -122,10 +122,9 @@ ANALYSIS_ENV = "../../envs/analysis.yaml"
 # when an NVIDIA GPU is visible, so a CPU-only machine never serialises jobs).
 # Force it with --set-resources train:gpu=1 (or 0).
 def _local_gpu_visible():
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
-        return False
-    return any(Path("/proc/driver/nvidia/gpus").glob("*")) or any(Path("/dev").glob("nvidia[0-9]*"))
+    from optbench.gpus import local_gpu_visible
+
+    return local_gpu_visible()
 
 
 LOCAL_GPU_VISIBLE = EXPERIMENT.device == "auto" and _local_gpu_visible()
