@@ -10,6 +10,7 @@ matplotlib). Usage:
 import argparse
 import json
 import platform
+import signal
 import sys
 import time
 
@@ -28,8 +29,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _exit_on_sigterm(signum, frame):
+    # Snakemake and Slurm stop jobs with SIGTERM; exiting through SystemExit
+    # lets the atomic writers remove their temporary files.
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     started = time.perf_counter()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     spec = json.loads(args.spec)
     torch.set_num_threads(max(1, args.threads))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")  # jobs run without a display
+matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, editable
+matplotlib.rcParams["svg.hashsalt"] = "optbench"  # stable element ids between runs
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402

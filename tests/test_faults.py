@@ -1,0 +1,312 @@
+"""Faults injected for real: interruptions, kills, concurrent runs, bad and tampered input.
+
+Each test checks that nothing finished was lost, nothing half-written looks
+complete, and nothing from a config was executed.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import bad_input
+import pandas as pd
+import psutil
+import pytest
+import torch
+
+from conftest import CONFIGS, REPO, SNAKEFILE, snakemake, tree_bytes
+from optbench import runfiles
+from test_training import article_loop
+
+pytestmark = pytest.mark.workflow
+TINY = CONFIGS / "tiny.yaml"
+SLOW = CONFIGS / "slow.yaml"
+SLOW_SEEDS = (0, 1, 2, 3)
+
+
+def run_tsvs(workdir):
+    root = workdir / "results" / "runs"
+    return {k: v for k, v in tree_bytes(root).items() if k.endswith(".tsv")}
+
+
+def temporary_leftovers(workdir):
+    return [p for p in (workdir / "results").rglob("*.part")]
+
+
+@pytest.fixture(scope="module")
+def slow_reference():
+    """Expected TSV bytes of the slow config, from an independent copy of the article's loop."""
+    expected = {}
+    for seed in SLOW_SEEDS:
+        losses = article_loop(
+            seed, lambda p: torch.optim.SGD(p, lr=0.01), torch.nn.MSELoss(), 10000
+        )
+        expected[f"mse/sgd/seed{seed}.tsv"] = runfiles.format_losses(losses).encode()
+    return expected
+
+
+def start(workdir, *args, configfile=SLOW):
+    """snakemake in its own process group (as a terminal's foreground job), output to a file."""
+    log = open(workdir.parent / f"{workdir.name}-snakemake.out", "w")  # noqa: SIM115
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        *args,
+    ]
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    process.output_path = log.name
+    return process
+
+
+def wait_for(condition, timeout=120, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def first_job_done(process):
+    """Snakemake reported a finished job, so that job's outputs count as complete.
+
+    A TSV on disk is not enough: until Snakemake records the job as finished,
+    an interruption marks it incomplete and a resumed run re-runs it.
+    """
+
+    def reported():
+        with open(process.output_path) as handle:
+            return " steps (" in handle.read()
+
+    return reported
+
+
+def finished(workdir):
+    """Finished run TSVs with their bytes and modification times."""
+    root = workdir / "results" / "runs"
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in root.rglob("*.tsv")
+    }
+
+
+def stop(process, sig, timeout=120):
+    os.killpg(process.pid, sig)
+    try:
+        return process.wait(timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_ctrl_c_then_rerun_incomplete_completes_identically(tmp_path, slow_reference):
+    workdir = tmp_path / "w"
+    process = start(workdir, "--cores", "1")
+    wait_for(first_job_done(process), what="the first finished job")
+    done = finished(workdir)
+    assert stop(process, signal.SIGINT) != 0  # Ctrl-C stops the run
+    assert 0 < len(done) < len(SLOW_SEEDS)
+    snakemake(workdir, "--cores", "4", "--rerun-incomplete", configfile=SLOW)
+    assert run_tsvs(workdir) == slow_reference
+    after = finished(workdir)
+    assert {name: after[name] for name in done} == done  # finished runs were not re-run
+    assert temporary_leftovers(workdir) == []
+
+
+def test_killed_training_job_reruns_alone_and_loses_nothing(tmp_path, slow_reference):
+    workdir = tmp_path / "w"
+    process = start(workdir, "--cores", "1")
+    wait_for(first_job_done(process), what="the first finished job")
+    done = finished(workdir)
+
+    def training_jobs():
+        return [
+            p
+            for p in psutil.Process(process.pid).children(recursive=True)
+            if "--run" in p.cmdline() and any(a.endswith("train.py") for a in p.cmdline())
+        ]
+
+    wait_for(lambda: bool(training_jobs()), what="a running training job")
+    killed = training_jobs()[0]
+    killed_seed = int(killed.cmdline()[killed.cmdline().index("--run") + 1])
+    killed.send_signal(signal.SIGKILL)
+    assert process.wait(120) != 0
+    with open(process.output_path) as handle:
+        output = handle.read()
+    assert f"results/logs/train/mse/sgd/seed{killed_seed}.log" in output
+    assert not (workdir / f"results/runs/mse/sgd/seed{killed_seed}.tsv").exists()
+    for name, (content, _) in finished(workdir).items():
+        assert content == slow_reference[f"mse/sgd/{name.split('/')[-1]}"], name  # never partial
+    snakemake(workdir, "--cores", "1", configfile=SLOW)
+    assert run_tsvs(workdir) == slow_reference
+    after = finished(workdir)
+    assert {name: after[name] for name in done} == done
+    assert temporary_leftovers(workdir) == []
+
+
+def test_hard_killed_workflow_resumes_with_unlock_and_rerun_incomplete(tmp_path, slow_reference):
+    workdir = tmp_path / "w"
+    process = start(workdir, "--cores", "1")
+    wait_for(first_job_done(process), what="the first finished job")
+    wait_for(
+        lambda: (
+            any((workdir / "results/logs/train/mse/sgd").glob("seed*.log"))
+            and len(list((workdir / "results/logs/train/mse/sgd").glob("seed*.log")))
+            > len(finished(workdir))
+        ),
+        what="a job in progress",
+    )
+    done = finished(workdir)
+    stop(process, signal.SIGKILL)  # no clean-up at all, as in a node crash
+    for name, (content, _) in finished(workdir).items():
+        assert content == slow_reference[f"mse/sgd/{name.split('/')[-1]}"], name
+    locked = snakemake(workdir, "--cores", "1", configfile=SLOW, check=False)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
+    snakemake(workdir, "--unlock", configfile=SLOW)
+    snakemake(workdir, "--cores", "4", "--rerun-incomplete", configfile=SLOW)
+    assert run_tsvs(workdir) == slow_reference
+    after = finished(workdir)
+    assert {name: after[name] for name in done} == done
+    assert temporary_leftovers(workdir) == []
+
+
+def test_second_invocation_is_refused_by_the_lock(tmp_path, slow_reference):
+    workdir = tmp_path / "w"
+    first = start(workdir, "--cores", "1")
+    wait_for(
+        lambda: (
+            (workdir / ".snakemake" / "locks").is_dir()
+            and any((workdir / ".snakemake" / "locks").iterdir())
+        ),
+        what="the lock",
+    )
+    second = snakemake(workdir, "--cores", "1", configfile=SLOW, check=False)
+    assert second.returncode != 0
+    assert "cannot be locked" in second.stdout + second.stderr
+    assert first.wait(300) == 0
+    assert run_tsvs(workdir) == slow_reference
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny-one-core")
+    snakemake(workdir, "--cores", "1", configfile=TINY)
+    return workdir
+
+
+def test_one_core_and_four_cores_give_identical_runs(tiny_reference, tmp_path):
+    snakemake(tmp_path, "--cores", "4", configfile=TINY)
+    assert run_tsvs(tmp_path) == run_tsvs(tiny_reference)
+    assert len(run_tsvs(tmp_path)) == 8
+
+
+def test_tampered_run_file_stops_aggregation_with_file_and_line(tiny_reference, tmp_path):
+    workdir = tmp_path / "w"
+    subprocess.run(["cp", "-a", str(tiny_reference), str(workdir)], check=True)
+    tampered = workdir / "results/runs/l1/adam/seed1.tsv"
+    lines = tampered.read_text().splitlines()
+    lines[3] = "2\t0.5x"
+    tampered.write_text("\n".join(lines) + "\n")
+    process = snakemake(workdir, "--cores", "1", configfile=TINY, check=False)
+    assert process.returncode != 0
+    log = (workdir / "results/logs/summarize.log").read_text()
+    assert "results/runs/l1/adam/seed1.tsv:4: loss '0.5x' is not a number" in log
+    assert "results/logs/summarize.log" in process.stdout + process.stderr
+    assert not (workdir / "results/summary/steps.tsv").exists()  # nothing that looks complete
+
+
+def test_stray_files_under_runs_are_ignored(tiny_reference, tmp_path):
+    workdir = tmp_path / "w"
+    subprocess.run(["cp", "-a", str(tiny_reference), str(workdir)], check=True)
+    (workdir / "results/runs/mse/sgd/seed99.tsv").write_text("garbage\n")
+    (workdir / "results/runs/other").mkdir()
+    (workdir / "results/runs/other/seed0.tsv").write_text("step\tloss\n0\t1e9\n")
+    snakemake(workdir, "--cores", "1", "--forcerun", "summarize", configfile=TINY)
+    steps = pd.read_csv(workdir / "results/summary/steps.tsv", sep="\t")
+    assert set(steps["n"]) == {2} and set(steps["loss"]) == {"mse", "l1"}
+    assert (tiny_reference / "results/summary/steps.tsv").read_bytes() == (
+        workdir / "results/summary/steps.tsv"
+    ).read_bytes()
+
+
+def test_diverging_optimizer_end_to_end(tmp_path):
+    config = CONFIGS / "diverging.yaml"
+    snakemake(tmp_path, "--cores", "2", configfile=config)
+    results = tmp_path / "results"
+    for seed in (0, 1):
+        losses = runfiles.read_run(results / f"runs/mse/sgd_lr10/seed{seed}.tsv", 30)
+        first_bad = runfiles.first_nonfinite_step(losses)
+        assert first_bad is not None and all(math.isfinite(v) for v in losses[:first_bad])
+        meta = json.loads((results / f"runs/mse/sgd_lr10/seed{seed}.json").read_text())
+        assert meta["first_nonfinite_step"] == first_bad
+    steps = pd.read_csv(results / "summary/steps.tsv", sep="\t")
+    wild = steps[steps["optimizer"] == "sgd_lr10"]
+    assert wild["n_diverged"].iloc[-1] == 2 and math.isnan(wild["mean"].iloc[-1])
+    assert (steps[steps["optimizer"] == "sgd"]["n_diverged"] == 0).all()
+    board = pd.read_csv(results / "summary/leaderboard.tsv", sep="\t").set_index("optimizer")
+    assert board.loc["sgd", "rank"] == 1 and board.loc["sgd_lr10", "rank"] == 2
+    svg = (results / "figures/losses/mse.svg").read_text()
+    assert "sgd_lr10 (2/2 diverged, excluded)" in svg
+    assert (results / "figures/overview.png").stat().st_size > 0
+
+
+def test_hostile_argument_value_is_data_not_code(tmp_path):
+    change = tmp_path / "hostile.yaml"
+    change.write_text(
+        "optimizers: {sgd: {class: SGD, kwargs: "
+        "{lr: '$(touch pwned)', momentum: '`touch pwned2`'}}}\n"
+        "seeds: [0]\n"
+    )
+    workdir = tmp_path / "w"
+    process = snakemake(
+        workdir, "--cores", "1", "--configfile", str(TINY), str(change), check=False
+    )
+    assert process.returncode != 0
+    log = (workdir / "results/logs/train/mse/sgd/seed0.log").read_text()
+    assert "config key optimizers.sgd: torch.optim.SGD(" in log and "Fix the kwargs" in log
+    assert not (workdir / "results/runs/mse/sgd/seed0.tsv").exists()
+    created = [p.name for p in tmp_path.rglob("pwned*")] + [p.name for p in REPO.rglob("pwned*")]
+    assert created == []
+
+
+@pytest.fixture(scope="module")
+def finished_workdir(tmp_path_factory, tiny_reference):
+    workdir = tmp_path_factory.mktemp("bad-input")
+    subprocess.run(["cp", "-a", f"{tiny_reference}/.", str(workdir)], check=True)
+    return workdir
+
+
+@pytest.mark.parametrize("case", bad_input.cases(), ids=[c.name for c in bad_input.cases()])
+def test_bad_input_fails_before_any_job_and_changes_nothing(finished_workdir, case, tmp_path):
+    """Every row of docs/bad-input.md, through snakemake, on a directory with results."""
+    before = tree_bytes(finished_workdir / "results")
+    change = tmp_path / "change.yaml"
+    change.write_text(case.change + "\n", encoding="utf-8")
+    process = snakemake(
+        finished_workdir,
+        "--cores",
+        "1",
+        "--configfile",
+        str(REPO / "config.yaml"),
+        str(change),
+        check=False,
+    )
+    output = process.stdout + process.stderr
+    assert process.returncode != 0
+    assert case.message in output
+    assert "rule train" not in output and "localrule" not in output
+    assert tree_bytes(finished_workdir / "results") == before
+    assert not list(finished_workdir.rglob("pwned*"))
