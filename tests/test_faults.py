@@ -17,6 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 import torch
+import yaml
 
 from conftest import CONFIGS, REPO, SNAKEFILE, snakemake, tree_bytes
 from optbench import runfiles
@@ -40,10 +41,14 @@ def temporary_leftovers(workdir):
 @pytest.fixture(scope="module")
 def slow_reference():
     """Expected TSV bytes of the slow config, from an independent copy of the article's loop."""
+    config = yaml.safe_load(SLOW.read_text())
+    assert tuple(config["seeds"]) == SLOW_SEEDS and config["optimizers"]["sgd"]["kwargs"] == {
+        "lr": 0.01
+    }
     expected = {}
     for seed in SLOW_SEEDS:
         losses = article_loop(
-            seed, lambda p: torch.optim.SGD(p, lr=0.01), torch.nn.MSELoss(), 10000
+            seed, lambda p: torch.optim.SGD(p, lr=0.01), torch.nn.MSELoss(), config["steps"]
         )
         expected[f"mse/sgd/seed{seed}.tsv"] = runfiles.format_losses(losses).encode()
     return expected
