@@ -280,9 +280,13 @@ def test_hostile_argument_value_is_data_not_code(tmp_path):
         workdir, "--cores", "1", "--configfile", str(TINY), str(change), check=False
     )
     assert process.returncode != 0
-    log = (workdir / "results/logs/train/mse/sgd/seed0.log").read_text()
-    assert "config key optimizers.sgd: torch.optim.SGD(" in log and "Fix the kwargs" in log
-    assert not (workdir / "results/runs/mse/sgd/seed0.tsv").exists()
+    # With one core the first failing job stops the run; which loss goes first is not fixed.
+    logs = sorted((workdir / "results/logs/train").glob("*/sgd/seed0.log"))
+    assert logs, "no training job ran"
+    for log in logs:
+        text = log.read_text()
+        assert "config key optimizers.sgd: torch.optim.SGD(" in text and "Fix the kwargs" in text
+    assert list((workdir / "results/runs").glob("*/sgd/*")) == []
     created = [p.name for p in tmp_path.rglob("pwned*")] + [p.name for p in REPO.rglob("pwned*")]
     assert created == []
 
