@@ -1,5 +1,6 @@
 """Shared helpers: the repository's paths and a way to run snakemake on it."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,31 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_slurm_lookup():
+    """Snakemake loads every installed executor plugin; the Slurm one runs
+    `scontrol show config` on import, which waits 10 s for a controller when a
+    Slurm client is installed without one (as after tests/test_slurm.py).
+    Runs outside that cluster get an empty configuration, so scontrol fails at once."""
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = os.devnull
+    yield
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory):
+    """The tiny config run once with one core; copy it before changing anything."""
+    workdir = tmp_path_factory.mktemp("tiny-one-core")
+    snakemake(workdir, "--cores", "1", configfile=CONFIGS / "tiny.yaml")
+    return workdir
+
+
+def copy_tree(source: Path, target: Path) -> Path:
+    subprocess.run(["cp", "-a", f"{source}/.", str(target)], check=True)
+    return target

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 PACKAGES = ("slurm-wlm", "munge")
-GPUS = 4
+GPUS = 2
 CPUS = 4
 # Several seconds above the plugin's first status check (1 s in the tests), so
 # finished jobs stay visible to squeue, the status command used without sacct.

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import CONFIGS, REPO, SNAKEFILE, snakemake, tree_bytes
+from conftest import CONFIGS, REPO, SNAKEFILE, copy_tree, snakemake, tree_bytes
 from optbench import runfiles
 from test_training import article_loop
 
@@ -27,6 +27,8 @@ pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
 SLOW = CONFIGS / "slow.yaml"
 SLOW_SEEDS = (0, 1, 2, 3)
+# Interruption tests are about training jobs; aggregation would only add time.
+ONLY_TRAINING = ("--omit-from", "summarize")
 
 
 def run_tsvs(workdir):
@@ -117,14 +119,22 @@ def stop(process, sig, timeout=120):
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_ctrl_c_then_rerun_incomplete_completes_identically(tmp_path, slow_reference):
+def test_second_invocation_is_refused_then_ctrl_c_and_rerun_incomplete(tmp_path, slow_reference):
     workdir = tmp_path / "w"
-    process = start(workdir, "--cores", "1")
+    process = start(workdir, "--cores", "1", *ONLY_TRAINING)
+    locks = workdir / ".snakemake" / "locks"
+    wait_for(lambda: locks.is_dir() and any(locks.iterdir()), what="the lock")
+    # A second snakemake on the same directory meets the first one's lock.
+    second = snakemake(workdir, "--cores", "1", configfile=SLOW, check=False)
+    assert second.returncode != 0
+    assert "cannot be locked" in second.stdout + second.stderr
     wait_for(first_job_done(process), what="the first finished job")
     done = finished(workdir)
     assert stop(process, signal.SIGINT) != 0  # Ctrl-C stops the run
     assert 0 < len(done) < len(SLOW_SEEDS)
-    snakemake(workdir, "--cores", "4", "--rerun-incomplete", configfile=SLOW)
+    for name, (content, _) in finished(workdir).items():
+        assert content == slow_reference[f"mse/sgd/{name.split('/')[-1]}"], name  # never partial
+    snakemake(workdir, "--cores", "4", "--rerun-incomplete", *ONLY_TRAINING, configfile=SLOW)
     assert run_tsvs(workdir) == slow_reference
     after = finished(workdir)
     assert {name: after[name] for name in done} == done  # finished runs were not re-run
@@ -133,7 +143,7 @@ def test_ctrl_c_then_rerun_incomplete_completes_identically(tmp_path, slow_refer
 
 def test_killed_training_job_reruns_alone_and_loses_nothing(tmp_path, slow_reference):
     workdir = tmp_path / "w"
-    process = start(workdir, "--cores", "1")
+    process = start(workdir, "--cores", "1", *ONLY_TRAINING)
     wait_for(first_job_done(process), what="the first finished job")
     done = finished(workdir)
 
@@ -155,7 +165,7 @@ def test_killed_training_job_reruns_alone_and_loses_nothing(tmp_path, slow_refer
     assert not (workdir / f"results/runs/mse/sgd/seed{killed_seed}.tsv").exists()
     for name, (content, _) in finished(workdir).items():
         assert content == slow_reference[f"mse/sgd/{name.split('/')[-1]}"], name  # never partial
-    snakemake(workdir, "--cores", "1", configfile=SLOW)
+    snakemake(workdir, "--cores", "4", *ONLY_TRAINING, configfile=SLOW)
     assert run_tsvs(workdir) == slow_reference
     after = finished(workdir)
     assert {name: after[name] for name in done} == done
@@ -164,7 +174,7 @@ def test_killed_training_job_reruns_alone_and_loses_nothing(tmp_path, slow_refer
 
 def test_hard_killed_workflow_resumes_with_unlock_and_rerun_incomplete(tmp_path, slow_reference):
     workdir = tmp_path / "w"
-    process = start(workdir, "--cores", "1")
+    process = start(workdir, "--cores", "1", *ONLY_TRAINING)
     wait_for(first_job_done(process), what="the first finished job")
     wait_for(
         lambda: (
@@ -181,46 +191,26 @@ def test_hard_killed_workflow_resumes_with_unlock_and_rerun_incomplete(tmp_path,
     locked = snakemake(workdir, "--cores", "1", configfile=SLOW, check=False)
     assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
     snakemake(workdir, "--unlock", configfile=SLOW)
-    snakemake(workdir, "--cores", "4", "--rerun-incomplete", configfile=SLOW)
+    snakemake(workdir, "--cores", "4", "--rerun-incomplete", *ONLY_TRAINING, configfile=SLOW)
     assert run_tsvs(workdir) == slow_reference
     after = finished(workdir)
     assert {name: after[name] for name in done} == done
     assert temporary_leftovers(workdir) == []
 
 
-def test_second_invocation_is_refused_by_the_lock(tmp_path, slow_reference):
-    workdir = tmp_path / "w"
-    first = start(workdir, "--cores", "1")
-    wait_for(
-        lambda: (
-            (workdir / ".snakemake" / "locks").is_dir()
-            and any((workdir / ".snakemake" / "locks").iterdir())
-        ),
-        what="the lock",
-    )
-    second = snakemake(workdir, "--cores", "1", configfile=SLOW, check=False)
-    assert second.returncode != 0
-    assert "cannot be locked" in second.stdout + second.stderr
-    assert first.wait(300) == 0
-    assert run_tsvs(workdir) == slow_reference
+def test_forced_rerun_on_four_cores_gives_identical_runs(tiny_results, tmp_path):
+    """Determinism across modes: one core, fresh vs four cores, re-run in place."""
+    workdir = copy_tree(tiny_results, tmp_path / "w")
+    before = finished(workdir)
+    snakemake(workdir, "--cores", "4", "--forcerun", "train", *ONLY_TRAINING, configfile=TINY)
+    after = finished(workdir)
+    assert len(after) == 8 and after.keys() == before.keys()
+    for name, (content, modified) in after.items():
+        assert content == before[name][0] and modified != before[name][1], name
 
 
-@pytest.fixture(scope="module")
-def tiny_reference(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny-one-core")
-    snakemake(workdir, "--cores", "1", configfile=TINY)
-    return workdir
-
-
-def test_one_core_and_four_cores_give_identical_runs(tiny_reference, tmp_path):
-    snakemake(tmp_path, "--cores", "4", configfile=TINY)
-    assert run_tsvs(tmp_path) == run_tsvs(tiny_reference)
-    assert len(run_tsvs(tmp_path)) == 8
-
-
-def test_tampered_run_file_stops_aggregation_with_file_and_line(tiny_reference, tmp_path):
-    workdir = tmp_path / "w"
-    subprocess.run(["cp", "-a", str(tiny_reference), str(workdir)], check=True)
+def test_tampered_run_file_stops_aggregation_with_file_and_line(tiny_results, tmp_path):
+    workdir = copy_tree(tiny_results, tmp_path / "w")
     tampered = workdir / "results/runs/l1/adam/seed1.tsv"
     lines = tampered.read_text().splitlines()
     lines[3] = "2\t0.5x"
@@ -233,16 +223,15 @@ def test_tampered_run_file_stops_aggregation_with_file_and_line(tiny_reference, 
     assert not (workdir / "results/summary/steps.tsv").exists()  # nothing that looks complete
 
 
-def test_stray_files_under_runs_are_ignored(tiny_reference, tmp_path):
-    workdir = tmp_path / "w"
-    subprocess.run(["cp", "-a", str(tiny_reference), str(workdir)], check=True)
+def test_stray_files_under_runs_are_ignored(tiny_results, tmp_path):
+    workdir = copy_tree(tiny_results, tmp_path / "w")
     (workdir / "results/runs/mse/sgd/seed99.tsv").write_text("garbage\n")
     (workdir / "results/runs/other").mkdir()
     (workdir / "results/runs/other/seed0.tsv").write_text("step\tloss\n0\t1e9\n")
     snakemake(workdir, "--cores", "1", "--forcerun", "summarize", configfile=TINY)
     steps = pd.read_csv(workdir / "results/summary/steps.tsv", sep="\t")
     assert set(steps["n"]) == {2} and set(steps["loss"]) == {"mse", "l1"}
-    assert (tiny_reference / "results/summary/steps.tsv").read_bytes() == (
+    assert (tiny_results / "results/summary/steps.tsv").read_bytes() == (
         workdir / "results/summary/steps.tsv"
     ).read_bytes()
 
@@ -292,10 +281,8 @@ def test_hostile_argument_value_is_data_not_code(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def finished_workdir(tmp_path_factory, tiny_reference):
-    workdir = tmp_path_factory.mktemp("bad-input")
-    subprocess.run(["cp", "-a", f"{tiny_reference}/.", str(workdir)], check=True)
-    return workdir
+def finished_workdir(tmp_path_factory, tiny_results):
+    return copy_tree(tiny_results, tmp_path_factory.mktemp("bad-input"))
 
 
 @pytest.mark.parametrize("case", bad_input.cases(), ids=[c.name for c in bad_input.cases()])

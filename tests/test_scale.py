@@ -7,9 +7,14 @@ import yaml
 
 from conftest import CONFIGS, planned_jobs, snakemake, tree_bytes
 from optbench import runfiles, summary
+from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
 
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
+
+
+SEEDS = (0, 1, 2)  # two blocks of 2 seeds, one of them short
+ONLY_TRAINING = ("--omit-from", "summarize")
 
 
 def run_tsvs(workdir):
@@ -17,45 +22,72 @@ def run_tsvs(workdir):
 
 
 @pytest.fixture(scope="module")
-def unpacked(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("unpacked")
-    snakemake(workdir, "--cores", "2", "--config", "seeds=[0,1,2]", configfile=TINY)
-    return workdir
+def expected_tsvs():
+    """Every run's bytes from the article's loop, one seed at a time."""
+    config = yaml.safe_load(TINY.read_text())
+    expected = {}
+    for loss in config["losses"]:
+        for optimizer in config["optimizers"]:
+            for seed in SEEDS:
+                losses = article_loop(
+                    seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], config["steps"]
+                )
+                expected[f"{loss}/{optimizer}/seed{seed}.tsv"] = runfiles.format_losses(
+                    losses
+                ).encode()
+    return expected
 
 
-@pytest.mark.parametrize("per_job", ["2", "all"])
-def test_packed_runs_are_byte_identical_to_unpacked(unpacked, tmp_path, per_job):
-    snakemake(
-        tmp_path,
+def packed_run(workdir, per_job, seeds=SEEDS):
+    return snakemake(
+        workdir,
         "--cores",
         "2",
+        *ONLY_TRAINING,
         "--config",
-        "seeds=[0,1,2]",
+        f"seeds=[{','.join(map(str, seeds))}]",
         f"seeds_per_job={per_job}",
         configfile=TINY,
     )
-    packed = run_tsvs(tmp_path)
-    assert len(packed) == 2 * 2 * 3
-    assert packed == run_tsvs(unpacked)
+
+
+@pytest.fixture(scope="module")
+def packed_by_two(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("packed-2")
+    packed_run(workdir, 2)
+    return workdir
+
+
+def test_seeds_packed_by_two_are_byte_identical_to_single_runs(packed_by_two, expected_tsvs):
+    assert run_tsvs(packed_by_two) == expected_tsvs
+    logs = sorted(p.name for p in (packed_by_two / "results/logs/train/mse/sgd").iterdir())
+    assert logs == ["seeds0-1.log", "seeds2-3.log"]
+
+
+def test_all_seeds_in_one_job_are_byte_identical_to_single_runs(tmp_path, expected_tsvs):
+    packed_run(tmp_path, "all")
+    assert run_tsvs(tmp_path) == expected_tsvs
     logs = sorted(p.name for p in (tmp_path / "results/logs/train/mse/sgd").iterdir())
-    assert logs == (["seeds0-1.log", "seeds2-3.log"] if per_job == "2" else ["seeds0-2.log"])
+    assert logs == ["seeds0-2.log"]
 
 
-def test_adding_a_seed_reruns_only_its_block(tmp_path):
-    snakemake(
-        tmp_path, "--cores", "2", "--config", "seeds=[0,1,2]", "seeds_per_job=2", configfile=TINY
-    )
-    process = snakemake(
-        tmp_path, "-n", "--config", "seeds=[0,1,2,3]", "seeds_per_job=2", configfile=TINY
-    )
-    jobs = planned_jobs(process)
-    assert jobs.get("train_seeds_2-3") == 4  # the block 2..3 gains seed 3, in each of 4 cells
-    assert "train_seeds_0-1" not in jobs
-    process = snakemake(
-        tmp_path, "-n", "--config", "seeds=[0,1,2,4]", "seeds_per_job=2", configfile=TINY
-    )
-    jobs = planned_jobs(process)
-    assert jobs.get("train_seeds_4-5") == 4 and "train_seeds_2-3" not in jobs
+def test_adding_a_seed_reruns_only_its_block(packed_by_two):
+    def planned(seeds):
+        process = snakemake(
+            packed_by_two,
+            "-n",
+            *ONLY_TRAINING,
+            "--config",
+            f"seeds=[{','.join(map(str, seeds))}]",
+            "seeds_per_job=2",
+            configfile=TINY,
+        )
+        return {rule: n for rule, n in planned_jobs(process).items() if rule.startswith("train")}
+
+    assert planned(SEEDS) == {}
+    # the block 2..3 gains seed 3 in each of the 4 cells; block 0..1 is untouched
+    assert planned((0, 1, 2, 3)) == {"train_seeds_2-3": 4}
+    assert planned((0, 1, 2, 4)) == {"train_seeds_4-5": 4}
 
 
 def test_rule_graph_has_one_training_rule_per_block(tmp_path):

@@ -84,31 +84,35 @@ def submit(cluster, workdir, profile, *args, configfile=TINY, seconds=150):
     return process, output, submitted, records
 
 
-def results_of(workdir: Path) -> dict[str, bytes]:
-    """Everything whose bytes must not depend on where it ran: run TSVs and summaries."""
-    files = tree_bytes(workdir / "results")
-    return {
-        name: data
-        for name, data in files.items()
-        if name.startswith("summary/") or (name.startswith("runs/") and name.endswith(".tsv"))
-    }
+def run_tsvs(workdir: Path) -> dict[str, bytes]:
+    """The run files, whose bytes must not depend on where they ran."""
+    files = tree_bytes(workdir / "results" / "runs")
+    return {name: data for name, data in files.items() if name.endswith(".tsv")}
 
 
 @pytest.fixture(scope="module")
-def local_results(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("local")
-    snakemake(workdir, "--cores", "2", configfile=TINY)
-    return results_of(workdir)
+def local_runs(tiny_results):
+    return run_tsvs(tiny_results)
 
 
 @pytest.fixture(scope="module")
-def gpu_run(cluster, tmp_path_factory):
-    """The tiny grid (8 training jobs) with device auto: every training job asks
-    Slurm for a GPU, on a node with four, so jobs must queue for them."""
+def sgd_grid(tmp_path_factory):
+    """The tiny config with SGD only: 4 training jobs (2 losses x 2 seeds)."""
+    config = yaml.safe_load(TINY.read_text())
+    config["optimizers"] = {"sgd": config["optimizers"]["sgd"]}
+    path = tmp_path_factory.mktemp("configs") / "sgd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gpu_run(cluster, tmp_path_factory, sgd_grid):
+    """4 training jobs with device auto: every one asks Slurm for a GPU, on a
+    node with two, so jobs must queue for them."""
     workdir = tmp_path_factory.mktemp("cluster")
     started = time.monotonic()
     process, output, submitted, records = submit(
-        cluster, workdir, "slurm", "--config", "device=auto"
+        cluster, workdir, "slurm", "--config", "device=auto", configfile=sgd_grid
     )
     assert process.returncode == 0, output[-8000:] + cluster.logs()
     return workdir, output, submitted, records, time.monotonic() - started
@@ -144,29 +148,31 @@ def test_dry_run_asks_slurm_for_one_gpu_per_training_job(workdir):
     assert "gpu=0" in cpu.stdout + cpu.stderr and "gpu=1" not in cpu.stdout + cpu.stderr
 
 
-def test_cluster_run_goes_through_sbatch_and_matches_a_local_run(gpu_run, local_results):
+def test_cluster_run_goes_through_sbatch_and_matches_a_local_run(gpu_run, local_runs):
     workdir, output, submitted, records, seconds = gpu_run
     print(f"cluster run: {seconds:.1f} s, {len(submitted)} Slurm jobs")
     # every training job went through sbatch, and Slurm itself ran each one
-    assert len(submitted) == 8, output[-4000:]
+    assert len(submitted) == 4, output[-4000:]
     assert set(records) == set(submitted)
     assert {record["JobState"] for record in records.values()} == {"COMPLETED"}
     assert len({record["Name"] for record in records.values()}) == 1  # the run's uuid
     logs = sorted(Path(log).parent.parent.name for log in submitted.values())
-    assert logs == ["rule_train"] * 8
+    assert logs == ["rule_train"] * 4
     # summaries and figures stayed local: only training jobs were submitted
-    assert results_of(workdir) == local_results
+    assert (workdir / "results/summary/steps.tsv").exists()
+    runs = run_tsvs(workdir)
+    assert len(runs) == 4 and runs == {name: local_runs[name] for name in runs}
 
 
 def test_gpu_request_reaches_slurm_and_jobs_queue_for_gpus(gpu_run):
     workdir, output, submitted, records, _ = gpu_run
     sidecars = [json.loads(p.read_text()) for p in (workdir / "results/runs").rglob("*.json")]
-    assert len(sidecars) == 8
+    assert len(sidecars) == 4
     for meta in sidecars:
         # Slurm's --gpus=1 gave each job one of the node's GPUs
         assert meta["cuda_visible_devices"] in {str(i) for i in range(slurm_cluster.GPUS)}, meta
         assert meta["device_requested"] == "auto" and meta["device"] == "cpu"  # no CUDA torch
-    # eight GPU jobs, four GPUs: never more than four ran at once, so the rest queued
+    # four GPU jobs, two GPUs: never more than two ran at once, so the rest queued
     events = []
     for record in records.values():
         events += [(record["StartTime"], 1), (record["EndTime"], -1)]
@@ -200,16 +206,12 @@ def test_failing_training_job_fails_the_run_naming_its_log(cluster, tmp_path):
 
 
 def test_grouped_profile_makes_fewer_slurm_jobs_with_identical_results(
-    cluster, tmp_path, local_results
+    cluster, tmp_path, local_runs, sgd_grid
 ):
-    config = yaml.safe_load(TINY.read_text())
-    config["optimizers"] = {"sgd": config["optimizers"]["sgd"]}
-    small = tmp_path / "small.yaml"
-    small.write_text(yaml.safe_dump(config))  # 4 training jobs: sgd x 2 losses x 2 seeds
     workdir = tmp_path / "work"
     started = time.monotonic()
     process, output, submitted, records = submit(
-        cluster, workdir, "slurm-grouped", "--config", "device=auto", configfile=small
+        cluster, workdir, "slurm-grouped", "--config", "device=auto", configfile=sgd_grid
     )
     assert process.returncode == 0, output[-8000:] + cluster.logs()
     print(f"grouped run: {time.monotonic() - started:.1f} s, {len(submitted)} Slurm job(s)")
@@ -217,9 +219,8 @@ def test_grouped_profile_makes_fewer_slurm_jobs_with_identical_results(
     assert len(submitted) == 1 and set(records) == set(submitted)
     assert {record["JobState"] for record in records.values()} == {"COMPLETED"}
     assert all("group_" in str(log) for log in submitted.values())  # a group job
-    # the group asked for one GPU, not four, and its members ran on it in turn
+    # the group asked for one GPU, not one per member, and its members ran on it in turn
     sidecars = [json.loads(p.read_text()) for p in (workdir / "results/runs").rglob("*.json")]
     assert len(sidecars) == 4 and len({m["cuda_visible_devices"] for m in sidecars}) == 1
-    runs = {name: data for name, data in results_of(workdir).items() if name.startswith("runs/")}
-    assert len(runs) == 4
-    assert runs == {name: local_results[name] for name in runs}
+    runs = run_tsvs(workdir)
+    assert len(runs) == 4 and runs == {name: local_runs[name] for name in runs}

@@ -163,12 +163,12 @@ def _check_component(kind: str, name: str, entry: dict, catalog) -> None:
     if catalog is None:
         return
     known = catalog.optimizers if kind == "optimizers" else catalog.losses
-    what = "optimizer" if kind == "optimizers" else "loss"
+    what = "an optimizer" if kind == "optimizers" else "a loss"
     if cls not in known:
         close = [k for k in known if k.lower() == cls.lower()]
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"config key {key}.class: {cls!r} is not a {what} class in {module}.{hint} "
+            f"config key {key}.class: {cls!r} is not {what} class in {module}.{hint} "
             f"Fix: use one of {', '.join(sorted(known))}."
         )
     if kind == "optimizers" and "params" in kwargs:
