@@ -70,9 +70,9 @@ def no_stray_slurm_lookup():
 
 @pytest.fixture(scope="session")
 def tiny_results(tmp_path_factory):
-    """The tiny config run once with one core; copy it before changing anything."""
-    workdir = tmp_path_factory.mktemp("tiny-one-core")
-    snakemake(workdir, "--cores", "1", configfile=CONFIGS / "tiny.yaml")
+    """The tiny config run once with four cores; copy it before changing anything."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake(workdir, "--cores", "4", configfile=CONFIGS / "tiny.yaml")
     return workdir
 
 
