@@ -14,12 +14,17 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 TRAIN_SCRIPT = REPO / "workflow" / "scripts" / "train.py"
 
 
-def snakemake(workdir, *args, configfile=None, check=True, timeout=600):
-    """Run snakemake on the repository's Snakefile in ``workdir``; returns the process."""
+def snakemake_command(workdir, *args, configfile=None) -> list[str]:
+    """The command line of snakemake on the repository's Snakefile in ``workdir``."""
     command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir)]
     if configfile is not None:
         command += ["--configfile", str(configfile)]
-    command += list(args)
+    return command + list(args)
+
+
+def snakemake(workdir, *args, configfile=None, check=True, timeout=600):
+    """Run snakemake on the repository's Snakefile in ``workdir``; returns the process."""
+    command = snakemake_command(workdir, *args, configfile=configfile)
     process = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if check and process.returncode != 0:
         raise AssertionError(

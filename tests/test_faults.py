@@ -9,7 +9,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import CONFIGS, REPO, SNAKEFILE, copy_tree, snakemake, tree_bytes
+from conftest import CONFIGS, REPO, copy_tree, snakemake, snakemake_command, tree_bytes
 from optbench import runfiles
 from test_training import article_loop
 
@@ -60,18 +59,7 @@ def slow_reference():
 def start(workdir, *args, configfile=SLOW):
     """snakemake in its own process group (as a terminal's foreground job), output to a file."""
     log = open(workdir.parent / f"{workdir.name}-snakemake.out", "w")  # noqa: SIM115
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(SNAKEFILE),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(configfile),
-        *args,
-    ]
+    command = snakemake_command(workdir, *args, configfile=configfile)
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )

@@ -8,7 +8,6 @@ root and apt, and the tests skip with the reason otherwise (.ci/run has both).
 import json
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import slurm_cluster
 import yaml
 
-from conftest import CONFIGS, REPO, SNAKEFILE, snakemake, tree_bytes
+from conftest import CONFIGS, REPO, snakemake, snakemake_command, tree_bytes
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 TINY = CONFIGS / "tiny.yaml"
@@ -57,19 +56,14 @@ def submit(cluster, workdir, profile, *args, configfile=TINY, seconds=150):
     cluster.wait_idle()
     command = slurm_cluster.bounded(
         seconds,
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(SNAKEFILE),
-        "--directory",
-        str(workdir),
-        "--workflow-profile",
-        str(PROFILES / profile),
-        "--configfile",
-        str(configfile),
-        *TEST_OVERRIDES,
-        *args,
+        *snakemake_command(
+            workdir,
+            "--workflow-profile",
+            str(PROFILES / profile),
+            *TEST_OVERRIDES,
+            *args,
+            configfile=configfile,
+        ),
     )
     before = {record["JobId"] for record in cluster.completed_jobs()}
     process = subprocess.run(command, env=cluster.env, capture_output=True, text=True)
