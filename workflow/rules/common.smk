@@ -130,10 +130,15 @@ def _local_gpu_visible():
 LOCAL_GPU_VISIBLE = EXPERIMENT.device == "auto" and _local_gpu_visible()
 
 
-def training_gpus(wildcards):
-    # A callable: resources are evaluated after the executor is chosen.
-    if EXPERIMENT.device == "cpu":
-        return 0
-    if EXPERIMENT.device != "auto" or LOCAL_GPU_VISIBLE:
-        return 1
+def _auto_device_gpus(wildcards):
+    # A callable: the executor is chosen after the rules are parsed.
     return 1 if workflow.non_local_exec or workflow.remote_exec else 0
+
+
+# A plain number where the config decides (no per-job call on large grids).
+if EXPERIMENT.device == "cpu":
+    TRAINING_GPUS = 0
+elif EXPERIMENT.device != "auto" or LOCAL_GPU_VISIBLE:
+    TRAINING_GPUS = 1
+else:
+    TRAINING_GPUS = _auto_device_gpus

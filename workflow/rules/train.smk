@@ -26,7 +26,7 @@ if EXPERIMENT.seeds_per_job == 1:
             TRAIN_ENV
         threads: 1
         resources:
-            gpu=training_gpus,
+            gpu=TRAINING_GPUS,
         params:
             spec=cell_spec,
         shell:
@@ -50,7 +50,7 @@ else:
                 TRAIN_ENV
             threads: 1
             resources:
-                gpu=training_gpus,
+                gpu=TRAINING_GPUS,
             params:
                 spec=cell_spec,
                 # A default argument binds this block's seeds now; a plain
