@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import CONFIGS, REPO, planned_jobs, snakemake
+from conftest import CONFIGS, REPO, copy_tree, planned_jobs, snakemake
 from optbench import runfiles
 from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
 
@@ -91,6 +91,16 @@ def test_tiny_run_writes_every_output(tiny_results):
         assert b"<svg" in (results / f"{stem}.svg").read_bytes()[:2000]
     leftovers = [p for p in results.rglob("*") if p.name.startswith(".") or p.suffix == ".part"]
     assert leftovers == []
+
+
+def test_report_bundles_figures_and_tables_with_captions(tiny_results, tmp_path):
+    workdir = copy_tree(tiny_results, tmp_path / "w")
+    snakemake(workdir, "--report", "results/report.html", configfile=TINY)
+    html = (workdir / "results/report.html").read_text()
+    for name in ("steps.tsv", "leaderboard.tsv", "overview.svg", "mse.png", "l1.svg"):
+        assert name in html, name
+    caption = (REPO / "workflow/report/leaderboard.rst").read_text().split("(")[0].strip()
+    assert caption in html  # the caption's first words, as written
 
 
 def test_rerun_is_a_no_op(tiny_results):
