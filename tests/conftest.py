@@ -53,6 +53,12 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     }
 
 
+def run_tsvs(workdir: Path) -> dict[str, bytes]:
+    """The bytes of every run TSV under ``workdir``/results/runs, by relative path."""
+    files = tree_bytes(workdir / "results" / "runs")
+    return {name: data for name, data in files.items() if name.endswith(".tsv")}
+
+
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path

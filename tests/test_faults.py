@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import CONFIGS, REPO, copy_tree, snakemake, snakemake_command, tree_bytes
+from conftest import CONFIGS, REPO, copy_tree, run_tsvs, snakemake, snakemake_command, tree_bytes
 from optbench import runfiles
 from test_training import article_loop
 
@@ -29,11 +29,6 @@ SLOW = CONFIGS / "slow.yaml"
 SLOW_SEEDS = (0, 1, 2, 3)
 # Interruption tests are about training jobs; aggregation would only add time.
 ONLY_TRAINING = ("--omit-from", "summarize")
-
-
-def run_tsvs(workdir):
-    root = workdir / "results" / "runs"
-    return {k: v for k, v in tree_bytes(root).items() if k.endswith(".tsv")}
 
 
 def temporary_leftovers(workdir):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import CONFIGS, planned_jobs, snakemake, tree_bytes
+from conftest import CONFIGS, planned_jobs, run_tsvs, snakemake
 from optbench import runfiles, summary
 from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
 
@@ -15,10 +15,6 @@ TINY = CONFIGS / "tiny.yaml"
 
 SEEDS = (0, 1, 2)  # two blocks of 2 seeds, one of them short
 ONLY_TRAINING = ("--omit-from", "summarize")
-
-
-def run_tsvs(workdir):
-    return {k: v for k, v in tree_bytes(workdir / "results" / "runs").items() if k.endswith(".tsv")}
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +34,13 @@ def expected_tsvs():
     return expected
 
 
-def packed_run(workdir, per_job, seeds=SEEDS):
+def grid(seeds, per_job):
+    return ("--config", f"seeds=[{','.join(map(str, seeds))}]", f"seeds_per_job={per_job}")
+
+
+def packed_run(workdir, per_job):
     return snakemake(
-        workdir,
-        "--cores",
-        "2",
-        *ONLY_TRAINING,
-        "--config",
-        f"seeds=[{','.join(map(str, seeds))}]",
-        f"seeds_per_job={per_job}",
-        configfile=TINY,
+        workdir, "--cores", "2", *ONLY_TRAINING, *grid(SEEDS, per_job), configfile=TINY
     )
 
 
@@ -73,15 +66,7 @@ def test_all_seeds_in_one_job_are_byte_identical_to_single_runs(tmp_path, expect
 
 def test_adding_a_seed_reruns_only_its_block(packed_by_two):
     def planned(seeds):
-        process = snakemake(
-            packed_by_two,
-            "-n",
-            *ONLY_TRAINING,
-            "--config",
-            f"seeds=[{','.join(map(str, seeds))}]",
-            "seeds_per_job=2",
-            configfile=TINY,
-        )
+        process = snakemake(packed_by_two, "-n", *ONLY_TRAINING, *grid(seeds, 2), configfile=TINY)
         return {rule: n for rule, n in planned_jobs(process).items() if rule.startswith("train")}
 
     assert planned(SEEDS) == {}

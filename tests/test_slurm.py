@@ -15,7 +15,7 @@ import pytest
 import slurm_cluster
 import yaml
 
-from conftest import CONFIGS, REPO, snakemake, snakemake_command, tree_bytes
+from conftest import CONFIGS, REPO, run_tsvs, snakemake, snakemake_command
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 TINY = CONFIGS / "tiny.yaml"
@@ -76,12 +76,6 @@ def submit(cluster, workdir, profile, *args, configfile=TINY, seconds=150):
         if record["JobId"] not in before
     }
     return process, output, submitted, records
-
-
-def run_tsvs(workdir: Path) -> dict[str, bytes]:
-    """The run files, whose bytes must not depend on where they ran."""
-    files = tree_bytes(workdir / "results" / "runs")
-    return {name: data for name, data in files.items() if name.endswith(".tsv")}
 
 
 @pytest.fixture(scope="module")
