@@ -1,0 +1,46 @@
+"""The reference problem of the blog post: a bias-free square linear layer fitted
+to one sample. Stresses almost nothing on purpose: one input vector, a
+deterministic full batch, a convex loss whose minimum (zero) is reached by
+infinitely many weight matrices. It is the article's toy, kept bit for bit so
+that the default configuration reproduces the post's numbers; its interest is
+how differently optimizers move at hand-picked learning rates, not what they
+reach.
+
+Draw order (seed ``s``), exactly the post's, on torch's *global* CPU
+generator: ``torch.manual_seed(s)``; the model
+``nn.Linear(dim, dim, bias=False)`` with torch's default initialisation;
+``x = torch.randn(1, dim)``; ``w = torch.randn(1, 1)``; ``y = w * x + 2``
+(shape ``[1, dim]``). This is the only built-in problem that uses the global
+generator (the post does); the others draw on their own generators.
+
+Optimum: 0 for every regression loss. The model computes ``W x`` and the
+matrix ``W = y x^T / (x . x)`` gives ``W x = y`` exactly whenever ``x != 0``,
+which a Gaussian draw of ``dim`` values never misses; every regression loss is
+zero where prediction equals target and positive elsewhere.
+"""
+
+import torch
+
+from optbench.problems import LOSSES
+from optbench.problems.instance import Instance
+
+KIND = "regression"
+PARAMETERS = {"dim": 20}
+LIMITS = {"dim": [1, None]}
+STOCHASTIC = False
+OPTIMUM = 0.0
+
+
+def build(seed: int, steps: int, dim: int = 20) -> Instance:
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(dim, dim, bias=False)
+    x = torch.randn(1, dim)
+    w = torch.randn(1, 1)
+    y = w * x + 2
+    return Instance(
+        kind=KIND,
+        model=model,
+        inputs=x,
+        targets=y,
+        optima=dict.fromkeys(LOSSES[KIND], 0.0),
+    )
