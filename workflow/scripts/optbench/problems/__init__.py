@@ -277,9 +277,23 @@ def _build_signature_errors(tree: ast.Module, parameters: dict, path: Path) -> N
             )
 
 
+_DECLARATIONS: dict[Path, tuple[tuple[int, int], Declaration]] = {}
+
+
 def declaration(name: str, user_dir: Path | None = None) -> Declaration:
-    """What problem ``name`` declares, read from its file without importing it."""
-    return read_declaration(path_of(name, user_dir), name)
+    """What problem ``name`` declares, read from its file without importing it.
+
+    Kept per file while the file's size and modification time stay the same,
+    so a job that builds many seeds parses the file once.
+    """
+    path = path_of(name, user_dir)
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _DECLARATIONS.get(path)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, read_declaration(path, name))
+        _DECLARATIONS[path] = cached
+    return cached[1]
 
 
 def read_declaration(path: Path, name: str | None = None) -> Declaration:

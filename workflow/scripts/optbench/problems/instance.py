@@ -61,6 +61,20 @@ class Instance:
     # JSON-safe facts about the draw worth keeping in a run's sidecar.
     info: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        # Shapes, not values: an instance may hold a whole data set.
+        def shape(tensor):
+            return None if tensor is None else f"{list(tensor.shape)} {tensor.dtype}"
+
+        weights = sum(p.numel() for p in self.model.parameters())
+        heldout = None if self.heldout is None else shape(self.heldout[0])
+        return (
+            f"Instance(kind={self.kind!r}, model={type(self.model).__name__} with {weights} "
+            f"weights, inputs={shape(self.inputs)}, targets={shape(self.targets)}, "
+            f"index={shape(self.index)}, heldout={heldout}, optima={self.optima}, "
+            f"info={self.info})"
+        )
+
     def batch(self, step: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The (inputs, targets) of training step ``step``; (None, None) for an objective."""
         if self.index is None:

@@ -21,7 +21,8 @@ then bias, ``U(-1/sqrt(dim), 1/sqrt(dim))`` (nn.Linear's default distribution).
 
 Optimum (``optima["BCEWithLogitsLoss"]``, default mean reduction): solved at
 build time by Newton's method in float64 on the float32 data. Either it
-converges (gradient norm below 1e-10) to the unique minimum, the value given;
+converges (gradient norm below 1e-10, or below 1e-7 where float64 allows no
+further descent) to the unique minimum, the value given;
 or the mean loss falls below ``log(2) / samples``, which proves the data
 separable (every sample's loss is then below log 2, i.e. every sample is
 classified correctly by a finite weight vector) and the infimum is 0, the
@@ -80,13 +81,17 @@ def newton_optimum(x: torch.Tensor, y: torch.Tensor, iterations: int = 100):
 
     loss = loss_of(weights)
     separated = math.log(2) / len(x)
+
+    def gradient_of(w):
+        return design.T @ (torch.sigmoid(design @ w) - target) / len(x)
+
     for _ in range(iterations):
         if loss < separated:
             return 0.0, True
-        p = torch.sigmoid(design @ weights)
-        gradient = design.T @ (p - target) / len(x)
+        gradient = gradient_of(weights)
         if gradient.norm() < 1e-10:
             return float(loss), False
+        p = torch.sigmoid(design @ weights)
         hessian = design.T @ (design * (p * (1 - p)).unsqueeze(1)) / len(x)
         # A tiny ridge keeps the solve defined while the weights of a separable
         # set grow; it only changes the direction searched, not the loss judged.
@@ -100,8 +105,10 @@ def newton_optimum(x: torch.Tensor, y: torch.Tensor, iterations: int = 100):
                 break
             step /= 2
         else:
-            break
+            break  # no descent left in float64: judged below
         weights, loss = candidate, candidate_loss
     if loss < separated:
         return 0.0, True
+    if gradient_of(weights).norm() < 1e-7:
+        return float(loss), False
     return None, None
