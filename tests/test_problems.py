@@ -216,6 +216,9 @@ def test_unknown_name_lists_the_known_problems_and_skipped_files(tmp_path):
         (MINIMAL.replace('"""A minimal problem."""', ""), "no module docstring"),
         (MINIMAL + "    LIMITS = {'dim': [5, None]}\n", "default of dim: 3 is outside"),
         (MINIMAL + "    OPTIMUM = None\n", "OPTIMUM is assigned more than once"),
+        (MINIMAL + "    CONSTRAINTS = ['dim > 5']\n", "defaults break CONSTRAINTS entry 'dim > 5'"),
+        (MINIMAL + "    CONSTRAINTS = ['open(dim)']\n", "'open.dim.' is not a comparison"),
+        (MINIMAL + "    CONSTRAINTS = ['size > 1']\n", "'size > 1' is not a comparison of numeric"),
         (MINIMAL.replace("OPTIMUM = 0.0", "OPTIMUM = 0.0 +"), "cannot read the problem file"),
     ],
 )
@@ -292,6 +295,25 @@ def test_every_parameter_error_is_reported_at_once():
     with pytest.raises(ProblemError) as error:
         problems.resolve_parameters(decl, given)
     assert str(error.value).count("\n") == 3
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"samples": 10}, "needs samples >= dim, got dim=20, samples=10"),
+        ({"samples": 10, "dim": 10}, None),
+        ({"samples": 30, "dim": 31}, "needs samples >= dim, got dim=31, samples=30"),
+    ],
+)
+def test_constraints_between_parameters_are_checked_at_planning(given, expected):
+    errors = problems.check_parameters(problems.declaration("quadratic"), given)
+    if expected is None:
+        assert errors == []
+        assert build("quadratic", **given).inputs.shape == (10, 10)
+    else:
+        assert len(errors) == 1 and expected in errors[0] and errors[0].startswith("problems.q")
+        with pytest.raises(ProblemError, match=expected):
+            build("quadratic", **given)
 
 
 def test_keyword_arguments_that_are_not_a_mapping_are_refused():
@@ -632,13 +654,14 @@ def test_digits_mlp_learns_far_above_chance():
 
 def test_evaluate_computes_loss_and_accuracy_by_hand():
     instance = build("logistic", 0)
-    instance.heldout = (instance.inputs[:50], instance.targets[:50])
+    lbfgs(instance, torch.nn.BCEWithLogitsLoss(), iterations=5)  # partly trained: logits spread
+    instance.heldout = (instance.inputs, instance.targets)
     result = instance.evaluate(torch.nn.BCEWithLogitsLoss())
-    logits = instance.model(instance.inputs[:50]).detach().double().numpy()[:, 0]
-    labels = instance.targets[:50].double().numpy()[:, 0]
+    logits = instance.model(instance.inputs).detach().double().numpy()[:, 0]
+    labels = instance.targets.double().numpy()[:, 0]
     expected = np.mean(np.logaddexp(0, logits) - labels * logits)
     assert result["heldout_loss"] == pytest.approx(expected, rel=1e-6)
-    assert result["heldout_accuracy"] == np.mean((logits > 0) == (labels == 1))
+    assert result["heldout_accuracy"] == np.mean((logits > 0) == (labels == 1)) > 0.7
     assert build("quadratic").evaluate(torch.nn.MSELoss()) is None  # no held-out data
 
 

@@ -32,6 +32,12 @@ problem file declares what planning needs as module-level literals that
     ``{"name": [low, high], ...}``: inclusive bounds of a numeric parameter
     (each element of a list parameter), ``None`` for an open end; checked at
     planning time like the types.
+``CONSTRAINTS`` (optional)
+    ``["samples >= dim", ...]``: comparisons between numeric parameters and
+    numbers (``<``, ``<=``, ``>``, ``>=``, ``==``, ``!=``, chains allowed),
+    for what one parameter's limits cannot say; checked at planning time on
+    the defaults updated with the given values. They are parsed, never
+    evaluated as Python.
 
 The module docstring is required; its first paragraph says what the problem
 stresses (it is the README's description). The file also defines
@@ -78,7 +84,7 @@ LOSSES: dict[str, tuple[str, ...]] = {
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 _REQUIRED = ("KIND", "PARAMETERS", "STOCHASTIC", "OPTIMUM")
-_OPTIONAL = ("LIMITS",)
+_OPTIONAL = ("LIMITS", "CONSTRAINTS")
 # build()'s own arguments; a parameter of the same name would be ambiguous.
 _RESERVED = {"seed", "steps"}
 
@@ -99,6 +105,7 @@ class Declaration:
     path: Path
     description: str
     limits: dict = field(default_factory=dict, hash=False)
+    constraints: tuple[str, ...] = ()
 
     @property
     def losses(self) -> tuple[str, ...]:
@@ -254,6 +261,61 @@ def _check_limits_literal(limits, parameters: dict, path: Path) -> None:
             raise ProblemError(f"{path}: the default of {problem}")
 
 
+_COMPARE = {
+    ast.Lt: lambda a, b: a < b,
+    ast.LtE: lambda a, b: a <= b,
+    ast.Gt: lambda a, b: a > b,
+    ast.GtE: lambda a, b: a >= b,
+    ast.Eq: lambda a, b: a == b,
+    ast.NotEq: lambda a, b: a != b,
+}
+
+
+def _constraint_tree(text, parameters: dict, path: Path) -> ast.Compare:
+    """A CONSTRAINTS entry parsed to a comparison of parameter names and numbers."""
+    try:
+        tree = ast.parse(text, mode="eval").body if isinstance(text, str) else None
+    except SyntaxError:
+        tree = None
+    operands = [] if not isinstance(tree, ast.Compare) else [tree.left, *tree.comparators]
+    names = [o.id for o in operands if isinstance(o, ast.Name)]
+    valid = (
+        operands
+        and all(type(op) in _COMPARE for op in tree.ops)
+        and all(
+            (isinstance(o, ast.Name) and _is_number(parameters.get(o.id)))
+            or (isinstance(o, ast.Constant) and _is_number(o.value))
+            for o in operands
+        )
+        and names
+    )
+    if not valid:
+        raise ProblemError(
+            f"{path}: CONSTRAINTS entry {text!r} is not a comparison of numeric parameters and "
+            f'numbers. Fix: write e.g. "samples >= dim".'
+        )
+    return tree
+
+
+def _constraint_holds(tree: ast.Compare, values: dict) -> bool:
+    def value(node):
+        return values[node.id] if isinstance(node, ast.Name) else node.value
+
+    operands = [tree.left, *tree.comparators]
+    return all(
+        _COMPARE[type(op)](value(a), value(b))
+        for op, a, b in zip(tree.ops, operands, operands[1:], strict=False)
+    )
+
+
+def _check_constraints_literal(constraints, parameters: dict, path: Path) -> None:
+    if not isinstance(constraints, list):
+        raise ProblemError(f'{path}: CONSTRAINTS must be a list of strings such as "a >= b".')
+    for text in constraints:
+        if not _constraint_holds(_constraint_tree(text, parameters, path), parameters):
+            raise ProblemError(f"{path}: the defaults break CONSTRAINTS entry {text!r}.")
+
+
 def _build_signature_errors(tree: ast.Module, parameters: dict, path: Path) -> None:
     builds = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build"]
     if not builds:
@@ -323,6 +385,8 @@ def read_declaration(path: Path, name: str | None = None) -> Declaration:
         raise ProblemError(f"{path}: OPTIMUM must be a finite number or None, got {optimum!r}.")
     limits = values.get("LIMITS", {})
     _check_limits_literal(limits, parameters, path)
+    constraints = values.get("CONSTRAINTS", [])
+    _check_constraints_literal(constraints, parameters, path)
     _build_signature_errors(tree, parameters, path)
     docstring = ast.get_docstring(tree)
     if not docstring or not docstring.strip():
@@ -340,6 +404,7 @@ def read_declaration(path: Path, name: str | None = None) -> Declaration:
         path=path.resolve(),
         description=description,
         limits=limits,
+        constraints=tuple(constraints),
     )
 
 
@@ -405,10 +470,23 @@ def check_parameters(decl: Declaration, given: dict | None, key: str | None = No
         if name not in decl.parameters:
             continue
         problem = _type_error(name, decl.parameters[name], value)
-        if problem is None and name in decl.limits:
-            problem = _limit_error(name, value, decl.limits[name])
         if problem:
             errors.append(f"{prefix}.{problem}. Fix: give a value of the default's type.")
+        elif name in decl.limits:
+            problem = _limit_error(name, value, decl.limits[name])
+            if problem:
+                errors.append(f"{prefix}.{problem}. Fix: give a value within the limits.")
+    if errors:
+        return errors  # constraints compare values only once each value is usable
+    values = {**decl.parameters, **given}
+    for text in decl.constraints:
+        if not _constraint_holds(_constraint_tree(text, decl.parameters, decl.path), values):
+            involved = sorted({n.id for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)})
+            shown = ", ".join(f"{name}={values[name]!r}" for name in involved)
+            errors.append(
+                f"{prefix}: problem {decl.name!r} needs {text}, got {shown}. Fix: change "
+                f"{' or '.join(involved)}."
+            )
     return errors
 
 

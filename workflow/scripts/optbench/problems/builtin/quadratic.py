@@ -13,7 +13,7 @@ Model: ``nn.Linear(dim, 1, bias=False)``. Data: ``samples`` rows
 (``dim x dim``) orthonormal and ``s`` log-spaced from 1 to
 ``1 / sqrt(condition_number)``, so ``X^T X / samples = V diag(s^2) V^T``;
 targets ``y = X w* + noise * e`` as a ``[samples, 1]`` column. Needs
-``samples >= dim``.
+``samples >= dim`` (``CONSTRAINTS``).
 
 Draw order, on a generator seeded with the seed (float64 draws, data rounded
 to float32 at the end): 1. ``U`` (Q factor of a Gaussian ``samples x dim``
@@ -31,7 +31,6 @@ is why OPTIMUM is None. The other regression losses have no closed form here.
 
 import torch
 
-from optbench.problems import ProblemError
 from optbench.problems.draws import generator, new_linear, orthonormal, spectrum
 from optbench.problems.instance import Instance
 
@@ -49,6 +48,8 @@ LIMITS = {
     "condition_number": [1.0, 1e8],
     "noise": [0.0, None],
 }
+# Fewer samples than dimensions would leave flat directions (condition number infinite).
+CONSTRAINTS = ["samples >= dim"]
 STOCHASTIC = False
 OPTIMUM = None
 
@@ -62,11 +63,6 @@ def build(
     noise: float = 0.0,
     rotate: bool = True,
 ) -> Instance:
-    if samples < dim:
-        raise ProblemError(
-            f"problem quadratic: samples ({samples}) must be at least dim ({dim}), or the "
-            f"least-squares problem has flat directions. Fix: raise samples or lower dim."
-        )
     g = generator(seed)
     left = orthonormal(samples, dim, g)
     right = orthonormal(dim, dim, g)
