@@ -615,7 +615,7 @@ def test_noisy_quadratic_samples_have_the_stated_covariance_and_noise(rotate):
 # ------------------------------------------------------------------- digits
 
 
-def test_digits_are_scikit_learns_and_split_disjointly():
+def test_digits_are_scikit_learns_images_and_labels():
     from sklearn.datasets import load_digits  # the reference reader (slow import)
 
     reference = load_digits()
