@@ -1,0 +1,74 @@
+"""Sweep variants, their names, and seed blocks."""
+
+import re
+
+import pytest
+
+from optbench import grid
+
+SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def test_no_sweep_is_the_base_variant_alone():
+    [base] = grid.expand_sweep({"lr": 0.1}, {})
+    assert (base.name, base.kwargs, base.swept) == ("base", {"lr": 0.1}, {})
+
+
+def test_sweep_is_the_cartesian_product_over_the_base_kwargs():
+    variants = grid.expand_sweep(
+        {"lr": 0.1, "momentum": 0.0, "nesterov": False},
+        {"momentum": [0.5, 0.9], "lr": [0.01, 1]},
+    )
+    assert [v.name for v in variants] == [
+        "base",
+        "lr0.01-momentum0.5",
+        "lr0.01-momentum0.9",
+        "lr1-momentum0.5",
+        "lr1-momentum0.9",
+    ]
+    assert variants[2].kwargs == {"lr": 0.01, "momentum": 0.9, "nesterov": False}
+    assert variants[3].swept == {"lr": 1, "momentum": 0.5}
+    assert all(SAFE.match(v.name) for v in variants)
+
+
+def test_adding_a_value_renames_no_existing_variant():
+    before = {v.name: v.kwargs for v in grid.expand_sweep({}, {"lr": [0.001, 0.01, 0.1]})}
+    after = {v.name: v.kwargs for v in grid.expand_sweep({}, {"lr": [0.001, 0.01, 0.1, 1.0]})}
+    assert {name: after[name] for name in before} == before
+    assert set(after) - set(before) == {"lr1.0"}
+
+
+@pytest.mark.parametrize(
+    ("value", "token"),
+    [
+        (0.1, "0.1"),
+        (1e-05, "1e-05"),
+        (1e20, "1e20"),
+        (3, "3"),
+        (3.0, "3.0"),
+        (-0.5, "-0.5"),
+        (True, "true"),
+        (False, "false"),
+        ([0.9, 0.999], "0.9_0.999"),
+    ],
+)
+def test_value_tokens_read_back_to_their_value(value, token):
+    assert grid.value_token(value) == token
+
+
+def test_distinct_floats_get_distinct_names():
+    values = [10.0**exponent for exponent in range(-8, 3)] + [0.3, 0.1 + 0.2]
+    names = {grid.variant_name({"lr": value}) for value in values}
+    assert len(names) == len(values)
+
+
+def test_seed_blocks_follow_values_not_positions():
+    blocks = grid.seed_blocks([7, 0, 1, 2, 10], 4)
+    assert [(b.label, b.seeds) for b in blocks] == [
+        ("0-3", (0, 1, 2)),
+        ("4-7", (7,)),
+        ("8-11", (10,)),
+    ]
+    # adding seed 5 changes only the block 4-7
+    after = {b.label: b.seeds for b in grid.seed_blocks([7, 0, 1, 2, 10, 5], 4)}
+    assert after == {"0-3": (0, 1, 2), "4-7": (5, 7), "8-11": (10,)}

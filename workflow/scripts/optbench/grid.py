@@ -1,0 +1,90 @@
+"""The experiment grid: hyper-parameter variants of a sweep, seed roles and seed blocks.
+
+Torch-free and cheap: it runs inside every ``snakemake`` invocation.
+
+A variant's name is derived from its swept values alone (``lr0.01``,
+``lr0.1-momentum0.9``), never from its position in a list, so adding a value
+to a sweep adds one variant and renames none: Snakemake then schedules only
+the new variant's runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+# The variant that runs an optimizer's kwargs as configured: the one-shot
+# (untuned) setting that a comparison reports beside the tuned one.
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One hyper-parameter setting of an optimizer entry."""
+
+    name: str
+    kwargs: dict  # the complete keyword arguments passed to the optimizer class
+    swept: dict  # the swept keys and their values (empty for the base variant)
+
+
+def value_token(value) -> str:
+    """A value as file-name-safe text that no other value of the same type shares.
+
+    Floats use repr (the shortest text that reads back as the same float), so
+    0.1 is ``0.1`` and 1e-05 is ``1e-05``; lists join their items with ``_``.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value).replace("+", "")
+    if isinstance(value, list | tuple):
+        return "_".join(value_token(item) for item in value)
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"cannot name a variant after a {type(value).__name__} value")
+
+
+def variant_name(swept: dict) -> str:
+    """``key`` + value for each swept key in sorted key order, joined by ``-``."""
+    if not swept:
+        return BASE
+    return "-".join(f"{key}{value_token(swept[key])}" for key in sorted(swept))
+
+
+def expand_sweep(kwargs: dict, sweep: dict) -> list[Variant]:
+    """The base variant, then one variant per combination of the swept values.
+
+    Combinations follow the sweep's keys in sorted order and each key's values
+    in the order given (the Cartesian product).
+    """
+    variants = [Variant(BASE, dict(kwargs), {})]
+    if not sweep:
+        return variants  # the product of no lists would be one empty combination
+    keys = sorted(sweep)
+    for values in itertools.product(*(sweep[key] for key in keys)):
+        swept = dict(zip(keys, values, strict=True))
+        variants.append(Variant(variant_name(swept), {**kwargs, **swept}, swept))
+    return variants
+
+
+@dataclass(frozen=True)
+class SeedBlock:
+    """Seeds that one packed training job runs; label is the block's value range."""
+
+    label: str
+    seeds: tuple[int, ...]
+
+
+def seed_blocks(seeds, per_job: int) -> list[SeedBlock]:
+    """The seeds grouped by value into blocks of ``per_job`` (0..K-1, K..2K-1, ...).
+
+    Blocks follow values, not positions, so adding a seed changes only the
+    block it falls in.
+    """
+    blocks: dict[int, list[int]] = {}
+    for seed in sorted(seeds):
+        blocks.setdefault(seed // per_job, []).append(seed)
+    return [
+        SeedBlock(f"{index * per_job}-{(index + 1) * per_job - 1}", tuple(members))
+        for index, members in sorted(blocks.items())
+    ]
