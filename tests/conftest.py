@@ -68,8 +68,9 @@ def workdir(tmp_path):
 def no_stray_slurm_lookup():
     """Snakemake loads every installed executor plugin; the Slurm one runs
     `scontrol show config` on import, which waits 10 s for a controller when a
-    Slurm client is installed without one (as after tests/test_slurm.py).
-    Runs outside that cluster get an empty configuration, so scontrol fails at once."""
+    Slurm client is installed without one (a workstation, a login node whose
+    controller is down). Runs outside the suite's own cluster get an empty
+    configuration, so scontrol fails at once."""
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = os.devnull
     yield

@@ -1,11 +1,16 @@
 """The grid submitted to a real Slurm (slurm-wlm + munge on loopback) through
 snakemake-executor-plugin-slurm with profiles/slurm and profiles/slurm-grouped.
 
-The cluster (tests/slurm_cluster.py) is started once for this module; it needs
-root and apt, and the tests skip with the reason otherwise (.ci/run has both).
+Opt-in: OPTBENCH_SLURM_TESTS=1 runs these tests with the installed Slurm,
+OPTBENCH_SLURM_TESTS=install apt-get installs slurm-wlm and munge first (what
+.ci/run does); otherwise they skip, saying so. The cluster
+(tests/slurm_cluster.py) is private to the suite, started once for this
+module, and needs root. What the profiles ask for is checked without Slurm,
+in test_profiles.py.
 """
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -15,9 +20,20 @@ import pytest
 import slurm_cluster
 import yaml
 
-from conftest import CONFIGS, REPO, run_tsvs, snakemake, snakemake_command
+from conftest import CONFIGS, REPO, run_tsvs, snakemake_command
 
-pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+try:
+    MODE, MODE_ERROR = slurm_cluster.opt_in(), None
+except ValueError as error:
+    MODE, MODE_ERROR = "error", str(error)
+# Decided at collection, so that a skipped module sets up no fixture (such as
+# the session's tiny local run) first.
+SKIPPED = None if MODE == "error" else slurm_cluster.unavailable_reason(MODE)
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.workflow,
+    pytest.mark.skipif(SKIPPED is not None, reason=SKIPPED or ""),
+]
 TINY = CONFIGS / "tiny.yaml"
 PROFILES = REPO / "profiles"
 # Test-only settings on top of a profile: without accounting sacct fails and
@@ -35,20 +51,138 @@ TEST_OVERRIDES = [
     "5",
 ]
 SUBMITTED = re.compile(r"Job \S+ has been submitted with SLURM jobid (\d+) \(log: ([^)]+)\)")
+# Where Slurm and munge keep configuration, keys, sockets, state and logs on
+# a Debian machine: the suite writes to none of them.
+SYSTEM_PLACES = (
+    "/etc/slurm",
+    "/run/slurm",
+    "/var/lib/slurm",
+    "/var/log/slurm",
+    "/var/spool/slurm",
+    "/var/spool/slurmd",
+    "/var/spool/slurmctld",
+    "/etc/munge",
+    "/run/munge",
+    "/var/lib/munge",
+    "/var/log/munge",
+)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    reason = slurm_cluster.unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    slurm_cluster.install()
+def slurm_ready():
+    """Install Slurm when asked to (OPTBENCH_SLURM_TESTS=install)."""
+    if MODE_ERROR is not None:
+        pytest.fail(MODE_ERROR, pytrace=False)
+    if MODE == "install":
+        slurm_cluster.install()
+
+
+@pytest.fixture(scope="module")
+def cluster(slurm_ready, tmp_path_factory):
     cluster = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"))
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.stop()
+
+
+def system_traces() -> dict[str, tuple]:
+    """Every entry under SYSTEM_PLACES: kind, size, mtime, link target."""
+    traces = {}
+    for place in map(Path, SYSTEM_PLACES):
+        if not place.exists() and not place.is_symlink():
+            continue
+        for path in [place, *place.rglob("*")] if place.is_dir() else [place]:
+            info = path.lstat()
+            target = os.readlink(path) if path.is_symlink() else None
+            changed = None if path.is_dir() else info.st_mtime_ns
+            traces[str(path)] = (oct(info.st_mode), info.st_size, changed, target)
+    return traces
+
+
+def live_processes() -> dict[int, str]:
+    """PID -> command line (or name) of every process that is not a zombie."""
+    processes = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue  # ended meanwhile
+        if state != "Z":
+            processes[int(entry.name)] = command.decode(errors="replace") or f"[{name}]"
+    return processes
+
+
+def dry_run_seconds(workdir) -> float:
+    """The best of two `snakemake -n` starts, with Slurm's default configuration
+    lookup (not the suite's SLURM_CONF=/dev/null): the plugin's import runs
+    scontrol, which waits ~10 s when a configuration names a dead controller."""
+    env = {key: value for key, value in os.environ.items() if key != "SLURM_CONF"}
+    command = snakemake_command(workdir, "-n", configfile=TINY)
+    times = []
+    for _ in range(2):
+        started = time.monotonic()
+        process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        times.append(time.monotonic() - started)
+        assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-4000:]
+    return min(times)
+
+
+# First in the module, before the module's cluster starts: the machine as a
+# user has it.
+def test_cluster_start_and_stop_leave_the_machine_as_found(slurm_ready, tmp_path):
+    seconds_before = dry_run_seconds(tmp_path / "dry")
+    traces, processes = system_traces(), live_processes()
+    cluster = slurm_cluster.Cluster(tmp_path / "slurm")
+    try:
+        cluster.start()
+        daemons = set(cluster.pids)
+        # a batch job with a job step (srun inside sbatch), as the plugin submits
+        out = tmp_path / "job.out"
+        step = "srun -n1 sh -c 'echo gpu=$CUDA_VISIBLE_DEVICES'"
+        job = cluster.command(
+            30, "sbatch", "--parsable", "--gpus=1", "--output", str(out), "--wrap", step
+        ).stdout.strip()
+        cluster.wait_idle()
+        states = [r["JobState"] for r in cluster.completed_jobs() if r["JobId"] == job]
+        assert states == ["COMPLETED"] and out.read_text().strip() in {"gpu=0", "gpu=1"}
+    finally:
+        cluster.stop()
+    # nothing left where Slurm and munge keep configuration, keys and state
+    assert system_traces() == traces
+    # no daemon of the suite (by PID), no job step of its cluster still running
+    left = {
+        pid: command
+        for pid, command in live_processes().items()
+        if pid in daemons
+        or (pid not in processes and re.search(r"slurm|munge", command))
+        or str(cluster.root) in command
+    }
+    assert left == {}
+    # and a Snakemake start with the Slurm plugin is as fast as before
+    seconds_after = dry_run_seconds(tmp_path / "dry")
+    print(f"snakemake -n: {seconds_before:.2f} s before, {seconds_after:.2f} s after")
+    assert seconds_after <= 1.5 * seconds_before + 1.5
+
+
+def test_a_second_cluster_runs_beside_the_first_on_its_own_free_ports(cluster, tmp_path):
+    second = slurm_cluster.Cluster(tmp_path / "slurm")
+    try:
+        second.start()
+        ports = {cluster.ctld_port, cluster.slurmd_port, second.ctld_port, second.slurmd_port}
+        assert len(ports) == 4 and not ports & {6817, 6818}  # not Slurm's defaults
+        for each in (cluster, second):
+            config = each.command(10, "scontrol", "show", "config").stdout
+            assert re.search(rf"^SlurmctldPort\s*=\s*{each.ctld_port}$", config, re.M)
+            assert re.search(rf"^SlurmdPort\s*=\s*{each.slurmd_port}$", config, re.M)
+            assert each.node_state() == "idle"
+    finally:
+        second.stop()
 
 
 def submit(cluster, workdir, profile, *args, configfile=TINY, seconds=150):
@@ -106,36 +240,6 @@ def gpu_run(cluster, tmp_path_factory, sgd_grid):
     return workdir, output, submitted, records, time.monotonic() - started
 
 
-def test_profiles_are_commented_and_grouped_profile_only_adds_grouping():
-    base = yaml.safe_load((PROFILES / "slurm" / "config.yaml").read_text())
-    grouped = yaml.safe_load((PROFILES / "slurm-grouped" / "config.yaml").read_text())
-    assert base["executor"] == "slurm" and base["resource-scopes"] == {"gpu": "local"}
-    assert {"runtime", "mem_mb"} <= set(base["default-resources"])
-    assert {key: value for key, value in grouped.items() if not key.startswith("group")} == base
-    assert grouped["groups"] == {"train": "training"}
-    for profile in ("default", "slurm", "slurm-grouped"):
-        lines = (PROFILES / profile / "config.yaml").read_text().splitlines()
-        keys = [i for i, line in enumerate(lines) if re.match(r"^[a-z][\w-]*:", line)]
-        for i in keys:  # every top-level entry has a comment right above it
-            assert lines[i - 1].startswith("#"), f"{profile}: {lines[i]} is not commented"
-        assert "--gres" not in "\n".join(line for line in lines if not line.startswith("#"))
-
-
-def test_dry_run_asks_slurm_for_one_gpu_per_training_job(workdir):
-    process = snakemake(
-        workdir,
-        "-n",
-        "--workflow-profile",
-        str(PROFILES / "slurm"),
-        "--config",
-        "device=cuda",
-        configfile=TINY,
-    )
-    assert "gpu=1" in process.stdout + process.stderr
-    cpu = snakemake(workdir, "-n", "--workflow-profile", str(PROFILES / "slurm"), configfile=TINY)
-    assert "gpu=0" in cpu.stdout + cpu.stderr and "gpu=1" not in cpu.stdout + cpu.stderr
-
-
 def test_cluster_run_goes_through_sbatch_and_matches_a_local_run(gpu_run, local_runs):
     workdir, output, submitted, records, seconds = gpu_run
     print(f"cluster run: {seconds:.1f} s, {len(submitted)} Slurm jobs")
@@ -160,7 +264,8 @@ def test_gpu_request_reaches_slurm_and_jobs_queue_for_gpus(gpu_run):
         # Slurm's --gpus=1 gave each job one of the node's GPUs
         assert meta["cuda_visible_devices"] in {str(i) for i in range(slurm_cluster.GPUS)}, meta
         assert meta["device_requested"] == "auto" and meta["device"] == "cpu"  # no CUDA torch
-    # four GPU jobs, two GPUs: never more than two ran at once, so the rest queued
+    # four GPU jobs, two GPUs: Snakemake submitted them all (the profile's
+    # gpu cap is scoped to group jobs) and Slurm ran two at once, never more
     events = []
     for record in records.values():
         events += [(record["StartTime"], 1), (record["EndTime"], -1)]
@@ -168,9 +273,10 @@ def test_gpu_request_reaches_slurm_and_jobs_queue_for_gpus(gpu_run):
     for _, change in sorted(events, key=lambda event: (event[0], event[1])):
         running += change
         peak = max(peak, running)
-    assert peak <= slurm_cluster.GPUS
+    assert peak == slurm_cluster.GPUS
+    assert {meta["cuda_visible_devices"] for meta in sidecars} == {"0", "1"}
     starts = sorted(record["StartTime"] for record in records.values())
-    assert starts[0] < starts[-1]
+    assert starts[0] < starts[-1]  # the other two queued for a GPU
 
 
 def test_failing_training_job_fails_the_run_naming_its_log(cluster, tmp_path):

@@ -118,8 +118,8 @@ ANALYSIS_ENV = "../../envs/analysis.yaml"
 # own name, so on SLURM it becomes `sbatch --gpus=N`, and locally
 # profiles/default caps the sum over running jobs (resources: gpu=1). Decided
 # from config without importing torch: cpu asks for none, cuda/cuda:N for one,
-# and auto for one where a GPU can be had (any cluster executor; locally only
-# when an NVIDIA GPU is visible, so a CPU-only machine never serialises jobs).
+# and auto for one where a GPU can be had: on a cluster, or locally when an
+# NVIDIA GPU is visible (so a CPU-only machine never serialises jobs).
 # Force it with --set-resources train:gpu=1 (or 0).
 def _local_gpu_visible():
     from optbench.gpus import local_gpu_visible
@@ -127,18 +127,23 @@ def _local_gpu_visible():
     return local_gpu_visible()
 
 
-LOCAL_GPU_VISIBLE = EXPERIMENT.device == "auto" and _local_gpu_visible()
+# Snakemake fixes the executor only after the rules are parsed, so a cluster
+# profile says so itself: it sets local-cores, an option Snakemake uses only
+# when jobs go to a cluster (profiles/slurm*). A job running there parses the
+# rules again, in remote mode. Either way a dry run shows the real request.
+CLUSTER_RUN = workflow.resource_settings.local_cores is not None or workflow.remote_exec
+LOCAL_GPU_VISIBLE = EXPERIMENT.device == "auto" and not CLUSTER_RUN and _local_gpu_visible()
 
 
 def _auto_device_gpus(wildcards):
-    # A callable: the executor is chosen after the rules are parsed.
+    # A cluster profile without local-cores: decided once the executor runs.
     return 1 if workflow.non_local_exec or workflow.remote_exec else 0
 
 
 # A plain number where the config decides (no per-job call on large grids).
 if EXPERIMENT.device == "cpu":
     TRAINING_GPUS = 0
-elif EXPERIMENT.device != "auto" or LOCAL_GPU_VISIBLE:
+elif EXPERIMENT.device != "auto" or CLUSTER_RUN or LOCAL_GPU_VISIBLE:
     TRAINING_GPUS = 1
 else:
     TRAINING_GPUS = _auto_device_gpus
