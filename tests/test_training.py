@@ -38,6 +38,13 @@ def article_loop(seed, optimizer_factory, criterion, steps=40):
     return history
 
 
+def article_tsv(losses) -> bytes:
+    """A run TSV as the file contract (DESIGN.md) spells it, written out here
+    rather than by the code under test: a header, then step and repr(loss)."""
+    rows = ["step\tloss"] + [f"{step}\t{float(value)!r}" for step, value in enumerate(losses)]
+    return ("\n".join(rows) + "\n").encode()
+
+
 ARTICLE_OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.1),
     "momentum_sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
