@@ -21,7 +21,7 @@ import yaml
 
 from conftest import CONFIGS, REPO, copy_tree, run_tsvs, snakemake, snakemake_command, tree_bytes
 from optbench import runfiles
-from test_training import article_loop
+from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop, article_tsv
 
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
@@ -305,3 +305,65 @@ def test_bad_input_fails_before_any_job_and_changes_nothing(bad_input_outcomes, 
     assert "rule train" not in output and "localrule" not in output
     assert tree_bytes(workdir / "results") == before
     assert not list(workdir.rglob("pwned*"))
+
+
+def runtime_targets(case) -> tuple[str, str]:
+    """The (loss, optimizer) cell that runs a row's new entry beside a sound partner."""
+    change = yaml.safe_load(case.change)
+    ((kind, entries),) = change.items()
+    ((name, _),) = entries.items()
+    return ("mse", name) if kind == "optimizers" else (name, "sgd")
+
+
+@pytest.fixture(scope="module")
+def runtime_outcomes(tmp_path_factory):
+    """Every row of docs/bad-input.md's second table in one tiny grid: each row
+    adds an entry, and each new entry trains in one job (seed 0) beside the
+    sound cell mse/sgd. --keep-incomplete keeps whatever a failed job wrote."""
+    workdir = tmp_path_factory.mktemp("runtime-errors")
+    changes = {}
+    for case in bad_input.runtime_cases():
+        for kind, entries in yaml.safe_load(case.change).items():
+            changes.setdefault(kind, {}).update(entries)
+    change = workdir.parent / f"{workdir.name}-change.yaml"
+    change.write_text(yaml.safe_dump(changes), encoding="utf-8")
+    cells = [runtime_targets(case) for case in bad_input.runtime_cases()] + [("mse", "sgd")]
+    targets = [f"results/runs/{loss}/{optimizer}/seed0.tsv" for loss, optimizer in cells]
+    process = snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "--keep-going",
+        "--keep-incomplete",
+        "--config",
+        "seeds=[0]",
+        "--configfile",
+        str(TINY),
+        str(change),
+        "--",
+        *targets,
+        check=False,
+    )
+    return workdir, process
+
+
+@pytest.mark.parametrize(
+    "case", bad_input.runtime_cases(), ids=[c.name for c in bad_input.runtime_cases()]
+)
+def test_value_torch_refuses_fails_its_job_naming_the_entry(runtime_outcomes, case):
+    workdir, process = runtime_outcomes
+    loss, optimizer = runtime_targets(case)
+    log = workdir / f"results/logs/train/{loss}/{optimizer}/seed0.log"
+    text = log.read_text()
+    assert case.message in text, text
+    assert "Traceback" not in text  # the documented message, not a crash
+    assert process.returncode != 0
+    assert str(log.relative_to(workdir)) in process.stdout + process.stderr
+    run = workdir / f"results/runs/{loss}/{optimizer}"
+    assert not run.exists() or list(run.iterdir()) == []  # nothing written, not even a temp
+    # The sound cell beside it trained to the article's numbers.
+    sound = workdir / "results/runs/mse/sgd/seed0.tsv"
+    steps = yaml.safe_load(TINY.read_text())["steps"]
+    assert sound.read_bytes() == article_tsv(
+        article_loop(0, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"], steps)
+    )

@@ -60,6 +60,22 @@ def test_the_bad_input_table_covers_every_kind_of_check():
     assert len(bad_input.cases()) >= 30
 
 
+@pytest.mark.parametrize(
+    "case", bad_input.runtime_cases(), ids=[c.name for c in bad_input.runtime_cases()]
+)
+def test_values_only_torch_refuses_pass_the_checks_before_the_run(case):
+    """The second table of docs/bad-input.md holds what reaches the training job:
+    a row that the checker refuses belongs in the first table."""
+    config = copy.deepcopy(DEFAULT)
+    change = yaml.safe_load(case.change)
+    update_config(config, change)
+    experiment = settings.validate(config, SCHEMA)
+    ((kind, entries),) = change.items()
+    for name, entry in entries.items():
+        component = getattr(experiment, kind)[name]
+        assert (component.cls, component.kwargs) == (entry["class"], entry["kwargs"])
+
+
 def test_default_config_is_the_reference_experiment():
     experiment = settings.validate(DEFAULT, SCHEMA)
     assert experiment.seeds == tuple(range(10))

@@ -76,7 +76,8 @@ def _component_class(kind: str, name: str, cls_name: str, module, base):
 def _entry_error(kind: str, entry: dict, error: BaseException, when: str = "") -> RunError:
     """The config entry whose class or kwargs torch refused, with torch's own reason."""
     module = "torch.optim" if kind == "optimizers" else "torch.nn"
-    reason = str(error) or type(error).__name__  # an assert without text has only its type
+    # An assert without text has only its type; torch's own full stop is dropped.
+    reason = (str(error) or type(error).__name__).rstrip(".")
     # A failure in use can be the class itself (SparseAdam on dense weights).
     fix = "the kwargs of this entry" + (" or choose another class" if when else "")
     return RunError(
