@@ -145,9 +145,13 @@ def test_log_scale_for_wide_ranges_keeps_the_band_above_zero():
     np.testing.assert_allclose(low, expected_low, rtol=1e-12)
     np.testing.assert_allclose(high, table["ci95_high"], rtol=1e-12)
     plt.close(fig)
-    narrow = column_statistics("mse", "narrow", 1.0 + runs)  # means within 100x: linear
-    fig, ax = drawn(narrow, "mse", "ci95")
-    assert ax.get_yscale() == "linear"
+
+
+@pytest.mark.parametrize(("ratio", "scale"), [(50.0, "linear"), (99.0, "linear"), (200.0, "log")])
+def test_log_scale_from_a_hundredfold_range_of_means(ratio, scale):
+    runs = np.array([[1.0, 1.0 / ratio], [1.1, 1.1 / ratio]])
+    fig, ax = drawn(column_statistics("mse", "one", runs), "mse", "none")
+    assert ax.get_yscale() == scale
     plt.close(fig)
 
 
