@@ -199,6 +199,41 @@ def test_cli_writes_tsv_and_sidecar_and_rerun_is_byte_identical(tmp_path):
     assert process.returncode == 0 and tsv.read_bytes() == first
 
 
+def failing_at(real, call, error):
+    """A method that raises ``error`` on its ``call``-th call (1-based), else runs ``real``."""
+    calls = 0
+
+    def method(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            raise error
+        return real(self, *args, **kwargs)
+
+    return method
+
+
+@pytest.mark.parametrize("where", ["loss", "optimizer"])
+def test_first_step_failure_names_the_entry_later_ones_are_not_blamed(monkeypatch, where):
+    """A value torch refuses at first use names its config entry; the same
+    error after the first step, or running out of memory, is not the config's."""
+    target = (torch.nn.MSELoss, "forward") if where == "loss" else (torch.optim.SGD, "step")
+    real = getattr(*target)
+    kind, name = ("losses", "mse") if where == "loss" else ("optimizers", "sgd")
+    monkeypatch.setattr(*target, failing_at(real, 1, ValueError("bad value.")))
+    with pytest.raises(training.RunError) as error:
+        training.train_one(spec("sgd", "mse", steps=3), 0, torch.device("cpu"))
+    assert str(error.value).startswith(f"config key {kind}.{name}: ")
+    assert "failed in the first training step: bad value. Fix the kwargs" in str(error.value)
+    later = failing_at(real, 2, ValueError("later"))
+    out_of_memory = failing_at(real, 1, torch.OutOfMemoryError("out of memory"))
+    for failure in (later, out_of_memory):
+        monkeypatch.setattr(*target, failure)
+        with pytest.raises((ValueError, torch.OutOfMemoryError)) as error:
+            training.train_one(spec("sgd", "mse", steps=3), 0, torch.device("cpu"))
+        assert not isinstance(error.value, training.RunError)
+
+
 def test_cli_bad_kwargs_fail_at_once_naming_the_entry(tmp_path):
     bad = spec("sgd")
     bad["optimizer"]["kwargs"] = {"lr": 0.1, "momentun": 0.9}
