@@ -35,16 +35,33 @@ def snakemake(workdir, *args, configfile=None, check=True, timeout=600):
 
 
 def planned_jobs(process) -> dict[str, int]:
-    """Job counts per rule from the 'Job stats' table that a dry run prints."""
+    """Job counts per rule (and 'total') from the 'Job stats' table of a dry run.
+
+    {} only where Snakemake says "Nothing to be done"; any other output, or a
+    table not in the expected shape (header, rule rows, a total that is their
+    sum), fails loudly, so that a change of Snakemake's format cannot make
+    `planned_jobs(...) == {}` pass by accident.
+    """
     text = process.stdout + process.stderr
-    counts = {}
-    lines = text.split("Job stats:", 1)[1].splitlines() if "Job stats:" in text else []
+    if "Job stats:" not in text:
+        if "Nothing to be done" in text:
+            return {}
+        raise AssertionError(f"no 'Job stats:' table in the dry run's output:\n{text[-3000:]}")
+    lines = text.split("Job stats:", 1)[1].splitlines()
+    header_ok = len(lines) > 3 and lines[1].split() == ["job", "count"]
+    if not header_ok or set(lines[2].replace(" ", "")) != {"-"}:
+        raise AssertionError(f"unexpected 'Job stats' header:\n{chr(10).join(lines[:4])}")
+    counts: dict[str, int] = {}
     for line in lines[3:]:
         fields = line.split()
         if len(fields) != 2 or not fields[1].isdigit():
-            break
+            raise AssertionError(f"unexpected row {line!r} before the 'total' row of Job stats")
+        if fields[0] == "total":
+            if int(fields[1]) != sum(counts.values()):
+                raise AssertionError(f"Job stats total {fields[1]} is not the sum of {counts}")
+            return counts | {"total": int(fields[1])}
         counts[fields[0]] = int(fields[1])
-    return counts
+    raise AssertionError("the 'Job stats' table has no 'total' row")
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

@@ -20,8 +20,7 @@ import torch
 import yaml
 
 from conftest import CONFIGS, REPO, copy_tree, run_tsvs, snakemake, snakemake_command, tree_bytes
-from optbench import runfiles
-from test_training import article_loop
+from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop, article_tsv
 
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
@@ -47,7 +46,7 @@ def slow_reference():
         losses = article_loop(
             seed, lambda p: torch.optim.SGD(p, lr=0.01), torch.nn.MSELoss(), config["steps"]
         )
-        expected[f"mse/sgd/seed{seed}.tsv"] = runfiles.format_losses(losses).encode()
+        expected[f"mse/sgd/seed{seed}.tsv"] = article_tsv(losses)
     return expected
 
 
@@ -228,9 +227,11 @@ def test_diverging_optimizer_end_to_end(tmp_path):
     snakemake(tmp_path, "--cores", "2", configfile=config)
     results = tmp_path / "results"
     for seed in (0, 1):
-        losses = runfiles.read_run(results / f"runs/mse/sgd_lr10/seed{seed}.tsv", 30)
-        first_bad = runfiles.first_nonfinite_step(losses)
-        assert first_bad is not None and all(math.isfinite(v) for v in losses[:first_bad])
+        # The article's loop at lr=10 gives the run and its first inf/NaN step.
+        losses = article_loop(seed, lambda p: torch.optim.SGD(p, lr=10.0), torch.nn.MSELoss(), 30)
+        first_bad = next(step for step, value in enumerate(losses) if not math.isfinite(value))
+        tsv = results / f"runs/mse/sgd_lr10/seed{seed}.tsv"
+        assert tsv.read_bytes() == article_tsv(losses)  # inf/nan kept as written
         meta = json.loads((results / f"runs/mse/sgd_lr10/seed{seed}.json").read_text())
         assert meta["first_nonfinite_step"] == first_bad
     steps = pd.read_csv(results / "summary/steps.tsv", sep="\t")
@@ -305,3 +306,65 @@ def test_bad_input_fails_before_any_job_and_changes_nothing(bad_input_outcomes, 
     assert "rule train" not in output and "localrule" not in output
     assert tree_bytes(workdir / "results") == before
     assert not list(workdir.rglob("pwned*"))
+
+
+def runtime_targets(case) -> tuple[str, str]:
+    """The (loss, optimizer) cell that runs a row's new entry beside a sound partner."""
+    change = yaml.safe_load(case.change)
+    ((kind, entries),) = change.items()
+    ((name, _),) = entries.items()
+    return ("mse", name) if kind == "optimizers" else (name, "sgd")
+
+
+@pytest.fixture(scope="module")
+def runtime_outcomes(tmp_path_factory):
+    """Every row of docs/bad-input.md's second table in one tiny grid: each row
+    adds an entry, and each new entry trains in one job (seed 0) beside the
+    sound cell mse/sgd. --keep-incomplete keeps whatever a failed job wrote."""
+    workdir = tmp_path_factory.mktemp("runtime-errors")
+    changes = {}
+    for case in bad_input.runtime_cases():
+        for kind, entries in yaml.safe_load(case.change).items():
+            changes.setdefault(kind, {}).update(entries)
+    change = workdir.parent / f"{workdir.name}-change.yaml"
+    change.write_text(yaml.safe_dump(changes), encoding="utf-8")
+    cells = [runtime_targets(case) for case in bad_input.runtime_cases()] + [("mse", "sgd")]
+    targets = [f"results/runs/{loss}/{optimizer}/seed0.tsv" for loss, optimizer in cells]
+    process = snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "--keep-going",
+        "--keep-incomplete",
+        "--config",
+        "seeds=[0]",
+        "--configfile",
+        str(TINY),
+        str(change),
+        "--",
+        *targets,
+        check=False,
+    )
+    return workdir, process
+
+
+@pytest.mark.parametrize(
+    "case", bad_input.runtime_cases(), ids=[c.name for c in bad_input.runtime_cases()]
+)
+def test_value_torch_refuses_fails_its_job_naming_the_entry(runtime_outcomes, case):
+    workdir, process = runtime_outcomes
+    loss, optimizer = runtime_targets(case)
+    log = workdir / f"results/logs/train/{loss}/{optimizer}/seed0.log"
+    text = log.read_text()
+    assert case.message in text, text
+    assert "Traceback" not in text  # the documented message, not a crash
+    assert process.returncode != 0
+    assert str(log.relative_to(workdir)) in process.stdout + process.stderr
+    run = workdir / f"results/runs/{loss}/{optimizer}"
+    assert not run.exists() or list(run.iterdir()) == []  # nothing written, not even a temp
+    # The sound cell beside it trained to the article's numbers.
+    sound = workdir / "results/runs/mse/sgd/seed0.tsv"
+    steps = yaml.safe_load(TINY.read_text())["steps"]
+    assert sound.read_bytes() == article_tsv(
+        article_loop(0, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"], steps)
+    )

@@ -23,17 +23,23 @@ def test_round_trip_is_exact_for_float32_values(tmp_path):
     values = float32_values(2000)
     path = tmp_path / "run.tsv"
     runfiles.write_text_atomic(path, runfiles.format_losses(values))
-    back = runfiles.read_run(path, len(values))
-    for written, read in zip(values, back, strict=True):
-        if math.isnan(written):
-            assert math.isnan(read)
-        else:
-            assert struct.pack("<d", written) == struct.pack("<d", read)  # same bits, -0.0 too
+    # Read back by the pipeline's reader and, independently, by float() on each field.
+    by_reader = runfiles.read_run(path, len(values))
+    by_float = [float(line.split("\t")[1]) for line in path.read_text().splitlines()[1:]]
+    for back in (by_reader, by_float):
+        for written, read in zip(values, back, strict=True):
+            if math.isnan(written):
+                assert math.isnan(read)
+            else:
+                assert struct.pack("<d", written) == struct.pack("<d", read)  # -0.0 too
 
 
 def test_format_is_header_then_one_row_per_step():
-    assert runfiles.format_losses([1.5, math.inf, math.nan]) == (
-        "step\tloss\n0\t1.5\n1\tinf\n2\tnan\n"
+    # Written out by hand: repr's shortest round-trip text (0.1, not 0.10000000000000001).
+    values = [1.5, math.inf, math.nan, 0.1, -0.0, 1e-45, 2.0**-1074, 1 / 3, -math.inf, 1e16]
+    assert runfiles.format_losses(values) == (
+        "step\tloss\n0\t1.5\n1\tinf\n2\tnan\n3\t0.1\n4\t-0.0\n5\t1e-45\n6\t5e-324\n"
+        "7\t0.3333333333333333\n8\t-inf\n9\t1e+16\n"
     )
 
 

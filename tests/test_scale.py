@@ -7,7 +7,13 @@ import yaml
 
 from conftest import CONFIGS, planned_jobs, run_tsvs, snakemake
 from optbench import runfiles, summary
-from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
+from test_training import (
+    ARTICLE_LOSSES,
+    ARTICLE_OPTIMIZERS,
+    article_loop,
+    article_tsv,
+    assert_job_log,
+)
 
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
@@ -28,9 +34,7 @@ def expected_tsvs():
                 losses = article_loop(
                     seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], config["steps"]
                 )
-                expected[f"{loss}/{optimizer}/seed{seed}.tsv"] = runfiles.format_losses(
-                    losses
-                ).encode()
+                expected[f"{loss}/{optimizer}/seed{seed}.tsv"] = article_tsv(losses)
     return expected
 
 
@@ -55,6 +59,15 @@ def test_seeds_packed_by_two_are_byte_identical_to_single_runs(packed_by_two, ex
     assert run_tsvs(packed_by_two) == expected_tsvs
     logs = sorted(p.name for p in (packed_by_two / "results/logs/train/mse/sgd").iterdir())
     assert logs == ["seeds0-1.log", "seeds2-3.log"]
+
+
+def test_packed_job_logs_say_what_ran(packed_by_two):
+    config = yaml.safe_load(TINY.read_text())
+    for loss in config["losses"]:
+        for optimizer in config["optimizers"]:
+            for label, seeds in (("0-1", [0, 1]), ("2-3", [2])):
+                log = f"results/logs/train/{loss}/{optimizer}/seeds{label}.log"
+                assert_job_log(packed_by_two, log, loss, optimizer, seeds, config["steps"])
 
 
 def test_all_seeds_in_one_job_are_byte_identical_to_single_runs(tmp_path, expected_tsvs):
@@ -140,4 +153,7 @@ def test_summary_of_ten_thousand_runs(tmp_path):
     assert wild.loc[19, "n_diverged"] == 0 and wild.loc[20, "n_diverged"] == 1
     assert wild.loc[39, "mean"] == pytest.approx(np.delete(values[1, 3, :, 39], 5).mean())
     board = pd.read_csv(tmp_path / "board.tsv", sep="\t")
-    assert len(board) == 100 and sorted(board[board["loss"] == "mse"]["rank"]) == list(range(1, 51))
+    final_means = values[0, :, :, -1].mean(axis=1)  # mse, every optimizer: distinct means
+    expected = {f"o{oi}": rank for rank, oi in enumerate(np.argsort(final_means), start=1)}
+    assert len(board) == 100
+    assert dict(board[board["loss"] == "mse"][["optimizer", "rank"]].values) == expected

@@ -1,9 +1,14 @@
 """Configuration checks: every bad input gets a message naming the key and the fix."""
 
+import ast
+import contextlib
 import copy
 import inspect
+import sys
+from pathlib import Path
 
 import bad_input
+import jsonschema
 import pytest
 import torch
 import yaml
@@ -56,8 +61,120 @@ def test_bad_config_is_rejected_with_key_and_fix(case):
     assert "Fix" in text or "Known keys" in text or "Allowed keys" in text
 
 
+# Schema checks that no row can trigger, with the reason (checked below).
+UNREACHABLE_BY_A_ROW = {
+    # A row is merged over the default config; merging can add entries but not
+    # remove them, so an empty optimizers/losses mapping never reaches the schema.
+    "minProperties",
+}
+SCHEMA_CHECKS = {
+    "type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
+    "maxLength", "pattern", "enum", "const", "minItems", "maxItems", "uniqueItems",
+    "minProperties", "maxProperties", "required", "additionalProperties", "oneOf", "anyOf",
+    "not",
+}  # fmt: skip
+
+
+def schema_checks(node, inside_alternatives=False) -> set[str]:
+    """The check keywords a schema uses; those inside oneOf/anyOf count as that one check."""
+    found = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            # additionalProperties is a check where false, a schema for values otherwise
+            checks = key in SCHEMA_CHECKS and (key != "additionalProperties" or value is False)
+            if checks and not inside_alternatives:
+                found.add(key)
+            if key in ("properties", "$defs"):
+                for child in value.values():
+                    found |= schema_checks(child, inside_alternatives)
+            elif key in ("items", "additionalProperties", "propertyNames", "not"):
+                found |= schema_checks(value, inside_alternatives)
+            elif key in ("oneOf", "anyOf", "allOf"):
+                for child in value:
+                    found |= schema_checks(child, inside_alternatives or key != "allOf")
+    return found
+
+
+def message_statements(path) -> list[tuple[int, int, str]]:
+    """Statements of the checker whose text tells a fix: one per kind of check."""
+    source = path.read_text()
+    statements = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Return | ast.Raise | ast.Assign | ast.Expr):
+            texts = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant)]
+            if any(isinstance(text, str) and "Fix" in text for text in texts):
+                line = source.splitlines()[node.lineno - 1].strip()
+                statements.append((node.lineno, node.end_lineno, line))
+    return statements
+
+
+def executed_lines(function, filename) -> set[int]:
+    """Line numbers of ``filename`` that run while ``function()`` runs."""
+    lines = set()
+
+    def local(frame, event, arg):
+        if event == "line":
+            lines.add(frame.f_lineno)
+        return local
+
+    def calls(frame, event, arg):
+        return local if frame.f_code.co_filename == filename else None
+
+    previous = sys.gettrace()
+    sys.settrace(calls)
+    try:
+        function()
+    finally:
+        sys.settrace(previous)
+    return lines
+
+
 def test_the_bad_input_table_covers_every_kind_of_check():
-    assert len(bad_input.cases()) >= 30
+    """Every check of the schema and every message of the checker is reached by
+    a row of docs/bad-input.md: a new check without its row fails here."""
+    merged = {}
+    for case in BAD_INPUT:
+        merged[case.name] = copy.deepcopy(DEFAULT)
+        update_config(merged[case.name], yaml.safe_load(case.change))
+    schema = yaml.safe_load(SCHEMA.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    fired = {e.validator for config in merged.values() for e in validator.iter_errors(config)}
+    missing = schema_checks(schema) - fired - UNREACHABLE_BY_A_ROW
+    assert not missing, f"schema checks without a row in docs/bad-input.md: {sorted(missing)}"
+    emptied = copy.deepcopy(DEFAULT)
+    update_config(emptied, {"optimizers": {}, "losses": {}})
+    assert emptied == DEFAULT  # why minProperties is out of reach
+
+    def run_every_row():
+        for config in merged.values():
+            with contextlib.suppress(settings.ConfigError):
+                settings.validate(config, SCHEMA)
+
+    checker = settings.validate.__code__.co_filename
+    ran = executed_lines(run_every_row, checker)
+    unreached = [
+        f"{Path(checker).name}:{first}: {line}"
+        for first, last, line in message_statements(Path(checker))
+        if not ran & set(range(first, last + 1))
+    ]
+    assert not unreached, "messages no row of docs/bad-input.md produces:\n" + "\n".join(unreached)
+    assert len({case.change for case in BAD_INPUT}) == len(BAD_INPUT)  # no row twice
+
+
+@pytest.mark.parametrize(
+    "case", bad_input.runtime_cases(), ids=[c.name for c in bad_input.runtime_cases()]
+)
+def test_values_only_torch_refuses_pass_the_checks_before_the_run(case):
+    """The second table of docs/bad-input.md holds what reaches the training job:
+    a row that the checker refuses belongs in the first table."""
+    config = copy.deepcopy(DEFAULT)
+    change = yaml.safe_load(case.change)
+    update_config(config, change)
+    experiment = settings.validate(config, SCHEMA)
+    ((kind, entries),) = change.items()
+    for name, entry in entries.items():
+        component = getattr(experiment, kind)[name]
+        assert (component.cls, component.kwargs) == (entry["class"], entry["kwargs"])
 
 
 def test_default_config_is_the_reference_experiment():

@@ -1,6 +1,9 @@
 """The training loop against an independent copy of the article's loop."""
 
 import json
+import math
+import os
+import re
 import subprocess
 import sys
 
@@ -8,7 +11,7 @@ import pytest
 import torch
 
 from conftest import TRAIN_SCRIPT
-from optbench import runfiles, training
+from optbench import training
 
 OPTIMIZERS = {
     "sgd": ("SGD", {"lr": 0.1}),
@@ -38,6 +41,13 @@ def article_loop(seed, optimizer_factory, criterion, steps=40):
     return history
 
 
+def article_tsv(losses) -> bytes:
+    """A run TSV as the file contract (DESIGN.md) spells it, written out here
+    rather than by the code under test: a header, then step and repr(loss)."""
+    rows = ["step\tloss"] + [f"{step}\t{float(value)!r}" for step, value in enumerate(losses)]
+    return ("\n".join(rows) + "\n").encode()
+
+
 ARTICLE_OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.1),
     "momentum_sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
@@ -45,6 +55,34 @@ ARTICLE_OPTIMIZERS = {
     "rmsprop": lambda p: torch.optim.RMSprop(p),
 }
 ARTICLE_LOSSES = {"mse": torch.nn.MSELoss(), "l1": torch.nn.L1Loss()}
+
+
+JOB_RUN_LINE = re.compile(
+    r"seed (\d+): final loss (\S+) after (\d+) steps, (\S+) s training, written to (\S+) and (\S+)"
+)
+
+
+def assert_job_log(workdir, log, loss, optimizer, seeds, steps, device="cpu"):
+    """A training job's log says what ran: the cell, its seeds, the device, and
+    per run the final loss (the article loop's, exactly), time and files."""
+    lines = (workdir / log).read_text().splitlines()
+    assert lines, f"{log} is empty"
+    assert lines[0].startswith(f"cell: loss {loss} = torch.nn."), lines[0]
+    assert f", optimizer {optimizer} = torch.optim." in lines[0], lines[0]
+    assert lines[0].endswith(f", {steps} steps, dim 20"), lines[0]
+    assert lines[1] == "runs: seeds " + " ".join(map(str, seeds))
+    assert lines[2].startswith(f"training on {device} "), lines[2]
+    assert f"device {device} requested" in lines[2], lines[2]
+    for line, seed in zip(lines[3:-1], seeds, strict=True):
+        match = JOB_RUN_LINE.fullmatch(line)
+        assert match, line
+        losses = article_loop(seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps)
+        assert (int(match[1]), match[2], int(match[3])) == (seed, repr(losses[-1]), steps)
+        stem = f"results/runs/{loss}/{optimizer}/seed{seed}"
+        assert (match[5], match[6]) == (f"{stem}.tsv", f"{stem}.json")
+        meta = json.loads((workdir / match[6]).read_text())
+        assert float(match[4]) == meta["train_seconds"] > 0
+    assert re.fullmatch(rf"done: {len(seeds)} run\(s\) in [0-9.]+ s", lines[-1]), lines[-1]
 
 
 def spec(optimizer="adam", loss="mse", steps=40, dim=20, device="cpu"):
@@ -83,30 +121,64 @@ def test_different_seeds_give_different_runs():
     assert a != b
 
 
-def test_auto_device_without_gpu_is_cpu():
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is visible here; auto then means cuda")
+# Each device path is tested on every machine: the no-GPU side by hiding the
+# GPUs (in-process by making torch see none, in a job by CUDA_VISIBLE_DEVICES=""),
+# the GPU side where one is visible, so a GPU machine skips nothing unreplaced.
+needs_gpu = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a visible CUDA GPU; the no-GPU side runs here"
+)
+
+
+@pytest.fixture
+def no_gpu_visible(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+def test_auto_device_without_gpu_is_cpu(no_gpu_visible):
     assert training.resolve_device("auto") == torch.device("cpu")
 
 
+@needs_gpu
+def test_auto_device_with_gpu_is_cuda():
+    assert training.resolve_device("auto") == torch.device("cuda")
+
+
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
-def test_cuda_without_gpu_fails_before_training(device):
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is visible here")
+def test_cuda_without_gpu_fails_before_training(device, no_gpu_visible):
     with pytest.raises(
-        training.RunError, match="config key device: .*Fix: set device to auto or cpu"
+        training.RunError,
+        match=f"config key device: '{device}' was asked for, but .*Fix: set device to auto or cpu",
     ):
         training.resolve_device(device)
 
 
-def run_cli(tmp_path, run_spec, seeds=(0,)):
+@needs_gpu
+def test_cuda_index_must_be_a_visible_gpu():
+    count = torch.cuda.device_count()
+    assert training.resolve_device("cuda") == torch.device("cuda")
+    assert training.resolve_device(f"cuda:{count - 1}") == torch.device(f"cuda:{count - 1}")
+    with pytest.raises(training.RunError, match=f"only {count} GPU\\(s\\) are visible"):
+        training.resolve_device(f"cuda:{count}")
+
+
+@needs_gpu
+def test_gpu_run_starts_from_the_cpu_draws_and_follows_the_article():
+    cpu = article_loop(4, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"])
+    result = training.train_one(spec("sgd", "mse"), 4, torch.device("cuda"))
+    # Same weights, x and y (drawn on the CPU generator); only the arithmetic differs.
+    assert result.losses[0] == pytest.approx(cpu[0], rel=1e-6)
+    assert result.losses == pytest.approx(cpu, rel=1e-4, abs=1e-7)
+
+
+def run_cli(tmp_path, run_spec, seeds=(0,), env=None):
     command = [sys.executable, str(TRAIN_SCRIPT), "--spec", json.dumps(run_spec)]
     paths = []
     for seed in seeds:
         tsv, sidecar = tmp_path / f"seed{seed}.tsv", tmp_path / f"seed{seed}.json"
         command += ["--run", str(seed), str(tsv), str(sidecar)]
         paths.append((tsv, sidecar))
-    return subprocess.run(command, capture_output=True, text=True), paths
+    return subprocess.run(command, capture_output=True, text=True, env=env), paths
 
 
 def test_cli_writes_tsv_and_sidecar_and_rerun_is_byte_identical(tmp_path):
@@ -116,7 +188,7 @@ def test_cli_writes_tsv_and_sidecar_and_rerun_is_byte_identical(tmp_path):
     lines = first.decode().splitlines()
     assert lines[0] == "step\tloss" and len(lines) == 13
     expected = article_loop(5, ARTICLE_OPTIMIZERS["rmsprop"], ARTICLE_LOSSES["l1"], steps=12)
-    assert runfiles.read_run(tsv, 12) == expected
+    assert first == article_tsv(expected)
     meta = json.loads(sidecar.read_text())
     assert meta["seed"] == 5 and meta["device"] == "cpu" and meta["device_requested"] == "cpu"
     assert meta["torch_version"] == torch.__version__
@@ -125,6 +197,41 @@ def test_cli_writes_tsv_and_sidecar_and_rerun_is_byte_identical(tmp_path):
     assert meta["train_seconds"] > 0 and meta["first_nonfinite_step"] is None
     process, _ = run_cli(tmp_path, spec("rmsprop", "l1", steps=12), seeds=(5,))
     assert process.returncode == 0 and tsv.read_bytes() == first
+
+
+def failing_at(real, call, error):
+    """A method that raises ``error`` on its ``call``-th call (1-based), else runs ``real``."""
+    calls = 0
+
+    def method(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            raise error
+        return real(self, *args, **kwargs)
+
+    return method
+
+
+@pytest.mark.parametrize("where", ["loss", "optimizer"])
+def test_first_step_failure_names_the_entry_later_ones_are_not_blamed(monkeypatch, where):
+    """A value torch refuses at first use names its config entry; the same
+    error after the first step, or running out of memory, is not the config's."""
+    target = (torch.nn.MSELoss, "forward") if where == "loss" else (torch.optim.SGD, "step")
+    real = getattr(*target)
+    kind, name = ("losses", "mse") if where == "loss" else ("optimizers", "sgd")
+    monkeypatch.setattr(*target, failing_at(real, 1, ValueError("bad value.")))
+    with pytest.raises(training.RunError) as error:
+        training.train_one(spec("sgd", "mse", steps=3), 0, torch.device("cpu"))
+    assert str(error.value).startswith(f"config key {kind}.{name}: ")
+    assert "failed in the first training step: bad value. Fix the kwargs" in str(error.value)
+    later = failing_at(real, 2, ValueError("later"))
+    out_of_memory = failing_at(real, 1, torch.OutOfMemoryError("out of memory"))
+    for failure in (later, out_of_memory):
+        monkeypatch.setattr(*target, failure)
+        with pytest.raises((ValueError, torch.OutOfMemoryError)) as error:
+            training.train_one(spec("sgd", "mse", steps=3), 0, torch.device("cpu"))
+        assert not isinstance(error.value, training.RunError)
 
 
 def test_cli_bad_kwargs_fail_at_once_naming_the_entry(tmp_path):
@@ -137,12 +244,25 @@ def test_cli_bad_kwargs_fail_at_once_naming_the_entry(tmp_path):
 
 
 def test_cli_cuda_on_cpu_machine_fails_clearly(tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is visible here")
-    process, [(tsv, _)] = run_cli(tmp_path, spec(device="cuda"))
+    hidden = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, on any machine
+    process, [(tsv, _)] = run_cli(tmp_path, spec(device="cuda"), env=hidden)
     assert process.returncode == 2
     assert "config key device: 'cuda' was asked for" in process.stderr
     assert not tsv.exists()
+
+
+@needs_gpu
+def test_cli_trains_on_the_gpu_and_records_it(tmp_path):
+    process, [(tsv, sidecar)] = run_cli(tmp_path, spec("sgd", "mse", device="cuda"), seeds=(2,))
+    assert process.returncode == 0, process.stderr
+    meta = json.loads(sidecar.read_text())
+    assert (meta["device"], meta["device_requested"]) == ("cuda", "cuda")
+    assert meta["device_name"] == torch.cuda.get_device_name(0)
+    assert meta["cuda_available"] and meta["cuda_built"]
+    assert f"training on cuda ({meta['device_name']})" in process.stderr
+    losses = [float(line.split("\t")[1]) for line in tsv.read_text().splitlines()[1:]]
+    cpu = article_loop(2, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"])
+    assert losses == pytest.approx(cpu, rel=1e-4, abs=1e-7)
 
 
 def test_cli_records_divergence(tmp_path):
@@ -150,9 +270,9 @@ def test_cli_records_divergence(tmp_path):
     diverging["optimizer"]["kwargs"] = {"lr": 10.0}
     process, [(tsv, sidecar)] = run_cli(tmp_path, diverging)
     assert process.returncode == 0, process.stderr
-    losses = runfiles.read_run(tsv, 30)
-    first_bad = runfiles.first_nonfinite_step(losses)
-    assert first_bad is not None
+    losses = article_loop(0, lambda p: torch.optim.SGD(p, lr=10.0), ARTICLE_LOSSES["mse"], 30)
+    first_bad = next(step for step, value in enumerate(losses) if not math.isfinite(value))
+    assert tsv.read_bytes() == article_tsv(losses)
     assert json.loads(sidecar.read_text())["first_nonfinite_step"] == first_bad
 
 

@@ -3,14 +3,21 @@
 import json
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from conftest import CONFIGS, REPO, copy_tree, planned_jobs, snakemake
-from optbench import runfiles
-from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
+from test_training import (
+    ARTICLE_LOSSES,
+    ARTICLE_OPTIMIZERS,
+    article_loop,
+    article_tsv,
+    assert_job_log,
+)
 
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
@@ -26,6 +33,30 @@ def test_default_grid_dry_run_schedules_80_training_jobs(workdir):
         "all": 1,
         "total": 85,
     }
+
+
+def dry_run_output(text):
+    return types.SimpleNamespace(stdout=text, stderr="")
+
+
+def test_planned_jobs_fails_loudly_on_output_it_cannot_read():
+    rows = ["job    count", "-----  -------", "train        4", "all          1", "total        5"]
+    table = "Job stats:\n" + "\n".join(rows) + "\n"
+    assert planned_jobs(dry_run_output("Building DAG of jobs...\n" + table)) == {
+        "train": 4,
+        "all": 1,
+        "total": 5,
+    }
+    assert planned_jobs(dry_run_output("Nothing to be done (all requested files ...).")) == {}
+    for changed in (
+        table.replace("Job stats:", "Job statistics:"),  # heading renamed
+        table.replace("job    count", "rule   jobs"),  # header changed
+        table.replace("train        4", "train   4   (0.5 s)"),  # a column added
+        table.replace("total        5", "total        6"),  # total not the sum
+        table.replace("total        5\n", ""),  # no total row
+    ):
+        with pytest.raises(AssertionError):
+            planned_jobs(dry_run_output(changed))
 
 
 def test_grid_changes_from_the_command_line(workdir):
@@ -67,6 +98,7 @@ def test_snakefmt_and_ruff_are_clean():
 
 def test_tiny_run_writes_every_output(tiny_results):
     results = tiny_results / "results"
+    finals = {}
     for loss in ("mse", "l1"):
         for optimizer in ("sgd", "adam"):
             for seed in (0, 1):
@@ -74,18 +106,27 @@ def test_tiny_run_writes_every_output(tiny_results):
                 expected = article_loop(
                     seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps=5
                 )
-                assert runfiles.read_run(results / f"runs/{stem}.tsv", 5) == expected
+                assert (results / f"runs/{stem}.tsv").read_bytes() == article_tsv(expected)
+                finals.setdefault(loss, {}).setdefault(optimizer, []).append(expected[-1])
                 meta = json.loads((results / f"runs/{stem}.json").read_text())
                 assert (meta["seed"], meta["steps"], meta["device"]) == (seed, 5, "cpu")
                 assert meta["loss"]["name"] == loss and meta["optimizer"]["name"] == optimizer
                 assert meta["torch_version"] == torch.__version__
-                assert "training on cpu" in (results / f"logs/train/{stem}.log").read_text()
+                log = f"results/logs/train/{stem}.log"
+                assert_job_log(tiny_results, log, loss, optimizer, [seed], steps=5)
                 benchmark = pd.read_csv(results / f"benchmarks/train/{stem}.tsv", sep="\t")
                 assert len(benchmark) == 1 and benchmark["s"].iloc[0] > 0
     steps = pd.read_csv(results / "summary/steps.tsv", sep="\t")
     assert len(steps) == 2 * 2 * 5 and set(steps["n"]) == {2}
     board = pd.read_csv(results / "summary/leaderboard.tsv", sep="\t")
-    assert len(board) == 4 and sorted(board["rank"]) == [1, 1, 2, 2]
+    assert len(board) == 4
+    for loss, by_optimizer in finals.items():
+        # Rank 1 is the lowest mean final loss, from the article's loop.
+        order = sorted(by_optimizer, key=lambda optimizer: np.mean(by_optimizer[optimizer]))
+        rows = board[board["loss"] == loss].set_index("optimizer")
+        assert {o: rows.loc[o, "rank"] for o in order} == {o: r for r, o in enumerate(order, 1)}
+        for optimizer, values in by_optimizer.items():
+            assert rows.loc[optimizer, "mean"] == pytest.approx(np.mean(values), rel=1e-12)
     for stem in ("figures/overview", "figures/losses/mse", "figures/losses/l1"):
         assert (results / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert b"<svg" in (results / f"{stem}.svg").read_bytes()[:2000]

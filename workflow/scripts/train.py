@@ -35,25 +35,46 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def describe_cell(spec: dict) -> str:
+    """The job's first log line: which cell and settings it trains."""
+    loss, optimizer = spec["loss"], spec["optimizer"]
+    return (
+        f"cell: loss {loss['name']} = torch.nn.{loss['class']}(**{loss['kwargs']}), "
+        f"optimizer {optimizer['name']} = torch.optim.{optimizer['class']}"
+        f"(**{optimizer['kwargs']}), {spec['steps']} steps, dim {spec['dim']}"
+    )
+
+
 def main(argv=None) -> int:
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     spec = json.loads(args.spec)
     torch.set_num_threads(max(1, args.threads))
+    # The log says what ran, line by line as it happens, so that a job's log
+    # is never empty and a killed job's log shows how far it got.
+    log = sys.stderr
+    print(describe_cell(spec), file=log, flush=True)
+    print(f"runs: seeds {' '.join(seed for seed, _, _ in args.run)}", file=log, flush=True)
     try:
         device = training.resolve_device(spec["device"])
     except training.RunError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}", file=log)
         return 2
     environment = training.environment(device)
-    print(f"training on {environment['device']} ({environment['device_name']})", file=sys.stderr)
+    print(
+        f"training on {environment['device']} ({environment['device_name']}), "
+        f"device {spec['device']} requested, torch {environment['torch_version']}, "
+        f"{torch.get_num_threads()} thread(s)",
+        file=log,
+        flush=True,
+    )
     for seed_text, tsv, sidecar in args.run:
         seed = int(seed_text)
         try:
             result = training.train_one(spec, seed, device)
         except training.RunError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: seed {seed}: {error}", file=log)
             return 2
         metadata = {
             **{key: value for key, value in spec.items() if key != "device"},
@@ -67,9 +88,12 @@ def main(argv=None) -> int:
         }
         runfiles.write_run(tsv, result.losses, sidecar, metadata)
         print(
-            f"seed {seed}: final loss {result.losses[-1]!r} ({result.seconds:.4f} s)",
-            file=sys.stderr,
+            f"seed {seed}: final loss {result.losses[-1]!r} after {len(result.losses)} steps, "
+            f"{result.seconds!r} s training, written to {tsv} and {sidecar}",
+            file=log,
+            flush=True,
         )
+    print(f"done: {len(args.run)} run(s) in {time.perf_counter() - started:.3f} s", file=log)
     return 0
 
 

@@ -48,6 +48,9 @@ def draw_loss(ax, table: pd.DataFrame, loss: str, band: str) -> None:
             label = f"{optimizer} ({n_diverged}/{n} diverged, excluded)"
             style = "--"
         (line,) = ax.plot(steps, mean, style, label=label, linewidth=1.6)
+        # Named SVG groups (id="curve_mse_adam"): the drawing can be found and
+        # checked, or edited by hand, without guessing from colours.
+        line.set_gid(f"curve_{loss}_{optimizer}")
         limits = band_limits(cell, band)
         if limits is not None:
             low, high = limits
@@ -55,7 +58,10 @@ def draw_loss(ax, table: pd.DataFrame, loss: str, band: str) -> None:
                 # A lower edge at or below zero has no place on a log axis: draw
                 # the band down to the smallest loss observed instead.
                 low = np.where(low > 0, low, cell["min"].to_numpy())
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            band_patch = ax.fill_between(
+                steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0
+            )
+            band_patch.set_gid(f"band_{loss}_{optimizer}")
     if wants_log_scale(rows["mean"].to_numpy()):
         ax.set_yscale("log")
     ax.set_title(

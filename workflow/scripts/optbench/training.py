@@ -17,6 +17,9 @@ class RunError(RuntimeError):
     """A run cannot start; the message names the config entry and the fix."""
 
 
+FIRST_STEP = " in the first training step"
+
+
 @dataclass
 class RunResult:
     seed: int
@@ -70,17 +73,33 @@ def _component_class(kind: str, name: str, cls_name: str, module, base):
     return cls
 
 
+def _entry_error(kind: str, entry: dict, error: BaseException, when: str = "") -> RunError:
+    """The config entry whose class or kwargs torch refused, with torch's own reason."""
+    module = "torch.optim" if kind == "optimizers" else "torch.nn"
+    # An assert without text has only its type; torch's own full stop is dropped.
+    reason = (str(error) or type(error).__name__).rstrip(".")
+    # A failure in use can be the class itself (SparseAdam on dense weights).
+    fix = "the kwargs of this entry" + (" or choose another class" if when else "")
+    return RunError(
+        f"config key {kind}.{entry['name']}: {module}.{entry['class']}"
+        f"(**{entry['kwargs']}) failed{when}: {reason}. Fix {fix}."
+    )
+
+
+# The constructors receive nothing but the entry's kwargs (and, for optimizers,
+# the model's parameters), so any exception they raise is the entry's: torch
+# reports bad values as ValueError, but also as RuntimeError (fused with
+# foreach) or IndexError (a betas pair with one value).
+
+
 def build_loss(entry: dict) -> torch.nn.Module:
     cls = _component_class(
         "losses", entry["name"], entry["class"], torch.nn, torch.nn.modules.loss._Loss
     )
     try:
         return cls(**_as_tuples(entry["kwargs"]))
-    except (TypeError, ValueError) as error:
-        raise RunError(
-            f"config key losses.{entry['name']}: torch.nn.{entry['class']}"
-            f"(**{entry['kwargs']}) failed: {error}. Fix the kwargs of this entry."
-        ) from error
+    except Exception as error:
+        raise _entry_error("losses", entry, error) from error
 
 
 def build_optimizer(entry: dict, parameters) -> torch.optim.Optimizer:
@@ -89,11 +108,8 @@ def build_optimizer(entry: dict, parameters) -> torch.optim.Optimizer:
     )
     try:
         return cls(parameters, **_as_tuples(entry["kwargs"]))
-    except (TypeError, ValueError) as error:
-        raise RunError(
-            f"config key optimizers.{entry['name']}: torch.optim.{entry['class']}"
-            f"(**{entry['kwargs']}) failed: {error}. Fix the kwargs of this entry."
-        ) from error
+    except Exception as error:
+        raise _entry_error("optimizers", entry, error) from error
 
 
 def draw_problem(seed: int, dim: int):
@@ -120,9 +136,24 @@ def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
     started = time.perf_counter()
     for step in range(steps):
         optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        optimizer.step()
+        # Some values torch accepts at construction fail at first use (a
+        # reduction it does not know, reduction='none', a Huber delta of 0,
+        # SparseAdam's dense gradients); the first step names the entry. Later
+        # failures are not the config's, and out-of-memory never is. A try
+        # block costs nothing per step unless it raises.
+        try:
+            loss = criterion(model(x), y)
+            loss.backward()
+        except Exception as error:
+            if step or isinstance(error, torch.OutOfMemoryError):
+                raise
+            raise _entry_error("losses", spec["loss"], error, FIRST_STEP) from error
+        try:
+            optimizer.step()
+        except Exception as error:
+            if step or isinstance(error, torch.OutOfMemoryError):
+                raise
+            raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
         recorded[step] = loss.detach()
     losses = recorded.tolist()
     return RunResult(seed, losses, time.perf_counter() - started)

@@ -1,0 +1,272 @@
+"""What the figures draw: one curve per optimizer at its mean, the configured
+band at its values, and the legend's counts, in the matplotlib objects and in
+the SVG files the workflow writes."""
+
+import re
+import xml.etree.ElementTree as ET
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from conftest import CONFIGS, copy_tree, snakemake
+from optbench import figures
+from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+TINY = CONFIGS / "tiny.yaml"
+SVG = "{http://www.w3.org/2000/svg}"
+XLINK = "{http://www.w3.org/1999/xlink}"
+# README: the y axis turns logarithmic when the positive means span more than 100x.
+LOG_SCALE_RATIO = 100.0
+
+
+def column_statistics(loss: str, optimizer: str, runs: np.ndarray) -> pd.DataFrame:
+    """Step-table rows of one cell, computed here with numpy and scipy (runs x steps;
+    a run is left out from its first non-finite loss on)."""
+    rows = []
+    for step in range(runs.shape[1]):
+        alive = np.isfinite(runs[:, : step + 1]).all(axis=1)
+        values = runs[alive, step]
+        n = len(values)
+        mean = values.mean() if n else np.nan
+        std = values.std(ddof=1) if n >= 2 else np.nan
+        if n >= 2:
+            low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=std / np.sqrt(n))
+        else:
+            low = high = np.nan
+        rows.append(
+            {
+                "loss": loss,
+                "optimizer": optimizer,
+                "step": step,
+                "n": runs.shape[0],
+                "n_finite": n,
+                "n_diverged": runs.shape[0] - n,
+                "mean": mean,
+                "std": std,
+                "ci95_low": low,
+                "ci95_high": high,
+                "min": values.min() if n else np.nan,
+                "max": values.max() if n else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    rng = np.random.default_rng(3)
+    steady = 2.0 + rng.random((5, 6))
+    wild = 1.0 + rng.random((3, 6))
+    wild[2, 2:] = np.inf  # one of three runs diverges at step 2
+    other = 10.0 + rng.random((4, 6))
+    return {("mse", "steady"): steady, ("mse", "wild"): wild, ("l1", "other"): other}
+
+
+@pytest.fixture(scope="module")
+def table(cells):
+    return pd.concat(
+        [column_statistics(loss, opt, runs) for (loss, opt), runs in cells.items()],
+        ignore_index=True,
+    )
+
+
+def drawn(table, loss, band):
+    fig, ax = plt.subplots()
+    figures.draw_loss(ax, table, loss, band)
+    return fig, ax
+
+
+def band_edges(collection, steps):
+    """Lower and upper edge of a fill_between polygon at each step."""
+    vertices = np.concatenate([path.vertices for path in collection.get_paths()])
+    low = [vertices[vertices[:, 0] == step, 1].min() for step in steps]
+    high = [vertices[vertices[:, 0] == step, 1].max() for step in steps]
+    return np.array(low), np.array(high)
+
+
+@pytest.mark.parametrize("band", ["ci95", "std", "none"])
+def test_one_curve_per_optimizer_at_its_mean_with_the_configured_band(table, band):
+    fig, ax = drawn(table, "mse", band)
+    curves = {line.get_gid(): line for line in ax.get_lines()}
+    assert sorted(curves) == ["curve_mse_steady", "curve_mse_wild"]  # no l1 curve here
+    bands = {c.get_gid(): c for c in ax.collections}
+    assert sorted(bands) == ([] if band == "none" else ["band_mse_steady", "band_mse_wild"])
+    for optimizer in ("steady", "wild"):
+        cell = table[(table["loss"] == "mse") & (table["optimizer"] == optimizer)]
+        steps, mean = cell["step"].to_numpy(), cell["mean"].to_numpy()
+        line = curves[f"curve_mse_{optimizer}"]
+        np.testing.assert_array_equal(line.get_xdata(), steps)
+        np.testing.assert_array_equal(line.get_ydata(), mean)
+        if band == "none":
+            continue
+        low, high = band_edges(bands[f"band_mse_{optimizer}"], steps)
+        std = cell["std"].to_numpy()
+        expected = (
+            (cell["ci95_low"].to_numpy(), cell["ci95_high"].to_numpy())
+            if band == "ci95"
+            else (mean - std, mean + std)
+        )
+        np.testing.assert_allclose(low, expected[0], rtol=1e-12)
+        np.testing.assert_allclose(high, expected[1], rtol=1e-12)
+        assert bands[f"band_mse_{optimizer}"].get_facecolor()[0][:3] == pytest.approx(
+            matplotlib.colors.to_rgb(line.get_color())
+        )  # the band in its curve's colour
+    title = ax.get_title()
+    assert title.startswith("mse: mean over seeds")
+    assert {"ci95": "95 % CI" in title, "std": "1 std" in title, "none": "band" not in title}[band]
+    plt.close(fig)
+
+
+def test_legend_counts_runs_and_marks_diverged_ones(table):
+    fig, ax = drawn(table, "mse", "ci95")
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["steady (n=5)", "wild (1/3 diverged, excluded)"]
+    styles = {line.get_gid(): line.get_linestyle() for line in ax.get_lines()}
+    assert styles == {"curve_mse_steady": "-", "curve_mse_wild": "--"}  # diverged: dashed
+    plt.close(fig)
+
+
+def test_log_scale_for_wide_ranges_keeps_the_band_above_zero():
+    # Means over 1e-6 .. 1; the t interval of the small ones reaches below zero.
+    runs = np.array([[1.0, 1e-2, 1e-6], [1.2, 3e-2, 9e-6], [0.9, 2e-3, 5e-7]])
+    table = column_statistics("mse", "spread", runs)
+    assert (table["ci95_low"] <= 0).any()  # the case this test is about
+    fig, ax = drawn(table, "mse", "ci95")
+    assert ax.get_yscale() == "log"
+    low, high = band_edges(ax.collections[0], table["step"])
+    expected_low = np.where(table["ci95_low"] > 0, table["ci95_low"], runs.min(axis=0))
+    np.testing.assert_allclose(low, expected_low, rtol=1e-12)
+    np.testing.assert_allclose(high, table["ci95_high"], rtol=1e-12)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(("ratio", "scale"), [(50.0, "linear"), (99.0, "linear"), (200.0, "log")])
+def test_log_scale_from_a_hundredfold_range_of_means(ratio, scale):
+    runs = np.array([[1.0, 1.0 / ratio], [1.1, 1.1 / ratio]])
+    fig, ax = drawn(column_statistics("mse", "one", runs), "mse", "none")
+    assert ax.get_yscale() == scale
+    plt.close(fig)
+
+
+def test_overview_has_one_panel_per_loss_with_its_own_curves(table, monkeypatch):
+    saved = {}
+    monkeypatch.setattr(figures, "save", lambda fig, paths: saved.setdefault("fig", fig))
+    figures.plot_overview(table, ["mse", "l1"], "std", ["unused.png"])
+    axes = saved["fig"].axes
+    assert [ax.get_title().split(":")[0] for ax in axes] == ["mse", "l1"]
+    assert sorted(line.get_gid() for line in axes[0].get_lines()) == [
+        "curve_mse_steady",
+        "curve_mse_wild",
+    ]
+    assert [line.get_gid() for line in axes[1].get_lines()] == ["curve_l1_other"]
+    plt.close(saved["fig"])
+
+
+# --- The SVG files of the tiny workflow run, against the article's loop ---
+
+
+def svg_points(group) -> np.ndarray:
+    """Absolute (x, y) vertices of the paths a group draws, <use> offsets applied."""
+    defined = {p.get("id"): p.get("d") for p in group.iter(f"{SVG}path") if p.get("id")}
+    drawn = [(p.get("d"), 0.0, 0.0) for p in group.iter(f"{SVG}path") if not p.get("id")]
+    for use in group.iter(f"{SVG}use"):
+        reference = use.get(f"{XLINK}href", "").lstrip("#")
+        if reference in defined:
+            drawn.append((defined[reference], float(use.get("x", 0)), float(use.get("y", 0))))
+    points = []
+    for d, dx, dy in drawn:
+        numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", d)]
+        points += [(x + dx, y + dy) for x, y in zip(numbers[::2], numbers[1::2], strict=True)]
+    return np.array(points)
+
+
+def svg_groups(path, prefix: str) -> dict[str, ET.Element]:
+    root = ET.parse(path).getroot()
+    return {g.get("id"): g for g in root.iter(f"{SVG}g") if g.get("id", "").startswith(prefix)}
+
+
+def svg_texts(path) -> list[str]:
+    return ["".join(t.itertext()) for t in ET.parse(path).getroot().iter(f"{SVG}text")]
+
+
+def article_runs(loss, optimizer, config) -> np.ndarray:
+    return np.array(
+        [
+            article_loop(seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], config["steps"])
+            for seed in config["seeds"]
+        ]
+    )
+
+
+def check_svg(svg, loss, optimizers, config, band):
+    """Curves and bands of one loss's panel, mapped back to data by one affine
+    map per axis, against the article's loop over the config's seeds."""
+    curves = svg_groups(svg, f"curve_{loss}_")
+    bands = svg_groups(svg, f"band_{loss}_")
+    assert sorted(curves) == sorted(f"curve_{loss}_{o}" for o in optimizers)
+    expected_bands = [] if band == "none" else [f"band_{loss}_{o}" for o in optimizers]
+    assert sorted(bands) == sorted(expected_bands)
+    runs = {o: article_runs(loss, o, config) for o in optimizers}
+    means = np.concatenate([r.mean(axis=0) for r in runs.values()])
+    log = means.min() > 0 and means.max() / means.min() > LOG_SCALE_RATIO
+    scale = np.log10 if log else (lambda v: v)
+    pixels = np.concatenate([svg_points(curves[f"curve_{loss}_{o}"]) for o in optimizers])
+    steps = np.tile(np.arange(config["steps"]), len(optimizers))
+    assert len(pixels) == len(steps)  # one vertex per step and optimizer
+    # One affine map per axis takes data to pixels; every vertex must fit it.
+    x_fit = np.polyfit(steps, pixels[:, 0], 1)
+    y_fit = np.polyfit(scale(means), pixels[:, 1], 1)
+    np.testing.assert_allclose(np.polyval(x_fit, steps), pixels[:, 0], atol=1e-3)
+    np.testing.assert_allclose(np.polyval(y_fit, scale(means)), pixels[:, 1], atol=1e-3)
+    for optimizer in optimizers if band != "none" else ():
+        values = runs[optimizer]
+        n, mean = len(values), values.mean(axis=0)
+        std = values.std(axis=0, ddof=1)
+        if band == "ci95":
+            low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=std / np.sqrt(n))
+        else:
+            low, high = mean - std, mean + std
+        points = svg_points(bands[f"band_{loss}_{optimizer}"])
+        at_step = np.rint((points[:, 0] - x_fit[1]) / x_fit[0])
+        for step in range(config["steps"]):
+            ys = points[at_step == step, 1]
+            edges = sorted(np.polyval(y_fit, scale(np.array([low[step], high[step]]))))
+            assert [ys.min(), ys.max()] == pytest.approx(edges, abs=1e-3), (optimizer, step)
+    texts = svg_texts(svg)
+    for optimizer in optimizers:
+        assert f"{optimizer} (n={len(config['seeds'])})" in texts
+    title = (
+        f"{loss}: mean over seeds"
+        + {
+            "ci95": ", band = 95 % CI of the mean",
+            "std": ", band = ± 1 std",
+            "none": "",
+        }[band]
+    )
+    assert title in texts
+
+
+@pytest.mark.workflow
+def test_workflow_figures_draw_the_article_runs(tiny_results):
+    config = yaml.safe_load(TINY.read_text())
+    optimizers = list(config["optimizers"])
+    figures_dir = tiny_results / "results/figures"
+    for loss in config["losses"]:
+        check_svg(figures_dir / f"losses/{loss}.svg", loss, optimizers, config, config["band"])
+        check_svg(figures_dir / "overview.svg", loss, optimizers, config, config["band"])
+
+
+@pytest.mark.workflow
+def test_band_setting_reaches_the_figures(tiny_results, tmp_path):
+    workdir = copy_tree(tiny_results, tmp_path / "w")
+    figure = "results/figures/losses/l1.svg"
+    snakemake(workdir, "--cores", "1", "--config", "band=std", "--", figure, configfile=TINY)
+    config = yaml.safe_load(TINY.read_text())
+    check_svg(workdir / figure, "l1", list(config["optimizers"]), config, "std")
