@@ -52,7 +52,7 @@ def test_bad_config_is_rejected_with_key_and_fix(case):
     with pytest.raises(settings.ConfigError) as error:
         settings.validate(config, SCHEMA)
     text = str(error.value)
-    assert case.message in text
+    assert all(message in text for message in case.messages), text
     assert "Fix" in text or "Known keys" in text or "Allowed keys" in text
 
 
