@@ -37,7 +37,7 @@ _NEEDS_CLOSURE = {"LBFGS"}
 # settings nest five levels deep: optimizers.adam.kwargs.betas.0) and far below
 # what makes a dry run slow (100,000 values walk in well under a second).
 MAX_VALUES = 100_000
-MAX_DEPTH = 10
+MAX_DEPTH = 16
 
 # The grid's axes, in the order cells are listed; `only:` selects along them.
 GRID_AXES = ("losses", "optimizers", "seeds")
