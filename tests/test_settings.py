@@ -274,17 +274,6 @@ def test_muon_defaults_named_by_module_constants_are_resolved():
     assert expected["ns_coefficients"].default == muon["ns_coefficients"].default
 
 
-def test_command_line_text_is_read_before_the_type_check():
-    """--config gives strings; those that read as numbers or bools pass as such."""
-    config = with_change(
-        set_optimizer("sgd", {"class": "SGD", "kwargs": {"lr": "1e-2", "nesterov": "false"}})
-    )
-    assert settings.validate(config, SCHEMA).optimizers["sgd"].kwargs == {
-        "lr": 0.01,
-        "nesterov": False,
-    }
-
-
 # --- Every problem at once ---------------------------------------------------
 
 
