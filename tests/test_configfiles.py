@@ -16,7 +16,6 @@ from conftest import CONFIGS, REPO, snakemake, snakemake_command
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
 CHECK_CONFIG = REPO / "workflow" / "scripts" / "check_config.py"
-DEFAULT_OPTIMIZERS = ("sgd", "momentum_sgd", "adam", "rmsprop")
 
 
 def planned_runs(process) -> set[str]:
@@ -79,15 +78,18 @@ def test_configfiles_merge_in_order_and_missing_keys_take_the_defaults(project_d
     assert planned_runs(process) == runs(["mse", "l1"], ["sgd", "adam"], [3, 4])
 
 
-def test_config_on_the_command_line_still_extends_config_yaml(project_dir):
-    process = snakemake(
-        project_dir,
-        "-n",
-        "--config",
-        "optimizers={adamw: {class: AdamW, kwargs: {lr: 0.01}}}",
-        "seeds=[5]",
+def test_config_on_the_command_line_extends_config_yaml_and_only_picks_from_it(project_dir):
+    """Without --configfile, config.yaml is read and --config merges over it: an
+    optimizer added on the command line can be run alone."""
+    (project_dir / "config.yaml").write_text(
+        "seeds: [2, 5]\nlosses: {huber: {class: HuberLoss}}\n"
+        "optimizers: {sgd: {class: SGD, kwargs: {lr: 0.1}}}\n"
     )
-    assert planned_runs(process) == runs(["mse", "l1"], (*DEFAULT_OPTIMIZERS, "adamw"), [5])
+    adamw = "optimizers={adamw: {class: AdamW, kwargs: {lr: 0.01}}}"
+    process = snakemake(project_dir, "-n", "--config", adamw)
+    assert planned_runs(process) == runs(["huber"], ["sgd", "adamw"], [2, 5])
+    process = snakemake(project_dir, "-n", "--config", adamw, "only={optimizers: [adamw]}")
+    assert planned_runs(process) == runs(["huber"], ["adamw"], [2, 5])
 
 
 def test_only_schedules_exactly_the_chosen_cells(project_dir):
