@@ -182,7 +182,7 @@ def test_check_config_reads_files_as_snakemake_would(tmp_path):
 
 def test_check_config_refuses_a_mapping_bomb_that_snakemake_would_expand(tmp_path):
     """10^8 values as nested mappings: Snakemake copies each while loading
-    (10^7 took it about 30 s and 850 MB); the checker reads it in under a second."""
+    (10^7 values took it about 30 s and 850 MB); the checker reads it in under a second."""
     levels = "{" + ", ".join(f"k{j}: 0" for j in range(10)) + "}"
     for i in range(7):
         levels = f"{{k0: &m{i} {levels}, " + ", ".join(f"k{j}: *m{i}" for j in range(1, 10)) + "}"
