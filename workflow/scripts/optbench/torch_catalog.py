@@ -87,6 +87,9 @@ def _expected(value, integer_annotation: bool = False) -> Expected | None:
     if isinstance(value, bool):
         return Expected("bool", value)
     if isinstance(value, int | float):
+        # An int default alone does not make an integer parameter: SGD's
+        # momentum is `momentum: float = 0` and takes 0.9. Only an `int`
+        # annotation (LBFGS's history_size, CTCLoss's blank) does.
         return Expected("integer" if integer_annotation else "number", value)
     if isinstance(value, str):
         return Expected("string", value)
