@@ -195,3 +195,13 @@ def test_check_config_refuses_a_mapping_bomb_that_snakemake_would_expand(tmp_pat
     assert f"config file {bomb}: config key optimizers.sgd.kwargs.dampening: holds more" in (
         process.stderr
     )
+
+
+def test_check_config_evaluates_nothing_in_a_config_file(tmp_path):
+    """Snakemake runs the Python of a YTE config file (__use_yte__: true) while loading it."""
+    marker = tmp_path / "evaluated"
+    yte = tmp_path / "yte.yaml"
+    yte.write_text(f'__use_yte__: true\nsteps: ?__import__("pathlib").Path("{marker}").touch()\n')
+    process = check_config(yte)
+    assert process.returncode == 1 and not marker.exists()
+    assert "unknown config key(s) '__use_yte__'" in process.stderr
