@@ -6,7 +6,14 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default experiment. A user's --configfile replaces it
+# rather than being merged over it (Snakemake's own behaviour), so a config
+# file runs exactly the grid it describes; several --configfile files still
+# merge in order, and --config still merges over whichever config is used.
+# Keys missing from a user's file take the schema's defaults (settings.py).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -12,7 +12,7 @@ TABLE = REPO / "docs" / "bad-input.md"
 class Case:
     name: str
     change: str  # YAML text merged over the default config
-    message: str
+    messages: tuple[str, ...]  # every one appears in the error
 
 
 def _cell(text: str) -> str:
@@ -32,7 +32,8 @@ def _rows(text: str) -> list[Case]:
             continue
         cells = [cell for cell in line.strip().strip("|").split(" | ")]
         assert len(cells) == 3, f"malformed row in {TABLE}: {line}"
-        rows.append(Case(cells[0].strip(), _cell(cells[1]), _cell(cells[2])))
+        messages = tuple(re.findall(r"`([^`]+)`", cells[2])) or (cells[2].strip(),)
+        rows.append(Case(cells[0].strip(), _cell(cells[1]), messages))
     return rows
 
 

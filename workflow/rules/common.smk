@@ -17,7 +17,10 @@ try:
         config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
     )
 except settings.ConfigError as error:
-    raise WorkflowError(f"Invalid configuration:\n{error}") from None
+    _count = len(error.problems)
+    raise WorkflowError(
+        f"Invalid configuration ({_count} problem{'s' if _count > 1 else ''}):\n{error}"
+    ) from None
 
 RUN_TSV = "results/runs/{loss}/{optimizer}/seed{seed}.tsv"
 RUN_SIDECAR = "results/runs/{loss}/{optimizer}/seed{seed}.json"

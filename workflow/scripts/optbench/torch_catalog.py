@@ -7,28 +7,117 @@ keyword arguments before any job starts. The check is best effort: where torch
 is not installed beside Snakemake (``--use-conda``) or its source looks
 unfamiliar, it reports nothing and the training job does the authoritative
 check when it builds the objects.
+
+Default values are read too: where a keyword's default is a literal (a number,
+a bool, a string, a tuple of those), a config value of another type is
+refused, e.g. a list where SGD's ``dampening`` defaults to ``0``. A ``None``
+default or one computed at run time says nothing about the type, so such
+keywords are not type-checked.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 
+class _Unknown(Exception):
+    """A default that is not a literal (a call, an attribute, ...)."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The type of value a keyword takes, as its default in torch's source tells.
+
+    kind is one of bool, number (int or float; bool excluded), integer (the
+    parameter is annotated ``int``), string, or sequence (items holds one
+    Expected per position, or None for any length with unchecked items).
+    """
+
+    kind: str
+    default: object
+    items: tuple[Expected | None, ...] | None = None
+
+    def describe(self) -> str:
+        if self.kind == "sequence":
+            if self.items is None:
+                return "a list"
+            if len({item.describe() if item else "a value" for item in self.items}) == 1:
+                item = self.items[0].describe() if self.items[0] else "value"
+                return f"a list of {len(self.items)} {_plural(item)}"
+            return f"a list of {len(self.items)} values"
+        return {
+            "bool": "true or false",
+            "number": "a number",
+            "integer": "an integer",
+            "string": "a string",
+        }[self.kind]
+
+    def accepts(self, value) -> bool:
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if isinstance(value, bool):  # bool is an int subclass: True is no learning rate
+            return False
+        if self.kind == "number":
+            return isinstance(value, int | float)
+        if self.kind == "integer":
+            return isinstance(value, int)
+        if self.kind == "string":
+            return isinstance(value, str)
+        if not isinstance(value, list | tuple):
+            return False
+        if self.items is None:
+            return True
+        return len(value) == len(self.items) and all(
+            item is None or item.accepts(v) for item, v in zip(self.items, value, strict=True)
+        )
+
+
+def _plural(description: str) -> str:
+    words = description.split(" ", 1)
+    return f"{words[1]}s" if words[0] in ("a", "an") and len(words) == 2 else description
+
+
+def _expected(value, integer_annotation: bool = False) -> Expected | None:
+    """What a literal default value tells about the parameter's type."""
+    if isinstance(value, bool):
+        return Expected("bool", value)
+    if isinstance(value, int | float):
+        # An int default alone does not make an integer parameter: SGD's
+        # momentum is `momentum: float = 0` and takes 0.9. Only an `int`
+        # annotation (LBFGS's history_size, CTCLoss's blank) does.
+        return Expected("integer" if integer_annotation else "number", value)
+    if isinstance(value, str):
+        return Expected("string", value)
+    if isinstance(value, tuple):
+        items = tuple(_expected(v) for v in value) if value else None
+        return Expected("sequence", value, items)
+    return None  # None and anything else: no evidence about the type
+
+
 @dataclass(frozen=True)
 class Signature:
-    """Keyword parameters of a class's ``__init__``."""
+    """Keyword parameters of a class's ``__init__``, with what their defaults tell."""
 
     parameters: tuple[str, ...]
     accepts_any: bool  # true when __init__ takes **kwargs
+    expected: dict[str, Expected] = field(default_factory=dict)
 
     def unknown(self, names) -> list[str]:
         if self.accepts_any:
             return []
         return [name for name in names if name not in self.parameters]
+
+    def wrong_type(self, name: str, value) -> Expected | None:
+        """What ``name`` expects, when ``value`` is not of that type; else None."""
+        expected = self.expected.get(name)
+        if expected is None or expected.accepts(value):
+            return None
+        return expected
 
 
 @dataclass(frozen=True)
@@ -47,12 +136,50 @@ def _torch_dir() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _init_signature(cls: ast.ClassDef) -> Signature | None:
+def _literal(node: ast.expr, constants: dict):
+    """The value of a literal default; module-level constants such as EPS resolve."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Tuple | ast.List):
+        return tuple(_literal(item, constants) for item in node.elts)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        value = _literal(node.operand, constants)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.Name) and node.id in constants:
+        return constants[node.id]
+    raise _Unknown(ast.dump(node))
+
+
+def _is_int_annotation(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Name) and node.id == "int"
+
+
+def _init_signature(cls: ast.ClassDef, constants: dict) -> Signature | None:
     for node in cls.body:
         if isinstance(node, ast.FunctionDef) and node.name == "__init__":
             args = node.args
-            names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
-            return Signature(tuple(n for n in names if n != "self"), args.kwarg is not None)
+            positional = args.posonlyargs + args.args
+            names = [a.arg for a in positional + args.kwonlyargs]
+            # Defaults align with the last positional parameters; keyword-only
+            # ones have one entry each, None where there is no default.
+            pairs = list(
+                zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+            )
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)]
+            pairs = [(a, d) for a, d in pairs if d is not None]
+            expected = {}
+            for arg, default in pairs:
+                try:
+                    value = _literal(default, constants)
+                except _Unknown:
+                    continue
+                found = _expected(value, _is_int_annotation(arg.annotation))
+                if found is not None:
+                    expected[arg.arg] = found
+            return Signature(
+                tuple(n for n in names if n != "self"), args.kwarg is not None, expected
+            )
     return None
 
 
@@ -72,6 +199,15 @@ class _Module:
     def __init__(self, path: Path, package: str):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         self.classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+        self.constants = {}  # NAME = literal at top level, for defaults such as eps=EPS
+        for node in tree.body:
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+            ):
+                with contextlib.suppress(_Unknown):
+                    self.constants[node.targets[0].id] = _literal(node.value, {})
         self.imports = {}
         for node in tree.body:
             if not isinstance(node, ast.ImportFrom):
@@ -117,7 +253,7 @@ class _Resolver:
         if found is None or depth > 16:
             return [name], None
         where, cls = found
-        signature = _init_signature(cls)
+        signature = _init_signature(cls, self.module(where).constants)
         names = [cls.name]
         for base in _base_names(cls):
             base_names, base_signature = self.lineage(where, base, depth + 1)

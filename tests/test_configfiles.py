@@ -1,0 +1,207 @@
+"""Which configuration a run uses: config.yaml, a user's --configfile, --config,
+and `only:` to run part of the grid; config bombs refused while Snakemake starts."""
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import psutil
+import pytest
+
+from conftest import CONFIGS, REPO, snakemake, snakemake_command
+
+pytestmark = pytest.mark.workflow
+TINY = CONFIGS / "tiny.yaml"
+CHECK_CONFIG = REPO / "workflow" / "scripts" / "check_config.py"
+
+
+def planned_runs(process) -> set[str]:
+    """The run TSVs a dry run schedules, read from its jobs' `output:` lines."""
+    runs = set()
+    for line in (process.stdout + process.stderr).splitlines():
+        match = re.match(r"\s+output: (.*)$", line)
+        if match:
+            runs |= {
+                path
+                for path in match.group(1).split(", ")
+                if path.startswith("results/runs/") and path.endswith(".tsv")
+            }
+    return runs
+
+
+def runs(losses, optimizers, seeds) -> set[str]:
+    return {
+        f"results/runs/{loss}/{optimizer}/seed{seed}.tsv"
+        for loss in losses
+        for optimizer in optimizers
+        for seed in seeds
+    }
+
+
+@pytest.fixture
+def project_dir(tmp_path):
+    """A working directory holding the repository's config.yaml, as a clone does."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    return tmp_path
+
+
+def test_configfile_replaces_config_yaml_and_runs_exactly_its_grid(project_dir):
+    """Merged over config.yaml (Snakemake's default), all four optimizers ran."""
+    two = project_dir / "two.yaml"
+    two.write_text(
+        "seeds: [0]\nsteps: 3\ndevice: cpu\nlosses: {mse: {class: MSELoss}}\n"
+        "optimizers:\n"
+        "  sgd: {class: SGD, kwargs: {lr: 0.1}}\n"
+        "  adam: {class: Adam, kwargs: {lr: 0.1}}\n"
+    )
+    snakemake(project_dir, "--cores", "2", configfile=two)
+    written = {
+        str(p.relative_to(project_dir)) for p in (project_dir / "results/runs").rglob("*.tsv")
+    }
+    assert written == runs(["mse"], ["sgd", "adam"], [0])
+    board = pd.read_csv(project_dir / "results/summary/leaderboard.tsv", sep="\t")
+    assert sorted(board["optimizer"]) == ["adam", "sgd"]
+
+
+def test_configfiles_merge_in_order_and_missing_keys_take_the_defaults(project_dir):
+    (project_dir / "config.yaml").write_text(
+        "optimizers: {nadam: {class: NAdam}}\nlosses: {huber: {class: HuberLoss}}\n"
+    )
+    first, second = project_dir / "a.yaml", project_dir / "b.yaml"
+    first.write_text("seeds: [0]\noptimizers: {sgd: {class: SGD, kwargs: {lr: 0.1}}}\n")
+    second.write_text("seeds: [3, 4]\noptimizers: {adam: {class: Adam}}\n")
+    process = snakemake(project_dir, "-n", "--configfile", str(first), str(second))
+    # config.yaml's nadam and huber are not used; losses are the schema's defaults.
+    assert planned_runs(process) == runs(["mse", "l1"], ["sgd", "adam"], [3, 4])
+
+
+def test_config_on_the_command_line_extends_config_yaml_and_only_picks_from_it(project_dir):
+    """Without --configfile, config.yaml is read and --config merges over it: an
+    optimizer added on the command line can be run alone."""
+    (project_dir / "config.yaml").write_text(
+        "seeds: [2, 5]\nlosses: {huber: {class: HuberLoss}}\n"
+        "optimizers: {sgd: {class: SGD, kwargs: {lr: 0.1}}}\n"
+    )
+    adamw = "optimizers={adamw: {class: AdamW, kwargs: {lr: 0.01}}}"
+    process = snakemake(project_dir, "-n", "--config", adamw)
+    assert planned_runs(process) == runs(["huber"], ["sgd", "adamw"], [2, 5])
+    process = snakemake(project_dir, "-n", "--config", adamw, "only={optimizers: [adamw]}")
+    assert planned_runs(process) == runs(["huber"], ["adamw"], [2, 5])
+
+
+def test_only_schedules_exactly_the_chosen_cells(project_dir):
+    process = snakemake(
+        project_dir, "-n", "--config", "only={optimizers: [sgd, adam], losses: [mse]}"
+    )
+    assert planned_runs(process) == runs(["mse"], ["sgd", "adam"], range(10))
+    process = snakemake(
+        project_dir, "-n", "--config", "only={optimizers: [adam], losses: [l1], seeds: [7]}"
+    )
+    assert planned_runs(process) == {"results/runs/l1/adam/seed7.tsv"}
+    text = process.stdout + process.stderr
+    assert "input: results/runs/l1/adam/seed7.tsv\n" in text  # the summary reads that run only
+    assert "results/figures/losses/mse" not in text
+
+
+def test_only_in_a_config_file_and_on_the_command_line_combine(workdir):
+    selection = workdir / "selection.yaml"
+    selection.write_text("only: {losses: [l1]}\n")
+    process = snakemake(
+        workdir,
+        "-n",
+        "--configfile",
+        str(TINY),
+        str(selection),
+        "--config",
+        "only={seeds: [1]}",
+        "seeds_per_job=2",
+    )
+    assert planned_runs(process) == runs(["l1"], ["sgd", "adam"], [1])
+    # Packed as for the whole grid: seed 1 stays in the job of seeds 0-1.
+    assert re.findall(r"rule (train\S*):", process.stdout) == ["train_seeds_0-1"] * 2
+
+
+def test_config_bomb_is_refused_in_seconds_and_little_memory(workdir):
+    """About 500 bytes expanding to 10^8 values in an optimizer's kwargs: before
+    the bound, `snakemake -n` ran past 150 s and 4 GB."""
+    levels = "[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"
+    for i in range(7):
+        levels = f"[&a{i} {levels}, " + ", ".join([f"*a{i}"] * 9) + "]"
+    bomb = workdir / "bomb.yaml"
+    bomb.write_text(
+        f"optimizers: {{sgd: {{class: SGD, kwargs: {{lr: 0.1, dampening: {levels}}}}}}}\n"
+    )
+    assert bomb.stat().st_size < 600
+    command = snakemake_command(workdir, "-n", "--configfile", str(REPO / "config.yaml"), str(bomb))
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    watched, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        if time.perf_counter() - started > 60:
+            process.kill()
+            break
+        time.sleep(0.02)
+    output = process.communicate()[0].decode()
+    seconds = time.perf_counter() - started
+    assert process.returncode != 0 and seconds < 60, f"still running after {seconds:.0f} s"
+    assert "config key optimizers.sgd.kwargs.dampening: holds more than 100,000 values" in output
+    assert peak < 300 * 2**20, f"peak {peak / 2**20:.0f} MB"
+
+
+def check_config(*files):
+    return subprocess.run(
+        [sys.executable, str(CHECK_CONFIG), *map(str, files)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+def test_check_config_reads_files_as_snakemake_would(tmp_path):
+    assert check_config().stdout == "ok: 80 runs (2 losses x 4 optimizers x 10 seeds)\n"
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("seeds: [0, 1, 2]\n")
+    assert check_config(TINY, extra).stdout == "ok: 12 runs (2 losses x 2 optimizers x 3 seeds)\n"
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("step: 5\noptimizers: {sgd: {class: SGD, kwargs: {momentun: 0.9}}}\n")
+    process = check_config(typo)
+    assert process.returncode == 1
+    assert process.stderr.startswith("2 problems:\nunknown config key(s) 'step'.")
+    assert "config key optimizers.sgd.kwargs: torch.optim.SGD does not accept 'momentun'" in (
+        process.stderr
+    )
+
+
+def test_check_config_refuses_a_mapping_bomb_that_snakemake_would_expand(tmp_path):
+    """10^8 values as nested mappings: Snakemake copies each while loading
+    (10^7 values took it about 30 s and 850 MB); the checker reads it in under a second."""
+    levels = "{" + ", ".join(f"k{j}: 0" for j in range(10)) + "}"
+    for i in range(7):
+        levels = f"{{k0: &m{i} {levels}, " + ", ".join(f"k{j}: *m{i}" for j in range(1, 10)) + "}"
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(f"optimizers: {{sgd: {{class: SGD, kwargs: {{dampening: {levels}}}}}}}\n")
+    started = time.perf_counter()
+    process = check_config(bomb)
+    assert time.perf_counter() - started < 10
+    assert process.returncode == 1
+    assert f"config file {bomb}: config key optimizers.sgd.kwargs.dampening: holds more" in (
+        process.stderr
+    )
+
+
+def test_check_config_evaluates_nothing_in_a_config_file(tmp_path):
+    """Snakemake runs the Python of a YTE config file (__use_yte__: true) while loading it."""
+    marker = tmp_path / "evaluated"
+    yte = tmp_path / "yte.yaml"
+    yte.write_text(f'__use_yte__: true\nsteps: ?__import__("pathlib").Path("{marker}").touch()\n')
+    process = check_config(yte)
+    assert process.returncode == 1 and not marker.exists()
+    assert "unknown config key(s) '__use_yte__'" in process.stderr
