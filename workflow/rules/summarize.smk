@@ -1,18 +1,41 @@
-# Across-seed statistics: one table per step and a final-step leaderboard.
-# Cheap and reading every run file, so it runs on the submitting host.
+# Across-seed statistics in two steps: a summary per grid cell, reading only
+# that cell's runs (adding a seed re-summarises only the cells it touches),
+# then one small step combining the cells into the step summary, the per-run
+# table and the leaderboard. Both are cheap, so they run on the submitting host.
 
 
 localrules:
+    summarize_cell,
     summarize,
+
+
+rule summarize_cell:
+    input:
+        CELL_RUNS,
+    output:
+        CELL_SUMMARY,
+    log:
+        "results/logs/summarize/{loss}/{optimizer}.log",
+    conda:
+        ANALYSIS_ENV
+    params:
+        steps=EXPERIMENT.steps,
+    shell:
+        SUMMARIZE_CELL
 
 
 rule summarize:
     input:
-        runs=run_tsvs(),
+        cells=cell_summaries(),
     output:
         steps=report(
             STEP_SUMMARY,
             caption="../report/step_summary.rst",
+            category="Summaries",
+        ),
+        runs=report(
+            RUN_SUMMARY,
+            caption="../report/run_table.rst",
             category="Summaries",
         ),
         leaderboard=report(
@@ -24,8 +47,5 @@ rule summarize:
         "results/logs/summarize.log",
     conda:
         ANALYSIS_ENV
-    params:
-        grid=GRID,
-        steps=EXPERIMENT.steps,
     script:
         "../scripts/summarize.py"
