@@ -23,7 +23,6 @@ RUN_TSV = "results/runs/{loss}/{optimizer}/seed{seed}.tsv"
 RUN_SIDECAR = "results/runs/{loss}/{optimizer}/seed{seed}.json"
 CELL_SUMMARY = "results/summary/cells/{loss}/{optimizer}.json"
 STEP_SUMMARY = "results/summary/steps.tsv"
-RUN_SUMMARY = "results/summary/runs.tsv"
 LEADERBOARD = "results/summary/leaderboard.tsv"
 LOSS_FIGURE = "results/figures/losses/{loss}.{ext}"
 OVERVIEW_FIGURE = "results/figures/overview.{ext}"
@@ -83,7 +82,7 @@ def final_outputs():
         for loss in EXPERIMENT.losses
         for ext in FIGURE_FORMATS
     ]
-    return [STEP_SUMMARY, RUN_SUMMARY, LEADERBOARD] + figures
+    return [STEP_SUMMARY, LEADERBOARD] + figures
 
 
 def _python():

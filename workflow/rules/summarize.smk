@@ -1,7 +1,7 @@
 # Across-seed statistics in two steps: a summary per grid cell, reading only
 # that cell's runs (adding a seed re-summarises only the cells it touches),
-# then one small step combining the cells into the step summary, the per-run
-# table and the leaderboard. Both are cheap, so they run on the submitting host.
+# then one small step combining the cells into the step summary and the
+# leaderboard. Both are cheap, so they run on the submitting host.
 
 
 localrules:
@@ -31,11 +31,6 @@ rule summarize:
         steps=report(
             STEP_SUMMARY,
             caption="../report/step_summary.rst",
-            category="Summaries",
-        ),
-        runs=report(
-            RUN_SUMMARY,
-            caption="../report/run_table.rst",
             category="Summaries",
         ),
         leaderboard=report(

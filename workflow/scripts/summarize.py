@@ -1,4 +1,4 @@
-"""Rule summarize: the cell summaries -> step summary, per-run table and leaderboard."""
+"""Rule summarize: the cell summaries -> step summary and leaderboard."""
 
 import sys
 
@@ -10,6 +10,5 @@ sys.stderr = open(snakemake.log[0], "w", encoding="utf-8")  # noqa: SIM115
 summary.summarize(
     snakemake.input.cells,
     snakemake.output.steps,
-    snakemake.output.runs,
     snakemake.output.leaderboard,
 )

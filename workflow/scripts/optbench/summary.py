@@ -1,4 +1,4 @@
-"""The combine step: per-cell summaries -> step summary, per-run table and leaderboard.
+"""The combine step: per-cell summaries -> step summary and leaderboard.
 
 Every row takes its cell from the cell summary it comes from (which read it
 from its runs' paths), never from the position of a file in a list; rows
@@ -31,7 +31,6 @@ from optbench import cells, runfiles
 
 IDENTITY = ["loss", "optimizer"]  # the cell's fields, as the run-path pattern names them
 STEP_COLUMNS = [*IDENTITY, "step", *cells.STEP_STATISTICS]
-RUN_TABLE_COLUMNS = [*IDENTITY, *cells.RUN_COLUMNS]
 LEADERBOARD_COLUMNS = [*IDENTITY, *cells.STEP_STATISTICS, "rank", "p_vs_best"]
 RANK_BY = "mean"
 COMPARED = "optimizer"  # ranked within each group of the cell's other fields
@@ -119,22 +118,11 @@ def write_tsv(frame: pd.DataFrame, path) -> None:
         frame.to_csv(temporary, sep="\t", index=False, na_rep="nan")
 
 
-def run_table_for_writing(runs: pd.DataFrame) -> pd.DataFrame:
-    """Steps stay integers; a run that never diverged gets an empty field."""
-    runs = runs.copy()
-    runs["first_nonfinite_step"] = [
-        "" if value is None or pd.isna(value) else str(int(value))
-        for value in runs["first_nonfinite_step"]
-    ]
-    return runs
-
-
-def summarize(cell_paths, steps_path, runs_path, leaderboard_path) -> None:
-    """The combine rule: write the three tables from the cell summaries."""
+def summarize(cell_paths, steps_path, leaderboard_path) -> None:
+    """The combine rule: the step summary and the leaderboard from the cell summaries."""
     steps, runs = combine(cell_paths)
     board = leaderboard(steps, runs)
     write_tsv(steps, steps_path)
-    write_tsv(run_table_for_writing(runs), runs_path)
     write_tsv(board, leaderboard_path)
 
 
@@ -145,7 +133,7 @@ def cell_summary_path(summary_dir, identity: dict[str, str]) -> Path:
 
 
 def summarize_runs(run_paths, pattern: str, steps: int, summary_dir) -> None:
-    """What the rules do, in one process: a summary per cell, then the three tables.
+    """What the rules do, in one process: a summary per cell, then the two tables.
 
     For tools and tests that train in-process; cells are taken in the order of
     their first run in ``run_paths``.
@@ -162,9 +150,4 @@ def summarize_runs(run_paths, pattern: str, steps: int, summary_dir) -> None:
         cells.write_cell_summary(cells.read_cell(paths, pattern, identity, steps), path)
         cell_paths.append(path)
     summary_dir = Path(summary_dir)
-    summarize(
-        cell_paths,
-        summary_dir / "steps.tsv",
-        summary_dir / "runs.tsv",
-        summary_dir / "leaderboard.tsv",
-    )
+    summarize(cell_paths, summary_dir / "steps.tsv", summary_dir / "leaderboard.tsv")
