@@ -282,3 +282,11 @@ def test_malformed_run_stops_aggregation_with_file_and_line(tmp_path, grid):
     ):
         summary.summarize_runs(paths, pattern, 6, tmp_path / "summary")
     assert not (tmp_path / "summary" / "steps.tsv").exists()
+
+
+def test_first_nonfinite_steps_agree_with_the_run_file_rule():
+    losses = np.array(
+        [[1.0, 2.0, 3.0], [1.0, math.nan, 2.0], [math.inf, 1.0, 1.0], [1.0, 1.0, -math.inf]]
+    )
+    expected = [runfiles.first_nonfinite_step(row) for row in losses]
+    assert cells.first_nonfinite_steps(losses) == expected == [None, 1, 0, 2]

@@ -18,6 +18,7 @@ runs on the submitting host, so its start-up is kept short.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -56,6 +57,7 @@ class CellError(ValueError):
     """Runs that do not make one cell; the message names the file and the fix."""
 
 
+@functools.cache
 def path_regex(pattern: str) -> re.Pattern:
     """A regex for a path pattern such as ``results/runs/{loss}/{optimizer}/seed{seed}.tsv``.
 
@@ -156,6 +158,13 @@ def describe(losses: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def first_nonfinite_steps(losses: np.ndarray) -> list[int | None]:
+    """Per run, the first step whose loss is inf or NaN (None: every loss is finite)."""
+    bad = ~np.isfinite(losses)
+    first = np.argmax(bad, axis=1)
+    return [int(step) if bad[run, step] else None for run, step in enumerate(first)]
+
+
 def _json_number(value):
     """Integers stay integers; floats are exact (repr) and non-finite ones become strings,
     so the file is strict JSON and float(text) reads every value back."""
@@ -176,7 +185,7 @@ def cell_summary(cell: Cell) -> dict:
         "runs": {
             "seed": list(cell.seeds),
             "final_loss": [_json_number(row[-1]) for row in cell.losses],
-            "first_nonfinite_step": [runfiles.first_nonfinite_step(row) for row in cell.losses],
+            "first_nonfinite_step": first_nonfinite_steps(cell.losses),
         },
     }
 
