@@ -207,6 +207,22 @@ def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
     assert cell["input"] == cell_runs("mse", "adam", (0, 1))
 
 
+def test_a_lost_cell_summary_is_made_again_with_the_tables(tiny_results, tmp_path):
+    """A failed or interrupted cell job leaves no summary; the next run must redo it
+    (Snakemake alone would call the tables up to date)."""
+    workdir = copy_tree(tiny_results, tmp_path / "w")
+    (workdir / "results/summary/cells/l1/adam.json").unlink()
+    process = snakemake(workdir, "-n", configfile=TINY)
+    assert planned_jobs(process) == {
+        "summarize_cell": 1,
+        "summarize": 1,
+        "plot_loss": 2,
+        "plot_overview": 1,
+        "all": 1,
+        "total": 6,
+    }
+
+
 def test_every_summary_row_matches_an_independent_computation_over_the_run_files(
     tiny_results,
 ):
