@@ -223,6 +223,36 @@ def test_a_lost_cell_summary_is_made_again_with_the_tables(tiny_results, tmp_pat
     }
 
 
+def test_summaries_follow_the_library_code_that_makes_them(tiny_results, tmp_path):
+    """Snakemake alone tracks a job's command or script file, not the modules it imports."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("Snakefile", "config.yaml", "workflow", "profiles", "envs"):
+        subprocess.run(["cp", "-a", str(REPO / name), str(repo)], check=True)
+    workdir = copy_tree(tiny_results, tmp_path / "w")
+
+    def dry_run():
+        command = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile")]
+        command += ["--directory", str(workdir), "--configfile", str(TINY), "-n"]
+        # params only: the copy's paths alone change every command line
+        command += ["--rerun-triggers", "params"]
+        process = subprocess.run(command, capture_output=True, text=True)
+        assert process.returncode == 0, process.stdout + process.stderr
+        return process
+
+    unchanged = dry_run()
+    assert "Nothing to be done" in unchanged.stdout + unchanged.stderr
+    library = repo / "workflow/scripts/optbench"
+    original = (library / "cells.py").read_text()
+    (library / "cells.py").write_text(original + "\n# changed\n")
+    jobs = planned_jobs(dry_run())
+    assert jobs["summarize_cell"] == 4 and jobs["summarize"] == 1 and "train" not in jobs
+    (library / "cells.py").write_text(original)
+    (library / "summary.py").write_text((library / "summary.py").read_text() + "\n# changed\n")
+    jobs = planned_jobs(dry_run())
+    assert jobs["summarize"] == 1 and "summarize_cell" not in jobs and "train" not in jobs
+
+
 def test_every_summary_row_matches_an_independent_computation_over_the_run_files(
     tiny_results,
 ):

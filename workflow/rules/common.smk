@@ -1,5 +1,6 @@
 # Configuration check, grid and paths shared by all rules. Runs in every
 # snakemake invocation, so it stays torch-free and does no per-job work.
+import hashlib
 import re
 import shlex
 import sys
@@ -73,6 +74,20 @@ def cell_summaries():
         for loss in EXPERIMENT.losses
         for optimizer in EXPERIMENT.optimizers
     ]
+
+
+def code_digest(*names):
+    # Snakemake re-runs a job when its command or script file changes, not when
+    # the library code it calls does; given as a param, a digest of that code
+    # makes the summaries follow it (a dry run says "Params have changed").
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update((SCRIPTS / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+CELL_SUMMARY_CODE = code_digest("summarize_cell.py", "optbench/cells.py", "optbench/runfiles.py")
+COMBINE_CODE = code_digest("optbench/summary.py", "optbench/cells.py")
 
 
 def final_outputs():

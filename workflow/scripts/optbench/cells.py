@@ -12,8 +12,10 @@ meaningful after that. At each step the statistics use the runs that have not
 diverged yet; ``n`` counts all runs, ``n_finite`` the ones used and
 ``n_diverged`` the rest. A step where no run is left has NaN statistics.
 
-numpy and scipy.special only (no pandas, no scipy.stats): one job per cell
-runs on the submitting host, so its start-up is kept short.
+numpy only (no pandas, no scipy): one job per cell runs on the submitting
+host, so its start-up is kept short. For the same reason the t quantile of the
+confidence interval is left to the combine step (optbench.summary), which
+imports scipy once for all cells.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from optbench import runfiles
 
-# Per-step statistics, in the column order of the step summary table.
-STEP_STATISTICS = [
+# Per-step statistics of a cell summary, in the column order of the step
+# summary table, where the combine step adds ci95_low and ci95_high after sem.
+CELL_STATISTICS = [
     "n",
     "n_finite",
     "n_diverged",
@@ -39,8 +41,6 @@ STEP_STATISTICS = [
     "var",
     "std",
     "sem",
-    "ci95_low",
-    "ci95_high",
     "median",
     "min",
     "max",
@@ -50,7 +50,7 @@ STEP_STATISTICS = [
 RUN_COLUMNS = ["seed", "final_loss", "first_nonfinite_step"]
 SEED_FIELD = "seed"
 # Columns that hold floats (the others hold integers or, for a step, None).
-FLOAT_COLUMNS = {"steps": STEP_STATISTICS[3:], "runs": ["final_loss"]}
+FLOAT_COLUMNS = {"steps": CELL_STATISTICS[3:], "runs": ["final_loss"]}
 
 
 class CellError(ValueError):
@@ -123,13 +123,11 @@ def surviving(losses: np.ndarray) -> np.ndarray:
     return np.where(diverged, np.nan, losses)
 
 
-def t_quantile_975(df: np.ndarray) -> np.ndarray:
-    """The 97.5 % quantile of Student's t (scipy.stats.t.ppf, without importing scipy.stats)."""
-    return special.stdtrit(df, 0.975)
-
-
 def describe(losses: np.ndarray) -> dict[str, np.ndarray]:
-    """Column statistics of a runs x steps array (NaN marks a diverged run)."""
+    """Column statistics of a runs x steps array (NaN marks a diverged run).
+
+    ``sem`` is the sample standard deviation over the square root of
+    ``n_finite`` (NaN below two runs)."""
     used = np.isfinite(losses)
     n_finite = used.sum(axis=0)
     with warnings.catch_warnings():
@@ -141,7 +139,6 @@ def describe(losses: np.ndarray) -> dict[str, np.ndarray]:
     var = np.where(n_finite >= 2, var, np.nan)
     std = np.sqrt(var)
     sem = std / np.sqrt(np.maximum(n_finite, 1))
-    half_width = t_quantile_975(np.maximum(n_finite - 1, 1)) * sem
     return {
         "n": np.full(losses.shape[1], losses.shape[0]),
         "n_finite": n_finite,
@@ -150,8 +147,6 @@ def describe(losses: np.ndarray) -> dict[str, np.ndarray]:
         "var": var,
         "std": std,
         "sem": sem,
-        "ci95_low": mean - half_width,
-        "ci95_high": mean + half_width,
         "median": median,
         "min": low,
         "max": high,
@@ -181,7 +176,7 @@ def cell_summary(cell: Cell) -> dict:
     return {
         "cell": cell.identity,
         "steps": {"step": list(range(steps))}
-        | {name: [_json_number(v) for v in statistics[name]] for name in STEP_STATISTICS},
+        | {name: [_json_number(v) for v in statistics[name]] for name in CELL_STATISTICS},
         "runs": {
             "seed": list(cell.seeds),
             "final_loss": [_json_number(row[-1]) for row in cell.losses],

@@ -25,13 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from optbench import cells, runfiles
 
 IDENTITY = ["loss", "optimizer"]  # the cell's fields, as the run-path pattern names them
-STEP_COLUMNS = [*IDENTITY, "step", *cells.STEP_STATISTICS]
-LEADERBOARD_COLUMNS = [*IDENTITY, *cells.STEP_STATISTICS, "rank", "p_vs_best"]
+# The cell statistics with the 95 % t confidence interval of the mean after sem.
+STEP_STATISTICS = [*cells.CELL_STATISTICS[:7], "ci95_low", "ci95_high", *cells.CELL_STATISTICS[7:]]
+STEP_COLUMNS = [*IDENTITY, "step", *STEP_STATISTICS]
+LEADERBOARD_COLUMNS = [*IDENTITY, *STEP_STATISTICS, "rank", "p_vs_best"]
 RANK_BY = "mean"
 COMPARED = "optimizer"  # ranked within each group of the cell's other fields
 
@@ -54,7 +56,19 @@ def combine(cell_paths) -> tuple[pd.DataFrame, pd.DataFrame]:
         run_frames.append(runs)
     if not step_frames:
         raise cells.CellError("no cell summaries given.")
-    return pd.concat(step_frames, ignore_index=True), pd.concat(run_frames, ignore_index=True)
+    steps = with_confidence_interval(pd.concat(step_frames, ignore_index=True))
+    return steps, pd.concat(run_frames, ignore_index=True)
+
+
+def with_confidence_interval(steps: pd.DataFrame) -> pd.DataFrame:
+    """Adds the 95 % t interval of the mean: mean -/+ t(0.975, n_finite - 1) * sem."""
+    # special.stdtrit is scipy.stats.t.ppf without its overhead (same values).
+    t = special.stdtrit(np.maximum(steps["n_finite"].to_numpy() - 1, 1), 0.975)
+    half_width = t * steps["sem"].to_numpy()
+    steps = steps.copy()
+    steps["ci95_low"] = steps["mean"].to_numpy() - half_width
+    steps["ci95_high"] = steps["mean"].to_numpy() + half_width
+    return steps[identity_columns(steps) + ["step", *STEP_STATISTICS]]
 
 
 def identity_columns(table: pd.DataFrame) -> list[str]:
