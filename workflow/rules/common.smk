@@ -76,6 +76,29 @@ def cell_summaries():
     ]
 
 
+def lost_cell_summaries():
+    """Cell summaries missing while the tables made from them exist.
+
+    Snakemake remakes a missing file only for a job that has to run, and a
+    missing input does not make the tables out of date. A cell summary goes
+    missing when its job fails or is interrupted (its output is removed), often
+    after its runs changed; asked for as a target, it is made again, and the
+    tables after it. A new cell (runs not all there yet) is left to the rules.
+    """
+    if not Path(STEP_SUMMARY).exists():
+        return []
+    return [
+        CELL_SUMMARY.format(loss=loss, optimizer=optimizer)
+        for loss in EXPERIMENT.losses
+        for optimizer in EXPERIMENT.optimizers
+        if not Path(CELL_SUMMARY.format(loss=loss, optimizer=optimizer)).exists()
+        and all(
+            Path(run).exists()
+            for run in expand(RUN_TSV, loss=loss, optimizer=optimizer, seed=EXPERIMENT.seeds)
+        )
+    ]
+
+
 def code_digest(*names):
     # Snakemake re-runs a job when its command or script file changes, not when
     # the library code it calls does; given as a param, a digest of that code
@@ -97,7 +120,7 @@ def final_outputs():
         for loss in EXPERIMENT.losses
         for ext in FIGURE_FORMATS
     ]
-    return [STEP_SUMMARY, LEADERBOARD] + figures
+    return [STEP_SUMMARY, LEADERBOARD] + figures + lost_cell_summaries()
 
 
 def _python():

@@ -20,6 +20,7 @@ rule summarize_cell:
         ANALYSIS_ENV
     params:
         steps=EXPERIMENT.steps,
+        code=CELL_SUMMARY_CODE,
     shell:
         SUMMARIZE_CELL
 
@@ -42,5 +43,7 @@ rule summarize:
         "results/logs/summarize.log",
     conda:
         ANALYSIS_ENV
+    params:
+        code=COMBINE_CODE,
     script:
         "../scripts/summarize.py"
