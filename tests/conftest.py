@@ -12,6 +12,7 @@ SNAKEFILE = REPO / "Snakefile"
 CONFIGS = Path(__file__).resolve().parent / "configs"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 TRAIN_SCRIPT = REPO / "workflow" / "scripts" / "train.py"
+TINY_UMASK = 0o002
 
 
 def snakemake_command(workdir, *args, configfile=None) -> list[str]:
@@ -22,10 +23,10 @@ def snakemake_command(workdir, *args, configfile=None) -> list[str]:
     return command + list(args)
 
 
-def snakemake(workdir, *args, configfile=None, check=True, timeout=600):
+def snakemake(workdir, *args, configfile=None, check=True, timeout=600, umask=-1):
     """Run snakemake on the repository's Snakefile in ``workdir``; returns the process."""
     command = snakemake_command(workdir, *args, configfile=configfile)
-    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout, umask=umask)
     if check and process.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} exited {process.returncode}\n"
@@ -99,9 +100,12 @@ def no_stray_slurm_lookup():
 
 @pytest.fixture(scope="session")
 def tiny_results(tmp_path_factory):
-    """The tiny config run once with four cores; copy it before changing anything."""
+    """The tiny config run once with four cores; copy it before changing anything.
+
+    Run under umask 002 (group-writable), which is neither the usual 022 nor the
+    0600 of a private temporary file, so that file modes can be checked on it."""
     workdir = tmp_path_factory.mktemp("tiny")
-    snakemake(workdir, "--cores", "4", configfile=CONFIGS / "tiny.yaml")
+    snakemake(workdir, "--cores", "4", configfile=CONFIGS / "tiny.yaml", umask=TINY_UMASK)
     return workdir
 
 

@@ -19,7 +19,16 @@ import pytest
 import torch
 import yaml
 
-from conftest import CONFIGS, REPO, copy_tree, run_tsvs, snakemake, snakemake_command, tree_bytes
+from conftest import (
+    CONFIGS,
+    REPO,
+    copy_tree,
+    planned_jobs,
+    run_tsvs,
+    snakemake,
+    snakemake_command,
+    tree_bytes,
+)
 from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop, article_tsv
 
 pytestmark = pytest.mark.workflow
@@ -27,7 +36,7 @@ TINY = CONFIGS / "tiny.yaml"
 SLOW = CONFIGS / "slow.yaml"
 SLOW_SEEDS = (0, 1, 2, 3)
 # Interruption tests are about training jobs; aggregation would only add time.
-ONLY_TRAINING = ("--omit-from", "summarize")
+ONLY_TRAINING = ("--omit-from", "summarize_cell")
 
 
 def temporary_leftovers(workdir):
@@ -203,10 +212,14 @@ def test_tampered_run_file_stops_aggregation_with_file_and_line(tiny_results, tm
     tampered.write_text("\n".join(lines) + "\n")
     process = snakemake(workdir, "--cores", "1", configfile=TINY, check=False)
     assert process.returncode != 0
-    log = (workdir / "results/logs/summarize.log").read_text()
+    log = (workdir / "results/logs/summarize/l1/adam.log").read_text()
     assert "results/runs/l1/adam/seed1.tsv:4: loss '0.5x' is not a number" in log
-    assert "results/logs/summarize.log" in process.stdout + process.stderr
-    assert not (workdir / "results/summary/steps.tsv").exists()  # nothing that looks complete
+    assert "results/logs/summarize/l1/adam.log" in process.stdout + process.stderr
+    # nothing that looks complete: the cell's summary is gone, and the tables are made again
+    assert not (workdir / "results/summary/cells/l1/adam.json").exists()
+    dry = snakemake(workdir, "-n", configfile=TINY)
+    planned = planned_jobs(dry)
+    assert planned.get("summarize_cell") == 1 and planned["summarize"] == 1, dry.stdout + dry.stderr
 
 
 def test_stray_files_under_runs_are_ignored(tiny_results, tmp_path):
@@ -214,7 +227,7 @@ def test_stray_files_under_runs_are_ignored(tiny_results, tmp_path):
     (workdir / "results/runs/mse/sgd/seed99.tsv").write_text("garbage\n")
     (workdir / "results/runs/other").mkdir()
     (workdir / "results/runs/other/seed0.tsv").write_text("step\tloss\n0\t1e9\n")
-    snakemake(workdir, "--cores", "1", "--forcerun", "summarize", configfile=TINY)
+    snakemake(workdir, "--cores", "1", "--forcerun", "summarize_cell", "summarize", configfile=TINY)
     steps = pd.read_csv(workdir / "results/summary/steps.tsv", sep="\t")
     assert set(steps["n"]) == {2} and set(steps["loss"]) == {"mse", "l1"}
     assert (tiny_results / "results/summary/steps.tsv").read_bytes() == (

@@ -20,7 +20,7 @@ TINY = CONFIGS / "tiny.yaml"
 
 
 SEEDS = (0, 1, 2)  # two blocks of 2 seeds, one of them short
-ONLY_TRAINING = ("--omit-from", "summarize")
+ONLY_TRAINING = ("--omit-from", "summarize_cell")
 
 
 @pytest.fixture(scope="module")
@@ -125,23 +125,23 @@ def test_ten_thousand_run_grid_dry_runs(tmp_path, per_job, train_jobs):
     process = snakemake(tmp_path, "-n", "--config", f"seeds_per_job={per_job}", configfile=config)
     jobs = planned_jobs(process)
     assert {k: v for k, v in jobs.items() if k.startswith("train")} == train_jobs
-    assert jobs["summarize"] == 1 and jobs["plot_loss"] == 2
+    assert jobs["summarize_cell"] == 100 and jobs["summarize"] == 1 and jobs["plot_loss"] == 2
 
 
 def test_summary_of_ten_thousand_runs(tmp_path):
     rng = np.random.default_rng(7)
     values = rng.lognormal(size=(2, 50, 100, 40))
     values[1, 3, 5, 20:] = np.inf  # one diverged run
-    runs = []
+    pattern = str(tmp_path / "runs" / "{loss}" / "{optimizer}" / "seed{seed}.tsv")
+    paths = []
     for li, loss in enumerate(("mse", "l1")):
         for oi in range(50):
             for seed in range(100):
-                path = tmp_path / "runs" / loss / f"o{oi}" / f"seed{seed}.tsv"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(runfiles.format_losses(values[li, oi, seed]))
-                runs.append(summary.RunRef(loss, f"o{oi}", seed, str(path)))
-    summary.summarize(runs, 40, tmp_path / "steps.tsv", tmp_path / "board.tsv")
-    table = pd.read_csv(tmp_path / "steps.tsv", sep="\t")
+                path = pattern.format(loss=loss, optimizer=f"o{oi}", seed=seed)
+                runfiles.write_text_atomic(path, runfiles.format_losses(values[li, oi, seed]))
+                paths.append(path)
+    summary.summarize_runs(paths, pattern, 40, tmp_path / "summary")
+    table = pd.read_csv(tmp_path / "summary" / "steps.tsv", sep="\t")
     assert len(table) == 2 * 50 * 40
     for li, loss, oi, step in [(0, "mse", 0, 0), (1, "l1", 49, 39), (0, "mse", 17, 11)]:
         row = table[(table["loss"] == loss) & (table["optimizer"] == f"o{oi}")]
@@ -152,7 +152,7 @@ def test_summary_of_ten_thousand_runs(tmp_path):
     wild = table[(table["loss"] == "l1") & (table["optimizer"] == "o3")].set_index("step")
     assert wild.loc[19, "n_diverged"] == 0 and wild.loc[20, "n_diverged"] == 1
     assert wild.loc[39, "mean"] == pytest.approx(np.delete(values[1, 3, :, 39], 5).mean())
-    board = pd.read_csv(tmp_path / "board.tsv", sep="\t")
+    board = pd.read_csv(tmp_path / "summary" / "leaderboard.tsv", sep="\t")
     final_means = values[0, :, :, -1].mean(axis=1)  # mse, every optimizer: distinct means
     expected = {f"o{oi}": rank for rank, oi in enumerate(np.argsort(final_means), start=1)}
     assert len(board) == 100

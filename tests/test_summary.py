@@ -1,46 +1,72 @@
-"""Summary statistics checked against numpy and scipy computed from the TSVs."""
+"""Summaries checked against numpy and scipy computed from the run files, and the
+leaderboard's decision rules pinned with data where another rule gives another answer."""
 
+import json
 import math
+import random
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from optbench import runfiles, summary
+from optbench import cells, runfiles, summary
+
+RUN_PATTERN = "runs/{loss}/{optimizer}/seed{seed}.tsv"
 
 
 def write_grid(root, values):
-    """values: {(loss, optimizer): array seeds x steps} -> RunRefs in that order."""
-    runs = []
+    """values: {(loss, optimizer): array seeds x steps} -> (pattern, run paths in that order)."""
+    pattern = str(root / RUN_PATTERN)
+    paths = []
     for (loss, optimizer), array in values.items():
         for seed, row in enumerate(array):
-            path = root / loss / optimizer / f"seed{seed}.tsv"
+            path = pattern.format(loss=loss, optimizer=optimizer, seed=seed)
             runfiles.write_text_atomic(path, runfiles.format_losses(row))
-            runs.append(summary.RunRef(loss, optimizer, seed, str(path)))
-    return runs
+            paths.append(path)
+    return pattern, paths
+
+
+def summarize(root, values):
+    """The in-process pipeline on ``values``: (step table, leaderboard)."""
+    pattern, paths = write_grid(root, values)
+    steps = next(iter(values.values())).shape[1]
+    summary.summarize_runs(paths, pattern, steps, root / "summary")
+    return read(root / "summary" / "steps.tsv"), read(root / "summary" / "leaderboard.tsv")
+
+
+def read(path):
+    return pd.read_csv(path, sep="\t")
+
+
+def finals(*rows):
+    """Two-step runs that end at the given final losses (step 0 is a common start)."""
+    return np.array([[10.0, value] for value in rows])
 
 
 @pytest.fixture
-def grid(tmp_path):
+def grid():
     rng = np.random.default_rng(42)
-    values = {
+    return {
         ("mse", "adam"): rng.lognormal(size=(7, 6)),
         ("mse", "sgd"): rng.lognormal(size=(7, 6)) + 1.0,
         ("l1", "adam"): rng.normal(loc=2.0, size=(7, 6)),
         ("l1", "sgd"): rng.normal(loc=1.0, size=(7, 6)),
     }
-    return values, write_grid(tmp_path / "runs", values)
 
 
 def test_step_statistics_match_numpy_and_scipy(tmp_path, grid):
-    values, runs = grid
-    summary.summarize(runs, 6, tmp_path / "steps.tsv", tmp_path / "board.tsv")
-    table = pd.read_csv(tmp_path / "steps.tsv", sep="\t")
+    table, _ = summarize(tmp_path, grid)
     assert list(table.columns) == summary.STEP_COLUMNS
     assert len(table) == 4 * 6
-    for (loss, optimizer), array in values.items():
+    # rows in the order of the cells given, steps ascending
+    assert list(table[["loss", "optimizer"]].drop_duplicates().itertuples(index=False)) == list(
+        grid
+    )
+    for (loss, optimizer), array in grid.items():
         rows = table[(table["loss"] == loss) & (table["optimizer"] == optimizer)]
+        assert list(rows["step"]) == list(range(6))
         for step in range(6):
             column = array[:, step]
             row = rows[rows["step"] == step].iloc[0]
@@ -59,62 +85,208 @@ def test_step_statistics_match_numpy_and_scipy(tmp_path, grid):
 
 
 def test_leaderboard_ranks_by_final_mean_with_paired_test(tmp_path, grid):
-    values, runs = grid
-    summary.summarize(runs, 6, tmp_path / "steps.tsv", tmp_path / "board.tsv")
-    board = pd.read_csv(tmp_path / "board.tsv", sep="\t")
-    assert len(board) == 4 and "step" not in board.columns
+    _, board = summarize(tmp_path, grid)
+    assert list(board.columns) == summary.LEADERBOARD_COLUMNS
+    assert list(board["loss"]) == ["l1", "l1", "mse", "mse"]  # losses by name, then rank
     for loss in ("mse", "l1"):
         rows = board[board["loss"] == loss].set_index("optimizer")
-        finals = {opt: values[(loss, opt)][:, -1] for opt in ("adam", "sgd")}
-        best = min(finals, key=lambda opt: finals[opt].mean())
+        ends = {opt: grid[(loss, opt)][:, -1] for opt in ("adam", "sgd")}
+        best = min(ends, key=lambda opt: ends[opt].mean())
         other = "sgd" if best == "adam" else "adam"
         assert rows.loc[best, "rank"] == 1 and rows.loc[other, "rank"] == 2
-        assert rows.loc[other, "mean"] == pytest.approx(finals[other].mean(), rel=1e-12)
-        expected_p = stats.ttest_rel(finals[best], finals[other]).pvalue
+        assert rows.loc[other, "mean"] == pytest.approx(ends[other].mean(), rel=1e-12)
+        expected_p = stats.ttest_rel(ends[best], ends[other]).pvalue
         assert rows.loc[other, "p_vs_best"] == pytest.approx(expected_p, rel=1e-9)
         assert math.isnan(rows.loc[best, "p_vs_best"])
 
 
-def test_diverged_runs_are_counted_and_excluded_from_statistics(tmp_path):
-    finite = np.array([[4.0, 3.0, 2.0, 1.0], [5.0, 4.0, 3.0, 2.0], [6.0, 5.0, 4.0, 3.0]])
-    blowing_up = np.array([[4.0, 1e30, math.inf, math.nan], [2.0, math.nan, math.nan, math.nan]])
+# Decision rules. Each fixture is built so that the documented rule and a
+# plausible other rule give different answers.
+
+# Config order zeta, alpha, ...: the two tie on the mean (both sum to 25 exactly).
+RULES = {
+    ("mse", "zeta"): finals(3.0, 7.0, 5.0, 4.0, 6.0),  # mean 5, median 5
+    ("mse", "alpha"): finals(4.0, 6.0, 5.0, 5.5, 4.5),  # mean 5, median 5
+    ("mse", "delta"): finals(6.0, 6.5, 7.0, 5.5, 6.0),  # mean 6.2, median 6
+    ("mse", "outlier"): finals(1.0, 1.0, 1.0, 1.0, 100.0),  # mean 20.8, median 1
+}
+
+
+def test_rank_is_by_mean_final_loss_not_median_or_geometric_mean(tmp_path):
+    _, board = summarize(tmp_path, RULES)
+    ranks = board.set_index("optimizer")["rank"]
+    # By median or geometric mean (2.5) the outlier would come first.
+    assert ranks["outlier"] == 4
+    assert board.set_index("optimizer").loc["outlier", "median"] == 1.0
+
+
+def test_equal_means_share_the_lower_rank_and_the_next_rank_is_skipped(tmp_path):
+    _, board = summarize(tmp_path, RULES)
+    # method "min": not dense (delta 2), not first-come (zeta 1, alpha 2), not average (1.5)
+    assert list(zip(board["optimizer"], board["rank"], strict=True)) == [
+        ("alpha", 1),
+        ("zeta", 1),
+        ("delta", 3),
+        ("outlier", 4),
+    ]
+
+
+def test_p_vs_best_is_against_the_first_rank_one_optimizer_by_name(tmp_path):
+    _, board = summarize(tmp_path, RULES)
+    p = board.set_index("optimizer")["p_vs_best"]
+    alpha = RULES[("mse", "alpha")][:, -1]
+    assert math.isnan(p["alpha"])
+    for other in ("zeta", "delta", "outlier"):
+        expected = stats.ttest_rel(alpha, RULES[("mse", other)][:, -1]).pvalue
+        # against zeta (first in config order) the values would differ
+        assert p[other] == pytest.approx(expected, rel=1e-12), other
+    assert p["delta"] != pytest.approx(
+        stats.ttest_rel(RULES[("mse", "zeta")][:, -1], RULES[("mse", "delta")][:, -1]).pvalue
+    )
+
+
+def test_diverged_runs_leave_the_statistics_from_their_first_nonfinite_step(tmp_path):
     values = {
-        ("mse", "ok"): finite,
-        ("mse", "wild"): np.vstack([finite[:1], blowing_up]),
-        ("mse", "dead"): np.full((2, 4), math.nan),
+        ("mse", "steady"): np.array([[10.0, 1.6, 1.6], [10.0, 1.4, 1.4]]),
+        # seed 1 blows up at step 1 and comes back finite: excluded from step 1 on
+        ("mse", "comeback"): np.array([[10.0, 2.0, 2.0], [10.0, math.inf, 0.5]]),
     }
-    runs = write_grid(tmp_path / "runs", values)
-    summary.summarize(runs, 4, tmp_path / "steps.tsv", tmp_path / "board.tsv")
-    table = pd.read_csv(tmp_path / "steps.tsv", sep="\t")
-    wild = table[table["optimizer"] == "wild"].set_index("step")
-    assert list(wild["n"]) == [3, 3, 3, 3]
-    assert list(wild["n_diverged"]) == [0, 1, 2, 2]
-    assert list(wild["n_finite"]) == [3, 2, 1, 1]
-    assert wild.loc[0, "mean"] == pytest.approx(np.mean([4.0, 4.0, 2.0]))
-    assert wild.loc[1, "mean"] == pytest.approx(np.mean([3.0, 1e30]))
-    assert wild.loc[3, "mean"] == 1.0 and math.isnan(wild.loc[3, "var"])
-    dead = table[table["optimizer"] == "dead"]
-    assert dead["mean"].isna().all() and (dead["n_diverged"] == 2).all()
-    board = pd.read_csv(tmp_path / "board.tsv", sep="\t").set_index("optimizer")
-    assert board.loc["wild", "rank"] == 1  # mean 1.0 over the one surviving run
-    assert board.loc["ok", "rank"] == 2
-    assert board.loc["dead", "rank"] == 3  # all diverged: last
+    table, board = summarize(tmp_path, values)
+    comeback = table[table["optimizer"] == "comeback"].set_index("step")
+    assert list(comeback["n_diverged"]) == [0, 1, 1]
+    assert list(comeback["mean"]) == [10.0, 2.0, 2.0]
+    board = board.set_index("optimizer")
+    # Counting the finite last value would give mean 1.25 and rank 1.
+    assert board.loc["comeback", "mean"] == 2.0 and board.loc["comeback", "n_finite"] == 1
+    assert board.loc["comeback", "rank"] == 2 and board.loc["steady", "rank"] == 1
+    # Only seed 0 pairs up, so no test (the finite 0.5 of seed 1 is not used).
+    assert math.isnan(board.loc["comeback", "p_vs_best"])
+
+
+def test_optimizers_whose_runs_all_diverged_rank_last_together(tmp_path):
+    values = {
+        ("mse", "dead_nan"): np.array([[10.0, math.nan], [10.0, math.nan]]),
+        ("mse", "good"): finals(1.0, 2.0),
+        ("mse", "dead_inf"): np.array([[10.0, math.inf], [math.inf, math.nan]]),
+        ("mse", "fair"): finals(3.0, 5.0),
+    }
+    table, board = summarize(tmp_path, values)
+    assert list(zip(board["optimizer"], board["rank"], strict=True)) == [
+        ("good", 1),
+        ("fair", 2),
+        ("dead_inf", 3),
+        ("dead_nan", 3),
+    ]
+    dead = table[table["optimizer"] == "dead_inf"].set_index("step")
+    assert list(dead["n_diverged"]) == [1, 2] and list(dead["n_finite"]) == [1, 0]
+    assert dead.loc[0, "mean"] == 10.0 and math.isnan(dead.loc[1, "mean"])
 
 
 def test_surviving_masks_from_first_nonfinite_step():
     data = np.array([[1.0, math.inf, 2.0], [1.0, 2.0, 3.0]])
-    masked = summary.surviving(data)
+    masked = cells.surviving(data)
     assert masked[0, 0] == 1.0 and np.isnan(masked[0, 1:]).all()
     assert list(masked[1]) == [1.0, 2.0, 3.0]
 
 
+# Cell identity: from the paths, never from positions.
+
+
+def test_cell_summary_does_not_depend_on_the_order_of_its_runs(tmp_path, grid):
+    pattern, paths = write_grid(tmp_path, {("mse", "sgd"): grid[("mse", "sgd")]})
+    shuffled = paths[:]
+    random.Random(3).shuffle(shuffled)
+    assert shuffled != paths
+    identity = {"optimizer": "sgd", "loss": "mse"}  # field order is the pattern's
+    cells.write_cell_summary(cells.read_cell(paths, pattern, identity, 6), tmp_path / "a.json")
+    cells.write_cell_summary(cells.read_cell(shuffled, pattern, identity, 6), tmp_path / "b.json")
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert list(data["cell"].items()) == [("loss", "mse"), ("optimizer", "sgd")]
+    assert data["runs"]["seed"] == list(range(7))
+    assert data["runs"]["final_loss"] == list(grid[("mse", "sgd")][:, -1])
+
+
+def test_combined_rows_keep_their_cells_whatever_the_order_of_the_cell_files(tmp_path, grid):
+    table, board = summarize(tmp_path, grid)
+    cell_files = sorted((tmp_path / "summary" / "cells").rglob("*.json"))
+    assert len(cell_files) == 4
+    summary.summarize(cell_files[::-1], tmp_path / "steps.tsv", tmp_path / "board.tsv")
+    reordered = read(tmp_path / "steps.tsv")
+    key = ["loss", "optimizer", "step"]
+    pd.testing.assert_frame_equal(
+        table.sort_values(key).reset_index(drop=True),
+        reordered.sort_values(key).reset_index(drop=True),
+    )
+    pd.testing.assert_frame_equal(board, read(tmp_path / "board.tsv"))
+
+
+@pytest.mark.parametrize(
+    ("cell", "runs", "message"),
+    [
+        ({"loss": "mse", "optimizer": "sgd"}, ["mse/adam/seed1"], "a run of {'optimizer': 'adam'}"),
+        ({"loss": "l1", "optimizer": "sgd"}, ["mse/sgd/seed1"], "a run of {'loss': 'mse'}"),
+        ({"loss": "mse", "optimizer": "sgd"}, ["mse/sgd/seed0"], "seed 0 is given twice"),
+        ({"loss": "mse"}, [], "names ['loss', 'optimizer', 'seed']"),
+    ],
+)
+def test_runs_that_are_not_of_the_cell_are_refused(tmp_path, grid, cell, runs, message):
+    pattern, _ = write_grid(tmp_path, grid)
+    paths = [pattern.format(loss=cell["loss"], optimizer="sgd", seed=0)]
+    paths += [str(tmp_path / "runs" / f"{run}.tsv") for run in runs]
+    with pytest.raises(cells.CellError, match=re.escape(message)):
+        cells.read_cell(paths, pattern, cell, 6)
+
+
+def test_a_path_outside_the_pattern_is_refused(tmp_path):
+    with pytest.raises(cells.CellError, match="not a run file of the pattern"):
+        cells.parse_run_path("results/runs/{loss}/{optimizer}/seed{seed}.tsv", "other/seed0.tsv")
+    assert cells.parse_run_path(
+        "results/runs/{loss}/{optimizer}/seed{seed}.tsv", "results/runs/l1/sgd/seed12.tsv"
+    ) == {"loss": "l1", "optimizer": "sgd", "seed": "12"}
+
+
+def test_a_cell_given_twice_is_refused(tmp_path, grid):
+    summarize(tmp_path, grid)
+    cell = tmp_path / "summary" / "cells" / "mse" / "sgd.json"
+    with pytest.raises(cells.CellError, match="the cell .* is also in"):
+        summary.summarize([cell, cell], tmp_path / "steps.tsv", tmp_path / "board.tsv")
+    assert not (tmp_path / "steps.tsv").exists()
+
+
+def test_cell_summary_is_strict_json_that_reads_back_every_value_exactly(tmp_path):
+    values = np.array([[1.0, 0.1 + 0.2, 1e-300], [2.0, math.inf, math.nan]])
+    pattern, paths = write_grid(tmp_path, {("mse", "sgd"): values})
+    cell = cells.read_cell(paths, pattern, {"loss": "mse", "optimizer": "sgd"}, 3)
+    cells.write_cell_summary(cell, tmp_path / "cell.json")
+    text = (tmp_path / "cell.json").read_text()
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    json.loads(text, parse_constant=refuse)
+    back = cells.read_cell_summary(tmp_path / "cell.json")
+    assert back["runs"]["final_loss"][0] == 1e-300 and math.isnan(back["runs"]["final_loss"][1])
+    assert back["runs"]["first_nonfinite_step"] == [None, 1]
+    assert back["steps"]["mean"][1] == 0.1 + 0.2 and back["steps"]["n_finite"] == [2, 1, 1]
+    assert math.isnan(back["steps"]["var"][2])
+
+
 def test_malformed_run_stops_aggregation_with_file_and_line(tmp_path, grid):
-    _, runs = grid
-    bad = runs[3].path
+    pattern, paths = write_grid(tmp_path, grid)
+    bad = paths[3]
     with open(bad, "a") as handle:
         handle.write("6\tnot-a-number\n")
     with pytest.raises(
         runfiles.RunFileError, match=f"{bad}:8: loss .not-a-number. is not a number"
     ):
-        summary.summarize(runs, 6, tmp_path / "steps.tsv", tmp_path / "board.tsv")
-    assert not (tmp_path / "steps.tsv").exists()
+        summary.summarize_runs(paths, pattern, 6, tmp_path / "summary")
+    assert not (tmp_path / "summary" / "steps.tsv").exists()
+
+
+def test_first_nonfinite_steps_agree_with_the_run_file_rule():
+    losses = np.array(
+        [[1.0, 2.0, 3.0], [1.0, math.nan, 2.0], [math.inf, 1.0, 1.0], [1.0, 1.0, -math.inf]]
+    )
+    expected = [runfiles.first_nonfinite_step(row) for row in losses]
+    assert cells.first_nonfinite_steps(losses) == expected == [None, 1, 0, 2]

@@ -1,6 +1,7 @@
 """The workflow as users run it: dry runs, lint, style, and a tiny end-to-end run."""
 
 import json
+import math
 import subprocess
 import sys
 import types
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from conftest import CONFIGS, REPO, copy_tree, planned_jobs, snakemake
 from test_training import (
@@ -27,11 +29,12 @@ def test_default_grid_dry_run_schedules_80_training_jobs(workdir):
     process = snakemake(workdir, "-n", configfile=REPO / "config.yaml")
     assert planned_jobs(process) == {
         "train": 80,
+        "summarize_cell": 8,
         "summarize": 1,
         "plot_loss": 2,
         "plot_overview": 1,
         "all": 1,
-        "total": 85,
+        "total": 93,
     }
 
 
@@ -57,6 +60,29 @@ def test_planned_jobs_fails_loudly_on_output_it_cannot_read():
     ):
         with pytest.raises(AssertionError):
             planned_jobs(dry_run_output(changed))
+
+
+def planned_job_details(process) -> list[dict[str, str]]:
+    """Each job a dry run prints: its rule and its indented fields (input, reason, ...)."""
+    jobs = []
+    for line in (process.stdout + process.stderr).splitlines():
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
+            jobs.append({"rule": line.split()[1].rstrip(":")})
+        elif jobs and line.startswith("    ") and ": " in line:
+            key, _, value = line.strip().partition(": ")
+            jobs[-1].setdefault(key, value)
+    return jobs
+
+
+def cell_runs(loss, optimizer, seeds):
+    return ", ".join(f"results/runs/{loss}/{optimizer}/seed{seed}.tsv" for seed in seeds)
+
+
+TINY_CELLS = ", ".join(
+    f"results/summary/cells/{loss}/{optimizer}.json"
+    for loss in ("mse", "l1")
+    for optimizer in ("sgd", "adam")
+)
 
 
 def test_grid_changes_from_the_command_line(workdir):
@@ -127,6 +153,15 @@ def test_tiny_run_writes_every_output(tiny_results):
         assert {o: rows.loc[o, "rank"] for o in order} == {o: r for r, o in enumerate(order, 1)}
         for optimizer, values in by_optimizer.items():
             assert rows.loc[optimizer, "mean"] == pytest.approx(np.mean(values), rel=1e-12)
+    cells = sorted(str(p.relative_to(results)) for p in (results / "summary/cells").rglob("*"))
+    assert cells == [
+        "summary/cells/l1",
+        "summary/cells/l1/adam.json",
+        "summary/cells/l1/sgd.json",
+        "summary/cells/mse",
+        "summary/cells/mse/adam.json",
+        "summary/cells/mse/sgd.json",
+    ]
     for stem in ("figures/overview", "figures/losses/mse", "figures/losses/l1"):
         assert (results / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert b"<svg" in (results / f"{stem}.svg").read_bytes()[:2000]
@@ -149,19 +184,35 @@ def test_rerun_is_a_no_op(tiny_results):
     assert "Nothing to be done" in process.stdout + process.stderr
 
 
-def test_adding_a_seed_schedules_only_the_new_runs(tiny_results):
+def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_results):
     process = snakemake(tiny_results, "-n", "--config", "seeds=[0,1,2]", configfile=TINY)
     assert planned_jobs(process) == {
         "train": 4,
+        "summarize_cell": 4,
         "summarize": 1,
         "plot_loss": 2,
         "plot_overview": 1,
         "all": 1,
-        "total": 9,
+        "total": 13,
     }
+    jobs = planned_job_details(process)
+    assert len(jobs) == 13 and all("reason" in job for job in jobs)
+    # Each cell reads its own runs only; the combine step reads one file per cell.
+    for job in (job for job in jobs if job["rule"] == "summarize_cell"):
+        wildcards = dict(item.split("=") for item in job["wildcards"].split(", "))
+        assert job["input"] == cell_runs(wildcards["loss"], wildcards["optimizer"], (0, 1, 2))
+        assert job["reason"] == (
+            "Input files updated by another job: "
+            f"{cell_runs(wildcards['loss'], wildcards['optimizer'], (2,))}; "
+            "Set of input files has changed since last execution"
+        )
+    (combine,) = (job for job in jobs if job["rule"] == "summarize")
+    assert combine["input"] == TINY_CELLS
+    # The grid is no parameter any more: no reason line repeats it.
+    assert max(len(job["reason"]) for job in jobs) <= 300, max(jobs, key=lambda j: len(j["reason"]))
 
 
-def test_changing_an_optimizer_reruns_only_its_runs(tiny_results):
+def test_changing_an_optimizer_reruns_only_its_runs_and_cells(tiny_results):
     process = snakemake(
         tiny_results,
         "-n",
@@ -170,6 +221,138 @@ def test_changing_an_optimizer_reruns_only_its_runs(tiny_results):
         configfile=TINY,
     )
     assert planned_jobs(process)["train"] == 4  # adam x 2 losses x 2 seeds
+    jobs = planned_job_details(process)
+    cells = sorted(job["wildcards"] for job in jobs if job["rule"] == "summarize_cell")
+    assert cells == ["loss=l1, optimizer=adam", "loss=mse, optimizer=adam"]
+    # (a training job's reason shows its cell's settings before and after)
+    aggregation = [job for job in jobs if not job["rule"].startswith("train")]
+    assert len(aggregation) == 7 and max(len(job["reason"]) for job in aggregation) <= 300
+
+
+def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
+    process = snakemake(
+        tiny_results, "-n", "--forcerun", "results/runs/mse/adam/seed1.tsv", configfile=TINY
+    )
+    assert planned_jobs(process) == {
+        "train": 1,
+        "summarize_cell": 1,
+        "summarize": 1,
+        "plot_loss": 2,
+        "plot_overview": 1,
+        "all": 1,
+        "total": 7,
+    }
+    (cell,) = (job for job in planned_job_details(process) if job["rule"] == "summarize_cell")
+    assert cell["wildcards"] == "loss=mse, optimizer=adam"
+    assert cell["input"] == cell_runs("mse", "adam", (0, 1))
+
+
+def test_a_lost_cell_summary_is_made_again_with_the_tables(tiny_results, tmp_path):
+    """A failed or interrupted cell job leaves no summary; the next run must redo it
+    (Snakemake alone would call the tables up to date)."""
+    workdir = copy_tree(tiny_results, tmp_path / "w")
+    (workdir / "results/summary/cells/l1/adam.json").unlink()
+    process = snakemake(workdir, "-n", configfile=TINY)
+    assert planned_jobs(process) == {
+        "summarize_cell": 1,
+        "summarize": 1,
+        "plot_loss": 2,
+        "plot_overview": 1,
+        "all": 1,
+        "total": 6,
+    }
+
+
+def test_summaries_follow_the_library_code_that_makes_them(tiny_results, tmp_path):
+    """Snakemake alone tracks a job's command or script file, not the modules it imports."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("Snakefile", "config.yaml", "workflow", "profiles", "envs"):
+        subprocess.run(["cp", "-a", str(REPO / name), str(repo)], check=True)
+    workdir = copy_tree(tiny_results, tmp_path / "w")
+
+    def dry_run():
+        command = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile")]
+        command += ["--directory", str(workdir), "--configfile", str(TINY), "-n"]
+        # params only: the copy's paths alone change every command line
+        command += ["--rerun-triggers", "params"]
+        process = subprocess.run(command, capture_output=True, text=True)
+        assert process.returncode == 0, process.stdout + process.stderr
+        return process
+
+    unchanged = dry_run()
+    assert "Nothing to be done" in unchanged.stdout + unchanged.stderr
+    library = repo / "workflow/scripts/optbench"
+    original = (library / "cells.py").read_text()
+    (library / "cells.py").write_text(original + "\n# changed\n")
+    jobs = planned_jobs(dry_run())
+    assert jobs["summarize_cell"] == 4 and jobs["summarize"] == 1 and "train" not in jobs
+    (library / "cells.py").write_text(original)
+    (library / "summary.py").write_text((library / "summary.py").read_text() + "\n# changed\n")
+    jobs = planned_jobs(dry_run())
+    assert jobs["summarize"] == 1 and "summarize_cell" not in jobs and "train" not in jobs
+
+
+def test_every_summary_row_matches_an_independent_computation_over_the_run_files(
+    tiny_results,
+):
+    """Issue 13: each row is checked against numpy/scipy over the runs of its own cell,
+    found by path; the cells differ at the final step, so a row credited to another
+    cell cannot pass."""
+    results = tiny_results / "results"
+    runs = {}
+    for path in sorted((results / "runs").glob("*/*/seed*.tsv")):
+        cell = (path.parent.parent.name, path.parent.name)
+        seed = int(path.stem.removeprefix("seed"))
+        runs.setdefault(cell, {})[seed] = np.loadtxt(path, delimiter="\t", skiprows=1)[:, 1]
+    assert sorted(runs) == sorted((lo, o) for lo in ("mse", "l1") for o in ("sgd", "adam"))
+    matrices = {
+        cell: np.array([by_seed[s] for s in sorted(by_seed)]) for cell, by_seed in runs.items()
+    }
+    assert all(m.shape == (2, 5) and np.isfinite(m).all() for m in matrices.values())
+    final_means = sorted(m[:, -1].mean() for m in matrices.values())
+    assert min(np.diff(final_means)) > 0.01 * final_means[-1]  # the cells differ clearly
+
+    steps = pd.read_csv(results / "summary/steps.tsv", sep="\t")
+    assert list(zip(steps["loss"], steps["optimizer"], steps["step"], strict=True)) == [
+        (lo, o, step) for lo in ("mse", "l1") for o in ("sgd", "adam") for step in range(5)
+    ]
+    for row in steps.itertuples(index=False):
+        column = matrices[(row.loss, row.optimizer)][:, row.step]
+        sem = stats.sem(column)
+        low, high = stats.t.interval(0.95, len(column) - 1, loc=column.mean(), scale=sem)
+        expected = {
+            "n": 2,
+            "n_finite": 2,
+            "n_diverged": 0,
+            "mean": column.mean(),
+            "var": column.var(ddof=1),
+            "std": column.std(ddof=1),
+            "sem": sem,
+            "ci95_low": low,
+            "ci95_high": high,
+            "median": np.median(column),
+            "min": column.min(),
+            "max": column.max(),
+        }
+        found = row._asdict()
+        for name, value in expected.items():
+            assert found[name] == pytest.approx(value, rel=1e-12, abs=1e-15), (row, name)
+
+    board = pd.read_csv(results / "summary/leaderboard.tsv", sep="\t")
+    for loss in ("l1", "mse"):
+        ends = {o: matrices[(loss, o)][:, -1] for o in ("sgd", "adam")}
+        order = sorted(ends, key=lambda o: ends[o].mean())
+        rows = board[board["loss"] == loss]
+        assert list(rows["optimizer"]) == order and list(rows["rank"]) == [1, 2]
+        for row in rows.itertuples(index=False):
+            final = ends[row.optimizer]
+            assert row.n == 2 and row.mean == pytest.approx(final.mean(), rel=1e-12)
+            assert row.std == pytest.approx(final.std(ddof=1), rel=1e-12)
+        expected_p = stats.ttest_rel(ends[order[0]], ends[order[1]]).pvalue
+        assert math.isnan(rows["p_vs_best"].iloc[0])
+        assert rows["p_vs_best"].iloc[1] == pytest.approx(expected_p, rel=1e-9)
+    assert list(board["loss"]) == ["l1", "l1", "mse", "mse"]
 
 
 @pytest.mark.parametrize(

@@ -76,9 +76,10 @@ IN_PROCESS = textwrap.dedent(
                 stem = f"{{out}}/runs/{{loss}}/{{optimizer}}/seed{{seed}}"
                 runfiles.write_run(stem + ".tsv", result.losses, stem + ".json",
                                    {{**spec, "seed": seed, "train_seconds": result.seconds}})
-                runs.append(summary.RunRef(loss, optimizer, seed, stem + ".tsv"))
-    summary.summarize(runs, experiment.steps, out + "/steps.tsv", out + "/board.tsv")
-    table = figures.read_table(out + "/steps.tsv")
+                runs.append(stem + ".tsv")
+    pattern = out + "/runs/{{loss}}/{{optimizer}}/seed{{seed}}.tsv"
+    summary.summarize_runs(runs, pattern, experiment.steps, out + "/summary")
+    table = figures.read_table(out + "/summary/steps.tsv")
     for loss in experiment.losses:
         paths = [f"{{out}}/{{loss}}.png", f"{{out}}/{{loss}}.svg"]
         figures.plot_loss(table, loss, experiment.band, paths)
@@ -276,9 +277,9 @@ SUMMARIZE = textwrap.dedent(
     import json, resource, sys, time
     sys.path.insert(0, {scripts!r})
     from optbench import summary
-    runs = [summary.RunRef(*r) for r in json.load(open({runs!r}))]
+    runs = json.load(open({runs!r}))
     started = time.perf_counter()
-    summary.summarize(runs, 40, {out!r} + "/steps.tsv", {out!r} + "/board.tsv")
+    summary.summarize_runs(runs, {pattern!r}, 40, {out!r})
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({{"seconds": seconds, "peak_mb": peak}}))
@@ -287,31 +288,41 @@ SUMMARIZE = textwrap.dedent(
 
 
 def aggregation_scale(tmp: Path) -> None:
-    print("5. summarising 10,000 run TSVs")
+    print("5. summarising 10,000 run TSVs (100 cells of 100 runs)")
     import numpy as np
 
     from optbench import runfiles
 
     rng = np.random.default_rng(0)
+    pattern = str(tmp / "agg" / "{loss}" / "{optimizer}" / "seed{seed}.tsv")
     runs = []
     for optimizer in range(50):
         for loss in ("mse", "l1"):
             for seed in range(100):
-                path = tmp / "agg" / loss / f"opt{optimizer}" / f"seed{seed}.tsv"
+                path = pattern.format(loss=loss, optimizer=f"opt{optimizer}", seed=seed)
                 runfiles.write_text_atomic(path, runfiles.format_losses(rng.lognormal(size=40)))
-                runs.append([loss, f"opt{optimizer}", seed, str(path)])
+                runs.append(path)
     (tmp / "runs.json").write_text(json.dumps(runs))
-    code = SUMMARIZE.format(scripts=str(SCRIPTS), runs=str(tmp / "runs.json"), out=str(tmp))
+    code = SUMMARIZE.format(
+        scripts=str(SCRIPTS), runs=str(tmp / "runs.json"), pattern=pattern, out=str(tmp / "summary")
+    )
     process = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     )
     result = json.loads(process.stdout.strip().splitlines()[-1])
     report(
-        "summary of 10,000 runs x 40 steps",
+        "summary of 10,000 runs x 40 steps (all cells and the combine step, one process)",
         f"{len(runs) / result['seconds']:,.0f} runs/s ({result['seconds']:.2f} s)",
         ">= 2,000 runs/s",
     )
     report("peak memory of that summary process", f"{result['peak_mb']:.0f} MB", "< 1,000 MB")
+    # What the pipeline runs per cell on the submitting host: a process of its own.
+    cell = [path for path in runs if "/mse/opt0/" in path]
+    command = [sys.executable, str(SCRIPTS / "summarize_cell.py"), "--pattern", pattern]
+    command += ["--steps", "40", "--cell", "loss=mse", "--cell", "optimizer=opt0"]
+    command += ["--out", str(tmp / "cell.json"), *cell]
+    seconds = min(timed(command) for _ in range(3))
+    report("one summarize_cell job (100 runs, own process)", f"{seconds:.2f} s", "-")
 
 
 def gpu(reps: int) -> None:

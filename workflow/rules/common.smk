@@ -1,5 +1,6 @@
 # Configuration check, grid and paths shared by all rules. Runs in every
 # snakemake invocation, so it stays torch-free and does no per-job work.
+import hashlib
 import re
 import shlex
 import sys
@@ -24,20 +25,15 @@ except settings.ConfigError as error:
 
 RUN_TSV = "results/runs/{loss}/{optimizer}/seed{seed}.tsv"
 RUN_SIDECAR = "results/runs/{loss}/{optimizer}/seed{seed}.json"
+CELL_SUMMARY = "results/summary/cells/{loss}/{optimizer}.json"
 STEP_SUMMARY = "results/summary/steps.tsv"
 LEADERBOARD = "results/summary/leaderboard.tsv"
 LOSS_FIGURE = "results/figures/losses/{loss}.{ext}"
 OVERVIEW_FIGURE = "results/figures/overview.{ext}"
 FIGURE_FORMATS = ("png", "svg")
 
-# Grid in a fixed order (losses, optimizers, seeds as configured): the summary
-# rule's inputs and its params.grid line up index by index.
-GRID = [
-    (loss, optimizer, seed)
-    for loss in EXPERIMENT.losses
-    for optimizer in EXPERIMENT.optimizers
-    for seed in EXPERIMENT.seeds
-]
+# A cell is a grid point without the seed: the wildcards of CELL_SUMMARY.
+CELL_FIELDS = ("loss", "optimizer")
 RUN_SPECS = {
     (loss, optimizer): EXPERIMENT.run_spec_json(loss, optimizer)
     for loss in EXPERIMENT.losses
@@ -69,8 +65,55 @@ wildcard_constraints:
     ext=_alternatives(FIGURE_FORMATS),
 
 
-def run_tsvs():
-    return [RUN_TSV.format(loss=l, optimizer=o, seed=s) for l, o, s in GRID]
+# A cell's runs, one per configured seed; {loss} and {optimizer} stay wildcards,
+# so the rule needs no input function (one call per cell on large grids).
+CELL_RUNS = expand(RUN_TSV, seed=EXPERIMENT.seeds, allow_missing=True)
+
+
+def cell_summaries():
+    # In config order, which the step summary's rows follow.
+    return [
+        CELL_SUMMARY.format(loss=loss, optimizer=optimizer)
+        for loss in EXPERIMENT.losses
+        for optimizer in EXPERIMENT.optimizers
+    ]
+
+
+def lost_cell_summaries():
+    """Cell summaries missing while the tables made from them exist.
+
+    Snakemake remakes a missing file only for a job that has to run, and a
+    missing input does not make the tables out of date. A cell summary goes
+    missing when its job fails or is interrupted (its output is removed), often
+    after its runs changed; asked for as a target, it is made again, and the
+    tables after it. A new cell (runs not all there yet) is left to the rules.
+    """
+    if not Path(STEP_SUMMARY).exists():
+        return []
+    return [
+        CELL_SUMMARY.format(loss=loss, optimizer=optimizer)
+        for loss in EXPERIMENT.losses
+        for optimizer in EXPERIMENT.optimizers
+        if not Path(CELL_SUMMARY.format(loss=loss, optimizer=optimizer)).exists()
+        and all(
+            Path(run).exists()
+            for run in expand(RUN_TSV, loss=loss, optimizer=optimizer, seed=EXPERIMENT.seeds)
+        )
+    ]
+
+
+def code_digest(*names):
+    # Snakemake re-runs a job when its command or script file changes, not when
+    # the library code it calls does; given as a param, a digest of that code
+    # makes the summaries follow it (a dry run says "Params have changed").
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update((SCRIPTS / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+CELL_SUMMARY_CODE = code_digest("summarize_cell.py", "optbench/cells.py", "optbench/runfiles.py")
+COMBINE_CODE = code_digest("optbench/summary.py", "optbench/cells.py")
 
 
 def final_outputs():
@@ -80,7 +123,7 @@ def final_outputs():
         for loss in EXPERIMENT.losses
         for ext in FIGURE_FORMATS
     ]
-    return [STEP_SUMMARY, LEADERBOARD] + figures
+    return [STEP_SUMMARY, LEADERBOARD] + figures + lost_cell_summaries()
 
 
 def _python():
@@ -105,6 +148,18 @@ TRAIN_ONE_SEED = (
     f"{_TRAIN} --run {{wildcards.seed}} {{output.tsv:q}} {{output.sidecar:q}} > {{log:q}} 2>&1"
 )
 TRAIN_PACKED = f"{_TRAIN} {{params.runs}} > {{log:q}} 2>&1"
+
+# Per-cell summary: a plain command too, so that a job imports numpy and
+# scipy.special only. The cell's identity is passed to be checked against
+# every run's path, parsed with the run-path pattern (braces doubled: the
+# command is formatted once more per job).
+_RUN_PATTERN_ARGUMENT = shlex.quote(RUN_TSV).replace("{", "{{").replace("}", "}}")
+SUMMARIZE_CELL = (
+    f"{shlex.quote(PYTHON)} {shlex.quote(str(SCRIPTS / 'summarize_cell.py'))}"
+    f" --pattern {_RUN_PATTERN_ARGUMENT} --steps {{params.steps}} "
+    + " ".join(f"--cell {field}={{wildcards.{field}:q}}" for field in CELL_FIELDS)
+    + " --out {output:q} {input:q} > {log:q} 2>&1"
+)
 
 # Conda environments (used under --use-conda), relative to this directory like
 # every conda: path of the rule files beside it. Training takes the CUDA or the

@@ -1,14 +1,33 @@
-# Across-seed statistics: one table per step and a final-step leaderboard.
-# Cheap and reading every run file, so it runs on the submitting host.
+# Across-seed statistics in two steps: a summary per grid cell, reading only
+# that cell's runs (adding a seed re-summarises only the cells it touches),
+# then one small step combining the cells into the step summary and the
+# leaderboard. Both are cheap, so they run on the submitting host.
 
 
 localrules:
+    summarize_cell,
     summarize,
+
+
+rule summarize_cell:
+    input:
+        CELL_RUNS,
+    output:
+        CELL_SUMMARY,
+    log:
+        "results/logs/summarize/{loss}/{optimizer}.log",
+    conda:
+        ANALYSIS_ENV
+    params:
+        steps=EXPERIMENT.steps,
+        code=CELL_SUMMARY_CODE,
+    shell:
+        SUMMARIZE_CELL
 
 
 rule summarize:
     input:
-        runs=run_tsvs(),
+        cells=cell_summaries(),
     output:
         steps=report(
             STEP_SUMMARY,
@@ -25,7 +44,6 @@ rule summarize:
     conda:
         ANALYSIS_ENV
     params:
-        grid=GRID,
-        steps=EXPERIMENT.steps,
+        code=COMBINE_CODE,
     script:
         "../scripts/summarize.py"

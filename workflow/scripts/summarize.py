@@ -1,4 +1,4 @@
-"""Rule summarize: across-seed statistics of every run TSV of the grid."""
+"""Rule summarize: the cell summaries -> step summary and leaderboard."""
 
 import sys
 
@@ -7,17 +7,8 @@ from optbench import summary
 # Errors and warnings go to the rule's log; the file stays open until exit so
 # that a traceback is written there too.
 sys.stderr = open(snakemake.log[0], "w", encoding="utf-8")  # noqa: SIM115
-runs = [
-    summary.RunRef(loss, optimizer, seed, path)
-    for (loss, optimizer, seed), path in zip(
-        snakemake.params.grid,
-        snakemake.input.runs,
-        strict=True,
-    )
-]
 summary.summarize(
-    runs,
-    snakemake.params.steps,
+    snakemake.input.cells,
     snakemake.output.steps,
     snakemake.output.leaderboard,
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,20 +25,44 @@ def atomic_path(path: str | os.PathLike):
     """A temporary path beside ``path`` that replaces it only when the block succeeds.
 
     A job killed mid-write leaves a hidden temporary file, never a truncated
-    file under the final name.
+    file under the final name. The file gets the mode any new file would get
+    (0666 less the umask, or the directory's default ACL), and its data reaches
+    the disk before the rename, so a crash of the machine cannot leave an empty
+    file under the final name either.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.*.part"):  # left by a killed writer
         stale.unlink(missing_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(handle)
+    temporary = _new_temporary(final)
     try:
-        yield Path(temporary)
+        yield temporary
+        _sync(temporary)
         os.replace(temporary, final)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+def _new_temporary(final: Path) -> Path:
+    # Not tempfile.mkstemp: it creates mode 0600 whatever the umask, and the
+    # rename keeps that mode, so colleagues could not read the results.
+    for _ in range(100):
+        candidate = final.with_name(f".{final.name}.{secrets.token_hex(6)}.part")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free temporary name beside {final}")
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -1,149 +1,130 @@
-"""Across-seed statistics of the run TSVs: per-step summaries and the final leaderboard.
+"""The combine step: per-cell summaries -> step summary and leaderboard.
 
-Divergence rule: a run counts as diverged from the first step at which its
-loss is not finite (inf or NaN) onwards, because its weights are no longer
-meaningful after that. At each step the statistics use the runs that have not
-diverged yet; ``n`` counts all runs, ``n_finite`` the ones used and
-``n_diverged`` the rest. A step where no run is left has NaN statistics.
+Every row takes its cell from the cell summary it comes from (which read it
+from its runs' paths), never from the position of a file in a list; rows
+follow the order in which the cells are given (the configuration's).
+
+Leaderboard decision rules (each pinned by a test in tests/test_summary.py):
+
+- Optimizers are ranked within each loss by ``RANK_BY`` of the final step: the
+  mean final loss over the runs that have not diverged, lowest first.
+- Ties share the lower rank and the next rank is skipped (1, 1, 3).
+- An optimizer whose runs all diverged has no mean and ranks after every
+  other (several such share that last rank).
+- ``p_vs_best`` is a paired t-test (same seeds, so the same initial weights) of
+  each optimizer's final loss against the optimizer listed first in its loss
+  (rank 1; among tied ones the first by name), over the seeds where both runs
+  are finite at the last step: NaN for that optimizer itself and with fewer
+  than two pairs, 1.0 when every pair is equal.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
+import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
-from optbench import runfiles
+from optbench import cells, runfiles
 
-STEP_COLUMNS = [
-    "loss",
-    "optimizer",
-    "step",
-    "n",
-    "n_finite",
-    "n_diverged",
-    "mean",
-    "var",
-    "std",
-    "sem",
-    "ci95_low",
-    "ci95_high",
-    "median",
-    "min",
-    "max",
-]
+IDENTITY = ["loss", "optimizer"]  # the cell's fields, as the run-path pattern names them
+# The cell statistics with the 95 % t confidence interval of the mean after sem.
+STEP_STATISTICS = [*cells.CELL_STATISTICS[:7], "ci95_low", "ci95_high", *cells.CELL_STATISTICS[7:]]
+STEP_COLUMNS = [*IDENTITY, "step", *STEP_STATISTICS]
+LEADERBOARD_COLUMNS = [*IDENTITY, *STEP_STATISTICS, "rank", "p_vs_best"]
+RANK_BY = "mean"
+COMPARED = "optimizer"  # ranked within each group of the cell's other fields
 
 
-@dataclass(frozen=True)
-class RunRef:
-    loss: str
-    optimizer: str
-    seed: int
-    path: str
+def combine(cell_paths) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The step table and the run table of the cell summaries at ``cell_paths``."""
+    step_frames, run_frames, seen = [], [], {}
+    for path in cell_paths:
+        data = cells.read_cell_summary(path)
+        identity = data["cell"]
+        key = tuple(identity.items())
+        if key in seen:
+            raise cells.CellError(f"{path}: the cell {identity} is also in {seen[key]}.")
+        seen[key] = path
+        steps, runs = pd.DataFrame(data["steps"]), pd.DataFrame(data["runs"])
+        for position, (field, value) in enumerate(identity.items()):
+            steps.insert(position, field, value)
+            runs.insert(position, field, value)
+        step_frames.append(steps)
+        run_frames.append(runs)
+    if not step_frames:
+        raise cells.CellError("no cell summaries given.")
+    steps = with_confidence_interval(pd.concat(step_frames, ignore_index=True))
+    return steps, pd.concat(run_frames, ignore_index=True)
 
 
-def read_cells(
-    runs: list[RunRef], steps: int
-) -> dict[tuple[str, str], tuple[list[int], np.ndarray]]:
-    """(loss, optimizer) -> (seeds, losses array of shape seeds x steps), in input order."""
-    grouped: dict[tuple[str, str], tuple[list[int], list[list[float]]]] = {}
-    for run in runs:
-        seeds, rows = grouped.setdefault((run.loss, run.optimizer), ([], []))
-        seeds.append(run.seed)
-        rows.append(runfiles.read_run(run.path, steps))
-    return {
-        cell: (seeds, np.array(rows, dtype=np.float64)) for cell, (seeds, rows) in grouped.items()
-    }
+def with_confidence_interval(steps: pd.DataFrame) -> pd.DataFrame:
+    """Adds the 95 % t interval of the mean: mean -/+ t(0.975, n_finite - 1) * sem."""
+    # special.stdtrit is scipy.stats.t.ppf without its overhead (same values).
+    t = special.stdtrit(np.maximum(steps["n_finite"].to_numpy() - 1, 1), 0.975)
+    half_width = t * steps["sem"].to_numpy()
+    steps = steps.copy()
+    steps["ci95_low"] = steps["mean"].to_numpy() - half_width
+    steps["ci95_high"] = steps["mean"].to_numpy() + half_width
+    return steps[identity_columns(steps) + ["step", *STEP_STATISTICS]]
 
 
-def surviving(losses: np.ndarray) -> np.ndarray:
-    """The losses with every value from a run's first non-finite step on replaced by NaN."""
-    diverged = np.logical_or.accumulate(~np.isfinite(losses), axis=1)
-    return np.where(diverged, np.nan, losses)
+def identity_columns(table: pd.DataFrame) -> list[str]:
+    """The cell's fields: the columns before ``step`` (steps) or ``seed`` (runs)."""
+    columns = list(table.columns)
+    return columns[: columns.index("step" if "step" in columns else "seed")]
 
 
-def describe(losses: np.ndarray) -> dict[str, np.ndarray]:
-    """Column statistics of a runs x steps array (NaN marks a diverged run)."""
-    used = np.isfinite(losses)
-    n_finite = used.sum(axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN or single-run steps
-        mean = np.nanmean(losses, axis=0)
-        var = np.nanvar(losses, axis=0, ddof=1)
-        median = np.nanmedian(losses, axis=0)
-        low, high = np.nanmin(losses, axis=0), np.nanmax(losses, axis=0)
-    var = np.where(n_finite >= 2, var, np.nan)
-    std = np.sqrt(var)
-    sem = std / np.sqrt(np.maximum(n_finite, 1))
-    half_width = stats.t.ppf(0.975, np.maximum(n_finite - 1, 1)) * sem
-    return {
-        "n": np.full(losses.shape[1], losses.shape[0]),
-        "n_finite": n_finite,
-        "n_diverged": losses.shape[0] - n_finite,
-        "mean": mean,
-        "var": var,
-        "std": std,
-        "sem": sem,
-        "ci95_low": mean - half_width,
-        "ci95_high": mean + half_width,
-        "median": median,
-        "min": low,
-        "max": high,
-    }
-
-
-def step_table(cells) -> pd.DataFrame:
-    frames = []
-    for (loss, optimizer), (_, losses) in cells.items():
-        columns = describe(surviving(losses))
-        steps = losses.shape[1]
-        frames.append(
-            pd.DataFrame(
-                {"loss": [loss] * steps, "optimizer": [optimizer] * steps, "step": np.arange(steps)}
-                | columns
-            )
+def used_finals(runs: pd.DataFrame) -> dict[tuple, dict[int, float]]:
+    """cell -> {seed: final loss}, NaN where the run diverged at or before the last step."""
+    identity = identity_columns(runs)
+    finals: dict[tuple, dict[int, float]] = {}
+    for row in runs.itertuples(index=False):
+        record = row._asdict()
+        diverged = record["first_nonfinite_step"] is not None and not pd.isna(
+            record["first_nonfinite_step"]
         )
-    return pd.concat(frames, ignore_index=True)[STEP_COLUMNS]
+        value = math.nan if diverged else float(record["final_loss"])
+        cell = tuple(record[field] for field in identity)
+        finals.setdefault(cell, {})[int(record["seed"])] = value
+    return finals
 
 
-def leaderboard(cells, table: pd.DataFrame) -> pd.DataFrame:
-    """Final-step statistics per cell, ranked by mean final loss within each loss.
-
-    ``p_vs_best`` is a paired t-test (same seeds, so same initial weights) of
-    each optimizer's final loss against the rank-1 optimizer of its loss.
-    """
-    final = table[table["step"] == table.groupby(["loss", "optimizer"])["step"].transform("max")]
-    final = final.drop(columns="step").reset_index(drop=True)
-    final["rank"] = final.groupby("loss")["mean"].rank(method="min", na_option="bottom").astype(int)
-    p_values = []
-    for row in final.itertuples():
-        best = final[(final["loss"] == row.loss) & (final["rank"] == 1)].iloc[0]
-        p_values.append(_paired_p(cells, row.loss, best["optimizer"], row.optimizer))
-    final["p_vs_best"] = p_values
-    return final.sort_values(["loss", "rank", "optimizer"], kind="stable").reset_index(drop=True)
-
-
-def _paired_p(cells, loss: str, best: str, other: str) -> float:
-    if best == other:
-        return float("nan")
-    seeds_a, losses_a = cells[(loss, best)]
-    seeds_b, losses_b = cells[(loss, other)]
-    final_a = dict(zip(seeds_a, surviving(losses_a)[:, -1], strict=True))
-    final_b = dict(zip(seeds_b, surviving(losses_b)[:, -1], strict=True))
+def paired_p(best: dict[int, float], other: dict[int, float]) -> float:
+    """Paired t-test p-value over the seeds where both final losses are finite."""
     pairs = [
-        (final_a[s], final_b[s])
-        for s in final_a
-        if s in final_b and np.isfinite(final_a[s]) and np.isfinite(final_b[s])
+        (best[seed], other[seed])
+        for seed in best
+        if seed in other and math.isfinite(best[seed]) and math.isfinite(other[seed])
     ]
     if len(pairs) < 2:
-        return float("nan")
+        return math.nan
     a, b = np.array(pairs).T
     if np.all(a - b == 0):
         return 1.0
     return float(stats.ttest_rel(a, b).pvalue)
+
+
+def leaderboard(steps: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Final-step statistics per cell, ranked within each loss (rules in the module doc)."""
+    identity = identity_columns(steps)
+    groups = [field for field in identity if field != COMPARED]
+    last = steps.groupby(identity, sort=False)["step"].transform("max")
+    final = steps[steps["step"] == last].drop(columns="step").reset_index(drop=True)
+    ranks = final.groupby(groups)[RANK_BY].rank(method="min", na_option="bottom")
+    final["rank"] = ranks.astype(int)
+    final = final.sort_values([*groups, "rank", COMPARED], kind="stable").reset_index(drop=True)
+    finals = used_finals(runs)
+    p_values = []
+    for _, group in final.groupby(groups, sort=False):
+        cells_in_order = [tuple(row) for row in group[identity].itertuples(index=False)]
+        best = cells_in_order[0]
+        for cell in cells_in_order:
+            p_values.append(math.nan if cell == best else paired_p(finals[best], finals[cell]))
+    final["p_vs_best"] = p_values
+    return final
 
 
 def write_tsv(frame: pd.DataFrame, path) -> None:
@@ -151,8 +132,36 @@ def write_tsv(frame: pd.DataFrame, path) -> None:
         frame.to_csv(temporary, sep="\t", index=False, na_rep="nan")
 
 
-def summarize(runs: list[RunRef], steps: int, steps_path, leaderboard_path) -> None:
-    cells = read_cells(runs, steps)
-    table = step_table(cells)
-    write_tsv(table, steps_path)
-    write_tsv(leaderboard(cells, table), leaderboard_path)
+def summarize(cell_paths, steps_path, leaderboard_path) -> None:
+    """The combine rule: the step summary and the leaderboard from the cell summaries."""
+    steps, runs = combine(cell_paths)
+    board = leaderboard(steps, runs)
+    write_tsv(steps, steps_path)
+    write_tsv(board, leaderboard_path)
+
+
+def cell_summary_path(summary_dir, identity: dict[str, str]) -> Path:
+    """Where the pipeline keeps a cell's summary: cells/{loss}/{optimizer}.json."""
+    *folders, name = identity.values()
+    return Path(summary_dir, "cells", *folders, f"{name}.json")
+
+
+def summarize_runs(run_paths, pattern: str, steps: int, summary_dir) -> None:
+    """What the rules do, in one process: a summary per cell, then the two tables.
+
+    For tools and tests that train in-process; cells are taken in the order of
+    their first run in ``run_paths``.
+    """
+    grouped: dict[tuple, list[str]] = {}
+    for path in run_paths:
+        fields = cells.parse_run_path(pattern, path)
+        cell = tuple((k, v) for k, v in fields.items() if k != cells.SEED_FIELD)
+        grouped.setdefault(cell, []).append(str(path))
+    cell_paths = []
+    for cell, paths in grouped.items():
+        identity = dict(cell)
+        path = cell_summary_path(summary_dir, identity)
+        cells.write_cell_summary(cells.read_cell(paths, pattern, identity, steps), path)
+        cell_paths.append(path)
+    summary_dir = Path(summary_dir)
+    summarize(cell_paths, summary_dir / "steps.tsv", summary_dir / "leaderboard.tsv")

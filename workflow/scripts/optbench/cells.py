@@ -1,0 +1,216 @@
+"""Per-cell aggregation: the runs of one grid cell -> its per-step statistics and per-run finals.
+
+A cell is one point of the grid without the seed (today a loss and an
+optimizer). Its identity is read from each run file's path, matched against
+the pipeline's run-path pattern, and never from the position of a file in a
+list: a run that belongs to another cell is refused, and the order in which
+the runs are given does not change the result (runs are sorted by seed).
+
+Divergence rule: a run counts as diverged from the first step at which its
+loss is not finite (inf or NaN) onwards, because its weights are no longer
+meaningful after that. At each step the statistics use the runs that have not
+diverged yet; ``n`` counts all runs, ``n_finite`` the ones used and
+``n_diverged`` the rest. A step where no run is left has NaN statistics.
+
+numpy only (no pandas, no scipy): one job per cell runs on the submitting
+host, so its start-up is kept short. For the same reason the t quantile of the
+confidence interval is left to the combine step (optbench.summary), which
+imports scipy once for all cells.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from optbench import runfiles
+
+# Per-step statistics of a cell summary, in the column order of the step
+# summary table, where the combine step adds ci95_low and ci95_high after sem.
+CELL_STATISTICS = [
+    "n",
+    "n_finite",
+    "n_diverged",
+    "mean",
+    "var",
+    "std",
+    "sem",
+    "median",
+    "min",
+    "max",
+]
+# Per-run columns after the cell's identity: the last recorded loss as written
+# in the run's TSV, and the first step whose loss is not finite (None: never).
+RUN_COLUMNS = ["seed", "final_loss", "first_nonfinite_step"]
+SEED_FIELD = "seed"
+# Columns that hold floats (the others hold integers or, for a step, None).
+FLOAT_COLUMNS = {"steps": CELL_STATISTICS[3:], "runs": ["final_loss"]}
+
+
+class CellError(ValueError):
+    """Runs that do not make one cell; the message names the file and the fix."""
+
+
+@functools.cache
+def path_regex(pattern: str) -> re.Pattern:
+    """A regex for a path pattern such as ``results/runs/{loss}/{optimizer}/seed{seed}.tsv``.
+
+    Each ``{name}`` matches one path component's worth of characters (no ``/``).
+    """
+    parts = re.split(r"\{(\w+)\}", pattern)
+    regex = ""
+    for index, part in enumerate(parts):
+        regex += re.escape(part) if index % 2 == 0 else f"(?P<{part}>[^/]+)"
+    return re.compile(regex)
+
+
+def parse_run_path(pattern: str, path: str) -> dict[str, str]:
+    """The fields of ``path`` named in ``pattern`` (e.g. loss, optimizer, seed)."""
+    match = path_regex(pattern).fullmatch(str(path))
+    if match is None:
+        raise CellError(
+            f"{path}: not a run file of the pattern {pattern!r}. "
+            "Pass only run files that the pipeline wrote."
+        )
+    return match.groupdict()
+
+
+@dataclass(frozen=True)
+class Cell:
+    identity: dict[str, str]  # field -> value, in the order of the pattern (e.g. loss, optimizer)
+    seeds: list[int]  # ascending
+    losses: np.ndarray  # runs x steps, rows in the order of seeds
+
+
+def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell:
+    """The runs at ``paths``, checked to belong to the cell ``identity``, sorted by seed."""
+    fields_in_order = list(path_regex(pattern).groupindex)
+    if set(fields_in_order) != set(identity) | {SEED_FIELD}:
+        raise CellError(
+            f"the run-path pattern {pattern!r} names {fields_in_order}, but the cell "
+            f"is given as {list(identity)} plus {SEED_FIELD!r}. Give one value per field."
+        )
+    identity = {key: identity[key] for key in fields_in_order if key != SEED_FIELD}
+    by_seed: dict[int, str] = {}
+    for path in paths:
+        fields = parse_run_path(pattern, path)
+        other = {key: fields[key] for key in identity if fields[key] != identity[key]}
+        if other:
+            raise CellError(
+                f"{path}: a run of {other}, not of the cell {identity}. "
+                "Pass only the runs of this cell."
+            )
+        seed = int(fields[SEED_FIELD])
+        if seed in by_seed:
+            raise CellError(f"{path}: seed {seed} is given twice (also {by_seed[seed]}).")
+        by_seed[seed] = str(path)
+    if not by_seed:
+        raise CellError(f"no run files given for the cell {identity}.")
+    seeds = sorted(by_seed)
+    rows = [runfiles.read_run(by_seed[seed], steps) for seed in seeds]
+    return Cell(identity, seeds, np.array(rows, dtype=np.float64))
+
+
+def surviving(losses: np.ndarray) -> np.ndarray:
+    """The losses with every value from a run's first non-finite step on replaced by NaN."""
+    diverged = np.logical_or.accumulate(~np.isfinite(losses), axis=1)
+    return np.where(diverged, np.nan, losses)
+
+
+def describe(losses: np.ndarray) -> dict[str, np.ndarray]:
+    """Column statistics of a runs x steps array (NaN marks a diverged run).
+
+    ``sem`` is the sample standard deviation over the square root of
+    ``n_finite`` (NaN below two runs)."""
+    used = np.isfinite(losses)
+    n_finite = used.sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN or single-run steps
+        mean = np.nanmean(losses, axis=0)
+        var = np.nanvar(losses, axis=0, ddof=1)
+        median = np.nanmedian(losses, axis=0)
+        low, high = np.nanmin(losses, axis=0), np.nanmax(losses, axis=0)
+    var = np.where(n_finite >= 2, var, np.nan)
+    std = np.sqrt(var)
+    sem = std / np.sqrt(np.maximum(n_finite, 1))
+    return {
+        "n": np.full(losses.shape[1], losses.shape[0]),
+        "n_finite": n_finite,
+        "n_diverged": losses.shape[0] - n_finite,
+        "mean": mean,
+        "var": var,
+        "std": std,
+        "sem": sem,
+        "median": median,
+        "min": low,
+        "max": high,
+    }
+
+
+def first_nonfinite_steps(losses: np.ndarray) -> list[int | None]:
+    """Per run, the first step whose loss is inf or NaN (None: every loss is finite)."""
+    bad = ~np.isfinite(losses)
+    first = np.argmax(bad, axis=1)
+    return [int(step) if bad[run, step] else None for run, step in enumerate(first)]
+
+
+def _json_number(value):
+    """Integers stay integers; floats are exact (repr) and non-finite ones become strings,
+    so the file is strict JSON and float(text) reads every value back."""
+    if value is None or isinstance(value, int | np.integer):
+        return None if value is None else int(value)
+    value = float(value)
+    return value if math.isfinite(value) else repr(value)
+
+
+def cell_summary(cell: Cell) -> dict:
+    """The cell's per-step statistics and per-run finals, ready to be written as JSON."""
+    statistics = describe(surviving(cell.losses))
+    steps = cell.losses.shape[1]
+    return {
+        "cell": cell.identity,
+        "steps": {"step": list(range(steps))}
+        | {name: [_json_number(v) for v in statistics[name]] for name in CELL_STATISTICS},
+        "runs": {
+            "seed": list(cell.seeds),
+            "final_loss": [_json_number(row[-1]) for row in cell.losses],
+            "first_nonfinite_step": first_nonfinite_steps(cell.losses),
+        },
+    }
+
+
+def format_cell_summary(summary: dict) -> str:
+    """Strict JSON with one line per column, so that a person can read it too."""
+
+    def block(columns: dict) -> str:
+        lines = [
+            f"    {json.dumps(name)}: {json.dumps(values, allow_nan=False)}"
+            for name, values in columns.items()
+        ]
+        return "{\n" + ",\n".join(lines) + "\n  }"
+
+    return (
+        f'{{\n  "cell": {json.dumps(summary["cell"])},\n'
+        f'  "steps": {block(summary["steps"])},\n'
+        f'  "runs": {block(summary["runs"])}\n}}\n'
+    )
+
+
+def write_cell_summary(cell: Cell, path) -> None:
+    runfiles.write_text_atomic(path, format_cell_summary(cell_summary(cell)))
+
+
+def read_cell_summary(path) -> dict:
+    """A cell summary with its float columns as floats (NaN and inf restored)."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    for table, names in FLOAT_COLUMNS.items():
+        for name in names:
+            data[table][name] = [float(value) for value in data[table][name]]
+    return data

@@ -1,0 +1,57 @@
+"""Rule summarize_cell: one grid cell's runs -> its per-step statistics and per-run finals.
+
+Called as a plain command, not through ``script:``: one job per cell runs on
+the submitting host, and this way a job imports numpy and scipy.special only
+(no Snakemake, pandas or scipy.stats). Usage:
+
+    python summarize_cell.py --pattern 'results/runs/{loss}/{optimizer}/seed{seed}.tsv' \
+        --steps 40 --cell loss=mse --cell optimizer=sgd --out CELL.json RUN.tsv [RUN.tsv ...]
+
+The cell's identity is checked against every run's path (fields of the pattern).
+"""
+
+import argparse
+import sys
+
+from optbench import cells, runfiles
+
+
+def field_value(text: str) -> tuple[str, str]:
+    field, equals, value = text.partition("=")
+    if not (field and equals and value):
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, found {text!r}")
+    return field, value
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pattern", required=True, help="the run-path pattern, {field} per field")
+    parser.add_argument("--steps", type=int, required=True, help="steps every run must have")
+    parser.add_argument(
+        "--cell",
+        action="append",
+        required=True,
+        type=field_value,
+        metavar="FIELD=VALUE",
+        help="the cell, one field each",
+    )
+    parser.add_argument("--out", required=True, help="the cell summary (JSON) to write")
+    parser.add_argument("runs", nargs="+", help="the cell's run TSVs")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    identity = dict(args.cell)
+    try:
+        cell = cells.read_cell(args.runs, args.pattern, identity, args.steps)
+    except (cells.CellError, runfiles.RunFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    cells.write_cell_summary(cell, args.out)
+    print(f"{len(cell.seeds)} runs of {cell.identity} -> {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
