@@ -137,7 +137,7 @@ def test_friedman_against_the_hand_formula():
     runs = pd.concat(
         [
             # three seeds per optimizer; the middle one is the median
-            block(f"p{i}", "mse", {o: [m - 1, m, m + 0.5] for o, m in zip("abc", row)})
+            block(f"p{i}", "mse", {o: [m - 1, m, m + 0.5] for o, m in zip("abc", row, strict=True)})
             for i, row in enumerate(medians)
         ]
     )

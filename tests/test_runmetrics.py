@@ -46,7 +46,10 @@ def test_metrics_equal_a_per_run_loop(relative):
     table = runmetrics.run_metrics(losses, counts, threshold=threshold, relative=relative)
     assert list(table.columns) == runmetrics.METRIC_COLUMNS
     expected = pd.DataFrame(
-        [loop_metrics(list(r), list(c), threshold, relative) for r, c in zip(losses, counts)]
+        [
+            loop_metrics(list(r), list(c), threshold, relative)
+            for r, c in zip(losses, counts, strict=True)
+        ]
     )
     pd.testing.assert_frame_equal(table, expected[runmetrics.METRIC_COLUMNS], check_dtype=False)
     assert table["steps_to_threshold"].notna().sum() not in (0, 30)  # both cases occur

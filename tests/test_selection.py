@@ -35,9 +35,9 @@ def test_selection_uses_tuning_seeds_only():
     assert chosen["score"].iloc[0] == pytest.approx(-6)
     assert chosen[["n_candidates", "n_tuning_seeds", "n_tied"]].iloc[0].tolist() == [2, 5, 1]
     # choosing on the evaluation seeds would have picked the other variant
-    on_evaluation = metrics.assign(role=metrics["role"].map(
-        {"tuning": "evaluation", "evaluation": "tuning"}
-    ))
+    on_evaluation = metrics.assign(
+        role=metrics["role"].map({"tuning": "evaluation", "evaluation": "tuning"})
+    )
     assert selection.select_variants(on_evaluation)["variant"].tolist() == ["lr0.1"]
     evaluated = selection.tuned_evaluation_runs(metrics, chosen)
     assert set(evaluated["variant"]) == {"lr0.01"} and set(evaluated["role"]) == {"evaluation"}

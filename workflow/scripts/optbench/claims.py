@@ -77,7 +77,7 @@ def _steps_to_near_zero(losses, near_zero: float) -> np.ndarray:
 
 def _median_text(values: np.ndarray) -> str:
     median = np.median(values)
-    return "never" if np.isinf(median) else f"{median:g}"
+    return "not reached (median)" if np.isinf(median) else f"median {median:g} steps"
 
 
 def fastest_to_near_zero(
@@ -93,7 +93,7 @@ def fastest_to_near_zero(
     losses = [t["better"] == "b" and p < alpha for t, p in zip(tests, adjusted, strict=True)]
     verdict = "supported" if all(wins) else "contradicted" if any(losses) else "not shown"
     parts = [
-        f"{name}: median {_median_text(steps[name])} steps, "
+        f"{name}: {_median_text(steps[name])}, "
         f"{int(np.isfinite(steps[name]).sum())}/{len(seeds)} reached"
         for name in names
     ]
