@@ -42,6 +42,7 @@ are listed by rank, then median.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 
@@ -107,17 +108,34 @@ def _differences(a, b) -> np.ndarray:
     return np.where(a == b, 0.0, d)  # inf - inf: both diverged, a tie
 
 
+@functools.lru_cache(maxsize=256)
+def _bootstrap_middle_ranks(n: int, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """0-based ranks, in the sorted sample, of the two middle values of each resample.
+
+    A resample's median depends only on how many times each rank was drawn,
+    so the draws are made once per (n, n_resamples, seed) and reused.
+    """
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_resamples, n))
+    offsets = n * np.arange(n_resamples)[:, None]
+    counts = np.bincount((draws + offsets).ravel(), minlength=n * n_resamples)
+    cumulative = np.cumsum(counts.reshape(n_resamples, n), axis=1)
+    lower = np.argmax(cumulative >= (n + 1) // 2, axis=1)
+    upper = np.argmax(cumulative >= n // 2 + 1, axis=1)
+    lower.flags.writeable = upper.flags.writeable = False  # shared through the cache
+    return lower, upper
+
+
 def bootstrap_median_interval(
     d, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED, confidence: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the median of ``d`` (order statistics)."""
-    d = np.asarray(d, dtype=np.float64)
+    d = np.sort(np.asarray(d, dtype=np.float64))
     if d.size == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    resampled = d[rng.integers(0, d.size, size=(n_resamples, d.size))]
+    lower, upper = _bootstrap_middle_ranks(d.size, n_resamples, seed)
     with np.errstate(invalid="ignore"):
-        medians = np.median(resampled, axis=1)
+        medians = (d[lower] + d[upper]) / 2.0  # -inf + inf: NaN, as numpy's median
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(medians, [tail, 1.0 - tail], method="inverted_cdf")
     return float(low), float(high)
@@ -282,16 +300,19 @@ def win_probabilities(
     counting one half, and ``n_pairs``. The diagonal is omitted."""
     rows = []
     for (problem, loss), table in _blocks(runs, value, floor):
-        for row, column in itertools.permutations(table.columns, 2):
-            both = table[[row, column]].dropna().to_numpy()
-            n = both.shape[0]
-            wins = (both[:, 0] < both[:, 1]).sum() + 0.5 * (both[:, 0] == both[:, 1]).sum()
+        values = table.to_numpy()
+        for i, j in itertools.permutations(range(values.shape[1]), 2):
+            row, column = values[:, i], values[:, j]
+            shared = ~(np.isnan(row) | np.isnan(column))
+            row, column = row[shared], column[shared]
+            wins = (row < column).sum() + 0.5 * (row == column).sum()
+            n = int(shared.sum())
             rows.append(
                 {
                     "problem": problem,
                     "loss": loss,
-                    "row": row,
-                    "column": column,
+                    "row": table.columns[i],
+                    "column": table.columns[j],
                     "p_win": wins / n if n else np.nan,
                     "n_pairs": n,
                 }

@@ -60,13 +60,13 @@ def variant_scores(
     ``n_seeds``, ``n_diverged`` and ``score`` (median final log10 loss,
     diverged = +inf), variants in preference order within each cell."""
     scored = _scored(metrics, floor)
-    scored = scored[scored["role"] == role]
+    scored = scored[scored["role"] == role].assign(_diverged=lambda f: np.isinf(f["_score"]))
     preference = _preference(metrics, order)
     table = (
         scored.groupby([*CELL, "variant"], sort=False)
         .agg(
             n_seeds=("_score", "size"),
-            n_diverged=("_score", lambda s: int(np.isinf(s).sum())),
+            n_diverged=("_diverged", "sum"),
             score=("_score", "median"),
         )
         .reset_index()
@@ -82,38 +82,33 @@ def select_variants(metrics: pd.DataFrame, order=None, floor: float = FLOOR) -> 
     ``n_tuning_seeds``. A cell with one variant and no tuning seeds keeps that
     variant (nothing to tune; score NaN); several variants without tuning runs
     are an error."""
-    scored = _scored(metrics, floor)
-    scores = variant_scores(metrics, TUNING, order, floor)
-    rows = []
-    for cell, variants in scored.groupby(CELL, sort=False):
-        names = list(dict.fromkeys(variants["variant"]))
-        candidates = scores[(scores[CELL] == pd.Series(cell, index=CELL)).all(axis=1)]
-        if candidates.empty:
-            if len(names) > 1:
-                raise ValueError(
-                    f"{'/'.join(cell)} has {len(names)} variants but no tuning-seed runs to "
-                    "choose between them: set tuning_seeds (disjoint from seeds)."
-                )
-            chosen, score, tied, seeds = names[0], np.nan, 1, 0
-        else:
-            best = candidates["score"].min()
-            tied_rows = candidates[candidates["score"] == best]
-            chosen, score = tied_rows["variant"].iloc[0], best  # preference order
-            tied, seeds = len(tied_rows), int(candidates["n_seeds"].max())
-            names = list(candidates["variant"])
-        rows.append(
-            dict(zip(CELL, cell, strict=True))
-            | {
-                "variant": chosen,
-                "score": score,
-                "n_candidates": len(names),
-                "n_tied": tied,
-                "n_tuning_seeds": seeds,
-            }
+    scores = variant_scores(metrics, TUNING, order, floor)  # preference order within a cell
+    cells = scores.groupby(CELL, sort=False)
+    best = cells["score"].transform("min")
+    at_best = scores[scores["score"] == best]
+    chosen = at_best.drop_duplicates(CELL).set_index(CELL)  # the preferred of the tied
+    columns = ["variant", "score", "n_candidates", "n_tied", "n_tuning_seeds"]
+    chosen = chosen.assign(
+        n_candidates=cells.size(),
+        n_tied=at_best.groupby(CELL, sort=False).size(),
+        n_tuning_seeds=cells["n_seeds"].max(),
+    )[columns]
+    variants = metrics.groupby(CELL, sort=False)["variant"]
+    all_cells = variants.first().index  # order of first appearance in the table
+    untuned = all_cells.difference(chosen.index, sort=False)
+    counts = variants.nunique()
+    several = [cell for cell in untuned if counts[cell] > 1]
+    if several:
+        raise ValueError(
+            f"{'/'.join(several[0])} has {counts[several[0]]} variants but no tuning-seed runs "
+            "to choose between them: set tuning_seeds (disjoint from seeds)."
         )
-    return pd.DataFrame(
-        rows, columns=[*CELL, "variant", "score", "n_candidates", "n_tied", "n_tuning_seeds"]
-    )
+    nothing_to_tune = pd.DataFrame(
+        {"variant": variants.first()[untuned], "score": np.nan, "n_candidates": 1, "n_tied": 1},
+        index=untuned,
+    ).assign(n_tuning_seeds=0)
+    table = pd.concat([chosen, nothing_to_tune[columns]]).reindex(all_cells)
+    return table.reset_index().astype({"n_candidates": int, "n_tied": int, "n_tuning_seeds": int})
 
 
 def tuned_evaluation_runs(metrics: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
@@ -154,13 +149,17 @@ def tuning_gain(
     its bootstrap interval, and the paired test's p-value."""
     scored = _scored(metrics, floor)
     evaluation = scored[scored["role"] == EVALUATION]
+    by_variant = {
+        key: group.set_index("seed")["_score"]
+        for key, group in evaluation.groupby([*CELL, "variant"], sort=False)
+    }
+    empty = pd.Series(dtype=np.float64)
     rows = []
     for choice in chosen.itertuples(index=False):
         cell = (choice.problem, choice.loss, choice.optimizer)
         base_name = base if isinstance(base, str) else base[choice.optimizer]
-        here = evaluation[(evaluation[CELL] == pd.Series(cell, index=CELL)).all(axis=1)]
-        tuned = here[here["variant"] == choice.variant].set_index("seed")["_score"]
-        untuned = here[here["variant"] == base_name].set_index("seed")["_score"]
+        tuned = by_variant.get((*cell, choice.variant), empty)
+        untuned = by_variant.get((*cell, base_name), empty)
         seeds = tuned.index.intersection(untuned.index)
         test = paired_test(tuned[seeds].to_numpy(), untuned[seeds].to_numpy())
         rows.append(

@@ -139,53 +139,51 @@ def _to_linear(log_values: np.ndarray, floor: float) -> np.ndarray:
     return np.where(np.isnan(linear), np.nan, np.clip(linear, floor, _LARGEST))
 
 
-def log_describe(losses, floor: float = FLOOR, confidence: float = 0.95) -> dict[str, np.ndarray]:
-    """Per-column (per-step) statistics of a runs x steps loss array, in log space.
+@functools.lru_cache(maxsize=4096)
+def _t_quantile(dof: int, confidence: float) -> float:
+    return float(stats.t.ppf(0.5 + confidence / 2.0, dof))
 
-    Applies the divergence rule itself. Returns arrays keyed by
-    ``SUMMARY_COLUMNS``: counts; the arithmetic ``mean`` and ``var`` (ddof=1)
-    of the raw values (for the table only, never for a ranking or a log band);
-    ``log10_mean``/``log10_sd``; the geometric mean and its t-interval; the
-    median, its order-statistic interval and that interval's coverage. Every
-    bound is positive (clipped to [floor, float max]). A 1-D input is treated
-    as one step (one value per run).
-    """
-    raw = np.asarray(losses, dtype=np.float64)
-    if raw.ndim == 1:
-        raw = raw[:, None]
-    alive = mask_diverged(raw)
+
+def _per_count(n_finite: np.ndarray, function) -> np.ndarray:
+    """``function(n)`` for each entry of n_finite, evaluated once per distinct n."""
+    distinct, inverse = np.unique(n_finite, return_inverse=True)
+    return np.array([function(int(n)) for n in distinct]).reshape(len(distinct), -1)[inverse]
+
+
+def _describe(alive: np.ndarray, runs: np.ndarray, floor: float, confidence: float) -> dict:
+    """The statistics of each column of ``alive`` (NaN = diverged or padding);
+    ``runs`` is the number of runs each column stands for."""
     logs = floored_log10(alive, floor)
-    runs = alive.shape[0]
     n_finite = np.isfinite(alive).sum(axis=0)
     n_floored = (alive < floor).sum(axis=0)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # steps with 0 or 1 surviving run
+        warnings.simplefilter("ignore", RuntimeWarning)  # columns with 0 or 1 surviving run
         mean = np.nanmean(alive, axis=0)
         var = np.nanvar(alive, axis=0, ddof=1)
         log_mean = np.nanmean(logs, axis=0)
         log_sd = np.nanstd(logs, axis=0, ddof=1)
-        log_median = np.nanmedian(logs, axis=0)
     several = n_finite >= 2
     var = np.where(several, var, np.nan)
     log_sd = np.where(several, log_sd, np.nan)
-    half = stats.t.ppf(0.5 + confidence / 2.0, np.maximum(n_finite - 1, 1)) * log_sd
-    half = half / np.sqrt(np.maximum(n_finite, 1))
+    t_value = _per_count(np.maximum(n_finite - 1, 1), lambda d: _t_quantile(d, confidence))[:, 0]
+    half = t_value * log_sd / np.sqrt(np.maximum(n_finite, 1))
 
-    ordered = np.sort(logs, axis=0)  # NaN (diverged) sorts last
-    ranks = np.array([median_ranks(int(n), confidence) for n in n_finite]).reshape(-1, 2)
-    lower_rank = ranks[:, 0].astype(int)
-    coverage = ranks[:, 1]
+    # One sort gives the median and its order-statistic interval (NaN sorts last).
+    ordered = np.vstack([np.sort(logs, axis=0), np.full((1, logs.shape[1]), np.nan)])
+    columns = np.arange(logs.shape[1])
+
+    def at(rank0):  # the value of 0-based rank ``rank0`` per column; NaN where out of range
+        valid = (rank0 >= 0) & (rank0 < n_finite)
+        return np.where(valid, ordered[np.where(valid, rank0, -1), columns], np.nan)
+
+    log_median = (at((n_finite - 1) // 2) + at(n_finite // 2)) / 2.0
+    ranks = _per_count(n_finite, lambda n: median_ranks(n, confidence))
+    lower_rank, coverage = ranks[:, 0].astype(int), ranks[:, 1]
     usable = lower_rank >= 1
-    low_index = np.where(usable, lower_rank - 1, 0)
-    high_index = np.where(usable, n_finite - lower_rank, 0)
-    median_low = np.full(ordered.shape[1], np.nan)
-    median_high = np.full(ordered.shape[1], np.nan)
-    if runs:  # with no runs at all there is nothing to index
-        columns = np.arange(ordered.shape[1])
-        median_low = np.where(usable, ordered[low_index, columns], np.nan)
-        median_high = np.where(usable, ordered[high_index, columns], np.nan)
+    median_low = np.where(usable, at(lower_rank - 1), np.nan)
+    median_high = np.where(usable, at(n_finite - lower_rank), np.nan)
     return {
-        "n": np.full(alive.shape[1], runs),
+        "n": runs,
         "n_finite": n_finite,
         "n_diverged": runs - n_finite,
         "n_floored": n_floored,
@@ -203,6 +201,24 @@ def log_describe(losses, floor: float = FLOOR, confidence: float = 0.95) -> dict
     }
 
 
+def log_describe(losses, floor: float = FLOOR, confidence: float = 0.95) -> dict[str, np.ndarray]:
+    """Per-column (per-step) statistics of a runs x steps loss array, in log space.
+
+    Applies the divergence rule itself. Returns arrays keyed by
+    ``SUMMARY_COLUMNS``: counts; the arithmetic ``mean`` and ``var`` (ddof=1)
+    of the raw values (for the table only, never for a ranking or a log band);
+    ``log10_mean``/``log10_sd``; the geometric mean and its t-interval; the
+    median, its order-statistic interval and that interval's coverage. Every
+    bound is positive (clipped to [floor, float max]). A 1-D input is treated
+    as one step (one value per run).
+    """
+    raw = np.asarray(losses, dtype=np.float64)
+    if raw.ndim == 1:
+        raw = raw[:, None]
+    runs = np.full(raw.shape[1], raw.shape[0])
+    return _describe(mask_diverged(raw), runs, floor, confidence)
+
+
 def log_summary_table(
     frame: pd.DataFrame,
     by,
@@ -215,8 +231,15 @@ def log_summary_table(
     diverged). Groups keep their order of first appearance."""
     by = list(by)
     require_columns(frame, [*by, column], "log_summary_table")
-    rows = []
-    for key, group in frame.groupby(by, sort=False):
-        described = log_describe(group[column].to_numpy(dtype=np.float64), floor, confidence)
-        rows.append(dict(zip(by, key, strict=True)) | {k: v[0] for k, v in described.items()})
-    return pd.DataFrame(rows, columns=[*by, *SUMMARY_COLUMNS])
+    if frame.empty:
+        return pd.DataFrame(columns=[*by, *SUMMARY_COLUMNS])
+    grouping = frame.groupby(by, sort=False, dropna=False)
+    group = grouping.ngroup().to_numpy()
+    position = grouping.cumcount().to_numpy()
+    sizes = np.bincount(group, minlength=grouping.ngroups)
+    # Each group becomes one column, padded with NaN below its runs: one vectorised call.
+    padded = np.full((int(sizes.max(initial=0)), grouping.ngroups), np.nan)
+    padded[position, group] = mask_diverged(frame[column].to_numpy(dtype=np.float64))
+    described = _describe(padded, sizes, floor, confidence)
+    keys = frame[by].drop_duplicates().reset_index(drop=True)
+    return pd.concat([keys, pd.DataFrame(described)], axis=1)[[*by, *SUMMARY_COLUMNS]]
