@@ -38,12 +38,26 @@ def test_fastest_to_near_zero():
 
 
 def test_runs_pair_by_seed_not_by_position():
-    rng = np.random.default_rng(0)
-    fast = 1.0 + rng.uniform(0, 0.3, 10)
-    reversed_seeds = SEEDS[::-1]
-    curves = {"a": (SEEDS, decay(fast)), "b": (reversed_seeds, decay(fast)[::-1])}
+    rates = np.linspace(0.1, 0.3, 10)  # oscillation differs from seed to seed
+    shuffled = [3, 7, 0, 9, 1, 5, 2, 8, 4, 6]  # b lists the same runs in another seed order
+    curves = {"a": (SEEDS, decay(rates, 0.3)), "b": (shuffled, decay(rates, 0.3)[shuffled])}
     row = claims.damps_faster(curves, "a", "b")
     assert row["p_value"] == 1.0 and "rank-biserial 0.00" in row["numbers"]
+
+
+def test_the_fastest_claim_is_holm_corrected():
+    # six seeds, two rivals: each comparison alone has exact p = 2/64 < 0.05,
+    # Holm makes the smaller of the two 2 * 2/64 = 0.0625
+    six = SEEDS[:6]
+    rates = 1.0 + np.linspace(0, 0.3, 6)
+    curves = {
+        "rmsprop": (six, decay(rates)),
+        "sgd": (six, decay(rates / 3)),
+        "adam": (six, decay(rates / 3.5)),
+    }
+    row = claims.fastest_to_near_zero(curves)
+    assert row["p_value"] == pytest.approx(2 * 2 / 64)
+    assert row["verdict"] == "not shown"
 
 
 def test_damping():

@@ -51,6 +51,8 @@ def test_sign_test_when_divergence_ties_the_magnitudes():
     assert result["p_value"] == pytest.approx(2 * (1 + 8 + 28) / 256)  # binomial, 6 of 8
     assert result["p_a_better"] == pytest.approx(6 / 8) and result["better"] == "a"
     assert result["median_diff"] == -np.inf
+    # interval ends are order statistics: an infinite end stays infinite, never NaN
+    assert result["ci_low"] == -np.inf and np.isfinite(result["ci_high"])
 
 
 def test_two_diverged_runs_tie():
@@ -163,6 +165,14 @@ def test_friedman_needs_three_optimizers_and_ranks_divergence_last():
     )
     average, _ = comparison.friedman(diverged)
     assert average["average_rank"].tolist() == [3.0, 1.0, 2.0]
+    # two diverged optimizers tie for last place: ranks 2.5 each
+    tied = pd.concat(
+        [block(f"p{i}", "mse", {"a": [np.inf], "b": [np.inf], "c": [9.0]}) for i in range(3)]
+    )
+    average, test = comparison.friedman(tied)
+    assert average["average_rank"].tolist() == [2.5, 2.5, 1.0]
+    # every block ranks alike: the tie-corrected statistic is n (k - 1) = 6
+    assert test["statistic"] == pytest.approx(6.0)
 
 
 def test_duplicate_runs_are_refused():
