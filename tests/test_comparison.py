@@ -43,6 +43,16 @@ def test_wilcoxon_agrees_with_scipy(n):
     assert result["better"] == "a"
 
 
+def test_a_single_diverged_run_ranks_as_the_largest_difference():
+    d = np.array([-1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, np.inf])  # b diverged once
+    result = comparison.paired_test(d, np.zeros(8))
+    assert result["test"] == "wilcoxon exact"
+    # the diverged pair takes rank 8: R_a = 1 + ... + 7 = 28, R_b = 8
+    assert result["rank_biserial"] == pytest.approx((28 - 8) / 36)
+    reference = stats.wilcoxon(np.where(np.isinf(d), 100.0, d), method="exact").pvalue
+    assert result["p_value"] == pytest.approx(reference, rel=1e-12)
+
+
 def test_sign_test_when_divergence_ties_the_magnitudes():
     a = np.full(8, -5.0)
     b = np.array([np.inf] * 5 + [-4.5, -6.0, -7.0])  # b diverged on five seeds

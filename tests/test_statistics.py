@@ -29,8 +29,8 @@ def test_geometric_mean_and_t_interval_are_those_of_the_log10_values():
 
 
 def test_bands_stay_positive_where_the_arithmetic_t_interval_goes_negative():
-    # rmsprop-like final losses: seven orders of magnitude, two exact zeros
-    finals = np.array([1.6e-14, 3e-15, 8e-8, 2e-12, 5e-10, 0.0, 4e-14, 7e-9, 1e-15, 0.0])
+    # rmsprop-like final losses: seven orders of magnitude, a zero and a subnormal
+    finals = np.array([1.6e-14, 3e-15, 8e-8, 2e-12, 5e-10, 0.0, 4e-14, 7e-9, 1e-15, 1e-320])
     arithmetic_low, _ = stats.t.interval(
         0.95, finals.size - 1, loc=finals.mean(), scale=stats.sem(finals)
     )
@@ -38,9 +38,9 @@ def test_bands_stay_positive_where_the_arithmetic_t_interval_goes_negative():
     described = log_describe(finals)
     for key in ("geo_mean", "geo_low", "geo_high", "median", "median_low", "median_high"):
         assert described[key][0] >= FLOOR > 0, key
-    assert described["n_floored"][0] == 2
-    # zeros were raised to the floor, nothing else changed
-    floored = np.log10(np.where(finals == 0, FLOOR, finals))
+    assert described["n_floored"][0] == 2  # the zero and the subnormal 1e-320
+    # those two were raised to the floor, nothing else changed
+    floored = np.log10(np.where(finals < FLOOR, FLOOR, finals))
     assert described["log10_mean"][0] == pytest.approx(floored.mean(), rel=1e-12)
 
 
@@ -126,6 +126,22 @@ def test_log_summary_table_groups_runs():
     a, b = table.iloc[0], table.iloc[1]
     assert a["geo_mean"] == pytest.approx(1e-4) and a["median"] == pytest.approx(1e-4)
     assert b["n"] == 2 and b["n_diverged"] == 1 and b["geo_mean"] == pytest.approx(1.0)
+
+
+def test_log_summary_table_equals_log_describe_per_group():
+    rng = np.random.default_rng(4)
+    names = rng.choice(["a", "b", "c", "d"], size=60, p=[0.5, 0.3, 0.15, 0.05])
+    values = 10.0 ** rng.uniform(-15, 0, size=60)
+    values[rng.random(60) < 0.1] = np.inf
+    frame = pd.DataFrame({"optimizer": names, "final_loss": values})
+    table = statistics.log_summary_table(frame, ["optimizer"]).set_index("optimizer")
+    assert list(table.index) == list(dict.fromkeys(names))
+    for name in table.index:
+        described = log_describe(values[names == name])
+        expected = pd.Series({key: column[0] for key, column in described.items()}, dtype=float)
+        pd.testing.assert_series_equal(
+            table.loc[name].astype(float), expected, check_names=False, rtol=1e-12
+        )
 
 
 def test_missing_columns_are_named():
