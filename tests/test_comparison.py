@@ -1,0 +1,191 @@
+"""Paired tests, Holm, rankings, win probabilities and Friedman on hand-made tables."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from optbench import comparison
+
+
+def test_holm_by_hand():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 -> max(0.06, 0.04)
+    assert comparison.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = comparison.holm([0.01, np.nan, 0.04])  # NaN is not a test: m = 2
+    assert adjusted[0] == pytest.approx(0.02) and adjusted[2] == pytest.approx(0.04)
+    assert math.isnan(adjusted[1])
+    assert comparison.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+
+
+def test_wilcoxon_hand_case():
+    b = np.zeros(5)
+    a = b + np.array([1.0, -2.0, 3.0, 4.0, 5.0])
+    result = comparison.paired_test(a, b)
+    # ranks 1..5; a wins only the pair of rank 2: R_a = 2, R_b = 13.
+    # Exact two-sided p: 3 of the 32 sign patterns have R <= 2, 3 have R >= 13.
+    assert result["test"] == "wilcoxon exact"
+    assert result["p_value"] == pytest.approx(6 / 32)
+    assert result["statistic"] == 2
+    assert result["rank_biserial"] == pytest.approx((2 - 13) / 15)
+    assert result["p_a_better"] == pytest.approx(1 / 5)
+    assert result["better"] == "b" and result["median_diff"] == 3.0
+
+
+@pytest.mark.parametrize("n", [20, 60])
+def test_wilcoxon_agrees_with_scipy(n):
+    rng = np.random.default_rng(n)
+    a, b = rng.normal(size=n), rng.normal(loc=0.4, size=n)
+    result = comparison.paired_test(a, b)
+    assert result["test"] == ("wilcoxon exact" if n <= 50 else "wilcoxon normal")
+    assert result["p_value"] == pytest.approx(stats.wilcoxon(a, b).pvalue, rel=1e-12)
+    assert result["better"] == "a"
+
+
+def test_a_single_diverged_run_ranks_as_the_largest_difference():
+    d = np.array([-1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, np.inf])  # b diverged once
+    result = comparison.paired_test(d, np.zeros(8))
+    assert result["test"] == "wilcoxon exact"
+    # the diverged pair takes rank 8: R_a = 1 + ... + 7 = 28, R_b = 8
+    assert result["rank_biserial"] == pytest.approx((28 - 8) / 36)
+    reference = stats.wilcoxon(np.where(np.isinf(d), 100.0, d), method="exact").pvalue
+    assert result["p_value"] == pytest.approx(reference, rel=1e-12)
+
+
+def test_sign_test_when_divergence_ties_the_magnitudes():
+    a = np.full(8, -5.0)
+    b = np.array([np.inf] * 5 + [-4.5, -6.0, -7.0])  # b diverged on five seeds
+    result = comparison.paired_test(a, b)
+    assert result["test"] == "sign"
+    assert result["p_value"] == pytest.approx(2 * (1 + 8 + 28) / 256)  # binomial, 6 of 8
+    assert result["p_a_better"] == pytest.approx(6 / 8) and result["better"] == "a"
+    assert result["median_diff"] == -np.inf
+    # interval ends are order statistics: an infinite end stays infinite, never NaN
+    assert result["ci_low"] == -np.inf and np.isfinite(result["ci_high"])
+
+
+def test_two_diverged_runs_tie():
+    result = comparison.paired_test([np.inf, -3.0, -4.0], [np.inf, -2.0, -1.0])
+    assert result["n_pairs"] == 3 and result["n_ties"] == 1
+    assert result["p_a_better"] == pytest.approx((2 + 0.5) / 3)
+    all_tied = comparison.paired_test([1.0, np.inf], [1.0, np.inf])
+    assert all_tied["p_value"] == 1.0 and all_tied["better"] == ""
+
+
+def test_bootstrap_interval_matches_the_exact_bootstrap_distribution():
+    # For odd n the resampled median is <= x_(k) exactly when at least (n+1)/2 of
+    # the n draws are among the k smallest: P = Binomial(n, k/n).sf((n-1)/2).
+    n = 21
+    d = np.sort(np.random.default_rng(1).normal(size=n))
+    cdf = stats.binom.sf((n - 1) // 2, n, np.arange(1, n + 1) / n)
+    low_k, high_k = np.searchsorted(cdf, 0.025), np.searchsorted(cdf, 0.975)
+    # the design leaves Monte Carlo error (sd ~0.0016 at 10,000 resamples) no room
+    assert cdf[low_k - 1] < 0.02 and cdf[low_k] > 0.03
+    assert cdf[high_k - 1] < 0.97 and cdf[high_k] > 0.98
+    low, high = comparison.bootstrap_median_interval(d[::-1].copy())
+    assert (low, high) == (d[low_k], d[high_k])
+    assert comparison.bootstrap_median_interval(d[::-1].copy()) == (low, high)  # seeded
+
+
+def block(problem, loss, table):
+    """table: optimizer -> log10 values per seed -> long rows of final losses."""
+    rows = []
+    for optimizer, values in table.items():
+        for seed, value in enumerate(values):
+            rows.append((problem, loss, optimizer, seed, 10.0**value))
+    return pd.DataFrame(rows, columns=comparison.RUN_COLUMNS)
+
+
+def separated_blocks():
+    noise = np.array([1.0, -1.1, 2.0, -2.1, 3.0, -3.1, 4.0, -4.1, 5.0, -5.1]) / 10
+    first = block("p", "mse", {"b": -5 + noise, "a": -10 + noise, "c": -5 - noise})
+    second = block("p", "l1", {"a": -2 + noise, "b": -2 - noise, "c": -1 + noise})
+    return pd.concat([first, second], ignore_index=True)
+
+
+def test_ranking_ties_where_the_corrected_tests_cannot_separate():
+    runs = separated_blocks()
+    pairs = comparison.pairwise_table(runs)
+    mse = pairs[pairs["loss"] == "mse"].set_index(["a", "b"])
+    # a wins all ten seeds against b and c: exact p = 2/1024, Holm over 3 pairs
+    assert mse.loc[("b", "a"), "p_value"] == pytest.approx(2 / 1024)
+    assert mse.loc[("b", "a"), "p_holm"] == pytest.approx(3 * 2 / 1024)
+    assert mse.loc[("a", "c"), "p_holm"] == pytest.approx(3 * 2 / 1024)  # max(2 * p, 3 * p)
+    assert mse.loc[("b", "c"), "p_holm"] > 0.05
+    ranking = comparison.ranking_table(runs, pairs)
+    got = {(r.loss, r.optimizer): (r.rank, r.beaten_by) for r in ranking.itertuples()}
+    assert got == {
+        ("mse", "a"): (1, ""),
+        ("mse", "b"): (2, "a"),
+        ("mse", "c"): (2, "a"),
+        ("l1", "a"): (1, ""),
+        ("l1", "b"): (1, ""),
+        ("l1", "c"): (3, "a,b"),
+    }
+    assert ranking["loss"].tolist()[:3] == ["mse"] * 3 and ranking["optimizer"].iloc[0] == "a"
+
+
+def test_win_probabilities_count_ties_half_and_divergence_as_a_loss():
+    runs = pd.concat(
+        [
+            block("p", "mse", {"a": [1, 2, 3, 4], "b": [2, 2, 1, np.inf]}),
+            block("q", "mse", {"a": [1, 1, 1, 1], "b": [0, 0, 0, 2]}),
+        ]
+    )
+    probabilities = comparison.win_probabilities(runs)
+    by_pair = probabilities.set_index(["problem", "row", "column"])["p_win"]
+    assert by_pair[("p", "a", "b")] == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert by_pair[("p", "b", "a")] == pytest.approx(1 - 0.625)
+    assert by_pair[("q", "a", "b")] == pytest.approx(0.25)
+    matrix = comparison.win_matrix(probabilities)
+    assert matrix.loc["a", "b"] == pytest.approx((0.625 + 0.25) / 2)
+    assert math.isnan(matrix.loc["a", "a"])
+
+
+def test_friedman_against_the_hand_formula():
+    # per-block ranks (a, b, c): (1,2,3), (1,3,2), (2,1,3), (1,2,3); rank sums 5, 8, 11
+    medians = [(-9, -6, -3), (-9, -1, -4), (-5, -8, -2), (-7, -6, -5)]
+    runs = pd.concat(
+        [
+            # three seeds per optimizer; the middle one is the median
+            block(f"p{i}", "mse", {o: [m - 1, m, m + 0.5] for o, m in zip("abc", row, strict=True)})
+            for i, row in enumerate(medians)
+        ]
+    )
+    average, test = comparison.friedman(runs)
+    assert average.set_index("optimizer")["average_rank"].to_dict() == {
+        "a": 1.25,
+        "b": 2.0,
+        "c": 2.75,
+    }
+    statistic = 12 / (4 * 3 * 4) * (5**2 + 8**2 + 11**2) - 3 * 4 * 4
+    assert test["statistic"] == pytest.approx(statistic) == pytest.approx(4.5)
+    assert test["p_value"] == pytest.approx(math.exp(-4.5 / 2))  # chi-square, 2 dof
+    assert test["n_blocks"] == 4 and test["note"] == ""
+
+
+def test_friedman_needs_three_optimizers_and_ranks_divergence_last():
+    two = block("p", "mse", {"a": [1.0], "b": [2.0]})
+    average, test = comparison.friedman(two)
+    assert math.isnan(test["p_value"]) and ">= 3 optimizers" in test["note"]
+    assert average["average_rank"].tolist() == [1.0, 2.0]
+    diverged = pd.concat(
+        [block(f"p{i}", "mse", {"a": [np.inf], "b": [5.0], "c": [9.0]}) for i in range(3)]
+    )
+    average, _ = comparison.friedman(diverged)
+    assert average["average_rank"].tolist() == [3.0, 1.0, 2.0]
+    # two diverged optimizers tie for last place: ranks 2.5 each
+    tied = pd.concat(
+        [block(f"p{i}", "mse", {"a": [np.inf], "b": [np.inf], "c": [9.0]}) for i in range(3)]
+    )
+    average, test = comparison.friedman(tied)
+    assert average["average_rank"].tolist() == [2.5, 2.5, 1.0]
+    # every block ranks alike: the tie-corrected statistic is n (k - 1) = 6
+    assert test["statistic"] == pytest.approx(6.0)
+
+
+def test_duplicate_runs_are_refused():
+    runs = block("p", "mse", {"a": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="tuned_evaluation_runs"):
+        comparison.pairwise_table(pd.concat([runs, runs]))

@@ -1,0 +1,149 @@
+"""Variant selection on tuning seeds, tuning budgets and the best-of-k estimator."""
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optbench import selection
+
+
+def runs(rows):
+    """rows: (optimizer, variant, role, seed, final_loss) on problem p, loss mse."""
+    frame = pd.DataFrame(rows, columns=["optimizer", "variant", "role", "seed", "final_loss"])
+    return frame.assign(problem="p", loss="mse")
+
+
+def planted():
+    """lr0.01 is better on the tuning seeds 0-4, lr0.1 on the evaluation seeds 10-19."""
+    rows = []
+    for seed in range(5):
+        rows.append(("sgd", "lr0.01", "tuning", seed, 1e-6))
+        rows.append(("sgd", "lr0.1", "tuning", seed, 1e-4))
+    for seed in range(10, 20):
+        rows.append(("sgd", "lr0.01", "evaluation", seed, 1e-3))
+        rows.append(("sgd", "lr0.1", "evaluation", seed, 1e-9))
+    return runs(rows)
+
+
+def test_selection_uses_tuning_seeds_only():
+    metrics = planted()
+    chosen = selection.select_variants(metrics)
+    assert chosen["variant"].tolist() == ["lr0.01"]
+    assert chosen["score"].iloc[0] == pytest.approx(-6)
+    assert chosen[["n_candidates", "n_tuning_seeds", "n_tied"]].iloc[0].tolist() == [2, 5, 1]
+    # choosing on the evaluation seeds would have picked the other variant
+    on_evaluation = metrics.assign(
+        role=metrics["role"].map({"tuning": "evaluation", "evaluation": "tuning"})
+    )
+    assert selection.select_variants(on_evaluation)["variant"].tolist() == ["lr0.1"]
+    evaluated = selection.tuned_evaluation_runs(metrics, chosen)
+    assert set(evaluated["variant"]) == {"lr0.01"} and set(evaluated["role"]) == {"evaluation"}
+    assert sorted(evaluated["seed"]) == list(range(10, 20))
+
+
+def test_a_variant_that_diverges_on_most_seeds_loses_to_a_finite_one():
+    metrics = runs(
+        [("adam", "lr1.0", "tuning", s, v) for s, v in enumerate([1e-12, np.inf, np.nan])]
+        + [("adam", "lr0.1", "tuning", s, 1e-3) for s in range(3)]
+    )
+    assert selection.select_variants(metrics)["variant"].tolist() == ["lr0.1"]
+    scores = selection.variant_scores(metrics)
+    assert scores.set_index("variant")["n_diverged"].to_dict() == {"lr1.0": 2, "lr0.1": 0}
+
+
+def test_ties_go_to_the_preferred_variant():
+    metrics = runs(
+        [("sgd", name, "tuning", s, np.inf) for name in ("lr1.0", "lr0.1") for s in range(3)]
+    )
+    chosen = selection.select_variants(metrics, order=["lr0.1", "lr1.0"])
+    assert chosen["variant"].tolist() == ["lr0.1"] and chosen["n_tied"].tolist() == [2]
+    # without an order: the first variant in the table
+    assert selection.select_variants(metrics)["variant"].tolist() == ["lr1.0"]
+    with pytest.raises(ValueError, match="lr1.0"):
+        selection.select_variants(metrics, order=["lr0.1"])
+
+
+def test_nothing_to_tune_and_missing_tuning_seeds():
+    single = runs([("sgd", "base", "evaluation", s, 0.1) for s in range(3)])
+    chosen = selection.select_variants(single)
+    assert chosen["variant"].tolist() == ["base"] and math.isnan(chosen["score"].iloc[0])
+    several = runs([("sgd", v, "evaluation", 0, 0.1) for v in ("lr0.1", "lr1.0")])
+    with pytest.raises(ValueError, match="tuning_seeds"):
+        selection.select_variants(several)
+
+
+def test_unequal_tuning_budgets_are_flagged():
+    metrics = runs(
+        [("sgd", v, "tuning", 0, 0.1) for v in ("lr0.1", "lr1.0")]
+        + [("adam", v, "tuning", 0, 0.1) for v in ("lr0.1", "lr1.0", "lr0.01")]
+    )
+    counts = selection.candidate_counts(metrics)
+    assert counts.set_index("optimizer")["n_variants"].to_dict() == {"sgd": 2, "adam": 3}
+    assert not counts["equal"].any()
+
+
+def brute_force(select, report, k):
+    """Mean and lower median over every k-subset of the value the tuner keeps."""
+    kept = []
+    for subset in itertools.combinations(range(len(select)), k):
+        best = min(subset, key=lambda i: (select[i], i))  # ties: earlier candidate
+        kept.append(report[best])
+    kept.sort()
+    return np.mean(kept), kept[(len(kept) - 1) // 2]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7])
+def test_expected_best_of_k_matches_enumeration(size):
+    rng = np.random.default_rng(size)
+    select = rng.integers(0, 4, size=size).astype(float)  # ties on purpose
+    report = rng.normal(size=size)
+    expected, median = selection.expected_best_of_k(select, report)
+    for k in range(1, size + 1):
+        mean_k, median_k = brute_force(list(select), list(report), k)
+        assert expected[k - 1] == pytest.approx(mean_k, rel=1e-12, abs=1e-12)
+        assert median[k - 1] == median_k
+    own, _ = selection.expected_best_of_k(select)
+    assert own[-1] == select.min() and own[0] == pytest.approx(select.mean())
+
+
+def test_best_of_k_with_a_failed_candidate():
+    expected, median = selection.expected_best_of_k([np.inf, -5.0, -3.0])
+    assert expected[0] == np.inf  # one draw may be the failed candidate
+    assert expected[1] == pytest.approx((-5 - 5 - 3) / 3)  # pairs {inf,-5},{inf,-3},{-5,-3}
+    assert expected[2] == -5.0
+    assert median[0] == -3.0  # kept values -5, -3, inf: lower median
+
+
+def test_tuning_curve_ends_at_the_tuned_result_and_starts_at_the_average():
+    metrics = planted()
+    curve = selection.tuning_curve(metrics)
+    assert curve["k"].tolist() == [1, 2]
+    # k = K keeps the tuning winner lr0.01, reported by its evaluation median 1e-3
+    assert curve["expected_log10"].iloc[-1] == pytest.approx(-3)
+    assert curve["expected_log10"].iloc[0] == pytest.approx((-3 - 9) / 2)
+
+
+def test_tuning_gain_pairs_base_and_tuned_by_seed():
+    rows = [("sgd", "lr0.01", "tuning", 0, 1e-6), ("sgd", "base", "tuning", 0, 1e-2)]
+    for seed in range(10, 16):
+        rows.append(("sgd", "lr0.01", "evaluation", seed, 10.0 ** -(6 + seed % 2)))
+        rows.append(("sgd", "base", "evaluation", seed, 1e-2))
+    metrics = runs(rows)
+    chosen = selection.select_variants(metrics)
+    gain = selection.tuning_gain(metrics, chosen, base="base").iloc[0]
+    assert gain["tuned_variant"] == "lr0.01" and gain["n_pairs"] == 6
+    assert gain["base_median_log10"] == pytest.approx(-2)
+    assert gain["tuned_median_log10"] == pytest.approx(-6.5)
+    assert gain["median_diff"] == pytest.approx(-4.5)  # tuned - base, in decades
+    assert gain["test"] == "sign"  # the magnitudes tie (4 and 5 decades)
+    assert gain["p_value"] == pytest.approx(2 / 2**6)  # all six favour tuning
+
+
+def test_sensitivity_table_has_one_row_per_variant():
+    table = selection.sensitivity_table(planted())
+    assert table["variant"].tolist() == ["lr0.01", "lr0.1"]
+    assert table["geo_mean"].tolist() == pytest.approx([1e-3, 1e-9])
+    assert (table["n"] == 10).all()

@@ -1,0 +1,378 @@
+"""Paired comparisons of tuned optimizers, rankings, win probabilities and Friedman.
+
+Pairing. Runs with the same seed share the problem draw (data, initial
+weights) across optimizers, so optimizers are compared seed by seed on the
+evaluation seeds. Values are "lower is better" (final log10 loss by default);
+a diverged run counts as +inf: worse than any finite run, and two diverged
+runs tie (``statistics.log10_or_inf``). A seed missing for one side drops the
+pair.
+
+Paired test (``paired_test``), on the differences d = a - b:
+
+- pairs with d = 0 (including both diverged) carry no sign and are dropped,
+  as in Wilcoxon's own convention (scipy ``zero_method="wilcox"``);
+- "ties dominate" when the tied pairs (d = 0, or |d| shared with another
+  pair, e.g. every pair where one side diverged) are more than half of all
+  pairs: the magnitudes then say little, so the exact two-sided sign test
+  (``scipy.stats.binomtest`` on the nonzero pairs) is used;
+- otherwise the Wilcoxon signed-rank test: exact null distribution when the
+  nonzero |d| are distinct and n <= 50, an exhaustive permutation test when
+  they have ties and n <= 13 (``PermutationMethod``), else the normal
+  approximation with scipy's tie correction. Infinite differences are
+  replaced by finite values beyond the largest finite |d| (same ranks).
+
+Effect sizes: ``rank_biserial`` = (R_a - R_b) / (R_a + R_b), the
+matched-pairs rank-biserial correlation, where R_a is the rank sum of the
+pairs a wins (d < 0); +1 means a wins every nonzero pair. ``p_a_better`` is
+the share of pairs a wins, ties counting one half. ``median_diff`` is the
+median of d with a percentile bootstrap interval: ``N_RESAMPLES`` resamples of
+the pairs, numpy Generator seeded with ``seed`` (fresh per pair, so a pair's
+interval does not depend on the others), interval ends taken as order
+statistics of the resampled medians (``inverted_cdf``), so infinite values
+never produce NaN through interpolation.
+
+Holm correction (``holm``) is across the pairs of one (problem, loss).
+
+Ranking rule (``ranking_table``): an optimizer's rank is 1 + the number of
+optimizers that beat it significantly (Holm-corrected p < alpha, in their
+favour). Optimizers that no test separates share a rank; the ranks need not
+be consecutive (1, 1, 3) and do not depend on any ordering or chaining. Rows
+are listed by rank, then median.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from optbench.statistics import FLOOR, log10_or_inf, require_columns
+
+N_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 20_240_611
+ALPHA = 0.05
+RUN_COLUMNS = ["problem", "loss", "optimizer", "seed", "final_loss"]
+BLOCK = ["problem", "loss"]
+
+PAIR_COLUMNS = [
+    "n_pairs",
+    "n_ties",
+    "test",
+    "statistic",
+    "p_value",
+    "rank_biserial",
+    "p_a_better",
+    "median_diff",
+    "ci_low",
+    "ci_high",
+    "better",
+]
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values, in input order; NaN entries stay NaN
+    and do not count in the number of tests m.
+
+    Sorted ascending, p_(i) becomes max_{j <= i} min(1, (m - j + 1) p_(j)).
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p.shape, np.nan)
+    present = np.flatnonzero(~np.isnan(p))
+    m = present.size
+    order = present[np.argsort(p[present], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted
+
+
+def _finite_surrogate(d: np.ndarray) -> np.ndarray:
+    """d with +-inf replaced beyond the largest finite |d|: ranks of |d| unchanged."""
+    finite = np.abs(d[np.isfinite(d)])
+    beyond = (finite.max() if finite.size else 0.0) + 1.0
+    return np.where(np.isfinite(d), d, np.sign(d) * beyond)
+
+
+def _differences(a, b) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values must be 1-D arrays of one length: {a.shape}, {b.shape}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    with np.errstate(invalid="ignore"):
+        d = a - b
+    return np.where(a == b, 0.0, d)  # inf - inf: both diverged, a tie
+
+
+@functools.lru_cache(maxsize=256)
+def _bootstrap_middle_ranks(n: int, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """0-based ranks, in the sorted sample, of the two middle values of each resample.
+
+    A resample's median depends only on how many times each rank was drawn,
+    so the draws are made once per (n, n_resamples, seed) and reused.
+    """
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_resamples, n))
+    offsets = n * np.arange(n_resamples)[:, None]
+    counts = np.bincount((draws + offsets).ravel(), minlength=n * n_resamples)
+    cumulative = np.cumsum(counts.reshape(n_resamples, n), axis=1)
+    lower = np.argmax(cumulative >= (n + 1) // 2, axis=1)
+    upper = np.argmax(cumulative >= n // 2 + 1, axis=1)
+    lower.flags.writeable = upper.flags.writeable = False  # shared through the cache
+    return lower, upper
+
+
+def bootstrap_median_interval(
+    d, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median of ``d`` (order statistics)."""
+    d = np.sort(np.asarray(d, dtype=np.float64))
+    if d.size == 0:
+        return float("nan"), float("nan")
+    lower, upper = _bootstrap_middle_ranks(d.size, n_resamples, seed)
+    with np.errstate(invalid="ignore"):
+        medians = (d[lower] + d[upper]) / 2.0  # -inf + inf: NaN, as numpy's median
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(medians, [tail, 1.0 - tail], method="inverted_cdf")
+    return float(low), float(high)
+
+
+def _wilcoxon(nonzero: np.ndarray, tied_magnitudes: bool):
+    n = nonzero.size
+    if not tied_magnitudes and n <= 50:
+        method, label = "exact", "wilcoxon exact"
+    elif n <= 13:
+        method, label = stats.PermutationMethod(n_resamples=2**n), "wilcoxon permutation"
+    else:
+        method, label = "asymptotic", "wilcoxon normal"
+    result = stats.wilcoxon(nonzero, zero_method="wilcox", method=method)
+    return label, float(result.statistic), float(result.pvalue)
+
+
+def paired_test(a, b, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
+    """Compare two seed-aligned arrays of lower-is-better values (inf = failed).
+
+    Returns the ``PAIR_COLUMNS`` (``better``: "a", "b" or "" by the direction of
+    the test used, whatever the p-value; significance is decided after Holm).
+    """
+    d = _differences(a, b)
+    n = d.size
+    nonzero = d[d != 0]
+    a_wins, b_wins = int((nonzero < 0).sum()), int((nonzero > 0).sum())
+    row = dict.fromkeys(PAIR_COLUMNS, float("nan")) | {
+        "n_pairs": n,
+        "n_ties": n - nonzero.size,
+        "test": "none",
+        "better": "",
+    }
+    if n == 0:
+        return row
+    row["p_a_better"] = (a_wins + 0.5 * (n - nonzero.size)) / n
+    with np.errstate(invalid="ignore"):
+        row["median_diff"] = float(np.median(d))
+    row["ci_low"], row["ci_high"] = bootstrap_median_interval(d, n_resamples, seed)
+    if nonzero.size == 0:
+        row.update(test="none (all pairs tie)", statistic=0.0, p_value=1.0, rank_biserial=0.0)
+        return row
+    magnitudes = np.abs(_finite_surrogate(nonzero))
+    ranks = stats.rankdata(magnitudes)
+    r_a, r_b = ranks[nonzero < 0].sum(), ranks[nonzero > 0].sum()
+    row["rank_biserial"] = float((r_a - r_b) / (r_a + r_b))
+    _, counts = np.unique(magnitudes, return_counts=True)
+    tied = (n - nonzero.size) + int(counts[counts > 1].sum())
+    if tied > n / 2:
+        p = stats.binomtest(a_wins, nonzero.size, 0.5).pvalue
+        row.update(test="sign", statistic=float(a_wins), p_value=float(p))
+        direction = a_wins - b_wins
+    else:
+        label, statistic, p = _wilcoxon(_finite_surrogate(nonzero), bool((counts > 1).any()))
+        row.update(test=label, statistic=statistic, p_value=p)
+        direction = r_a - r_b
+    row["better"] = "a" if direction > 0 else "b" if direction < 0 else ""
+    return row
+
+
+def _check_runs(runs: pd.DataFrame, value: str) -> None:
+    require_columns(runs, [*BLOCK, "optimizer", "seed", value], "paired comparisons")
+    duplicated = runs.duplicated([*BLOCK, "optimizer", "seed"])
+    if duplicated.any():
+        first = runs[duplicated].iloc[0]
+        raise ValueError(
+            "paired comparisons need one run per (problem, loss, optimizer, seed); "
+            f"{first['problem']}/{first['loss']}/{first['optimizer']} seed {first['seed']} "
+            "appears more than once. Pass the evaluation runs of the chosen variants only "
+            "(selection.tuned_evaluation_runs)."
+        )
+
+
+def _blocks(runs: pd.DataFrame, value: str, floor: float):
+    """(problem, loss) -> seeds x optimizers table of log10 values (inf = diverged)."""
+    _check_runs(runs, value)
+    scored = runs.assign(_score=log10_or_inf(runs[value].to_numpy(np.float64), floor))
+    for key, block in scored.groupby(BLOCK, sort=False):
+        optimizers = list(dict.fromkeys(block["optimizer"]))
+        table = block.pivot(index="seed", columns="optimizer", values="_score")
+        yield key, table[optimizers]
+
+
+def pairwise_table(
+    runs: pd.DataFrame,
+    value: str = "final_loss",
+    floor: float = FLOOR,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> pd.DataFrame:
+    """Every pair (a, b) of optimizers per (problem, loss) on log10 ``value``.
+
+    ``runs``: one row per (problem, loss, optimizer, seed) with ``value``
+    (evaluation seeds, chosen variants). Pairs follow the optimizers' order of
+    first appearance; ``p_holm`` is Holm-corrected across a block's pairs.
+    ``median_diff`` and its interval are in log10 units (decades; a - b).
+    """
+    rows = []
+    for (problem, loss), table in _blocks(runs, value, floor):
+        block_rows = []
+        for a, b in itertools.combinations(table.columns, 2):
+            result = paired_test(table[a].to_numpy(), table[b].to_numpy(), n_resamples, seed)
+            block_rows.append({"problem": problem, "loss": loss, "a": a, "b": b} | result)
+        adjusted = holm([r["p_value"] for r in block_rows])
+        for r, p in zip(block_rows, adjusted, strict=True):
+            r["p_holm"] = p
+        rows.extend(block_rows)
+    columns = ["problem", "loss", "a", "b", *PAIR_COLUMNS, "p_holm"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def ranking_table(
+    runs: pd.DataFrame,
+    pairwise: pd.DataFrame | None = None,
+    value: str = "final_loss",
+    floor: float = FLOOR,
+    alpha: float = ALPHA,
+) -> pd.DataFrame:
+    """Per (problem, loss, optimizer): ``n``, ``n_diverged``, ``median_log10``
+    (diverged = +inf), ``rank`` (1 + number of optimizers that beat it with
+    Holm-corrected p < alpha) and ``beaten_by`` (those, comma-separated).
+    Blocks in order of first appearance; within a block by rank, then median."""
+    if pairwise is None:
+        pairwise = pairwise_table(runs, value, floor)
+    require_columns(pairwise, [*BLOCK, "a", "b", "better", "p_holm"], "ranking_table")
+    beaten: dict[tuple, list[str]] = {}
+    for r in pairwise[(pairwise["p_holm"] < alpha) & (pairwise["better"] != "")].itertuples():
+        winner, loser = (r.a, r.b) if r.better == "a" else (r.b, r.a)
+        beaten.setdefault((r.problem, r.loss, loser), []).append(winner)
+    columns = [*BLOCK, "optimizer", "n", "n_diverged", "median_log10", "rank", "beaten_by"]
+    frames = []
+    for (problem, loss), table in _blocks(runs, value, floor):
+        rows = []
+        for optimizer in table.columns:
+            scores = table[optimizer].dropna().to_numpy()
+            winners = beaten.get((problem, loss, optimizer), [])
+            rows.append(
+                {
+                    "problem": problem,
+                    "loss": loss,
+                    "optimizer": optimizer,
+                    "n": scores.size,
+                    "n_diverged": int(np.isinf(scores).sum()),
+                    "median_log10": float(np.median(scores)) if scores.size else np.nan,
+                    "rank": 1 + len(winners),
+                    "beaten_by": ",".join(winners),
+                }
+            )
+        block = pd.DataFrame(rows, columns=columns)
+        block = block.sort_values(["rank", "median_log10"], kind="stable", na_position="last")
+        frames.append(block)
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)
+
+
+def win_probabilities(
+    runs: pd.DataFrame, value: str = "final_loss", floor: float = FLOOR
+) -> pd.DataFrame:
+    """Per (problem, loss) and ordered pair (row, column): ``p_win``, the share
+    of shared seeds where row's value is lower, ties (incl. both diverged)
+    counting one half, and ``n_pairs``. The diagonal is omitted."""
+    rows = []
+    for (problem, loss), table in _blocks(runs, value, floor):
+        values = table.to_numpy()
+        for i, j in itertools.permutations(range(values.shape[1]), 2):
+            row, column = values[:, i], values[:, j]
+            shared = ~(np.isnan(row) | np.isnan(column))
+            row, column = row[shared], column[shared]
+            wins = (row < column).sum() + 0.5 * (row == column).sum()
+            n = int(shared.sum())
+            rows.append(
+                {
+                    "problem": problem,
+                    "loss": loss,
+                    "row": table.columns[i],
+                    "column": table.columns[j],
+                    "p_win": wins / n if n else np.nan,
+                    "n_pairs": n,
+                }
+            )
+    return pd.DataFrame(rows, columns=[*BLOCK, "row", "column", "p_win", "n_pairs"])
+
+
+def win_matrix(probabilities: pd.DataFrame) -> pd.DataFrame:
+    """Optimizer x optimizer: mean of the per-(problem, loss) ``p_win`` over the
+    blocks where both ran (each block weighs the same, as in the Friedman test
+    and the performance profiles). Diagonal NaN."""
+    require_columns(probabilities, ["row", "column", "p_win"], "win_matrix")
+    names = list(dict.fromkeys([*probabilities["row"], *probabilities["column"]]))
+    matrix = probabilities.pivot_table(
+        index="row", columns="column", values="p_win", aggfunc="mean"
+    )
+    return matrix.reindex(index=names, columns=names)
+
+
+def friedman(
+    runs: pd.DataFrame, value: str = "final_loss", floor: float = FLOOR
+) -> tuple[pd.DataFrame, dict]:
+    """Friedman test across (problem, loss) blocks on each optimizer's median
+    log10 ``value`` over the evaluation seeds (diverged = +inf).
+
+    Returns (per-optimizer ``average_rank`` (1 = best, ties averaged) with the
+    number of blocks, test dict with ``statistic``, ``p_value``, ``n_blocks``,
+    ``n_optimizers``, ``blocks_dropped`` and ``note``). Only blocks where every
+    optimizer ran are used. scipy's test needs >= 3 optimizers and the
+    chi-square approximation wants several blocks: with fewer than 3
+    optimizers or 2 blocks the statistic and p-value are NaN and ``note`` says
+    why (for 2 optimizers the paired tests per block answer the question).
+    """
+    medians = {}
+    for key, table in _blocks(runs, value, floor):
+        with np.errstate(invalid="ignore"):
+            medians[key] = table.median(axis=0, skipna=True)
+    grid = pd.DataFrame(medians).T
+    complete = grid.dropna(axis=0, how="any")
+    ranks = complete.apply(lambda r: pd.Series(stats.rankdata(r), index=r.index), axis=1)
+    average = pd.DataFrame(
+        {"optimizer": grid.columns, "average_rank": ranks.mean(axis=0).reindex(grid.columns)}
+    )
+    average["n_blocks"] = len(complete)
+    result = {
+        "statistic": np.nan,
+        "p_value": np.nan,
+        "n_blocks": len(complete),
+        "n_optimizers": grid.shape[1],
+        "blocks_dropped": len(grid) - len(complete),
+        "note": "",
+    }
+    if grid.shape[1] < 3:
+        result["note"] = "Friedman test needs >= 3 optimizers; see the paired tests per block"
+    elif len(complete) < 2:
+        result["note"] = "Friedman test needs >= 2 complete (problem, loss) blocks"
+    else:
+        surrogate = np.apply_along_axis(_finite_surrogate, 1, complete.to_numpy())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-tied blocks
+            test = stats.friedmanchisquare(*surrogate.T)
+        result["statistic"], result["p_value"] = float(test.statistic), float(test.pvalue)
+    return average.reset_index(drop=True), result

@@ -1,0 +1,118 @@
+"""Per-run metrics from a runs x steps loss array: one row per run.
+
+Step ``s`` of a run TSV holds the loss of the forward pass made before the
+(s+1)-th update, so the loss at step s is the loss after s updates.
+
+Columns of ``run_metrics`` (``METRIC_COLUMNS``):
+
+- ``initial_loss``: the loss at step 0.
+- ``final_loss``: the loss at the last step; NaN when the run diverged
+  (divergence rule of ``statistics``: from the first non-finite step on).
+- ``best_loss``: the smallest loss before divergence (NaN if step 0 diverged).
+- ``auc_log10``: mean over all steps of floored log10(loss), the area under
+  the log-loss curve per step; NaN when the run diverged.
+- ``threshold``: the loss level the run had to reach: ``threshold`` times its
+  initial loss (``relative=True``, the default: 1e-3, a 99.9 % reduction) or
+  ``threshold`` itself (``relative=False``).
+- ``steps_to_threshold``: the first step s whose loss is <= that level, i.e.
+  the number of updates it took; NaN (censored) when never reached before the
+  end or before divergence. ``threshold_share`` gives the share that reached.
+- ``evaluations``: loss evaluations over the whole run (sum of the per-step
+  counts; one per step when no counts are given).
+- ``evaluations_to_threshold``: evaluations up to and including the one that
+  first saw the level (sum of the counts of steps 0..s-1, plus 1); NaN when
+  censored. Lets L-BFGS (several evaluations per step) be compared per
+  evaluation.
+- ``first_nonfinite_step``: the first step with inf/NaN loss; NaN when none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from optbench.statistics import FLOOR, floored_log10, mask_diverged, require_columns
+
+METRIC_COLUMNS = [
+    "initial_loss",
+    "final_loss",
+    "best_loss",
+    "auc_log10",
+    "threshold",
+    "steps_to_threshold",
+    "evaluations",
+    "evaluations_to_threshold",
+    "first_nonfinite_step",
+]
+
+
+def _first_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the first True per row as float, NaN when a row has none."""
+    first = np.argmax(mask, axis=1).astype(np.float64)
+    return np.where(mask.any(axis=1), first, np.nan)
+
+
+def run_metrics(
+    losses,
+    evaluations=None,
+    *,
+    threshold: float = 1e-3,
+    relative: bool = True,
+    floor: float = FLOOR,
+) -> pd.DataFrame:
+    """The metrics above for each row of ``losses`` (runs x steps), in row order.
+
+    ``evaluations``: optional runs x steps array of loss evaluations per step.
+    """
+    raw = np.asarray(losses, dtype=np.float64)
+    if raw.ndim != 2 or raw.shape[1] == 0:
+        raise ValueError(f"losses must be a runs x steps array with >= 1 step, got {raw.shape}")
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0, got {threshold!r}")
+    counts = np.ones_like(raw) if evaluations is None else np.asarray(evaluations, np.float64)
+    if counts.shape != raw.shape or (counts < 0).any():
+        raise ValueError(
+            f"evaluations must be a non-negative array of the losses' shape {raw.shape},"
+            f" got shape {counts.shape}"
+        )
+    alive = mask_diverged(raw)
+    logs = floored_log10(alive, floor)
+    diverged = np.isnan(alive[:, -1])
+    level = threshold * raw[:, 0] if relative else np.full(raw.shape[0], float(threshold))
+    with np.errstate(invalid="ignore"):
+        reached = alive <= level[:, None]  # NaN (diverged) never counts as reached
+    steps_to = _first_true(reached)
+    before = np.concatenate([np.zeros((raw.shape[0], 1)), np.cumsum(counts, axis=1)], axis=1)
+    to_index = np.where(np.isnan(steps_to), 0, steps_to).astype(int)
+    evaluations_to = np.where(
+        np.isnan(steps_to), np.nan, before[np.arange(raw.shape[0]), to_index] + 1
+    )
+    finite_any = np.isfinite(alive).any(axis=1)
+    best = np.full(raw.shape[0], np.nan)
+    best[finite_any] = np.nanmin(alive[finite_any], axis=1)
+    return pd.DataFrame(
+        {
+            "initial_loss": raw[:, 0],
+            "final_loss": alive[:, -1],
+            "best_loss": best,
+            "auc_log10": np.where(diverged, np.nan, logs.mean(axis=1)),
+            "threshold": level,
+            "steps_to_threshold": steps_to,
+            "evaluations": counts.sum(axis=1),
+            "evaluations_to_threshold": evaluations_to,
+            "first_nonfinite_step": _first_true(~np.isfinite(raw)),
+        },
+        columns=METRIC_COLUMNS,
+    )
+
+
+def threshold_share(metrics: pd.DataFrame, by) -> pd.DataFrame:
+    """Per group: ``n`` runs, ``n_reached`` (steps_to_threshold not censored), ``share``."""
+    by = list(by)
+    require_columns(metrics, [*by, "steps_to_threshold"], "threshold_share")
+    reached = metrics["steps_to_threshold"].notna()
+    table = reached.groupby([metrics[c] for c in by], sort=False).agg(["size", "sum"])
+    table = table.rename(columns={"size": "n", "sum": "n_reached"}).reset_index()
+    table["n_reached"] = table["n_reached"].astype(int)
+    table["share"] = table["n_reached"] / table["n"]
+    return table

@@ -1,0 +1,243 @@
+"""Choosing each optimizer's variant on the tuning seeds, and what tuning bought.
+
+Criterion (``select_variants``): for each (problem, loss, optimizer), the
+variant with the lowest median over its *tuning* seeds of the final log10
+loss, a diverged run counting as +inf (so a setting that diverges on most
+seeds is never chosen over one that does not). Evaluation-seed runs are never
+read, so the comparison on the evaluation seeds is free of selection bias.
+Ties (equal medians, e.g. every candidate diverged) go to the preferred
+variant: the one earliest in ``order`` (pass the variants from the smallest /
+cheapest value up, e.g. ascending learning rate), or, without ``order``, the
+earliest in the table.
+
+Expected best after k trials (``expected_best_of_k``): a tuner that tries k
+of the K candidates, drawn without replacement, keeps the one with the best
+tuning score. With the candidates sorted by that score (ties in preference
+order), the i-th (1-based) is kept with probability C(K - i, k - 1) / C(K, k):
+it must be drawn and the other k - 1 must come from the K - i behind it. The
+estimator is the expectation of the kept candidate's reported value (its
+evaluation-seed median, or the tuning score itself) under those weights; k = K
+gives the tuned result, k = 1 the average over candidates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from optbench.comparison import paired_test
+from optbench.statistics import FLOOR, log10_or_inf, log_summary_table, require_columns
+
+CELL = ["problem", "loss", "optimizer"]
+TUNING, EVALUATION = "tuning", "evaluation"
+
+
+def _scored(metrics: pd.DataFrame, floor: float) -> pd.DataFrame:
+    require_columns(metrics, [*CELL, "variant", "seed", "role", "final_loss"], "selection")
+    unknown = set(metrics["role"]) - {TUNING, EVALUATION}
+    if unknown:
+        raise ValueError(f"role must be {TUNING!r} or {EVALUATION!r}, got {sorted(unknown)}")
+    return metrics.assign(_score=log10_or_inf(metrics["final_loss"].to_numpy(np.float64), floor))
+
+
+def _preference(metrics: pd.DataFrame, order) -> dict[str, int]:
+    names = list(dict.fromkeys(metrics["variant"]))
+    if order is None:
+        return {name: i for i, name in enumerate(names)}
+    position = {name: i for i, name in enumerate(order)}
+    missing = [name for name in names if name not in position]
+    if missing:
+        raise ValueError(f"variant(s) {', '.join(missing)} are not in the preference order")
+    return position
+
+
+def variant_scores(
+    metrics: pd.DataFrame, role: str = TUNING, order=None, floor: float = FLOOR
+) -> pd.DataFrame:
+    """Per (problem, loss, optimizer, variant) on the seeds of ``role``:
+    ``n_seeds``, ``n_diverged`` and ``score`` (median final log10 loss,
+    diverged = +inf), variants in preference order within each cell."""
+    scored = _scored(metrics, floor)
+    scored = scored[scored["role"] == role].assign(_diverged=lambda f: np.isinf(f["_score"]))
+    preference = _preference(metrics, order)
+    table = (
+        scored.groupby([*CELL, "variant"], sort=False)
+        .agg(
+            n_seeds=("_score", "size"),
+            n_diverged=("_diverged", "sum"),
+            score=("_score", "median"),
+        )
+        .reset_index()
+    )
+    table["_preference"] = table["variant"].map(preference)
+    table = table.sort_values([*CELL, "_preference"], kind="stable")
+    return table.drop(columns="_preference").reset_index(drop=True)
+
+
+def select_variants(metrics: pd.DataFrame, order=None, floor: float = FLOOR) -> pd.DataFrame:
+    """Per (problem, loss, optimizer): the chosen ``variant``, its ``score``,
+    ``n_candidates``, ``n_tied`` (candidates sharing the best score) and
+    ``n_tuning_seeds``. A cell with one variant and no tuning seeds keeps that
+    variant (nothing to tune; score NaN); several variants without tuning runs
+    are an error."""
+    scores = variant_scores(metrics, TUNING, order, floor)  # preference order within a cell
+    cells = scores.groupby(CELL, sort=False)
+    best = cells["score"].transform("min")
+    at_best = scores[scores["score"] == best]
+    chosen = at_best.drop_duplicates(CELL).set_index(CELL)  # the preferred of the tied
+    columns = ["variant", "score", "n_candidates", "n_tied", "n_tuning_seeds"]
+    chosen = chosen.assign(
+        n_candidates=cells.size(),
+        n_tied=at_best.groupby(CELL, sort=False).size(),
+        n_tuning_seeds=cells["n_seeds"].max(),
+    )[columns]
+    variants = metrics.groupby(CELL, sort=False)["variant"]
+    all_cells = variants.first().index  # order of first appearance in the table
+    untuned = all_cells.difference(chosen.index, sort=False)
+    counts = variants.nunique()
+    several = [cell for cell in untuned if counts[cell] > 1]
+    if several:
+        raise ValueError(
+            f"{'/'.join(several[0])} has {counts[several[0]]} variants but no tuning-seed runs "
+            "to choose between them: set tuning_seeds (disjoint from seeds)."
+        )
+    nothing_to_tune = pd.DataFrame(
+        {"variant": variants.first()[untuned], "score": np.nan, "n_candidates": 1, "n_tied": 1},
+        index=untuned,
+    ).assign(n_tuning_seeds=0)
+    table = pd.concat([chosen, nothing_to_tune[columns]]).reindex(all_cells)
+    return table.reset_index().astype({"n_candidates": int, "n_tied": int, "n_tuning_seeds": int})
+
+
+def tuned_evaluation_runs(metrics: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The evaluation-seed rows of ``metrics`` that belong to the chosen variants."""
+    require_columns(chosen, [*CELL, "variant"], "tuned_evaluation_runs")
+    evaluation = metrics[metrics["role"] == EVALUATION]
+    return evaluation.merge(chosen[[*CELL, "variant"]], on=[*CELL, "variant"]).reset_index(
+        drop=True
+    )
+
+
+def candidate_counts(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per (problem, loss): the number of variants of each optimizer and whether
+    they are all equal (``equal``), so that no optimizer gets more tuning effort."""
+    require_columns(metrics, [*CELL, "variant"], "candidate_counts")
+    counts = metrics.groupby(CELL, sort=False)["variant"].nunique().rename("n_variants")
+    counts = counts.reset_index()
+    counts["equal"] = counts.groupby(["problem", "loss"])["n_variants"].transform("nunique") == 1
+    return counts
+
+
+def sensitivity_table(metrics: pd.DataFrame, role: str = EVALUATION, floor: float = FLOOR):
+    """Final loss of every variant (e.g. each swept learning rate) per
+    optimizer, with the log-space statistics of ``statistics.log_describe``
+    (geometric mean and t-interval, median and order-statistic interval)."""
+    _scored(metrics, floor)
+    rows = metrics[metrics["role"] == role]
+    return log_summary_table(rows, [*CELL, "variant"], "final_loss", floor)
+
+
+def tuning_gain(
+    metrics: pd.DataFrame, chosen: pd.DataFrame, base, floor: float = FLOOR
+) -> pd.DataFrame:
+    """One-shot (``base`` variant: a name, or a mapping optimizer -> name) beside
+    the tuned (chosen) variant, per (problem, loss, optimizer), on the
+    evaluation seeds, paired by seed: medians of final log10 loss, the median
+    paired difference tuned - base (decades; negative = tuning helped) with
+    its bootstrap interval, and the paired test's p-value."""
+    scored = _scored(metrics, floor)
+    evaluation = scored[scored["role"] == EVALUATION]
+    by_variant = {
+        key: group.set_index("seed")["_score"]
+        for key, group in evaluation.groupby([*CELL, "variant"], sort=False)
+    }
+    empty = pd.Series(dtype=np.float64)
+    rows = []
+    for choice in chosen.itertuples(index=False):
+        cell = (choice.problem, choice.loss, choice.optimizer)
+        base_name = base if isinstance(base, str) else base[choice.optimizer]
+        tuned = by_variant.get((*cell, choice.variant), empty)
+        untuned = by_variant.get((*cell, base_name), empty)
+        seeds = tuned.index.intersection(untuned.index)
+        test = paired_test(tuned[seeds].to_numpy(), untuned[seeds].to_numpy())
+        rows.append(
+            dict(zip(CELL, cell, strict=True))
+            | {
+                "base_variant": base_name,
+                "tuned_variant": choice.variant,
+                "n_pairs": test["n_pairs"],
+                "base_median_log10": float(untuned.median()) if len(untuned) else np.nan,
+                "tuned_median_log10": float(tuned.median()) if len(tuned) else np.nan,
+                "median_diff": test["median_diff"],
+                "ci_low": test["ci_low"],
+                "ci_high": test["ci_high"],
+                "test": test["test"],
+                "p_value": test["p_value"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def best_of_k_weights(n_candidates: int) -> np.ndarray:
+    """K x K array: [k - 1, i - 1] = P(the i-th best of K is kept | k drawn)."""
+    total = n_candidates
+    weights = np.zeros((total, total))
+    for k in range(1, total + 1):
+        for i in range(1, total - k + 2):
+            weights[k - 1, i - 1] = math.comb(total - i, k - 1) / math.comb(total, k)
+    return weights
+
+
+def expected_best_of_k(select_values, report_values=None) -> tuple[np.ndarray, np.ndarray]:
+    """(expected, median) reported value of the kept candidate for k = 1..K.
+
+    Candidates are ranked by ``select_values`` (lower is better; equal values
+    keep their input order, the preference order); ``report_values`` (default:
+    the select values) is what is reported for the kept one. The median is
+    that of the kept value's discrete distribution (lower median). Values may
+    be +inf (a failed candidate): a term with zero weight never contributes.
+    """
+    select = np.asarray(select_values, dtype=np.float64)
+    report = select if report_values is None else np.asarray(report_values, dtype=np.float64)
+    if select.ndim != 1 or select.shape != report.shape or select.size == 0:
+        raise ValueError("select and report values must be non-empty 1-D arrays of one length")
+    order = np.argsort(select, kind="stable")
+    ranked = report[order]
+    weights = best_of_k_weights(select.size)
+    expected = np.array([np.sum(w[w > 0] * ranked[w > 0]) for w in weights])
+    medians = []
+    for w in weights:
+        by_value = np.argsort(ranked, kind="stable")
+        cumulative = np.cumsum(w[by_value])
+        medians.append(ranked[by_value][np.searchsorted(cumulative, 0.5 - 1e-12)])
+    return expected, np.array(medians)
+
+
+def tuning_curve(
+    metrics: pd.DataFrame, order=None, report: str = EVALUATION, floor: float = FLOOR
+) -> pd.DataFrame:
+    """Per (problem, loss, optimizer) and k = 1..K: the expected and median
+    log10 final loss of the variant a k-trial tuner keeps (chosen by its
+    tuning median, reported by its ``report``-seed median)."""
+    tuning = variant_scores(metrics, TUNING, order, floor)
+    reported = variant_scores(metrics, report, order, floor)
+    reported = reported[[*CELL, "variant", "score"]].rename(columns={"score": "score_r"})
+    merged = tuning.merge(reported, on=[*CELL, "variant"], how="left")
+    rows = []
+    for cell, group in merged.groupby(CELL, sort=False):
+        expected, median = expected_best_of_k(group["score"], group["score_r"])
+        for k in range(1, len(group) + 1):
+            rows.append(
+                dict(zip(CELL, cell, strict=True))
+                | {
+                    "k": k,
+                    "n_candidates": len(group),
+                    "expected_log10": expected[k - 1],
+                    "median_log10": median[k - 1],
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=[*CELL, "k", "n_candidates", "expected_log10", "median_log10"]
+    )
