@@ -13,9 +13,14 @@ sys.path.insert(0, str(SCRIPTS))
 
 from optbench import settings  # noqa: E402
 
+# Users add problems as files here (docs/problems.md); looked up by name only.
+PROBLEMS_DIR = Path(workflow.basedir) / "problems"
+
 try:
     EXPERIMENT = settings.validate(
-        config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
+        config,
+        Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml",
+        problems_dir=PROBLEMS_DIR,
     )
 except settings.ConfigError as error:
     _count = len(error.problems)
@@ -23,27 +28,37 @@ except settings.ConfigError as error:
         f"Invalid configuration ({_count} problem{'s' if _count > 1 else ''}):\n{error}"
     ) from None
 
-RUN_TSV = "results/runs/{loss}/{optimizer}/seed{seed}.tsv"
-RUN_SIDECAR = "results/runs/{loss}/{optimizer}/seed{seed}.json"
-CELL_SUMMARY = "results/summary/cells/{loss}/{optimizer}.json"
+RUN_TSV = "results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
+RUN_SIDECAR = "results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.json"
+# One summary per cell and seed role: evaluation seeds report the comparison,
+# tuning seeds pick each optimizer's variant.
+CELL_SUMMARY = "results/summary/cells/{role}/{problem}/{loss}/{optimizer}/{variant}.json"
 STEP_SUMMARY = "results/summary/steps.tsv"
 LEADERBOARD = "results/summary/leaderboard.tsv"
-LOSS_FIGURE = "results/figures/losses/{loss}.{ext}"
+SELECTION = "results/summary/selection.tsv"
+LOSS_FIGURE = "results/figures/losses/{problem}/{loss}.{ext}"
 OVERVIEW_FIGURE = "results/figures/overview.{ext}"
 FIGURE_FORMATS = ("png", "svg")
+ROLES = {"evaluation": EXPERIMENT.seeds, "tuning": EXPERIMENT.tuning_seeds}
 
-# A cell is a grid point without the seed: the wildcards of CELL_SUMMARY.
-CELL_FIELDS = ("loss", "optimizer")
+# A cell is a grid point without the seed: the wildcards of RUN_TSV but seed.
+CELL_FIELDS = ("problem", "loss", "optimizer", "variant")
+CELLS = EXPERIMENT.cells()
 RUN_SPECS = {
-    (loss, optimizer): EXPERIMENT.run_spec_json(loss, optimizer)
-    for loss in EXPERIMENT.losses
-    for optimizer in EXPERIMENT.optimizers
+    (cell.problem, cell.loss, cell.optimizer, cell.variant): EXPERIMENT.run_spec_json(cell)
+    for cell in CELLS
 }
+# The (problem, loss) pairs of the grid, in configured order: one figure each.
+PROBLEM_LOSSES = list(dict.fromkeys((cell.problem, cell.loss) for cell in CELLS))
 SEED_BLOCKS = EXPERIMENT.seed_blocks()
 
 
 def cell_spec(wildcards):
-    return RUN_SPECS[wildcards.loss, wildcards.optimizer]
+    return RUN_SPECS[wildcards.problem, wildcards.loss, wildcards.optimizer, wildcards.variant]
+
+
+def cell_steps(wildcards):
+    return EXPERIMENT.problems[wildcards.problem].steps
 
 
 def run_arguments(seeds, output):
@@ -59,23 +74,28 @@ def _alternatives(names):
 
 
 wildcard_constraints:
-    loss=_alternatives(EXPERIMENT.losses),
+    problem=_alternatives(EXPERIMENT.problems),
+    loss=_alternatives({cell.loss for cell in CELLS}),
     optimizer=_alternatives(EXPERIMENT.optimizers),
+    variant=_alternatives({cell.variant for cell in CELLS}),
+    role=_alternatives(ROLES),
     seed=r"\d+",
     ext=_alternatives(FIGURE_FORMATS),
 
 
-# A cell's runs, one per configured seed; {loss} and {optimizer} stay wildcards,
-# so the rule needs no input function (one call per cell on large grids).
-CELL_RUNS = expand(RUN_TSV, seed=EXPERIMENT.seeds, allow_missing=True)
+def cell_runs(wildcards):
+    """A cell's runs of one seed role (one call per cell, not per run)."""
+    fields = {field: getattr(wildcards, field) for field in CELL_FIELDS}
+    return expand(RUN_TSV, seed=ROLES[wildcards.role], **fields)
 
 
-def cell_summaries():
+def cell_summaries(role):
     # In config order, which the step summary's rows follow.
+    if not ROLES[role]:
+        return []
     return [
-        CELL_SUMMARY.format(loss=loss, optimizer=optimizer)
-        for loss in EXPERIMENT.losses
-        for optimizer in EXPERIMENT.optimizers
+        CELL_SUMMARY.format(role=role, **{field: getattr(cell, field) for field in CELL_FIELDS})
+        for cell in CELLS
     ]
 
 
@@ -90,16 +110,16 @@ def lost_cell_summaries():
     """
     if not Path(STEP_SUMMARY).exists():
         return []
-    return [
-        CELL_SUMMARY.format(loss=loss, optimizer=optimizer)
-        for loss in EXPERIMENT.losses
-        for optimizer in EXPERIMENT.optimizers
-        if not Path(CELL_SUMMARY.format(loss=loss, optimizer=optimizer)).exists()
-        and all(
-            Path(run).exists()
-            for run in expand(RUN_TSV, loss=loss, optimizer=optimizer, seed=EXPERIMENT.seeds)
-        )
-    ]
+    lost = []
+    for role, seeds in ROLES.items():
+        for cell in CELLS:
+            fields = {field: getattr(cell, field) for field in CELL_FIELDS}
+            summary = CELL_SUMMARY.format(role=role, **fields)
+            if seeds and not Path(summary).exists():
+                runs = expand(RUN_TSV, seed=seeds, **fields)
+                if all(Path(run).exists() for run in runs):
+                    lost.append(summary)
+    return lost
 
 
 def code_digest(*names):
@@ -119,11 +139,11 @@ COMBINE_CODE = code_digest("optbench/summary.py", "optbench/cells.py")
 def final_outputs():
     figures = [OVERVIEW_FIGURE.format(ext=ext) for ext in FIGURE_FORMATS]
     figures += [
-        LOSS_FIGURE.format(loss=loss, ext=ext)
-        for loss in EXPERIMENT.losses
+        LOSS_FIGURE.format(problem=problem, loss=loss, ext=ext)
+        for problem, loss in PROBLEM_LOSSES
         for ext in FIGURE_FORMATS
     ]
-    return [STEP_SUMMARY, LEADERBOARD] + figures + lost_cell_summaries()
+    return [STEP_SUMMARY, LEADERBOARD, SELECTION] + figures + lost_cell_summaries()
 
 
 def _python():

@@ -10,15 +10,16 @@ localrules:
 rule plot_loss:
     input:
         steps=STEP_SUMMARY,
+        selection=SELECTION,
     output:
         report(
             expand(LOSS_FIGURE, ext=FIGURE_FORMATS, allow_missing=True),
             caption="../report/loss_figure.rst",
             category="Figures",
-            labels={"loss": "{loss}", "figure": "per loss"},
+            labels={"problem": "{problem}", "loss": "{loss}", "figure": "per loss"},
         ),
     log:
-        "results/logs/plot/{loss}.log",
+        "results/logs/plot/{problem}/{loss}.log",
     conda:
         ANALYSIS_ENV
     params:
@@ -30,12 +31,13 @@ rule plot_loss:
 rule plot_overview:
     input:
         steps=STEP_SUMMARY,
+        selection=SELECTION,
     output:
         report(
             expand(OVERVIEW_FIGURE, ext=FIGURE_FORMATS),
             caption="../report/overview_figure.rst",
             category="Figures",
-            labels={"loss": "all", "figure": "overview"},
+            labels={"problem": "all", "loss": "all", "figure": "overview"},
         ),
     log:
         "results/logs/plot/overview.log",
@@ -43,6 +45,6 @@ rule plot_overview:
         ANALYSIS_ENV
     params:
         band=EXPERIMENT.band,
-        losses=list(EXPERIMENT.losses),
+        panels=PROBLEM_LOSSES,
     script:
         "../scripts/plot.py"

@@ -1,5 +1,6 @@
-# Across-seed statistics in two steps: a summary per grid cell, reading only
-# that cell's runs (adding a seed re-summarises only the cells it touches),
+# Across-seed statistics in two steps: a summary per grid cell and seed role,
+# reading only that cell's runs (adding a seed re-summarises only the cells it
+# touches),
 # then one small step combining the cells into the step summary and the
 # leaderboard. Both are cheap, so they run on the submitting host.
 
@@ -11,15 +12,15 @@ localrules:
 
 rule summarize_cell:
     input:
-        CELL_RUNS,
+        cell_runs,
     output:
         CELL_SUMMARY,
     log:
-        "results/logs/summarize/{loss}/{optimizer}.log",
+        "results/logs/summarize/{role}/{problem}/{loss}/{optimizer}/{variant}.log",
     conda:
         ANALYSIS_ENV
     params:
-        steps=EXPERIMENT.steps,
+        steps=cell_steps,
         code=CELL_SUMMARY_CODE,
     shell:
         SUMMARIZE_CELL
@@ -27,7 +28,8 @@ rule summarize_cell:
 
 rule summarize:
     input:
-        cells=cell_summaries(),
+        cells=cell_summaries("evaluation"),
+        tuning=cell_summaries("tuning"),
     output:
         steps=report(
             STEP_SUMMARY,
@@ -37,6 +39,11 @@ rule summarize:
         leaderboard=report(
             LEADERBOARD,
             caption="../report/leaderboard.rst",
+            category="Summaries",
+        ),
+        selection=report(
+            SELECTION,
+            caption="../report/selection.rst",
             category="Summaries",
         ),
     log:

@@ -6,8 +6,9 @@
 # `train`, one job per run. For K > 1 a job must declare the outputs of all
 # its seeds, and Snakemake rules cannot derive a variable output list from a
 # wildcard, so one rule is generated per block of seed values (0..K-1,
-# K..2K-1, ...) that the config uses; each rule keeps the {loss} and
-# {optimizer} wildcards, so the rule graph has one node per block, not per run.
+# K..2K-1, ...) that the config uses; each rule keeps the {problem}, {loss},
+# {optimizer} and {variant} wildcards, so the rule graph has one node per
+# block, not per run. Tuning and evaluation seeds are packed alike.
 # Blocks follow seed values, not positions, so adding a seed re-runs only the
 # block it falls in. The command lines are in common.smk.
 
@@ -19,9 +20,9 @@ if EXPERIMENT.seeds_per_job == 1:
             tsv=RUN_TSV,
             sidecar=RUN_SIDECAR,
         log:
-            "results/logs/train/{loss}/{optimizer}/seed{seed}.log",
+            "results/logs/train/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.log",
         benchmark:
-            "results/benchmarks/train/{loss}/{optimizer}/seed{seed}.tsv"
+            "results/benchmarks/train/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
         conda:
             TRAIN_ENV
         threads: 1
@@ -43,9 +44,9 @@ else:
                 tsv=expand(RUN_TSV, seed=block.seeds, allow_missing=True),
                 sidecar=expand(RUN_SIDECAR, seed=block.seeds, allow_missing=True),
             log:
-                f"results/logs/train/{{loss}}/{{optimizer}}/seeds{block.label}.log",
+                f"results/logs/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seeds{block.label}.log",
             benchmark:
-                f"results/benchmarks/train/{{loss}}/{{optimizer}}/seeds{block.label}.tsv"
+                f"results/benchmarks/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seeds{block.label}.tsv"
             conda:
                 TRAIN_ENV
             threads: 1

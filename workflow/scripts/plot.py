@@ -2,14 +2,18 @@
 
 import sys
 
-from optbench import figures
+from optbench import figures, summary
 
 # Errors and warnings go to the rule's log; the file stays open until exit so
 # that a traceback is written there too.
 sys.stderr = open(snakemake.log[0], "w", encoding="utf-8")  # noqa: SIM115
-table = figures.read_table(snakemake.input.steps)
+# Each optimizer's selected variant (its only one where nothing is swept).
+table = summary.selected_rows(
+    figures.read_table(snakemake.input.steps), figures.read_table(snakemake.input.selection)
+)
 band = snakemake.params.band
 if snakemake.rule == "plot_overview":
-    figures.plot_overview(table, snakemake.params.losses, band, snakemake.output)
+    figures.plot_overview(table, snakemake.params.panels, band, snakemake.output)
 else:
-    figures.plot_loss(table, snakemake.wildcards.loss, band, snakemake.output)
+    wildcards = snakemake.wildcards
+    figures.plot_loss(table, wildcards.loss, band, snakemake.output, wildcards.problem)

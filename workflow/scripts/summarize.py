@@ -1,4 +1,4 @@
-"""Rule summarize: the cell summaries -> step summary and leaderboard."""
+"""Rule summarize: the cell summaries -> step summary, variant selection and leaderboard."""
 
 import sys
 
@@ -11,4 +11,6 @@ summary.summarize(
     snakemake.input.cells,
     snakemake.output.steps,
     snakemake.output.leaderboard,
+    snakemake.output.selection,
+    snakemake.input.tuning,
 )

@@ -1,4 +1,4 @@
-"""Training job: runs one or more seeds of one (loss, optimizer) cell.
+"""Training job: runs one or more seeds of one (problem, loss, optimizer, variant) cell.
 
 Called from rule train as a plain command, not through ``script:``, so the job
 imports torch and the standard library only (no Snakemake, pandas or
@@ -37,11 +37,16 @@ def _exit_on_sigterm(signum, frame):
 
 def describe_cell(spec: dict) -> str:
     """The job's first log line: which cell and settings it trains."""
-    loss, optimizer = spec["loss"], spec["optimizer"]
+    problem, loss, optimizer = spec["problem"], spec["loss"], spec["optimizer"]
+    trained_by = (
+        "minimised directly (objective)"
+        if loss is None
+        else f"loss {loss['name']} = torch.nn.{loss['class']}(**{loss['kwargs']})"
+    )
     return (
-        f"cell: loss {loss['name']} = torch.nn.{loss['class']}(**{loss['kwargs']}), "
-        f"optimizer {optimizer['name']} = torch.optim.{optimizer['class']}"
-        f"(**{optimizer['kwargs']}), {spec['steps']} steps, dim {spec['dim']}"
+        f"cell: problem {problem['name']} = {problem['problem']}(**{problem['kwargs']}), "
+        f"{trained_by}, optimizer {optimizer['name']} variant {spec['variant']} = "
+        f"torch.optim.{optimizer['class']}(**{optimizer['kwargs']}), {spec['steps']} steps"
     )
 
 
@@ -85,8 +90,10 @@ def main(argv=None) -> int:
             "train_seconds": result.seconds,
             "job_seconds_before_this_run": time.perf_counter() - started,
             "first_nonfinite_step": runfiles.first_nonfinite_step(result.losses),
+            "evaluations": sum(result.evaluations),
+            "heldout": result.heldout,
         }
-        runfiles.write_run(tsv, result.losses, sidecar, metadata)
+        runfiles.write_run(tsv, result.losses, sidecar, metadata, result.evaluations)
         print(
             f"seed {seed}: final loss {result.losses[-1]!r} after {len(result.losses)} steps, "
             f"{result.seconds!r} s training, written to {tsv} and {sidecar}",

@@ -11,11 +11,15 @@ the new variant's runs.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 # The variant that runs an optimizer's kwargs as configured: the one-shot
 # (untuned) setting that a comparison reports beside the tuned one.
 BASE = "base"
+
+# What a variant name may hold: it is a path component and a wildcard value.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
-HEADER = "step\tloss"
+HEADER = "step\tloss\tevaluations"
 
 
 class RunFileError(ValueError):
@@ -70,24 +70,41 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         temporary.write_text(text, encoding="utf-8", newline="\n")
 
 
-def format_losses(losses) -> str:
-    """TSV text; repr() gives the shortest text that reads back as the same float."""
-    rows = [HEADER] + [f"{step}\t{float(value)!r}" for step, value in enumerate(losses)]
+def format_losses(losses, evaluations=None) -> str:
+    """TSV text; repr() gives the shortest text that reads back as the same float.
+
+    ``evaluations`` counts the loss evaluations of each step (1 for every step
+    unless the optimizer re-evaluates through a closure, as L-BFGS does).
+    """
+    if evaluations is None:
+        evaluations = [1] * len(losses)
+    rows = [HEADER] + [
+        f"{step}\t{float(value)!r}\t{int(count)}"
+        for step, (value, count) in enumerate(zip(losses, evaluations, strict=True))
+    ]
     return "\n".join(rows) + "\n"
 
 
-def write_run(tsv_path, losses, sidecar_path, metadata: dict) -> None:
+def write_run(tsv_path, losses, sidecar_path, metadata: dict, evaluations=None) -> None:
     # The sidecar is written first: a TSV under its final name then always has one.
     write_text_atomic(sidecar_path, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(tsv_path, format_losses(losses))
+    write_text_atomic(tsv_path, format_losses(losses, evaluations))
 
 
 def first_nonfinite_step(losses) -> int | None:
     return next((step for step, value in enumerate(losses) if not math.isfinite(value)), None)
 
 
-def read_run(path: str | os.PathLike, steps: int | None = None) -> list[float]:
-    """The losses of one run TSV, checked line by line."""
+def _bad(path, number: int, problem: str) -> RunFileError:
+    return RunFileError(
+        f"{path}:{number}: {problem}. Delete the file so that the pipeline regenerates it."
+    )
+
+
+def read_run_columns(
+    path: str | os.PathLike, steps: int | None = None
+) -> tuple[list[float], list[int]]:
+    """The losses and loss evaluations of one run TSV, checked line by line."""
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     lines = text.split("\n")
@@ -95,29 +112,30 @@ def read_run(path: str | os.PathLike, steps: int | None = None) -> list[float]:
         lines.pop()
     if not lines or lines[0] != HEADER:
         found = lines[0] if lines else "an empty file"
-        raise RunFileError(
-            f"{path}:1: expected the header 'step<TAB>loss', found {found!r}. "
-            "Delete the file so that the pipeline regenerates it."
-        )
-    losses = []
+        raise _bad(path, 1, f"expected the header 'step<TAB>loss<TAB>evaluations', found {found!r}")
+    losses, evaluations = [], []
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
         step = number - 2
-        if len(fields) != 2 or fields[0] != str(step):
-            raise RunFileError(
-                f"{path}:{number}: expected step {step} and a loss separated by a tab, "
-                f"found {line!r}. Delete the file so that the pipeline regenerates it."
+        if len(fields) != 3 or fields[0] != str(step):
+            raise _bad(
+                path,
+                number,
+                f"expected step {step}, a loss and an evaluation count separated by tabs, "
+                f"found {line!r}",
             )
         try:
             losses.append(float(fields[1]))
         except ValueError:
-            raise RunFileError(
-                f"{path}:{number}: loss {fields[1]!r} is not a number. "
-                "Delete the file so that the pipeline regenerates it."
-            ) from None
+            raise _bad(path, number, f"loss {fields[1]!r} is not a number") from None
+        if not fields[2].isdigit():
+            raise _bad(path, number, f"evaluations {fields[2]!r} is not a count")
+        evaluations.append(int(fields[2]))
     if steps is not None and len(losses) != steps:
-        raise RunFileError(
-            f"{path}:{len(lines) + 1}: expected {steps} steps, found {len(losses)}. "
-            "Delete the file so that the pipeline regenerates it."
-        )
-    return losses
+        raise _bad(path, len(lines) + 1, f"expected {steps} steps, found {len(losses)}")
+    return losses, evaluations
+
+
+def read_run(path: str | os.PathLike, steps: int | None = None) -> list[float]:
+    """The losses of one run TSV, checked line by line."""
+    return read_run_columns(path, steps)[0]

@@ -23,14 +23,19 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from optbench import torch_catalog
+from optbench import grid, problems, torch_catalog
 
 # Float text that PyYAML's YAML 1.1 rules leave a string: '1e-9' has no dot.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
-# Optimizers whose step() needs a closure that re-evaluates the model; the
-# reference training loop (one forward/backward per step) cannot drive them.
-_NEEDS_CLOSURE = {"LBFGS"}
+# Optimizers that work only with sparse gradients; every problem's model has
+# dense ones, so such a class would fail in its first step.
+_NEEDS_SPARSE_GRADIENTS = {"SparseAdam"}
+
+# The loss name of a problem that is minimised directly (KIND objective): it
+# stands in the loss position of paths and tables, so no configured loss may
+# take it.
+OBJECTIVE = "objective"
 
 
 # Bounds on the configuration, far above any real experiment (the largest
@@ -40,7 +45,7 @@ MAX_VALUES = 100_000
 MAX_DEPTH = 16
 
 # The grid's axes, in the order cells are listed; `only:` selects along them.
-GRID_AXES = ("losses", "optimizers", "seeds")
+GRID_AXES = ("problems", "losses", "optimizers", "seeds")
 
 
 class ConfigError(ValueError):
@@ -53,7 +58,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Component:
-    """One optimizer or loss of the grid: its name in paths and how to build it."""
+    """One loss of the grid: its name in paths and how to build it."""
 
     name: str
     cls: str
@@ -64,52 +69,100 @@ class Component:
 
 
 @dataclass(frozen=True)
-class SeedBlock:
-    """Seeds that one packed training job runs; label is the block's value range."""
+class Optimizer:
+    """One optimizer entry: its class, base kwargs and the variants its sweep makes."""
 
-    label: str
-    seeds: tuple[int, ...]
+    name: str
+    cls: str
+    kwargs: dict
+    sweep: dict
+    variants: dict[str, grid.Variant]
+
+    def as_dict(self, variant: str) -> dict:
+        return {"name": self.name, "class": self.cls, "kwargs": self.variants[variant].kwargs}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem entry: a registered problem with its parameters, losses and steps."""
+
+    name: str
+    problem: str  # the registered problem (file stem) it instantiates
+    kind: str
+    kwargs: dict  # every parameter, defaults filled in
+    losses: tuple[str, ...]  # configured loss names, or (OBJECTIVE,) for an objective
+    steps: int
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "problem": self.problem,
+            "kind": self.kind,
+            "kwargs": self.kwargs,
+        }
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One curve of the comparison: every seed of it is one run."""
+
+    problem: str
+    loss: str
+    optimizer: str
+    variant: str
 
 
 @dataclass(frozen=True)
 class Experiment:
-    seeds: tuple[int, ...]
-    steps: int
-    dim: int
+    seeds: tuple[int, ...]  # evaluation seeds: the comparison is reported on these
+    tuning_seeds: tuple[int, ...]  # used only to pick each optimizer's variant
     device: str
     band: str
     seeds_per_job: int  # already resolved: "all" becomes the number of seeds' span
     torch_build: str  # resolved: cuda or cpu
-    optimizers: dict[str, Component]
+    problems: dict[str, Problem]
+    optimizers: dict[str, Optimizer]
     losses: dict[str, Component]
+    problems_dir: str  # the user folder that problems are looked up in, beside the built-ins
+
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        """Every seed a run uses: tuning and evaluation seeds, in increasing order."""
+        return tuple(sorted(set(self.seeds) | set(self.tuning_seeds)))
+
+    def cells(self) -> list[Cell]:
+        """Every (problem, loss, optimizer, variant) in configured order."""
+        return [
+            Cell(problem.name, loss, optimizer.name, variant)
+            for problem in self.problems.values()
+            for loss in problem.losses
+            for optimizer in self.optimizers.values()
+            for variant in optimizer.variants
+        ]
 
     @property
     def n_runs(self) -> int:
-        return len(self.seeds) * len(self.optimizers) * len(self.losses)
+        return len(self.cells()) * len(self.all_seeds)
 
-    def seed_blocks(self) -> list[SeedBlock]:
-        """The configured seeds grouped by value into blocks of seeds_per_job."""
-        blocks: dict[int, list[int]] = {}
-        for seed in sorted(self.seeds):
-            blocks.setdefault(seed // self.seeds_per_job, []).append(seed)
-        size = self.seeds_per_job
-        return [
-            SeedBlock(f"{index * size}-{(index + 1) * size - 1}", tuple(seeds))
-            for index, seeds in sorted(blocks.items())
-        ]
+    def seed_blocks(self) -> list[grid.SeedBlock]:
+        """Every seed grouped by value into blocks of seeds_per_job."""
+        return grid.seed_blocks(self.all_seeds, self.seeds_per_job)
 
-    def run_spec(self, loss: str, optimizer: str) -> dict:
-        """The settings a training job needs for one (loss, optimizer) cell."""
+    def run_spec(self, cell: Cell) -> dict:
+        """The settings a training job needs for one cell."""
+        problem = self.problems[cell.problem]
         return {
-            "loss": self.losses[loss].as_dict(),
-            "optimizer": self.optimizers[optimizer].as_dict(),
-            "steps": self.steps,
-            "dim": self.dim,
+            "problem": problem.as_dict(),
+            "steps": problem.steps,
+            "loss": None if cell.loss == OBJECTIVE else self.losses[cell.loss].as_dict(),
+            "optimizer": self.optimizers[cell.optimizer].as_dict(cell.variant),
+            "variant": cell.variant,
             "device": self.device,
+            "problems_dir": self.problems_dir,
         }
 
-    def run_spec_json(self, loss: str, optimizer: str) -> str:
-        return json.dumps(self.run_spec(loss, optimizer), sort_keys=True)
+    def run_spec_json(self, cell: Cell) -> str:
+        return json.dumps(self.run_spec(cell), sort_keys=True)
 
 
 def _key_path(path) -> str:
@@ -279,11 +332,11 @@ def _component_problems(kind: str, name: str, entry: dict, catalog) -> list[str]
     cls, kwargs = entry["class"], entry["kwargs"]
     key = f"{kind}.{name}"
     module = "torch.optim" if kind == "optimizers" else "torch.nn"
-    if kind == "optimizers" and cls in _NEEDS_CLOSURE:
+    if kind == "optimizers" and cls in _NEEDS_SPARSE_GRADIENTS:
         return [
-            f"config key {key}.class: {module}.{cls} needs a closure that re-evaluates "
-            "the model at every step, which the reference training loop does not use. "
-            "Fix: choose another optimizer class."
+            f"config key {key}.class: {module}.{cls} works only with sparse gradients, and "
+            "every problem's model has dense ones. Fix: choose another optimizer class "
+            "(Adam is the dense counterpart of SparseAdam)."
         ]
     if catalog is None:
         return []
@@ -310,15 +363,112 @@ def _component_problems(kind: str, name: str, entry: dict, catalog) -> list[str]
             f"config key {key}.kwargs: {module}.{cls} does not accept "
             f"{', '.join(map(repr, unknown))}. Fix: use only {', '.join(accepted)}."
         )
-    for arg, value in kwargs.items():
+    problems += _type_problems(f"{key}.kwargs", module, cls, signature, kwargs)
+    sweep = entry.get("sweep") or {}
+    unknown = [arg for arg in signature.unknown(sweep) if arg != "params"]
+    if unknown or "params" in sweep:
+        accepted = [p for p in signature.parameters if p != "params"]
+        problems.append(
+            f"config key {key}.sweep: {module}.{cls} does not accept "
+            f"{', '.join(map(repr, unknown or ['params']))}. Fix: sweep only "
+            f"{', '.join(accepted)}."
+        )
+    for arg, values in sweep.items():
+        problems += _type_problems(
+            f"{key}.sweep", module, cls, signature, {f"{arg}.{i}": v for i, v in enumerate(values)}
+        )
+    return problems
+
+
+def _type_problems(key: str, module: str, cls: str, signature, kwargs: dict) -> list[str]:
+    """Keyword values whose type differs from what torch's default tells.
+
+    Keys may carry a list position (``lr.2`` for the third swept value); the
+    argument is the part before the dot.
+    """
+    problems = []
+    for label, value in kwargs.items():
+        arg = label.split(".")[0]
         expected = signature.wrong_type(arg, value)
         if expected is not None:
             problems.append(
-                f"config key {key}.kwargs.{arg}: {module}.{cls} takes {expected.describe()} "
+                f"config key {key}.{label}: {module}.{cls} takes {expected.describe()} "
                 f"here (its default is {_yaml_text(expected.default)}), not {_what(value)}. "
                 f"Fix: give {expected.describe()}, e.g. {arg}: {_yaml_text(expected.default)}."
             )
     return problems
+
+
+def _variant_problems(name: str, entry: dict) -> list[str]:
+    """Sweep values that cannot name a variant (file-name-safe, distinct)."""
+    try:
+        variants = grid.expand_sweep(entry["kwargs"], entry.get("sweep") or {})
+    except TypeError as error:
+        return [
+            f"config key optimizers.{name}.sweep: {error}. Fix: sweep numbers, bools, "
+            "short strings or lists of numbers."
+        ]
+    names = [variant.name for variant in variants]
+    bad = [n for n in names if not grid.SAFE_NAME.fullmatch(n)]
+    if bad:
+        return [
+            f"config key optimizers.{name}.sweep: the variant name(s) {', '.join(map(repr, bad))} "
+            "made from the swept values are not safe file names. Fix: sweep numbers, bools "
+            "or strings of letters, digits, '.', '_' and '-'."
+        ]
+    return []
+
+
+def _problem_problems(
+    name: str, entry: dict, losses: dict, user_dir
+) -> tuple[list[str], Problem | None]:
+    """A problem entry's checks (registered name, parameters, losses), and the entry."""
+    key = f"problems.{name}"
+    registered = entry.get("problem", name)
+    try:
+        declaration = problems.declaration(registered, user_dir)
+    except problems.ProblemError as error:
+        return [f"config key {key}.problem: {error}"], None
+    found = [
+        f"config key {problem}"
+        for problem in problems.check_parameters(
+            declaration, entry.get("kwargs") or {}, key=f"{key}.kwargs"
+        )
+    ]
+    listed = entry.get("losses")
+    if declaration.kind == "objective":
+        if listed:
+            found.append(
+                f"config key {key}.losses: problem {registered!r} is an objective, minimised "
+                "directly, so no loss applies. Fix: remove the losses of this entry."
+            )
+        chosen: tuple[str, ...] = (OBJECTIVE,)
+    elif listed is None:
+        chosen = tuple(
+            loss for loss, component in losses.items() if component.cls in declaration.losses
+        )
+        if not chosen:
+            found.append(
+                f"config key {key}: no configured loss fits problem {registered!r} "
+                f"(a {declaration.kind} problem). Fix: add a loss of class "
+                f"{' or '.join(declaration.losses)} under losses."
+            )
+    else:
+        chosen = tuple(listed)
+        for loss in listed:
+            if loss not in losses:
+                found.append(
+                    f"config key {key}.losses: {loss!r} is not a configured loss. "
+                    f"Fix: choose from {', '.join(losses)}."
+                )
+                continue
+            mismatch = problems.loss_error(declaration, losses[loss].cls)
+            if mismatch:
+                found.append(f"config key {key}.losses: {loss!r}: {mismatch}")
+    if found:
+        return found, None
+    resolved = problems.resolve_parameters(declaration, entry.get("kwargs") or {})
+    return [], Problem(name, registered, declaration.kind, resolved, chosen, int(entry["steps"]))
 
 
 def _selection(axes: dict[str, tuple], only: dict) -> tuple[dict[str, tuple], list[str]]:
@@ -362,26 +512,40 @@ def _fill_defaults(config: dict, schema: dict) -> dict:
     filled = dict(config)
     for key, spec in schema["properties"].items():
         filled.setdefault(key, spec["default"])
-    for kind in ("optimizers", "losses"):
+    for kind in ("optimizers", "losses", "problems"):
         if isinstance(filled[kind], dict):
             filled[kind] = {
                 name: {"kwargs": {}, **entry} if isinstance(entry, dict) else entry
                 for name, entry in filled[kind].items()
             }
+    # A problem's steps default to the top-level steps.
+    if isinstance(filled["problems"], dict):
+        filled["problems"] = {
+            name: {"steps": filled["steps"], **entry} if isinstance(entry, dict) else entry
+            for name, entry in filled["problems"].items()
+        }
     return filled
 
 
 def _with_numbers(config: dict) -> dict:
     """Seeds, kwargs and `only` with command-line text read as numbers (see _coerce)."""
     config = dict(config)
-    config["seeds"] = _coerce(config["seeds"])
+    for key in ("seeds", "tuning_seeds", "steps"):
+        config[key] = _coerce(config[key])
     if isinstance(config["only"], dict):
         config["only"] = _coerce(config["only"])
-    for kind in ("optimizers", "losses"):
+    for kind in ("optimizers", "losses", "problems"):
         if isinstance(config[kind], dict):
             config[kind] = {
-                name: {**entry, "kwargs": _coerce(entry["kwargs"])}
-                if isinstance(entry, dict) and isinstance(entry.get("kwargs"), dict)
+                name: {
+                    **entry,
+                    **{
+                        part: _coerce(entry[part])
+                        for part in ("kwargs", "sweep", "steps")
+                        if part in entry
+                    },
+                }
+                if isinstance(entry, dict)
                 else entry
                 for name, entry in config[kind].items()
             }
@@ -443,56 +607,148 @@ def load_config_files(paths) -> dict:
     return merged
 
 
-def validate(config: dict, schema_path: str | Path, check_torch: bool = True) -> Experiment:
-    """The experiment described by ``config``, or a ConfigError listing every problem."""
+def _moved_key_problems(config: dict) -> list[str]:
+    """Keys of earlier versions that have a new place, with where to put them."""
+    if "dim" in config:
+        return [
+            "config key dim: the model width is now a parameter of the problem. Fix: remove "
+            "dim and set problems.linear.kwargs.dim (e.g. problems: {linear: {kwargs: "
+            "{dim: 20}}})."
+        ]
+    return []
+
+
+def _seed_role_problems(config: dict) -> list[str]:
+    """Tuning and evaluation seeds must be disjoint, and a sweep needs tuning seeds."""
+    found = []
+    seeds, tuning = config["seeds"], config["tuning_seeds"]
+    if isinstance(seeds, list) and isinstance(tuning, list):
+        shared = sorted(set(seeds) & set(tuning), key=str)
+        if shared:
+            found.append(
+                f"config keys seeds and tuning_seeds share {', '.join(map(str, shared))}: a seed "
+                "used to pick the variants would also report the comparison. Fix: keep the two "
+                "lists disjoint, e.g. tuning_seeds: [100, 101, 102, 103, 104]."
+            )
+    if isinstance(config["optimizers"], dict) and isinstance(tuning, list) and not tuning:
+        swept = [
+            name
+            for name, entry in config["optimizers"].items()
+            if isinstance(entry, dict) and entry.get("sweep")
+        ]
+        if swept:
+            found.append(
+                f"config key tuning_seeds is empty, but optimizers {', '.join(swept)} sweep "
+                "hyper-parameters, and variants are picked on tuning seeds only. Fix: set "
+                "tuning_seeds to seeds not in seeds, e.g. tuning_seeds: [100, 101, 102, 103, 104]."
+            )
+    return found
+
+
+def validate(
+    config: dict,
+    schema_path: str | Path,
+    check_torch: bool = True,
+    problems_dir: str | Path | None = None,
+) -> Experiment:
+    """The experiment described by ``config``, or a ConfigError listing every problem.
+
+    ``problems_dir`` is the user folder of problem files (the repository's
+    ``problems/``), searched beside the built-in problems.
+    """
     if not isinstance(config, dict):
         raise ConfigError("the configuration must be a mapping of keys to values.")
     # First, because every later step walks (and _coerce copies) the config.
     oversized = _size_problems(config)
     if oversized:
         raise ConfigError(oversized)
+    moved = _moved_key_problems(config)
+    config = {key: value for key, value in config.items() if key != "dim"}
     schema = load_schema(schema_path)
     config = _with_numbers(_fill_defaults(config, schema))
     validator = jsonschema.Draft202012Validator(schema)
     schema_errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    problems = [_schema_message(e, schema) for e in schema_errors]
+    found = moved + [_schema_message(e, schema) for e in schema_errors]
     # Later checks skip what the schema already refused, so no key is reported twice.
     refused = {tuple(e.absolute_path)[:2] for e in schema_errors}
     refused_keys = {path[0] for path in refused if path}
 
     catalog = torch_catalog.load() if check_torch else None
-    components = {}
-    for kind in ("optimizers", "losses"):
-        if not isinstance(config[kind], dict):
-            continue
-        components[kind] = {}
-        for name, entry in config[kind].items():
-            if (kind, name) in refused or not isinstance(entry, dict):
+    losses: dict[str, Component] = {}
+    optimizers: dict[str, Optimizer] = {}
+    if isinstance(config["losses"], dict):
+        for name, entry in config["losses"].items():
+            if ("losses", name) in refused or not isinstance(entry, dict):
                 continue
-            problems += _component_problems(kind, name, entry, catalog)
-            components[kind][name] = Component(name, entry["class"], entry["kwargs"])
+            if name == OBJECTIVE:
+                found.append(
+                    f"config key losses.{name}: the name {OBJECTIVE!r} stands for the value "
+                    "that an objective problem minimises directly. Fix: rename this loss."
+                )
+                continue
+            found += _component_problems("losses", name, entry, catalog)
+            losses[name] = Component(name, entry["class"], entry["kwargs"])
+    if isinstance(config["optimizers"], dict):
+        for name, entry in config["optimizers"].items():
+            if ("optimizers", name) in refused or not isinstance(entry, dict):
+                continue
+            entry_problems = _component_problems("optimizers", name, entry, catalog)
+            entry_problems += _variant_problems(name, entry)
+            found += entry_problems
+            if not entry_problems:
+                sweep = entry.get("sweep") or {}
+                variants = grid.expand_sweep(entry["kwargs"], sweep)
+                optimizers[name] = Optimizer(
+                    name, entry["class"], entry["kwargs"], sweep, {v.name: v for v in variants}
+                )
+    found += _seed_role_problems(config)
+
+    problem_entries: dict[str, Problem] = {}
+    if isinstance(config["problems"], dict) and "losses" not in refused_keys:
+        for name, entry in config["problems"].items():
+            if ("problems", name) in refused or not isinstance(entry, dict):
+                continue
+            entry_problems, problem = _problem_problems(name, entry, losses, problems_dir)
+            found += entry_problems
+            if problem is not None:
+                problem_entries[name] = problem
 
     # The selection is checked whenever the names it refers to are readable.
+    selected = {}
     if "only" not in refused_keys and all(
         isinstance(config[axis], dict | list) for axis in GRID_AXES
     ):
         axes = {axis: tuple(config[axis]) for axis in GRID_AXES}
+        axes["seeds"] = tuple(config["seeds"]) + tuple(config["tuning_seeds"])
         selected, selection_problems = _selection(axes, config["only"])
-        problems += selection_problems
-    if problems:
-        raise ConfigError(problems)
+        found += selection_problems
+    if found:
+        raise ConfigError(found)
 
     # JSON Schema counts 3.0 as an integer; paths need the int's own text.
-    configured_seeds = tuple(int(seed) for seed in config["seeds"])
+    kept_seeds = {int(seed) for seed in selected["seeds"]}
+    all_seeds = tuple(int(seed) for seed in config["seeds"]) + tuple(
+        int(seed) for seed in config["tuning_seeds"]
+    )
+    kept_losses = set(selected["losses"])
+    kept_problems = {}
+    for name in selected["problems"]:
+        problem = problem_entries[name]
+        chosen = tuple(loss for loss in problem.losses if loss in kept_losses or loss == OBJECTIVE)
+        if chosen:
+            kept_problems[name] = Problem(
+                problem.name, problem.problem, problem.kind, problem.kwargs, chosen, problem.steps
+            )
     return Experiment(
-        seeds=tuple(int(seed) for seed in selected["seeds"]),
-        steps=int(config["steps"]),
-        dim=int(config["dim"]),
+        seeds=tuple(int(seed) for seed in config["seeds"] if int(seed) in kept_seeds),
+        tuning_seeds=tuple(int(seed) for seed in config["tuning_seeds"] if int(seed) in kept_seeds),
         device=config["device"],
         band=config["band"],
         # From every configured seed, so that `only` never changes how seeds are packed.
-        seeds_per_job=_seeds_per_job(config["seeds_per_job"], configured_seeds),
+        seeds_per_job=_seeds_per_job(config["seeds_per_job"], all_seeds),
         torch_build=_torch_build(config["torch_build"], config["device"]),
-        optimizers={n: components["optimizers"][n] for n in selected["optimizers"]},
-        losses={n: components["losses"][n] for n in selected["losses"]},
+        problems=kept_problems,
+        optimizers={n: optimizers[n] for n in selected["optimizers"]},
+        losses={n: losses[n] for n in selected["losses"]},
+        problems_dir=str(problems_dir) if problems_dir is not None else "",
     )

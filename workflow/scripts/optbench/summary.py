@@ -1,12 +1,21 @@
-"""The combine step: per-cell summaries -> step summary and leaderboard.
+"""The combine step: per-cell summaries -> step summary, variant selection and leaderboard.
 
 Every row takes its cell from the cell summary it comes from (which read it
 from its runs' paths), never from the position of a file in a list; rows
 follow the order in which the cells are given (the configuration's).
 
-Leaderboard decision rules (each pinned by a test in tests/test_summary.py):
+Variant selection (an optimizer's sweep gives it several variants): for each
+(problem, loss, optimizer) the variant with the lowest median, over the TUNING
+seeds, of the final log10 loss; a run that diverged counts as +inf; ties go to
+the variant listed first (the sweep's order). The swept variants are the
+candidates; the base variant (the kwargs as configured, the untuned one-shot
+setting) is chosen only where there is no sweep. Evaluation seeds play no part
+in the choice, so the comparison on them carries no selection bias.
 
-- Optimizers are ranked within each loss by ``RANK_BY`` of the final step: the
+Leaderboard decision rules (each pinned by a test in tests/test_summary.py),
+applied to each optimizer's selected variant on the evaluation seeds:
+
+- Optimizers are ranked within each (problem, loss) by ``RANK_BY`` of the final step: the
   mean final loss over the runs that have not diverged, lowest first.
 - Ties share the lower rank and the next rank is skipped (1, 1, 3).
 - An optimizer whose runs all diverged has no mean and ranks after every
@@ -29,13 +38,16 @@ from scipy import special, stats
 
 from optbench import cells, runfiles
 
-IDENTITY = ["loss", "optimizer"]  # the cell's fields, as the run-path pattern names them
+IDENTITY = ["problem", "loss", "optimizer", "variant"]  # the cell's fields, as in run paths
 # The cell statistics with the 95 % t confidence interval of the mean after sem.
 STEP_STATISTICS = [*cells.CELL_STATISTICS[:7], "ci95_low", "ci95_high", *cells.CELL_STATISTICS[7:]]
 STEP_COLUMNS = [*IDENTITY, "step", *STEP_STATISTICS]
 LEADERBOARD_COLUMNS = [*IDENTITY, *STEP_STATISTICS, "rank", "p_vs_best"]
 RANK_BY = "mean"
-COMPARED = "optimizer"  # ranked within each group of the cell's other fields
+# Ranked within each group of the cell's other fields, one variant per optimizer.
+COMPARED = ("optimizer", "variant")
+BASE_VARIANT = "base"
+SELECTION_COLUMNS = ["problem", "loss", "optimizer", "variant", "n_tuning", "median_log10_final"]
 
 
 def combine(cell_paths) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -110,12 +122,12 @@ def paired_p(best: dict[int, float], other: dict[int, float]) -> float:
 def leaderboard(steps: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Final-step statistics per cell, ranked within each loss (rules in the module doc)."""
     identity = identity_columns(steps)
-    groups = [field for field in identity if field != COMPARED]
+    groups = [field for field in identity if field not in COMPARED]
     last = steps.groupby(identity, sort=False)["step"].transform("max")
     final = steps[steps["step"] == last].drop(columns="step").reset_index(drop=True)
     ranks = final.groupby(groups)[RANK_BY].rank(method="min", na_option="bottom")
     final["rank"] = ranks.astype(int)
-    final = final.sort_values([*groups, "rank", COMPARED], kind="stable").reset_index(drop=True)
+    final = final.sort_values([*groups, "rank", *COMPARED], kind="stable").reset_index(drop=True)
     finals = used_finals(runs)
     p_values = []
     for _, group in final.groupby(groups, sort=False):
@@ -127,29 +139,71 @@ def leaderboard(steps: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return final
 
 
+def select_variants(steps: pd.DataFrame, tuning_runs: pd.DataFrame | None) -> pd.DataFrame:
+    """Each (problem, loss, optimizer)'s variant, picked on the tuning runs (module doc)."""
+    rows = []
+    cells = steps[["problem", "loss", "optimizer", "variant"]].drop_duplicates()
+    scores: dict[tuple, tuple[int, float]] = {}
+    if tuning_runs is not None and len(tuning_runs):
+        for key, runs in tuning_runs.groupby(["problem", "loss", "optimizer", "variant"]):
+            finals = runs["final_loss"].to_numpy(dtype=float)
+            diverged = runs["first_nonfinite_step"].notna().to_numpy()
+            with np.errstate(divide="ignore"):
+                logs = np.where(diverged | ~np.isfinite(finals), np.inf, np.log10(finals))
+            scores[key] = (len(logs), float(np.median(logs)))
+    for (problem, loss, optimizer), group in cells.groupby(
+        ["problem", "loss", "optimizer"], sort=False
+    ):
+        variants = list(group["variant"])
+        candidates = [v for v in variants if v != BASE_VARIANT] or variants
+        scored = [(v, scores.get((problem, loss, optimizer, v))) for v in candidates]
+        scored = [(v, score) for v, score in scored if score is not None]
+        if scored:
+            # min() keeps the first of equal scores: the variant listed first.
+            variant, (n, median) = min(scored, key=lambda item: item[1][1])
+        else:
+            variant = BASE_VARIANT if BASE_VARIANT in variants else variants[0]
+            n, median = 0, math.nan
+        rows.append([problem, loss, optimizer, variant, n, median])
+    return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
+
+
+def selected_rows(table: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``table`` that belong to a selected (problem, loss, optimizer, variant)."""
+    keys = selection[["problem", "loss", "optimizer", "variant"]]
+    return table.merge(keys, on=list(keys.columns), how="inner", sort=False)
+
+
 def write_tsv(frame: pd.DataFrame, path) -> None:
     with runfiles.atomic_path(path) as temporary:
         frame.to_csv(temporary, sep="\t", index=False, na_rep="nan")
 
 
-def summarize(cell_paths, steps_path, leaderboard_path) -> None:
-    """The combine rule: the step summary and the leaderboard from the cell summaries."""
+def summarize(
+    cell_paths, steps_path, leaderboard_path, selection_path=None, tuning_paths=()
+) -> None:
+    """The combine rule: step summary, variant selection and leaderboard from the cells."""
     steps, runs = combine(cell_paths)
-    board = leaderboard(steps, runs)
+    tuning_runs = combine(tuning_paths)[1] if len(tuning_paths) else None
+    selection = select_variants(steps, tuning_runs)
+    board = leaderboard(selected_rows(steps, selection), runs)
     write_tsv(steps, steps_path)
     write_tsv(board, leaderboard_path)
+    if selection_path is not None:
+        write_tsv(selection, selection_path)
 
 
-def cell_summary_path(summary_dir, identity: dict[str, str]) -> Path:
-    """Where the pipeline keeps a cell's summary: cells/{loss}/{optimizer}.json."""
+def cell_summary_path(summary_dir, identity: dict[str, str], role: str = "evaluation") -> Path:
+    """Where the pipeline keeps a cell's summary: cells/{role}/{problem}/.../{variant}.json."""
     *folders, name = identity.values()
-    return Path(summary_dir, "cells", *folders, f"{name}.json")
+    return Path(summary_dir, "cells", role, *folders, f"{name}.json")
 
 
 def summarize_runs(run_paths, pattern: str, steps: int, summary_dir) -> None:
-    """What the rules do, in one process: a summary per cell, then the two tables.
+    """What the rules do, in one process: a summary per cell, then the tables.
 
-    For tools and tests that train in-process; cells are taken in the order of
+    For tools and tests that train in-process, with evaluation seeds only (so
+    each optimizer keeps its base variant); cells are taken in the order of
     their first run in ``run_paths``.
     """
     grouped: dict[tuple, list[str]] = {}
@@ -164,4 +218,9 @@ def summarize_runs(run_paths, pattern: str, steps: int, summary_dir) -> None:
         cells.write_cell_summary(cells.read_cell(paths, pattern, identity, steps), path)
         cell_paths.append(path)
     summary_dir = Path(summary_dir)
-    summarize(cell_paths, summary_dir / "steps.tsv", summary_dir / "leaderboard.tsv")
+    summarize(
+        cell_paths,
+        summary_dir / "steps.tsv",
+        summary_dir / "leaderboard.tsv",
+        summary_dir / "selection.tsv",
+    )

@@ -1,16 +1,25 @@
-"""The reference training run (ARTICLE.md): a bias-free Linear layer fitted to w * x + 2.
+"""One training run: a problem drawn for a seed, trained by one optimizer variant.
 
-Imports torch and the standard library only: it runs in every training job,
-where start-up time is most of the cost.
+The loop is the article's (ARTICLE.md): each step zero_grad, forward, loss,
+backward, step, recording the loss of that forward pass. Optimizers whose
+``step`` requires a closure (L-BFGS) get one; it re-evaluates the step's batch
+and is counted, so every step records how many loss evaluations it made.
+
+Imports torch and the standard library only (and the problem's own file): it
+runs in every training job, where start-up time is most of the cost.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+
+from optbench import problems
 
 
 class RunError(RuntimeError):
@@ -23,8 +32,10 @@ FIRST_STEP = " in the first training step"
 @dataclass
 class RunResult:
     seed: int
-    losses: list[float]
+    losses: list[float]  # the loss before each step's update
     seconds: float
+    evaluations: list[int] = field(default_factory=list)  # loss evaluations per step
+    heldout: dict | None = None  # held-out loss/accuracy after the last step, where there is one
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -112,51 +123,88 @@ def build_optimizer(entry: dict, parameters) -> torch.optim.Optimizer:
         raise _entry_error("optimizers", entry, error) from error
 
 
-def draw_problem(seed: int, dim: int):
-    """Model, x and y drawn in the article's order on the CPU generator."""
-    torch.manual_seed(seed)
-    model = torch.nn.Linear(dim, dim, bias=False)
-    x = torch.randn(1, dim)
-    w = torch.randn(1, 1)
-    y = w * x + 2
-    return model, x, y
+def _first_loss_error(spec: dict, error: BaseException) -> RunError:
+    """A failure of the first forward/backward pass: the loss entry's, or the problem's."""
+    if spec["loss"] is not None:
+        return _entry_error("losses", spec["loss"], error, FIRST_STEP)
+    name = spec["problem"]["name"]
+    return RunError(
+        f"config key problems.{name}: the objective failed{FIRST_STEP}: {error}. "
+        "Fix the kwargs of this entry or the problem's file."
+    )
+
+
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """True when the optimizer's step() requires a closure (L-BFGS re-evaluates the loss)."""
+    parameter = inspect.signature(type(optimizer).step).parameters.get("closure")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
+def build_instance(spec: dict, seed: int):
+    """The problem of ``spec`` drawn for ``seed`` (on the CPU generators)."""
+    problem = spec["problem"]
+    user_dir = Path(spec["problems_dir"]) if spec.get("problems_dir") else None
+    try:
+        return problems.build(problem["problem"], seed, spec["steps"], problem["kwargs"], user_dir)
+    except problems.ProblemError as error:
+        raise RunError(f"config key problems.{problem['name']}: {error}") from error
 
 
 def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
     """One seeded run: the per-step losses, recorded before each update."""
-    # The loss draws no random numbers, so building it first keeps the article's draw order.
-    criterion = build_loss(spec["loss"])
-    model, x, y = draw_problem(seed, spec["dim"])
-    model, x, y = model.to(device), x.to(device), y.to(device)
-    optimizer = build_optimizer(spec["optimizer"], model.parameters())
+    # The loss draws no random numbers, so building it first keeps each
+    # problem's documented draw order (the article's for the linear problem).
+    criterion = None if spec["loss"] is None else build_loss(spec["loss"])
+    instance = build_instance(spec, seed).to(device)
+    optimizer = build_optimizer(spec["optimizer"], instance.model.parameters())
+    with_closure = needs_closure(optimizer)
     steps = spec["steps"]
     # Losses stay on the device and are copied to the host once, after the
     # loop: reading each one would make every step wait for the GPU.
-    recorded = torch.empty(steps, dtype=x.dtype, device=device)
+    recorded = []
+    evaluations = [0] * steps
     started = time.perf_counter()
     for step in range(steps):
-        optimizer.zero_grad()
-        # Some values torch accepts at construction fail at first use (a
-        # reduction it does not know, reduction='none', a Huber delta of 0,
-        # SparseAdam's dense gradients); the first step names the entry. Later
-        # failures are not the config's, and out-of-memory never is. A try
-        # block costs nothing per step unless it raises.
-        try:
-            loss = criterion(model(x), y)
+        inputs, targets = instance.batch(step)
+
+        def closure(inputs=inputs, targets=targets, step=step):
+            evaluations[step] += 1
+            optimizer.zero_grad()
+            loss = instance.loss(criterion, inputs, targets)
             loss.backward()
-        except Exception as error:
-            if step or isinstance(error, torch.OutOfMemoryError):
-                raise
-            raise _entry_error("losses", spec["loss"], error, FIRST_STEP) from error
-        try:
-            optimizer.step()
-        except Exception as error:
-            if step or isinstance(error, torch.OutOfMemoryError):
-                raise
-            raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
-        recorded[step] = loss.detach()
-    losses = recorded.tolist()
-    return RunResult(seed, losses, time.perf_counter() - started)
+            return loss
+
+        # Some values torch accepts at construction fail at first use (a
+        # reduction it does not know, reduction='none', a Huber delta of 0);
+        # the first step names the entry. Later failures are not the config's,
+        # and out-of-memory never is. A try block costs nothing unless it raises.
+        if with_closure:
+            try:
+                # The value step() returns is the closure's first evaluation:
+                # the loss before this step's update, as for the other optimizers.
+                loss = optimizer.step(closure)
+            except Exception as error:
+                if step or isinstance(error, torch.OutOfMemoryError):
+                    raise
+                raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
+        else:
+            try:
+                loss = closure()
+            except Exception as error:
+                if step or isinstance(error, torch.OutOfMemoryError):
+                    raise
+                raise _first_loss_error(spec, error) from error
+            try:
+                optimizer.step()
+            except Exception as error:
+                if step or isinstance(error, torch.OutOfMemoryError):
+                    raise
+                raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
+        recorded.append(loss.detach())
+    losses = torch.stack(recorded).tolist() if recorded else []
+    seconds = time.perf_counter() - started
+    heldout = instance.evaluate(criterion)
+    return RunResult(seed, losses, seconds, evaluations, heldout)
 
 
 def environment(device: torch.device) -> dict:
