@@ -38,8 +38,13 @@ def test_format_is_header_then_one_row_per_step():
     # Written out by hand: repr's shortest round-trip text (0.1, not 0.10000000000000001).
     values = [1.5, math.inf, math.nan, 0.1, -0.0, 1e-45, 2.0**-1074, 1 / 3, -math.inf, 1e16]
     assert runfiles.format_losses(values) == (
-        "step\tloss\n0\t1.5\n1\tinf\n2\tnan\n3\t0.1\n4\t-0.0\n5\t1e-45\n6\t5e-324\n"
-        "7\t0.3333333333333333\n8\t-inf\n9\t1e+16\n"
+        "step\tloss\tevaluations\n0\t1.5\t1\n1\tinf\t1\n2\tnan\t1\n3\t0.1\t1\n"
+        "4\t-0.0\t1\n5\t1e-45\t1\n6\t5e-324\t1\n7\t0.3333333333333333\t1\n"
+        "8\t-inf\t1\n9\t1e+16\t1\n"
+    )
+    # L-BFGS-style counts of loss evaluations per step go to the third column
+    assert runfiles.format_losses([2.0, 0.5], [20, 3]) == (
+        "step\tloss\tevaluations\n0\t2.0\t20\n1\t0.5\t3\n"
     )
 
 
@@ -58,10 +63,13 @@ def test_atomic_path_leaves_old_file_when_writer_fails(tmp_path):
     [
         ("", 1, "expected the header"),
         ("step,loss\n0,1.0\n", 1, "expected the header"),
-        ("step\tloss\n0\t1.0\n2\t0.5\n", 3, "expected step 1"),
-        ("step\tloss\n0\t1.0\n1\tabc\n", 3, "'abc' is not a number"),
-        ("step\tloss\n0\t1.0\t7\n", 2, "expected step 0"),
-        ("step\tloss\n0\t1.0\n", 3, "expected 2 steps, found 1"),
+        ("step\tloss\tevaluations\n0\t1.0\t1\n2\t0.5\t1\n", 3, "expected step 1"),
+        ("step\tloss\tevaluations\n0\t1.0\t1\n1\tabc\t1\n", 3, "'abc' is not a number"),
+        ("step\tloss\tevaluations\n0\t1.0\t1\t7\n", 2, "expected step 0"),
+        ("step\tloss\tevaluations\n0\t1.0\n", 2, "expected step 0"),
+        ("step\tloss\tevaluations\n0\t1.0\t-1\n", 2, "evaluations '-1' is not a count"),
+        ("step\tloss\n0\t1.0\n", 1, "expected the header"),
+        ("step\tloss\tevaluations\n0\t1.0\t1\n", 3, "expected 2 steps, found 1"),
     ],
 )
 def test_malformed_files_name_file_and_line(tmp_path, text, line, problem):

@@ -58,7 +58,8 @@ def grid():
 
 def test_step_statistics_match_numpy_and_scipy(tmp_path, grid):
     table, _ = summarize(tmp_path, grid)
-    assert list(table.columns) == summary.STEP_COLUMNS
+    # the cell's fields as the run-path pattern names them, then the statistics
+    assert list(table.columns) == ["loss", "optimizer", "step", *summary.STEP_STATISTICS]
     assert len(table) == 4 * 6
     # rows in the order of the cells given, steps ascending
     assert list(table[["loss", "optimizer"]].drop_duplicates().itertuples(index=False)) == list(
@@ -86,7 +87,13 @@ def test_step_statistics_match_numpy_and_scipy(tmp_path, grid):
 
 def test_leaderboard_ranks_by_final_mean_with_paired_test(tmp_path, grid):
     _, board = summarize(tmp_path, grid)
-    assert list(board.columns) == summary.LEADERBOARD_COLUMNS
+    assert list(board.columns) == [
+        "loss",
+        "optimizer",
+        *summary.STEP_STATISTICS,
+        "rank",
+        "p_vs_best",
+    ]
     assert list(board["loss"]) == ["l1", "l1", "mse", "mse"]  # losses by name, then rank
     for loss in ("mse", "l1"):
         rows = board[board["loss"] == loss].set_index("optimizer")
@@ -248,7 +255,7 @@ def test_a_path_outside_the_pattern_is_refused(tmp_path):
 
 def test_a_cell_given_twice_is_refused(tmp_path, grid):
     summarize(tmp_path, grid)
-    cell = tmp_path / "summary" / "cells" / "mse" / "sgd.json"
+    cell = tmp_path / "summary" / "cells" / "evaluation" / "mse" / "sgd.json"
     with pytest.raises(cells.CellError, match="the cell .* is also in"):
         summary.summarize([cell, cell], tmp_path / "steps.tsv", tmp_path / "board.tsv")
     assert not (tmp_path / "steps.tsv").exists()
@@ -276,7 +283,7 @@ def test_malformed_run_stops_aggregation_with_file_and_line(tmp_path, grid):
     pattern, paths = write_grid(tmp_path, grid)
     bad = paths[3]
     with open(bad, "a") as handle:
-        handle.write("6\tnot-a-number\n")
+        handle.write("6\tnot-a-number\t1\n")
     with pytest.raises(
         runfiles.RunFileError, match=f"{bad}:8: loss .not-a-number. is not a number"
     ):
@@ -290,3 +297,75 @@ def test_first_nonfinite_steps_agree_with_the_run_file_rule():
     )
     expected = [runfiles.first_nonfinite_step(row) for row in losses]
     assert cells.first_nonfinite_steps(losses) == expected == [None, 1, 0, 2]
+
+
+SWEEP_PATTERN = "runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
+
+
+def write_roles(root, values):
+    """values: {(role, optimizer, variant): finals by seed} -> cell summary paths by role."""
+    by_role: dict[str, list] = {"evaluation": [], "tuning": []}
+    for (role, optimizer, variant), final_losses in values.items():
+        seeds = range(100, 100 + len(final_losses)) if role == "tuning" else range(len(final_losses))
+        paths = []
+        for seed, final in zip(seeds, final_losses, strict=True):
+            path = str(root / SWEEP_PATTERN).format(
+                problem="p", loss="mse", optimizer=optimizer, variant=variant, seed=seed
+            )
+            runfiles.write_text_atomic(path, runfiles.format_losses([10.0, final]))
+            paths.append(path)
+        identity = {"problem": "p", "loss": "mse", "optimizer": optimizer, "variant": variant}
+        cell = cells.read_cell(paths, str(root / SWEEP_PATTERN), identity, 2)
+        out = root / "cells" / role / f"{optimizer}-{variant}.json"
+        cells.write_cell_summary(cell, out)
+        by_role[role].append(out)
+    return by_role
+
+
+def test_variants_are_picked_on_tuning_seeds_only(tmp_path):
+    """A planted case: on the evaluation seeds lr0.1 would win, on the tuning seeds
+    lr0.01 does; the leaderboard must report lr0.01 (no selection bias)."""
+    values = {
+        ("tuning", "sgd", "lr0.01"): [1e-4, 1e-4, 1e-3],
+        ("tuning", "sgd", "lr0.1"): [1e-2, 1e-3, 1e-2],
+        ("tuning", "sgd", "lr1.0"): [math.inf, 1e-9, math.inf],  # diverged twice: +inf
+        ("evaluation", "sgd", "base"): [5e-3, 5e-3, 5e-3],
+        ("evaluation", "sgd", "lr0.01"): [2e-3, 3e-3, 4e-3],
+        ("evaluation", "sgd", "lr0.1"): [1e-6, 1e-6, 1e-6],
+        ("evaluation", "sgd", "lr1.0"): [1e-9, 1e-9, 1e-9],
+        ("evaluation", "adam", "base"): [1e-5, 1e-5, 1e-5],
+    }
+    paths = write_roles(tmp_path, values)
+    summary.summarize(
+        paths["evaluation"],
+        tmp_path / "steps.tsv",
+        tmp_path / "board.tsv",
+        tmp_path / "selection.tsv",
+        paths["tuning"],
+    )
+    selection = read(tmp_path / "selection.tsv").set_index("optimizer")
+    assert selection.loc["sgd", "variant"] == "lr0.01"
+    assert selection.loc["sgd", "n_tuning"] == 3
+    assert selection.loc["sgd", "median_log10_final"] == pytest.approx(-4.0)
+    assert selection.loc["adam", "variant"] == "base" and selection.loc["adam", "n_tuning"] == 0
+    board = read(tmp_path / "board.tsv").set_index("optimizer")
+    assert board.loc["sgd", "variant"] == "lr0.01" and board.loc["adam", "rank"] == 1
+    assert board.loc["sgd", "mean"] == pytest.approx(3e-3)
+
+
+def test_equal_tuning_scores_pick_the_variant_listed_first(tmp_path):
+    values = {
+        ("tuning", "sgd", "lr0.1"): [1e-3, 1e-3],
+        ("tuning", "sgd", "lr0.01"): [1e-3, 1e-3],
+        ("evaluation", "sgd", "lr0.1"): [1.0, 1.0],
+        ("evaluation", "sgd", "lr0.01"): [1.0, 1.0],
+    }
+    paths = write_roles(tmp_path, values)
+    summary.summarize(
+        paths["evaluation"],
+        tmp_path / "steps.tsv",
+        tmp_path / "board.tsv",
+        tmp_path / "selection.tsv",
+        paths["tuning"],
+    )
+    assert list(read(tmp_path / "selection.tsv")["variant"]) == ["lr0.1"]

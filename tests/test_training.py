@@ -42,9 +42,11 @@ def article_loop(seed, optimizer_factory, criterion, steps=40):
 
 
 def article_tsv(losses) -> bytes:
-    """A run TSV as the file contract (DESIGN.md) spells it, written out here
-    rather than by the code under test: a header, then step and repr(loss)."""
-    rows = ["step\tloss"] + [f"{step}\t{float(value)!r}" for step, value in enumerate(losses)]
+    """A run TSV as the file contract (README) spells it, written out here rather
+    than by the code under test: a header, then step, repr(loss) and the loss
+    evaluations of the step (1 for the article's optimizers)."""
+    rows = ["step\tloss\tevaluations"]
+    rows += [f"{step}\t{float(value)!r}\t1" for step, value in enumerate(losses)]
     return ("\n".join(rows) + "\n").encode()
 
 
@@ -86,13 +88,21 @@ def assert_job_log(workdir, log, loss, optimizer, seeds, steps, device="cpu"):
 
 
 def spec(optimizer="adam", loss="mse", steps=40, dim=20, device="cpu"):
+    """A training job's spec for the reference problem, as settings.run_spec writes it."""
     cls, kwargs = OPTIMIZERS[optimizer]
     return {
+        "problem": {
+            "name": "linear",
+            "problem": "linear",
+            "kind": "regression",
+            "kwargs": {"dim": dim},
+        },
         "optimizer": {"name": optimizer, "class": cls, "kwargs": kwargs},
         "loss": {"name": loss, "class": LOSSES[loss], "kwargs": {}},
+        "variant": "base",
         "steps": steps,
-        "dim": dim,
         "device": device,
+        "problems_dir": "",
     }
 
 
@@ -186,7 +196,7 @@ def test_cli_writes_tsv_and_sidecar_and_rerun_is_byte_identical(tmp_path):
     assert process.returncode == 0, process.stderr
     first = tsv.read_bytes()
     lines = first.decode().splitlines()
-    assert lines[0] == "step\tloss" and len(lines) == 13
+    assert lines[0] == "step\tloss\tevaluations" and len(lines) == 13
     expected = article_loop(5, ARTICLE_OPTIMIZERS["rmsprop"], ARTICLE_LOSSES["l1"], steps=12)
     assert first == article_tsv(expected)
     meta = json.loads(sidecar.read_text())

@@ -47,7 +47,8 @@ RANK_BY = "mean"
 # Ranked within each group of the cell's other fields, one variant per optimizer.
 COMPARED = ("optimizer", "variant")
 BASE_VARIANT = "base"
-SELECTION_COLUMNS = ["problem", "loss", "optimizer", "variant", "n_tuning", "median_log10_final"]
+SELECTION_SCORES = ["n_tuning", "median_log10_final"]
+SELECTION_COLUMNS = ["problem", "loss", "optimizer", "variant", *SELECTION_SCORES]
 
 
 def combine(cell_paths) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -123,11 +124,12 @@ def leaderboard(steps: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Final-step statistics per cell, ranked within each loss (rules in the module doc)."""
     identity = identity_columns(steps)
     groups = [field for field in identity if field not in COMPARED]
+    compared = [field for field in identity if field in COMPARED]
     last = steps.groupby(identity, sort=False)["step"].transform("max")
     final = steps[steps["step"] == last].drop(columns="step").reset_index(drop=True)
     ranks = final.groupby(groups)[RANK_BY].rank(method="min", na_option="bottom")
     final["rank"] = ranks.astype(int)
-    final = final.sort_values([*groups, "rank", *COMPARED], kind="stable").reset_index(drop=True)
+    final = final.sort_values([*groups, "rank", *compared], kind="stable").reset_index(drop=True)
     finals = used_finals(runs)
     p_values = []
     for _, group in final.groupby(groups, sort=False):
@@ -140,23 +142,29 @@ def leaderboard(steps: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def select_variants(steps: pd.DataFrame, tuning_runs: pd.DataFrame | None) -> pd.DataFrame:
-    """Each (problem, loss, optimizer)'s variant, picked on the tuning runs (module doc)."""
-    rows = []
-    cells = steps[["problem", "loss", "optimizer", "variant"]].drop_duplicates()
+    """Each (problem, loss, optimizer)'s variant, picked on the tuning runs (module doc).
+
+    Generic over the cell's fields: the choice is made within each group of
+    the fields other than ``variant``; cells without a variant field are all kept.
+    """
+    identity = identity_columns(steps)
+    cells = steps[identity].drop_duplicates()
+    if "variant" not in identity:
+        return cells.assign(n_tuning=0, median_log10_final=math.nan).reset_index(drop=True)
+    groups = [field for field in identity if field != "variant"]
     scores: dict[tuple, tuple[int, float]] = {}
     if tuning_runs is not None and len(tuning_runs):
-        for key, runs in tuning_runs.groupby(["problem", "loss", "optimizer", "variant"]):
+        for key, runs in tuning_runs.groupby(identity, sort=False):
             finals = runs["final_loss"].to_numpy(dtype=float)
             diverged = runs["first_nonfinite_step"].notna().to_numpy()
             with np.errstate(divide="ignore"):
                 logs = np.where(diverged | ~np.isfinite(finals), np.inf, np.log10(finals))
             scores[key] = (len(logs), float(np.median(logs)))
-    for (problem, loss, optimizer), group in cells.groupby(
-        ["problem", "loss", "optimizer"], sort=False
-    ):
+    rows = []
+    for key, group in cells.groupby(groups, sort=False):
         variants = list(group["variant"])
         candidates = [v for v in variants if v != BASE_VARIANT] or variants
-        scored = [(v, scores.get((problem, loss, optimizer, v))) for v in candidates]
+        scored = [(v, scores.get((*key, v))) for v in candidates]
         scored = [(v, score) for v, score in scored if score is not None]
         if scored:
             # min() keeps the first of equal scores: the variant listed first.
@@ -164,13 +172,13 @@ def select_variants(steps: pd.DataFrame, tuning_runs: pd.DataFrame | None) -> pd
         else:
             variant = BASE_VARIANT if BASE_VARIANT in variants else variants[0]
             n, median = 0, math.nan
-        rows.append([problem, loss, optimizer, variant, n, median])
-    return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
+        rows.append([*key, variant, n, median])
+    return pd.DataFrame(rows, columns=[*groups, "variant", "n_tuning", "median_log10_final"])
 
 
 def selected_rows(table: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``table`` that belong to a selected (problem, loss, optimizer, variant)."""
-    keys = selection[["problem", "loss", "optimizer", "variant"]]
+    keys = selection[[c for c in selection.columns if c not in SELECTION_SCORES]]
     return table.merge(keys, on=list(keys.columns), how="inner", sort=False)
 
 
