@@ -45,9 +45,6 @@ CELL_STATISTICS = [
     "min",
     "max",
 ]
-# Per-run columns after the cell's identity: the last recorded loss as written
-# in the run's TSV, and the first step whose loss is not finite (None: never).
-RUN_COLUMNS = ["seed", "final_loss", "first_nonfinite_step"]
 SEED_FIELD = "seed"
 # Columns that hold floats (the others hold integers or, for a step, None).
 FLOAT_COLUMNS = {"steps": CELL_STATISTICS[3:], "runs": ["final_loss"]}
@@ -177,6 +174,8 @@ def cell_summary(cell: Cell) -> dict:
         "cell": cell.identity,
         "steps": {"step": list(range(steps))}
         | {name: [_json_number(v) for v in statistics[name]] for name in CELL_STATISTICS},
+        # Per run: the last loss as written in its TSV, and the first step whose
+        # loss is not finite (None: never).
         "runs": {
             "seed": list(cell.seeds),
             "final_loss": [_json_number(row[-1]) for row in cell.losses],
