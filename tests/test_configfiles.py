@@ -34,7 +34,7 @@ def planned_runs(process) -> set[str]:
 
 def runs(losses, optimizers, seeds) -> set[str]:
     return {
-        f"results/runs/{loss}/{optimizer}/seed{seed}.tsv"
+        f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}.tsv"
         for loss in losses
         for optimizer in optimizers
         for seed in seeds
@@ -100,10 +100,12 @@ def test_only_schedules_exactly_the_chosen_cells(project_dir):
     process = snakemake(
         project_dir, "-n", "--config", "only={optimizers: [adam], losses: [l1], seeds: [7]}"
     )
-    assert planned_runs(process) == {"results/runs/l1/adam/seed7.tsv"}
+    assert planned_runs(process) == {"results/runs/linear/l1/adam/base/seed7.tsv"}
     text = process.stdout + process.stderr
-    assert "input: results/runs/l1/adam/seed7.tsv\n" in text  # the summary reads that run only
-    assert "results/figures/losses/mse" not in text
+    assert (
+        "input: results/runs/linear/l1/adam/base/seed7.tsv\n" in text
+    )  # the summary reads that run only
+    assert "results/figures/losses/linear/mse" not in text
 
 
 def test_only_in_a_config_file_and_on_the_command_line_combine(workdir):

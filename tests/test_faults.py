@@ -55,7 +55,7 @@ def slow_reference():
         losses = article_loop(
             seed, lambda p: torch.optim.SGD(p, lr=0.01), torch.nn.MSELoss(), config["steps"]
         )
-        expected[f"mse/sgd/seed{seed}.tsv"] = article_tsv(losses)
+        expected[f"linear/mse/sgd/base/seed{seed}.tsv"] = article_tsv(losses)
     return expected
 
 
@@ -125,7 +125,9 @@ def test_second_invocation_is_refused_then_ctrl_c_and_rerun_incomplete(tmp_path,
     assert stop(process, signal.SIGINT) != 0  # Ctrl-C stops the run
     assert 0 < len(done) < len(SLOW_SEEDS)
     for name, (content, _) in finished(workdir).items():
-        assert content == slow_reference[f"mse/sgd/{name.split('/')[-1]}"], name  # never partial
+        assert content == slow_reference[f"linear/mse/sgd/base/{name.split('/')[-1]}"], (
+            name
+        )  # never partial
     snakemake(workdir, "--cores", "4", "--rerun-incomplete", *ONLY_TRAINING, configfile=SLOW)
     assert run_tsvs(workdir) == slow_reference
     after = finished(workdir)
@@ -153,10 +155,12 @@ def test_killed_training_job_reruns_alone_and_loses_nothing(tmp_path, slow_refer
     assert process.wait(120) != 0
     with open(process.output_path) as handle:
         output = handle.read()
-    assert f"results/logs/train/mse/sgd/seed{killed_seed}.log" in output
-    assert not (workdir / f"results/runs/mse/sgd/seed{killed_seed}.tsv").exists()
+    assert f"results/logs/train/linear/mse/sgd/base/seed{killed_seed}.log" in output
+    assert not (workdir / f"results/runs/linear/mse/sgd/base/seed{killed_seed}.tsv").exists()
     for name, (content, _) in finished(workdir).items():
-        assert content == slow_reference[f"mse/sgd/{name.split('/')[-1]}"], name  # never partial
+        assert content == slow_reference[f"linear/mse/sgd/base/{name.split('/')[-1]}"], (
+            name
+        )  # never partial
     snakemake(workdir, "--cores", "4", *ONLY_TRAINING, configfile=SLOW)
     assert run_tsvs(workdir) == slow_reference
     after = finished(workdir)
@@ -170,8 +174,8 @@ def test_hard_killed_workflow_resumes_with_unlock_and_rerun_incomplete(tmp_path,
     wait_for(first_job_done(process), what="the first finished job")
     wait_for(
         lambda: (
-            any((workdir / "results/logs/train/mse/sgd").glob("seed*.log"))
-            and len(list((workdir / "results/logs/train/mse/sgd").glob("seed*.log")))
+            any((workdir / "results/logs/train/linear/mse/sgd/base").glob("seed*.log"))
+            and len(list((workdir / "results/logs/train/linear/mse/sgd/base").glob("seed*.log")))
             > len(finished(workdir))
         ),
         what="a job in progress",
@@ -179,7 +183,7 @@ def test_hard_killed_workflow_resumes_with_unlock_and_rerun_incomplete(tmp_path,
     done = finished(workdir)
     stop(process, signal.SIGKILL)  # no clean-up at all, as in a node crash
     for name, (content, _) in finished(workdir).items():
-        assert content == slow_reference[f"mse/sgd/{name.split('/')[-1]}"], name
+        assert content == slow_reference[f"linear/mse/sgd/base/{name.split('/')[-1]}"], name
     locked = snakemake(workdir, "--cores", "1", configfile=SLOW, check=False)
     assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
     snakemake(workdir, "--unlock", configfile=SLOW)
@@ -194,7 +198,11 @@ def test_forced_rerun_on_one_core_gives_identical_runs(tiny_results, tmp_path):
     """Determinism across modes: four cores, fresh vs one core, re-run in place."""
     workdir = copy_tree(tiny_results, tmp_path / "w")
     before = finished(workdir)
-    forced = [f"mse/{optimizer}/seed{seed}.tsv" for optimizer in ("sgd", "adam") for seed in (0, 1)]
+    forced = [
+        f"linear/mse/{optimizer}/base/seed{seed}.tsv"
+        for optimizer in ("sgd", "adam")
+        for seed in (0, 1)
+    ]
     targets = [f"results/runs/{name}" for name in forced]
     snakemake(workdir, "--cores", "1", "--forcerun", *targets, *ONLY_TRAINING, configfile=TINY)
     after = finished(workdir)
@@ -206,17 +214,20 @@ def test_forced_rerun_on_one_core_gives_identical_runs(tiny_results, tmp_path):
 
 def test_tampered_run_file_stops_aggregation_with_file_and_line(tiny_results, tmp_path):
     workdir = copy_tree(tiny_results, tmp_path / "w")
-    tampered = workdir / "results/runs/l1/adam/seed1.tsv"
+    tampered = workdir / "results/runs/linear/l1/adam/base/seed1.tsv"
     lines = tampered.read_text().splitlines()
     lines[3] = "2\t0.5x"
     tampered.write_text("\n".join(lines) + "\n")
     process = snakemake(workdir, "--cores", "1", configfile=TINY, check=False)
     assert process.returncode != 0
-    log = (workdir / "results/logs/summarize/l1/adam.log").read_text()
-    assert "results/runs/l1/adam/seed1.tsv:4: loss '0.5x' is not a number" in log
-    assert "results/logs/summarize/l1/adam.log" in process.stdout + process.stderr
+    log = (workdir / "results/logs/summarize/evaluation/linear/l1/adam/base.log").read_text()
+    assert "results/runs/linear/l1/adam/base/seed1.tsv:4: loss '0.5x' is not a number" in log
+    assert (
+        "results/logs/summarize/evaluation/linear/l1/adam/base.log"
+        in process.stdout + process.stderr
+    )
     # nothing that looks complete: the cell's summary is gone, and the tables are made again
-    assert not (workdir / "results/summary/cells/l1/adam.json").exists()
+    assert not (workdir / "results/summary/cells/evaluation/linear/l1/adam/base.json").exists()
     dry = snakemake(workdir, "-n", configfile=TINY)
     planned = planned_jobs(dry)
     assert planned.get("summarize_cell") == 1 and planned["summarize"] == 1, dry.stdout + dry.stderr
@@ -224,7 +235,7 @@ def test_tampered_run_file_stops_aggregation_with_file_and_line(tiny_results, tm
 
 def test_stray_files_under_runs_are_ignored(tiny_results, tmp_path):
     workdir = copy_tree(tiny_results, tmp_path / "w")
-    (workdir / "results/runs/mse/sgd/seed99.tsv").write_text("garbage\n")
+    (workdir / "results/runs/linear/mse/sgd/base/seed99.tsv").write_text("garbage\n")
     (workdir / "results/runs/other").mkdir()
     (workdir / "results/runs/other/seed0.tsv").write_text("step\tloss\n0\t1e9\n")
     snakemake(workdir, "--cores", "1", "--forcerun", "summarize_cell", "summarize", configfile=TINY)
@@ -243,9 +254,9 @@ def test_diverging_optimizer_end_to_end(tmp_path):
         # The article's loop at lr=10 gives the run and its first inf/NaN step.
         losses = article_loop(seed, lambda p: torch.optim.SGD(p, lr=10.0), torch.nn.MSELoss(), 30)
         first_bad = next(step for step, value in enumerate(losses) if not math.isfinite(value))
-        tsv = results / f"runs/mse/sgd_lr10/seed{seed}.tsv"
+        tsv = results / f"runs/linear/mse/sgd_lr10/base/seed{seed}.tsv"
         assert tsv.read_bytes() == article_tsv(losses)  # inf/nan kept as written
-        meta = json.loads((results / f"runs/mse/sgd_lr10/seed{seed}.json").read_text())
+        meta = json.loads((results / f"runs/linear/mse/sgd_lr10/base/seed{seed}.json").read_text())
         assert meta["first_nonfinite_step"] == first_bad
     steps = pd.read_csv(results / "summary/steps.tsv", sep="\t")
     wild = steps[steps["optimizer"] == "sgd_lr10"]
@@ -253,7 +264,7 @@ def test_diverging_optimizer_end_to_end(tmp_path):
     assert (steps[steps["optimizer"] == "sgd"]["n_diverged"] == 0).all()
     board = pd.read_csv(results / "summary/leaderboard.tsv", sep="\t").set_index("optimizer")
     assert board.loc["sgd", "rank"] == 1 and board.loc["sgd_lr10", "rank"] == 2
-    svg = (results / "figures/losses/mse.svg").read_text()
+    svg = (results / "figures/losses/linear/mse.svg").read_text()
     assert "sgd_lr10 (2/2 diverged, excluded)" in svg
     assert (results / "figures/overview.png").stat().st_size > 0
 
@@ -287,7 +298,7 @@ def test_hostile_argument_value_is_data_not_code(tmp_path):
         "only: {optimizers: [sgd], losses: [mse]}\n"
     )
     snakemake(workdir, "--cores", "1", *ONLY_TRAINING, "--configfile", str(TINY), str(passed))
-    sidecar = json.loads((workdir / "results/runs/mse/sgd/seed0.json").read_text())
+    sidecar = json.loads((workdir / "results/runs/linear/mse/sgd/base/seed0.json").read_text())
     assert sidecar["optimizer"]["kwargs"] == {"lr": 0.1, "foreach": "$(touch pwned)"}
     created = [p.name for p in tmp_path.rglob("pwned*")] + [p.name for p in REPO.rglob("pwned*")]
     assert created == []
@@ -354,7 +365,9 @@ def runtime_outcomes(tmp_path_factory):
     change = workdir.parent / f"{workdir.name}-change.yaml"
     change.write_text(yaml.safe_dump(changes), encoding="utf-8")
     cells = [runtime_targets(case) for case in bad_input.runtime_cases()] + [("mse", "sgd")]
-    targets = [f"results/runs/{loss}/{optimizer}/seed0.tsv" for loss, optimizer in cells]
+    targets = [
+        f"results/runs/linear/{loss}/{optimizer}/base/seed0.tsv" for loss, optimizer in cells
+    ]
     process = snakemake(
         workdir,
         "--cores",
@@ -379,16 +392,16 @@ def runtime_outcomes(tmp_path_factory):
 def test_value_torch_refuses_fails_its_job_naming_the_entry(runtime_outcomes, case):
     workdir, process = runtime_outcomes
     loss, optimizer = runtime_targets(case)
-    log = workdir / f"results/logs/train/{loss}/{optimizer}/seed0.log"
+    log = workdir / f"results/logs/train/linear/{loss}/{optimizer}/base/seed0.log"
     text = log.read_text()
     assert case.message in text, text
     assert "Traceback" not in text  # the documented message, not a crash
     assert process.returncode != 0
     assert str(log.relative_to(workdir)) in process.stdout + process.stderr
-    run = workdir / f"results/runs/{loss}/{optimizer}"
+    run = workdir / f"results/runs/linear/{loss}/{optimizer}/base"
     assert not run.exists() or list(run.iterdir()) == []  # nothing written, not even a temp
     # The sound cell beside it trained to the article's numbers.
-    sound = workdir / "results/runs/mse/sgd/seed0.tsv"
+    sound = workdir / "results/runs/linear/mse/sgd/base/seed0.tsv"
     steps = yaml.safe_load(TINY.read_text())["steps"]
     assert sound.read_bytes() == article_tsv(
         article_loop(0, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"], steps)

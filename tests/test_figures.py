@@ -208,16 +208,16 @@ def article_runs(loss, optimizer, config) -> np.ndarray:
 def check_svg(svg, loss, optimizers, config, band):
     """Curves and bands of one loss's panel, mapped back to data by one affine
     map per axis, against the article's loop over the config's seeds."""
-    curves = svg_groups(svg, f"curve_{loss}_")
-    bands = svg_groups(svg, f"band_{loss}_")
-    assert sorted(curves) == sorted(f"curve_{loss}_{o}" for o in optimizers)
-    expected_bands = [] if band == "none" else [f"band_{loss}_{o}" for o in optimizers]
+    curves = svg_groups(svg, f"curve_linear_{loss}_")
+    bands = svg_groups(svg, f"band_linear_{loss}_")
+    assert sorted(curves) == sorted(f"curve_linear_{loss}_{o}" for o in optimizers)
+    expected_bands = [] if band == "none" else [f"band_linear_{loss}_{o}" for o in optimizers]
     assert sorted(bands) == sorted(expected_bands)
     runs = {o: article_runs(loss, o, config) for o in optimizers}
     means = np.concatenate([r.mean(axis=0) for r in runs.values()])
     log = means.min() > 0 and means.max() / means.min() > LOG_SCALE_RATIO
     scale = np.log10 if log else (lambda v: v)
-    pixels = np.concatenate([svg_points(curves[f"curve_{loss}_{o}"]) for o in optimizers])
+    pixels = np.concatenate([svg_points(curves[f"curve_linear_{loss}_{o}"]) for o in optimizers])
     steps = np.tile(np.arange(config["steps"]), len(optimizers))
     assert len(pixels) == len(steps)  # one vertex per step and optimizer
     # One affine map per axis takes data to pixels; every vertex must fit it.
@@ -233,7 +233,7 @@ def check_svg(svg, loss, optimizers, config, band):
             low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=std / np.sqrt(n))
         else:
             low, high = mean - std, mean + std
-        points = svg_points(bands[f"band_{loss}_{optimizer}"])
+        points = svg_points(bands[f"band_linear_{loss}_{optimizer}"])
         at_step = np.rint((points[:, 0] - x_fit[1]) / x_fit[0])
         for step in range(config["steps"]):
             ys = points[at_step == step, 1]
@@ -243,7 +243,7 @@ def check_svg(svg, loss, optimizers, config, band):
     for optimizer in optimizers:
         assert f"{optimizer} (n={len(config['seeds'])})" in texts
     title = (
-        f"{loss}: mean over seeds"
+        f"linear, {loss}: mean over seeds"
         + {
             "ci95": ", band = 95 % CI of the mean",
             "std": ", band = ± 1 std",
@@ -259,14 +259,16 @@ def test_workflow_figures_draw_the_article_runs(tiny_results):
     optimizers = list(config["optimizers"])
     figures_dir = tiny_results / "results/figures"
     for loss in config["losses"]:
-        check_svg(figures_dir / f"losses/{loss}.svg", loss, optimizers, config, config["band"])
+        check_svg(
+            figures_dir / f"losses/linear/{loss}.svg", loss, optimizers, config, config["band"]
+        )
         check_svg(figures_dir / "overview.svg", loss, optimizers, config, config["band"])
 
 
 @pytest.mark.workflow
 def test_band_setting_reaches_the_figures(tiny_results, tmp_path):
     workdir = copy_tree(tiny_results, tmp_path / "w")
-    figure = "results/figures/losses/l1.svg"
+    figure = "results/figures/losses/linear/l1.svg"
     snakemake(workdir, "--cores", "1", "--config", "band=std", "--", figure, configfile=TINY)
     config = yaml.safe_load(TINY.read_text())
     check_svg(workdir / figure, "l1", list(config["optimizers"]), config, "std")

@@ -34,7 +34,7 @@ def expected_tsvs():
                 losses = article_loop(
                     seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], config["steps"]
                 )
-                expected[f"{loss}/{optimizer}/seed{seed}.tsv"] = article_tsv(losses)
+                expected[f"linear/{loss}/{optimizer}/base/seed{seed}.tsv"] = article_tsv(losses)
     return expected
 
 
@@ -57,7 +57,9 @@ def packed_by_two(tmp_path_factory):
 
 def test_seeds_packed_by_two_are_byte_identical_to_single_runs(packed_by_two, expected_tsvs):
     assert run_tsvs(packed_by_two) == expected_tsvs
-    logs = sorted(p.name for p in (packed_by_two / "results/logs/train/mse/sgd").iterdir())
+    logs = sorted(
+        p.name for p in (packed_by_two / "results/logs/train/linear/mse/sgd/base").iterdir()
+    )
     assert logs == ["seeds0-1.log", "seeds2-3.log"]
 
 
@@ -66,14 +68,14 @@ def test_packed_job_logs_say_what_ran(packed_by_two):
     for loss in config["losses"]:
         for optimizer in config["optimizers"]:
             for label, seeds in (("0-1", [0, 1]), ("2-3", [2])):
-                log = f"results/logs/train/{loss}/{optimizer}/seeds{label}.log"
+                log = f"results/logs/train/linear/{loss}/{optimizer}/base/seeds{label}.log"
                 assert_job_log(packed_by_two, log, loss, optimizer, seeds, config["steps"])
 
 
 def test_all_seeds_in_one_job_are_byte_identical_to_single_runs(tmp_path, expected_tsvs):
     packed_run(tmp_path, "all")
     assert run_tsvs(tmp_path) == expected_tsvs
-    logs = sorted(p.name for p in (tmp_path / "results/logs/train/mse/sgd").iterdir())
+    logs = sorted(p.name for p in (tmp_path / "results/logs/train/linear/mse/sgd/base").iterdir())
     assert logs == ["seeds0-2.log"]
 
 

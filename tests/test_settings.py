@@ -193,8 +193,12 @@ def test_values_only_torch_refuses_pass_the_checks_before_the_run(case):
 
 def test_default_config_is_the_reference_experiment():
     experiment = settings.validate(DEFAULT, SCHEMA)
-    assert experiment.seeds == tuple(range(10))
-    assert (experiment.steps, experiment.dim, experiment.device) == (40, 20, "auto")
+    assert experiment.seeds == tuple(range(10)) and experiment.tuning_seeds == ()
+    assert experiment.device == "auto"
+    assert experiment.problems == {
+        "linear": settings.Problem("linear", "linear", "regression", {"dim": 20}, ("mse", "l1"), 40)
+    }
+    assert all(list(o.variants) == ["base"] for o in experiment.optimizers.values())
     assert {n: (c.cls, c.kwargs) for n, c in experiment.optimizers.items()} == {
         "sgd": ("SGD", {"lr": 0.1}),
         "momentum_sgd": ("SGD", {"lr": 0.1, "momentum": 0.9}),
@@ -464,7 +468,7 @@ def test_only_does_not_change_how_seeds_are_packed():
     config["only"] = {"seeds": [3]}
     experiment = settings.validate(config, SCHEMA)
     assert experiment.seeds_per_job == 10
-    assert experiment.seed_blocks() == [settings.SeedBlock("0-9", (3,))]
+    assert [(b.label, b.seeds) for b in experiment.seed_blocks()] == [("0-9", (3,))]
 
 
 def test_only_covers_every_grid_axis():
@@ -505,3 +509,85 @@ def test_config_file_with_a_mapping_bomb_is_refused_before_any_copy(tmp_path):
         f"config file {bomb}: config key optimizers.sgd.kwargs.dampening: holds more than"
     )
     assert error.value.problems[1].startswith(f"config file {bad_type}: holds list")
+
+
+# --- Problems, sweeps and seed roles (issue 10) --------------------------------
+
+SWEEP = {
+    "tuning_seeds": [100, 101],
+    "losses": {"mse": {"class": "MSELoss"}, "bce": {"class": "BCEWithLogitsLoss"}},
+    "problems": {
+        "linear": {"kwargs": {"dim": 4}},
+        "logistic_noisy": {"problem": "logistic", "kwargs": {"label_noise": 0.2}, "steps": 7},
+        "rosen": {"problem": "rosenbrock"},
+    },
+    "optimizers": {
+        "sgd": {"class": "SGD", "kwargs": {"lr": 0.1, "momentum": 0.5}, "sweep": {"lr": [0.01, 1]}},
+        "lbfgs": {"class": "LBFGS"},
+    },
+}
+
+
+def test_sweep_variants_problems_and_seed_roles_make_the_grid():
+    experiment = settings.validate(dict(SWEEP, seeds=[0, 1, 2]), SCHEMA)
+    sgd = experiment.optimizers["sgd"]
+    assert {name: v.kwargs for name, v in sgd.variants.items()} == {
+        "base": {"lr": 0.1, "momentum": 0.5},
+        "lr0.01": {"lr": 0.01, "momentum": 0.5},
+        "lr1": {"lr": 1, "momentum": 0.5},
+    }
+    cells = [(c.problem, c.loss, c.optimizer, c.variant) for c in experiment.cells()]
+    # every loss that fits a problem's kind; the objective gets its pseudo-loss
+    problem_losses = list(dict.fromkeys((p, loss) for p, loss, _, _ in cells))
+    assert problem_losses == [("linear", "mse"), ("logistic_noisy", "bce"), ("rosen", "objective")]
+    assert cells[:4] == [
+        ("linear", "mse", "sgd", "base"),
+        ("linear", "mse", "sgd", "lr0.01"),
+        ("linear", "mse", "sgd", "lr1"),
+        ("linear", "mse", "lbfgs", "base"),
+    ]
+    assert experiment.all_seeds == (0, 1, 2, 100, 101)
+    assert experiment.n_runs == 3 * 4 * 5
+    spec = experiment.run_spec(settings.Cell("logistic_noisy", "bce", "sgd", "lr1"))
+    assert spec["steps"] == 7 and spec["variant"] == "lr1"
+    assert spec["optimizer"] == {
+        "name": "sgd",
+        "class": "SGD",
+        "kwargs": {"lr": 1, "momentum": 0.5},
+    }
+    assert spec["problem"]["kwargs"] == {"dim": 10, "samples": 200, "label_noise": 0.2}
+    rosen = experiment.run_spec(settings.Cell("rosen", "objective", "lbfgs", "base"))
+    assert rosen["loss"] is None and rosen["steps"] == 40
+
+
+def test_only_selects_problems_and_keeps_their_fitting_losses():
+    config = dict(SWEEP, only={"problems": ["rosen", "linear"], "losses": ["bce"]})
+    experiment = settings.validate(config, SCHEMA)
+    # linear has no loss left (mse not chosen); the objective keeps its own
+    assert list(experiment.problems) == ["rosen"]
+    assert {c.loss for c in experiment.cells()} == {"objective"}
+
+
+def test_a_user_problem_is_found_in_the_problems_folder(tmp_path):
+    template = (REPO / "problems" / "_template.py").read_text()
+    (tmp_path / "mine.py").write_text(template)
+    config = {"problems": {"mine": {}}}
+    experiment = settings.validate(config, SCHEMA, problems_dir=tmp_path)
+    assert experiment.problems["mine"].problem == "mine"
+    with pytest.raises(settings.ConfigError, match="unknown problem 'mine'"):
+        settings.validate(config, SCHEMA)  # not without the folder
+
+
+def test_tuned_config_runs_the_article_optimizers_with_adamw_and_lbfgs_on_every_problem():
+    config = yaml.safe_load((REPO / "configs" / "tuned.yaml").read_text())
+    experiment = settings.validate(config, SCHEMA)
+    assert list(experiment.optimizers) == [
+        "sgd", "momentum_sgd", "adam", "rmsprop", "adamw", "lbfgs"
+    ]  # fmt: skip
+    counts = {name: len(o.sweep.get("lr", [])) for name, o in experiment.optimizers.items()}
+    assert set(counts.values()) == {6}  # the same number of candidates for every optimizer
+    assert {p.problem for p in experiment.problems.values()} == {
+        "linear", "quadratic", "logistic", "rosenbrock", "noisy_quadratic", "digits_mlp"
+    }  # fmt: skip
+    assert len(experiment.seeds) == 20 and len(experiment.tuning_seeds) == 5
+    assert not set(experiment.seeds) & set(experiment.tuning_seeds)

@@ -292,10 +292,10 @@ def test_failing_training_job_fails_the_run_naming_its_log(cluster, tmp_path):
     assert len(submitted) == 1 and [r["JobState"] for r in records.values()] == ["FAILED"]
     slurm_log = next(iter(submitted.values()))
     assert "Error in rule train" in output
-    assert "results/logs/train/mse/sgd/seed0.log" in output and slurm_log in output
-    job_log = (workdir / "results/logs/train/mse/sgd/seed0.log").read_text()
+    assert "results/logs/train/linear/mse/sgd/base/seed0.log" in output and slurm_log in output
+    job_log = (workdir / "results/logs/train/linear/mse/sgd/base/seed0.log").read_text()
     assert "config key optimizers.sgd" in job_log and "Invalid learning rate" in job_log
-    assert not (workdir / "results/runs/mse/sgd/seed0.tsv").exists()
+    assert not (workdir / "results/runs/linear/mse/sgd/base/seed0.tsv").exists()
     assert not (workdir / "results/summary").exists()
 
 

@@ -306,7 +306,9 @@ def write_roles(root, values):
     """values: {(role, optimizer, variant): finals by seed} -> cell summary paths by role."""
     by_role: dict[str, list] = {"evaluation": [], "tuning": []}
     for (role, optimizer, variant), final_losses in values.items():
-        seeds = range(100, 100 + len(final_losses)) if role == "tuning" else range(len(final_losses))
+        seeds = (
+            range(100, 100 + len(final_losses)) if role == "tuning" else range(len(final_losses))
+        )
         paths = []
         for seed, final in zip(seeds, final_losses, strict=True):
             path = str(root / SWEEP_PATTERN).format(

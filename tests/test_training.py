@@ -69,9 +69,10 @@ def assert_job_log(workdir, log, loss, optimizer, seeds, steps, device="cpu"):
     per run the final loss (the article loop's, exactly), time and files."""
     lines = (workdir / log).read_text().splitlines()
     assert lines, f"{log} is empty"
-    assert lines[0].startswith(f"cell: loss {loss} = torch.nn."), lines[0]
-    assert f", optimizer {optimizer} = torch.optim." in lines[0], lines[0]
-    assert lines[0].endswith(f", {steps} steps, dim 20"), lines[0]
+    assert lines[0].startswith("cell: problem linear = linear(**{'dim': 20}), "), lines[0]
+    assert f", loss {loss} = torch.nn." in lines[0], lines[0]
+    assert f", optimizer {optimizer} variant base = torch.optim." in lines[0], lines[0]
+    assert lines[0].endswith(f", {steps} steps"), lines[0]
     assert lines[1] == "runs: seeds " + " ".join(map(str, seeds))
     assert lines[2].startswith(f"training on {device} "), lines[2]
     assert f"device {device} requested" in lines[2], lines[2]
@@ -80,7 +81,7 @@ def assert_job_log(workdir, log, loss, optimizer, seeds, steps, device="cpu"):
         assert match, line
         losses = article_loop(seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps)
         assert (int(match[1]), match[2], int(match[3])) == (seed, repr(losses[-1]), steps)
-        stem = f"results/runs/{loss}/{optimizer}/seed{seed}"
+        stem = f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}"
         assert (match[5], match[6]) == (f"{stem}.tsv", f"{stem}.json")
         meta = json.loads((workdir / match[6]).read_text())
         assert float(match[4]) == meta["train_seconds"] > 0

@@ -75,11 +75,13 @@ def planned_job_details(process) -> list[dict[str, str]]:
 
 
 def cell_runs(loss, optimizer, seeds):
-    return ", ".join(f"results/runs/{loss}/{optimizer}/seed{seed}.tsv" for seed in seeds)
+    return ", ".join(
+        f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}.tsv" for seed in seeds
+    )
 
 
 TINY_CELLS = ", ".join(
-    f"results/summary/cells/{loss}/{optimizer}.json"
+    f"results/summary/cells/evaluation/linear/{loss}/{optimizer}/base.json"
     for loss in ("mse", "l1")
     for optimizer in ("sgd", "adam")
 )
@@ -128,7 +130,7 @@ def test_tiny_run_writes_every_output(tiny_results):
     for loss in ("mse", "l1"):
         for optimizer in ("sgd", "adam"):
             for seed in (0, 1):
-                stem = f"{loss}/{optimizer}/seed{seed}"
+                stem = f"linear/{loss}/{optimizer}/base/seed{seed}"
                 expected = article_loop(
                     seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps=5
                 )
@@ -153,16 +155,14 @@ def test_tiny_run_writes_every_output(tiny_results):
         assert {o: rows.loc[o, "rank"] for o in order} == {o: r for r, o in enumerate(order, 1)}
         for optimizer, values in by_optimizer.items():
             assert rows.loc[optimizer, "mean"] == pytest.approx(np.mean(values), rel=1e-12)
-    cells = sorted(str(p.relative_to(results)) for p in (results / "summary/cells").rglob("*"))
+    cells = sorted(str(p.relative_to(results)) for p in (results / "summary/cells").rglob("*.json"))
     assert cells == [
-        "summary/cells/l1",
-        "summary/cells/l1/adam.json",
-        "summary/cells/l1/sgd.json",
-        "summary/cells/mse",
-        "summary/cells/mse/adam.json",
-        "summary/cells/mse/sgd.json",
+        "summary/cells/evaluation/linear/l1/adam/base.json",
+        "summary/cells/evaluation/linear/l1/sgd/base.json",
+        "summary/cells/evaluation/linear/mse/adam/base.json",
+        "summary/cells/evaluation/linear/mse/sgd/base.json",
     ]
-    for stem in ("figures/overview", "figures/losses/mse", "figures/losses/l1"):
+    for stem in ("figures/overview", "figures/losses/linear/mse", "figures/losses/linear/l1"):
         assert (results / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert b"<svg" in (results / f"{stem}.svg").read_bytes()[:2000]
     leftovers = [p for p in results.rglob("*") if p.name.startswith(".") or p.suffix == ".part"]
@@ -223,7 +223,10 @@ def test_changing_an_optimizer_reruns_only_its_runs_and_cells(tiny_results):
     assert planned_jobs(process)["train"] == 4  # adam x 2 losses x 2 seeds
     jobs = planned_job_details(process)
     cells = sorted(job["wildcards"] for job in jobs if job["rule"] == "summarize_cell")
-    assert cells == ["loss=l1, optimizer=adam", "loss=mse, optimizer=adam"]
+    assert cells == [
+        f"role=evaluation, problem=linear, loss={loss}, optimizer=adam, variant=base"
+        for loss in ("l1", "mse")
+    ]
     # (a training job's reason shows its cell's settings before and after)
     aggregation = [job for job in jobs if not job["rule"].startswith("train")]
     assert len(aggregation) == 7 and max(len(job["reason"]) for job in aggregation) <= 300
@@ -231,7 +234,11 @@ def test_changing_an_optimizer_reruns_only_its_runs_and_cells(tiny_results):
 
 def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
     process = snakemake(
-        tiny_results, "-n", "--forcerun", "results/runs/mse/adam/seed1.tsv", configfile=TINY
+        tiny_results,
+        "-n",
+        "--forcerun",
+        "results/runs/linear/mse/adam/base/seed1.tsv",
+        configfile=TINY,
     )
     assert planned_jobs(process) == {
         "train": 1,
@@ -243,7 +250,9 @@ def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
         "total": 7,
     }
     (cell,) = (job for job in planned_job_details(process) if job["rule"] == "summarize_cell")
-    assert cell["wildcards"] == "loss=mse, optimizer=adam"
+    assert cell["wildcards"] == (
+        "role=evaluation, problem=linear, loss=mse, optimizer=adam, variant=base"
+    )
     assert cell["input"] == cell_runs("mse", "adam", (0, 1))
 
 
@@ -251,7 +260,7 @@ def test_a_lost_cell_summary_is_made_again_with_the_tables(tiny_results, tmp_pat
     """A failed or interrupted cell job leaves no summary; the next run must redo it
     (Snakemake alone would call the tables up to date)."""
     workdir = copy_tree(tiny_results, tmp_path / "w")
-    (workdir / "results/summary/cells/l1/adam.json").unlink()
+    (workdir / "results/summary/cells/evaluation/linear/l1/adam/base.json").unlink()
     process = snakemake(workdir, "-n", configfile=TINY)
     assert planned_jobs(process) == {
         "summarize_cell": 1,
@@ -301,8 +310,8 @@ def test_every_summary_row_matches_an_independent_computation_over_the_run_files
     cell cannot pass."""
     results = tiny_results / "results"
     runs = {}
-    for path in sorted((results / "runs").glob("*/*/seed*.tsv")):
-        cell = (path.parent.parent.name, path.parent.name)
+    for path in sorted((results / "runs").glob("linear/*/*/base/seed*.tsv")):
+        cell = (path.parent.parent.parent.name, path.parent.parent.name)
         seed = int(path.stem.removeprefix("seed"))
         runs.setdefault(cell, {})[seed] = np.loadtxt(path, delimiter="\t", skiprows=1)[:, 1]
     assert sorted(runs) == sorted((lo, o) for lo in ("mse", "l1") for o in ("sgd", "adam"))

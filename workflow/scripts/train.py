@@ -5,6 +5,7 @@ imports torch and the standard library only (no Snakemake, pandas or
 matplotlib). Usage:
 
     python train.py --spec JSON --run SEED TSV SIDECAR [--run ...] [--threads N]
+        [--problems-dir DIR]
 """
 
 import argparse
@@ -26,6 +27,9 @@ def parse_args(argv=None):
         "--run", nargs=3, action="append", required=True, metavar=("SEED", "TSV", "SIDECAR")
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--problems-dir", default="", help="the folder of user problems (problems/ of the repo)"
+    )
     return parser.parse_args(argv)
 
 
@@ -54,7 +58,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
-    spec = json.loads(args.spec)
+    # Where the user's problem files are: the repository's problems/ folder,
+    # given on the command line so that moving the repository changes no spec.
+    spec = {**json.loads(args.spec), "problems_dir": args.problems_dir}
     torch.set_num_threads(max(1, args.threads))
     # The log says what ran, line by line as it happens, so that a job's log
     # is never empty and a killed job's log shows how far it got.

@@ -123,7 +123,6 @@ class Experiment:
     problems: dict[str, Problem]
     optimizers: dict[str, Optimizer]
     losses: dict[str, Component]
-    problems_dir: str  # the user folder that problems are looked up in, beside the built-ins
 
     @property
     def all_seeds(self) -> tuple[int, ...]:
@@ -158,7 +157,6 @@ class Experiment:
             "optimizer": self.optimizers[cell.optimizer].as_dict(cell.variant),
             "variant": cell.variant,
             "device": self.device,
-            "problems_dir": self.problems_dir,
         }
 
     def run_spec_json(self, cell: Cell) -> str:
@@ -750,5 +748,4 @@ def validate(
         problems=kept_problems,
         optimizers={n: optimizers[n] for n in selected["optimizers"]},
         losses={n: losses[n] for n in selected["losses"]},
-        problems_dir=str(problems_dir) if problems_dir is not None else "",
     )
