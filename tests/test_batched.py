@@ -97,10 +97,12 @@ def reference_loop(instances, criterion, optimizer_class, kwargs_list, steps):
             if closure_needed:
                 count = [0]
 
-                def closure(inputs=inputs, targets=targets, count=count, optimizer=optimizer):
+                def closure(
+                    inputs=inputs, targets=targets, count=count, optimizer=optimizer, run=instance
+                ):
                     count[0] += 1
                     optimizer.zero_grad()
-                    loss = instance.loss(criterion, inputs, targets)
+                    loss = run.loss(criterion, inputs, targets)
                     loss.backward()
                     return loss
 
@@ -151,8 +153,7 @@ def assert_runs_identical(expected, got, label, value_rtol=None):
         )
         if value_rtol is None:
             assert same_floats(loss_e, loss_g), (
-                f"{label} run {run}: losses differ, first at step "
-                f"{next(i for i, (x, y) in enumerate(zip(loss_e, loss_g)) if x != y)}"
+                f"{label} run {run}: losses differ:\n{loss_e}\n{loss_g}"
             )
         else:
             np.testing.assert_allclose(loss_g, loss_e, rtol=value_rtol, atol=0, err_msg=label)

@@ -260,19 +260,19 @@ class _Kernels:
 
 def _calibrate(runs, rows, features, outputs, bias, dtype, device) -> _Kernels:
     """Pick, for one layer shape, formulations bit-identical to F.linear run per run."""
+    # A kernel's summation order depends on the shapes and layout of one run's
+    # product, not on how many runs there are: 64 runs settle it for any job.
+    runs = min(runs, 64)
     g = torch.Generator().manual_seed(12345)
 
     def draw(*shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype).to(device)
+        return torch.randn(*shape, generator=g).to(dtype).to(device)
 
-    x, w, grad = (
-        draw(runs, rows, features),
-        draw(runs, outputs, features),
-        draw(runs, rows, outputs),
-    )
+    x, w = draw(runs, rows, features), draw(runs, outputs, features)
+    grad = draw(runs, rows, outputs)
     b = draw(runs, outputs) if bias else None
-    # Runs compared: all of a small job, else a spread of 32 (kernels do not vary by run).
-    sample = list(range(runs)) if runs <= 32 else [i * (runs - 1) // 31 for i in range(32)]
+    # Runs compared with the loop: a spread of 16 (the kernels do not vary by run).
+    sample = sorted({i * (runs - 1) // 15 for i in range(16)})
     loop = {"forward": [], "grad_weight": [], "grad_input": [], "grad_bias": []}
     for r in sample:
         xr = x[r].clone().requires_grad_()
@@ -533,6 +533,24 @@ def _groups(kwargs_list: list[dict]) -> tuple[list[int], list[tuple[dict, int, i
     return order, groups
 
 
+def _bytes_per_run(stacked: dict, optimizers: list, data, runs: int) -> int:
+    """What the engine keeps for the whole training, per run: weights, gradients,
+    optimizer state, and the run's own data (data shared by all runs counted once)."""
+
+    def size(tensor):
+        return tensor.numel() * tensor.element_size() if isinstance(tensor, torch.Tensor) else 0
+
+    total = sum(size(t) + size(t.grad) for t in stacked.values())
+    total += sum(
+        size(value)
+        for optimizer in optimizers
+        for state in optimizer.state.values()
+        for value in state.values()
+    )
+    total += sum(size(t) for t in (data.inputs, data.targets, data.index))
+    return total // runs
+
+
 def _fallback(instances, criterion, cls, kwargs_list, steps, device, reason) -> EngineResult:
     started = time.perf_counter()
     runs = train_loop(instances, criterion, cls, kwargs_list, steps, device)
@@ -654,7 +672,12 @@ def train_batched(
     outcomes: list[RunOutcome | None] = [None] * runs
     for position, run in enumerate(order):
         outcomes[run] = RunOutcome(per_run[position], [1] * steps)
-    details = {"forward": path, "variants": len(groups), "runs": runs}
+    details = {
+        "forward": path,
+        "variants": len(groups),
+        "runs": runs,
+        "bytes_per_run": _bytes_per_run(stacked, [o for o, _ in views], data, runs),
+    }
     if bmm is not None:
         details["kernels"] = bmm.describe()
         details["kernels_exact"] = bmm.exact()
