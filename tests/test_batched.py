@@ -465,3 +465,22 @@ def test_invalid_hyper_parameters_fail_as_in_the_loop():
     kwargs = [{"lr": 0.1}, {"lr": -1.0}]
     with pytest.raises(ValueError, match="Invalid learning rate"):
         batched.train_batched(build("linear", [0, 1]), torch.nn.MSELoss(), "SGD", kwargs, 3)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "kwargs", "tensors"),
+    [("SGD", {"lr": 0.1}, 2), ("Adam", {"lr": 0.1}, 4)],
+    ids=["sgd", "adam"],
+)
+def test_memory_kept_per_run(optimizer, kwargs, tensors):
+    """Reference problem: a 20x20 float32 weight (1,600 bytes) kept as weight and
+    gradient (SGD), plus Adam's two moments; and the run's x and y (2 x 20 floats)."""
+    result = batched.train_batched(
+        build("linear", range(10), steps=3), torch.nn.MSELoss(), optimizer, kwargs, 3
+    )
+    assert result.details["bytes_per_run"] == tensors * 20 * 20 * 4 + 2 * 20 * 4
+
+
+def test_unknown_forward_path_is_refused():
+    with pytest.raises(ValueError, match="forward must be"):
+        batched.train_batched(build("linear", [0]), torch.nn.MSELoss(), "SGD", {}, 1, forward="x")
