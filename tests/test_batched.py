@@ -159,6 +159,19 @@ def assert_runs_identical(expected, got, label, value_rtol=None):
             np.testing.assert_allclose(loss_g, loss_e, rtol=value_rtol, atol=0, err_msg=label)
 
 
+def assert_runs_close(expected, got, loss_rtol=1e-5, weight_atol=1e-6):
+    """Runs that agree at float32 rounding level (where a kernel sums in another order)."""
+    for (loss_e, eval_e, w_e), (loss_g, eval_g, w_g) in zip(expected, got, strict=True):
+        assert eval_g == eval_e
+        np.testing.assert_allclose(loss_g, loss_e, rtol=loss_rtol, atol=0)
+        for a, b in zip(w_e, w_g, strict=True):
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=weight_atol)
+    assert not all(  # else the exact comparison applies
+        same_floats(e[0], g[0]) and same_tensors(e[2], g[2])
+        for e, g in zip(expected, got, strict=True)
+    )
+
+
 def compare(problem, loss, optimizer, seeds, steps=40, **parameters):
     """Train the same runs in the reference loop and in the engine; both results."""
     cls, kwargs = OPTIMIZERS[optimizer]
@@ -252,10 +265,7 @@ def test_cross_entropy_with_class_weights_within_tolerance():
     runs then drift apart at float32 rounding level. Measured over 20 Adam
     steps: at most 9e-8 in the weights; bounds here 1e-6 and 1e-5 relatively."""
     expected, got = cross_entropy_runs(weight=torch.linspace(0.5, 2.0, 10), label_smoothing=0.1)
-    for (loss_e, _, w_e), (loss_g, _, w_g) in zip(expected, got, strict=True):
-        np.testing.assert_allclose(loss_g, loss_e, rtol=1e-5, atol=0)
-        for a, b in zip(w_e, w_g, strict=True):
-            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=1e-6)
+    assert_runs_close(expected, got)
 
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
@@ -484,3 +494,58 @@ def test_memory_kept_per_run(optimizer, kwargs, tensors):
 def test_unknown_forward_path_is_refused():
     with pytest.raises(ValueError, match="forward must be"):
         batched.train_batched(build("linear", [0]), torch.nn.MSELoss(), "SGD", {}, 1, forward="x")
+
+
+class ScaledLinear(torch.nn.Linear):
+    """A Linear subclass whose forward differs: the bmm path must not take it for a Linear."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def custom_instances(make_model, seeds, samples=16):
+    instances = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = make_model()
+        x = torch.randn(samples, 6)
+        instances.append(Instance(kind="regression", model=model, inputs=x, targets=x[:, :3] ** 2))
+    return instances
+
+
+@pytest.mark.parametrize(
+    ("make_model", "path"),
+    [
+        (
+            lambda: torch.nn.Sequential(
+                torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+            ),
+            "bmm",
+        ),
+        (
+            lambda: torch.nn.Sequential(
+                torch.nn.Linear(6, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3)
+            ),
+            "vmap",
+        ),
+        (lambda: ScaledLinear(6, 3), "vmap"),
+    ],
+    ids=["mlp-tanh", "layernorm", "linear-subclass"],
+)
+def test_models_beyond_the_builtins(make_model, path):
+    """Sequential stacks of Linear and activations use the calibrated bmm path and stay
+    bit-exact; any other model goes through vmap, whose batched matrix products round
+    differently from the loop's by a unit in the last place, so those runs agree at
+    float32 rounding level only (measured: 7e-8 in the weights after 25 Adam steps)."""
+    seeds, steps = range(4), 25
+    expected = reference_loop(
+        custom_instances(make_model, seeds), torch.nn.MSELoss(), "Adam", [{"lr": 0.01}] * 4, steps
+    )
+    together = custom_instances(make_model, seeds)
+    result = batched.train_batched(together, torch.nn.MSELoss(), "Adam", {"lr": 0.01}, steps)
+    assert result.engine == "batched" and result.details["forward"] == path
+    got = engine_results(result, together)
+    if path == "bmm":
+        assert_runs_identical(expected, got, path)
+    else:
+        assert_runs_close(expected, got)

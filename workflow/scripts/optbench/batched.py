@@ -351,8 +351,7 @@ class _LinearFunction(torch.autograd.Function):
 class _StackedLinear:
     """One nn.Linear layer applied to [runs, ..., in] inputs with [runs, out, in] weights."""
 
-    def __init__(self, calibrate: bool):
-        self.calibrate = calibrate
+    def __init__(self):
         self.kernels: dict[tuple, _Kernels] = {}  # per input shape
 
     def __call__(self, inputs, weight, bias):
@@ -360,18 +359,15 @@ class _StackedLinear:
         x = inputs.reshape(runs, -1, features).contiguous()  # the layout calibration used
         key = tuple(x.shape)
         if key not in self.kernels:
-            if self.calibrate:
-                self.kernels[key] = _calibrate(
-                    runs,
-                    x.shape[1],
-                    features,
-                    weight.shape[1],
-                    bias is not None,
-                    weight.dtype,
-                    weight.device,
-                )
-            else:
-                self.kernels[key] = _Kernels("x@W^T", "G^T@x", "G@W", 0, {})
+            self.kernels[key] = _calibrate(
+                runs,
+                x.shape[1],
+                features,
+                weight.shape[1],
+                bias is not None,
+                weight.dtype,
+                weight.device,
+            )
         out = _LinearFunction.apply(x, weight, bias, self.kernels[key])
         return out.reshape(*inputs.shape[:-1], weight.shape[1])
 
@@ -380,27 +376,27 @@ class _BmmForward:
     """Forward over stacked parameters for nn.Linear and Sequential stacks of Linear and
     element-wise activations; other models get None from ``build``."""
 
-    def __init__(self, layers, calibrate: bool):
+    def __init__(self, layers):
         self.layers = [
-            (name, _StackedLinear(calibrate) if module is None else module)
-            for name, module in layers
+            (name, _StackedLinear() if module is None else module) for name, module in layers
         ]
 
     @classmethod
-    def build(cls, model, calibrate: bool = True):
-        if isinstance(model, torch.nn.Linear):
-            return cls([("", None)], calibrate)
-        if not isinstance(model, torch.nn.Sequential) or not len(model):
+    def build(cls, model):
+        # Exact classes only: a subclass may compute something else in forward().
+        if type(model) is torch.nn.Linear:
+            return cls([("", None)])
+        if type(model) is not torch.nn.Sequential or not len(model):
             return None
         layers = []
         for name, module in model.named_children():
-            if isinstance(module, torch.nn.Linear):
+            if type(module) is torch.nn.Linear:
                 layers.append((name, None))
             elif type(module) in _ELEMENTWISE_MODULES:
                 layers.append((name, module))
             else:
                 return None
-        return cls(layers, calibrate)
+        return cls(layers)
 
     def __call__(self, params, inputs):
         out = inputs
