@@ -31,7 +31,11 @@ the recorded loss values of cross entropy and multi margin differ by at most
 batch's B per-sample losses in a cascade order and the engine with ``sum``;
 cross entropy with class weights also divides by a total weight summed in that
 other order, so its runs drift at float32 rounding level (measured: 9e-8 in the
-weights after 20 steps). Three things make the rest exact:
+weights after 20 steps). Models other than nn.Linear and Sequential stacks of
+Linear and element-wise activations go through ``torch.func.vmap``, whose
+batched matrix products round differently from the loop's: bit-exact without
+matrix products (Rosenbrock), else at float32 rounding level (measured: 7e-8 in
+the weights after 25 Adam steps). Three things make the rest exact:
 
 - Each stacked linear layer calibrates its kernels (``_calibrate``): bmm can
   reach a different BLAS or ATen kernel than the loop's F.linear for the same
@@ -50,8 +54,8 @@ their gradients, the optimizer's state and the run's own data
 (``details["bytes_per_run"]``: 6.4 KiB for Adam on the reference problem,
 48 KiB on digits_mlp), plus one step's activations for all runs. A whole
 1,000-run job, instances included, peaks at about 22 KiB per run on the
-reference problem and 250 KiB on digits_mlp (whose instances each hold their
-held-out images) above a 300 MiB process.
+reference problem (325 MiB in all) and 250 KiB on digits_mlp (550 MiB; each of
+its instances holds its own held-out images), above a 300 MiB process.
 
 Device: everything stays on the device given; nothing reads a device tensor on
 the host during training (no ``.item()``, no value-dependent Python branch;
