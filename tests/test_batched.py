@@ -503,14 +503,42 @@ class ScaledLinear(torch.nn.Linear):
         return 2 * super().forward(x)
 
 
-def custom_instances(make_model, seeds, samples=16):
+def custom_instances(make_model, seeds, samples=16, shared=False):
+    """Regression instances of any model; ``shared``: every run holds the same data tensors."""
+    torch.manual_seed(1234)
+    common = torch.randn(samples, 6)
     instances = []
     for seed in seeds:
         torch.manual_seed(seed)
         model = make_model()
-        x = torch.randn(samples, 6)
-        instances.append(Instance(kind="regression", model=model, inputs=x, targets=x[:, :3] ** 2))
+        x = common if shared else torch.randn(samples, 6)
+        y = common[:, :3] ** 2 if shared else x[:, :3] ** 2
+        instances.append(Instance(kind="regression", model=model, inputs=x, targets=y))
+    if shared:
+        for instance in instances:
+            instance.targets = instances[0].targets  # the very same tensor objects
     return instances
+
+
+def test_data_shared_by_all_runs():
+    """Runs holding the very same data tensors (one full batch for all) stay exact."""
+
+    def make_model():
+        return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+    seeds, steps = range(4), 25
+    expected = reference_loop(
+        custom_instances(make_model, seeds, shared=True),
+        torch.nn.MSELoss(),
+        "Adam",
+        [{"lr": 0.01}] * 4,
+        steps,
+    )
+    together = custom_instances(make_model, seeds, shared=True)
+    assert problems.instance.stack(together).shared
+    result = batched.train_batched(together, torch.nn.MSELoss(), "Adam", {"lr": 0.01}, steps)
+    assert result.details["forward"] == "bmm"
+    assert_runs_identical(expected, engine_results(result, together), "shared data")
 
 
 @pytest.mark.parametrize(
