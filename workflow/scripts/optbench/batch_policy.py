@@ -1,0 +1,116 @@
+"""Which cells the batched engine may train together; torch-free, so planning can ask too.
+
+The batched engine (``batched.py``) stacks the runs of one (problem, loss,
+optimizer) cell into one tensor per model parameter, ``[runs, ...]``, and
+steps them with one optimizer call. That keeps the runs independent only where
+the optimizer acts on each element of a tensor by itself (its state and update
+of element ``i`` depend on element ``i`` of the parameter and gradient only,
+and on per-group scalars such as the step count), and where the loss can be
+reduced per run so that each run's gradient is exactly its solo gradient.
+``can_batch`` says whether a cell qualifies; everything else runs in the
+per-run loop, and the caller logs the reason and records it in the sidecar.
+"""
+
+from __future__ import annotations
+
+# Optimizers whose update is element by element within each tensor: stacking
+# runs along a new leading dimension changes nothing a run sees. Checked by
+# tests/test_batched.py against the per-run loop for each of them.
+ELEMENTWISE = (
+    "SGD",
+    "Adam",
+    "AdamW",
+    "NAdam",
+    "RAdam",
+    "Adamax",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "Rprop",
+    "ASGD",
+)
+
+# torch.optim classes that couple the elements of a tensor (or all the
+# parameters), so that in a stacked tensor one run would steer another.
+COUPLED = {
+    "LBFGS": (
+        "its step(closure) re-evaluates the loss of all parameters together, and its line "
+        "search and stopping tests take norms and dot products over every parameter, so the "
+        "runs of a stacked tensor would share one step length and one stopping decision"
+    ),
+    "Adafactor": (
+        "it factorises the second moment over a tensor's last two dimensions and scales the "
+        "step by the norm of the whole tensor, so a stacked tensor would mix the runs"
+    ),
+    "Muon": (
+        "it orthogonalises each 2-D weight matrix as a whole (Newton-Schulz) and accepts 2-D "
+        "parameters only, so a stacked [runs, out, in] tensor is neither allowed nor per run"
+    ),
+    "SparseAdam": "it needs sparse gradients; the loop reports the problem at the first step",
+}
+
+# How a loss class is reduced per run so that each run's gradient is bit for
+# bit the gradient of its own mean (or sum). torch's backward kernels apply the
+# 1/n of a mean in two different places, and matching the place matters:
+#   "inside": the kernel folds 1/n into its product (mse, l1, huber, smooth l1),
+#             as the backward of sum(none)/n also does;
+#   "after":  the kernel divides the finished gradient by n (BCE with logits),
+#             so the engine sums per run and divides the logits' gradient by n;
+#   "samples": the loss gives one value per sample (cross entropy, multi margin)
+#             and the mean divides by the sample count or the targets' weights.
+PER_RUN_REDUCTION = {
+    "MSELoss": "inside",
+    "L1Loss": "inside",
+    "HuberLoss": "inside",
+    "SmoothL1Loss": "inside",
+    "BCEWithLogitsLoss": "after",
+    "CrossEntropyLoss": "samples",
+    "MultiMarginLoss": "samples",
+}
+
+REDUCTIONS = ("mean", "sum")
+
+
+def can_batch(
+    optimizer_class_name: str,
+    problem_kind: str,
+    loss_class_name: str | None = None,
+    loss_kwargs: dict | None = None,
+) -> tuple[bool, str]:
+    """(whether the batched engine may train this cell, why), without importing torch.
+
+    ``optimizer_class_name`` is a torch.optim class name, ``problem_kind`` a
+    problem's KIND, ``loss_class_name`` the torch.nn loss class (None for an
+    objective problem) and ``loss_kwargs`` its keyword arguments (only
+    ``reduction`` matters here). The reason is one sentence meant for the job's
+    log and the run's sidecar.
+    """
+    if optimizer_class_name in COUPLED:
+        return False, (
+            f"optimizer {optimizer_class_name} runs in the per-run loop: "
+            f"{COUPLED[optimizer_class_name]}"
+        )
+    if optimizer_class_name not in ELEMENTWISE:
+        return False, (
+            f"optimizer {optimizer_class_name} runs in the per-run loop: it is not known to "
+            f"update each element of a tensor independently (batched: {', '.join(ELEMENTWISE)})"
+        )
+    if problem_kind == "objective":
+        if loss_class_name is not None:
+            return False, f"an objective problem takes no loss, got {loss_class_name}"
+        return True, f"batched: {optimizer_class_name} is element-wise; objective per run"
+    if loss_class_name not in PER_RUN_REDUCTION:
+        return False, (
+            f"loss {loss_class_name} runs in the per-run loop: the batched engine has no "
+            f"per-run reduction for it (it has: {', '.join(PER_RUN_REDUCTION)})"
+        )
+    reduction = (loss_kwargs or {}).get("reduction", "mean")
+    if reduction not in REDUCTIONS:
+        return False, (
+            f"loss {loss_class_name} with reduction={reduction!r} runs in the per-run loop: "
+            f"the batched engine reduces per run with 'mean' or 'sum' only"
+        )
+    return True, (
+        f"batched: {optimizer_class_name} is element-wise; {loss_class_name} reduced per run "
+        f"({reduction})"
+    )
