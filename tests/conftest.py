@@ -15,17 +15,19 @@ TRAIN_SCRIPT = REPO / "workflow" / "scripts" / "train.py"
 TINY_UMASK = 0o002
 
 
-def snakemake_command(workdir, *args, configfile=None) -> list[str]:
+def snakemake_command(workdir, *args, configfile=None, snakefile=SNAKEFILE) -> list[str]:
     """The command line of snakemake on the repository's Snakefile in ``workdir``."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir)]
+    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir)]
     if configfile is not None:
         command += ["--configfile", str(configfile)]
     return command + list(args)
 
 
-def snakemake(workdir, *args, configfile=None, check=True, timeout=600, umask=-1):
+def snakemake(
+    workdir, *args, configfile=None, check=True, timeout=600, umask=-1, snakefile=SNAKEFILE
+):
     """Run snakemake on the repository's Snakefile in ``workdir``; returns the process."""
-    command = snakemake_command(workdir, *args, configfile=configfile)
+    command = snakemake_command(workdir, *args, configfile=configfile, snakefile=snakefile)
     process = subprocess.run(command, capture_output=True, text=True, timeout=timeout, umask=umask)
     if check and process.returncode != 0:
         raise AssertionError(
