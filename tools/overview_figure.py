@@ -34,30 +34,51 @@ FIGURE = REPO / "docs" / "overview.png"
 
 
 def draw(config_path: Path, png_path: Path, workdir: Path) -> None:
-    """The pipeline's overview figure for ``config_path``, runs trained on the CPU."""
+    """The pipeline's overview figure for ``config_path``, runs trained on the CPU.
+
+    Evaluation seeds only: for a config without sweeps (config.yaml) that is
+    every run, and each optimizer's one variant is the selected one.
+    """
     import torch
 
     from optbench import training
 
-    experiment = settings.validate(yaml.safe_load(Path(config_path).read_text()), SCHEMA)
-    pattern = str(workdir / "runs" / "{loss}" / "{optimizer}" / "seed{seed}.tsv")
+    experiment = settings.validate(
+        yaml.safe_load(Path(config_path).read_text()), SCHEMA, problems_dir=REPO / "problems"
+    )
+    if experiment.tuning_seeds:
+        raise SystemExit(f"{config_path}: a config with tuning seeds needs the pipeline itself")
+    pattern = str(
+        workdir / "runs" / "{problem}" / "{loss}" / "{optimizer}" / "{variant}" / "seed{seed}.tsv"
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a training job does
+    steps = {problem.steps for problem in experiment.problems.values()}
+    if len(steps) != 1:
+        raise SystemExit(f"{config_path}: problems with different steps need the pipeline itself")
     try:
         run_paths = []
-        for loss in experiment.losses:
-            for optimizer in experiment.optimizers:
-                spec = experiment.run_spec(loss, optimizer) | {"device": "cpu"}
-                for seed in experiment.seeds:
-                    result = training.train_one(spec, seed, torch.device("cpu"))
-                    tsv = pattern.format(loss=loss, optimizer=optimizer, seed=seed)
-                    runfiles.write_run(tsv, result.losses, tsv[:-4] + ".json", {"seed": seed})
-                    run_paths.append(tsv)
+        for cell in experiment.cells():
+            spec = experiment.run_spec(cell) | {
+                "device": "cpu",
+                "problems_dir": str(REPO / "problems"),
+            }
+            for seed in experiment.seeds:
+                result = training.train_one(spec, seed, torch.device("cpu"))
+                tsv = pattern.format(**vars(cell), seed=seed)
+                runfiles.write_run(
+                    tsv, result.losses, tsv[:-4] + ".json", {"seed": seed}, result.evaluations
+                )
+                run_paths.append(tsv)
     finally:
         torch.set_num_threads(threads)
-    summary.summarize_runs(run_paths, pattern, experiment.steps, workdir / "summary")
-    table = figures.read_table(workdir / "summary" / "steps.tsv")
-    figures.plot_overview(table, list(experiment.losses), experiment.band, [png_path])
+    summary.summarize_runs(run_paths, pattern, steps.pop(), workdir / "summary")
+    table = summary.selected_rows(
+        figures.read_table(workdir / "summary" / "steps.tsv"),
+        figures.read_table(workdir / "summary" / "selection.tsv"),
+    )
+    panels = list(dict.fromkeys((cell.problem, cell.loss) for cell in experiment.cells()))
+    figures.plot_overview(table, panels, experiment.band, [png_path])
 
 
 def difference(expected: Path, actual: Path) -> str | None:
