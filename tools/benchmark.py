@@ -68,22 +68,26 @@ IN_PROCESS = textwrap.dedent(
     torch.set_num_threads(1)
     device = training.resolve_device(experiment.device)
     runs = []
-    for loss in experiment.losses:
-        for optimizer in experiment.optimizers:
-            spec = experiment.run_spec(loss, optimizer)
-            for seed in experiment.seeds:
-                result = training.train_one(spec, seed, device)
-                stem = f"{{out}}/runs/{{loss}}/{{optimizer}}/seed{{seed}}"
-                runfiles.write_run(stem + ".tsv", result.losses, stem + ".json",
-                                   {{**spec, "seed": seed, "train_seconds": result.seconds}})
-                runs.append(stem + ".tsv")
-    pattern = out + "/runs/{{loss}}/{{optimizer}}/seed{{seed}}.tsv"
-    summary.summarize_runs(runs, pattern, experiment.steps, out + "/summary")
-    table = figures.read_table(out + "/summary/steps.tsv")
-    for loss in experiment.losses:
-        paths = [f"{{out}}/{{loss}}.png", f"{{out}}/{{loss}}.svg"]
-        figures.plot_loss(table, loss, experiment.band, paths)
-    figures.plot_overview(table, list(experiment.losses), experiment.band,
+    for cell in experiment.cells():
+        spec = experiment.run_spec(cell)
+        for seed in experiment.seeds:
+            result = training.train_one(spec, seed, device)
+            stem = "/".join([out, "runs", cell.problem, cell.loss, cell.optimizer, cell.variant,
+                             f"seed{{seed}}"])
+            runfiles.write_run(stem + ".tsv", result.losses, stem + ".json",
+                               {{**spec, "seed": seed, "train_seconds": result.seconds}},
+                               result.evaluations)
+            runs.append(stem + ".tsv")
+    pattern = out + "/runs/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seed{{seed}}.tsv"
+    steps = next(iter(experiment.problems.values())).steps
+    summary.summarize_runs(runs, pattern, steps, out + "/summary")
+    table = summary.selected_rows(figures.read_table(out + "/summary/steps.tsv"),
+                                  figures.read_table(out + "/summary/selection.tsv"))
+    panels = list(dict.fromkeys((c.problem, c.loss) for c in experiment.cells()))
+    for problem, loss in panels:
+        paths = [f"{{out}}/{{problem}}-{{loss}}.png", f"{{out}}/{{problem}}-{{loss}}.svg"]
+        figures.plot_loss(table, loss, experiment.band, paths, problem)
+    figures.plot_overview(table, panels, experiment.band,
                           [out + "/overview.png", out + "/overview.svg"])
     """
 )
@@ -156,7 +160,9 @@ BARE_LOOP = textwrap.dedent(
     spec = {{"optimizer": {{"name": "adam", "class": "Adam",
                             "kwargs": {{"lr": 0.1, "betas": [0.9, 0.99], "eps": 1e-9}}}},
              "loss": {{"name": "mse", "class": "MSELoss", "kwargs": {{}}}},
-             "steps": steps, "dim": dim, "device": str(device)}}
+             "problem": {{"name": "linear", "problem": "linear", "kind": "regression",
+                         "kwargs": {{"dim": dim}}}},
+             "variant": "base", "steps": steps, "device": str(device), "problems_dir": ""}}
 
     def bare(seed):
         torch.manual_seed(seed)
