@@ -216,7 +216,7 @@ def test_tampered_run_file_stops_aggregation_with_file_and_line(tiny_results, tm
     workdir = copy_tree(tiny_results, tmp_path / "w")
     tampered = workdir / "results/runs/linear/l1/adam/base/seed1.tsv"
     lines = tampered.read_text().splitlines()
-    lines[3] = "2\t0.5x"
+    lines[3] = "2\t0.5x\t1"
     tampered.write_text("\n".join(lines) + "\n")
     process = snakemake(workdir, "--cores", "1", configfile=TINY, check=False)
     assert process.returncode != 0
@@ -394,7 +394,7 @@ def test_value_torch_refuses_fails_its_job_naming_the_entry(runtime_outcomes, ca
     loss, optimizer = runtime_targets(case)
     log = workdir / f"results/logs/train/linear/{loss}/{optimizer}/base/seed0.log"
     text = log.read_text()
-    assert case.message in text, text
+    assert all(message in text for message in case.messages), text
     assert "Traceback" not in text  # the documented message, not a crash
     assert process.returncode != 0
     assert str(log.relative_to(workdir)) in process.stdout + process.stderr
