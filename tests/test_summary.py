@@ -232,7 +232,12 @@ def test_combined_rows_keep_their_cells_whatever_the_order_of_the_cell_files(tmp
 @pytest.mark.parametrize(
     ("cell", "runs", "message"),
     [
-        ({"loss": "mse", "optimizer": "sgd"}, ["mse/adam/seed1"], "a run of {'optimizer': 'adam'}"),
+        (
+            {"loss": "mse", "optimizer": "sgd"},
+            ["mse/adam/seed1"],
+            "a run of {'optimizer': 'adam'}, not of the cell {'loss': 'mse', 'optimizer': 'sgd'}. "
+            "Pass only the runs of this cell.",
+        ),
         ({"loss": "l1", "optimizer": "sgd"}, ["mse/sgd/seed1"], "a run of {'loss': 'mse'}"),
         ({"loss": "mse", "optimizer": "sgd"}, ["mse/sgd/seed0"], "seed 0 is given twice"),
         ({"loss": "mse"}, [], "names ['loss', 'optimizer', 'seed']"),
@@ -247,7 +252,11 @@ def test_runs_that_are_not_of_the_cell_are_refused(tmp_path, grid, cell, runs, m
 
 
 def test_a_path_outside_the_pattern_is_refused(tmp_path):
-    with pytest.raises(cells.CellError, match="not a run file of the pattern"):
+    with pytest.raises(
+        cells.CellError,
+        match="^other/seed0.tsv: not a run file of the pattern .*"
+        r"\. Pass only run files that the pipeline wrote\.$",
+    ):
         cells.parse_run_path("results/runs/{loss}/{optimizer}/seed{seed}.tsv", "other/seed0.tsv")
     assert cells.parse_run_path(
         "results/runs/{loss}/{optimizer}/seed{seed}.tsv", "results/runs/l1/sgd/seed12.tsv"
@@ -278,6 +287,7 @@ def test_cell_summary_is_strict_json_that_reads_back_every_value_exactly(tmp_pat
     assert back["runs"]["final_loss"][0] == 1e-300 and math.isnan(back["runs"]["final_loss"][1])
     assert back["runs"]["first_nonfinite_step"] == [None, 1]
     assert back["steps"]["mean"][1] == 0.1 + 0.2 and back["steps"]["n_finite"] == [2, 1, 1]
+    assert '"n_finite": [2, 1, 1]' in text  # counts are JSON integers, not 2.0
     assert math.isnan(back["steps"]["var"][2])
 
 
@@ -421,6 +431,9 @@ def test_a_grid_without_variants_keeps_every_cell_unscored(tmp_path, grid):
     summarize(tmp_path, grid)
     # summarize_runs writes the selection beside the other tables
     written = read(tmp_path / "summary" / "selection.tsv")
+    # a missing value is written as nan, not as an empty field
+    lines = (tmp_path / "summary" / "selection.tsv").read_text().splitlines()
+    assert lines[1] == "mse\tadam\t0\tnan"
     assert list(written.columns) == ["loss", "optimizer", "n_tuning", "median_log10_final"]
     assert list(written.itertuples(index=False, name=None))[0][:3] == ("mse", "adam", 0)
     steps, runs = summary.combine(sorted((tmp_path / "summary" / "cells").rglob("*.json")))
@@ -489,3 +502,17 @@ def test_paired_p_pairs_the_seeds_both_have_finite():
     assert math.isnan(summary.paired_p({0: 1.0, 1: 2.0}, {0: 1.5}))
     # identical pairs: no difference at all, p = 1 (scipy would give NaN)
     assert summary.paired_p({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}) == 1.0
+
+
+def test_no_runs_for_a_cell_is_an_error_naming_the_cell(tmp_path):
+    with pytest.raises(
+        cells.CellError,
+        match=r"^no run files given for the cell \{'loss': 'mse', 'optimizer': 'sgd'\}\.$",
+    ):
+        cells.read_cell([], RUN_PATTERN, {"optimizer": "sgd", "loss": "mse"}, 6)
+
+
+def test_cell_summary_text_refuses_a_nan_that_would_make_it_non_standard_json():
+    # cell_summary turns non-finite floats into strings; the writer still refuses any left
+    with pytest.raises(ValueError):
+        cells.format_cell_summary({"cell": {}, "steps": {"mean": [math.nan]}, "runs": {}})
