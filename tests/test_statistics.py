@@ -145,5 +145,28 @@ def test_log_summary_table_equals_log_describe_per_group():
 
 
 def test_missing_columns_are_named():
-    with pytest.raises(ValueError, match="final_loss"):
+    with pytest.raises(
+        ValueError,
+        match=r"^log_summary_table needs the column\(s\) final_loss; the table has optimizer\. "
+        "Pass the per-run metrics table.$",
+    ):
         statistics.log_summary_table(pd.DataFrame({"optimizer": ["a"]}), ["optimizer"])
+
+
+def test_an_empty_table_gives_the_columns_and_no_rows():
+    frame = pd.DataFrame({"loss": [], "optimizer": [], "final_loss": []})
+    table = statistics.log_summary_table(frame, ["loss", "optimizer"])
+    assert list(table.columns) == ["loss", "optimizer", *statistics.SUMMARY_COLUMNS]
+    assert len(table) == 0
+
+
+def test_a_missing_group_key_is_a_group_of_its_own():
+    # e.g. runs of an entry without a variant: kept, not dropped or merged into another group
+    frame = pd.DataFrame(
+        {"variant": ["lr1", None, "lr1", None], "final_loss": [1e-2, 1e-4, 1e-4, 1e-6]}
+    )
+    table = statistics.log_summary_table(frame, ["variant"])
+    assert list(table["n"]) == [2, 2]
+    assert table.loc[0, "variant"] == "lr1" and pd.isna(table.loc[1, "variant"])
+    assert table.loc[0, "geo_mean"] == pytest.approx(1e-3)
+    assert table.loc[1, "geo_mean"] == pytest.approx(1e-5)
