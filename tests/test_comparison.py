@@ -291,3 +291,47 @@ def test_win_probabilities_of_three_use_shared_seeds_in_order_of_appearance():
     matrix = comparison.win_matrix(probabilities)
     assert list(matrix.index) == ["c", "a", "b"] and list(matrix.columns) == ["c", "a", "b"]
     assert matrix.loc["a", "b"] == pytest.approx(0.5)
+
+
+def test_friedman_uses_complete_blocks_only_and_says_why_it_gives_no_test():
+    # block p2 lacks c: dropped; p0 and p1 remain (two blocks: enough for the test)
+    runs = pd.concat(
+        [
+            block("p0", "mse", {"a": [1.0, 2.0], "b": [3.0, 4.0], "c": [5.0, 6.0]}),
+            block("p1", "mse", {"a": [2.0, 2.0], "b": [1.0, 1.0], "c": [3.0, 3.0]}),
+            block("p2", "mse", {"a": [9.0, 9.0], "b": [8.0, 8.0]}),
+        ],
+        ignore_index=True,
+    )
+    average, test = comparison.friedman(runs)
+    assert list(average.columns) == ["optimizer", "average_rank", "n_blocks"]
+    assert average["average_rank"].tolist() == [1.5, 1.5, 3.0]
+    assert average["n_blocks"].tolist() == [2, 2, 2]
+    assert set(test) == {
+        "statistic",
+        "p_value",
+        "n_blocks",
+        "n_optimizers",
+        "blocks_dropped",
+        "note",
+    }
+    assert (test["n_blocks"], test["n_optimizers"], test["blocks_dropped"]) == (2, 3, 1)
+    assert test["note"] == "" and test["statistic"] == pytest.approx(3.0)  # 12/(2*3*4)*(9+9+36)-24
+    one = comparison.friedman(runs[runs["problem"] == "p0"])[1]
+    assert one["note"] == "Friedman test needs >= 2 complete (problem, loss) blocks"
+    assert math.isnan(one["statistic"])
+    two = comparison.friedman(runs[runs["optimizer"] != "c"])[1]
+    assert two["note"] == "Friedman test needs >= 3 optimizers; see the paired tests per block"
+
+
+def test_duplicate_runs_message_names_the_first_duplicate_and_the_fix():
+    runs = block("p", "mse", {"a": [1.0, 2.0], "b": [1.0, 2.0]})
+    with pytest.raises(
+        ValueError,
+        match=r"^paired comparisons need one run per \(problem, loss, optimizer, seed\); "
+        r"p/mse/b seed 1 appears more than once\. Pass the evaluation runs of the chosen "
+        r"variants only \(selection\.tuned_evaluation_runs\)\.$",
+    ):
+        comparison.pairwise_table(pd.concat([runs, runs.iloc[[3, 1]]]))
+    with pytest.raises(ValueError, match="^paired comparisons needs the column.s. seed;"):
+        comparison.pairwise_table(runs.drop(columns="seed"))
