@@ -113,12 +113,12 @@ def test_format_losses_refuses_counts_of_another_length():
 
 
 def test_written_file_gets_0666_less_the_umask(tmp_path):
-    previous = os.umask(0o027)
+    previous = os.umask(0o022)
     try:
         runfiles.write_text_atomic(tmp_path / "out.tsv", "x\n")
     finally:
         os.umask(previous)
-    assert stat.S_IMODE((tmp_path / "out.tsv").stat().st_mode) == 0o666 & ~0o027
+    assert stat.S_IMODE((tmp_path / "out.tsv").stat().st_mode) == 0o666 & ~0o022
 
 
 def test_new_temporary_skips_a_taken_name_and_names_the_file_when_all_are(tmp_path, monkeypatch):

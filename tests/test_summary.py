@@ -516,3 +516,18 @@ def test_cell_summary_text_refuses_a_nan_that_would_make_it_non_standard_json():
     # cell_summary turns non-finite floats into strings; the writer still refuses any left
     with pytest.raises(ValueError):
         cells.format_cell_summary({"cell": {}, "steps": {"mean": [math.nan]}, "runs": {}})
+
+
+def test_the_base_variant_is_no_candidate_beside_a_sweep(tmp_path):
+    # base scores best on the tuning seeds, but with a sweep only swept variants compete
+    values = {
+        ("tuning", "sgd", "base"): [1e-9, 1e-9],
+        ("tuning", "sgd", "lr0.1"): [1e-3, 1e-3],
+        ("evaluation", "sgd", "base"): [1.0, 1.0],
+        ("evaluation", "sgd", "lr0.1"): [1.0, 1.0],
+    }
+    paths = write_roles(tmp_path, values)
+    steps, _ = summary.combine(paths["evaluation"])
+    selection = summary.select_variants(steps, summary.combine(paths["tuning"])[1])
+    assert list(selection["variant"]) == ["lr0.1"]
+    assert selection.loc[0, "median_log10_final"] == pytest.approx(-3.0)
