@@ -160,3 +160,9 @@ def test_files_are_utf8_whatever_the_locale(tmp_path):
     assert process.returncode == 0, process.stderr
     assert (tmp_path / "w.txt").read_bytes() == "Adam \u00b5 \u2264 1\n".encode()
     assert "found 'st\\xe9p'" in process.stdout
+    # the same file and message in this process's locale (mutmut also maps tests
+    # to functions by the calls it sees here)
+    runfiles.write_text_atomic(tmp_path / "here.txt", "Adam \u00b5 \u2264 1\n")
+    assert (tmp_path / "here.txt").read_bytes() == (tmp_path / "w.txt").read_bytes()
+    with pytest.raises(runfiles.RunFileError, match="found 'st\u00e9p'"):
+        runfiles.read_run(tmp_path / "r.tsv")
