@@ -253,3 +253,39 @@ def test_tuning_curve_columns_medians_and_floor():
     assert floored["median_log10"].tolist() == pytest.approx([-6, -3])
     order = selection.tuning_curve(metrics, order=["lr0.1", "lr0.01"])
     assert order["expected_log10"].tolist() == pytest.approx(curve["expected_log10"].tolist())
+
+
+def test_tables_have_exactly_their_columns():
+    metrics = planted()
+    assert list(selection.variant_scores(metrics).columns) == [
+        *selection.CELL,
+        "variant",
+        "n_seeds",
+        "n_diverged",
+        "score",
+    ]
+    chosen = selection.select_variants(metrics)
+    assert list(selection.tuned_evaluation_runs(metrics, chosen).columns) == list(metrics.columns)
+
+
+def test_the_floor_reaches_the_choice_and_the_sensitivity_table():
+    # below the floor 1e-3 both variants score -3: the tie goes to the one listed first
+    metrics = runs(
+        [("sgd", "lr0.1", "tuning", s, 1e-3) for s in range(2)]
+        + [("sgd", "lr0.01", "tuning", s, 1e-5) for s in range(2)]
+    )
+    assert selection.select_variants(metrics)["variant"].tolist() == ["lr0.01"]
+    floored = selection.select_variants(metrics, floor=1e-3)
+    assert floored["variant"].tolist() == ["lr0.1"] and floored["n_tied"].tolist() == [2]
+    table = selection.sensitivity_table(metrics, role="tuning", floor=1e-3)
+    assert table["n_floored"].tolist() == [0, 2]
+
+
+def test_tuning_gain_of_a_chosen_variant_without_evaluation_runs():
+    metrics = runs([("sgd", "base", "evaluation", s, 1e-2) for s in range(3)])
+    chosen = pd.DataFrame(
+        {"problem": ["p"], "loss": ["mse"], "optimizer": ["sgd"], "variant": ["lr1"]}
+    )
+    gain = selection.tuning_gain(metrics, chosen, base="base").iloc[0]
+    assert gain["n_pairs"] == 0 and math.isnan(gain["tuned_median_log10"])
+    assert gain["base_median_log10"] == pytest.approx(-2)
