@@ -335,3 +335,24 @@ def test_duplicate_runs_message_names_the_first_duplicate_and_the_fix():
         comparison.pairwise_table(pd.concat([runs, runs.iloc[[3, 1]]]))
     with pytest.raises(ValueError, match="^paired comparisons needs the column.s. seed;"):
         comparison.pairwise_table(runs.drop(columns="seed"))
+
+
+def test_paired_test_when_every_pair_ties_and_with_differences_below_one():
+    tie = comparison.paired_test(np.array([1.0, 2.0, np.inf]), np.array([1.0, 2.0, np.inf]))
+    assert set(tie) == set(comparison.PAIR_COLUMNS)
+    assert (tie["test"], tie["statistic"], tie["p_value"], tie["rank_biserial"]) == (
+        "none (all pairs tie)",
+        0.0,
+        1.0,
+        0.0,
+    )
+    assert (tie["n_pairs"], tie["n_ties"], tie["better"], tie["p_a_better"]) == (3, 3, "", 0.5)
+    # d = a - b: a wins five pairs (d < 0) and loses one by 0.3 decades
+    d = np.array([-0.5, -0.25, -0.125, 0.3, -0.7, -0.9])
+    b = np.arange(6.0)
+    row = comparison.paired_test(b + d, b, n_resamples=100)
+    assert row["p_a_better"] == pytest.approx(5 / 6)
+    # |d| ranks 4, 2, 1, 3, 5, 6: R_a = 18, R_b = 3
+    assert row["rank_biserial"] == pytest.approx((18 - 3) / 21)
+    assert row["better"] == "a"
+    assert comparison.paired_test(b, b + d, n_resamples=100)["better"] == "b"
