@@ -17,6 +17,7 @@ def test_holm_by_hand():
     assert adjusted[0] == pytest.approx(0.02) and adjusted[2] == pytest.approx(0.04)
     assert math.isnan(adjusted[1])
     assert comparison.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert comparison.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # 2 * 0.6 capped at 1
 
 
 def test_wilcoxon_hand_case():
@@ -124,6 +125,26 @@ def test_ranking_ties_where_the_corrected_tests_cannot_separate():
         ("l1", "c"): (3, "a,b"),
     }
     assert ranking["loss"].tolist()[:3] == ["mse"] * 3 and ranking["optimizer"].iloc[0] == "a"
+    # without a pairwise table it runs the same tests itself
+    again = comparison.ranking_table(runs)
+    assert {(r.loss, r.optimizer): (r.rank, r.beaten_by) for r in again.itertuples()} == got
+    assert list(ranking.columns) == [
+        "problem",
+        "loss",
+        "optimizer",
+        "n",
+        "n_diverged",
+        "median_log10",
+        "rank",
+        "beaten_by",
+    ]
+    assert list(ranking.index) == list(range(6)) and set(ranking["problem"]) == {"p"}
+    mse = ranking[ranking["loss"] == "mse"].set_index("optimizer")
+    assert list(mse["n"]) == [10, 10, 10] and list(mse["n_diverged"]) == [0, 0, 0]
+    # medians of the log10 values: -10 + median(noise) (a), -5 - median(noise) (c)
+    noise = np.array([1.0, -1.1, 2.0, -2.1, 3.0, -3.1, 4.0, -4.1, 5.0, -5.1]) / 10
+    assert mse.loc["a", "median_log10"] == pytest.approx(-10 + np.median(noise))
+    assert mse.loc["c", "median_log10"] == pytest.approx(-5 - np.median(noise))
 
 
 def test_win_probabilities_count_ties_half_and_divergence_as_a_loss():
@@ -189,3 +210,149 @@ def test_duplicate_runs_are_refused():
     runs = block("p", "mse", {"a": [1.0, 2.0]})
     with pytest.raises(ValueError, match="tuned_evaluation_runs"):
         comparison.pairwise_table(pd.concat([runs, runs]))
+
+
+def hand_pairs(*rows):
+    """Pairwise rows (a, b, better: "a", "b" or "", p_holm) of one block."""
+    return pd.DataFrame(
+        [("p", "mse", a, b, better, p) for a, b, better, p in rows],
+        columns=["problem", "loss", "a", "b", "better", "p_holm"],
+    )
+
+
+def test_ranking_counts_only_wins_below_alpha_with_a_winner():
+    runs = block("p", "mse", {"a": [1.0, 2.0], "b": [3.0, math.inf], "c": [2.0, 2.0]})
+    pairs = hand_pairs(
+        ("a", "b", "a", 0.05),  # p equal to alpha: not significant
+        ("a", "c", "", 0.01),  # no side is better: no win for anyone
+        ("b", "c", "a", 0.049),  # "a": the pair's first side, b, is better
+    )
+    ranking = comparison.ranking_table(runs, pairs).set_index("optimizer")
+    assert ranking["rank"].to_dict() == {"a": 1, "b": 1, "c": 2}
+    assert ranking.loc["c", "beaten_by"] == "b"
+    assert ranking.loc["b", "n_diverged"] == 1 and ranking.loc["b", "n"] == 2
+    assert ranking.loc["b", "median_log10"] == math.inf
+
+
+def test_missing_pairwise_columns_are_named():
+    runs = block("p", "mse", {"a": [1.0], "b": [2.0]})
+    with pytest.raises(ValueError, match="^ranking_table needs the column.s. better;"):
+        comparison.ranking_table(runs, hand_pairs().drop(columns="better"))
+    with pytest.raises(ValueError, match="^win_matrix needs the column.s. p_win;"):
+        comparison.win_matrix(pd.DataFrame({"row": ["a"], "column": ["b"]}))
+
+
+def test_empty_runs_give_empty_tables_with_their_columns():
+    runs = pd.DataFrame(columns=comparison.RUN_COLUMNS)
+    pairs = comparison.pairwise_table(runs)
+    assert list(pairs.columns) == ["problem", "loss", "a", "b", *comparison.PAIR_COLUMNS, "p_holm"]
+    assert list(comparison.ranking_table(runs, pairs).columns) == [
+        "problem",
+        "loss",
+        "optimizer",
+        "n",
+        "n_diverged",
+        "median_log10",
+        "rank",
+        "beaten_by",
+    ]
+    assert list(comparison.win_probabilities(runs).columns) == [
+        "problem",
+        "loss",
+        "row",
+        "column",
+        "p_win",
+        "n_pairs",
+    ]
+
+
+def test_pairwise_rows_use_the_given_bootstrap_seed():
+    runs = separated_blocks()
+    pairs = comparison.pairwise_table(runs, n_resamples=200, seed=7)
+    row = pairs[(pairs["loss"] == "l1") & (pairs["a"] == "a") & (pairs["b"] == "b")].iloc[0]
+    a = np.log10(runs[(runs["loss"] == "l1") & (runs["optimizer"] == "a")]["final_loss"])
+    b = np.log10(runs[(runs["loss"] == "l1") & (runs["optimizer"] == "b")]["final_loss"])
+    low, high = comparison.bootstrap_median_interval(
+        a.to_numpy() - b.to_numpy(), n_resamples=200, seed=7
+    )
+    assert (row["ci_low"], row["ci_high"]) == (low, high)
+
+
+def test_win_probabilities_of_three_use_shared_seeds_in_order_of_appearance():
+    runs = block("p", "l1", {"c": [1.0, 2.0, 3.0], "a": [2.0, 2.0, 2.0], "b": [0.0, 5.0]})
+    probabilities = comparison.win_probabilities(runs)
+    assert list(probabilities.columns) == ["problem", "loss", "row", "column", "p_win", "n_pairs"]
+    assert set(probabilities["loss"]) == {"l1"}
+    by_pair = probabilities.set_index(["row", "column"])
+    assert len(by_pair) == 6
+    # b has no seed 2: two shared seeds with c, b wins seed 0 and loses seed 1
+    assert by_pair.loc[("c", "b"), "n_pairs"] == 2 and by_pair.loc[("c", "b"), "p_win"] == 0.5
+    assert by_pair.loc[("c", "a"), "p_win"] == pytest.approx((1 + 0.5 + 0) / 3)
+    matrix = comparison.win_matrix(probabilities)
+    assert list(matrix.index) == ["c", "a", "b"] and list(matrix.columns) == ["c", "a", "b"]
+    assert matrix.loc["a", "b"] == pytest.approx(0.5)
+
+
+def test_friedman_uses_complete_blocks_only_and_says_why_it_gives_no_test():
+    # block p2 lacks c: dropped; p0 and p1 remain (two blocks: enough for the test)
+    runs = pd.concat(
+        [
+            block("p0", "mse", {"a": [1.0, 2.0], "b": [3.0, 4.0], "c": [5.0, 6.0]}),
+            block("p1", "mse", {"a": [2.0, 2.0], "b": [1.0, 1.0], "c": [3.0, 3.0]}),
+            block("p2", "mse", {"a": [9.0, 9.0], "b": [8.0, 8.0]}),
+        ],
+        ignore_index=True,
+    )
+    average, test = comparison.friedman(runs)
+    assert list(average.columns) == ["optimizer", "average_rank", "n_blocks"]
+    assert average["average_rank"].tolist() == [1.5, 1.5, 3.0]
+    assert average["n_blocks"].tolist() == [2, 2, 2]
+    assert set(test) == {
+        "statistic",
+        "p_value",
+        "n_blocks",
+        "n_optimizers",
+        "blocks_dropped",
+        "note",
+    }
+    assert (test["n_blocks"], test["n_optimizers"], test["blocks_dropped"]) == (2, 3, 1)
+    assert test["note"] == "" and test["statistic"] == pytest.approx(3.0)  # 12/(2*3*4)*(9+9+36)-24
+    one = comparison.friedman(runs[runs["problem"] == "p0"])[1]
+    assert one["note"] == "Friedman test needs >= 2 complete (problem, loss) blocks"
+    assert math.isnan(one["statistic"])
+    two = comparison.friedman(runs[runs["optimizer"] != "c"])[1]
+    assert two["note"] == "Friedman test needs >= 3 optimizers; see the paired tests per block"
+
+
+def test_duplicate_runs_message_names_the_first_duplicate_and_the_fix():
+    runs = block("p", "mse", {"a": [1.0, 2.0], "b": [1.0, 2.0]})
+    with pytest.raises(
+        ValueError,
+        match=r"^paired comparisons need one run per \(problem, loss, optimizer, seed\); "
+        r"p/mse/b seed 1 appears more than once\. Pass the evaluation runs of the chosen "
+        r"variants only \(selection\.tuned_evaluation_runs\)\.$",
+    ):
+        comparison.pairwise_table(pd.concat([runs, runs.iloc[[3, 1]]]))
+    with pytest.raises(ValueError, match="^paired comparisons needs the column.s. seed;"):
+        comparison.pairwise_table(runs.drop(columns="seed"))
+
+
+def test_paired_test_when_every_pair_ties_and_with_differences_below_one():
+    tie = comparison.paired_test(np.array([1.0, 2.0, np.inf]), np.array([1.0, 2.0, np.inf]))
+    assert set(tie) == set(comparison.PAIR_COLUMNS)
+    assert (tie["test"], tie["statistic"], tie["p_value"], tie["rank_biserial"]) == (
+        "none (all pairs tie)",
+        0.0,
+        1.0,
+        0.0,
+    )
+    assert (tie["n_pairs"], tie["n_ties"], tie["better"], tie["p_a_better"]) == (3, 3, "", 0.5)
+    # d = a - b: a wins five pairs (d < 0) and loses one by 0.3 decades
+    d = np.array([-0.5, -0.25, -0.125, 0.3, -0.7, -0.9])
+    b = np.arange(6.0)
+    row = comparison.paired_test(b + d, b, n_resamples=100)
+    assert row["p_a_better"] == pytest.approx(5 / 6)
+    # |d| ranks 4, 2, 1, 3, 5, 6: R_a = 18, R_b = 3
+    assert row["rank_biserial"] == pytest.approx((18 - 3) / 21)
+    assert row["better"] == "a"
+    assert comparison.paired_test(b, b + d, n_resamples=100)["better"] == "b"

@@ -72,3 +72,9 @@ def test_seed_blocks_follow_values_not_positions():
     # adding seed 5 changes only the block 4-7
     after = {b.label: b.seeds for b in grid.seed_blocks([7, 0, 1, 2, 10, 5], 4)}
     assert after == {"0-3": (0, 1, 2), "4-7": (5, 7), "8-11": (10,)}
+
+
+@pytest.mark.parametrize(("value", "kind"), [({"a": 1}, "dict"), (None, "NoneType")])
+def test_value_token_refuses_other_types_naming_the_type(value, kind):
+    with pytest.raises(TypeError, match=f"^cannot name a variant after a {kind} value$"):
+        grid.value_token(value)

@@ -1,8 +1,12 @@
 """Run TSV format: exact round-trip, atomic replacement, strict reading."""
 
 import math
+import os
 import random
+import stat
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -61,12 +65,17 @@ def test_atomic_path_leaves_old_file_when_writer_fails(tmp_path):
 @pytest.mark.parametrize(
     ("text", "line", "problem"),
     [
-        ("", 1, "expected the header"),
-        ("step,loss\n0,1.0\n", 1, "expected the header"),
+        ("", 1, "expected the header 'step<TAB>loss<TAB>evaluations', found 'an empty file'"),
+        (
+            "step,loss\n0,1.0\n",
+            1,
+            "expected the header 'step<TAB>loss<TAB>evaluations', found 'step,loss'",
+        ),
         ("step\tloss\tevaluations\n0\t1.0\t1\n2\t0.5\t1\n", 3, "expected step 1"),
         ("step\tloss\tevaluations\n0\t1.0\t1\n1\tabc\t1\n", 3, "'abc' is not a number"),
         ("step\tloss\tevaluations\n0\t1.0\t1\t7\n", 2, "expected step 0"),
         ("step\tloss\tevaluations\n0\t1.0\n", 2, "expected step 0"),
+        ("step\tloss\tevaluations\n0 1.0 1\n", 2, "expected step 0"),  # tabs, not blanks
         ("step\tloss\tevaluations\n0\t1.0\t-1\n", 2, "evaluations '-1' is not a count"),
         ("step\tloss\n0\t1.0\n", 1, "expected the header"),
         ("step\tloss\tevaluations\n0\t1.0\t1\n", 3, "expected 2 steps, found 1"),
@@ -84,3 +93,76 @@ def test_malformed_files_name_file_and_line(tmp_path, text, line, problem):
 def test_first_nonfinite_step():
     assert runfiles.first_nonfinite_step([1.0, 2.0]) is None
     assert runfiles.first_nonfinite_step([1.0, math.inf, math.nan]) == 1
+
+
+def test_read_run_columns_returns_both_columns_of_a_hand_written_file(tmp_path):
+    path = tmp_path / "seed0.tsv"
+    path.write_text("step\tloss\tevaluations\n0\t2.0\t20\n1\t0.5\t3\n")
+    assert runfiles.read_run_columns(path, 2) == ([2.0, 0.5], [20, 3])
+    # Without the final newline the last row still counts.
+    path.write_text("step\tloss\tevaluations\n0\t2.0\t20\n1\t0.5\t3")
+    assert runfiles.read_run_columns(path, 2) == ([2.0, 0.5], [20, 3])
+
+
+def test_format_losses_refuses_counts_of_another_length():
+    # A silent zip would drop the last step of the run.
+    with pytest.raises(ValueError):
+        runfiles.format_losses([1.0, 0.5], [1])
+    with pytest.raises(ValueError):
+        runfiles.format_losses([1.0], [1, 1])
+
+
+def test_written_file_gets_0666_less_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        runfiles.write_text_atomic(tmp_path / "out.tsv", "x\n")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out.tsv").stat().st_mode) == 0o666 & ~0o022
+
+
+def test_new_temporary_skips_a_taken_name_and_names_the_file_when_all_are(tmp_path, monkeypatch):
+    final = tmp_path / "out.tsv"
+    taken = tmp_path / ".out.tsv.aaaaaaaaaaaa.part"
+    taken.write_text("another writer's\n")
+    names = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
+    monkeypatch.setattr(runfiles.secrets, "token_hex", lambda nbytes: next(names))
+    assert runfiles._new_temporary(final) == tmp_path / ".out.tsv.bbbbbbbbbbbb.part"
+    assert taken.read_text() == "another writer's\n"
+    monkeypatch.setattr(runfiles.secrets, "token_hex", lambda nbytes: "aaaaaaaaaaaa")
+    with pytest.raises(FileExistsError, match=f"no free temporary name beside {final}"):
+        runfiles._new_temporary(final)
+
+
+def test_files_are_utf8_whatever_the_locale(tmp_path):
+    # Under the plain C locale (no coercion, no UTF-8 mode) Python's default
+    # encoding is ASCII; run files and summaries must still be UTF-8.
+    script = (
+        "import sys; from pathlib import Path; from optbench import runfiles\n"
+        "out = Path(sys.argv[1])\n"
+        "runfiles.write_text_atomic(out / 'w.txt', 'Adam \\u00b5 \\u2264 1\\n')\n"
+        "try:\n"
+        "    runfiles.read_run(out / 'r.tsv')\n"
+        "except runfiles.RunFileError as error:\n"
+        "    print(str(error).encode('ascii', 'backslashreplace').decode())\n"
+    )
+    (tmp_path / "r.tsv").write_bytes("st\u00e9p\n".encode())
+    env = {
+        **os.environ,
+        "LC_ALL": "C",
+        "PYTHONCOERCECLOCALE": "0",
+        "PYTHONUTF8": "0",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    process = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert process.returncode == 0, process.stderr
+    assert (tmp_path / "w.txt").read_bytes() == "Adam \u00b5 \u2264 1\n".encode()
+    assert "found 'st\\xe9p'" in process.stdout
+    # the same file and message in this process's locale (mutmut also maps tests
+    # to functions by the calls it sees here)
+    runfiles.write_text_atomic(tmp_path / "here.txt", "Adam \u00b5 \u2264 1\n")
+    assert (tmp_path / "here.txt").read_bytes() == (tmp_path / "w.txt").read_bytes()
+    with pytest.raises(runfiles.RunFileError, match="found 'st\u00e9p'"):
+        runfiles.read_run(tmp_path / "r.tsv")

@@ -147,3 +147,145 @@ def test_sensitivity_table_has_one_row_per_variant():
     assert table["variant"].tolist() == ["lr0.01", "lr0.1"]
     assert table["geo_mean"].tolist() == pytest.approx([1e-3, 1e-9])
     assert (table["n"] == 10).all()
+
+
+def test_input_errors_name_the_problem_and_the_fix():
+    metrics = planted()
+    with pytest.raises(ValueError, match="^selection needs the column.s. role;"):
+        selection.select_variants(metrics.drop(columns="role"))
+    with pytest.raises(
+        ValueError, match=r"^role must be 'tuning' or 'evaluation', got \['train'\]$"
+    ):
+        selection.select_variants(metrics.assign(role="train"))
+    with pytest.raises(
+        ValueError, match="^variant.s. lr0.01, lr0.1 are not in the preference order$"
+    ):
+        selection.select_variants(metrics, order=["lr1.0"])
+    several = runs([("sgd", v, "evaluation", 0, 0.1) for v in ("lr0.1", "lr1.0")])
+    with pytest.raises(
+        ValueError,
+        match="^p/mse/sgd has 2 variants but no tuning-seed runs to choose between them: "
+        r"set tuning_seeds \(disjoint from seeds\)\.$",
+    ):
+        selection.select_variants(several)
+    with pytest.raises(ValueError, match="^tuned_evaluation_runs needs the column.s. variant;"):
+        selection.tuned_evaluation_runs(metrics, metrics[selection.CELL])
+    with pytest.raises(ValueError, match="^candidate_counts needs the column.s. variant;"):
+        selection.candidate_counts(metrics.drop(columns="variant"))
+    message = "^select and report values must be non-empty 1-D arrays of one length$"
+    for select, report in (([], None), ([[1.0]], None), ([1.0, 2.0], [1.0])):
+        with pytest.raises(ValueError, match=message):
+            selection.expected_best_of_k(select, report)
+
+
+def test_cells_keep_their_order_and_untuned_cells_their_counts():
+    metrics = runs(
+        [("zeta", "base", "evaluation", s, 0.1) for s in range(3)]
+        + [("adam", v, "tuning", s, 10.0**-s) for v in ("lr0.1", "lr1.0") for s in range(2)]
+    )
+    chosen = selection.select_variants(metrics)
+    assert chosen["optimizer"].tolist() == ["zeta", "adam"]  # first appearance, not by name
+    zeta = chosen.iloc[0]
+    assert (zeta["variant"], zeta["n_candidates"], zeta["n_tied"], zeta["n_tuning_seeds"]) == (
+        "base",
+        1,
+        1,
+        0,
+    )
+    adam = chosen.iloc[1]
+    assert (adam["n_candidates"], adam["n_tied"], adam["n_tuning_seeds"]) == (2, 2, 2)
+    counts = selection.candidate_counts(metrics)
+    assert counts["optimizer"].tolist() == ["zeta", "adam"]
+    assert counts["equal"].tolist() == [False, False]
+    same = selection.candidate_counts(metrics[metrics["optimizer"] == "adam"])
+    assert same["equal"].tolist() == [True]
+
+
+def test_tuning_gain_columns_a_base_per_optimizer_and_a_missing_base():
+    rows = []
+    for seed in range(10, 14):
+        rows.append(("sgd", "lr0.01", "evaluation", seed, 1e-6))
+        rows.append(("sgd", "plain", "evaluation", seed, 1e-2))
+        rows.append(("adam", "lr0.01", "evaluation", seed, 1e-4))
+    metrics = runs(rows)
+    chosen = pd.DataFrame(
+        {"problem": "p", "loss": "mse", "optimizer": ["sgd", "adam"], "variant": "lr0.01"}
+    )
+    gain = selection.tuning_gain(metrics, chosen, base={"sgd": "plain", "adam": "base"})
+    assert list(gain.columns) == [
+        "problem",
+        "loss",
+        "optimizer",
+        "base_variant",
+        "tuned_variant",
+        "n_pairs",
+        "base_median_log10",
+        "tuned_median_log10",
+        "median_diff",
+        "ci_low",
+        "ci_high",
+        "test",
+        "p_value",
+    ]
+    sgd, adam = gain.iloc[0], gain.iloc[1]
+    assert sgd["base_variant"] == "plain" and sgd["n_pairs"] == 4
+    assert sgd["base_median_log10"] == pytest.approx(-2) and sgd["median_diff"] == pytest.approx(-4)
+    assert sgd["ci_low"] == pytest.approx(-4) and sgd["ci_high"] == pytest.approx(-4)
+    # adam has no runs of its base variant: nothing to pair, no base median
+    assert adam["base_variant"] == "base" and adam["n_pairs"] == 0
+    assert math.isnan(adam["base_median_log10"]) and adam["tuned_median_log10"] == pytest.approx(-4)
+
+
+def test_tuning_curve_columns_medians_and_floor():
+    metrics = planted()
+    curve = selection.tuning_curve(metrics)
+    assert list(curve.columns) == [
+        *selection.CELL,
+        "k",
+        "n_candidates",
+        "expected_log10",
+        "median_log10",
+    ]
+    assert curve["n_candidates"].tolist() == [2, 2]
+    # k = 1 keeps either variant: reported -3 or -9, lower median -9; k = 2 keeps lr0.01 (-3)
+    assert curve["median_log10"].tolist() == pytest.approx([-9, -3])
+    floored = selection.tuning_curve(metrics, floor=1e-6)
+    assert floored["median_log10"].tolist() == pytest.approx([-6, -3])
+    order = selection.tuning_curve(metrics, order=["lr0.1", "lr0.01"])
+    assert order["expected_log10"].tolist() == pytest.approx(curve["expected_log10"].tolist())
+
+
+def test_tables_have_exactly_their_columns():
+    metrics = planted()
+    assert list(selection.variant_scores(metrics).columns) == [
+        *selection.CELL,
+        "variant",
+        "n_seeds",
+        "n_diverged",
+        "score",
+    ]
+    chosen = selection.select_variants(metrics)
+    assert list(selection.tuned_evaluation_runs(metrics, chosen).columns) == list(metrics.columns)
+
+
+def test_the_floor_reaches_the_choice_and_the_sensitivity_table():
+    # below the floor 1e-3 both variants score -3: the tie goes to the one listed first
+    metrics = runs(
+        [("sgd", "lr0.1", "tuning", s, 1e-3) for s in range(2)]
+        + [("sgd", "lr0.01", "tuning", s, 1e-5) for s in range(2)]
+    )
+    assert selection.select_variants(metrics)["variant"].tolist() == ["lr0.01"]
+    floored = selection.select_variants(metrics, floor=1e-3)
+    assert floored["variant"].tolist() == ["lr0.1"] and floored["n_tied"].tolist() == [2]
+    table = selection.sensitivity_table(metrics, role="tuning", floor=1e-3)
+    assert table["n_floored"].tolist() == [0, 2]
+
+
+def test_tuning_gain_of_a_chosen_variant_without_evaluation_runs():
+    metrics = runs([("sgd", "base", "evaluation", s, 1e-2) for s in range(3)])
+    chosen = pd.DataFrame(
+        {"problem": ["p"], "loss": ["mse"], "optimizer": ["sgd"], "variant": ["lr1"]}
+    )
+    gain = selection.tuning_gain(metrics, chosen, base="base").iloc[0]
+    assert gain["n_pairs"] == 0 and math.isnan(gain["tuned_median_log10"])
+    assert gain["base_median_log10"] == pytest.approx(-2)

@@ -145,5 +145,74 @@ def test_log_summary_table_equals_log_describe_per_group():
 
 
 def test_missing_columns_are_named():
-    with pytest.raises(ValueError, match="final_loss"):
+    with pytest.raises(
+        ValueError,
+        match=r"^log_summary_table needs the column\(s\) final_loss; the table has optimizer\. "
+        "Pass the per-run metrics table.$",
+    ):
         statistics.log_summary_table(pd.DataFrame({"optimizer": ["a"]}), ["optimizer"])
+
+
+def test_an_empty_table_gives_the_columns_and_no_rows():
+    frame = pd.DataFrame({"loss": [], "optimizer": [], "final_loss": []})
+    table = statistics.log_summary_table(frame, ["loss", "optimizer"])
+    assert list(table.columns) == ["loss", "optimizer", *statistics.SUMMARY_COLUMNS]
+    assert len(table) == 0
+
+
+def test_a_missing_group_key_is_a_group_of_its_own():
+    # e.g. runs of an entry without a variant: kept, not dropped or merged into another group
+    frame = pd.DataFrame(
+        {"variant": ["lr1", None, "lr1", None], "final_loss": [1e-2, 1e-4, 1e-4, 1e-6]}
+    )
+    table = statistics.log_summary_table(frame, ["variant"])
+    assert list(table["n"]) == [2, 2]
+    assert table.loc[0, "variant"] == "lr1" and pd.isna(table.loc[1, "variant"])
+    assert table.loc[0, "geo_mean"] == pytest.approx(1e-3)
+    assert table.loc[1, "geo_mean"] == pytest.approx(1e-5)
+
+
+def test_two_runs_have_a_variance_and_a_t_interval_with_one_degree_of_freedom():
+    values = np.array([1e-2, 4e-2])
+    described = log_describe(values)
+    logs = np.log10(values)
+    half = stats.t.ppf(0.975, 1) * np.std(logs, ddof=1) / math.sqrt(2)
+    assert described["var"][0] == pytest.approx(np.var(values, ddof=1), rel=1e-12)
+    assert described["log10_sd"][0] == pytest.approx(np.std(logs, ddof=1), rel=1e-12)
+    assert described["geo_low"][0] == pytest.approx(10 ** (logs.mean() - half), rel=1e-9)
+    assert described["geo_high"][0] == pytest.approx(10 ** (logs.mean() + half), rel=1e-9)
+
+
+def test_a_custom_floor_and_confidence_are_used():
+    # below the floor 1e-3 a loss counts as 1e-3; a loss equal to the floor is not floored
+    described = log_describe(np.array([1e-5, 1e-3, 1e-1]), floor=1e-3)
+    assert described["n_floored"][0] == 1
+    assert described["log10_mean"][0] == pytest.approx((-3 - 3 - 1) / 3)
+    assert statistics.log10_or_inf([1e-5, np.inf], floor=1e-3).tolist() == [-3.0, np.inf]
+    # median interval at 80 %: ranks from the binomial directly (l - 1 = last k with cdf <= 0.1)
+    values = 10.0 ** -np.arange(1.0, 13.0)
+    lower = int(np.flatnonzero(stats.binom.cdf(np.arange(13), 12, 0.5) <= 0.1)[-1]) + 1
+    described = log_describe(values, confidence=0.8)
+    ordered = np.sort(values)
+    assert described["median_low"][0] == pytest.approx(ordered[lower - 1], rel=1e-12)
+    assert described["median_high"][0] == pytest.approx(ordered[12 - lower], rel=1e-12)
+
+
+def test_input_errors_say_what_is_wrong_and_the_fix():
+    with pytest.raises(
+        ValueError, match="^expected 1-D .runs. or 2-D .runs x steps. losses, got 3-D$"
+    ):
+        statistics.mask_diverged(np.zeros((2, 2, 2)))
+    with pytest.raises(
+        ValueError,
+        match=r"^1 loss value\(s\) are negative \(smallest -0\.1\); log-space statistics need "
+        r"losses >= 0\. Shift the objective by its optimum \(report loss - reference value\) "
+        r"or summarise it on the linear scale\.$",
+    ):
+        log_describe(np.array([0.5, -0.1]))
+    with pytest.raises(
+        ValueError, match="needs the column.s. seed, final_loss; the table has optimizer, role\\."
+    ):
+        statistics.require_columns(
+            pd.DataFrame({"optimizer": [], "role": []}), ["seed", "final_loss"], "x"
+        )

@@ -5,6 +5,7 @@ import json
 import math
 import random
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -231,7 +232,12 @@ def test_combined_rows_keep_their_cells_whatever_the_order_of_the_cell_files(tmp
 @pytest.mark.parametrize(
     ("cell", "runs", "message"),
     [
-        ({"loss": "mse", "optimizer": "sgd"}, ["mse/adam/seed1"], "a run of {'optimizer': 'adam'}"),
+        (
+            {"loss": "mse", "optimizer": "sgd"},
+            ["mse/adam/seed1"],
+            "a run of {'optimizer': 'adam'}, not of the cell {'loss': 'mse', 'optimizer': 'sgd'}. "
+            "Pass only the runs of this cell.",
+        ),
         ({"loss": "l1", "optimizer": "sgd"}, ["mse/sgd/seed1"], "a run of {'loss': 'mse'}"),
         ({"loss": "mse", "optimizer": "sgd"}, ["mse/sgd/seed0"], "seed 0 is given twice"),
         ({"loss": "mse"}, [], "names ['loss', 'optimizer', 'seed']"),
@@ -246,7 +252,11 @@ def test_runs_that_are_not_of_the_cell_are_refused(tmp_path, grid, cell, runs, m
 
 
 def test_a_path_outside_the_pattern_is_refused(tmp_path):
-    with pytest.raises(cells.CellError, match="not a run file of the pattern"):
+    with pytest.raises(
+        cells.CellError,
+        match="^other/seed0.tsv: not a run file of the pattern .*"
+        r"\. Pass only run files that the pipeline wrote\.$",
+    ):
         cells.parse_run_path("results/runs/{loss}/{optimizer}/seed{seed}.tsv", "other/seed0.tsv")
     assert cells.parse_run_path(
         "results/runs/{loss}/{optimizer}/seed{seed}.tsv", "results/runs/l1/sgd/seed12.tsv"
@@ -256,7 +266,8 @@ def test_a_path_outside_the_pattern_is_refused(tmp_path):
 def test_a_cell_given_twice_is_refused(tmp_path, grid):
     summarize(tmp_path, grid)
     cell = tmp_path / "summary" / "cells" / "evaluation" / "mse" / "sgd.json"
-    with pytest.raises(cells.CellError, match="the cell .* is also in"):
+    # the message names the file given twice (both times)
+    with pytest.raises(cells.CellError, match=f"^{cell}: the cell .* is also in {cell}.$"):
         summary.summarize([cell, cell], tmp_path / "steps.tsv", tmp_path / "board.tsv")
     assert not (tmp_path / "steps.tsv").exists()
 
@@ -276,6 +287,7 @@ def test_cell_summary_is_strict_json_that_reads_back_every_value_exactly(tmp_pat
     assert back["runs"]["final_loss"][0] == 1e-300 and math.isnan(back["runs"]["final_loss"][1])
     assert back["runs"]["first_nonfinite_step"] == [None, 1]
     assert back["steps"]["mean"][1] == 0.1 + 0.2 and back["steps"]["n_finite"] == [2, 1, 1]
+    assert '"n_finite": [2, 1, 1]' in text  # counts are JSON integers, not 2.0
     assert math.isnan(back["steps"]["var"][2])
 
 
@@ -314,7 +326,9 @@ def write_roles(root, values):
             path = str(root / SWEEP_PATTERN).format(
                 problem="p", loss="mse", optimizer=optimizer, variant=variant, seed=seed
             )
-            runfiles.write_text_atomic(path, runfiles.format_losses([10.0, final]))
+            # a pair is the whole two-step run, a number its final loss after 10.0
+            run = list(final) if isinstance(final, tuple) else [10.0, final]
+            runfiles.write_text_atomic(path, runfiles.format_losses(run))
             paths.append(path)
         identity = {"problem": "p", "loss": "mse", "optimizer": optimizer, "variant": variant}
         cell = cells.read_cell(paths, str(root / SWEEP_PATTERN), identity, 2)
@@ -345,7 +359,9 @@ def test_variants_are_picked_on_tuning_seeds_only(tmp_path):
         tmp_path / "selection.tsv",
         paths["tuning"],
     )
-    selection = read(tmp_path / "selection.tsv").set_index("optimizer")
+    selection = read(tmp_path / "selection.tsv")
+    assert list(selection["optimizer"]) == ["sgd", "adam"]  # the order the cells are given
+    selection = selection.set_index("optimizer")
     assert selection.loc["sgd", "variant"] == "lr0.01"
     assert selection.loc["sgd", "n_tuning"] == 3
     assert selection.loc["sgd", "median_log10_final"] == pytest.approx(-4.0)
@@ -371,3 +387,147 @@ def test_equal_tuning_scores_pick_the_variant_listed_first(tmp_path):
         paths["tuning"],
     )
     assert list(read(tmp_path / "selection.tsv")["variant"]) == ["lr0.1"]
+
+
+def test_a_diverged_tuning_run_counts_as_inf_even_when_it_ends_finite(tmp_path):
+    # lr1.0 blows up at step 0 on two of three tuning seeds and then ends at 1e-9:
+    # scored by its final values it would win (median -9); as +inf it loses.
+    # lr0.1 reaches exactly 0 on one seed: log10 gives -inf there, silently.
+    values = {
+        ("tuning", "sgd", "lr0.1"): [1e-2, 0.0, 1e-3],
+        ("tuning", "sgd", "lr1.0"): [(math.inf, 1e-9), (math.nan, 1e-9), 1e-9],
+        ("evaluation", "sgd", "lr0.1"): [1.0, 1.0],
+        ("evaluation", "sgd", "lr1.0"): [1.0, 1.0],
+    }
+    paths = write_roles(tmp_path, values)
+    steps, _ = summary.combine(paths["evaluation"])
+    tuning = summary.combine(paths["tuning"])[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        selection = summary.select_variants(steps, tuning)
+    assert list(selection["variant"]) == ["lr0.1"]
+    assert selection.loc[0, "median_log10_final"] == pytest.approx(-3.0)
+    assert selection.loc[0, "n_tuning"] == 3
+
+
+def test_without_tuning_runs_the_base_variant_or_the_first_is_kept(tmp_path):
+    values = {
+        ("evaluation", "sgd", "lr0.1"): [1.0, 2.0],
+        ("evaluation", "sgd", "lr0.01"): [0.5, 0.5],
+        ("evaluation", "adam", "lr0.1"): [1.0, 2.0],
+        ("evaluation", "adam", "base"): [3.0, 3.0],
+    }
+    steps, _ = summary.combine(write_roles(tmp_path, values)["evaluation"])
+    selection = summary.select_variants(steps, None)
+    assert list(zip(selection["optimizer"], selection["variant"], strict=True)) == [
+        ("sgd", "lr0.1"),
+        ("adam", "base"),
+    ]
+    assert list(selection["n_tuning"]) == [0, 0]
+    assert all(math.isnan(value) for value in selection["median_log10_final"])
+
+
+def test_a_grid_without_variants_keeps_every_cell_unscored(tmp_path, grid):
+    summarize(tmp_path, grid)
+    # summarize_runs writes the selection beside the other tables
+    written = read(tmp_path / "summary" / "selection.tsv")
+    # a missing value is written as nan, not as an empty field
+    lines = (tmp_path / "summary" / "selection.tsv").read_text().splitlines()
+    assert lines[1] == "mse\tadam\t0\tnan"
+    assert list(written.columns) == ["loss", "optimizer", "n_tuning", "median_log10_final"]
+    assert list(written.itertuples(index=False, name=None))[0][:3] == ("mse", "adam", 0)
+    steps, runs = summary.combine(sorted((tmp_path / "summary" / "cells").rglob("*.json")))
+    # rows numbered afresh, as one table (not the index of each cell's own table)
+    assert list(steps.index) == list(range(4 * 6)) and list(runs.index) == list(range(4 * 7))
+    selection = summary.select_variants(steps, None)
+    assert len(selection) == 4 and list(selection["n_tuning"]) == [0, 0, 0, 0]
+    assert all(math.isnan(value) for value in selection["median_log10_final"])
+
+
+def test_no_cell_summaries_is_an_error_that_says_so():
+    with pytest.raises(cells.CellError, match="^no cell summaries given.$"):
+        summary.combine([])
+
+
+def test_summarize_runs_checks_the_step_count(tmp_path, grid):
+    pattern, paths = write_grid(tmp_path, grid)
+    with pytest.raises(runfiles.RunFileError, match="expected 7 steps, found 6"):
+        summary.summarize_runs(paths, pattern, 7, tmp_path / "summary")
+
+
+def test_confidence_interval_of_two_runs_uses_one_degree_of_freedom(tmp_path):
+    values = {("mse", "sgd"): np.array([[1.0, 2.0], [3.0, 7.0]])}
+    table, _ = summarize(tmp_path, values)
+    last = table[table["step"] == 1].iloc[0]
+    low, high = stats.t.interval(0.95, 1, loc=4.5, scale=stats.sem([2.0, 7.0]))
+    assert (last["ci95_low"], last["ci95_high"]) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_three_equal_means_all_rank_first_and_ranks_are_integers(tmp_path):
+    values = {
+        ("mse", "c"): finals(1.0, 3.0),
+        ("mse", "a"): finals(2.0, 2.0),
+        ("mse", "b"): finals(3.0, 1.0),
+        ("mse", "d"): finals(5.0, 6.0),
+    }
+    _, board = summarize(tmp_path, values)
+    # "min" gives 1, 1, 1, 4 (an average rank would give 2, 2, 2, 4)
+    assert list(zip(board["optimizer"], board["rank"], strict=True)) == [
+        ("a", 1),
+        ("b", 1),
+        ("c", 1),
+        ("d", 4),
+    ]
+    assert board["rank"].dtype.kind == "i"  # written as 1, not 1.0
+
+
+def test_p_vs_best_leaves_out_every_run_that_diverged(tmp_path):
+    values = {
+        ("mse", "best"): np.array([[10.0, 1.0, 1.0], [10.0, 2.0, 2.0], [10.0, 3.0, 3.0]]),
+        # seed 1 diverges at step 1 and ends finite: only seeds 0 and 2 pair up
+        ("mse", "other"): np.array([[10.0, 2.5, 2.5], [10.0, math.inf, 0.5], [10.0, 3.1, 3.7]]),
+    }
+    _, board = summarize(tmp_path, values)
+    p = board.set_index("optimizer")["p_vs_best"]
+    assert p["other"] == pytest.approx(stats.ttest_rel([1.0, 3.0], [2.5, 3.7]).pvalue)
+
+
+def test_paired_p_pairs_the_seeds_both_have_finite():
+    best = {0: 1.0, 1: math.nan, 2: 2.0, 3: 4.0, 4: 3.0}
+    other = {0: 1.5, 1: 2.0, 2: 2.2, 3: math.inf, 5: 9.0}
+    # seeds 0 and 2 only: two pairs are enough for a test
+    assert summary.paired_p(best, other) == pytest.approx(
+        stats.ttest_rel([1.0, 2.0], [1.5, 2.2]).pvalue, rel=1e-12
+    )
+    assert math.isnan(summary.paired_p({0: 1.0, 1: 2.0}, {0: 1.5}))
+    # identical pairs: no difference at all, p = 1 (scipy would give NaN)
+    assert summary.paired_p({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}) == 1.0
+
+
+def test_no_runs_for_a_cell_is_an_error_naming_the_cell(tmp_path):
+    with pytest.raises(
+        cells.CellError,
+        match=r"^no run files given for the cell \{'loss': 'mse', 'optimizer': 'sgd'\}\.$",
+    ):
+        cells.read_cell([], RUN_PATTERN, {"optimizer": "sgd", "loss": "mse"}, 6)
+
+
+def test_cell_summary_text_refuses_a_nan_that_would_make_it_non_standard_json():
+    # cell_summary turns non-finite floats into strings; the writer still refuses any left
+    with pytest.raises(ValueError):
+        cells.format_cell_summary({"cell": {}, "steps": {"mean": [math.nan]}, "runs": {}})
+
+
+def test_the_base_variant_is_no_candidate_beside_a_sweep(tmp_path):
+    # base scores best on the tuning seeds, but with a sweep only swept variants compete
+    values = {
+        ("tuning", "sgd", "base"): [1e-9, 1e-9],
+        ("tuning", "sgd", "lr0.1"): [1e-3, 1e-3],
+        ("evaluation", "sgd", "base"): [1.0, 1.0],
+        ("evaluation", "sgd", "lr0.1"): [1.0, 1.0],
+    }
+    paths = write_roles(tmp_path, values)
+    steps, _ = summary.combine(paths["evaluation"])
+    selection = summary.select_variants(steps, summary.combine(paths["tuning"])[1])
+    assert list(selection["variant"]) == ["lr0.1"]
+    assert selection.loc[0, "median_log10_final"] == pytest.approx(-3.0)

@@ -89,7 +89,7 @@ def _check_non_negative(values: np.ndarray) -> None:
     if negative.any():
         raise ValueError(
             f"{int(negative.sum())} loss value(s) are negative"
-            f" (smallest {values[negative].min()!r});"
+            f" (smallest {float(values[negative].min())!r});"
             " log-space statistics need losses >= 0. Shift the objective by its optimum"
             " (report loss - reference value) or summarise it on the linear scale."
         )
