@@ -4,8 +4,10 @@ Called as a plain command, not through ``script:``: one job per cell runs on
 the submitting host, and this way a job imports numpy and scipy.special only
 (no Snakemake, pandas or scipy.stats). Usage:
 
-    python summarize_cell.py --pattern 'results/runs/{loss}/{optimizer}/seed{seed}.tsv' \
-        --steps 40 --cell loss=mse --cell optimizer=sgd --out CELL.json RUN.tsv [RUN.tsv ...]
+    python summarize_cell.py \
+        --pattern 'results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv' \
+        --steps 40 --cell problem=linear --cell loss=mse --cell optimizer=sgd \
+        --cell variant=base --out CELL.json RUN.tsv [RUN.tsv ...]
 
 The cell's identity is checked against every run's path (fields of the pattern).
 """
