@@ -36,7 +36,7 @@ import pandas as pd
 from scipy import stats
 
 from optbench.comparison import ALPHA, holm, paired_test
-from optbench.runmetrics import run_metrics
+from optbench.runmetrics import oscillation, run_metrics  # noqa: F401  (re-exported)
 from optbench.statistics import mask_diverged
 
 NEAR_ZERO = 1e-3
@@ -59,15 +59,6 @@ def _aligned(curves, names) -> tuple[list, dict[str, np.ndarray]]:
         array = np.asarray(curves[name][1], dtype=np.float64)
         arrays[name] = array[[position[seed] for seed in seeds]]
     return seeds, arrays
-
-
-def oscillation(losses) -> np.ndarray:
-    """Upward variation over the second half, relative to the initial loss, per run."""
-    raw = np.asarray(losses, dtype=np.float64)
-    alive = mask_diverged(raw)
-    tail = alive[:, raw.shape[1] // 2 :]
-    rises = np.clip(np.diff(tail, axis=1), 0.0, None).sum(axis=1) / raw[:, 0]
-    return np.where(np.isnan(alive[:, -1]), np.inf, rises)
 
 
 def _steps_to_near_zero(losses, near_zero: float) -> np.ndarray:

@@ -29,9 +29,10 @@ Columns of ``run_metrics`` (``METRIC_COLUMNS``):
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-from optbench.statistics import FLOOR, floored_log10, mask_diverged, require_columns
+# numpy only at import: the per-cell summary job computes these metrics, and
+# pandas/scipy would double its start-up. pandas is imported where a table is made.
+from optbench.logscale import FLOOR, floored_log10, mask_diverged
 
 METRIC_COLUMNS = [
     "initial_loss",
@@ -59,11 +60,29 @@ def run_metrics(
     threshold: float = 1e-3,
     relative: bool = True,
     floor: float = FLOOR,
-) -> pd.DataFrame:
-    """The metrics above for each row of ``losses`` (runs x steps), in row order.
+):
+    """The metrics above for each row of ``losses`` (runs x steps), in row order,
+    as a pandas DataFrame.
 
     ``evaluations``: optional runs x steps array of loss evaluations per step.
     """
+    import pandas as pd
+
+    metrics = metric_arrays(
+        losses, evaluations, threshold=threshold, relative=relative, floor=floor
+    )
+    return pd.DataFrame(metrics, columns=METRIC_COLUMNS)
+
+
+def metric_arrays(
+    losses,
+    evaluations=None,
+    *,
+    threshold: float = 1e-3,
+    relative: bool = True,
+    floor: float = FLOOR,
+) -> dict[str, np.ndarray]:
+    """``run_metrics`` as a dict of arrays keyed by ``METRIC_COLUMNS`` (numpy only)."""
     raw = np.asarray(losses, dtype=np.float64)
     if raw.ndim != 2 or raw.shape[1] == 0:
         raise ValueError(f"losses must be a runs x steps array with >= 1 step, got {raw.shape}")
@@ -90,24 +109,37 @@ def run_metrics(
     finite_any = np.isfinite(alive).any(axis=1)
     best = np.full(raw.shape[0], np.nan)
     best[finite_any] = np.nanmin(alive[finite_any], axis=1)
-    return pd.DataFrame(
-        {
-            "initial_loss": raw[:, 0],
-            "final_loss": alive[:, -1],
-            "best_loss": best,
-            "auc_log10": np.where(diverged, np.nan, logs.mean(axis=1)),
-            "threshold": level,
-            "steps_to_threshold": steps_to,
-            "evaluations": counts.sum(axis=1),
-            "evaluations_to_threshold": evaluations_to,
-            "first_nonfinite_step": _first_true(~np.isfinite(raw)),
-        },
-        columns=METRIC_COLUMNS,
-    )
+    return {
+        "initial_loss": raw[:, 0],
+        "final_loss": alive[:, -1],
+        "best_loss": best,
+        "auc_log10": np.where(diverged, np.nan, logs.mean(axis=1)),
+        "threshold": level,
+        "steps_to_threshold": steps_to,
+        "evaluations": counts.sum(axis=1),
+        "evaluations_to_threshold": evaluations_to,
+        "first_nonfinite_step": _first_true(~np.isfinite(raw)),
+    }
 
 
-def threshold_share(metrics: pd.DataFrame, by) -> pd.DataFrame:
+def oscillation(losses) -> np.ndarray:
+    """Upward variation over the second half, relative to the initial loss, per run.
+
+    The sum of the rises L[t+1] - L[t] > 0 for t >= T // 2, divided by the
+    run's initial loss: 0 for a monotone decreasing curve, on the linear scale
+    (float noise near 1e-15 does not count); +inf for a diverged run.
+    """
+    raw = np.asarray(losses, dtype=np.float64)
+    alive = mask_diverged(raw)
+    tail = alive[:, raw.shape[1] // 2 :]
+    rises = np.clip(np.diff(tail, axis=1), 0.0, None).sum(axis=1) / raw[:, 0]
+    return np.where(np.isnan(alive[:, -1]), np.inf, rises)
+
+
+def threshold_share(metrics, by):
     """Per group: ``n`` runs, ``n_reached`` (steps_to_threshold not censored), ``share``."""
+    from optbench.statistics import require_columns
+
     by = list(by)
     require_columns(metrics, [*by, "steps_to_threshold"], "threshold_share")
     reached = metrics["steps_to_threshold"].notna()

@@ -31,14 +31,23 @@ comparisons treat a diverged run differently (see ``log10_or_inf``).
 from __future__ import annotations
 
 import functools
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-FLOOR = float(np.finfo(np.float64).tiny)
-_LARGEST = float(np.finfo(np.float64).max)
+from optbench.logscale import (  # noqa: F401  (re-exported: one implementation)
+    _LARGEST,
+    FLOOR,
+    _per_count,
+    check_non_negative,
+    floored_log10,
+    geo_interval,
+    log_parts,
+    mask_diverged,
+    median_ranks,
+    to_linear,
+)
 
 SUMMARY_COLUMNS = [
     "n",
@@ -69,40 +78,6 @@ def require_columns(frame: pd.DataFrame, columns, what: str) -> None:
         )
 
 
-def mask_diverged(losses) -> np.ndarray:
-    """Float copy of ``losses`` with NaN from each run's first non-finite value on.
-
-    2-D input is runs x steps; 1-D input is one value per run (e.g. final
-    losses), where a non-finite value marks a diverged run.
-    """
-    values = np.asarray(losses, dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if values.ndim == 2:
-        bad = np.logical_or.accumulate(bad, axis=1)
-    elif values.ndim != 1:
-        raise ValueError(f"expected 1-D (runs) or 2-D (runs x steps) losses, got {values.ndim}-D")
-    return np.where(bad, np.nan, values)
-
-
-def _check_non_negative(values: np.ndarray) -> None:
-    negative = values < 0  # NaN compares False
-    if negative.any():
-        raise ValueError(
-            f"{int(negative.sum())} loss value(s) are negative"
-            f" (smallest {float(values[negative].min())!r});"
-            " log-space statistics need losses >= 0. Shift the objective by its optimum"
-            " (report loss - reference value) or summarise it on the linear scale."
-        )
-
-
-def floored_log10(values, floor: float = FLOOR) -> np.ndarray:
-    """log10 of ``values`` with values below ``floor`` (zeros) raised to it; NaN stays NaN."""
-    values = np.asarray(values, dtype=np.float64)
-    _check_non_negative(values)
-    with np.errstate(invalid="ignore"):
-        return np.log10(np.where(values < floor, floor, values))
-
-
 def log10_or_inf(values, floor: float = FLOOR) -> np.ndarray:
     """Floored log10 with every non-finite value (a diverged run) mapped to +inf.
 
@@ -115,90 +90,31 @@ def log10_or_inf(values, floor: float = FLOOR) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4096)
-def median_ranks(n: int, confidence: float = 0.95) -> tuple[int, float]:
-    """(l, coverage): [x_(l), x_(n+1-l)] covers the median with probability ``coverage``.
-
-    l is the largest rank (1-based) with P(B <= l - 1) <= (1 - confidence) / 2
-    for B ~ Binomial(n, 1/2); coverage = 1 - 2 P(B <= l - 1) >= confidence.
-    (0, nan) when no l >= 1 qualifies (n < 6 at 95 %).
-    """
-    tail = (1.0 - confidence) / 2.0
-    cdf = stats.binom.cdf(np.arange(n + 1), n, 0.5)
-    qualifying = np.flatnonzero(cdf <= tail)  # l - 1 values
-    if n == 0 or qualifying.size == 0:
-        return 0, float("nan")
-    lower = int(qualifying[-1]) + 1
-    return lower, float(1.0 - 2.0 * cdf[lower - 1])
-
-
-def _to_linear(log_values: np.ndarray, floor: float) -> np.ndarray:
-    # 10**x underflows to 0 below about -308 and overflows above 308; a band
-    # on a log axis needs positive finite ends, so they are clipped.
-    with np.errstate(over="ignore", under="ignore"):
-        linear = np.power(10.0, log_values)
-    return np.where(np.isnan(linear), np.nan, np.clip(linear, floor, _LARGEST))
-
-
-@functools.lru_cache(maxsize=4096)
-def _t_quantile(dof: int, confidence: float) -> float:
+def t_quantile(dof: int, confidence: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + confidence / 2.0, dof))
 
 
-def _per_count(n_finite: np.ndarray, function) -> np.ndarray:
-    """``function(n)`` for each entry of n_finite, evaluated once per distinct n."""
-    distinct, inverse = np.unique(n_finite, return_inverse=True)
-    return np.array([function(int(n)) for n in distinct]).reshape(len(distinct), -1)[inverse]
+def t_values(n_finite, confidence: float = 0.95) -> np.ndarray:
+    """The two-sided t quantile for n_finite - 1 degrees of freedom (at least 1), per entry."""
+    dof = np.maximum(np.asarray(n_finite, dtype=np.int64) - 1, 1)
+    return _per_count(dof, lambda d: t_quantile(d, confidence))[:, 0]
+
+
+def with_geo_interval(parts: dict, floor: float = FLOOR, confidence: float = 0.95) -> dict:
+    """``logscale.log_parts`` with ``geo_low``/``geo_high`` added, in SUMMARY_COLUMNS order."""
+    low, high = geo_interval(
+        parts["log10_mean"],
+        parts["log10_sd"],
+        parts["n_finite"],
+        t_values(parts["n_finite"], confidence),
+        floor,
+    )
+    full = dict(parts, geo_low=low, geo_high=high)
+    return {name: full[name] for name in SUMMARY_COLUMNS}
 
 
 def _describe(alive: np.ndarray, runs: np.ndarray, floor: float, confidence: float) -> dict:
-    """The statistics of each column of ``alive`` (NaN = diverged or padding);
-    ``runs`` is the number of runs each column stands for."""
-    logs = floored_log10(alive, floor)
-    n_finite = np.isfinite(alive).sum(axis=0)
-    n_floored = (alive < floor).sum(axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # columns with 0 or 1 surviving run
-        mean = np.nanmean(alive, axis=0)
-        var = np.nanvar(alive, axis=0, ddof=1)
-        log_mean = np.nanmean(logs, axis=0)
-        log_sd = np.nanstd(logs, axis=0, ddof=1)
-    several = n_finite >= 2
-    var = np.where(several, var, np.nan)
-    log_sd = np.where(several, log_sd, np.nan)
-    t_value = _per_count(np.maximum(n_finite - 1, 1), lambda d: _t_quantile(d, confidence))[:, 0]
-    half = t_value * log_sd / np.sqrt(np.maximum(n_finite, 1))
-
-    # One sort gives the median and its order-statistic interval (NaN sorts last).
-    ordered = np.vstack([np.sort(logs, axis=0), np.full((1, logs.shape[1]), np.nan)])
-    columns = np.arange(logs.shape[1])
-
-    def at(rank0):  # the value of 0-based rank ``rank0`` per column; NaN where out of range
-        valid = (rank0 >= 0) & (rank0 < n_finite)
-        return np.where(valid, ordered[np.where(valid, rank0, -1), columns], np.nan)
-
-    log_median = (at((n_finite - 1) // 2) + at(n_finite // 2)) / 2.0
-    ranks = _per_count(n_finite, lambda n: median_ranks(n, confidence))
-    lower_rank, coverage = ranks[:, 0].astype(int), ranks[:, 1]
-    usable = lower_rank >= 1
-    median_low = np.where(usable, at(lower_rank - 1), np.nan)
-    median_high = np.where(usable, at(n_finite - lower_rank), np.nan)
-    return {
-        "n": runs,
-        "n_finite": n_finite,
-        "n_diverged": runs - n_finite,
-        "n_floored": n_floored,
-        "mean": mean,
-        "var": var,
-        "log10_mean": log_mean,
-        "log10_sd": log_sd,
-        "geo_mean": _to_linear(log_mean, floor),
-        "geo_low": _to_linear(log_mean - half, floor),
-        "geo_high": _to_linear(log_mean + half, floor),
-        "median": _to_linear(log_median, floor),
-        "median_low": _to_linear(median_low, floor),
-        "median_high": _to_linear(median_high, floor),
-        "median_coverage": coverage,
-    }
+    return with_geo_interval(log_parts(alive, runs, floor, confidence), floor, confidence)
 
 
 def log_describe(losses, floor: float = FLOOR, confidence: float = 0.95) -> dict[str, np.ndarray]:
