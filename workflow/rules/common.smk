@@ -12,6 +12,7 @@ SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from optbench import settings  # noqa: E402
+from optbench.analysis_context import context_for, threshold_text  # noqa: E402
 
 # Users add problems as files here (docs/problems.md); looked up by name only.
 PROBLEMS_DIR = Path(workflow.basedir) / "problems"
@@ -36,9 +37,41 @@ CELL_SUMMARY = "results/summary/cells/{role}/{problem}/{loss}/{optimizer}/{varia
 STEP_SUMMARY = "results/summary/steps.tsv"
 LEADERBOARD = "results/summary/leaderboard.tsv"
 SELECTION = "results/summary/selection.tsv"
+SUMMARY_DIR = "results/summary"
 LOSS_FIGURE = "results/figures/losses/{problem}/{loss}.{ext}"
 OVERVIEW_FIGURE = "results/figures/overview.{ext}"
+ANALYSIS_FIGURE = "results/figures/{name}.png"
 FIGURE_FORMATS = ("png", "svg")
+# The tables of the analysis (optbench.analysis.TABLE_FILES, repeated here so
+# that parsing the rules imports no pandas; tests/test_analysis.py checks
+# they agree) and the comparison figures (optbench.figures.ANALYSIS_FIGURES).
+TABLE_FILES = {
+    "runs": "runs.tsv",
+    "steps": "steps.tsv",
+    "selection": "selection.tsv",
+    "sensitivity": "sensitivity.tsv",
+    "candidates": "candidates.tsv",
+    "tuning_gain": "tuning_gain.tsv",
+    "best_of_k": "best_of_k.tsv",
+    "pairwise": "pairwise.tsv",
+    "leaderboard": "leaderboard.tsv",
+    "ratios": "performance_ratios.tsv",
+    "profiles": "performance_profiles.tsv",
+    "profile_scores": "profile_scores.tsv",
+    "friedman": "friedman.tsv",
+    "win_probabilities": "win_probabilities.tsv",
+    "win_matrix": "win_matrix.tsv",
+    "claims": "claims.tsv",
+}
+ANALYSIS_FIGURES = {
+    "finals": "finals",
+    "ranks": "ranks",
+    "sensitivity": "sensitivity",
+    "ecdf": "steps_to_threshold",
+    "profiles": "performance_profiles",
+    "win_matrix": "win_matrix",
+    "best_of_k": "best_of_k",
+}
 ROLES = {"evaluation": EXPERIMENT.seeds, "tuning": EXPERIMENT.tuning_seeds}
 
 # A cell is a grid point without the seed: the wildcards of RUN_TSV but seed.
@@ -51,6 +84,13 @@ RUN_SPECS = {
 # The (problem, loss) pairs of the grid, in configured order: one figure each.
 PROBLEM_LOSSES = list(dict.fromkeys((cell.problem, cell.loss) for cell in CELLS))
 SEED_BLOCKS = EXPERIMENT.seed_blocks()
+# Per (problem, loss): the steps-to-threshold level, as the cell job takes it.
+THRESHOLDS = {
+    f"{problem}/{loss}": threshold_text(EXPERIMENT.thresholds, problem, loss)
+    for problem, loss in PROBLEM_LOSSES
+}
+# What the analysis job needs from the config, one JSON-able param.
+ANALYSIS_CONTEXT = context_for(EXPERIMENT, THRESHOLDS).as_dict()
 
 
 def cell_spec(wildcards):
@@ -59,6 +99,10 @@ def cell_spec(wildcards):
 
 def cell_steps(wildcards):
     return EXPERIMENT.problems[wildcards.problem].steps
+
+
+def cell_threshold(wildcards):
+    return THRESHOLDS[f"{wildcards.problem}/{wildcards.loss}"]
 
 
 def run_arguments(seeds, output):
@@ -87,6 +131,12 @@ def cell_runs(wildcards):
     """A cell's runs of one seed role (one call per cell, not per run)."""
     fields = {field: getattr(wildcards, field) for field in CELL_FIELDS}
     return expand(RUN_TSV, seed=ROLES[wildcards.role], **fields)
+
+
+def cell_sidecars(wildcards):
+    """The sidecars of those runs (held-out loss/accuracy): read once, with the TSVs."""
+    fields = {field: getattr(wildcards, field) for field in CELL_FIELDS}
+    return expand(RUN_SIDECAR, seed=ROLES[wildcards.role], **fields)
 
 
 def cell_summaries(role):
@@ -132,19 +182,50 @@ def code_digest(*names):
     return digest.hexdigest()[:12]
 
 
-CELL_SUMMARY_CODE = code_digest("summarize_cell.py", "optbench/cells.py", "optbench/runfiles.py")
-COMBINE_CODE = code_digest("optbench/summary.py", "optbench/cells.py")
+CELL_SUMMARY_CODE = code_digest(
+    "summarize_cell.py",
+    "optbench/cells.py",
+    "optbench/runfiles.py",
+    "optbench/logscale.py",
+    "optbench/runmetrics.py",
+)
+COMBINE_CODE = code_digest(
+    "optbench/summary.py",
+    "optbench/cells.py",
+    "optbench/analysis.py",
+    "optbench/statistics.py",
+    "optbench/selection.py",
+    "optbench/comparison.py",
+    "optbench/perfprofiles.py",
+    "optbench/claims.py",
+)
+PLOT_CODE = code_digest("optbench/figures.py")
 
 
-def final_outputs():
-    # The step summary and the selection are inputs of the figures, so they
-    # are made without being listed here (which keeps a dry run's lines short).
-    figures = [OVERVIEW_FIGURE.format(ext=ext) for ext in FIGURE_FORMATS]
-    figures += [
+def loss_figures():
+    return [
         LOSS_FIGURE.format(problem=problem, loss=loss, ext=ext)
         for problem, loss in PROBLEM_LOSSES
         for ext in FIGURE_FORMATS
     ]
+
+
+def overview_figures():
+    return [OVERVIEW_FIGURE.format(ext=ext) for ext in FIGURE_FORMATS]
+
+
+def analysis_figures():
+    return [ANALYSIS_FIGURE.format(name=stem) for stem in ANALYSIS_FIGURES.values()]
+
+
+def table_paths():
+    return {name: f"{SUMMARY_DIR}/{file}" for name, file in TABLE_FILES.items()}
+
+
+def final_outputs():
+    # Every table is an input of the figures, so they are made without being
+    # listed here (which keeps a dry run's lines short).
+    figures = overview_figures() + loss_figures() + analysis_figures()
     return [LEADERBOARD] + figures + lost_cell_summaries()
 
 
@@ -181,7 +262,7 @@ SUMMARIZE_CELL = (
     f"{shlex.quote(PYTHON)} {shlex.quote(str(SCRIPTS / 'summarize_cell.py'))}"
     f" --pattern {_RUN_PATTERN_ARGUMENT} --steps {{params.steps}} "
     + " ".join(f"--cell {field}={{wildcards.{field}:q}}" for field in CELL_FIELDS)
-    + " --out {output:q} {input:q} > {log:q} 2>&1"
+    + " --threshold {params.threshold:q} --out {output:q} {input.runs:q} > {log:q} 2>&1"
 )
 
 # Conda environments (used under --use-conda), relative to this directory like

@@ -1,4 +1,4 @@
-"""Rules plot_loss and plot_overview: comparison figures from the step summary."""
+"""Rules plot_curves and plot_analysis: every figure, drawn in one process per rule."""
 
 import sys
 
@@ -7,13 +7,22 @@ from optbench import figures, summary
 # Errors and warnings go to the rule's log; the file stays open until exit so
 # that a traceback is written there too.
 sys.stderr = open(snakemake.log[0], "w", encoding="utf-8")  # noqa: SIM115
-# Each optimizer's selected variant (its only one where nothing is swept).
-table = summary.selected_rows(
-    figures.read_table(snakemake.input.steps), figures.read_table(snakemake.input.selection)
-)
-band = snakemake.params.band
-if snakemake.rule == "plot_overview":
-    figures.plot_overview(table, snakemake.params.panels, band, snakemake.output)
+if snakemake.rule == "plot_curves":
+    # Outputs: each (problem, loss)'s figure in every format, then the overview's.
+    formats = list(snakemake.params.formats)
+    paths = list(snakemake.output)
+    outputs = {}
+    for index, panel in enumerate(snakemake.params.panels):
+        outputs[tuple(panel)] = paths[index * len(formats) : (index + 1) * len(formats)]
+    outputs["overview"] = paths[len(outputs) * len(formats) :]
+    figures.draw_curves(
+        summary.read_tsv(snakemake.input.steps),
+        summary.read_tsv(snakemake.input.selection),
+        snakemake.params.band,
+        outputs,
+    )
 else:
-    wildcards = snakemake.wildcards
-    figures.plot_loss(table, wildcards.loss, band, snakemake.output, wildcards.problem)
+    tables = {name: summary.read_tsv(path) for name, path in snakemake.input.items()}
+    figures.draw_analysis(
+        tables, {name: [snakemake.output[name]] for name in figures.ANALYSIS_FIGURES}
+    )

@@ -1,16 +1,13 @@
-"""Rule summarize: the cell summaries -> step summary, variant selection and leaderboard."""
+"""Rule summarize: the cell summaries -> every table of the analysis (optbench.analysis)."""
 
 import sys
 
-from optbench import summary
+from optbench import analysis
 
 # Errors and warnings go to the rule's log; the file stays open until exit so
 # that a traceback is written there too.
 sys.stderr = open(snakemake.log[0], "w", encoding="utf-8")  # noqa: SIM115
-summary.summarize(
-    snakemake.input.cells,
-    snakemake.output.steps,
-    snakemake.output.leaderboard,
-    snakemake.output.selection,
-    snakemake.input.tuning,
+tables = analysis.build_tables(
+    snakemake.input.cells, snakemake.input.tuning, snakemake.params.context
 )
+analysis.write_tables(tables, paths={name: snakemake.output[name] for name in tables})

@@ -12,10 +12,18 @@ meaningful after that. At each step the statistics use the runs that have not
 diverged yet; ``n`` counts all runs, ``n_finite`` the ones used and
 ``n_diverged`` the rest. A step where no run is left has NaN statistics.
 
+The cell job also reads each run's sidecar (``seed{N}.json`` beside the TSV)
+and computes the run's metrics once (``optbench.runmetrics``: final and best
+loss, area under the log10-loss curve, steps and evaluations to the
+threshold, first non-finite step; plus the oscillation of ``claims`` and the
+held-out loss/accuracy of the sidecar), so nothing after it reads a run again.
+Per step it adds the log-space statistics of ``optbench.statistics`` (geometric
+mean, median and its order-statistic interval) beside the arithmetic ones.
+
 numpy only (no pandas, no scipy): one job per cell runs on the submitting
-host, so its start-up is kept short. For the same reason the t quantile of the
-confidence interval is left to the combine step (optbench.summary), which
-imports scipy once for all cells.
+host, so its start-up is kept short. For the same reason the t quantiles of
+the two t intervals (arithmetic mean, geometric mean) are left to the combine
+step (optbench.summary), which imports scipy once for all cells.
 """
 
 from __future__ import annotations
@@ -29,25 +37,60 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optbench import runfiles
+from optbench import logscale, runfiles, runmetrics
 
 # Per-step statistics of a cell summary, in the column order of the step
-# summary table, where the combine step adds ci95_low and ci95_high after sem.
+# summary table, where the combine step adds ci95_low and ci95_high after sem
+# and geo_low and geo_high after geo_mean. ``median`` and its interval are
+# taken in log space (logscale.log_parts).
 CELL_STATISTICS = [
     "n",
     "n_finite",
     "n_diverged",
+    "n_floored",
     "mean",
     "var",
     "std",
     "sem",
+    "log10_mean",
+    "log10_sd",
+    "geo_mean",
     "median",
+    "median_low",
+    "median_high",
+    "median_coverage",
     "min",
     "max",
 ]
+INTEGER_STATISTICS = {"n", "n_finite", "n_diverged", "n_floored"}
 SEED_FIELD = "seed"
+# Per run, after the seed: runmetrics.METRIC_COLUMNS, then these.
+EXTRA_RUN_COLUMNS = ["oscillation", "heldout_loss", "heldout_accuracy"]
+RUN_COLUMNS = [SEED_FIELD, *runmetrics.METRIC_COLUMNS, *EXTRA_RUN_COLUMNS]
 # Columns that hold floats (the others hold integers or, for a step, None).
-FLOAT_COLUMNS = {"steps": CELL_STATISTICS[3:], "runs": ["final_loss"]}
+FLOAT_COLUMNS = {
+    "steps": [name for name in CELL_STATISTICS if name not in INTEGER_STATISTICS],
+    "runs": RUN_COLUMNS[1:],
+}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The level a run must reach: ``value`` x its initial loss (relative) or ``value``."""
+
+    value: float = 1e-3
+    relative: bool = True
+
+    @classmethod
+    def parse(cls, text: str) -> Threshold:
+        """``relative:0.001`` or ``absolute:1e-6`` (the command-line form)."""
+        kind, _, value = text.partition(":")
+        if kind not in ("relative", "absolute"):
+            raise CellError(f"threshold {text!r}: expected relative:VALUE or absolute:VALUE")
+        return cls(float(value), kind == "relative")
+
+    def __str__(self) -> str:
+        return f"{'relative' if self.relative else 'absolute'}:{self.value!r}"
 
 
 class CellError(ValueError):
@@ -83,6 +126,30 @@ class Cell:
     identity: dict[str, str]  # field -> value, in the order of the pattern (e.g. loss, optimizer)
     seeds: list[int]  # ascending
     losses: np.ndarray  # runs x steps, rows in the order of seeds
+    evaluations: np.ndarray | None = None  # runs x steps loss evaluations (None: one per step)
+    heldout: list[dict | None] | None = None  # per run, the sidecar's heldout (None: none)
+
+
+def sidecar_path(run_path) -> str:
+    """The run's JSON sidecar: the TSV's path with ``.json`` for ``.tsv``."""
+    text = str(run_path)
+    return (text[:-4] if text.endswith(".tsv") else text) + ".json"
+
+
+def read_heldout(run_path) -> dict | None:
+    """The sidecar's ``heldout`` entry (None when it has none, or there is no sidecar)."""
+    try:
+        with open(sidecar_path(run_path), encoding="utf-8") as handle:
+            metadata = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as error:
+        raise CellError(
+            f"{sidecar_path(run_path)}: not valid JSON ({error}). Delete the run's TSV and "
+            "sidecar so that the pipeline trains it again."
+        ) from None
+    heldout = metadata.get("heldout") if isinstance(metadata, dict) else None
+    return heldout if isinstance(heldout, dict) else None
 
 
 def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell:
@@ -110,8 +177,14 @@ def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell
     if not by_seed:
         raise CellError(f"no run files given for the cell {identity}.")
     seeds = sorted(by_seed)
-    rows = [runfiles.read_run(by_seed[seed], steps) for seed in seeds]
-    return Cell(identity, seeds, np.array(rows, dtype=np.float64))
+    columns = [runfiles.read_run_columns(by_seed[seed], steps) for seed in seeds]
+    return Cell(
+        identity,
+        seeds,
+        np.array([losses for losses, _ in columns], dtype=np.float64),
+        np.array([counts for _, counts in columns], dtype=np.float64),
+        [read_heldout(by_seed[seed]) for seed in seeds],
+    )
 
 
 def surviving(losses: np.ndarray) -> np.ndarray:
@@ -124,30 +197,17 @@ def describe(losses: np.ndarray) -> dict[str, np.ndarray]:
     """Column statistics of a runs x steps array (NaN marks a diverged run).
 
     ``sem`` is the sample standard deviation over the square root of
-    ``n_finite`` (NaN below two runs)."""
+    ``n_finite`` (NaN below two runs); the log-space ones are those of
+    ``logscale.log_parts``."""
     used = np.isfinite(losses)
     n_finite = used.sum(axis=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN or single-run steps
-        mean = np.nanmean(losses, axis=0)
-        var = np.nanvar(losses, axis=0, ddof=1)
-        median = np.nanmedian(losses, axis=0)
         low, high = np.nanmin(losses, axis=0), np.nanmax(losses, axis=0)
-    var = np.where(n_finite >= 2, var, np.nan)
-    std = np.sqrt(var)
+    parts = logscale.log_parts(losses, losses.shape[0])
+    std = np.sqrt(parts["var"])
     sem = std / np.sqrt(np.maximum(n_finite, 1))
-    return {
-        "n": np.full(losses.shape[1], losses.shape[0]),
-        "n_finite": n_finite,
-        "n_diverged": losses.shape[0] - n_finite,
-        "mean": mean,
-        "var": var,
-        "std": std,
-        "sem": sem,
-        "median": median,
-        "min": low,
-        "max": high,
-    }
+    return parts | {"std": std, "sem": sem, "min": low, "max": high}
 
 
 def first_nonfinite_steps(losses: np.ndarray) -> list[int | None]:
@@ -166,21 +226,38 @@ def _json_number(value):
     return value if math.isfinite(value) else repr(value)
 
 
-def cell_summary(cell: Cell) -> dict:
-    """The cell's per-step statistics and per-run finals, ready to be written as JSON."""
+def run_table(cell: Cell, threshold: Threshold = Threshold()) -> dict[str, list]:
+    """Per run (``RUN_COLUMNS``): seed, runmetrics' metrics, oscillation, held-out values."""
+    metrics = runmetrics.metric_arrays(
+        cell.losses, cell.evaluations, threshold=threshold.value, relative=threshold.relative
+    )
+    heldout = cell.heldout or [None] * len(cell.seeds)
+    extra = {
+        "oscillation": runmetrics.oscillation(cell.losses),
+        "heldout_loss": [(h or {}).get("heldout_loss") for h in heldout],
+        "heldout_accuracy": [(h or {}).get("heldout_accuracy") for h in heldout],
+    }
+    columns = {SEED_FIELD: list(cell.seeds)} | metrics | extra
+    return {
+        name: [
+            _json_number(math.nan if value is None else value) if name != SEED_FIELD else value
+            for value in columns[name]
+        ]
+        for name in RUN_COLUMNS
+    }
+
+
+def cell_summary(cell: Cell, threshold: Threshold = Threshold()) -> dict:
+    """The cell's per-step statistics and per-run metrics, ready to be written as JSON."""
+    logscale.check_non_negative(cell.losses)
     statistics = describe(surviving(cell.losses))
     steps = cell.losses.shape[1]
     return {
         "cell": cell.identity,
+        "threshold": str(threshold),
         "steps": {"step": list(range(steps))}
         | {name: [_json_number(v) for v in statistics[name]] for name in CELL_STATISTICS},
-        # Per run: the last loss as written in its TSV, and the first step whose
-        # loss is not finite (None: never).
-        "runs": {
-            "seed": list(cell.seeds),
-            "final_loss": [_json_number(row[-1]) for row in cell.losses],
-            "first_nonfinite_step": first_nonfinite_steps(cell.losses),
-        },
+        "runs": run_table(cell, threshold),
     }
 
 
@@ -196,13 +273,14 @@ def format_cell_summary(summary: dict) -> str:
 
     return (
         f'{{\n  "cell": {json.dumps(summary["cell"])},\n'
+        f'  "threshold": {json.dumps(summary.get("threshold", str(Threshold())))},\n'
         f'  "steps": {block(summary["steps"])},\n'
         f'  "runs": {block(summary["runs"])}\n}}\n'
     )
 
 
-def write_cell_summary(cell: Cell, path) -> None:
-    runfiles.write_text_atomic(path, format_cell_summary(cell_summary(cell)))
+def write_cell_summary(cell: Cell, path, threshold: Threshold = Threshold()) -> None:
+    runfiles.write_text_atomic(path, format_cell_summary(cell_summary(cell, threshold)))
 
 
 def read_cell_summary(path) -> dict:

@@ -31,6 +31,8 @@ Definitions:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -40,6 +42,8 @@ from optbench.runmetrics import oscillation, run_metrics  # noqa: F401  (re-expo
 from optbench.statistics import mask_diverged
 
 NEAR_ZERO = 1e-3
+# The article's optimizers, by their names in config.yaml.
+ARTICLE_OPTIMIZERS = ("sgd", "momentum_sgd", "adam", "rmsprop")
 CLAIM_COLUMNS = ["claim", "data", "test", "statistic", "p_value", "numbers", "verdict"]
 
 
@@ -77,6 +81,12 @@ def fastest_to_near_zero(
     names = [optimizer, *(name for name in curves if name != optimizer)]
     seeds, arrays = _aligned(curves, names)
     steps = {name: _steps_to_near_zero(arrays[name], near_zero) for name in names}
+    return _fastest(steps, len(seeds), optimizer, data, f"{near_zero:g} x initial loss", alpha)
+
+
+def _fastest(steps: dict, n_seeds: int, optimizer: str, data: str, level: str, alpha) -> dict:
+    """``steps``: optimizer -> seed-aligned steps to the level (+inf: never), claimed one first."""
+    names = list(steps)
     others = names[1:]
     tests = [paired_test(steps[optimizer], steps[other]) for other in others]
     adjusted = holm([t["p_value"] for t in tests])
@@ -85,7 +95,7 @@ def fastest_to_near_zero(
     verdict = "supported" if all(wins) else "contradicted" if any(losses) else "not shown"
     parts = [
         f"{name}: {_median_text(steps[name])}, "
-        f"{int(np.isfinite(steps[name]).sum())}/{len(seeds)} reached"
+        f"{int(np.isfinite(steps[name]).sum())}/{n_seeds} reached"
         for name in names
     ]
     parts += [
@@ -95,7 +105,7 @@ def fastest_to_near_zero(
     return {
         "claim": f"{optimizer} brings the loss to about zero fastest",
         "data": data,
-        "test": f"steps to {near_zero:g} x initial loss, paired by seed vs each other "
+        "test": f"steps to {level}, paired by seed vs each other "
         "optimizer (Wilcoxon signed-rank or sign test), Holm",
         "statistic": float(np.median(steps[optimizer])),
         "p_value": float(np.nanmax(adjusted)) if len(adjusted) else np.nan,
@@ -107,17 +117,28 @@ def fastest_to_near_zero(
 def none_near_zero(curves, data: str = "", near_zero=NEAR_ZERO, alpha=ALPHA) -> dict:
     names = list(curves)
     seeds, arrays = _aligned(curves, names)
-    reached, below, above, parts = {}, [], [], []
+    relative, near = {}, {}
     for name in names:
         alive = mask_diverged(arrays[name])
-        relative = alive[:, -1] / arrays[name][:, 0]
-        reached[name] = int((relative <= near_zero).sum())
-        below.append(stats.binomtest(reached[name], len(seeds), 0.5, "less").pvalue)
-        above.append(stats.binomtest(reached[name], len(seeds), 0.5, "greater").pvalue)
-        with np.errstate(invalid="ignore"):
+        relative[name] = alive[:, -1] / arrays[name][:, 0]
+        near[name] = relative[name] <= near_zero
+    steps = next(iter(arrays.values())).shape[1]
+    return _none(relative, near, len(seeds), steps, data, f"{near_zero:g} x initial", alpha)
+
+
+def _none(relative: dict, near: dict, n_seeds: int, steps: int, data: str, level: str, alpha):
+    """``near``: optimizer -> per seed, whether the last-step loss is at the level;
+    ``relative``: the last-step loss over the initial one (for the numbers)."""
+    reached, below, above, parts = {}, [], [], []
+    for name in near:
+        reached[name] = int(np.sum(near[name]))
+        below.append(stats.binomtest(reached[name], n_seeds, 0.5, "less").pvalue)
+        above.append(stats.binomtest(reached[name], n_seeds, 0.5, "greater").pvalue)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # every run diverged
             parts.append(
-                f"{name}: {reached[name]}/{len(seeds)} near zero, median final/initial "
-                f"{np.nanmedian(relative):.3g}"
+                f"{name}: {reached[name]}/{n_seeds} near zero, median final/initial "
+                f"{np.nanmedian(relative[name]):.3g}"
             )
     below_adjusted, above_adjusted = holm(below), holm(above)
     if (below_adjusted < alpha).all():
@@ -126,13 +147,12 @@ def none_near_zero(curves, data: str = "", near_zero=NEAR_ZERO, alpha=ALPHA) -> 
         verdict = "contradicted"
     else:
         verdict = "not shown"
-    steps = next(iter(arrays.values())).shape[1]
     return {
         "claim": f"no optimizer gets the loss near zero in {steps} steps",
         "data": data,
-        "test": f"last-step loss <= {near_zero:g} x initial; one-sided exact binomial test "
+        "test": f"last-step loss <= {level}; one-sided exact binomial test "
         "that fewer than half of the seeds get there, per optimizer, Holm",
-        "statistic": float(max(reached.values()) / len(seeds)),
+        "statistic": float(max(reached.values()) / n_seeds),
         "p_value": float(below_adjusted.max()),
         "numbers": "; ".join(parts),
         "verdict": verdict,
@@ -144,6 +164,10 @@ def damps_faster(
 ) -> dict:
     seeds, arrays = _aligned(curves, [optimizer, other])
     a, b = oscillation(arrays[optimizer]), oscillation(arrays[other])
+    return _damps(a, b, optimizer, other, len(seeds), data, alpha)
+
+
+def _damps(a, b, optimizer: str, other: str, n_seeds: int, data: str, alpha) -> dict:
     test = paired_test(a, b)
     p = test["p_value"]
     if test["better"] == "a" and p < alpha:
@@ -154,8 +178,8 @@ def damps_faster(
         verdict = "not shown"
     numbers = (
         f"median oscillation {optimizer} {np.median(a):.3g}, {other} {np.median(b):.3g} "
-        f"(x initial loss); {optimizer} lower on {test['p_a_better'] * len(seeds):g} of "
-        f"{len(seeds)} seeds; rank-biserial {test['rank_biserial']:.2f}"
+        f"(x initial loss); {optimizer} lower on {test['p_a_better'] * n_seeds:g} of "
+        f"{n_seeds} seeds; rank-biserial {test['rank_biserial']:.2f}"
     )
     return {
         "claim": f"{optimizer} damps oscillation faster than {other}",
@@ -184,3 +208,111 @@ def claims_table(
         none_near_zero(l1_curves, "l1", near_zero, alpha),
     ]
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def _untestable(claim: str, data: str, reason: str) -> dict:
+    return dict.fromkeys(CLAIM_COLUMNS, np.nan) | {
+        "claim": claim,
+        "data": data,
+        "test": "",
+        "numbers": "",
+        "verdict": f"not testable: {reason}",
+    }
+
+
+def _block(runs: pd.DataFrame, block, names=None):
+    """(seeds, optimizer -> rows by seed) for one (problem, loss), on the seeds all share."""
+    rows = runs[(runs["problem"] == block[0]) & (runs["loss"] == block[1])]
+    by_name = {
+        name: group.set_index("seed") for name, group in rows.groupby("optimizer", sort=False)
+    }
+    names = list(by_name) if names is None else names
+    shared = sorted(set.intersection(*(set(by_name[name].index) for name in names)))
+    return shared, {name: by_name[name].loc[shared] for name in names}
+
+
+def claims_from_runs(
+    runs: pd.DataFrame,
+    mse_block=None,
+    l1_block=None,
+    steps=None,
+    fastest: str = "rmsprop",
+    damped: tuple[str, str] = ("adam", "momentum_sgd"),
+    alpha: float = ALPHA,
+    label: str = "",
+    among=ARTICLE_OPTIMIZERS,
+) -> pd.DataFrame:
+    """The three claims from the per-run metrics table (evaluation seeds, one variant
+    per optimizer): ``steps_to_threshold``, ``threshold``, ``final_loss`` (NaN when
+    diverged), ``initial_loss`` and ``oscillation`` of each run.
+
+    "Near zero" is the run's threshold (``threshold``; by default 1e-3 x its
+    initial loss, the ``NEAR_ZERO`` of the curve-based checks). ``mse_block`` and
+    ``l1_block`` are the (problem, loss) of the article's linear problem with MSE
+    and L1 (None: not in the grid); ``steps``: that problem's run length. A claim
+    whose data or optimizers are missing gets a row "not testable: why". The
+    claims are the article's about its own optimizers: only the optimizers named
+    in ``among`` (None: every one) take part.
+    """
+    if among is not None:
+        runs = runs[runs["optimizer"].isin(list(among))]
+    rows = []
+    fastest_claim = f"{fastest} brings the loss to about zero fastest"
+    damped_claim = f"{damped[0]} damps oscillation faster than {damped[1]}"
+    none_claim = f"no optimizer gets the loss near zero in {steps} steps"
+    present = {}
+    for block in (mse_block, l1_block):
+        if block is not None:
+            rows_of = runs[(runs["problem"] == block[0]) & (runs["loss"] == block[1])]
+            present[block] = list(dict.fromkeys(rows_of["optimizer"]))
+    data = {
+        name: f"{block[0]}/{block[1]}{label}" if block else ""
+        for name, block in (("mse", mse_block), ("l1", l1_block))
+    }
+
+    if mse_block is None or not present.get(mse_block):
+        reason = "the grid has no linear problem with an MSE loss"
+        rows += [_untestable(fastest_claim, "", reason), _untestable(damped_claim, "", reason)]
+    else:
+        names = present[mse_block]
+        if fastest not in names or len(names) < 2:
+            rows.append(
+                _untestable(fastest_claim, data["mse"], f"needs {fastest} and another optimizer")
+            )
+        else:
+            order = [fastest, *(name for name in names if name != fastest)]
+            seeds, block = _block(runs, mse_block, order)
+            level = _level_text(block[fastest])
+            steps_to = {
+                name: block[name]["steps_to_threshold"].fillna(np.inf).to_numpy(np.float64)
+                for name in order
+            }
+            rows.append(_fastest(steps_to, len(seeds), fastest, data["mse"], level, alpha))
+        if not set(damped) <= set(names):
+            rows.append(
+                _untestable(damped_claim, data["mse"], f"needs {damped[0]} and {damped[1]}")
+            )
+        else:
+            seeds, block = _block(runs, mse_block, list(damped))
+            a, b = (block[name]["oscillation"].to_numpy(np.float64) for name in damped)
+            rows.append(_damps(a, b, *damped, len(seeds), data["mse"], alpha))
+    if l1_block is None or not present.get(l1_block):
+        rows.append(_untestable(none_claim, "", "the grid has no linear problem with an L1 loss"))
+    else:
+        seeds, block = _block(runs, l1_block)
+        relative, near = {}, {}
+        for name, table in block.items():
+            final = table["final_loss"].to_numpy(np.float64)
+            relative[name] = final / table["initial_loss"].to_numpy(np.float64)
+            with np.errstate(invalid="ignore"):
+                near[name] = final <= table["threshold"].to_numpy(np.float64)
+        level = _level_text(next(iter(block.values())))
+        rows.append(_none(relative, near, len(seeds), steps, data["l1"], level, alpha))
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def _level_text(table: pd.DataFrame) -> str:
+    ratio = table["threshold"].to_numpy(np.float64) / table["initial_loss"].to_numpy(np.float64)
+    if ratio.size and np.allclose(ratio, ratio[0], rtol=1e-9):
+        return f"the threshold ({ratio[0]:.3g} x initial loss)"
+    return "the threshold (absolute)"

@@ -1,9 +1,11 @@
-"""Comparison figures: mean loss against step, one line per optimizer, with a band.
+"""Figures of the analysis: loss curves on the right scale and the comparison figures.
 
-Each figure is one (problem, loss) pair and draws each optimizer's selected
-variant (optbench.summary.select_variants). An optimizer keeps its colour in
-every figure: colours follow the order in which optimizers first appear in the
-step table, which is the configuration's.
+A loss figure is one (problem, loss) pair and draws each optimizer's selected
+variant (optbench.selection.select_variants) as a log-space statistic with
+its band (``BANDS``). An optimizer keeps its colour in every figure: colours
+follow the order in which optimizers first appear in the step or run table,
+which is the configuration's. ``draw_all`` draws every figure of the report
+from the analysis tables in one process.
 """
 
 from __future__ import annotations
@@ -19,20 +21,37 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from optbench import runfiles  # noqa: E402
+from optbench.logscale import FLOOR  # noqa: E402
 
-BAND_LABELS = {"ci95": "95 % CI of the mean", "std": "± 1 std", "none": None}
+# band config value -> (curve column, band columns, what the band is). Every
+# curve and band is a log-space statistic (optbench.statistics): positive by
+# construction, so a band never crosses zero on a log axis. The arithmetic
+# mean and its t interval stay in the step table and are never drawn.
+BANDS = {
+    "geomean_ci95": (
+        "geo_mean",
+        ("geo_low", "geo_high"),
+        "geometric mean, band = 95 % t-interval on log10",
+    ),
+    "median_ci95": (
+        "median",
+        ("median_low", "median_high"),
+        "median, band = order-statistic 95 % interval (none below 6 runs)",
+    ),
+    "none": ("geo_mean", None, "geometric mean"),
+}
+# Values of earlier versions, refused by the config check with the new ones.
+OLD_BANDS = ("ci95", "std")
 
-# Log scale when the positive means span more than this ratio.
+# Log scale when the positive curve values span more than this ratio.
 LOG_SCALE_RATIO = 100.0
 
 
 def band_limits(cell: pd.DataFrame, band: str):
-    if band == "ci95":
-        return cell["ci95_low"].to_numpy(), cell["ci95_high"].to_numpy()
-    if band == "std":
-        mean, std = cell["mean"].to_numpy(), cell["std"].to_numpy()
-        return mean - std, mean + std
-    return None
+    columns = BANDS[band][1]
+    if columns is None:
+        return None
+    return cell[columns[0]].to_numpy(), cell[columns[1]].to_numpy()
 
 
 def wants_log_scale(means: np.ndarray) -> bool:
@@ -55,9 +74,10 @@ def draw_loss(ax, table: pd.DataFrame, loss: str, band: str, problem: str | None
     if problem is not None:
         rows = rows[rows["problem"] == problem]
     prefix = f"{problem}_{loss}" if problem is not None else loss
+    curve_column = BANDS[band][0]
     for optimizer, cell in rows.groupby("optimizer", sort=False):
         cell = cell.sort_values("step")
-        steps, mean = cell["step"].to_numpy(), cell["mean"].to_numpy()
+        steps, mean = cell["step"].to_numpy(), cell[curve_column].to_numpy()
         n, n_diverged = int(cell["n"].iloc[-1]), int(cell["n_diverged"].max())
         name = optimizer
         if "variant" in cell and cell["variant"].iloc[0] != "base":
@@ -74,20 +94,14 @@ def draw_loss(ax, table: pd.DataFrame, loss: str, band: str, problem: str | None
         limits = band_limits(cell, band)
         if limits is not None:
             low, high = limits
-            if wants_log_scale(rows["mean"].to_numpy()):
-                # A lower edge at or below zero has no place on a log axis: draw
-                # the band down to the smallest loss observed instead.
-                low = np.where(low > 0, low, cell["min"].to_numpy())
             band_patch = ax.fill_between(
                 steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0
             )
             band_patch.set_gid(f"band_{prefix}_{optimizer}")
-    if wants_log_scale(rows["mean"].to_numpy()):
+    if wants_log_scale(rows[curve_column].to_numpy()):
         ax.set_yscale("log")
     title = loss if problem is None else f"{problem}, {loss}"
-    ax.set_title(
-        f"{title}: mean over seeds" + (f", band = {BAND_LABELS[band]}" if band != "none" else "")
-    )
+    ax.set_title(f"{title}: {BANDS[band][2]}", fontsize="medium")
     ax.set_xlabel("step")
     ax.set_ylabel(f"{loss} loss")
     ax.grid(True, which="both", alpha=0.3)
@@ -129,3 +143,255 @@ def plot_overview(table: pd.DataFrame, panels, band: str, paths) -> None:
 
 def read_table(path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["nan"])
+
+
+# ---------------------------------------------------------------------------
+# Comparison figures (one file each, one panel per (problem, loss) where the
+# figure is per block). Inputs are the analysis tables (optbench.analysis).
+
+
+def _blocks(table: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(zip(table["problem"], table["loss"], strict=True)))
+
+
+def _panels(count: int, width: float = 4.6, height: float = 3.6):
+    columns = max(1, min(count, OVERVIEW_COLUMNS))
+    rows = max(1, -(-count // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for ax in list(axes.flat)[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def _empty(paths, message: str) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    save(fig, paths)
+
+
+def _in_block(table: pd.DataFrame, block) -> pd.DataFrame:
+    return table[(table["problem"] == block[0]) & (table["loss"] == block[1])]
+
+
+def plot_finals(runs: pd.DataFrame, board: pd.DataFrame, colors, paths) -> None:
+    """Final loss of every evaluation run (points) with the median and its
+    order-statistic interval (bar), per optimizer, one panel per block; a
+    diverged run is drawn as an x at the panel's top."""
+    blocks = _blocks(board)
+    fig, axes = _panels(len(blocks))
+    rng = np.random.default_rng(0)  # fixed jitter: the same figure every time
+    for ax, block in zip(axes, blocks, strict=False):
+        rows = _in_block(runs, block)
+        names = list(_in_block(board, block)["optimizer"])
+        finite = rows["final_loss"].to_numpy(np.float64)
+        top = np.nanmax(finite) * 3 if np.isfinite(finite).any() else 1.0
+        for x, name in enumerate(names):
+            values = rows.loc[rows["optimizer"] == name, "final_loss"].to_numpy(np.float64)
+            jitter = x + rng.uniform(-0.18, 0.18, values.size)
+            ok = np.isfinite(values)
+            ax.scatter(
+                jitter[ok], np.maximum(values[ok], FLOOR), s=12, color=colors[name], alpha=0.7
+            )
+            ax.scatter(jitter[~ok], np.full((~ok).sum(), top), marker="x", color=colors[name])
+            row = _in_block(board, block).set_index("optimizer").loc[name]
+            ax.plot([x - 0.3, x + 0.3], [row["median"]] * 2, color="black", linewidth=1.5)
+            if np.isfinite(row["median_low"]):
+                ax.plot([x, x], [row["median_low"], row["median_high"]], color="black")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
+        ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
+        ax.set_ylabel("final loss")
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("Final loss per evaluation seed; bar: median and its 95 % interval")
+    fig.tight_layout()
+    save(fig, paths)
+
+
+def plot_ranks(board: pd.DataFrame, paths) -> None:
+    """Rank (1 = best; ties share a rank) of each optimizer on each block."""
+    board = board.assign(block=board["problem"] + "/" + board["loss"])
+    matrix = board.pivot(index="optimizer", columns="block", values="rank")
+    matrix = matrix.reindex(
+        index=list(dict.fromkeys(board["optimizer"])), columns=list(dict.fromkeys(board["block"]))
+    )
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * matrix.shape[1], 1.2 + 0.45 * matrix.shape[0]))
+    image = ax.imshow(matrix.to_numpy(np.float64), cmap="viridis_r", aspect="auto")
+    for (i, j), value in np.ndenumerate(matrix.to_numpy(np.float64)):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:g}", ha="center", va="center", color="white", fontsize="small")
+    ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=40, ha="right")
+    ax.set_yticks(range(matrix.shape[0]), matrix.index)
+    fig.colorbar(image, ax=ax, label="rank (paired tests, Holm)")
+    ax.set_title("Rank per (problem, loss)", fontsize="medium")
+    save(fig, paths)
+
+
+def plot_sensitivity(table: pd.DataFrame, colors, paths) -> None:
+    """Final loss against the swept value, per optimizer: geometric mean over the
+    evaluation seeds with its 95 % t-interval on log10."""
+    swept = table[table["candidate"] & table["value"].notna()]
+    if swept.empty:
+        _empty(paths, "No single swept hyper-parameter in this configuration: nothing to plot.")
+        return
+    blocks = _blocks(swept)
+    fig, axes = _panels(len(blocks))
+    for ax, block in zip(axes, blocks, strict=False):
+        for name, rows in _in_block(swept, block).groupby("optimizer", sort=False):
+            rows = rows.sort_values("value")
+            ax.errorbar(
+                rows["value"],
+                rows["geo_mean"],
+                yerr=[rows["geo_mean"] - rows["geo_low"], rows["geo_high"] - rows["geo_mean"]],
+                marker="o",
+                markersize=3,
+                capsize=2,
+                color=colors[name],
+                label=name,
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
+        ax.set_xlabel(", ".join(sorted({s.split("=")[0] for s in swept["swept"]})))
+        ax.set_ylabel("final loss")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle("Sensitivity: geometric mean final loss (95 % t-interval on log10)")
+    fig.tight_layout()
+    save(fig, paths)
+
+
+def plot_ecdf(runs: pd.DataFrame, colors, paths) -> None:
+    """Share of evaluation runs that reached the threshold by each step (a run
+    that never reached it keeps the curve below 1)."""
+    blocks = _blocks(runs)
+    fig, axes = _panels(len(blocks))
+    for ax, block in zip(axes, blocks, strict=False):
+        for name, rows in _in_block(runs, block).groupby("optimizer", sort=False):
+            steps = np.sort(rows["steps_to_threshold"].dropna().to_numpy(np.float64))
+            n = len(rows)
+            x = np.concatenate([[0.0], steps])
+            y = np.arange(len(steps) + 1) / n
+            ax.step(x, y, where="post", color=colors[name], label=name)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
+        ax.set_xlabel("steps to threshold")
+        ax.set_ylabel("share of runs")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle("Steps to threshold: empirical CDF over evaluation seeds")
+    fig.tight_layout()
+    save(fig, paths)
+
+
+def plot_profiles(profiles: pd.DataFrame, scores: pd.DataFrame, colors, paths) -> None:
+    """Dolan-More performance profiles rho_s(tau) with B_s in the legend."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    score = scores.set_index("optimizer")["score"]
+    for name, rows in profiles.groupby("optimizer", sort=False):
+        ax.step(
+            rows["tau"],
+            rows["rho"],
+            where="post",
+            color=colors[name],
+            label=f"{name} (B = {score[name]:.2f})",
+        )
+    ax.set_xlabel("tau (cost ratio to the best optimizer)")
+    ax.set_ylabel("share of (problem, loss) pairs")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    n = int(scores["n_blocks"].iloc[0]) if len(scores) else 0
+    ax.set_title(f"Performance profiles on steps to threshold ({n} pairs)", fontsize="medium")
+    save(fig, paths)
+
+
+def plot_win_matrix(matrix: pd.DataFrame, paths) -> None:
+    """Share of paired seeds where the row optimizer beats the column one."""
+    values = matrix.drop(columns="optimizer").to_numpy(np.float64)
+    names = list(matrix["optimizer"])
+    fig, ax = plt.subplots(figsize=(1.6 + 0.8 * len(names), 1.2 + 0.6 * len(names)))
+    image = ax.imshow(values, cmap="RdBu", vmin=0.0, vmax=1.0)
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="small")
+    ax.set_xticks(range(len(names)), names, rotation=40, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    fig.colorbar(image, ax=ax, label="P(row beats column)")
+    ax.set_title("Win probability, mean over (problem, loss) pairs", fontsize="medium")
+    save(fig, paths)
+
+
+def plot_best_of_k(curve: pd.DataFrame, colors, paths) -> None:
+    """Expected final log10 loss of the variant a k-trial tuner keeps."""
+    curve = curve[curve["n_candidates"] > 1]
+    if curve.empty:
+        _empty(paths, "No optimizer has more than one candidate: nothing was tuned.")
+        return
+    blocks = _blocks(curve)
+    fig, axes = _panels(len(blocks))
+    for ax, block in zip(axes, blocks, strict=False):
+        for name, rows in _in_block(curve, block).groupby("optimizer", sort=False):
+            ax.plot(
+                rows["k"],
+                rows["expected_log10"],
+                marker="o",
+                markersize=3,
+                color=colors[name],
+                label=name,
+            )
+        ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
+        ax.set_xlabel("k (candidates tried)")
+        ax.set_ylabel("expected log10 final loss")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle("What tuning bought: expected best after k trials")
+    fig.tight_layout()
+    save(fig, paths)
+
+
+# Figure name -> file stem under results/figures/ (the report and README use these).
+ANALYSIS_FIGURES = {
+    "finals": "finals",
+    "ranks": "ranks",
+    "sensitivity": "sensitivity",
+    "ecdf": "steps_to_threshold",
+    "profiles": "performance_profiles",
+    "win_matrix": "win_matrix",
+    "best_of_k": "best_of_k",
+}
+
+
+def draw_analysis(tables: dict, outputs: dict) -> None:
+    """Every comparison figure; ``outputs``: figure name -> its paths."""
+    runs, choice = tables["runs"], tables["selection"]
+    colors = optimizer_colors(runs)
+    chosen = runs[runs["role"] == "evaluation"].merge(
+        choice[["problem", "loss", "optimizer", "variant"]], how="inner", sort=False
+    )
+    drawers = {
+        "finals": lambda p: plot_finals(chosen, tables["leaderboard"], colors, p),
+        "ranks": lambda p: plot_ranks(tables["leaderboard"], p),
+        "sensitivity": lambda p: plot_sensitivity(tables["sensitivity"], colors, p),
+        "ecdf": lambda p: plot_ecdf(chosen, colors, p),
+        "profiles": lambda p: plot_profiles(
+            tables["profiles"], tables["profile_scores"], colors, p
+        ),
+        "win_matrix": lambda p: plot_win_matrix(tables["win_matrix"], p),
+        "best_of_k": lambda p: plot_best_of_k(tables["best_of_k"], colors, p),
+    }
+    for name, paths in outputs.items():
+        drawers[name](paths)
+
+
+def draw_curves(steps: pd.DataFrame, choice: pd.DataFrame, band: str, outputs: dict) -> None:
+    """The loss figures: ``outputs`` maps (problem, loss) -> paths, and
+    "overview" -> paths (every pair side by side)."""
+    from optbench.summary import selected_rows
+
+    table = selected_rows(steps, choice)
+    panels = [key for key in outputs if key != "overview"]
+    for (problem, loss), paths in ((k, v) for k, v in outputs.items() if k != "overview"):
+        plot_loss(table, loss, band, paths, problem)
+    if "overview" in outputs:
+        plot_overview(table, panels or _blocks(table), band, outputs["overview"])

@@ -23,7 +23,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from optbench import grid, problems, torch_catalog
+from optbench import analysis_context, grid, problems, torch_catalog
 
 # Float text that PyYAML's YAML 1.1 rules leave a string: '1e-9' has no dot.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -118,6 +118,7 @@ class Experiment:
     tuning_seeds: tuple[int, ...]  # used only to pick each optimizer's variant
     device: str
     band: str
+    thresholds: dict  # "default" or "problem/loss" -> {relative: x} or {absolute: x}
     seeds_per_job: int  # already resolved: "all" becomes the number of seeds' span
     torch_build: str  # resolved: cuda or cpu
     problems: dict[str, Problem]
@@ -660,8 +661,10 @@ def validate(
     oversized = _size_problems(config)
     if oversized:
         raise ConfigError(oversized)
-    moved = _moved_key_problems(config)
+    moved = _moved_key_problems(config) + analysis_context.band_problems(config)
     config = {key: value for key, value in config.items() if key != "dim"}
+    if analysis_context.band_problems(config):
+        config.pop("band")  # reported above with the new values; the schema adds the default
     schema = load_schema(schema_path)
     config = _with_numbers(_fill_defaults(config, schema))
     validator = jsonschema.Draft202012Validator(schema)
@@ -700,6 +703,9 @@ def validate(
                     name, entry["class"], entry["kwargs"], sweep, {v.name: v for v in variants}
                 )
     found += _seed_role_problems(config)
+    found += analysis_context.candidate_count_problems(
+        {name: len(o.variants) - 1 for name, o in optimizers.items()}
+    )
 
     problem_entries: dict[str, Problem] = {}
     if isinstance(config["problems"], dict) and "losses" not in refused_keys:
@@ -710,6 +716,10 @@ def validate(
             found += entry_problems
             if problem is not None:
                 problem_entries[name] = problem
+
+    if "thresholds" not in refused_keys:
+        pairs = [(name, loss) for name, p in problem_entries.items() for loss in p.losses]
+        found += analysis_context.threshold_problems(config["thresholds"], pairs)
 
     # The selection is checked whenever the names it refers to are readable.
     selected = {}
@@ -742,6 +752,7 @@ def validate(
         tuning_seeds=tuple(int(seed) for seed in config["tuning_seeds"] if int(seed) in kept_seeds),
         device=config["device"],
         band=config["band"],
+        thresholds=config["thresholds"],
         # From every configured seed, so that `only` never changes how seeds are packed.
         seeds_per_job=_seeds_per_job(config["seeds_per_job"], all_seeds),
         torch_build=_torch_build(config["torch_build"], config["device"]),

@@ -1,0 +1,204 @@
+"""Every table of the analysis, from the cell summaries, in one process.
+
+``build_tables`` is what the pipeline's ``summarize`` rule runs (and what a
+benchmark or a test can run in-process): it joins the cell summaries into the
+step table and the per-run metrics table, then makes every comparison table
+from the per-run table, on the right scale (log10 of the loss; a diverged run
+counts as +inf in rank-based statistics). Order of work, and what each table
+answers:
+
+1. ``runs``: one row per run (both seed roles, every variant): the metrics of
+   ``optbench.runmetrics``, oscillation, held-out loss/accuracy.
+2. ``steps``: per (cell, step) on the evaluation seeds, arithmetic and
+   log-space statistics (``optbench.summary``).
+3. ``selection``: each (problem, loss, optimizer)'s variant, picked on the
+   TUNING seeds only (``optbench.selection.select_variants``; candidates: the
+   swept variants where there is a sweep, else ``base``; ties go to the
+   smaller value, ``order``). Everything below uses the evaluation seeds of the
+   chosen variants, so it carries no selection bias.
+4. ``sensitivity``: final loss of every variant (learning-rate sensitivity).
+5. ``candidates``, ``tuning_gain`` (one-shot base vs tuned, paired by seed) and
+   ``best_of_k`` (expected result of a k-trial tuner): what tuning bought.
+6. ``pairwise`` (every pair per (problem, loss): Wilcoxon/sign test, Holm,
+   rank-biserial, bootstrap CI of the median paired difference) and
+   ``leaderboard`` (ranking with ties by those tests, with the final loss's
+   log-space statistics and the share of runs that reached the threshold).
+7. Across problems: ``ratios`` and ``profiles`` (Dolan-More performance
+   profiles on steps to threshold), ``profile_scores`` (B_s), ``friedman``
+   (average ranks and the test), ``win_probabilities`` and ``win_matrix``.
+8. ``claims``: the reference article's three testable claims.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from optbench import claims, comparison, perfprofiles, selection, statistics, summary
+from optbench.analysis_context import BASE_VARIANT, Context
+
+CELL = ["problem", "loss", "optimizer"]
+# Table name -> file name under results/summary/ (the report and README use these).
+TABLE_FILES = {
+    "runs": "runs.tsv",
+    "steps": "steps.tsv",
+    "selection": "selection.tsv",
+    "sensitivity": "sensitivity.tsv",
+    "candidates": "candidates.tsv",
+    "tuning_gain": "tuning_gain.tsv",
+    "best_of_k": "best_of_k.tsv",
+    "pairwise": "pairwise.tsv",
+    "leaderboard": "leaderboard.tsv",
+    "ratios": "performance_ratios.tsv",
+    "profiles": "performance_profiles.tsv",
+    "profile_scores": "profile_scores.tsv",
+    "friedman": "friedman.tsv",
+    "win_probabilities": "win_probabilities.tsv",
+    "win_matrix": "win_matrix.tsv",
+    "claims": "claims.tsv",
+}
+
+
+def candidate_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of tuning candidates: where a (problem, loss, optimizer) has swept
+    variants, those; else its only variant (``base``)."""
+    swept = (runs["variant"] != BASE_VARIANT).groupby([runs[c] for c in CELL]).transform("any")
+    return runs[~(swept & (runs["variant"] == BASE_VARIANT))].reset_index(drop=True)
+
+
+def _leaderboard(chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFrame):
+    finals = statistics.log_summary_table(chosen, CELL, "final_loss")
+    reached = chosen.assign(_reached=chosen["steps_to_threshold"].notna())
+    extra = reached.groupby(CELL, sort=False).agg(
+        n_reached=("_reached", "sum"),
+        median_steps_to_threshold=("steps_to_threshold", lambda s: s.fillna(np.inf).median()),
+        heldout_loss_median=("heldout_loss", "median"),
+        heldout_accuracy_median=("heldout_accuracy", "median"),
+    )
+    extra["share_reached"] = extra["n_reached"] / reached.groupby(CELL, sort=False).size()
+    extra = extra.reset_index()
+    board = ranking.merge(choice[[*CELL, "variant"]], on=CELL, how="left")
+    board = board.merge(finals.drop(columns=["n", "n_diverged"]), on=CELL, how="left")
+    board = board.merge(extra, on=CELL, how="left")
+    first = [*CELL, "variant", "rank", "beaten_by", "n", "n_diverged", "median_log10"]
+    return board[first + [c for c in board.columns if c not in first]]
+
+
+def _profiles(chosen: pd.DataFrame):
+    # A run that met the threshold before any update counts one step: a cost of
+    # 0 has no ratio (perfprofiles), and no optimizer did anything to get there.
+    costs_input = chosen.assign(steps_to_threshold=chosen["steps_to_threshold"].clip(lower=1.0))
+    costs = perfprofiles.block_costs(costs_input)
+    ratios = perfprofiles.performance_ratios(costs)
+    profile = perfprofiles.performance_profile(ratios)
+    scores = perfprofiles.profile_score(ratios)
+    long_ratios = (
+        costs.stack(future_stack=True)
+        .rename("median_steps_to_threshold")
+        .to_frame()
+        .join(ratios.stack(future_stack=True).rename("ratio"))
+        .reset_index()
+    )
+    profiles = profile.reset_index().melt(id_vars="tau", var_name="optimizer", value_name="rho")
+    score_table = pd.DataFrame(
+        {
+            "optimizer": scores.index,
+            "score": scores.to_numpy(),
+            "r_max": perfprofiles.R_MAX,
+            "n_blocks": len(ratios),
+            "n_fastest": (ratios == 1.0).sum(axis=0).to_numpy(),
+            "n_reached": np.isfinite(ratios).sum(axis=0).to_numpy(),
+        }
+    )
+    return long_ratios, profiles, score_table
+
+
+def _sensitivity(runs: pd.DataFrame, candidates: pd.DataFrame, context: Context):
+    table = selection.sensitivity_table(runs)
+    candidate_keys = set(map(tuple, candidates[[*CELL, "variant"]].drop_duplicates().to_numpy()))
+    table.insert(
+        4,
+        "candidate",
+        [tuple(row) in candidate_keys for row in table[[*CELL, "variant"]].to_numpy()],
+    )
+    values = [context.swept.get(variant, {}) for variant in table["variant"]]
+    table.insert(5, "swept", [",".join(f"{k}={v}" for k, v in v.items()) for v in values])
+    table.insert(
+        6,
+        "value",
+        [float(next(iter(v.values()))) if len(v) == 1 else math.nan for v in values],
+    )
+    return table
+
+
+def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = None) -> dict:
+    """Every table of the analysis (module doc), by name, from the cell summaries."""
+    if not isinstance(context, Context):
+        context = Context.from_dict(context)
+    steps, evaluation = summary.combine(cell_paths, selection.EVALUATION)
+    frames = [evaluation]
+    if len(tuning_paths):
+        frames.append(summary.combine(tuning_paths, selection.TUNING)[1])
+    runs = pd.concat(frames, ignore_index=True)
+    candidates = candidate_runs(runs)
+    order = context.order
+    if order is not None:
+        order = [*order, *(v for v in dict.fromkeys(runs["variant"]) if v not in order)]
+    choice = selection.select_variants(candidates, order)
+    chosen = selection.tuned_evaluation_runs(runs, choice)
+    pairwise = comparison.pairwise_table(chosen)
+    ranking = comparison.ranking_table(chosen, pairwise)
+    ratios, profiles, scores = _profiles(chosen)
+    average_ranks, test = comparison.friedman(chosen)
+    friedman_table = average_ranks.assign(**{k: [v] * len(average_ranks) for k, v in test.items()})
+    probabilities = comparison.win_probabilities(chosen)
+    matrix = comparison.win_matrix(probabilities)
+    matrix = matrix.rename_axis(index="optimizer", columns=None).reset_index()
+    claim_rows = claims.claims_from_runs(
+        chosen, context.mse_block, context.l1_block, context.claims_steps
+    )
+    base_runs = runs[(runs["variant"] == BASE_VARIANT) & (runs["role"] == selection.EVALUATION)]
+    if not choice["variant"].eq(BASE_VARIANT).all() and len(base_runs):
+        # The article's claims are about its settings: check them on those too.
+        as_configured = claims.claims_from_runs(
+            base_runs,
+            context.mse_block,
+            context.l1_block,
+            context.claims_steps,
+            label=" (base variants)",
+        )
+        claim_rows = pd.concat([claim_rows, as_configured], ignore_index=True)
+    return {
+        "runs": runs[summary.RUN_TABLE_COLUMNS],
+        "steps": steps,
+        "selection": choice,
+        "sensitivity": _sensitivity(runs, candidates, context),
+        "candidates": selection.candidate_counts(candidates),
+        "tuning_gain": selection.tuning_gain(runs, choice, BASE_VARIANT),
+        "best_of_k": selection.tuning_curve(candidates, order),
+        "pairwise": pairwise,
+        "leaderboard": _leaderboard(chosen, ranking, choice),
+        "ratios": ratios,
+        "profiles": profiles,
+        "profile_scores": scores,
+        "friedman": friedman_table,
+        "win_probabilities": probabilities,
+        "win_matrix": matrix,
+        "claims": claim_rows,
+    }
+
+
+def write_tables(tables: dict, folder=None, paths: dict | None = None) -> None:
+    """Each table as TSV: at ``paths[name]``, or ``folder/TABLE_FILES[name]``."""
+    for name, table in tables.items():
+        path = paths[name] if paths is not None else Path(folder) / TABLE_FILES[name]
+        summary.write_tsv(table, path)
+
+
+def read_tables(folder, names=None) -> dict:
+    """The tables written by ``write_tables`` into ``folder``."""
+    names = TABLE_FILES if names is None else names
+    return {name: summary.read_tsv(Path(folder) / TABLE_FILES[name]) for name in names}

@@ -1,0 +1,155 @@
+"""What the analysis needs from the configuration, without heavy imports.
+
+Made once per Snakemake invocation (common.smk) and passed to the analysis
+job as one JSON-able rule param, so this module imports the standard library
+only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+
+BASE_VARIANT = "base"
+# The reference article's problem and losses (../shared/reference/ARTICLE.md).
+ARTICLE_PROBLEM = "linear"
+ARTICLE_LOSS_CLASSES = {"mse_block": "MSELoss", "l1_block": "L1Loss"}
+
+
+@dataclass
+class Context:
+    """``order``: variant names from the preferred (smallest swept value) on, for
+    ties in the selection; ``swept``: variant -> its swept values (for the
+    sensitivity axis); ``mse_block``/``l1_block``: the (problem, loss) of the
+    article's linear problem with MSE/L1 (None: not in the grid) and
+    ``claims_steps`` its run length; ``thresholds``: "problem/loss" -> the
+    threshold as the cell job takes it (for the captions and the tables)."""
+
+    order: list[str] | None = None
+    swept: dict[str, dict] = field(default_factory=dict)
+    mse_block: tuple[str, str] | None = None
+    l1_block: tuple[str, str] | None = None
+    claims_steps: int | None = None
+    thresholds: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Context:
+        data = dict(data or {})
+        for key in ("mse_block", "l1_block"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sort_key(swept: dict):
+    return tuple(
+        (key, (0, value) if isinstance(value, int | float) else (1, str(value)))
+        for key, value in sorted(swept.items())
+    )
+
+
+def variant_order(experiment) -> list[str]:
+    """Every variant name, base first, then by their swept values ascending."""
+    swept = {}
+    for optimizer in experiment.optimizers.values():
+        for name, variant in optimizer.variants.items():
+            swept.setdefault(name, variant.swept)
+    names = [name for name in swept if name != BASE_VARIANT]
+    # Values of different kinds under one key cannot be sorted: keep the config's order.
+    with contextlib.suppress(TypeError):
+        names.sort(key=lambda name: _sort_key(swept[name]))
+    return ([BASE_VARIANT] if BASE_VARIANT in swept else []) + names
+
+
+def context_for(experiment, thresholds: dict | None = None) -> Context:
+    swept = {}
+    for optimizer in experiment.optimizers.values():
+        for name, variant in optimizer.variants.items():
+            swept.setdefault(name, dict(variant.swept))
+    blocks = {}
+    steps = None
+    for problem in experiment.problems.values():
+        if problem.problem != ARTICLE_PROBLEM:
+            continue
+        for key, cls in ARTICLE_LOSS_CLASSES.items():
+            for loss in problem.losses:
+                component = experiment.losses.get(loss)
+                if key not in blocks and component is not None and component.cls == cls:
+                    blocks[key] = (problem.name, loss)
+                    steps = steps or problem.steps
+    return Context(
+        order=variant_order(experiment),
+        swept=swept,
+        mse_block=blocks.get("mse_block"),
+        l1_block=blocks.get("l1_block"),
+        claims_steps=steps,
+        thresholds=dict(thresholds or {}),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Config checks of the analysis keys (called by settings.validate).
+
+DEFAULT_THRESHOLD = {"relative": 1.0e-3}
+OLD_BANDS = {
+    "ci95": "the arithmetic mean's t interval, which goes negative",
+    "std": "mean +- one standard deviation, which goes negative",
+}
+
+
+def band_problems(config: dict) -> list[str]:
+    """The band values of earlier versions, refused with the new ones."""
+    band = config.get("band")
+    if isinstance(band, str) and band in OLD_BANDS:
+        return [
+            f"config key band: {band!r} ({OLD_BANDS[band]}) is no longer drawn: curves and "
+            "bands are log-space statistics now. Fix: use geomean_ci95 (geometric mean, 95 % "
+            "t-interval on log10; the default), median_ci95 (median, order-statistic 95 % "
+            "interval) or none."
+        ]
+    return []
+
+
+def threshold_problems(thresholds, problem_losses) -> list[str]:
+    """``thresholds`` keys must be ``default`` or a ``problem/loss`` of the grid.
+
+    ``problem_losses``: the (problem, loss-name) pairs configured (None: unknown,
+    keys are not checked)."""
+    if not isinstance(thresholds, dict):
+        return []  # the schema says what is wrong
+    found = []
+    known = None if problem_losses is None else {f"{p}/{loss}" for p, loss in problem_losses}
+    for key in thresholds:
+        if key != "default" and known is not None and key not in known:
+            found.append(
+                f"config key thresholds.{key}: not default and not a problem/loss of the grid. "
+                f"Fix: use default or one of {', '.join(sorted(known)) or '(none)'}."
+            )
+    return found
+
+
+def threshold_text(thresholds: dict | None, problem: str, loss: str) -> str:
+    """The cell job's --threshold value for one (problem, loss)."""
+    thresholds = thresholds or {}
+    entry = thresholds.get(f"{problem}/{loss}") or thresholds.get("default") or DEFAULT_THRESHOLD
+    ((kind, value),) = entry.items()
+    return f"{kind}:{float(value)!r}"
+
+
+def candidate_count_problems(optimizers: dict) -> list[str]:
+    """Swept optimizers must get the same number of candidates (equal tuning effort).
+
+    ``optimizers``: name -> number of swept variants (0: no sweep, it runs its
+    base setting only and is reported as untuned)."""
+    swept = {name: count for name, count in optimizers.items() if count}
+    if len(set(swept.values())) > 1:
+        listed = ", ".join(f"{name} {count}" for name, count in swept.items())
+        return [
+            f"config key optimizers: the sweeps give different numbers of candidates ({listed}), "
+            "so one optimizer would get more tuning effort than another. Fix: sweep the same "
+            "number of values for every swept optimizer (e.g. the same lr list)."
+        ]
+    return []
