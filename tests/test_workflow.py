@@ -23,6 +23,34 @@ from test_training import (
 
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
+# Every table and comparison figure the analysis declares (README: "The report").
+TABLES = [
+    "runs.tsv",
+    "steps.tsv",
+    "selection.tsv",
+    "sensitivity.tsv",
+    "candidates.tsv",
+    "tuning_gain.tsv",
+    "best_of_k.tsv",
+    "pairwise.tsv",
+    "leaderboard.tsv",
+    "performance_ratios.tsv",
+    "performance_profiles.tsv",
+    "profile_scores.tsv",
+    "friedman.tsv",
+    "win_probabilities.tsv",
+    "win_matrix.tsv",
+    "claims.tsv",
+]
+FIGURES = [
+    "finals.png",
+    "ranks.png",
+    "sensitivity.png",
+    "steps_to_threshold.png",
+    "performance_profiles.png",
+    "win_matrix.png",
+    "best_of_k.png",
+]
 
 
 def test_default_grid_dry_run_schedules_80_training_jobs(workdir):
@@ -31,10 +59,10 @@ def test_default_grid_dry_run_schedules_80_training_jobs(workdir):
         "train": 80,
         "summarize_cell": 8,
         "summarize": 1,
-        "plot_loss": 2,
-        "plot_overview": 1,
+        "plot_curves": 1,
+        "plot_analysis": 1,
         "all": 1,
-        "total": 93,
+        "total": 92,
     }
 
 
@@ -75,8 +103,11 @@ def planned_job_details(process) -> list[dict[str, str]]:
 
 
 def cell_runs(loss, optimizer, seeds):
+    """A cell job's input: its run TSVs, then their sidecars (held-out values)."""
     return ", ".join(
-        f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}.tsv" for seed in seeds
+        f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}.{ext}"
+        for ext in ("tsv", "json")
+        for seed in seeds
     )
 
 
@@ -149,12 +180,18 @@ def test_tiny_run_writes_every_output(tiny_results):
     board = pd.read_csv(results / "summary/leaderboard.tsv", sep="\t")
     assert len(board) == 4
     for loss, by_optimizer in finals.items():
-        # Rank 1 is the lowest mean final loss, from the article's loop.
-        order = sorted(by_optimizer, key=lambda optimizer: np.mean(by_optimizer[optimizer]))
         rows = board[board["loss"] == loss].set_index("optimizer")
-        assert {o: rows.loc[o, "rank"] for o in order} == {o: r for r, o in enumerate(order, 1)}
+        # Two seeds: the smallest two-sided exact Wilcoxon p-value is 0.5, so no
+        # test separates the optimizers and they share rank 1 (a ranking by the
+        # mean would have ranked them 1, 2).
+        assert set(rows["rank"]) == {1} and rows["beaten_by"].isna().all()
         for optimizer, values in by_optimizer.items():
+            assert rows.loc[optimizer, "median_log10"] == pytest.approx(
+                np.median(np.log10(values)), rel=1e-12
+            )
             assert rows.loc[optimizer, "mean"] == pytest.approx(np.mean(values), rel=1e-12)
+    for name in TABLES:
+        assert (results / "summary" / name).stat().st_size > 0, name
     cells = sorted(str(p.relative_to(results)) for p in (results / "summary/cells").rglob("*.json"))
     assert cells == [
         "summary/cells/evaluation/linear/l1/adam/base.json",
@@ -165,18 +202,27 @@ def test_tiny_run_writes_every_output(tiny_results):
     for stem in ("figures/overview", "figures/losses/linear/mse", "figures/losses/linear/l1"):
         assert (results / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert b"<svg" in (results / f"{stem}.svg").read_bytes()[:2000]
+    for name in FIGURES:
+        assert (results / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     leftovers = [p for p in results.rglob("*") if p.name.startswith(".") or p.suffix == ".part"]
     assert leftovers == []
 
 
-def test_report_bundles_figures_and_tables_with_captions(tiny_results, tmp_path):
+def test_report_holds_every_table_and_figure_with_its_caption(tiny_results, tmp_path):
     workdir = copy_tree(tiny_results, tmp_path / "w")
     snakemake(workdir, "--report", "results/report.html", configfile=TINY)
     html = (workdir / "results/report.html").read_text()
-    for name in ("steps.tsv", "leaderboard.tsv", "overview.svg", "mse.png", "l1.svg"):
+    declared = [*TABLES, *FIGURES, "overview.svg", "overview.png", "mse.png", "l1.svg"]
+    for name in declared:
         assert name in html, name
-    caption = (REPO / "workflow/report/leaderboard.rst").read_text().split("(")[0].strip()
-    assert caption in html  # the caption's first words, as written
+    captions = sorted((REPO / "workflow/report").glob("*.rst"))
+    assert len(captions) == len(TABLES) + len(FIGURES) + 2  # + loss figure, overview
+    for caption in captions:
+        # each caption's bold title, as written (rendered by docutils as <strong>)
+        title = caption.read_text().split("**")[1]
+        assert f"<strong>{title}</strong>" in html or title in html, caption.name
+    for category in ("1 Runs and steps", "2 Tuning", "3 Per problem", "4 Across problems"):
+        assert category in html, category
 
 
 def test_rerun_is_a_no_op(tiny_results):
@@ -190,25 +236,28 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
         "train": 4,
         "summarize_cell": 4,
         "summarize": 1,
-        "plot_loss": 2,
-        "plot_overview": 1,
+        "plot_curves": 1,
+        "plot_analysis": 1,
         "all": 1,
-        "total": 13,
+        "total": 12,
     }
     jobs = planned_job_details(process)
-    assert len(jobs) == 13 and all("reason" in job for job in jobs)
+    assert len(jobs) == 12 and all("reason" in job for job in jobs)
     # Each cell reads its own runs only; the combine step reads one file per cell.
     for job in (job for job in jobs if job["rule"] == "summarize_cell"):
         wildcards = dict(item.split("=") for item in job["wildcards"].split(", "))
         assert job["input"] == cell_runs(wildcards["loss"], wildcards["optimizer"], (0, 1, 2))
-        assert job["reason"] == (
-            "Input files updated by another job: "
-            f"{cell_runs(wildcards['loss'], wildcards['optimizer'], (2,))}; "
-            "Set of input files has changed since last execution"
+        updated, _, rest = (
+            job["reason"].removeprefix("Input files updated by another job: ").partition("; ")
         )
+        new_seed = cell_runs(wildcards["loss"], wildcards["optimizer"], (2,))
+        assert sorted(updated.split(", ")) == sorted(new_seed.split(", "))
+        assert rest == "Set of input files has changed since last execution"
     (combine,) = (job for job in jobs if job["rule"] == "summarize")
     assert combine["input"] == TINY_CELLS
-    # The grid is no parameter any more: no reason line repeats it.
+    # The grid is no parameter any more: no reason line repeats it. (Rule all's
+    # reason lists the figures it asks for, which grow with the report.)
+    jobs = [job for job in jobs if job["rule"] != "all"]
     assert max(len(job["reason"]) for job in jobs) <= 300, max(jobs, key=lambda j: len(j["reason"]))
 
 
@@ -229,7 +278,8 @@ def test_changing_an_optimizer_reruns_only_its_runs_and_cells(tiny_results):
     ]
     # (a training job's reason shows its cell's settings before and after)
     aggregation = [job for job in jobs if not job["rule"].startswith("train")]
-    assert len(aggregation) == 7 and max(len(job["reason"]) for job in aggregation) <= 300
+    assert len(aggregation) == 6
+    assert max(len(job["reason"]) for job in aggregation if job["rule"] != "all") <= 300
 
 
 def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
@@ -244,10 +294,10 @@ def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
         "train": 1,
         "summarize_cell": 1,
         "summarize": 1,
-        "plot_loss": 2,
-        "plot_overview": 1,
+        "plot_curves": 1,
+        "plot_analysis": 1,
         "all": 1,
-        "total": 7,
+        "total": 6,
     }
     (cell,) = (job for job in planned_job_details(process) if job["rule"] == "summarize_cell")
     assert cell["wildcards"] == (
@@ -265,10 +315,10 @@ def test_a_lost_cell_summary_is_made_again_with_the_tables(tiny_results, tmp_pat
     assert planned_jobs(process) == {
         "summarize_cell": 1,
         "summarize": 1,
-        "plot_loss": 2,
-        "plot_overview": 1,
+        "plot_curves": 1,
+        "plot_analysis": 1,
         "all": 1,
-        "total": 6,
+        "total": 5,
     }
 
 
@@ -330,38 +380,70 @@ def test_every_summary_row_matches_an_independent_computation_over_the_run_files
         column = matrices[(row.loss, row.optimizer)][:, row.step]
         sem = stats.sem(column)
         low, high = stats.t.interval(0.95, len(column) - 1, loc=column.mean(), scale=sem)
+        logs = np.log10(column)
+        log_low, log_high = stats.t.interval(
+            0.95, len(logs) - 1, loc=logs.mean(), scale=stats.sem(logs)
+        )
         expected = {
             "n": 2,
             "n_finite": 2,
             "n_diverged": 0,
+            "n_floored": 0,
             "mean": column.mean(),
             "var": column.var(ddof=1),
             "std": column.std(ddof=1),
             "sem": sem,
             "ci95_low": low,
             "ci95_high": high,
-            "median": np.median(column),
+            "log10_mean": logs.mean(),
+            "log10_sd": logs.std(ddof=1),
+            "geo_mean": stats.gmean(column),
+            "geo_low": 10**log_low,
+            "geo_high": 10**log_high,
+            "median": 10 ** np.median(logs),  # in log space: the geometric mean of the two
             "min": column.min(),
             "max": column.max(),
         }
         found = row._asdict()
         for name, value in expected.items():
             assert found[name] == pytest.approx(value, rel=1e-12, abs=1e-15), (row, name)
+        # two runs: no order-statistic interval reaches 95 %, so none is given
+        assert math.isnan(row.median_low) and math.isnan(row.median_high)
+        assert 0 < row.geo_low <= row.geo_mean <= row.geo_high
 
-    board = pd.read_csv(results / "summary/leaderboard.tsv", sep="\t")
-    for loss in ("l1", "mse"):
-        ends = {o: matrices[(loss, o)][:, -1] for o in ("sgd", "adam")}
-        order = sorted(ends, key=lambda o: ends[o].mean())
-        rows = board[board["loss"] == loss]
-        assert list(rows["optimizer"]) == order and list(rows["rank"]) == [1, 2]
-        for row in rows.itertuples(index=False):
-            final = ends[row.optimizer]
-            assert row.n == 2 and row.mean == pytest.approx(final.mean(), rel=1e-12)
-            assert row.std == pytest.approx(final.std(ddof=1), rel=1e-12)
-        expected_p = stats.ttest_rel(ends[order[0]], ends[order[1]]).pvalue
-        assert math.isnan(rows["p_vs_best"].iloc[0])
-        assert rows["p_vs_best"].iloc[1] == pytest.approx(expected_p, rel=1e-9)
-    assert list(board["loss"]) == ["l1", "l1", "mse", "mse"]
+    # The per-run table: one row per run file, its metrics from the file alone.
+    table = pd.read_csv(results / "summary/runs.tsv", sep="\t")
+    assert len(table) == 8 and set(table["role"]) == {"evaluation"}
+    for row in table.itertuples(index=False):
+        losses = runs[(row.loss, row.optimizer)][row.seed]
+        level = 1e-3 * losses[0]
+        reached = np.flatnonzero(losses <= level)
+        expected = {
+            "initial_loss": losses[0],
+            "final_loss": losses[-1],
+            "best_loss": losses.min(),
+            "auc_log10": np.log10(losses).mean(),
+            "threshold": level,
+            "evaluations": 5,
+            "oscillation": np.clip(np.diff(losses[2:]), 0, None).sum() / losses[0],
+        }
+        found = row._asdict()
+        for name, value in expected.items():
+            assert found[name] == pytest.approx(value, rel=1e-12), (row, name)
+        assert math.isnan(row.steps_to_threshold) == (reached.size == 0)
+        assert math.isnan(row.first_nonfinite_step) and math.isnan(row.heldout_loss)
+
+    # Paired comparisons on final log10 loss, against scipy's exact Wilcoxon.
+    pairwise = pd.read_csv(results / "summary/pairwise.tsv", sep="\t")
+    assert len(pairwise) == 2
+    for row in pairwise.itertuples(index=False):
+        a = np.log10(matrices[(row.loss, row.a)][:, -1])
+        b = np.log10(matrices[(row.loss, row.b)][:, -1])
+        reference = stats.wilcoxon(a - b, method="exact")
+        assert (row.test, row.n_pairs) == ("wilcoxon exact", 2)
+        assert row.p_value == pytest.approx(reference.pvalue, rel=1e-12)
+        assert row.p_holm == pytest.approx(reference.pvalue, rel=1e-12)  # one pair per block
+        assert row.median_diff == pytest.approx(np.median(a - b), rel=1e-12)
 
 
 @pytest.mark.parametrize(

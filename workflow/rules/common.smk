@@ -222,9 +222,31 @@ def table_paths():
     return {name: f"{SUMMARY_DIR}/{file}" for name, file in TABLE_FILES.items()}
 
 
+def report_table(name, caption, category, subcategory=None):
+    """A table of the analysis, wrapped for the report with its caption and category."""
+    return report(
+        f"{SUMMARY_DIR}/{TABLE_FILES[name]}",
+        caption=f"../report/{caption}.rst",
+        category=category,
+        subcategory=subcategory,
+        labels={"table": TABLE_FILES[name]},
+    )
+
+
+# Report categories, in reading order.
+RUNS, TUNING, PER_PROBLEM, ACROSS, CLAIMS = (
+    "1 Runs and steps",
+    "2 Tuning",
+    "3 Per problem",
+    "4 Across problems",
+    "5 Claims check",
+)
+
+
 def final_outputs():
-    # Every table is an input of the figures, so they are made without being
-    # listed here (which keeps a dry run's lines short).
+    # Every figure: Snakemake re-makes a missing file only when it is asked
+    # for. The tables are inputs of the figures, so they are made without
+    # being listed here (which keeps a dry run's lines shorter).
     figures = overview_figures() + loss_figures() + analysis_figures()
     return [LEADERBOARD] + figures + lost_cell_summaries()
 

@@ -49,6 +49,17 @@ rule plot_curves:
         "../scripts/plot.py"
 
 
+# The tables the comparison figures are drawn from.
+FIGURE_TABLES = (
+    "runs",
+    "selection",
+    "leaderboard",
+    "sensitivity",
+    "best_of_k",
+    "profiles",
+    "profile_scores",
+    "win_matrix",
+)
 # name -> (report category, caption file)
 _FIGURE_REPORT = {
     "finals": (PER_PROBLEM, "finals_figure"),
@@ -63,7 +74,7 @@ _FIGURE_REPORT = {
 
 rule plot_analysis:
     input:
-        **{name: f"{SUMMARY_DIR}/{file}" for name, file in TABLE_FILES.items()},
+        **{name: f"{SUMMARY_DIR}/{TABLE_FILES[name]}" for name in FIGURE_TABLES},
     output:
         **{
             name: report(

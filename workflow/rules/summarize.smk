@@ -28,47 +28,27 @@ rule summarize_cell:
         SUMMARIZE_CELL
 
 
-def _table(name, caption, category, subcategory=None):
-    return report(
-        f"{SUMMARY_DIR}/{TABLE_FILES[name]}",
-        caption=f"../report/{caption}.rst",
-        category=category,
-        subcategory=subcategory,
-        labels={"table": TABLE_FILES[name]},
-    )
-
-
-# Report categories, in reading order.
-RUNS, TUNING, PER_PROBLEM, ACROSS, CLAIMS = (
-    "1 Runs and steps",
-    "2 Tuning",
-    "3 Per problem",
-    "4 Across problems",
-    "5 Claims check",
-)
-
-
 rule summarize:
     input:
         cells=cell_summaries("evaluation"),
         tuning=cell_summaries("tuning"),
     output:
-        runs=_table("runs", "runs", RUNS),
-        steps=_table("steps", "step_summary", RUNS),
-        selection=_table("selection", "selection", TUNING),
-        sensitivity=_table("sensitivity", "sensitivity", TUNING),
-        candidates=_table("candidates", "candidates", TUNING),
-        tuning_gain=_table("tuning_gain", "tuning_gain", TUNING),
-        best_of_k=_table("best_of_k", "best_of_k", TUNING),
-        pairwise=_table("pairwise", "pairwise", PER_PROBLEM),
-        leaderboard=_table("leaderboard", "leaderboard", PER_PROBLEM),
-        ratios=_table("ratios", "ratios", ACROSS),
-        profiles=_table("profiles", "profiles", ACROSS),
-        profile_scores=_table("profile_scores", "profile_scores", ACROSS),
-        friedman=_table("friedman", "friedman", ACROSS),
-        win_probabilities=_table("win_probabilities", "win_probabilities", ACROSS),
-        win_matrix=_table("win_matrix", "win_matrix", ACROSS),
-        claims=_table("claims", "claims", CLAIMS),
+        runs=report_table("runs", "runs", RUNS),
+        steps=report_table("steps", "step_summary", RUNS),
+        selection=report_table("selection", "selection", TUNING),
+        sensitivity=report_table("sensitivity", "sensitivity", TUNING),
+        candidates=report_table("candidates", "candidates", TUNING),
+        tuning_gain=report_table("tuning_gain", "tuning_gain", TUNING),
+        best_of_k=report_table("best_of_k", "best_of_k", TUNING),
+        pairwise=report_table("pairwise", "pairwise", PER_PROBLEM),
+        leaderboard=report_table("leaderboard", "leaderboard", PER_PROBLEM),
+        ratios=report_table("ratios", "ratios", ACROSS),
+        profiles=report_table("profiles", "profiles", ACROSS),
+        profile_scores=report_table("profile_scores", "profile_scores", ACROSS),
+        friedman=report_table("friedman", "friedman", ACROSS),
+        win_probabilities=report_table("win_probabilities", "win_probabilities", ACROSS),
+        win_matrix=report_table("win_matrix", "win_matrix", ACROSS),
+        claims=report_table("claims", "claims", CLAIMS),
     log:
         "results/logs/summarize.log",
     conda:
