@@ -1,0 +1,270 @@
+"""Issue 11 at the pipeline's level: run files -> cell summaries -> every table, in-process.
+
+The rules run exactly these functions (summarize_cell.py: cells; summarize.py:
+analysis.build_tables), so these tests pin what the pipeline reports without
+a Snakemake run: selection on tuning seeds only (a planted case), ties in the
+ranking, held-out values from the sidecars, the claims check and the tables
+the rule files declare.
+"""
+
+import ast
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from conftest import REPO, SCHEMA
+from optbench import analysis, cells, claims, figures, runfiles, settings, summary
+from optbench.analysis_context import Context, context_for, threshold_text
+
+PATTERN = "runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
+
+
+def write_runs(root, values, problem="p", loss="mse", heldout=None):
+    """values: {(role, optimizer, variant): [run, ...]}, a run being its final loss after
+    10.0 (a number) or the whole loss curve (a tuple) -> cell summary paths by role.
+
+    Evaluation seeds are 0, 1, ...; tuning seeds 100, 101, ...; ``heldout``:
+    optional {(optimizer, variant): [heldout dict per evaluation seed]} for the sidecars.
+    """
+    by_role = {"evaluation": [], "tuning": []}
+    for (role, optimizer, variant), runs in values.items():
+        first = 100 if role == "tuning" else 0
+        paths = []
+        for index, run in enumerate(runs):
+            path = str(root / PATTERN).format(
+                problem=problem, loss=loss, optimizer=optimizer, variant=variant, seed=first + index
+            )
+            curve = list(run) if isinstance(run, tuple) else [10.0, run]
+            sidecar = {"seed": first + index, "heldout": None}
+            if heldout and role == "evaluation" and (optimizer, variant) in heldout:
+                sidecar["heldout"] = heldout[(optimizer, variant)][index]
+            runfiles.write_run(path, curve, cells.sidecar_path(path), sidecar)
+            paths.append(path)
+        identity = {"problem": problem, "loss": loss, "optimizer": optimizer, "variant": variant}
+        cell = cells.read_cell(paths, str(root / PATTERN), identity, len(curve))
+        out = summary.cell_summary_path(root / "summary", identity, role)
+        cells.write_cell_summary(cell, out)
+        by_role[role].append(out)
+    return by_role
+
+
+ORDER = ["base", "lr0.01", "lr0.1", "lr1.0"]
+
+
+def build(root, values, order=ORDER, **keywords):
+    paths = write_runs(root, values, **keywords)
+    return analysis.build_tables(paths["evaluation"], paths["tuning"], Context(order=order))
+
+
+def test_variants_are_picked_on_tuning_seeds_only(tmp_path):
+    """A planted case: on the evaluation seeds lr1.0 would win (then lr0.1), on the
+    tuning seeds lr0.01 does; every comparison must use lr0.01 (no selection bias)."""
+    values = {
+        ("tuning", "sgd", "lr0.01"): [1e-4, 1e-4, 1e-3],
+        ("tuning", "sgd", "lr0.1"): [1e-2, 1e-3, 1e-2],
+        ("tuning", "sgd", "lr1.0"): [math.inf, 1e-9, math.inf],  # diverged twice: +inf
+        ("tuning", "sgd", "base"): [1e-12, 1e-12, 1e-12],  # no candidate beside a sweep
+        ("evaluation", "sgd", "base"): [5e-3, 5e-3, 5e-3],
+        ("evaluation", "sgd", "lr0.01"): [2e-3, 3e-3, 4e-3],
+        ("evaluation", "sgd", "lr0.1"): [1e-6, 1e-6, 1e-6],
+        ("evaluation", "sgd", "lr1.0"): [1e-9, 1e-9, 1e-9],
+        ("evaluation", "adam", "base"): [1e-5, 1e-5, 1e-5],
+    }
+    tables = build(tmp_path, values)
+    choice = tables["selection"].set_index("optimizer")
+    assert list(choice.index) == ["sgd", "adam"]  # the order the cells are given
+    assert choice.loc["sgd", "variant"] == "lr0.01"
+    assert choice.loc["sgd", "score"] == pytest.approx(-4.0)
+    assert (choice.loc["sgd", "n_candidates"], choice.loc["sgd", "n_tuning_seeds"]) == (3, 3)
+    assert (choice.loc["adam", "variant"], choice.loc["adam", "n_candidates"]) == ("base", 1)
+    # chosen on evaluation seeds, the same rule would have picked lr1.0
+    evaluation = tables["runs"][tables["runs"]["role"] == "evaluation"]
+    medians = evaluation[evaluation["optimizer"] == "sgd"].groupby("variant")["final_loss"]
+    assert medians.median().drop("base").idxmin() == "lr1.0"
+    board = tables["leaderboard"].set_index("optimizer")
+    assert board.loc["sgd", "variant"] == "lr0.01"
+    assert board.loc["sgd", "median_log10"] == pytest.approx(np.log10(3e-3), rel=1e-12)
+    # the pairwise test and the tuning gain use the chosen variant's evaluation runs
+    (pair,) = tables["pairwise"].itertuples()
+    expected = np.log10([2e-3, 3e-3, 4e-3]) - np.log10([1e-5] * 3)
+    assert pair.median_diff == pytest.approx(np.median(expected), rel=1e-12)
+    gain = tables["tuning_gain"].set_index("optimizer").loc["sgd"]
+    assert (gain["base_variant"], gain["tuned_variant"]) == ("base", "lr0.01")
+    assert gain["median_diff"] == pytest.approx(np.log10(3e-3) - np.log10(5e-3), rel=1e-12)
+
+
+def test_equal_tuning_scores_go_to_the_smaller_value(tmp_path):
+    values = {
+        ("tuning", "sgd", "lr0.1"): [1e-3, 1e-3],  # listed first, but the larger rate
+        ("tuning", "sgd", "lr0.01"): [1e-3, 1e-3],
+        ("evaluation", "sgd", "lr0.1"): [1.0, 1.0],
+        ("evaluation", "sgd", "lr0.01"): [1.0, 1.0],
+    }
+    tables = build(tmp_path / "ordered", values)
+    assert list(tables["selection"]["variant"]) == ["lr0.01"]
+    assert tables["selection"]["n_tied"].tolist() == [2]
+    # without an order the first listed wins: the order is what decides
+    assert list(build(tmp_path / "listed", values, order=None)["selection"]["variant"]) == ["lr0.1"]
+
+
+def test_a_diverged_tuning_run_counts_as_inf_even_when_it_ends_finite(tmp_path):
+    # lr1.0 blows up at step 0 on two of three tuning seeds and then ends at 1e-9:
+    # scored by its final values it would win (median -9); as +inf it loses.
+    values = {
+        ("tuning", "sgd", "lr0.1"): [1e-2, 0.0, 1e-3],
+        ("tuning", "sgd", "lr1.0"): [(math.inf, 1e-9), (math.nan, 1e-9), 1e-9],
+        ("evaluation", "sgd", "lr0.1"): [1.0, 1.0],
+        ("evaluation", "sgd", "lr1.0"): [1.0, 1.0],
+    }
+    tables = build(tmp_path, values)
+    assert list(tables["selection"]["variant"]) == ["lr0.1"]
+    assert tables["selection"].loc[0, "score"] == pytest.approx(-3.0)
+    tuning = tables["runs"][tables["runs"]["role"] == "tuning"].set_index(["variant", "seed"])
+    assert math.isnan(tuning.loc[("lr1.0", 100), "final_loss"])
+    assert tuning.loc[("lr1.0", 100), "first_nonfinite_step"] == 0
+
+
+def test_several_variants_without_tuning_runs_are_refused_with_the_fix(tmp_path):
+    values = {
+        ("evaluation", "sgd", "lr0.1"): [1.0, 2.0],
+        ("evaluation", "sgd", "lr0.01"): [0.5, 0.5],
+    }
+    with pytest.raises(ValueError, match="no tuning-seed runs.*set tuning_seeds"):
+        build(tmp_path, values)
+
+
+def test_the_ranking_has_ties_where_the_corrected_tests_cannot_separate(tmp_path):
+    """a beats b and c on every one of 8 seeds (exact Wilcoxon p = 2/256, Holm x3 <
+    0.05); b and c alternate, so they share rank 2. c's one outlier makes its mean
+    the worst by far: a ranking by the mean would put it last alone."""
+    b = [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-3, 8e-3]
+    c = [1.5e-3, 1.5e-3, 3.5e-3, 3.5e-3, 5.5e-3, 5.5e-3, 7.5e-3, 10.0]
+    values = {
+        ("evaluation", "b", "base"): b,
+        ("evaluation", "a", "base"): [value / 100 for value in b],
+        ("evaluation", "c", "base"): c,
+    }
+    tables = build(tmp_path, values)
+    board = tables["leaderboard"]
+    assert dict(zip(board["optimizer"], board["rank"], strict=True)) == {"a": 1, "b": 2, "c": 2}
+    assert board["optimizer"].iloc[0] == "a"  # by rank, then median
+    assert board.set_index("optimizer").loc["c", "beaten_by"] == "a"
+    pairs = tables["pairwise"].set_index(["a", "b"])
+    p = stats.wilcoxon(np.log10(b) - np.log10(c), method="exact").pvalue
+    assert pairs.loc[("b", "c"), "p_value"] == pytest.approx(p, rel=1e-12)
+    assert pairs.loc[("b", "a"), "p_holm"] == pytest.approx(3 * 2 / 256, rel=1e-12)
+    # one block: win probabilities, Friedman note, performance profile shape
+    matrix = tables["win_matrix"].set_index("optimizer")
+    assert matrix.loc["a", "b"] == 1.0 and matrix.loc["b", "c"] == pytest.approx(5 / 8)
+    assert set(tables["friedman"]["note"]) == {
+        "Friedman test needs >= 2 complete (problem, loss) blocks"
+    }
+
+
+def test_held_out_values_come_from_the_sidecars(tmp_path):
+    heldout = {
+        ("sgd", "base"): [
+            {"heldout_loss": 0.5, "heldout_accuracy": 0.75},
+            {"heldout_loss": 0.25, "heldout_accuracy": 1.0},
+            {"heldout_loss": 1.0, "heldout_accuracy": None},
+        ]
+    }
+    values = {("evaluation", "sgd", "base"): [1.0, 2.0, 3.0]}
+    tables = build(tmp_path, values, heldout=heldout)
+    runs = tables["runs"].set_index("seed")
+    assert list(runs["heldout_loss"]) == [0.5, 0.25, 1.0]
+    assert runs.loc[0, "heldout_accuracy"] == 0.75 and math.isnan(runs.loc[2, "heldout_accuracy"])
+    board = tables["leaderboard"].iloc[0]
+    assert board["heldout_loss_median"] == 0.5 and board["heldout_accuracy_median"] == 0.875
+
+
+def test_steps_to_threshold_follow_the_configured_level(tmp_path):
+    curve = (10.0, 1.0, 0.05, 0.009, 0.001)
+    paths = {"relative": write_runs(tmp_path / "r", {("evaluation", "sgd", "base"): [curve]})}
+    identity = {"problem": "p", "loss": "mse", "optimizer": "sgd", "variant": "base"}
+    run = str(tmp_path / "r" / PATTERN).format(**identity, seed=0)
+    cell = cells.read_cell([run], str(tmp_path / "r" / PATTERN), identity, 5)
+    relative = cells.cell_summary(cell)["runs"]  # default: 1e-3 x initial = 0.01
+    absolute = cells.cell_summary(cell, cells.Threshold.parse("absolute:0.05"))["runs"]
+    assert (relative["threshold"], relative["steps_to_threshold"]) == ([0.01], [3.0])
+    assert (absolute["threshold"], absolute["steps_to_threshold"]) == ([0.05], [2.0])
+    assert threshold_text(
+        {"default": {"relative": 0.1}, "p/mse": {"absolute": 0.05}}, "p", "mse"
+    ) == ("absolute:0.05")
+    assert threshold_text({"default": {"relative": 0.1}}, "p", "l1") == "relative:0.1"
+    assert threshold_text(None, "p", "l1") == "relative:0.001"
+    assert paths["relative"]["evaluation"]
+
+
+def test_claims_from_the_run_table_equal_the_checks_on_the_curves(tmp_path):
+    """The pipeline checks the claims from each run's metrics (read once by its cell
+    job); the library's curve-based checks, on the same runs, must agree."""
+    rng = np.random.default_rng(5)
+    steps = 12
+    rates = {"sgd": 0.75, "momentum_sgd": 0.7, "adam": 0.8, "rmsprop": 0.3}
+    curves_by_loss, values = {}, {}
+    for loss, floor in (("mse", 0.0), ("l1", 0.05)):
+        for name, rate in rates.items():
+            seeds_rates = rate * rng.uniform(0.9, 1.1, size=(6, 1))
+            wiggle = 1.0 + 0.05 * np.sin(
+                np.arange(steps) * (2.0 if name == "momentum_sgd" else 0.3)
+            )
+            array = floor + 10.0 * seeds_rates ** np.arange(steps) * wiggle
+            curves_by_loss.setdefault(loss, {})[name] = (list(range(6)), array)
+            values[(loss, name)] = array
+    paths = []
+    for (loss, name), array in values.items():
+        runs = {("evaluation", name, "base"): [tuple(row) for row in array]}
+        paths += write_runs(tmp_path, runs, problem="linear", loss=loss)["evaluation"]
+    context = Context(mse_block=("linear", "mse"), l1_block=("linear", "l1"), claims_steps=steps)
+    table = analysis.build_tables(paths, (), context)["claims"]
+    reference = claims.claims_table(curves_by_loss["mse"], curves_by_loss["l1"])
+    columns = ["claim", "statistic", "p_value", "verdict"]
+    pd.testing.assert_frame_equal(table[columns], reference[columns])
+    assert list(table["data"]) == ["linear/mse", "linear/mse", "linear/l1"]
+
+
+def test_claims_the_grid_cannot_test_say_why(tmp_path):
+    paths = write_runs(tmp_path, {("evaluation", "sgd", "base"): [1.0, 2.0]}, problem="linear")
+    table = analysis.build_tables(
+        paths["evaluation"], (), Context(mse_block=("linear", "mse"), claims_steps=1)
+    )["claims"]
+    assert list(table["verdict"]) == [
+        "not testable: needs rmsprop and another optimizer",
+        "not testable: needs adam and momentum_sgd",
+        "not testable: the grid has no linear problem with an L1 loss",
+    ]
+
+
+def test_the_rule_files_declare_every_table_and_figure_the_library_makes():
+    """common.smk repeats the names (parsing the rules imports no pandas)."""
+    text = (REPO / "workflow/rules/common.smk").read_text()
+
+    def literal(name):
+        match = re.search(rf"^{name} = (\{{.*?^\}})", text, re.S | re.M)
+        return ast.literal_eval(match.group(1))
+
+    assert literal("TABLE_FILES") == analysis.TABLE_FILES
+    assert literal("ANALYSIS_FIGURES") == figures.ANALYSIS_FIGURES
+
+
+def test_the_context_of_the_configs_finds_the_articles_problem_and_orders_rates():
+    default = settings.validate(yaml.safe_load((REPO / "config.yaml").read_text()), SCHEMA)
+    context = context_for(default)
+    assert (context.mse_block, context.l1_block, context.claims_steps) == (
+        ("linear", "mse"),
+        ("linear", "l1"),
+        40,
+    )
+    tuned = settings.validate(yaml.safe_load((REPO / "configs/tuned.yaml").read_text()), SCHEMA)
+    context = context_for(tuned)
+    assert context.order == ["base", *(f"lr{v!r}" for v in (1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0))]
+    assert context.swept["lr0.01"] == {"lr": 0.01} and context.swept["base"] == {}
+    json.dumps(context.as_dict())  # a rule param: JSON-able
+    assert Context.from_dict(json.loads(json.dumps(context.as_dict()))) == context
