@@ -251,7 +251,7 @@ def test_training_rule_resolves_to_the_configured_env(tmp_path, overrides, expec
     assert all(paths == [str(expected.resolve())] for paths in train.values()), train
     if overrides.get("seeds_per_job") == 2:
         assert len(train) == 5  # seeds 0..9 in blocks of two
-    for rule in ("summarize_cell", "summarize", "plot_loss", "plot_overview"):
+    for rule in ("summarize_cell", "summarize", "plot_curves", "plot_analysis"):
         assert envs[rule] == [str(ANALYSIS.resolve())]
     assert envs["all"] == [None]  # no command, no env
 

@@ -40,6 +40,15 @@ def column_statistics(loss: str, optimizer: str, runs: np.ndarray) -> pd.DataFra
             low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=std / np.sqrt(n))
         else:
             low = high = np.nan
+        logs = np.log10(values)
+        geo_low = geo_high = median_low = median_high = np.nan
+        if n >= 2:
+            geo_low, geo_high = 10 ** np.array(
+                stats.t.interval(0.95, n - 1, loc=logs.mean(), scale=stats.sem(logs))
+            )
+        if n >= 6:  # scipy's distribution-free interval of the median
+            interval = stats.quantile_test(values, q=np.median(values)).confidence_interval()
+            median_low, median_high = interval.low, interval.high
         rows.append(
             {
                 "loss": loss,
@@ -52,6 +61,12 @@ def column_statistics(loss: str, optimizer: str, runs: np.ndarray) -> pd.DataFra
                 "std": std,
                 "ci95_low": low,
                 "ci95_high": high,
+                "geo_mean": stats.gmean(values) if n else np.nan,
+                "geo_low": geo_low,
+                "geo_high": geo_high,
+                "median": 10 ** np.median(logs) if n else np.nan,
+                "median_low": median_low,
+                "median_high": median_high,
                 "min": values.min() if n else np.nan,
                 "max": values.max() if n else np.nan,
             }
@@ -62,7 +77,7 @@ def column_statistics(loss: str, optimizer: str, runs: np.ndarray) -> pd.DataFra
 @pytest.fixture(scope="module")
 def cells():
     rng = np.random.default_rng(3)
-    steady = 2.0 + rng.random((5, 6))
+    steady = 2.0 + rng.random((7, 6))
     wild = 1.0 + rng.random((3, 6))
     wild[2, 2:] = np.inf  # one of three runs diverges at step 2
     other = 10.0 + rng.random((4, 6))
@@ -91,59 +106,71 @@ def band_edges(collection, steps):
     return np.array(low), np.array(high)
 
 
-@pytest.mark.parametrize("band", ["ci95", "std", "none"])
-def test_one_curve_per_optimizer_at_its_mean_with_the_configured_band(table, band):
+# band -> (curve column, band columns, title after the loss)
+BANDS = {
+    "geomean_ci95": (
+        "geo_mean",
+        ("geo_low", "geo_high"),
+        "geometric mean, band = 95 % t-interval on log10",
+    ),
+    "median_ci95": (
+        "median",
+        ("median_low", "median_high"),
+        "median, band = order-statistic 95 % interval (none below 6 runs)",
+    ),
+    "none": ("geo_mean", None, "geometric mean"),
+}
+
+
+@pytest.mark.parametrize("band", list(BANDS))
+def test_one_curve_per_optimizer_at_its_log_space_statistic_with_the_configured_band(table, band):
     fig, ax = drawn(table, "mse", band)
     curves = {line.get_gid(): line for line in ax.get_lines()}
     assert sorted(curves) == ["curve_mse_steady", "curve_mse_wild"]  # no l1 curve here
     bands = {c.get_gid(): c for c in ax.collections}
     assert sorted(bands) == ([] if band == "none" else ["band_mse_steady", "band_mse_wild"])
-    for optimizer in ("steady", "wild"):
-        cell = table[(table["loss"] == "mse") & (table["optimizer"] == optimizer)]
-        steps, mean = cell["step"].to_numpy(), cell["mean"].to_numpy()
-        line = curves[f"curve_mse_{optimizer}"]
-        np.testing.assert_array_equal(line.get_xdata(), steps)
-        np.testing.assert_array_equal(line.get_ydata(), mean)
-        if band == "none":
-            continue
-        low, high = band_edges(bands[f"band_mse_{optimizer}"], steps)
-        std = cell["std"].to_numpy()
-        expected = (
-            (cell["ci95_low"].to_numpy(), cell["ci95_high"].to_numpy())
-            if band == "ci95"
-            else (mean - std, mean + std)
-        )
-        np.testing.assert_allclose(low, expected[0], rtol=1e-12)
-        np.testing.assert_allclose(high, expected[1], rtol=1e-12)
-        assert bands[f"band_mse_{optimizer}"].get_facecolor()[0][:3] == pytest.approx(
+    column, band_columns, title = BANDS[band]
+    # steady has 7 runs: both bands; wild 3 (then 2): no median interval, geometric one only
+    cell = table[(table["loss"] == "mse") & (table["optimizer"] == "steady")]
+    steps = cell["step"].to_numpy()
+    line = curves["curve_mse_steady"]
+    np.testing.assert_array_equal(line.get_xdata(), steps)
+    np.testing.assert_allclose(line.get_ydata(), cell[column].to_numpy(), rtol=1e-12)
+    if band_columns is not None:
+        low, high = band_edges(bands["band_mse_steady"], steps)
+        np.testing.assert_allclose(low, cell[band_columns[0]].to_numpy(), rtol=1e-12)
+        np.testing.assert_allclose(high, cell[band_columns[1]].to_numpy(), rtol=1e-12)
+        assert (low > 0).all()
+        assert bands["band_mse_steady"].get_facecolor()[0][:3] == pytest.approx(
             matplotlib.colors.to_rgb(line.get_color())
         )  # the band in its curve's colour
-    title = ax.get_title()
-    assert title.startswith("mse: mean over seeds")
-    assert {"ci95": "95 % CI" in title, "std": "1 std" in title, "none": "band" not in title}[band]
+    assert ax.get_title() == f"mse: {title}"
     plt.close(fig)
 
 
 def test_legend_counts_runs_and_marks_diverged_ones(table):
-    fig, ax = drawn(table, "mse", "ci95")
+    fig, ax = drawn(table, "mse", "geomean_ci95")
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert labels == ["steady (n=5)", "wild (1/3 diverged, excluded)"]
+    assert labels == ["steady (n=7)", "wild (1/3 diverged, excluded)"]
     styles = {line.get_gid(): line.get_linestyle() for line in ax.get_lines()}
     assert styles == {"curve_mse_steady": "-", "curve_mse_wild": "--"}  # diverged: dashed
     plt.close(fig)
 
 
 def test_log_scale_for_wide_ranges_keeps_the_band_above_zero():
-    # Means over 1e-6 .. 1; the t interval of the small ones reaches below zero.
+    # Losses over 1e-6 .. 1; the arithmetic t interval of the small ones goes below
+    # zero, the log-space band is the t interval of the log10 values, mapped back.
     runs = np.array([[1.0, 1e-2, 1e-6], [1.2, 3e-2, 9e-6], [0.9, 2e-3, 5e-7]])
     table = column_statistics("mse", "spread", runs)
     assert (table["ci95_low"] <= 0).any()  # the case this test is about
-    fig, ax = drawn(table, "mse", "ci95")
+    fig, ax = drawn(table, "mse", "geomean_ci95")
     assert ax.get_yscale() == "log"
     low, high = band_edges(ax.collections[0], table["step"])
-    expected_low = np.where(table["ci95_low"] > 0, table["ci95_low"], runs.min(axis=0))
-    np.testing.assert_allclose(low, expected_low, rtol=1e-12)
-    np.testing.assert_allclose(high, table["ci95_high"], rtol=1e-12)
+    logs = np.log10(runs)
+    half = stats.t.ppf(0.975, 2) * logs.std(axis=0, ddof=1) / np.sqrt(3)
+    np.testing.assert_allclose(low, 10 ** (logs.mean(axis=0) - half), rtol=1e-12)
+    np.testing.assert_allclose(high, 10 ** (logs.mean(axis=0) + half), rtol=1e-12)
+    assert (low > 0).all()
     plt.close(fig)
 
 
@@ -158,7 +185,7 @@ def test_log_scale_from_a_hundredfold_range_of_means(ratio, scale):
 def test_overview_has_one_panel_per_loss_with_its_own_curves(table, monkeypatch):
     saved = {}
     monkeypatch.setattr(figures, "save", lambda fig, paths: saved.setdefault("fig", fig))
-    figures.plot_overview(table, ["mse", "l1"], "std", ["unused.png"])
+    figures.plot_overview(table, ["mse", "l1"], "median_ci95", ["unused.png"])
     axes = saved["fig"].axes
     assert [ax.get_title().split(":")[0] for ax in axes] == ["mse", "l1"]
     assert sorted(line.get_gid() for line in axes[0].get_lines()) == [
@@ -214,7 +241,7 @@ def check_svg(svg, loss, optimizers, config, band):
     expected_bands = [] if band == "none" else [f"band_linear_{loss}_{o}" for o in optimizers]
     assert sorted(bands) == sorted(expected_bands)
     runs = {o: article_runs(loss, o, config) for o in optimizers}
-    means = np.concatenate([r.mean(axis=0) for r in runs.values()])
+    means = np.concatenate([stats.gmean(r, axis=0) for r in runs.values()])
     log = means.min() > 0 and means.max() / means.min() > LOG_SCALE_RATIO
     scale = np.log10 if log else (lambda v: v)
     pixels = np.concatenate([svg_points(curves[f"curve_linear_{loss}_{o}"]) for o in optimizers])
@@ -226,13 +253,12 @@ def check_svg(svg, loss, optimizers, config, band):
     np.testing.assert_allclose(np.polyval(x_fit, steps), pixels[:, 0], atol=1e-3)
     np.testing.assert_allclose(np.polyval(y_fit, scale(means)), pixels[:, 1], atol=1e-3)
     for optimizer in optimizers if band != "none" else ():
-        values = runs[optimizer]
-        n, mean = len(values), values.mean(axis=0)
-        std = values.std(axis=0, ddof=1)
-        if band == "ci95":
-            low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=std / np.sqrt(n))
-        else:
-            low, high = mean - std, mean + std
+        assert band == "geomean_ci95"  # the tiny run has 2 seeds: no median interval
+        logs = np.log10(runs[optimizer])
+        n = len(logs)
+        low, high = 10 ** np.array(
+            stats.t.interval(0.95, n - 1, loc=logs.mean(axis=0), scale=stats.sem(logs, axis=0))
+        )
         points = svg_points(bands[f"band_linear_{loss}_{optimizer}"])
         at_step = np.rint((points[:, 0] - x_fit[1]) / x_fit[0])
         for step in range(config["steps"]):
@@ -242,15 +268,7 @@ def check_svg(svg, loss, optimizers, config, band):
     texts = svg_texts(svg)
     for optimizer in optimizers:
         assert f"{optimizer} (n={len(config['seeds'])})" in texts
-    title = (
-        f"linear, {loss}: mean over seeds"
-        + {
-            "ci95": ", band = 95 % CI of the mean",
-            "std": ", band = ± 1 std",
-            "none": "",
-        }[band]
-    )
-    assert title in texts
+    assert f"linear, {loss}: {BANDS[band][2]}" in texts
 
 
 @pytest.mark.workflow
@@ -269,6 +287,6 @@ def test_workflow_figures_draw_the_article_runs(tiny_results):
 def test_band_setting_reaches_the_figures(tiny_results, tmp_path):
     workdir = copy_tree(tiny_results, tmp_path / "w")
     figure = "results/figures/losses/linear/l1.svg"
-    snakemake(workdir, "--cores", "1", "--config", "band=std", "--", figure, configfile=TINY)
+    snakemake(workdir, "--cores", "1", "--config", "band=none", "--", figure, configfile=TINY)
     config = yaml.safe_load(TINY.read_text())
-    check_svg(workdir / figure, "l1", list(config["optimizers"]), config, "std")
+    check_svg(workdir / figure, "l1", list(config["optimizers"]), config, "none")

@@ -62,6 +62,21 @@ TABLE_FILES = {
 }
 
 
+# A run-path pattern without these fields (tools, tests) has one problem and
+# one variant per optimizer: they get these values.
+IMPLIED_FIELDS = {"problem": "default", "variant": BASE_VARIANT}
+
+
+def _with_identity(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every field of ``summary.IDENTITY``, in that order, first."""
+    missing = [name for name in summary.IDENTITY if name not in table.columns]
+    if not missing:
+        return table
+    table = table.assign(**{name: IMPLIED_FIELDS[name] for name in missing})
+    first = [c for c in ["role", *summary.IDENTITY] if c in table.columns]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
 def candidate_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs of tuning candidates: where a (problem, loss, optimizer) has swept
     variants, those; else its only variant (``base``)."""
@@ -142,7 +157,8 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
     frames = [evaluation]
     if len(tuning_paths):
         frames.append(summary.combine(tuning_paths, selection.TUNING)[1])
-    runs = pd.concat(frames, ignore_index=True)
+    runs = _with_identity(pd.concat(frames, ignore_index=True))
+    steps = _with_identity(steps)
     candidates = candidate_runs(runs)
     order = context.order
     if order is not None:

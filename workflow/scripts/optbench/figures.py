@@ -395,3 +395,21 @@ def draw_curves(steps: pd.DataFrame, choice: pd.DataFrame, band: str, outputs: d
         plot_loss(table, loss, band, paths, problem)
     if "overview" in outputs:
         plot_overview(table, panels or _blocks(table), band, outputs["overview"])
+
+
+def draw_all(tables: dict, folder, band: str, formats=("png", "svg")) -> None:
+    """Every figure the pipeline draws, in-process, at the pipeline's paths under
+    ``folder`` (results/figures): what the rules plot_curves and plot_analysis do."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    blocks = _blocks(tables["steps"])
+    curves = {
+        (problem, loss): [folder / "losses" / problem / f"{loss}.{ext}" for ext in formats]
+        for problem, loss in blocks
+    }
+    curves["overview"] = [folder / f"overview.{ext}" for ext in formats]
+    draw_curves(tables["steps"], tables["selection"], band, curves)
+    draw_analysis(
+        tables, {name: [folder / f"{stem}.png"] for name, stem in ANALYSIS_FIGURES.items()}
+    )
