@@ -268,3 +268,49 @@ def test_the_context_of_the_configs_finds_the_articles_problem_and_orders_rates(
     assert context.swept["lr0.01"] == {"lr": 0.01} and context.swept["base"] == {}
     json.dumps(context.as_dict())  # a rule param: JSON-able
     assert Context.from_dict(json.loads(json.dumps(context.as_dict()))) == context
+
+
+def test_every_comparison_figure_gives_an_optimizer_the_same_colour(tmp_path, monkeypatch):
+    import matplotlib.colors
+    import matplotlib.pyplot as plt
+
+    rates = {"lr0.01": 1e-3, "lr0.1": 1e-6}
+    values = {}
+    for name, scale in (("sgd", 1.0), ("adam", 0.1), ("rmsprop", 0.01)):
+        for variant, final in rates.items():
+            for role in ("tuning", "evaluation"):
+                runs = [(10.0, 1.0, final * scale * (1 + seed / 10)) for seed in range(6)]
+                values[(role, name, variant)] = runs
+    tables = build(tmp_path, values)
+    tables["sensitivity"] = analysis._sensitivity(
+        tables["runs"],
+        analysis.candidate_runs(tables["runs"]),
+        Context(swept={v: {"lr": float(v[2:])} for v in rates}),
+    )
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, paths: drawn.setdefault(paths[0], fig))
+    figures.draw_analysis(tables, {name: [name] for name in figures.ANALYSIS_FIGURES})
+    colours = {
+        name: matplotlib.colors.to_hex(colour)
+        for name, colour in figures.optimizer_colors(tables["runs"]).items()
+    }
+    assert list(colours) == ["sgd", "adam", "rmsprop"] and len(set(colours.values())) == 3
+    checked = 0
+    for name in ("sensitivity", "ecdf", "profiles", "best_of_k"):
+        for ax in drawn[name].axes:
+            legend = ax.get_legend()
+            if legend is None:
+                continue
+            for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+                optimizer = text.get_text().split()[0]
+                colour = handle.get_color() if hasattr(handle, "get_color") else None
+                if colour is None or isinstance(colour, np.ndarray):
+                    colour = handle.get_edgecolor()[0]
+                assert matplotlib.colors.to_hex(colour) == colours[optimizer], (name, optimizer)
+                checked += 1
+    assert checked == 4 * 3
+    (finals_axis,) = drawn["finals"].axes
+    points = [c for c in finals_axis.collections if len(c.get_offsets())]
+    assert {matplotlib.colors.to_hex(c.get_facecolor()[0]) for c in points} == set(colours.values())
+    for fig in drawn.values():
+        plt.close(fig)
