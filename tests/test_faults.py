@@ -262,8 +262,11 @@ def test_diverging_optimizer_end_to_end(tmp_path):
     wild = steps[steps["optimizer"] == "sgd_lr10"]
     assert wild["n_diverged"].iloc[-1] == 2 and math.isnan(wild["mean"].iloc[-1])
     assert (steps[steps["optimizer"] == "sgd"]["n_diverged"] == 0).all()
-    board = pd.read_csv(results / "summary/leaderboard.tsv", sep="\t").set_index("optimizer")
-    assert board.loc["sgd", "rank"] == 1 and board.loc["sgd_lr10", "rank"] == 2
+    board = pd.read_csv(results / "summary/leaderboard.tsv", sep="\t")
+    # Two seeds cannot separate two optimizers (the smallest two-sided sign-test
+    # p is 0.5), so both rank 1; the diverged one scores +inf and is listed last.
+    assert list(board["optimizer"]) == ["sgd", "sgd_lr10"] and set(board["rank"]) == {1}
+    assert board["median_log10"].iloc[1] == math.inf and board["n_diverged"].iloc[1] == 2
     svg = (results / "figures/losses/linear/mse.svg").read_text()
     assert "sgd_lr10 (2/2 diverged, excluded)" in svg
     assert (results / "figures/overview.png").stat().st_size > 0
