@@ -308,7 +308,7 @@ def test_every_comparison_figure_gives_an_optimizer_the_same_colour(tmp_path, mo
                     colour = handle.get_edgecolor()[0]
                 assert matplotlib.colors.to_hex(colour) == colours[optimizer], (name, optimizer)
                 checked += 1
-    assert checked == 4 * 3
+    assert checked == 5 * 3  # profiles: one panel per cost (steps, evaluations)
     (finals_axis,) = drawn["finals"].axes
     points = [c for c in finals_axis.collections if len(c.get_offsets())]
     assert {matplotlib.colors.to_hex(c.get_facecolor()[0]) for c in points} == set(colours.values())

@@ -102,33 +102,53 @@ def _leaderboard(chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFra
     return board[first + [c for c in board.columns if c not in first]]
 
 
+# Performance profiles on two costs: steps (updates) and loss evaluations
+# (L-BFGS evaluates the loss several times per step), both to the threshold.
+PROFILE_COSTS = {"steps": "steps_to_threshold", "evaluations": "evaluations_to_threshold"}
+
+
 def _profiles(chosen: pd.DataFrame):
-    # A run that met the threshold before any update counts one step: a cost of
-    # 0 has no ratio (perfprofiles), and no optimizer did anything to get there.
-    costs_input = chosen.assign(steps_to_threshold=chosen["steps_to_threshold"].clip(lower=1.0))
-    costs = perfprofiles.block_costs(costs_input)
-    ratios = perfprofiles.performance_ratios(costs)
-    profile = perfprofiles.performance_profile(ratios)
-    scores = perfprofiles.profile_score(ratios)
-    long_ratios = (
-        costs.stack(future_stack=True)
-        .rename("median_steps_to_threshold")
-        .to_frame()
-        .join(ratios.stack(future_stack=True).rename("ratio"))
-        .reset_index()
+    ratio_frames, profile_frames, score_frames = [], [], []
+    for cost_name, column in PROFILE_COSTS.items():
+        # A run that met the threshold before any update counts one step: a
+        # cost of 0 has no ratio (perfprofiles), and no optimizer did anything.
+        costs_input = chosen.assign(**{column: chosen[column].clip(lower=1.0)})
+        costs = perfprofiles.block_costs(costs_input, column)
+        ratios = perfprofiles.performance_ratios(costs)
+        profile = perfprofiles.performance_profile(ratios)
+        scores = perfprofiles.profile_score(ratios)
+        long_ratios = (
+            costs.stack(future_stack=True)
+            .rename("median_cost")
+            .to_frame()
+            .join(ratios.stack(future_stack=True).rename("ratio"))
+            .reset_index()
+        )
+        ratio_frames.append(long_ratios.assign(cost=cost_name))
+        profile_frames.append(
+            profile.reset_index()
+            .melt(id_vars="tau", var_name="optimizer", value_name="rho")
+            .assign(cost=cost_name)
+        )
+        score_frames.append(
+            pd.DataFrame(
+                {
+                    "cost": cost_name,
+                    "optimizer": scores.index,
+                    "score": scores.to_numpy(),
+                    "r_max": perfprofiles.R_MAX,
+                    "n_blocks": len(ratios),
+                    "n_fastest": (ratios == 1.0).sum(axis=0).to_numpy(),
+                    "n_reached": np.isfinite(ratios).sum(axis=0).to_numpy(),
+                }
+            )
+        )
+    first = lambda frame: frame[["cost", *(c for c in frame.columns if c != "cost")]]  # noqa: E731
+    return (
+        first(pd.concat(ratio_frames, ignore_index=True)),
+        first(pd.concat(profile_frames, ignore_index=True)),
+        pd.concat(score_frames, ignore_index=True),
     )
-    profiles = profile.reset_index().melt(id_vars="tau", var_name="optimizer", value_name="rho")
-    score_table = pd.DataFrame(
-        {
-            "optimizer": scores.index,
-            "score": scores.to_numpy(),
-            "r_max": perfprofiles.R_MAX,
-            "n_blocks": len(ratios),
-            "n_fastest": (ratios == 1.0).sum(axis=0).to_numpy(),
-            "n_reached": np.isfinite(ratios).sum(axis=0).to_numpy(),
-        }
-    )
-    return long_ratios, profiles, score_table
 
 
 def _sensitivity(runs: pd.DataFrame, candidates: pd.DataFrame, context: Context):

@@ -285,24 +285,28 @@ def plot_ecdf(runs: pd.DataFrame, colors, paths) -> None:
 
 
 def plot_profiles(profiles: pd.DataFrame, scores: pd.DataFrame, colors, paths) -> None:
-    """Dolan-More performance profiles rho_s(tau) with B_s in the legend."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    score = scores.set_index("optimizer")["score"]
-    for name, rows in profiles.groupby("optimizer", sort=False):
-        ax.step(
-            rows["tau"],
-            rows["rho"],
-            where="post",
-            color=colors[name],
-            label=f"{name} (B = {score[name]:.2f})",
-        )
-    ax.set_xlabel("tau (cost ratio to the best optimizer)")
-    ax.set_ylabel("share of (problem, loss) pairs")
-    ax.set_ylim(-0.03, 1.03)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    n = int(scores["n_blocks"].iloc[0]) if len(scores) else 0
-    ax.set_title(f"Performance profiles on steps to threshold ({n} pairs)", fontsize="medium")
+    """Dolan-More performance profiles rho_s(tau), one panel per cost (steps,
+    loss evaluations), with B_s in the legend."""
+    costs = list(dict.fromkeys(profiles["cost"]))
+    fig, axes = plt.subplots(1, len(costs), figsize=(6.0 * len(costs), 4.4), squeeze=False)
+    for ax, cost in zip(axes.flat, costs, strict=True):
+        rows_of = profiles[profiles["cost"] == cost]
+        score_of = scores[scores["cost"] == cost].set_index("optimizer")
+        for name, rows in rows_of.groupby("optimizer", sort=False):
+            ax.step(
+                rows["tau"],
+                rows["rho"],
+                where="post",
+                color=colors[name],
+                label=f"{name} (B = {score_of.loc[name, 'score']:.2f})",
+            )
+        ax.set_xlabel(f"tau ({cost} to threshold, ratio to the best optimizer)")
+        ax.set_ylabel("share of (problem, loss) pairs")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        n = int(score_of["n_blocks"].iloc[0]) if len(score_of) else 0
+        ax.set_title(f"Performance profiles on {cost} ({n} pairs)", fontsize="medium")
     save(fig, paths)
 
 
