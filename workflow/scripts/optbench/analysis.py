@@ -24,7 +24,7 @@ answers:
    ``leaderboard`` (ranking with ties by those tests, with the final loss's
    log-space statistics and the share of runs that reached the threshold).
 7. Across problems: ``ratios`` and ``profiles`` (Dolan-More performance
-   profiles on steps to threshold), ``profile_scores`` (B_s), ``friedman``
+   profiles on steps and on loss evaluations to threshold), ``profile_scores`` (B_s), ``friedman``
    (average ranks and the test), ``win_probabilities`` and ``win_matrix``.
 8. ``claims``: the reference article's three testable claims.
 """

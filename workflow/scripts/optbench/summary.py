@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from optbench import cells, runfiles, statistics
@@ -148,7 +147,3 @@ def summarize_runs(run_paths, pattern: str, steps: int, summary_dir) -> dict:
     analysis.write_tables(tables, Path(summary_dir))
     return tables
 
-
-def finite_or_nan(values) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    return np.where(np.isfinite(values), values, np.nan)
