@@ -146,4 +146,3 @@ def summarize_runs(run_paths, pattern: str, steps: int, summary_dir) -> dict:
     tables = analysis.build_tables(cell_paths)
     analysis.write_tables(tables, Path(summary_dir))
     return tables
-
