@@ -14,7 +14,7 @@ import yaml
 from test_scale import assert_command_expands_to_outputs
 
 from conftest import CONFIGS, REPO, SCHEMA, TRAIN_SCRIPT, planned_jobs, snakemake
-from optbench import jobs, settings, training
+from optbench import grid, jobs, settings, training
 from test_training import ARTICLE_LOSSES, article_loop, article_tsv
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -63,6 +63,19 @@ def test_jobs_group_the_cells_of_their_scope_for_each_seed_block(scope, keys):
             job.cells
         )
     assert sum(job.runs for job in planned) == 80
+
+
+def test_rule_names_that_would_clash_are_made_unique():
+    cells = [settings.Cell("a_b", "c", "o", "base"), settings.Cell("a", "b_c", "o", "base")]
+    planned = jobs.plan(cells, [grid.SeedBlock("0-1", (0, 1))], "loss")
+    assert [job.rule_name() for job in planned] == [
+        "train_a_b_c_seeds_0-1",
+        "train_a_b_c_seeds_0-1_1",
+    ]
+    assert [job.log() for job in planned] == [
+        "results/logs/train/a_b/c/seeds0-1.log",
+        "results/logs/train/a/b_c/seeds0-1.log",
+    ]
 
 
 def test_job_argument_expands_to_each_runs_spec_and_paths():

@@ -91,7 +91,8 @@ def job_runs(args) -> list[jobs.Run]:
 
 def _group_key(spec: dict) -> tuple:
     """Runs that one batched call may train together: one (problem, loss, optimizer)."""
-    loss = spec["loss"] and spec["loss"]["name"]
+    # An objective problem has no loss; its runs' paths say "objective" (settings.OBJECTIVE).
+    loss = "objective" if spec["loss"] is None else spec["loss"]["name"]
     return spec["problem"]["name"], loss, spec["optimizer"]["name"]
 
 

@@ -44,7 +44,10 @@ class Job:
         return len(self.cells) * len(self.seeds)
 
     def rule_name(self) -> str:
-        return "_".join(("train", *self.key, "seeds", self.label))
+        """train_<key joined by _>_seeds_<label>; plan() makes clashing names unique."""
+        return self.name or "_".join(("train", *self.key, "seeds", self.label))
+
+    name: str = ""  # set by plan() only where two jobs' default names clash
 
     def log(self, kind: str = "logs", suffix: str = ".log") -> str:
         """Where its log (or benchmark) goes: results/<kind>/train/<key...>/seeds<label><suffix>."""
@@ -58,11 +61,21 @@ def plan(cells, blocks, scope: str) -> list[Job]:
     groups: dict[tuple, list] = {}
     for cell in cells:
         groups.setdefault(tuple(getattr(cell, f) for f in FIELDS[:width]), []).append(cell)
-    return [
+    planned = [
         Job(key, block.label, tuple(members), tuple(block.seeds))
         for key, members in groups.items()
         for block in blocks
     ]
+    # Names may contain "_", so problem a_b with loss c and problem a with loss
+    # b_c would share a rule name: the later job gets a numbered one.
+    seen: set[str] = set()
+    for index, job in enumerate(planned):
+        name = job.rule_name()
+        if name in seen:
+            name = f"{name}_{index}"
+            planned[index] = Job(job.key, job.label, job.cells, job.seeds, name)
+        seen.add(name)
+    return planned
 
 
 def seed_ranges(seeds) -> str:
