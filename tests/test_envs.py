@@ -106,6 +106,11 @@ def test_env_versions_agree_with_requirements_txt():
     assert len({deps["python"]["version"] for deps in envs.values()}) == 1
 
 
+TRAINING_MODULES = [
+    f"optbench/{name}.py" for name in ("training", "runfiles", "batched", "batch_policy", "jobs")
+]
+
+
 def third_party_imports(*paths) -> set[str]:
     names = set()
     for path in paths:
@@ -120,8 +125,8 @@ def third_party_imports(*paths) -> set[str]:
 @pytest.mark.parametrize(
     ("env", "scripts"),
     [
-        (TRAIN_CUDA, ["train.py", "optbench/training.py", "optbench/runfiles.py"]),
-        (TRAIN_CPU, ["train.py", "optbench/training.py", "optbench/runfiles.py"]),
+        (TRAIN_CUDA, ["train.py", *TRAINING_MODULES]),
+        (TRAIN_CPU, ["train.py", *TRAINING_MODULES]),
         (
             ANALYSIS,
             [
@@ -250,7 +255,7 @@ def test_training_rule_resolves_to_the_configured_env(tmp_path, overrides, expec
     assert train, envs
     assert all(paths == [str(expected.resolve())] for paths in train.values()), train
     if overrides.get("seeds_per_job") == 2:
-        assert len(train) == 5  # seeds 0..9 in blocks of two
+        assert len(train) == 10  # one job per loss (2) x seeds 0..9 in blocks of two
     for rule in ("summarize_cell", "summarize", "plot_curves", "plot_analysis"):
         assert envs[rule] == [str(ANALYSIS.resolve())]
     assert envs["all"] == [None]  # no command, no env

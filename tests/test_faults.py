@@ -358,8 +358,9 @@ def runtime_targets(case) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def runtime_outcomes(tmp_path_factory):
     """Every row of docs/bad-input.md's second table in one tiny grid: each row
-    adds an entry, and each new entry trains in one job (seed 0) beside the
-    sound cell mse/sgd. --keep-incomplete keeps whatever a failed job wrote."""
+    adds an entry, and each new entry trains in one job (seeds 0 and 1, so that
+    the batched engine takes the job where it can) beside the sound cell
+    mse/sgd. --keep-incomplete keeps whatever a failed job wrote."""
     workdir = tmp_path_factory.mktemp("runtime-errors")
     changes = {}
     for case in bad_input.runtime_cases():
@@ -369,7 +370,9 @@ def runtime_outcomes(tmp_path_factory):
     change.write_text(yaml.safe_dump(changes), encoding="utf-8")
     cells = [runtime_targets(case) for case in bad_input.runtime_cases()] + [("mse", "sgd")]
     targets = [
-        f"results/runs/linear/{loss}/{optimizer}/base/seed0.tsv" for loss, optimizer in cells
+        f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}.tsv"
+        for loss, optimizer in cells
+        for seed in (0, 1)
     ]
     process = snakemake(
         workdir,
@@ -378,7 +381,8 @@ def runtime_outcomes(tmp_path_factory):
         "--keep-going",
         "--keep-incomplete",
         "--config",
-        "seeds=[0]",
+        "seeds=[0,1]",
+        "seeds_per_job=all",
         "--configfile",
         str(TINY),
         str(change),
@@ -395,7 +399,7 @@ def runtime_outcomes(tmp_path_factory):
 def test_value_torch_refuses_fails_its_job_naming_the_entry(runtime_outcomes, case):
     workdir, process = runtime_outcomes
     loss, optimizer = runtime_targets(case)
-    log = workdir / f"results/logs/train/linear/{loss}/{optimizer}/base/seed0.log"
+    log = workdir / f"results/logs/train/linear/{loss}/{optimizer}/base/seeds0-1.log"
     text = log.read_text()
     assert all(message in text for message in case.messages), text
     assert "Traceback" not in text  # the documented message, not a crash
@@ -404,8 +408,9 @@ def test_value_torch_refuses_fails_its_job_naming_the_entry(runtime_outcomes, ca
     run = workdir / f"results/runs/linear/{loss}/{optimizer}/base"
     assert not run.exists() or list(run.iterdir()) == []  # nothing written, not even a temp
     # The sound cell beside it trained to the article's numbers.
-    sound = workdir / "results/runs/linear/mse/sgd/base/seed0.tsv"
     steps = yaml.safe_load(TINY.read_text())["steps"]
-    assert sound.read_bytes() == article_tsv(
-        article_loop(0, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"], steps)
-    )
+    for seed in (0, 1):
+        sound = workdir / f"results/runs/linear/mse/sgd/base/seed{seed}.tsv"
+        assert sound.read_bytes() == article_tsv(
+            article_loop(seed, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"], steps)
+        )

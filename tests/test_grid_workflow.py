@@ -19,6 +19,9 @@ SWEEP_CONFIG = {
     "steps": 6,
     "device": "cpu",
     "seeds_per_job": "all",
+    # One job per cell: a new sweep value then re-runs only its own variant
+    # (the default, one job per (problem, loss), re-runs the loss's job whole).
+    "job_scope": "cell",
     "problems": {
         "linear": {"kwargs": {"dim": 20}, "losses": ["mse"]},
         "rosenbrock": {"kwargs": {"dim": 3}},

@@ -1,12 +1,14 @@
 """Seed packing and large grids: behaviour, not timings (tools/benchmark.py measures those)."""
 
+import shlex
+
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import CONFIGS, planned_jobs, run_tsvs, snakemake
-from optbench import runfiles, summary
+from optbench import jobs, runfiles, summary
 from test_training import (
     ARTICLE_LOSSES,
     ARTICLE_OPTIMIZERS,
@@ -38,8 +40,13 @@ def expected_tsvs():
     return expected
 
 
-def grid(seeds, per_job):
-    return ("--config", f"seeds=[{','.join(map(str, seeds))}]", f"seeds_per_job={per_job}")
+def grid(seeds, per_job, scope="cell"):
+    return (
+        "--config",
+        f"seeds=[{','.join(map(str, seeds))}]",
+        f"seeds_per_job={per_job}",
+        f"job_scope={scope}",
+    )
 
 
 def packed_run(workdir, per_job):
@@ -69,7 +76,10 @@ def test_packed_job_logs_say_what_ran(packed_by_two):
         for optimizer in config["optimizers"]:
             for label, seeds in (("0-1", [0, 1]), ("2-3", [2])):
                 log = f"results/logs/train/linear/{loss}/{optimizer}/base/seeds{label}.log"
-                assert_job_log(packed_by_two, log, loss, optimizer, seeds, config["steps"])
+                # A block of one run goes through the loop (nothing to batch).
+                engine = "batched" if len(seeds) > 1 else "loop"
+                cells = [(loss, optimizer)]
+                assert_job_log(packed_by_two, log, cells, seeds, config["steps"], engine=engine)
 
 
 def test_all_seeds_in_one_job_are_byte_identical_to_single_runs(tmp_path, expected_tsvs):
@@ -97,6 +107,7 @@ def test_rule_graph_has_one_training_rule_per_block(tmp_path):
         "--config",
         "seeds=[0,1,2,3,4,5,6,7,8,9]",
         "seeds_per_job=5",
+        "job_scope=cell",
         configfile=TINY,
     )
     labels = [line for line in process.stdout.splitlines() if "label =" in line]
@@ -120,15 +131,41 @@ def big_grid(path, optimizers=50, seeds=100):
 
 
 @pytest.mark.parametrize(
-    ("per_job", "train_jobs"), [("1", {"train": 10_000}), ("all", {"train_seeds_0-99": 100})]
+    ("per_job", "scope", "train_jobs"),
+    [
+        ("1", "cell", {"train": 10_000}),
+        ("all", "cell", {"train_seeds_0-99": 100}),
+        ("all", "problem", {"train_linear_seeds_0-99": 1}),
+    ],
 )
-def test_ten_thousand_run_grid_dry_runs(tmp_path, per_job, train_jobs):
+def test_ten_thousand_run_grid_dry_runs(tmp_path, per_job, scope, train_jobs):
     config = big_grid(tmp_path / "big.yaml")
-    process = snakemake(tmp_path, "-n", "--config", f"seeds_per_job={per_job}", configfile=config)
+    args = ("--config", f"seeds_per_job={per_job}", f"job_scope={scope}")
+    printed = ("-p",) if scope == "problem" else ()
+    process = snakemake(tmp_path, "-n", *printed, *args, configfile=config)
     jobs = planned_jobs(process)
     assert {k: v for k, v in jobs.items() if k.startswith("train")} == train_jobs
     assert jobs["summarize_cell"] == 100 and jobs["summarize"] == 1
     assert jobs["plot_curves"] == 1 and jobs["plot_analysis"] == 1  # one job each, any grid
+    if scope == "problem":
+        # One job of 10,000 runs: its command stays far below Linux's 128 KiB per
+        # argument (bash -c gets the whole command), and the runs it expands to
+        # are exactly the outputs the rule declares.
+        assert_command_expands_to_outputs(process.stdout + process.stderr, runs=10_000)
+
+
+def assert_command_expands_to_outputs(text, runs):
+    lines = text.splitlines()
+    (command,) = [line for line in lines if "train.py" in line]
+    assert len(command.encode()) < 16_384, len(command)
+    arguments = shlex.split(command)
+    expanded = jobs.expand(arguments[arguments.index("--job") + 1])
+    (rule,) = [i for i, line in enumerate(lines) if line.startswith("rule train")]
+    outputs = next(line.strip() for line in lines[rule:] if line.strip().startswith("output: "))
+    declared = outputs.removeprefix("output: ").split(", ")
+    tsvs = [run.tsv for run in expanded]
+    assert len(tsvs) == runs and len(set(tsvs)) == runs
+    assert sorted(tsvs + [run.sidecar for run in expanded]) == sorted(declared)
 
 
 def test_summary_of_ten_thousand_runs(tmp_path):

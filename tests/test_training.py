@@ -64,28 +64,45 @@ JOB_RUN_LINE = re.compile(
 )
 
 
-def assert_job_log(workdir, log, loss, optimizer, seeds, steps, device="cpu"):
-    """A training job's log says what ran: the cell, its seeds, the device, and
-    per run the final loss (the article loop's, exactly), time and files."""
+ENGINE_LINE = re.compile(r"engine (batched|loop): (\d+) run\(s\) of linear/(\w+)/(\w+)[ ;].*")
+
+
+def assert_job_log(
+    workdir, log, cells, seeds, steps, device="cpu", engine="batched", requested=None
+):
+    """A training job's log says what ran: its cells ((loss, optimizer) pairs of
+    the linear problem, base variants), its seeds, the device, the engine of
+    each (loss, optimizer) group, and per run the final loss (the article
+    loop's, exactly), time and files, in that order."""
     lines = (workdir / log).read_text().splitlines()
     assert lines, f"{log} is empty"
-    assert lines[0].startswith("cell: problem linear = linear(**{'dim': 20}), "), lines[0]
-    assert f", loss {loss} = torch.nn." in lines[0], lines[0]
-    assert f", optimizer {optimizer} variant base = torch.optim." in lines[0], lines[0]
-    assert lines[0].endswith(f", {steps} steps"), lines[0]
-    assert lines[1] == "runs: seeds " + " ".join(map(str, seeds))
-    assert lines[2].startswith(f"training on {device} "), lines[2]
-    assert f"device {device} requested" in lines[2], lines[2]
-    for line, seed in zip(lines[3:-1], seeds, strict=True):
-        match = JOB_RUN_LINE.fullmatch(line)
-        assert match, line
-        losses = article_loop(seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps)
-        assert (int(match[1]), match[2], int(match[3])) == (seed, repr(losses[-1]), steps)
-        stem = f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}"
-        assert (match[5], match[6]) == (f"{stem}.tsv", f"{stem}.json")
-        meta = json.loads((workdir / match[6]).read_text())
-        assert float(match[4]) == meta["train_seconds"] > 0
-    assert re.fullmatch(rf"done: {len(seeds)} run\(s\) in [0-9.]+ s", lines[-1]), lines[-1]
+    for line, (loss, optimizer) in zip(lines, cells, strict=False):
+        assert line.startswith("cell: problem linear = linear(**{'dim': 20}), "), line
+        assert f", loss {loss} = torch.nn." in line, line
+        assert f", optimizer {optimizer} variant base = torch.optim." in line, line
+        assert line.endswith(f", {steps} steps"), line
+    rest = lines[len(cells) :]
+    assert rest[0] == "runs: seeds " + " ".join(map(str, seeds))
+    assert rest[1].startswith(f"training on {device} "), rest[1]
+    assert f"device {requested or device} requested" in rest[1], rest[1]
+    rest = rest[2:]
+    for loss, optimizer in cells:
+        match = ENGINE_LINE.fullmatch(rest[0])
+        assert match, rest[0]
+        assert match.groups() == (engine, str(len(seeds)), loss, optimizer), rest[0]
+        for line, seed in zip(rest[1 : 1 + len(seeds)], seeds, strict=True):
+            match = JOB_RUN_LINE.fullmatch(line)
+            assert match, line
+            losses = article_loop(seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps)
+            assert (int(match[1]), match[2], int(match[3])) == (seed, repr(losses[-1]), steps)
+            stem = f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}"
+            assert (match[5], match[6]) == (f"{stem}.tsv", f"{stem}.json")
+            meta = json.loads((workdir / match[6]).read_text())
+            assert float(match[4]) == meta["train_seconds"] > 0
+            assert meta["engine"] == engine, meta["engine_reason"]
+        rest = rest[1 + len(seeds) :]
+    runs = len(cells) * len(seeds)
+    assert len(rest) == 1 and re.fullmatch(rf"done: {runs} run\(s\) in [0-9.]+ s", rest[0]), rest
 
 
 def spec(optimizer="adam", loss="mse", steps=40, dim=20, device="cpu"):

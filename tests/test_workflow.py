@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import types
@@ -53,17 +54,48 @@ FIGURES = [
 ]
 
 
-def test_default_grid_dry_run_schedules_80_training_jobs(workdir):
+def test_default_grid_dry_run_schedules_one_training_job_per_loss(workdir):
     process = snakemake(workdir, "-n", configfile=REPO / "config.yaml")
     assert planned_jobs(process) == {
-        "train": 80,
+        "train_linear_mse_seeds_0-9": 1,
+        "train_linear_l1_seeds_0-9": 1,
         "summarize_cell": 8,
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
         "all": 1,
-        "total": 92,
+        "total": 15,
     }
+
+
+def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_path):
+    """README's first command on config.yaml (in a clone-like directory): one
+    training job per loss, each training its 40 runs with the batched engine,
+    and every run's TSV byte for byte the article's loop."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    snakemake(tmp_path, "--cores", "2")
+    logs = sorted(p.relative_to(tmp_path) for p in (tmp_path / "results/logs/train").rglob("*"))
+    assert [str(p) for p in logs if p.suffix == ".log"] == [
+        "results/logs/train/linear/l1/seeds0-9.log",
+        "results/logs/train/linear/mse/seeds0-9.log",
+    ]
+    optimizers = ("sgd", "momentum_sgd", "adam", "rmsprop")
+    for loss in ("mse", "l1"):
+        cells = [(loss, optimizer) for optimizer in optimizers]
+        log = f"results/logs/train/linear/{loss}/seeds0-9.log"
+        assert_job_log(tmp_path, log, cells, list(range(10)), 40, requested="auto")
+        for optimizer in optimizers:
+            for seed in range(10):
+                stem = tmp_path / f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}"
+                expected = article_loop(
+                    seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps=40
+                )
+                assert stem.with_suffix(".tsv").read_bytes() == article_tsv(expected)
+                meta = json.loads(stem.with_suffix(".json").read_text())
+                details = meta["engine_details"]
+                assert (meta["engine"], details["runs"], details["variants"]) == ("batched", 10, 1)
+                assert details["forward"] == "bmm" and details["kernels_exact"] is True
+    assert (tmp_path / "results/summary/leaderboard.tsv").exists()
 
 
 def dry_run_output(text):
@@ -127,8 +159,11 @@ def test_grid_changes_from_the_command_line(workdir):
         "optimizers={adamw: {class: AdamW, kwargs: {lr: 0.01}}}",
         configfile=REPO / "config.yaml",
     )
-    # --config merges into the mapping: five optimizers x two losses x three seeds
-    assert planned_jobs(process)["train"] == 30
+    # --config merges into the mapping: five optimizers x two losses x three seeds,
+    # one job per loss (all seeds: one block spanning 0..5)
+    jobs = {rule: n for rule, n in planned_jobs(process).items() if rule.startswith("train")}
+    assert jobs == {"train_linear_mse_seeds_0-5": 1, "train_linear_l1_seeds_0-5": 1}
+    assert planned_jobs(process)["summarize_cell"] == 10
 
 
 def test_lint_is_clean():
@@ -172,7 +207,8 @@ def test_tiny_run_writes_every_output(tiny_results):
                 assert meta["loss"]["name"] == loss and meta["optimizer"]["name"] == optimizer
                 assert meta["torch_version"] == torch.__version__
                 log = f"results/logs/train/{stem}.log"
-                assert_job_log(tiny_results, log, loss, optimizer, [seed], steps=5)
+                cells = [(loss, optimizer)]
+                assert_job_log(tiny_results, log, cells, [seed], steps=5, engine="loop")
                 benchmark = pd.read_csv(results / f"benchmarks/train/{stem}.tsv", sep="\t")
                 assert len(benchmark) == 1 and benchmark["s"].iloc[0] > 0
     steps = pd.read_csv(results / "summary/steps.tsv", sep="\t")

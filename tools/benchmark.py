@@ -1,9 +1,11 @@
 """Benchmark: prints each measured ratio beside its goal, all measured in one run.
 
-Run by hand from the repository root (not by CI; takes a few minutes):
+Run by hand from the repository root (not by CI; about 15 minutes, --quick
+about 5):
 
-    python3 tools/benchmark.py            # everything
-    python3 tools/benchmark.py --quick    # fewer repetitions
+    python3 tools/benchmark.py                        # everything
+    python3 tools/benchmark.py --quick                # fewer repetitions, smaller subsets
+    python3 tools/benchmark.py --only default engines # some sections (see --help)
 
 Every figure compares two things measured here, side by side, on this machine,
 so the ratios hold even where absolute times are noisy.
@@ -57,7 +59,8 @@ def snakemake(workdir: Path, *args: str) -> list[str]:
 
 IN_PROCESS = textwrap.dedent(
     """
-    # The lower bound: one Python process doing what the pipeline does.
+    # The floor: one Python process doing what the pipeline does, through the
+    # same library entry points as the training job and the analysis scripts.
     import json, sys, time
     sys.path.insert(0, {scripts!r})
     import torch
@@ -80,6 +83,8 @@ IN_PROCESS = textwrap.dedent(
             runs.append(stem + ".tsv")
     pattern = out + "/runs/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seed{{seed}}.tsv"
     steps = next(iter(experiment.problems.values())).steps
+    # summarize.py's and plot.py's library calls (the lead keeps these in step
+    # with the analysis scripts).
     summary.summarize_runs(runs, pattern, steps, out + "/summary")
     table = summary.selected_rows(figures.read_table(out + "/summary/steps.tsv"),
                                   figures.read_table(out + "/summary/selection.tsv"))
@@ -103,49 +108,190 @@ def in_process_seconds(config: Path, out: Path) -> float:
     return timed([sys.executable, "-c", code])
 
 
-def pipeline_vs_lower_bound(tmp: Path, config: Path) -> None:
-    print("1-2. default pipeline (--cores 2) against one in-process loop of the same 80 runs")
-    lower = in_process_seconds(config, tmp / "inprocess")
-    unpacked = timed(snakemake(tmp / "unpacked", "--cores", "2", "--configfile", str(config)))
-    packed = timed(
-        snakemake(
-            tmp / "packed",
-            "--cores",
-            "2",
-            "--configfile",
-            str(config),
-            "--config",
-            "seeds_per_job=all",
-        )
-    )
-    lower_again = in_process_seconds(config, tmp / "inprocess2")
-    lower = min(lower, lower_again)
-    report("in-process lower bound (80 runs + summaries + figures)", f"{lower:.1f} s", "-")
+# One job per run through the per-run loop: the layout the default had before
+# the packing and engine keys (2026-11-29), for the before/after row.
+ONE_JOB_PER_RUN = ("--config", "job_scope=cell", "seeds_per_job=1", "engine=loop")
+
+
+def readme_command(tmp: Path, name: str, *extra: str) -> float:
+    """README's first command, `snakemake --cores 4`, in a fresh clone-like directory."""
+    workdir = tmp / name
+    workdir.mkdir()
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    return timed(snakemake(workdir, "--cores", "4", *extra))
+
+
+def default_command(tmp: Path, quick: bool) -> None:
+    print("a. README's first command on config.yaml against one in-process floor (same work)")
+    floor = in_process_seconds(REPO / "config.yaml", tmp / "floor1")
+    default = readme_command(tmp, "default")
+    floor = min(floor, in_process_seconds(REPO / "config.yaml", tmp / "floor2"))
+    report("in-process floor (80 runs + files + summaries + figures)", f"{floor:.1f} s", "-")
     report(
-        "pipeline, one job per seed / lower bound",
-        f"{unpacked:.1f} s / {lower:.1f} s = {unpacked / lower:.1f}x",
-        "none set (start-up bound)",
-    )
-    report(
-        "pipeline, seeds_per_job=all / lower bound",
-        f"{packed:.1f} s / {lower:.1f} s = {packed / lower:.1f}x",
+        "README's first command (default packing + engine) / floor",
+        f"{default:.1f} s / {floor:.1f} s = {default / floor:.1f}x",
         "<= 3x",
     )
+    if not quick:
+        before = readme_command(tmp, "one-job-per-run", *ONE_JOB_PER_RUN)
+        report(
+            "same, one job per run with the loop (the old default) / floor",
+            f"{before:.1f} s / {floor:.1f} s = {before / floor:.1f}x",
+            "- (before)",
+        )
     same = all(
-        (tmp / "unpacked" / p.relative_to(tmp / "packed")).read_bytes() == p.read_bytes()
-        for p in (tmp / "packed" / "results" / "runs").rglob("*.tsv")
+        (tmp / "default/results/runs" / p.relative_to(tmp / "floor1/runs")).read_bytes()
+        == p.read_bytes()
+        for p in (tmp / "floor1/runs").rglob("*.tsv")
     )
-    report("packed run TSVs byte-identical to unpacked", str(same), "True")
-    sidecars = sorted((tmp / "unpacked" / "results" / "runs").rglob("*.json"))
-    before_first_step = [json.loads(p.read_text())["job_seconds_before_this_run"] for p in sidecars]
-    import_torch = min(timed([sys.executable, "-c", "import torch"]) for _ in range(3))
-    bare_python = min(timed([sys.executable, "-c", "pass"]) for _ in range(3))
-    median = sorted(before_first_step)[len(before_first_step) // 2]
+    report("default command's 80 TSVs byte-identical to the per-run loop's", str(same), "True")
+
+
+def _engines_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_engines", REPO / "tools" / "benchmark_engines.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def engines(quick: bool) -> None:
+    print("b. batched vs loop, training time per run-step inside one job (linear, Adam, CPU)")
+    import torch
+
+    torch.set_num_threads(1)
+    module = _engines_module()
+    module.timed_engines("linear", 4, 4, "cpu", 0)  # warm-up: imports, first kernels
+    for runs in (10, 100, 1000):
+        loop, batch, note = module.timed_engines("linear", runs, 40, "cpu", 100 if quick else 0)
+        report(
+            f"{runs:,} runs per job: loop / batched per run-step",
+            f"{loop * 1e6:.1f} us / {batch * 1e6:.2f} us = {loop / batch:.1f}x ({note})",
+            module.GOALS.get(("linear", runs), "-"),
+        )
+
+
+def _training_seconds(workdir: Path, config: Path, *extra: str) -> float:
+    """Wall time of the training jobs only: the run files as targets' producers
+    (--omit-from the first analysis rule), 2 cores."""
+    workdir.mkdir(parents=True)
+    return timed(
+        snakemake(
+            workdir,
+            "--cores",
+            "2",
+            "--omit-from",
+            "summarize_cell",
+            "--configfile",
+            str(config),
+            *extra,
+        )
+    )
+
+
+def _benchmark_rows(workdir: Path) -> list[dict]:
+    rows = []
+    for path in (workdir / "results/benchmarks/train").rglob("*.tsv"):
+        lines = path.read_text().splitlines()
+        header = lines[0].split("\t")
+        rows.append(dict(zip(header, lines[1].split("\t"), strict=True)) | {"path": str(path)})
+    return rows
+
+
+TUNED_BATCHABLE = "only={optimizers: [sgd, momentum_sgd, adam, rmsprop, adamw]}"
+
+
+def tuned(tmp: Path, quick: bool) -> None:
+    """configs/tuned.yaml's training jobs on a subset of its seeds (every problem,
+    loss, optimizer and variant), loop vs batched, each at job_scope loss (the
+    fewest job start-ups that still spread over the cores; measured the best
+    packing for both engines). Twice: the whole grid, and without L-BFGS, which
+    runs in the per-run loop under either engine."""
+    config = REPO / "configs" / "tuned.yaml"
+    subsets = (
+        ("whole grid", ("seeds=[0]", "tuning_seeds=[1000]"), 2),
+        ("without L-BFGS", ("seeds=[0,1,2,3,4]", "tuning_seeds=[1000]", TUNED_BATCHABLE), 6),
+    )
+    if quick:
+        subsets = subsets[1:]
+    for name, subset, seeds in subsets:
+        share = seeds / 25
+        print(
+            f"c. configs/tuned.yaml training jobs ({name}), {seeds} of its 25 seeds "
+            f"({share:.0%} of the runs), job_scope loss, --cores 2"
+        )
+        seconds = {}
+        for engine in ("loop", "auto"):
+            workdir = tmp / f"tuned-{name.replace(' ', '-')}-{engine}"
+            extra = ("--config", *subset, f"engine={engine}", "job_scope=loss")
+            seconds[engine] = _training_seconds(workdir, config, *extra)
+            rows = _benchmark_rows(workdir)
+            report(
+                f"tuned ({name}, {share:.0%} of the runs), engine {engine}",
+                f"{seconds[engine]:.1f} s wall, {len(rows)} jobs, "
+                f"{sum(float(r['s']) for r in rows):.1f} job-s",
+                "-",
+            )
+        loop, batched = seconds["loop"], seconds["auto"]
+        report(
+            f"tuned ({name}) training wall time, loop / batched",
+            f"{loop:.1f} s / {batched:.1f} s = {loop / batched:.1f}x",
+            ">= 10x" if name == "whole grid" else "-",
+        )
+
+
+def sweep_config(path: Path) -> Path:
+    lrs = [round(10 ** (-4 + 5 * i / 23), 6) for i in range(24)]
+    optimizers = {
+        name: {"class": cls, "kwargs": kwargs, "sweep": {"lr": lrs}}
+        for name, cls, kwargs in (
+            ("sgd", "SGD", {"lr": 0.1}),
+            ("momentum_sgd", "SGD", {"lr": 0.1, "momentum": 0.9}),
+            ("adam", "Adam", {"lr": 0.1}),
+            ("rmsprop", "RMSprop", {}),
+        )
+    }
+    config = {
+        "seeds": list(range(40)),
+        "tuning_seeds": list(range(1000, 1010)),
+        "steps": 40,
+        "device": "cpu",
+        "optimizers": optimizers,
+        "losses": {"mse": {"class": "MSELoss"}, "l1": {"class": "L1Loss"}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def sweep(tmp: Path) -> None:
+    print(
+        "d. a 10,000-run sweep end to end (linear; 4 optimizers x 25 lr variants x 2 losses "
+        "x 50 seeds), default packing and engine, --cores 2"
+    )
+    config = sweep_config(tmp / "sweep.yaml")
+    workdir = tmp / "sweep"
+    workdir.mkdir()
+    seconds = timed(snakemake(workdir, "--cores", "2", "--configfile", str(config)))
+    runs = len(list((workdir / "results/runs").rglob("*.tsv")))
+    rows = _benchmark_rows(workdir)
+    largest = max(rows, key=lambda r: float(r["max_rss"]))
     report(
-        "job start-up before its first run (median, inside the process)",
-        f"{median:.2f} s; a bare `python -c 'import torch'` process takes "
-        f"{import_torch:.2f} s (python alone {bare_python:.2f} s)",
-        "torch import only",
+        f"{runs:,}-run sweep, README command end to end",
+        f"{seconds:.1f} s = {runs / seconds:,.0f} runs/s ({len(rows)} training jobs)",
+        "-",
+    )
+    report(
+        "its training jobs (the rest is the analysis jobs)",
+        ", ".join(f"{float(r['s']):.1f} s" for r in rows),
+        "-",
+    )
+    report(
+        "peak memory (max_rss) of its largest training job",
+        f"{float(largest['max_rss']):.0f} MB",
+        "-",
     )
 
 
@@ -205,7 +351,7 @@ def loop_overhead(reps: int, dim=20, steps=40, device="cpu") -> dict:
 
 
 def training_loop(reps: int) -> None:
-    print("3. in-job training loop against a bare PyTorch loop (same run, CPU)")
+    print("f. the per-run loop against a bare PyTorch loop (same run, CPU)")
     result = loop_overhead(reps)
     ratio = result["ours"] / result["bare"]
     report(
@@ -242,7 +388,7 @@ def big_grid_config(path: Path) -> Path:
 
 
 def dry_run_scale(tmp: Path, reps: int) -> None:
-    print("4. dry run of a 10,000-run grid against a trivial 10,000-job Snakefile")
+    print("g. dry run of a 10,000-run grid against a trivial 10,000-job Snakefile")
     trivial = tmp / "trivial"
     trivial.mkdir()
     (trivial / "Snakefile").write_text(TRIVIAL_SNAKEFILE)
@@ -251,7 +397,9 @@ def dry_run_scale(tmp: Path, reps: int) -> None:
     ours, base, packed = [], [], []
     for _ in range(reps):
         base.append(timed([sys.executable, "-m", "snakemake", "-n", "-q"], cwd=trivial))
-        ours.append(timed(snakemake(tmp / "big", "-n", "-q", "--configfile", str(config))))
+        ours.append(
+            timed(snakemake(tmp / "big", "-n", "-q", "--configfile", str(config), *ONE_JOB_PER_RUN))
+        )
         packed.append(
             timed(
                 snakemake(
@@ -260,8 +408,6 @@ def dry_run_scale(tmp: Path, reps: int) -> None:
                     "-q",
                     "--configfile",
                     str(config),
-                    "--config",
-                    "seeds_per_job=all",
                 )
             )
         )
@@ -272,7 +418,7 @@ def dry_run_scale(tmp: Path, reps: int) -> None:
         "<= 1.5x",
     )
     report(
-        "10,000-run grid dry run (seeds_per_job=all, 100 jobs) / trivial",
+        "10,000-run grid dry run (default packing: 2 jobs of 5,000 runs) / trivial",
         f"{p:.1f} s / {b:.1f} s = {p / b:.2f}x",
         "-",
     )
@@ -294,7 +440,7 @@ SUMMARIZE = textwrap.dedent(
 
 
 def aggregation_scale(tmp: Path) -> None:
-    print("5. summarising 10,000 run TSVs (100 cells of 100 runs)")
+    print("h. summarising 10,000 run TSVs (100 cells of 100 runs)")
     import numpy as np
 
     from optbench import runfiles
@@ -332,14 +478,21 @@ def aggregation_scale(tmp: Path) -> None:
 
 
 def gpu(reps: int) -> None:
-    print("6. GPU: steps per second against a bare loop")
+    print("e. GPU: the same figures with device cuda")
     import torch
 
     if not torch.cuda.is_available():
-        report(
-            "GPU figures", "skipped: no CUDA device visible here", "measured where a GPU is lent"
-        )
+        report("GPU rows", "no GPU", "measured where a GPU is lent")
         return
+    module = _engines_module()
+    module.timed_engines("linear", 4, 4, "cuda", 0)
+    for runs in (100, 1000):
+        loop, batch, note = module.timed_engines("linear", runs, 40, "cuda", 100)
+        report(
+            f"GPU {runs:,} runs per job: loop / batched per run-step",
+            f"{loop * 1e6:.1f} us / {batch * 1e6:.2f} us = {loop / batch:.1f}x ({note})",
+            "-",
+        )
     for dim, steps in ((20, 40), (4096, 1000)):
         result = loop_overhead(max(3, reps // 10) if dim > 20 else reps, dim, steps, "cuda")
         report(
@@ -362,27 +515,43 @@ def quiet_slurm_probe() -> None:
         print("note: Slurm client without a controller here; SLURM_CONF=/dev/null for all runs")
 
 
+SECTIONS = {
+    "default": "a. README's first command / in-process floor",
+    "engines": "b. batched vs loop per run-step at 10/100/1,000 runs",
+    "tuned": "c. configs/tuned.yaml training, loop vs batched (a subset, scaled)",
+    "sweep": "d. a 10,000-run sweep end to end: runs/s, peak memory",
+    "gpu": "e. GPU rows (no GPU: says so)",
+    "loop": "f. per-run loop / bare PyTorch loop",
+    "dryrun": "g. 10,000-run dry run / trivial Snakefile",
+    "summary": "h. summarising 10,000 runs",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--only", nargs="*", type=int, help="section numbers to run (1..6)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller subsets")
+    parser.add_argument(
+        "--only", nargs="*", choices=list(SECTIONS), help="sections to run (default: all)"
+    )
     args = parser.parse_args()
-    sections = set(args.only or range(1, 7))
+    sections = args.only or list(SECTIONS)
     reps = 50 if args.quick else 300
     quiet_slurm_probe()
     tmp = Path(tempfile.mkdtemp(prefix="optbench-bench-"))
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; scratch {tmp}")
+    run = {
+        "default": lambda: default_command(tmp, args.quick),
+        "engines": lambda: engines(args.quick),
+        "tuned": lambda: tuned(tmp, args.quick),
+        "sweep": lambda: sweep(tmp),
+        "gpu": lambda: gpu(reps),
+        "loop": lambda: training_loop(reps),
+        "dryrun": lambda: dry_run_scale(tmp, 1 if args.quick else 2),
+        "summary": lambda: aggregation_scale(tmp),
+    }
     try:
-        if sections & {1, 2}:
-            pipeline_vs_lower_bound(tmp, REPO / "config.yaml")
-        if 3 in sections:
-            training_loop(reps)
-        if 4 in sections:
-            dry_run_scale(tmp, 1 if args.quick else 2)
-        if 5 in sections:
-            aggregation_scale(tmp)
-        if 6 in sections:
-            gpu(reps)
+        for name in sections:
+            run[name]()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("\n| measure | value | goal |\n| --- | --- | --- |")

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from optbench import settings  # noqa: E402
+from optbench import jobs, settings  # noqa: E402
 from optbench.analysis_context import context_for, threshold_text  # noqa: E402
 
 # Users add problems as files here (docs/problems.md); looked up by name only.
@@ -91,6 +91,8 @@ THRESHOLDS = {
 }
 # What the analysis job needs from the config, one JSON-able param.
 ANALYSIS_CONTEXT = context_for(EXPERIMENT, THRESHOLDS).as_dict()
+# Jobs of a job_scope coarser than one cell; each gets its own rule (train.smk).
+TRAINING_JOBS = EXPERIMENT.training_jobs() if EXPERIMENT.job_scope != "cell" else []
 
 
 def cell_spec(wildcards):
@@ -105,12 +107,16 @@ def cell_threshold(wildcards):
     return THRESHOLDS[f"{wildcards.problem}/{wildcards.loss}"]
 
 
-def run_arguments(seeds, output):
-    """A packed job's shell-quoted --run SEED TSV SIDECAR arguments."""
-    return " ".join(
-        f"--run {int(seed)} {shlex.quote(tsv)} {shlex.quote(sidecar)}"
-        for seed, tsv, sidecar in zip(seeds, output.tsv, output.sidecar, strict=True)
-    )
+def job_argument(cells, seeds):
+    """A packed job's --job JSON: its cells once, its seeds as ranges, the path patterns
+    (never every path: a job's command line must stay under Linux's 128 KiB)."""
+    return jobs.argument(EXPERIMENT, cells, seeds, RUN_TSV, RUN_SIDECAR)
+
+
+def block_job_argument(wildcards, seeds):
+    """The --job JSON of one cell's block of seeds (job_scope cell)."""
+    cell = settings.Cell(*(getattr(wildcards, field) for field in CELL_FIELDS))
+    return job_argument([cell], seeds)
 
 
 def _alternatives(names):
@@ -268,12 +274,13 @@ PYTHON = _python()
 _TRAIN = (
     f"{shlex.quote(PYTHON)} {shlex.quote(str(SCRIPTS / 'train.py'))}"
     f" --problems-dir {shlex.quote(str(PROBLEMS_DIR))}"
-    " --spec {params.spec:q} --threads {threads}"
+    f" --engine {EXPERIMENT.engine} --threads {{threads}}"
 )
 TRAIN_ONE_SEED = (
-    f"{_TRAIN} --run {{wildcards.seed}} {{output.tsv:q}} {{output.sidecar:q}} > {{log:q}} 2>&1"
+    f"{_TRAIN} --spec {{params.spec:q}} --run {{wildcards.seed}} {{output.tsv:q}}"
+    " {output.sidecar:q} > {log:q} 2>&1"
 )
-TRAIN_PACKED = f"{_TRAIN} {{params.runs}} > {{log:q}} 2>&1"
+TRAIN_PACKED = f"{_TRAIN} --job {{params.job:q}} > {{log:q}} 2>&1"
 
 # Per-cell summary: a plain command too, so that a job imports numpy and
 # scipy.special only. The cell's identity is passed to be checked against

@@ -2,18 +2,22 @@
 # it imports torch and the standard library only (Snakemake's script preamble
 # would import Snakemake itself into every job).
 #
-# Seed packing (config seeds_per_job = K). K = 1 is the one generic rule
-# `train`, one job per run. For K > 1 a job must declare the outputs of all
-# its seeds, and Snakemake rules cannot derive a variable output list from a
-# wildcard, so one rule is generated per block of seed values (0..K-1,
-# K..2K-1, ...) that the config uses; each rule keeps the {problem}, {loss},
-# {optimizer} and {variant} wildcards, so the rule graph has one node per
-# block, not per run. Tuning and evaluation seeds are packed alike.
-# Blocks follow seed values, not positions, so adding a seed re-runs only the
-# block it falls in. The command lines are in common.smk.
+# Packing (config job_scope and seeds_per_job = K). A job holds a block of
+# seed values (0..K-1, K..2K-1, ...; all: one block) of the cells of its scope:
+# one cell, all variants of an optimizer, every optimizer of a (problem, loss),
+# or a whole problem. job_scope cell with K = 1 is the one generic rule
+# `train`, one job per run. Snakemake rules cannot derive a variable output
+# list from a wildcard, so the other layouts generate rules: job_scope cell,
+# one rule per seed block, keeping the {problem}, {loss}, {optimizer} and
+# {variant} wildcards (one rule node per block); coarser scopes, one rule per
+# job (their cells differ from job to job), named after the job's key and
+# block, e.g. train_linear_mse_seeds_0-9. Blocks follow seed values, not
+# positions, so adding a seed re-runs only the block it falls in. A packed
+# job's command names its cells and seeds once and the path patterns, never
+# every path (common.smk job_argument). The command lines are in common.smk.
 
 
-if EXPERIMENT.seeds_per_job == 1:
+if EXPERIMENT.job_scope == "cell" and EXPERIMENT.seeds_per_job == 1:
 
     rule train:
         output:
@@ -33,7 +37,7 @@ if EXPERIMENT.seeds_per_job == 1:
         shell:
             TRAIN_ONE_SEED
 
-else:
+elif EXPERIMENT.job_scope == "cell":
 
     for block in SEED_BLOCKS:
 
@@ -53,9 +57,42 @@ else:
             resources:
                 gpu=TRAINING_GPUS,
             params:
-                spec=cell_spec,
                 # A default argument binds this block's seeds now; a plain
                 # reference to `block` would see the loop's last value.
-                runs=lambda wildcards, output, seeds=block.seeds: run_arguments(seeds, output),
+                job=lambda wildcards, seeds=block.seeds: block_job_argument(wildcards, seeds),
+            shell:
+                TRAIN_PACKED
+
+else:
+
+    for job in TRAINING_JOBS:
+
+        rule:
+            name:
+                job.rule_name()
+            output:
+                tsv=[
+                    RUN_TSV.format(seed=seed, **vars(cell))
+                    for cell in job.cells
+                    for seed in job.seeds
+                ],
+                sidecar=[
+                    RUN_SIDECAR.format(seed=seed, **vars(cell))
+                    for cell in job.cells
+                    for seed in job.seeds
+                ],
+            log:
+                job.log(),
+            benchmark:
+                job.log("benchmarks", ".tsv")
+            conda:
+                TRAIN_ENV
+            threads: 1
+            resources:
+                gpu=TRAINING_GPUS,
+            params:
+                # A function: a plain string would be formatted as a wildcard
+                # pattern (the argument holds the path patterns' braces).
+                job=lambda wildcards, text=job_argument(job.cells, job.seeds): text,
             shell:
                 TRAIN_PACKED

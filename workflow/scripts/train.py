@@ -1,11 +1,17 @@
-"""Training job: runs one or more seeds of one (problem, loss, optimizer, variant) cell.
+"""Training job: runs the seeds of one or more (problem, loss, optimizer, variant) cells.
 
-Called from rule train as a plain command, not through ``script:``, so the job
-imports torch and the standard library only (no Snakemake, pandas or
+Called from the train rules as a plain command, not through ``script:``, so the
+job imports torch and the standard library only (no Snakemake, pandas or
 matplotlib). Usage:
 
-    python train.py --spec JSON --run SEED TSV SIDECAR [--run ...] [--threads N]
-        [--problems-dir DIR]
+    python train.py --job JSON [--engine auto|batched|loop] [--threads N] [--problems-dir DIR]
+    python train.py --spec JSON --run SEED TSV SIDECAR [--run ...] [...]
+
+``--job`` is optbench.jobs.argument's compact description (cells, seed ranges,
+path patterns), which stays short for jobs of any size; ``--spec``/``--run``
+lists one cell's runs one by one. The runs of each (problem, loss, optimizer)
+are trained together by the batched engine where it is safe (``--engine``),
+else one after another in the per-run loop; the log and each sidecar say which.
 """
 
 import argparse
@@ -17,20 +23,31 @@ import time
 
 import torch
 
-from optbench import runfiles, training
+from optbench import batched, jobs, runfiles, training
+from optbench.batch_policy import can_batch
+
+# Runs trained together at most: the engine keeps them all in memory (about
+# 22 KiB per run on the reference problem, 250 KiB on digits_mlp), and the
+# speed-up levels off well before this (tools/benchmark_engines.py).
+MAX_BATCH = 1000
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="the cell's settings as JSON")
+    parser.add_argument("--job", help="the job's cells, seeds and path patterns as JSON")
+    parser.add_argument("--spec", help="one cell's settings as JSON (with --run)")
     parser.add_argument(
-        "--run", nargs=3, action="append", required=True, metavar=("SEED", "TSV", "SIDECAR")
+        "--run", nargs=3, action="append", default=[], metavar=("SEED", "TSV", "SIDECAR")
     )
+    parser.add_argument("--engine", choices=("auto", "batched", "loop"), default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--problems-dir", default="", help="the folder of user problems (problems/ of the repo)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if bool(args.job) == bool(args.spec) or bool(args.spec) != bool(args.run):
+        parser.error("give --job, or --spec with one or more --run")
+    return args
 
 
 def _exit_on_sigterm(signum, frame):
@@ -40,7 +57,7 @@ def _exit_on_sigterm(signum, frame):
 
 
 def describe_cell(spec: dict) -> str:
-    """The job's first log line: which cell and settings it trains."""
+    """A job's first log lines: which cell and settings it trains."""
     problem, loss, optimizer = spec["problem"], spec["loss"], spec["optimizer"]
     trained_by = (
         "minimised directly (objective)"
@@ -54,60 +71,201 @@ def describe_cell(spec: dict) -> str:
     )
 
 
+def job_runs(args) -> list[jobs.Run]:
+    """The job's runs, each spec told where the user's problem files are."""
+    if args.job:
+        runs = jobs.expand(args.job)
+    else:
+        spec = json.loads(args.spec)
+        runs = [jobs.Run(spec, int(seed), tsv, sidecar) for seed, tsv, sidecar in args.run]
+    # Given on the command line, so that moving the repository changes no spec.
+    extra = {"problems_dir": args.problems_dir}
+    specs = {}  # one dict per cell, shared by its runs
+    return [
+        jobs.Run(
+            specs.setdefault(id(run.spec), {**run.spec, **extra}), run.seed, run.tsv, run.sidecar
+        )
+        for run in runs
+    ]
+
+
+def _group_key(spec: dict) -> tuple:
+    """Runs that one batched call may train together: one (problem, loss, optimizer)."""
+    # An objective problem has no loss; its runs' paths say "objective" (settings.OBJECTIVE).
+    loss = "objective" if spec["loss"] is None else spec["loss"]["name"]
+    return spec["problem"]["name"], loss, spec["optimizer"]["name"]
+
+
+def groups_of(runs: list[jobs.Run]) -> list[list[jobs.Run]]:
+    grouped: dict[tuple, list[jobs.Run]] = {}
+    for run in runs:
+        grouped.setdefault(_group_key(run.spec), []).append(run)
+    return list(grouped.values())
+
+
+def choose_engine(requested: str, runs: list[jobs.Run]) -> tuple[bool, str]:
+    """(batched?, why) for one group, before anything is built."""
+    spec = runs[0].spec
+    if requested == "loop":
+        return False, "engine loop was asked for (config key engine)"
+    loss = spec["loss"]
+    ok, reason = can_batch(
+        spec["optimizer"]["class"],
+        spec["problem"]["kind"],
+        loss and loss["class"],
+        loss and loss["kwargs"],
+    )
+    if ok and len(runs) == 1 and requested == "auto":
+        return False, "a single run: the per-run loop (batching one run gains nothing)"
+    return ok, reason
+
+
+def _for_seed(seed, build, *args):
+    """build(*args), a RunError telling which seed failed (the job's log names it)."""
+    try:
+        return build(*args)
+    except training.RunError as error:
+        error.seed = seed
+        raise
+
+
+def train_loop(runs, device, reason):
+    for run in runs:
+        result = _for_seed(run.seed, training.train_one, run.spec, run.seed, device)
+        yield run, result, "loop", reason, {}
+
+
+def train_batched(runs, device, log):
+    """The group's runs through the batched engine, in chunks of MAX_BATCH runs."""
+    spec = runs[0].spec
+    criterion = None
+    if spec["loss"] is not None:
+        criterion = _for_seed(runs[0].seed, training.build_loss, spec["loss"])
+    for start in range(0, len(runs), MAX_BATCH):
+        chunk = runs[start : start + MAX_BATCH]
+        instances = [
+            _for_seed(run.seed, training.build_instance, run.spec, run.seed) for run in chunk
+        ]
+        kwargs = []
+        checked = set()
+        for run, instance in zip(chunk, instances, strict=True):
+            entry = run.spec["optimizer"]
+            if run.spec["variant"] not in checked:
+                # Bad kwargs fail here with the loop's message naming the entry.
+                _for_seed(run.seed, training.build_optimizer, entry, instance.model.parameters())
+                checked.add(run.spec["variant"])
+            kwargs.append(training.optimizer_kwargs(entry))
+        cls = getattr(torch.optim, spec["optimizer"]["class"])
+        try:
+            result = batched.train_batched(instances, criterion, cls, kwargs, spec["steps"], device)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:
+            # A value torch accepts at construction and refuses in use (a Huber
+            # delta of 0) fails here; the loop runs the chunk again, so the
+            # error is reported as an unbatched job reports it (naming the entry).
+            reason = f"the batched engine failed ({type(error).__name__}: {error}); ran the loop"
+            print(f"engine: {reason}", file=log, flush=True)
+            yield from train_loop(chunk, device, reason)
+            continue
+        details = {
+            key: result.details[key]
+            for key in ("forward", "variants", "runs", "kernels_exact", "bytes_per_run")
+            if key in result.details
+        }
+        details["batch_seconds"] = result.seconds
+        print(
+            f"engine {result.engine}: {len(chunk)} run(s) of {'/'.join(map(str, _group_key(spec)))}"
+            f" together in {result.seconds:.3f} s; {result.reason}"
+            + (f"; forward {details['forward']}" if "forward" in details else "")
+            + (f", kernels exact {details['kernels_exact']}" if "kernels_exact" in details else ""),
+            file=log,
+            flush=True,
+        )
+        share = result.seconds / len(chunk)
+        for run, instance, outcome in zip(chunk, instances, result.runs, strict=True):
+            # Each instance holds its run's final weights, as after the loop.
+            heldout = instance.evaluate(criterion)
+            yield (
+                run,
+                training.RunResult(run.seed, outcome.losses, share, outcome.evaluations, heldout),
+                result.engine,
+                result.reason,
+                details,
+            )
+
+
 def main(argv=None) -> int:
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
-    # Where the user's problem files are: the repository's problems/ folder,
-    # given on the command line so that moving the repository changes no spec.
-    spec = {**json.loads(args.spec), "problems_dir": args.problems_dir}
+    runs = job_runs(args)
     torch.set_num_threads(max(1, args.threads))
     # The log says what ran, line by line as it happens, so that a job's log
     # is never empty and a killed job's log shows how far it got.
     log = sys.stderr
-    print(describe_cell(spec), file=log, flush=True)
-    print(f"runs: seeds {' '.join(seed for seed, _, _ in args.run)}", file=log, flush=True)
+    for spec in {id(run.spec): run.spec for run in runs}.values():
+        print(describe_cell(spec), file=log, flush=True)
+    seeds = " ".join(map(str, dict.fromkeys(run.seed for run in runs)))
+    print(f"runs: seeds {seeds}", file=log, flush=True)
+    requested_device = runs[0].spec["device"]
     try:
-        device = training.resolve_device(spec["device"])
+        device = training.resolve_device(requested_device)
     except training.RunError as error:
         print(f"error: {error}", file=log)
         return 2
     environment = training.environment(device)
     print(
         f"training on {environment['device']} ({environment['device_name']}), "
-        f"device {spec['device']} requested, torch {environment['torch_version']}, "
+        f"device {requested_device} requested, torch {environment['torch_version']}, "
         f"{torch.get_num_threads()} thread(s)",
         file=log,
         flush=True,
     )
-    for seed_text, tsv, sidecar in args.run:
-        seed = int(seed_text)
+    for group in groups_of(runs):
+        use_batched, reason = choose_engine(args.engine, group)
+        if use_batched:
+            trained = train_batched(group, device, log)
+        else:
+            name = "/".join(map(str, _group_key(group[0].spec)))
+            print(f"engine loop: {len(group)} run(s) of {name}; {reason}", file=log, flush=True)
+            trained = train_loop(group, device, reason)
         try:
-            result = training.train_one(spec, seed, device)
+            for run, result, engine, engine_reason, details in trained:
+                write(run, result, engine, engine_reason, details, environment, started, log)
         except training.RunError as error:
-            print(f"error: seed {seed}: {error}", file=log)
+            seed = getattr(error, "seed", None)
+            print(f"error: {'' if seed is None else f'seed {seed}: '}{error}", file=log)
             return 2
-        metadata = {
-            **{key: value for key, value in spec.items() if key != "device"},
-            "device_requested": spec["device"],
-            "seed": seed,
-            **environment,
-            "python_version": platform.python_version(),
-            "train_seconds": result.seconds,
-            "job_seconds_before_this_run": time.perf_counter() - started,
-            "first_nonfinite_step": runfiles.first_nonfinite_step(result.losses),
-            "evaluations": sum(result.evaluations),
-            "heldout": result.heldout,
-        }
-        runfiles.write_run(tsv, result.losses, sidecar, metadata, result.evaluations)
-        print(
-            f"seed {seed}: final loss {result.losses[-1]!r} after {len(result.losses)} steps, "
-            f"{result.seconds!r} s training, written to {tsv} and {sidecar}",
-            file=log,
-            flush=True,
-        )
-    print(f"done: {len(args.run)} run(s) in {time.perf_counter() - started:.3f} s", file=log)
+    print(f"done: {len(runs)} run(s) in {time.perf_counter() - started:.3f} s", file=log)
     return 0
+
+
+def write(run, result, engine, engine_reason, details, environment, started, log):
+    spec, seed = run.spec, run.seed
+    metadata = {
+        **{key: value for key, value in spec.items() if key != "device"},
+        "device_requested": spec["device"],
+        "seed": seed,
+        **environment,
+        "python_version": platform.python_version(),
+        "engine": engine,
+        "engine_reason": engine_reason,
+        "engine_details": details,
+        # Batched: the run's share of its batch's training time.
+        "train_seconds": result.seconds,
+        "job_seconds_before_this_run": time.perf_counter() - started,
+        "first_nonfinite_step": runfiles.first_nonfinite_step(result.losses),
+        "evaluations": sum(result.evaluations),
+        "heldout": result.heldout,
+    }
+    runfiles.write_run(run.tsv, result.losses, run.sidecar, metadata, result.evaluations)
+    print(
+        f"seed {seed}: final loss {result.losses[-1]!r} after {len(result.losses)} steps, "
+        f"{result.seconds!r} s training, written to {run.tsv} and {run.sidecar}",
+        file=log,
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

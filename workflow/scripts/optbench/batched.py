@@ -155,34 +155,15 @@ def train_loop(
 
 
 def _train_one(instance, criterion, cls, kwargs, steps, device) -> RunOutcome:
+    # The pipeline's own loop (training.train_instance), so that a cell that
+    # falls back records exactly what an unbatched job records.
+    from optbench.training import train_instance
+
     if device is not None:
         instance.to(device)
-    model = instance.model
-    optimizer = cls(model.parameters(), **kwargs)
-    closure_needed = needs_closure(cls)
-    recorded = torch.empty(steps, dtype=_loss_dtype(model), device=_device_of(model))
-    evaluations = [1] * steps
-    for step in range(steps):
-        inputs, targets = instance.batch(step)
-        if closure_needed:
-            count = [0]
-
-            def closure(inputs=inputs, targets=targets, count=count):
-                count[0] += 1
-                optimizer.zero_grad()
-                loss = instance.loss(criterion, inputs, targets)
-                loss.backward()
-                return loss
-
-            loss = optimizer.step(closure)
-            evaluations[step] = count[0]
-        else:
-            optimizer.zero_grad()
-            loss = instance.loss(criterion, inputs, targets)
-            loss.backward()
-            optimizer.step()
-        recorded[step] = loss.detach()
-    return RunOutcome(recorded.tolist(), evaluations)
+    optimizer = cls(instance.model.parameters(), **kwargs)
+    losses, evaluations, _ = train_instance(instance, criterion, optimizer, steps)
+    return RunOutcome(losses, evaluations)
 
 
 def _loss_dtype(model) -> torch.dtype:

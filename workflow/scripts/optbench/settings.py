@@ -23,7 +23,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from optbench import analysis_context, grid, problems, torch_catalog
+from optbench import analysis_context, batch_policy, grid, jobs, problems, torch_catalog
 
 # Float text that PyYAML's YAML 1.1 rules leave a string: '1e-9' has no dot.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -124,6 +124,8 @@ class Experiment:
     problems: dict[str, Problem]
     optimizers: dict[str, Optimizer]
     losses: dict[str, Component]
+    engine: str = "auto"  # auto, batched or loop (training.py, train.py)
+    job_scope: str = "cell"  # cell, optimizer, loss or problem (jobs.SCOPES)
 
     @property
     def all_seeds(self) -> tuple[int, ...]:
@@ -147,6 +149,10 @@ class Experiment:
     def seed_blocks(self) -> list[grid.SeedBlock]:
         """Every seed grouped by value into blocks of seeds_per_job."""
         return grid.seed_blocks(self.all_seeds, self.seeds_per_job)
+
+    def training_jobs(self) -> list[jobs.Job]:
+        """Every training job: cells grouped by job_scope, times the seed blocks."""
+        return jobs.plan(self.cells(), self.seed_blocks(), self.job_scope)
 
     def run_spec(self, cell: Cell) -> dict:
         """The settings a training job needs for one cell."""
@@ -496,6 +502,44 @@ def _seeds_per_job(value, seeds: tuple[int, ...]) -> int:
     return int(value)
 
 
+def _engine_problems(experiment: Experiment) -> list[str]:
+    """engine: batched promises that every cell trains batched; say which cannot, before any job."""
+    if experiment.engine != "batched":
+        return []
+    refused = {}
+    for cell in experiment.cells():
+        problem = experiment.problems[cell.problem]
+        optimizer = experiment.optimizers[cell.optimizer]
+        loss = None if cell.loss == OBJECTIVE else experiment.losses[cell.loss]
+        ok, reason = batch_policy.can_batch(
+            optimizer.cls, problem.kind, loss and loss.cls, loss and loss.kwargs
+        )
+        if not ok:
+            refused.setdefault(reason, []).append(f"{cell.problem}/{cell.loss}/{cell.optimizer}")
+    return [
+        f"config key engine: batched, but {', '.join(dict.fromkeys(cells))} cannot be: {reason}. "
+        "Fix: set engine to auto (batched where it is safe, the per-run loop elsewhere) "
+        "or leave these entries out."
+        for reason, cells in refused.items()
+    ]
+
+
+def _job_size_problems(experiment: Experiment) -> list[str]:
+    """A job whose argument would not fit on a command line (jobs.MAX_ARGUMENT)."""
+    if experiment.job_scope == "cell":
+        return []  # one cell's argument is a few hundred bytes
+    for job in experiment.training_jobs():
+        size = len(jobs.argument(experiment, job.cells, job.seeds, "", ""))
+        if size > jobs.MAX_ARGUMENT:
+            return [
+                f"config key job_scope: {experiment.job_scope!r} makes a training job of "
+                f"{len(job.cells)} cells ({'/'.join(job.key)}) whose description takes "
+                f"{size} bytes, over the {jobs.MAX_ARGUMENT} a command line can carry. "
+                "Fix: a finer job_scope (optimizer or cell)."
+            ]
+    return []
+
+
 def _torch_build(value: str, device: str) -> str:
     if value != "auto":
         return value
@@ -747,7 +791,7 @@ def validate(
             kept_problems[name] = Problem(
                 problem.name, problem.problem, problem.kind, problem.kwargs, chosen, problem.steps
             )
-    return Experiment(
+    experiment = Experiment(
         seeds=tuple(int(seed) for seed in config["seeds"] if int(seed) in kept_seeds),
         tuning_seeds=tuple(int(seed) for seed in config["tuning_seeds"] if int(seed) in kept_seeds),
         device=config["device"],
@@ -759,4 +803,10 @@ def validate(
         problems=kept_problems,
         optimizers={n: optimizers[n] for n in selected["optimizers"]},
         losses={n: losses[n] for n in selected["losses"]},
+        engine=config["engine"],
+        job_scope=config["job_scope"],
     )
+    found = _engine_problems(experiment) + _job_size_problems(experiment)
+    if found:
+        raise ConfigError(found)
+    return experiment

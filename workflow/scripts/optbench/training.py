@@ -113,6 +113,11 @@ def build_loss(entry: dict) -> torch.nn.Module:
         raise _entry_error("losses", entry, error) from error
 
 
+def optimizer_kwargs(entry: dict) -> dict:
+    """The keyword arguments an optimizer entry's class is called with."""
+    return _as_tuples(entry["kwargs"])
+
+
 def build_optimizer(entry: dict, parameters) -> torch.optim.Optimizer:
     cls = _component_class(
         "optimizers", entry["name"], entry["class"], torch.optim, torch.optim.Optimizer
@@ -157,8 +162,21 @@ def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
     criterion = None if spec["loss"] is None else build_loss(spec["loss"])
     instance = build_instance(spec, seed).to(device)
     optimizer = build_optimizer(spec["optimizer"], instance.model.parameters())
+    losses, evaluations, seconds = train_instance(
+        instance, criterion, optimizer, spec["steps"], spec
+    )
+    heldout = instance.evaluate(criterion)
+    return RunResult(seed, losses, seconds, evaluations, heldout)
+
+
+def train_instance(instance, criterion, optimizer, steps: int, spec: dict | None = None):
+    """The per-run loop on a built instance and optimizer: (losses, evaluations, seconds).
+
+    The one loop of the project: ``train_one`` and the batched engine's
+    fallback (``batched.train_loop``) both run it. With ``spec``, a failure of
+    the first step is a RunError naming the config entry; without, torch's own.
+    """
     with_closure = needs_closure(optimizer)
-    steps = spec["steps"]
     # Losses stay on the device and are copied to the host once, after the
     # loop: reading each one would make every step wait for the GPU.
     recorded = []
@@ -178,33 +196,32 @@ def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
         # reduction it does not know, reduction='none', a Huber delta of 0);
         # the first step names the entry. Later failures are not the config's,
         # and out-of-memory never is. A try block costs nothing unless it raises.
+        named = spec is not None and not step
         if with_closure:
             try:
                 # The value step() returns is the closure's first evaluation:
                 # the loss before this step's update, as for the other optimizers.
                 loss = optimizer.step(closure)
             except Exception as error:
-                if step or isinstance(error, torch.OutOfMemoryError):
+                if not named or isinstance(error, torch.OutOfMemoryError):
                     raise
                 raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
         else:
             try:
                 loss = closure()
             except Exception as error:
-                if step or isinstance(error, torch.OutOfMemoryError):
+                if not named or isinstance(error, torch.OutOfMemoryError):
                     raise
                 raise _first_loss_error(spec, error) from error
             try:
                 optimizer.step()
             except Exception as error:
-                if step or isinstance(error, torch.OutOfMemoryError):
+                if not named or isinstance(error, torch.OutOfMemoryError):
                     raise
                 raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
         recorded.append(loss.detach())
     losses = torch.stack(recorded).tolist() if recorded else []
-    seconds = time.perf_counter() - started
-    heldout = instance.evaluate(criterion)
-    return RunResult(seed, losses, seconds, evaluations, heldout)
+    return losses, evaluations, time.perf_counter() - started
 
 
 def environment(device: torch.device) -> dict:

@@ -1,0 +1,169 @@
+"""Training jobs: which runs each job holds, and the compact argument that describes them.
+
+Torch-free and cheap: Snakemake plans jobs with it in every invocation, and
+``train.py`` expands the same argument back into runs.
+
+A job holds the runs of a set of cells (config ``job_scope``) for one block of
+seed values (config ``seeds_per_job``). Its command line must stay short
+whatever the job's size: Linux refuses a single argument over 128 KiB
+(MAX_ARG_STRLEN), and Snakemake runs a ``shell:`` command as one ``bash -c``
+argument, so listing a 10,000-run job's 20,000 paths would not run. The job
+argument therefore names the cells once (their variants' kwargs once per
+variant), the seeds as ranges, and the path patterns; ``expand`` turns it back
+into (spec, seed, TSV, sidecar) per run, the same paths the rule declares
+(tests/test_jobs.py checks both sides agree).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+# A job's key: the leading fields of (problem, loss, optimizer, variant) that
+# all its runs share. cell: one variant of one optimizer; optimizer: all its
+# variants; loss: every optimizer of one (problem, loss); problem: all of it.
+SCOPES = {"cell": 4, "optimizer": 3, "loss": 2, "problem": 1}
+FIELDS = ("problem", "loss", "optimizer", "variant")
+
+# Longest job argument allowed: well below MAX_ARG_STRLEN (131,072 bytes) to
+# leave room for the rest of the command line (paths of the script and log).
+MAX_ARGUMENT = 100_000
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training job: the cells it trains, for every seed of its block."""
+
+    key: tuple[str, ...]  # the shared leading fields of its cells
+    label: str  # its seed block's value range, e.g. "0-9"
+    cells: tuple  # settings.Cell, in configured order
+    seeds: tuple[int, ...]
+
+    @property
+    def runs(self) -> int:
+        return len(self.cells) * len(self.seeds)
+
+    def rule_name(self) -> str:
+        """train_<key joined by _>_seeds_<label>; plan() makes clashing names unique."""
+        return self.name or "_".join(("train", *self.key, "seeds", self.label))
+
+    name: str = ""  # set by plan() only where two jobs' default names clash
+
+    def log(self, kind: str = "logs", suffix: str = ".log") -> str:
+        """Where its log (or benchmark) goes: results/<kind>/train/<key...>/seeds<label><suffix>."""
+        return "/".join(("results", kind, "train", *self.key, f"seeds{self.label}{suffix}"))
+
+
+def plan(cells, blocks, scope: str) -> list[Job]:
+    """The jobs of a grid: ``cells`` grouped by the first SCOPES[scope] fields, one job
+    per group and seed block, groups in the order their first cell appears."""
+    width = SCOPES[scope]
+    groups: dict[tuple, list] = {}
+    for cell in cells:
+        groups.setdefault(tuple(getattr(cell, f) for f in FIELDS[:width]), []).append(cell)
+    planned = [
+        Job(key, block.label, tuple(members), tuple(block.seeds))
+        for key, members in groups.items()
+        for block in blocks
+    ]
+    # Names may contain "_", so problem a_b with loss c and problem a with loss
+    # b_c would share a rule name: the later job gets a numbered one.
+    seen: set[str] = set()
+    for index, job in enumerate(planned):
+        name = job.rule_name()
+        if name in seen:
+            name = f"{name}_{index}"
+            planned[index] = Job(job.key, job.label, job.cells, job.seeds, name)
+        seen.add(name)
+    return planned
+
+
+def seed_ranges(seeds) -> str:
+    """Seeds as comma-separated ranges: (0, 1, 2, 5) -> "0-2,5"."""
+    ordered = sorted(set(int(s) for s in seeds))
+    parts, start = [], None
+    for position, seed in enumerate(ordered):
+        if start is None:
+            start = seed
+        last = position + 1 == len(ordered) or ordered[position + 1] != seed + 1
+        if last:
+            parts.append(str(start) if start == seed else f"{start}-{seed}")
+            start = None
+    return ",".join(parts)
+
+
+def parse_seed_ranges(text: str) -> list[int]:
+    seeds = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        seeds.extend(range(int(first), int(last or first) + 1))
+    return seeds
+
+
+def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -> str:
+    """The JSON a training job receives: everything ``expand`` needs, each thing once."""
+    problems, losses, optimizers = {}, {}, {}
+    listed = []
+    for cell in cells:
+        spec = experiment.run_spec(cell)
+        problems[cell.problem] = {"problem": spec["problem"], "steps": spec["steps"]}
+        losses[cell.loss] = spec["loss"]
+        entry = optimizers.setdefault(
+            cell.optimizer,
+            {"name": spec["optimizer"]["name"], "class": spec["optimizer"]["class"], "v": {}},
+        )
+        entry["v"][cell.variant] = spec["optimizer"]["kwargs"]
+        listed.append([cell.problem, cell.loss, cell.optimizer, cell.variant])
+    return json.dumps(
+        {
+            "device": experiment.device,
+            "problems": problems,
+            "losses": losses,
+            "optimizers": optimizers,
+            "cells": listed,
+            "seeds": seed_ranges(seeds),
+            "tsv": tsv_pattern,
+            "sidecar": sidecar_pattern,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    spec: dict  # the cell's settings, as settings.Experiment.run_spec gives them
+    seed: int
+    tsv: str
+    sidecar: str
+
+
+def expand(text: str) -> list[Run]:
+    """A job argument's runs: cell by cell in the order given, each cell's seeds ascending."""
+    job = json.loads(text)
+    runs = []
+    for problem, loss, optimizer, variant in job["cells"]:
+        entry = job["optimizers"][optimizer]
+        spec = {
+            "problem": job["problems"][problem]["problem"],
+            "steps": job["problems"][problem]["steps"],
+            "loss": job["losses"][loss],
+            "optimizer": {
+                "name": entry["name"],
+                "class": entry["class"],
+                "kwargs": entry["v"][variant],
+            },
+            "variant": variant,
+            "device": job["device"],
+        }
+        fields = {"problem": problem, "loss": loss, "optimizer": optimizer, "variant": variant}
+        for seed in parse_seed_ranges(job["seeds"]):
+            runs.append(
+                Run(
+                    spec,
+                    seed,
+                    job["tsv"].format(seed=seed, **fields),
+                    job["sidecar"].format(seed=seed, **fields),
+                )
+            )
+    return runs
