@@ -59,12 +59,13 @@ def test_default_grid_dry_run_schedules_one_training_job_per_loss(workdir):
     assert planned_jobs(process) == {
         "train_linear_mse_seeds_0-9": 1,
         "train_linear_l1_seeds_0-9": 1,
-        "summarize_cell": 8,
+        "summarize_evaluation_linear_mse": 1,
+        "summarize_evaluation_linear_l1": 1,
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
         "all": 1,
-        "total": 15,
+        "total": 8,
     }
 
 

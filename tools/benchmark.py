@@ -83,17 +83,17 @@ IN_PROCESS = textwrap.dedent(
             runs.append(stem + ".tsv")
     pattern = out + "/runs/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seed{{seed}}.tsv"
     steps = next(iter(experiment.problems.values())).steps
-    # summarize.py's and plot.py's library calls (the lead keeps these in step
-    # with the analysis scripts).
-    summary.summarize_runs(runs, pattern, steps, out + "/summary")
-    table = summary.selected_rows(figures.read_table(out + "/summary/steps.tsv"),
-                                  figures.read_table(out + "/summary/selection.tsv"))
-    panels = list(dict.fromkeys((c.problem, c.loss) for c in experiment.cells()))
-    for problem, loss in panels:
-        paths = [f"{{out}}/{{problem}}-{{loss}}.png", f"{{out}}/{{problem}}-{{loss}}.svg"]
-        figures.plot_loss(table, loss, experiment.band, paths, problem)
-    figures.plot_overview(table, panels, experiment.band,
-                          [out + "/overview.png", out + "/overview.svg"])
+    # What the summary jobs, summarize.py and plot.py call (the same entry points).
+    from optbench import analysis, analysis_context, cells
+    pairs = list(dict.fromkeys((c.problem, c.loss) for c in experiment.cells()))
+    texts = {{f"{{p}}/{{l}}": analysis_context.threshold_text(experiment.thresholds, p, l)
+             for p, l in pairs}}
+    levels = {{(p, l): cells.Threshold.parse(texts[f"{{p}}/{{l}}"]) for p, l in pairs}}
+    cell_paths = summary.summarize_cells(runs, pattern, steps, out + "/summary", threshold=levels)
+    context = analysis_context.context_for(experiment, texts).as_dict()
+    tables = analysis.build_tables(cell_paths, (), context)
+    analysis.write_tables(tables, out + "/summary")
+    figures.draw_all(tables, out + "/figures", experiment.band)
     """
 )
 

@@ -4,6 +4,7 @@ import hashlib
 import re
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -93,6 +94,57 @@ THRESHOLDS = {
 ANALYSIS_CONTEXT = context_for(EXPERIMENT, THRESHOLDS).as_dict()
 # Jobs of a job_scope coarser than one cell; each gets its own rule (train.smk).
 TRAINING_JOBS = EXPERIMENT.training_jobs() if EXPERIMENT.job_scope != "cell" else []
+
+
+@dataclass(frozen=True)
+class SummaryJob:
+    """One job summarising, for one seed role, the cells a training job of the
+    configured job_scope holds (all seed blocks together): a packed grid is then
+    a few summary jobs, not one per cell (Snakemake spends ~0.25 s on each job
+    it schedules, more than a cell's summary costs)."""
+
+    name: str
+    role: str
+    key: tuple
+    cells: tuple
+
+
+def _summary_jobs():
+    if EXPERIMENT.job_scope == "cell":
+        return []  # one wildcard rule, one job per cell and role (summarize.smk)
+    groups = {}
+    for training_job in TRAINING_JOBS:
+        groups.setdefault(training_job.key, dict.fromkeys(training_job.cells))
+    planned, seen = [], set()
+    for role, seeds in ROLES.items():
+        for key, members in groups.items():
+            name = "_".join(("summarize", role, *key))
+            name = name if name not in seen else f"{name}_{len(seen)}"
+            seen.add(name)
+            planned.append(SummaryJob(name, role, key, tuple(members)))
+    return [job for job in planned if ROLES[job.role]]
+
+
+SUMMARY_JOBS = _summary_jobs()
+
+
+def summary_job_files(job, pattern):
+    """The files of a summary job's cells for its role's seeds (its runs or sidecars)."""
+    return [
+        pattern.format(seed=seed, **vars(cell)) for cell in job.cells for seed in ROLES[job.role]
+    ]
+
+
+def summary_job_argument(job):
+    cells_settings = [
+        (
+            vars(cell),
+            EXPERIMENT.problems[cell.problem].steps,
+            THRESHOLDS[f"{cell.problem}/{cell.loss}"],
+        )
+        for cell in job.cells
+    ]
+    return jobs.summary_argument(cells_settings, ROLES[job.role], RUN_TSV, CELL_SUMMARY, job.role)
 
 
 def cell_spec(wildcards):
@@ -292,6 +344,11 @@ SUMMARIZE_CELL = (
     f" --pattern {_RUN_PATTERN_ARGUMENT} --steps {{params.steps}} "
     + " ".join(f"--cell {field}={{wildcards.{field}:q}}" for field in CELL_FIELDS)
     + " --threshold {params.threshold:q} --out {output:q} {input.runs:q} > {log:q} 2>&1"
+)
+# Several cells at once (packed layouts): cells, seeds and path patterns as JSON.
+SUMMARIZE_GROUP = (
+    f"{shlex.quote(PYTHON)} {shlex.quote(str(SCRIPTS / 'summarize_cell.py'))}"
+    " --group {params.group:q} > {log:q} 2>&1"
 )
 
 # Conda environments (used under --use-conda), relative to this directory like

@@ -1,31 +1,65 @@
 # Analysis in two steps: a summary per grid cell and seed role, reading only
 # that cell's runs (TSVs and sidecars, once: per-step statistics and per-run
-# metrics; adding a seed re-summarises only the cells it touches), then ONE
-# job computing every table from the cell summaries (optbench.analysis).
+# metrics), made by one job per cell (job_scope cell: adding a seed
+# re-summarises only the cells it touches) or by one job per training job's
+# group of cells (coarser scopes: few jobs on large grids); then ONE job
+# computing every table from the cell summaries (optbench.analysis).
 # Both are light, so they run on the submitting host.
 
 
 localrules:
-    summarize_cell,
     summarize,
 
 
-rule summarize_cell:
-    input:
-        runs=cell_runs,
-        sidecars=cell_sidecars,
-    output:
-        CELL_SUMMARY,
-    log:
-        "results/logs/summarize/{role}/{problem}/{loss}/{optimizer}/{variant}.log",
-    conda:
-        ANALYSIS_ENV
-    params:
-        steps=cell_steps,
-        threshold=cell_threshold,
-        code=CELL_SUMMARY_CODE,
-    shell:
-        SUMMARIZE_CELL
+if EXPERIMENT.job_scope == "cell":
+
+    rule summarize_cell:
+        input:
+            runs=cell_runs,
+            sidecars=cell_sidecars,
+        output:
+            CELL_SUMMARY,
+        log:
+            "results/logs/summarize/{role}/{problem}/{loss}/{optimizer}/{variant}.log",
+        localrule: True
+        conda:
+            ANALYSIS_ENV
+        params:
+            steps=cell_steps,
+            threshold=cell_threshold,
+            code=CELL_SUMMARY_CODE,
+        shell:
+            SUMMARIZE_CELL
+
+else:
+
+    # Packed layouts: one summary job per seed role and training job's group
+    # of cells (e.g. per (problem, loss)), named like summarize_evaluation_linear_mse.
+    for summary_job in SUMMARY_JOBS:
+
+        rule:
+            name:
+                summary_job.name
+            input:
+                runs=summary_job_files(summary_job, RUN_TSV),
+                sidecars=summary_job_files(summary_job, RUN_SIDECAR),
+            output:
+                [
+                    CELL_SUMMARY.format(role=summary_job.role, **vars(cell))
+                    for cell in summary_job.cells
+                ],
+            log:
+                "/".join(("results/logs/summarize", summary_job.role, *summary_job.key)) + ".log",
+            localrule: True
+            conda:
+                ANALYSIS_ENV
+            params:
+                # A function: a plain string would be formatted as a wildcard
+                # pattern (the argument holds the path patterns' braces).
+                group=lambda wildcards, text=summary_job_argument(summary_job): text,
+                code=CELL_SUMMARY_CODE,
+            shell:
+                SUMMARIZE_GROUP
 
 
 rule summarize:

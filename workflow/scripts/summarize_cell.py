@@ -1,4 +1,4 @@
-"""Rule summarize_cell: one grid cell's runs -> its per-step statistics and per-run finals.
+"""Rules summarize_*: grid cells' runs -> each cell's per-step statistics and per-run metrics.
 
 Called as a plain command, not through ``script:``: one job per cell runs on
 the submitting host, and this way a job imports numpy only
@@ -9,6 +9,12 @@ the submitting host, and this way a job imports numpy only
         --steps 40 --cell problem=linear --cell loss=mse --cell optimizer=sgd \
         --cell variant=base --threshold relative:0.001 --out CELL.json RUN.tsv [RUN.tsv ...]
 
+or, for a job summarising several cells (packed layouts: one job per training
+job's group of cells, so a large grid is not hundreds of tiny jobs):
+
+    python summarize_cell.py --group JSON
+
+where JSON is ``cells.group_argument``'s (cells, seeds and path patterns).
 The cell's identity is checked against every run's path (fields of the pattern);
 each run's sidecar (``seed{N}.json`` beside its TSV) is read for held-out values.
 """
@@ -16,7 +22,7 @@ each run's sidecar (``seed{N}.json`` beside its TSV) is read for held-out values
 import argparse
 import sys
 
-from optbench import cells, runfiles
+from optbench import cells, jobs, runfiles
 
 
 def field_value(text: str) -> tuple[str, str]:
@@ -28,12 +34,12 @@ def field_value(text: str) -> tuple[str, str]:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", required=True, help="the run-path pattern, {field} per field")
-    parser.add_argument("--steps", type=int, required=True, help="steps every run must have")
+    parser.add_argument("--group", help="several cells at once (jobs.summary_argument's JSON)")
+    parser.add_argument("--pattern", help="the run-path pattern, {field} per field")
+    parser.add_argument("--steps", type=int, help="steps every run must have")
     parser.add_argument(
         "--cell",
         action="append",
-        required=True,
         type=field_value,
         metavar="FIELD=VALUE",
         help="the cell, one field each",
@@ -43,23 +49,38 @@ def parse_args(argv=None):
         default="relative:0.001",
         help="steps-to-threshold level: relative:X (X times the initial loss) or absolute:X",
     )
-    parser.add_argument("--out", required=True, help="the cell summary (JSON) to write")
-    parser.add_argument("runs", nargs="+", help="the cell's run TSVs")
-    return parser.parse_args(argv)
+    parser.add_argument("--out", help="the cell summary (JSON) to write")
+    parser.add_argument("runs", nargs="*", help="the cell's run TSVs")
+    args = parser.parse_args(argv)
+    single = (args.pattern, args.steps, args.cell, args.out, args.runs or None)
+    if args.group is None and None in single:
+        parser.error("give --group, or --pattern, --steps, --cell, --out and the run TSVs")
+    if args.group is not None and any(value is not None for value in single):
+        parser.error("--group names its cells, runs and outputs itself; give nothing else")
+    return args
+
+
+def tasks(args) -> tuple[str, list[jobs.SummaryTask]]:
+    """The run-path pattern and the cells to summarise."""
+    if args.group is not None:
+        return jobs.expand_summary(args.group)
+    return args.pattern, [
+        jobs.SummaryTask(dict(args.cell), args.steps, args.threshold, args.runs, args.out)
+    ]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    identity = dict(args.cell)
     try:
-        threshold = cells.Threshold.parse(args.threshold)
-        cell = cells.read_cell(args.runs, args.pattern, identity, args.steps)
-        summary = cells.cell_summary(cell, threshold)
+        pattern, todo = tasks(args)
+        for task in todo:
+            cell = cells.read_cell(task.runs, pattern, task.identity, task.steps)
+            summary = cells.cell_summary(cell, cells.Threshold.parse(task.threshold))
+            runfiles.write_text_atomic(task.out, cells.format_cell_summary(summary))
+            print(f"{len(cell.seeds)} runs of {cell.identity} -> {task.out}", file=sys.stderr)
     except (cells.CellError, runfiles.RunFileError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    runfiles.write_text_atomic(args.out, cells.format_cell_summary(summary))
-    print(f"{len(cell.seeds)} runs of {cell.identity} -> {args.out}", file=sys.stderr)
     return 0
 
 

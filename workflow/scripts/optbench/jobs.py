@@ -167,3 +167,55 @@ def expand(text: str) -> list[Run]:
                 )
             )
     return runs
+
+
+# ------------------------------------- summary jobs: several cells at once
+
+
+@dataclass(frozen=True)
+class SummaryTask:
+    """One cell of a summary job: its runs, what they must hold, where its summary goes."""
+
+    identity: dict[str, str]
+    steps: int
+    threshold: str  # cells.Threshold's command-line form, e.g. relative:0.001
+    runs: list[str]
+    out: str
+
+
+def summary_argument(cells, seeds, run_pattern: str, out_pattern: str, role: str) -> str:
+    """The JSON a summary job of several cells receives: each cell once (identity,
+    steps, threshold), the seeds once and the path patterns, never every path
+    (the same 128 KiB limit as a training job's command).
+
+    ``cells``: (identity dict, steps, threshold text) per cell.
+    """
+    listed = [[identity, int(steps), str(threshold)] for identity, steps, threshold in cells]
+    return json.dumps(
+        {
+            "cells": listed,
+            "seeds": seed_ranges(seeds),
+            "runs": run_pattern,
+            "out": out_pattern,
+            "role": role,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def expand_summary(text: str) -> tuple[str, list[SummaryTask]]:
+    """The run-path pattern and the cells of ``summary_argument``'s JSON, with their paths."""
+    group = json.loads(text)
+    seeds = parse_seed_ranges(group["seeds"])
+    tasks = [
+        SummaryTask(
+            dict(identity),
+            steps,
+            threshold,
+            [group["runs"].format(seed=seed, **identity) for seed in seeds],
+            group["out"].format(role=group["role"], **identity),
+        )
+        for identity, steps, threshold in group["cells"]
+    ]
+    return group["runs"], tasks
