@@ -256,7 +256,12 @@ def test_training_rule_resolves_to_the_configured_env(tmp_path, overrides, expec
     assert all(paths == [str(expected.resolve())] for paths in train.values()), train
     if overrides.get("seeds_per_job") == 2:
         assert len(train) == 10  # one job per loss (2) x seeds 0..9 in blocks of two
-    for rule in ("summarize_cell", "summarize", "plot_curves", "plot_analysis"):
+    summaries = [rule for rule in envs if rule.startswith("summarize_")]
+    assert sorted(summaries) == [
+        "summarize_evaluation_linear_l1",
+        "summarize_evaluation_linear_mse",
+    ]
+    for rule in (*summaries, "summarize", "plot_curves", "plot_analysis"):
         assert envs[rule] == [str(ANALYSIS.resolve())]
     assert envs["all"] == [None]  # no command, no env
 

@@ -14,7 +14,7 @@ import yaml
 from test_scale import assert_command_expands_to_outputs
 
 from conftest import CONFIGS, REPO, SCHEMA, TRAIN_SCRIPT, planned_jobs, snakemake
-from optbench import grid, jobs, settings, training
+from optbench import grid, jobs, runfiles, settings, training
 from test_training import ARTICLE_LOSSES, article_loop, article_tsv
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -328,3 +328,94 @@ def test_values_torch_refuses_fail_a_batched_job_naming_the_entry(tmp_path, entr
     assert process.returncode == 2
     assert message in process.stderr and "Traceback" not in process.stderr, process.stderr
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+# --- summary jobs of several cells --------------------------------------------
+
+RUN_TSV = "results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
+CELL_SUMMARY = "results/summary/cells/{role}/{problem}/{loss}/{optimizer}/{variant}.json"
+SUMMARIZE_SCRIPT = REPO / "workflow" / "scripts" / "summarize_cell.py"
+
+
+def test_summary_argument_expands_to_each_cells_runs_settings_and_summary():
+    first = {"problem": "linear", "loss": "mse", "optimizer": "sgd", "variant": "lr0.1"}
+    second = {"problem": "quad", "loss": "l1", "optimizer": "adam", "variant": "base"}
+    text = jobs.summary_argument(
+        [(first, 40, "relative:0.001"), (second, 7, "absolute:1e-06")],
+        [1000, 1001, 1002, 1004],
+        RUN_TSV,
+        CELL_SUMMARY,
+        "tuning",
+    )
+    pattern, tasks = jobs.expand_summary(text)
+    assert pattern == RUN_TSV
+    assert [(t.identity, t.steps, t.threshold) for t in tasks] == [
+        (first, 40, "relative:0.001"),
+        (second, 7, "absolute:1e-06"),
+    ]
+    assert tasks[0].runs == [
+        f"results/runs/linear/mse/sgd/lr0.1/seed{seed}.tsv" for seed in (1000, 1001, 1002, 1004)
+    ]
+    assert tasks[1].runs[-1] == "results/runs/quad/l1/adam/base/seed1004.tsv"
+    assert tasks[0].out == "results/summary/cells/tuning/linear/mse/sgd/lr0.1.json"
+    assert tasks[1].out == "results/summary/cells/tuning/quad/l1/adam/base.json"
+
+
+def test_a_summary_job_of_several_cells_writes_what_one_job_per_cell_writes(tmp_path):
+    """The packed layouts' summary job (--group) and the per-cell one read the same
+    runs into the same bytes, each cell with its own steps and threshold."""
+    cells = [
+        ({"problem": "linear", "loss": "mse", "optimizer": "sgd", "variant": "base"}, 6),
+        ({"problem": "linear", "loss": "mse", "optimizer": "adam", "variant": "lr0.1"}, 6),
+        ({"problem": "rosen", "loss": "objective", "optimizer": "sgd", "variant": "base"}, 4),
+    ]
+    thresholds = {"linear": "relative:0.5", "rosen": "absolute:0.9"}
+    seeds = [3, 4, 7]
+    rng = torch.Generator().manual_seed(5)
+    for index, (identity, steps) in enumerate(cells):
+        for seed in seeds:
+            losses = (torch.rand(steps, generator=rng, dtype=torch.float64) * 2).tolist()
+            losses[-1] = math.inf if (index, seed) == (1, 4) else losses[-1]
+            stem = tmp_path / RUN_TSV.format(seed=seed, **identity).removesuffix(".tsv")
+            runfiles.write_run(
+                f"{stem}.tsv",
+                losses,
+                f"{stem}.json",
+                {"heldout": {"loss": 0.25 * seed, "accuracy": 0.5}},
+                [1 + seed % 2] * steps,
+            )
+    one_by_one = tmp_path / "one"
+    for identity, steps in cells:
+        runs = [RUN_TSV.format(seed=seed, **identity) for seed in seeds]
+        out = one_by_one / CELL_SUMMARY.format(role="evaluation", **identity)
+        subprocess.run(
+            [sys.executable, SUMMARIZE_SCRIPT, "--pattern", RUN_TSV, "--steps", str(steps)]
+            + [f"--cell={field}={value}" for field, value in identity.items()]
+            + ["--threshold", thresholds[identity["problem"]], "--out", str(out), *runs],
+            cwd=tmp_path,
+            check=True,
+        )
+    group = jobs.summary_argument(
+        [(identity, steps, thresholds[identity["problem"]]) for identity, steps in cells],
+        seeds,
+        RUN_TSV,
+        "grouped/" + CELL_SUMMARY,
+        "evaluation",
+    )
+    subprocess.run([sys.executable, SUMMARIZE_SCRIPT, "--group", group], cwd=tmp_path, check=True)
+    written = sorted(p.relative_to(one_by_one) for p in one_by_one.rglob("*.json"))
+    assert len(written) == 3
+    for path in written:
+        grouped = tmp_path / "grouped" / path
+        assert grouped.read_bytes() == (one_by_one / path).read_bytes(), path
+    summary = json.loads((one_by_one / written[0]).read_text())
+    assert summary["runs"]["seed"] == seeds
+
+
+def test_summary_script_refuses_mixed_arguments(tmp_path):
+    process = subprocess.run(
+        [sys.executable, SUMMARIZE_SCRIPT, "--group", "{}", "--steps", "3"],
+        capture_output=True,
+        text=True,
+    )
+    assert process.returncode == 2 and "give nothing else" in process.stderr

@@ -145,13 +145,22 @@ def test_ten_thousand_run_grid_dry_runs(tmp_path, per_job, scope, train_jobs):
     process = snakemake(tmp_path, "-n", *printed, *args, configfile=config)
     jobs = planned_jobs(process)
     assert {k: v for k, v in jobs.items() if k.startswith("train")} == train_jobs
-    assert jobs["summarize_cell"] == 100 and jobs["summarize"] == 1
+    # Cell summaries: one job per cell with job_scope cell, else one per
+    # training job's group of cells (here the one problem) and seed role.
+    summaries = {k: v for k, v in jobs.items() if k.startswith("summarize_")}
+    assert summaries == (
+        {"summarize_cell": 100} if scope == "cell" else {"summarize_evaluation_linear": 1}
+    )
+    assert jobs["summarize"] == 1
     assert jobs["plot_curves"] == 1 and jobs["plot_analysis"] == 1  # one job each, any grid
     if scope == "problem":
         # One job of 10,000 runs: its command stays far below Linux's 128 KiB per
         # argument (bash -c gets the whole command), and the runs it expands to
         # are exactly the outputs the rule declares.
         assert_command_expands_to_outputs(process.stdout + process.stderr, runs=10_000)
+        # Its summary job reads all 10,000 runs; its command names patterns too.
+        (command,) = [line for line in process.stdout.splitlines() if "summarize_cell.py" in line]
+        assert "--group" in command and len(command.encode()) < 16_384, len(command)
 
 
 def assert_command_expands_to_outputs(text, runs):
