@@ -68,12 +68,20 @@ ENGINE_LINE = re.compile(r"engine (batched|loop): (\d+) run\(s\) of linear/(\w+)
 
 
 def assert_job_log(
-    workdir, log, cells, seeds, steps, device="cpu", engine="batched", requested=None
+    workdir,
+    log,
+    cells,
+    seeds,
+    steps,
+    device="cpu",
+    engine="batched",
+    requested=None,
+    manifest=None,
 ):
     """A training job's log says what ran: its cells ((loss, optimizer) pairs of
     the linear problem, base variants), its seeds, the device, the engine of
-    each (loss, optimizer) group, and per run the final loss (the article
-    loop's, exactly), time and files, in that order."""
+    each (loss, optimizer) group, per run the final loss (the article loop's,
+    exactly), time and files, in that order, then its manifest if it writes one."""
     lines = (workdir / log).read_text().splitlines()
     assert lines, f"{log} is empty"
     for line, (loss, optimizer) in zip(lines, cells, strict=False):
@@ -102,6 +110,9 @@ def assert_job_log(
             assert meta["engine"] == engine, meta["engine_reason"]
         rest = rest[1 + len(seeds) :]
     runs = len(cells) * len(seeds)
+    if manifest:  # a packed job of a coarser scope lists what it wrote, last
+        assert rest[0] == f"manifest: {manifest}", rest
+        rest = rest[1:]
     assert len(rest) == 1 and re.fullmatch(rf"done: {runs} run\(s\) in [0-9.]+ s", rest[0]), rest
 
 

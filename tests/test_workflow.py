@@ -1,5 +1,6 @@
 """The workflow as users run it: dry runs, lint, style, and a tiny end-to-end run."""
 
+import hashlib
 import json
 import math
 import shutil
@@ -84,7 +85,10 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
     for loss in ("mse", "l1"):
         cells = [(loss, optimizer) for optimizer in optimizers]
         log = f"results/logs/train/linear/{loss}/seeds0-9.log"
-        assert_job_log(tmp_path, log, cells, list(range(10)), 40, requested="auto")
+        manifest = f"results/manifests/train/linear/{loss}/seeds0-9.tsv"
+        assert_job_log(
+            tmp_path, log, cells, list(range(10)), 40, requested="auto", manifest=manifest
+        )
         for optimizer in optimizers:
             for seed in range(10):
                 stem = tmp_path / f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}"
@@ -97,6 +101,33 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
                 assert (meta["engine"], details["runs"], details["variants"]) == ("batched", 10, 1)
                 assert details["forward"] == "bmm" and details["kernels_exact"] is True
     assert (tmp_path / "results/summary/leaderboard.tsv").exists()
+    # Each job's manifest lists its 40 runs with the SHA-256 of each TSV.
+    for loss in ("mse", "l1"):
+        manifest = tmp_path / f"results/manifests/train/linear/{loss}/seeds0-9.tsv"
+        lines = manifest.read_text().splitlines()
+        assert lines[0] == "tsv\tsidecar\ttsv_sha256" and len(lines) == 41
+        listed = {}
+        for line in lines[1:]:
+            tsv, sidecar, digest = line.split("\t")
+            assert sidecar == tsv.removesuffix(".tsv") + ".json"
+            listed[tsv] = digest
+        runs = sorted((tmp_path / f"results/runs/linear/{loss}").rglob("*.tsv"))
+        assert sorted(listed) == [str(p.relative_to(tmp_path)) for p in runs]
+        for path in runs:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            assert listed[str(path.relative_to(tmp_path))] == digest
+    # A lost run re-runs its job (not the other loss's), then that loss's summaries.
+    (tmp_path / "results/runs/linear/l1/adam/base/seed3.json").unlink()
+    planned = planned_jobs(snakemake(tmp_path, "-n"))
+    assert planned == {
+        "train_linear_l1_seeds_0-9": 1,
+        "summarize_evaluation_linear_l1": 1,
+        "summarize": 1,
+        "plot_curves": 1,
+        "plot_analysis": 1,
+        "all": 1,
+        "total": 6,
+    }
 
 
 def dry_run_output(text):

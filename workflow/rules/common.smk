@@ -1,6 +1,7 @@
 # Configuration check, grid and paths shared by all rules. Runs in every
 # snakemake invocation, so it stays torch-free and does no per-job work.
 import hashlib
+import os
 import re
 import shlex
 import sys
@@ -128,10 +129,15 @@ def _summary_jobs():
 SUMMARY_JOBS = _summary_jobs()
 
 
-def summary_job_files(job, pattern):
-    """The files of a summary job's cells for its role's seeds (its runs or sidecars)."""
+def summary_job_manifests(job):
+    """The manifests of the training jobs that hold a summary job's cells (every seed
+    block). Inputs of a few files, not the thousands of runs they list: Snakemake's
+    planning and bookkeeping time grows with inputs x outputs per job (about 15 s
+    for one summary job of tuned.yaml reading its runs directly)."""
     return [
-        pattern.format(seed=seed, **vars(cell)) for cell in job.cells for seed in ROLES[job.role]
+        training_job.log("manifests", ".tsv")
+        for training_job in TRAINING_JOBS
+        if training_job.key == job.key
     ]
 
 
@@ -306,7 +312,26 @@ def final_outputs():
     # for. The tables are inputs of the figures, so they are made without
     # being listed here (which keeps a dry run's lines shorter).
     figures = overview_figures() + loss_figures() + analysis_figures()
-    return [LEADERBOARD] + figures + lost_cell_summaries()
+    return [LEADERBOARD] + figures + lost_cell_summaries() + lost_runs()
+
+
+def lost_runs():
+    """Run files missing while the manifest of their packed training job exists.
+
+    The summary jobs of packed layouts take the manifests as input, not the runs,
+    so nothing would ask for a deleted run file again; asked for as a target, it
+    makes its training job run again, and the summaries after it."""
+    lost = []
+    for training_job in TRAINING_JOBS:
+        if Path(training_job.log("manifests", ".tsv")).exists():
+            for cell in training_job.cells:
+                for seed in training_job.seeds:
+                    fields = vars(cell)
+                    for pattern in (RUN_TSV, RUN_SIDECAR):
+                        path = pattern.format(seed=seed, **fields)
+                        if not os.path.exists(path):
+                            lost.append(path)
+    return lost
 
 
 def _python():
@@ -333,6 +358,9 @@ TRAIN_ONE_SEED = (
     " {output.sidecar:q} > {log:q} 2>&1"
 )
 TRAIN_PACKED = f"{_TRAIN} --job {{params.job:q}} > {{log:q}} 2>&1"
+TRAIN_PACKED_WITH_MANIFEST = (
+    f"{_TRAIN} --job {{params.job:q}} --manifest {{output.manifest:q}} > {{log:q}} 2>&1"
+)
 
 # Per-cell summary: a plain command too, so that a job imports numpy and
 # scipy.special only. The cell's identity is passed to be checked against

@@ -35,14 +35,16 @@ else:
 
     # Packed layouts: one summary job per seed role and training job's group
     # of cells (e.g. per (problem, loss)), named like summarize_evaluation_linear_mse.
+    # Its input is the manifests of the training jobs of those cells: a deleted
+    # or changed run re-runs its training job (a job with a missing output
+    # runs again), whose new manifest then re-runs the summaries.
     for summary_job in SUMMARY_JOBS:
 
         rule:
             name:
                 summary_job.name
             input:
-                runs=summary_job_files(summary_job, RUN_TSV),
-                sidecars=summary_job_files(summary_job, RUN_SIDECAR),
+                summary_job_manifests(summary_job),
             output:
                 [
                     CELL_SUMMARY.format(role=summary_job.role, **vars(cell))

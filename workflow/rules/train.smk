@@ -14,7 +14,10 @@
 # block, e.g. train_linear_mse_seeds_0-9. Blocks follow seed values, not
 # positions, so adding a seed re-runs only the block it falls in. A packed
 # job's command names its cells and seeds once and the path patterns, never
-# every path (common.smk job_argument). The command lines are in common.smk.
+# every path (common.smk job_argument), and a job of a coarser scope writes a
+# manifest of its runs last (results/manifests/train/...), which its summary
+# jobs take as input instead of thousands of run files. The command lines are
+# in common.smk.
 
 
 if EXPERIMENT.job_scope == "cell" and EXPERIMENT.seeds_per_job == 1:
@@ -81,6 +84,7 @@ else:
                     for cell in job.cells
                     for seed in job.seeds
                 ],
+                manifest=job.log("manifests", ".tsv"),
             log:
                 job.log(),
             benchmark:
@@ -95,4 +99,4 @@ else:
                 # pattern (the argument holds the path patterns' braces).
                 job=lambda wildcards, text=job_argument(job.cells, job.seeds): text,
             shell:
-                TRAIN_PACKED
+                TRAIN_PACKED_WITH_MANIFEST

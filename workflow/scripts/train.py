@@ -39,6 +39,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--run", nargs=3, action="append", default=[], metavar=("SEED", "TSV", "SIDECAR")
     )
+    parser.add_argument(
+        "--manifest", help="with --job: after every run, list the files written here"
+    )
     parser.add_argument("--engine", choices=("auto", "batched", "loop"), default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
@@ -237,6 +240,9 @@ def main(argv=None) -> int:
             seed = getattr(error, "seed", None)
             print(f"error: {'' if seed is None else f'seed {seed}: '}{error}", file=log)
             return 2
+    if args.manifest:
+        runfiles.write_manifest(args.manifest, [(run.tsv, run.sidecar) for run in runs])
+        print(f"manifest: {args.manifest}", file=log, flush=True)
     print(f"done: {len(runs)} run(s) in {time.perf_counter() - started:.3f} s", file=log)
     return 0
 

@@ -6,6 +6,7 @@ returns plain lists that the summary code turns into arrays.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -139,3 +140,23 @@ def read_run_columns(
 def read_run(path: str | os.PathLike, steps: int | None = None) -> list[float]:
     """The losses of one run TSV, checked line by line."""
     return read_run_columns(path, steps)[0]
+
+
+MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256"
+
+
+def write_manifest(path, runs) -> None:
+    """A packed training job's last output: one line per run it wrote (TSV path,
+    sidecar path, SHA-256 of the TSV's bytes), header ``MANIFEST_HEADER``.
+
+    The summary jobs of packed layouts take the manifests as input rather than
+    thousands of run files (Snakemake's planning and bookkeeping cost grows with
+    inputs x outputs per job); written last, a manifest exists only when every
+    run of its job does, and it records what the runs held when they were made.
+    ``runs``: (tsv path, sidecar path) pairs.
+    """
+    lines = [MANIFEST_HEADER]
+    for tsv, sidecar in runs:
+        digest = hashlib.sha256(Path(tsv).read_bytes()).hexdigest()
+        lines.append(f"{tsv}\t{sidecar}\t{digest}")
+    write_text_atomic(path, "\n".join(lines) + "\n")
