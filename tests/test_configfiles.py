@@ -102,9 +102,9 @@ def test_only_schedules_exactly_the_chosen_cells(project_dir):
     )
     assert planned_runs(process) == {"results/runs/linear/l1/adam/base/seed7.tsv"}
     text = process.stdout + process.stderr
-    assert (
-        "input: results/runs/linear/l1/adam/base/seed7.tsv\n" in text
-    )  # the summary reads that run only
+    # The summary job waits for that job's manifest and summarises that cell only.
+    assert "input: results/manifests/train/linear/l1/seeds0-9.tsv\n" in text
+    assert "output: results/summary/cells/evaluation/linear/l1/adam/base.json\n" in text
     assert "results/figures/losses/linear/mse" not in text
 
 

@@ -172,6 +172,9 @@ def assert_command_expands_to_outputs(text, runs):
     (rule,) = [i for i, line in enumerate(lines) if line.startswith("rule train")]
     outputs = next(line.strip() for line in lines[rule:] if line.strip().startswith("output: "))
     declared = outputs.removeprefix("output: ").split(", ")
+    manifests = [path for path in declared if path.startswith("results/manifests/train/")]
+    assert len(manifests) == 1 and f"--manifest {manifests[0]}" in command, manifests
+    declared.remove(manifests[0])
     tsvs = [run.tsv for run in expanded]
     assert len(tsvs) == runs and len(set(tsvs)) == runs
     assert sorted(tsvs + [run.sidecar for run in expanded]) == sorted(declared)
