@@ -195,7 +195,22 @@ def test_grid_changes_from_the_command_line(workdir):
     # one job per loss (all seeds: one block spanning 0..5)
     jobs = {rule: n for rule, n in planned_jobs(process).items() if rule.startswith("train")}
     assert jobs == {"train_linear_mse_seeds_0-5": 1, "train_linear_l1_seeds_0-5": 1}
-    assert planned_jobs(process)["summarize_cell"] == 10
+    # Its ten cells (five optimizers x two losses) are summarised by one job per loss.
+    summaries = {
+        job["rule"]: job["output"].split(", ")
+        for job in planned_job_details(process)
+        if job["rule"].startswith("summarize_")
+    }
+    assert sorted(summaries) == [
+        "summarize_evaluation_linear_l1",
+        "summarize_evaluation_linear_mse",
+    ]
+    for loss in ("mse", "l1"):
+        optimizers = ("sgd", "momentum_sgd", "adam", "rmsprop", "adamw")
+        assert summaries[f"summarize_evaluation_linear_{loss}"] == [
+            f"results/summary/cells/evaluation/linear/{loss}/{optimizer}/base.json"
+            for optimizer in optimizers
+        ]
 
 
 def test_lint_is_clean():

@@ -109,6 +109,10 @@ class SummaryJob:
     key: tuple
     cells: tuple
 
+    @property
+    def log(self) -> str:
+        return str(Path("results", "logs", "summarize", self.role, *self.key)) + ".log"
+
 
 def _summary_jobs():
     if EXPERIMENT.job_scope == "cell":

@@ -51,7 +51,7 @@ else:
                     for cell in summary_job.cells
                 ],
             log:
-                "/".join(("results/logs/summarize", summary_job.role, *summary_job.key)) + ".log",
+                summary_job.log,
             localrule: True
             conda:
                 ANALYSIS_ENV
