@@ -314,3 +314,58 @@ def test_every_comparison_figure_gives_an_optimizer_the_same_colour(tmp_path, mo
     assert {matplotlib.colors.to_hex(c.get_facecolor()[0]) for c in points} == set(colours.values())
     for fig in drawn.values():
         plt.close(fig)
+
+
+def test_a_cell_job_reads_each_runs_evaluations_and_held_out_values(tmp_path):
+    """The per-run table takes the loss evaluations from the TSV's third column and
+    the held-out values from the sidecar beside it (none: NaN), seed by seed."""
+    pattern = str(
+        tmp_path / "{problem}" / "{loss}" / "{optimizer}" / "{variant}" / "seed{seed}.tsv"
+    )
+    identity = {"problem": "p", "loss": "mse", "optimizer": "lbfgs", "variant": "base"}
+    runs = {
+        # seed: (losses, evaluations per step, heldout)
+        4: (
+            [8.0, 4.0, 2.0, 1.0, 0.5],
+            [3, 5, 2, 4, 1],
+            {"heldout_loss": 0.5, "heldout_accuracy": 0.75},
+        ),
+        9: ([8.0, 8.0, 8.0, 8.0, 8.0], [1, 1, 1, 1, 1], None),
+        2: (
+            [6.0, 1.0, 0.5, 0.25, 0.1],
+            [2, 2, 7, 1, 1],
+            {"heldout_loss": 2.0, "heldout_accuracy": 0.125},
+        ),
+    }
+    paths = []
+    for seed, (losses, counts, heldout) in runs.items():
+        path = pattern.format(seed=seed, **identity)
+        runfiles.write_run(path, losses, path[:-4] + ".json", {"heldout": heldout}, counts)
+        paths.append(path)
+    cell = cells.read_cell(paths, pattern, identity, steps=5)
+    written = cells.run_table(cell, cells.Threshold(0.25, relative=True))
+    assert written["seed"] == [2, 4, 9]
+    # Strict JSON: NaN is written as the string "nan", read back with float().
+    table = {name: np.array(values, dtype=float) for name, values in written.items()}
+    nan = math.nan
+    # Levels 1.5, 2.0, 2.0: first reached at steps 1, 2 and never.
+    np.testing.assert_array_equal(table["steps_to_threshold"], [1.0, 2.0, nan])
+    np.testing.assert_array_equal(table["evaluations"], [13.0, 15.0, 5.0])
+    # Evaluations of the steps before, plus the one that saw the level.
+    np.testing.assert_array_equal(table["evaluations_to_threshold"], [2 + 1.0, 3 + 5 + 1.0, nan])
+    np.testing.assert_array_equal(table["heldout_loss"], [2.0, 0.5, nan])
+    np.testing.assert_array_equal(table["heldout_accuracy"], [0.125, 0.75, nan])
+
+
+def test_a_corrupt_sidecar_is_named_with_the_fix(tmp_path):
+    path = tmp_path / "seed3.tsv"
+    runfiles.write_run(str(path), [1.0, 0.5], str(tmp_path / "seed3.json"), {"heldout": None})
+    (tmp_path / "seed3.json").write_text('{"heldout": ')  # cut short, as by a full disk
+    with pytest.raises(cells.CellError) as error:
+        cells.read_heldout(path)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'seed3.json'}: not valid JSON (")
+    assert message.endswith(
+        "Delete the run's TSV and sidecar so that the pipeline trains it again."
+    )
+    assert cells.read_heldout(tmp_path / "seed4.tsv") is None  # no sidecar: nothing held out
