@@ -419,3 +419,23 @@ def test_summary_script_refuses_mixed_arguments(tmp_path):
         text=True,
     )
     assert process.returncode == 2 and "give nothing else" in process.stderr
+
+
+def test_summary_jobs_cover_each_key_once_per_role_with_all_its_manifests():
+    planned = experiment(seeds_per_job=5, tuning_seeds=[100, 101]).training_jobs()
+    assert len(planned) == 2 * 3  # two losses x seed blocks 0-4, 5-9, 100-104 (by value)
+    summaries = jobs.plan_summaries(planned, {"evaluation": [0, 9], "tuning": [100], "x": []})
+    assert [(s.name, s.role, s.key) for s in summaries] == [
+        ("summarize_evaluation_linear_mse", "evaluation", ("linear", "mse")),
+        ("summarize_evaluation_linear_l1", "evaluation", ("linear", "l1")),
+        ("summarize_tuning_linear_mse", "tuning", ("linear", "mse")),
+        ("summarize_tuning_linear_l1", "tuning", ("linear", "l1")),
+    ]
+    for summary in summaries:
+        assert [cell.optimizer for cell in summary.cells] == list(DEFAULT["optimizers"])
+        assert {cell.loss for cell in summary.cells} == {summary.key[1]}
+        assert summary.manifests == tuple(
+            f"results/manifests/train/linear/{summary.key[1]}/seeds{label}.tsv"
+            for label in ("0-4", "5-9", "100-104")
+        )
+        assert summary.log == f"results/logs/summarize/{summary.role}/linear/{summary.key[1]}.log"

@@ -5,7 +5,6 @@ import os
 import re
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -97,52 +96,9 @@ ANALYSIS_CONTEXT = context_for(EXPERIMENT, THRESHOLDS).as_dict()
 TRAINING_JOBS = EXPERIMENT.training_jobs() if EXPERIMENT.job_scope != "cell" else []
 
 
-@dataclass(frozen=True)
-class SummaryJob:
-    """One job summarising, for one seed role, the cells a training job of the
-    configured job_scope holds (all seed blocks together): a packed grid is then
-    a few summary jobs, not one per cell (Snakemake spends ~0.25 s on each job
-    it schedules, more than a cell's summary costs)."""
-
-    name: str
-    role: str
-    key: tuple
-    cells: tuple
-
-    @property
-    def log(self) -> str:
-        return str(Path("results", "logs", "summarize", self.role, *self.key)) + ".log"
-
-
-def _summary_jobs():
-    if EXPERIMENT.job_scope == "cell":
-        return []  # one wildcard rule, one job per cell and role (summarize.smk)
-    groups = {}
-    for training_job in TRAINING_JOBS:
-        groups.setdefault(training_job.key, dict.fromkeys(training_job.cells))
-    planned, seen = [], set()
-    for role, seeds in ROLES.items():
-        for key, members in groups.items():
-            name = "_".join(("summarize", role, *key))
-            name = name if name not in seen else f"{name}_{len(seen)}"
-            seen.add(name)
-            planned.append(SummaryJob(name, role, key, tuple(members)))
-    return [job for job in planned if ROLES[job.role]]
-
-
-SUMMARY_JOBS = _summary_jobs()
-
-
-def summary_job_manifests(job):
-    """The manifests of the training jobs that hold a summary job's cells (every seed
-    block). Inputs of a few files, not the thousands of runs they list: Snakemake's
-    planning and bookkeeping time grows with inputs x outputs per job (about 15 s
-    for one summary job of tuned.yaml reading its runs directly)."""
-    return [
-        training_job.log("manifests", ".tsv")
-        for training_job in TRAINING_JOBS
-        if training_job.key == job.key
-    ]
+# Packed layouts: one summary job per seed role and training-job key, whose
+# inputs are those training jobs' manifests (jobs.plan_summaries).
+SUMMARY_JOBS = jobs.plan_summaries(TRAINING_JOBS, ROLES)
 
 
 def summary_job_argument(job):

@@ -44,7 +44,7 @@ else:
             name:
                 summary_job.name
             input:
-                summary_job_manifests(summary_job),
+                summary_job.manifests,
             output:
                 [
                     CELL_SUMMARY.format(role=summary_job.role, **vars(cell))

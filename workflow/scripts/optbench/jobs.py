@@ -173,6 +173,47 @@ def expand(text: str) -> list[Run]:
 
 
 @dataclass(frozen=True)
+class SummaryJob:
+    """One job summarising, for one seed role, the cells that the training jobs of
+    one key hold (every seed block together): a packed grid is then a few summary
+    jobs, not one per cell (Snakemake spends ~0.25 s on each job it schedules,
+    more than a cell's summary costs)."""
+
+    name: str
+    role: str
+    key: tuple
+    cells: tuple
+    # The manifests of those training jobs: its inputs (a few files, not the
+    # thousands of runs they list; Snakemake's planning and bookkeeping time
+    # grows with inputs x outputs per job).
+    manifests: tuple
+
+    @property
+    def log(self) -> str:
+        return "/".join(("results", "logs", "summarize", self.role, *self.key)) + ".log"
+
+
+def plan_summaries(training_jobs, roles: dict) -> list[SummaryJob]:
+    """The summary jobs of packed training jobs: per seed role with seeds (``roles``:
+    role -> seeds), one per training-job key, in the order the keys first appear."""
+    groups: dict[tuple, tuple[dict, list]] = {}
+    for job in training_jobs:
+        cells, manifests = groups.setdefault(job.key, ({}, []))
+        cells.update(dict.fromkeys(job.cells))
+        manifests.append(job.log("manifests", ".tsv"))
+    planned, seen = [], set()
+    for role, seeds in roles.items():
+        if not seeds:
+            continue
+        for key, (cells, manifests) in groups.items():
+            name = "_".join(("summarize", role, *key))
+            name = name if name not in seen else f"{name}_{len(seen)}"
+            seen.add(name)
+            planned.append(SummaryJob(name, role, key, tuple(cells), tuple(manifests)))
+    return planned
+
+
+@dataclass(frozen=True)
 class SummaryTask:
     """One cell of a summary job: its runs, what they must hold, where its summary goes."""
 
