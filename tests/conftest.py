@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from optbench import numerics
+
+# Tests that train in this process compare bits, so they run in the portable
+# mode, pinned before anything imports torch (its libraries read the pins
+# then): the suite's pinned bytes then hold on any x86-64 CPU with AVX2.
+# Subprocesses inherit these variables; tests of the native mode remove them.
+numerics.pin("portable")
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 CONFIGS = Path(__file__).resolve().parent / "configs"

@@ -26,7 +26,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
-from optbench import figures, runfiles, settings, summary  # noqa: E402
+from optbench import figures, numerics, runfiles, settings, summary  # noqa: E402
+
+# The figure is made in the portable mode, as the pipeline's default, so that
+# it is the same on every x86-64 machine (pinned before torch is imported).
+numerics.pin("portable")
 
 CONFIG = REPO / "config.yaml"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -51,8 +55,8 @@ def draw(config_path: Path, png_path: Path, workdir: Path) -> None:
     pattern = str(
         workdir / "runs" / "{problem}" / "{loss}" / "{optimizer}" / "{variant}" / "seed{seed}.tsv"
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as a training job does
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    numerics.apply("portable", torch)  # as a training job does
     steps = {problem.steps for problem in experiment.problems.values()}
     if len(steps) != 1:
         raise SystemExit(f"{config_path}: problems with different steps need the pipeline itself")
@@ -72,6 +76,7 @@ def draw(config_path: Path, png_path: Path, workdir: Path) -> None:
                 run_paths.append(tsv)
     finally:
         torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = mkldnn
     summary.summarize_runs(run_paths, pattern, steps.pop(), workdir / "summary")
     table = summary.selected_rows(
         figures.read_table(workdir / "summary" / "steps.tsv"),

@@ -311,7 +311,7 @@ PYTHON = _python()
 _TRAIN = (
     f"{shlex.quote(PYTHON)} {shlex.quote(str(SCRIPTS / 'train.py'))}"
     f" --problems-dir {shlex.quote(str(PROBLEMS_DIR))}"
-    f" --engine {EXPERIMENT.engine} --threads {{threads}}"
+    f" --engine {EXPERIMENT.engine} --numerics {EXPERIMENT.numerics} --threads {{threads}}"
 )
 TRAIN_ONE_SEED = (
     f"{_TRAIN} --spec {{params.spec:q}} --run {{wildcards.seed}} {{output.tsv:q}}"

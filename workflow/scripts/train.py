@@ -21,10 +21,18 @@ import signal
 import sys
 import time
 
-import torch
+from optbench import numerics
 
-from optbench import batched, jobs, runfiles, training
-from optbench.batch_policy import can_batch
+# The numerical libraries read their code paths when torch is imported, so the
+# pins come first (numerics.py). Imported as a module (tests), the importer pins.
+NUMERICS_FOUND = (
+    numerics.pin(numerics.mode_from_argv(sys.argv[1:])) if __name__ == "__main__" else {}
+)
+
+import torch  # noqa: E402
+
+from optbench import batched, jobs, runfiles, training  # noqa: E402
+from optbench.batch_policy import can_batch  # noqa: E402
 
 # Runs trained together at most: the engine keeps them all in memory (about
 # 22 KiB per run on the reference problem, 250 KiB on digits_mlp), and the
@@ -44,6 +52,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--engine", choices=("auto", "batched", "loop"), default="auto")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--numerics",
+        choices=numerics.MODES,
+        default=numerics.DEFAULT_MODE,
+        help="portable: pin the CPU code paths (same bits on any x86-64); native: the host's",
+    )
     parser.add_argument(
         "--problems-dir", default="", help="the folder of user problems (problems/ of the repo)"
     )
@@ -138,7 +152,7 @@ def train_loop(runs, device, reason):
         yield run, result, "loop", reason, {}
 
 
-def train_batched(runs, device, log):
+def train_batched(runs, device, log, exact_only=False):
     """The group's runs through the batched engine, in chunks of MAX_BATCH runs."""
     spec = runs[0].spec
     criterion = None
@@ -160,7 +174,9 @@ def train_batched(runs, device, log):
             kwargs.append(training.optimizer_kwargs(entry))
         cls = getattr(torch.optim, spec["optimizer"]["class"])
         try:
-            result = batched.train_batched(instances, criterion, cls, kwargs, spec["steps"], device)
+            result = batched.train_batched(
+                instances, criterion, cls, kwargs, spec["steps"], device, exact_only=exact_only
+            )
         except torch.OutOfMemoryError:
             raise
         except Exception as error:
@@ -217,7 +233,10 @@ def main(argv=None) -> int:
     except training.RunError as error:
         print(f"error: {error}", file=log)
         return 2
+    numerics.apply(args.numerics, torch, device)
     environment = training.environment(device)
+    environment["numerics"] = numerics.record(args.numerics, NUMERICS_FOUND, torch, device)
+    print(numerics.describe(environment["numerics"]), file=log, flush=True)
     print(
         f"training on {environment['device']} ({environment['device_name']}), "
         f"device {requested_device} requested, torch {environment['torch_version']}, "
@@ -228,7 +247,7 @@ def main(argv=None) -> int:
     for group in groups_of(runs):
         use_batched, reason = choose_engine(args.engine, group)
         if use_batched:
-            trained = train_batched(group, device, log)
+            trained = train_batched(group, device, log, exact_only=args.engine == "auto")
         else:
             name = "/".join(map(str, _group_key(group[0].spec)))
             print(f"engine loop: {len(group)} run(s) of {name}; {reason}", file=log, flush=True)

@@ -263,6 +263,7 @@ class _Kernels:
         )
 
 
+@torch.enable_grad()  # it runs the loop's backward, also when called under no_grad
 def _calibrate(runs, rows, features, outputs, bias, dtype, device) -> _Kernels:
     """Pick, for one layer shape, formulations bit-identical to F.linear run per run."""
     # A kernel's summation order depends on the shapes and layout of one run's
@@ -566,6 +567,7 @@ def train_batched(
     steps: int,
     device=None,
     forward: str = "auto",
+    exact_only: bool = False,
 ) -> EngineResult:
     """Train the runs of one cell together, or in the loop where that is not safe.
 
@@ -577,7 +579,10 @@ def train_batched(
     equal dicts form one variant). ``device``: where to train (None: where
     the instances are). ``forward``: "auto" (bmm for nn.Linear and Sequential
     stacks of Linear and element-wise activations, vmap otherwise), "bmm" or
-    "vmap".
+    "vmap". ``exact_only``: where the calibrated stacked kernels do not match
+    the loop's bit for bit on this CPU (``_calibrate``), train in the loop
+    instead (``engine: auto``); else train batched at float32 rounding level
+    and say so in ``details["kernels_exact"]`` (``engine: batched``).
 
     Returns the runs in the order given, each as the loop records it, and the
     engine that ran with its reason. On return every instance is on
@@ -633,6 +638,16 @@ def train_batched(
     path = "bmm" if bmm is not None else "vmap"
     if bmm is not None:
         step_forward = bmm
+        # Calibrate before training (every step's batch has the shape of
+        # step 0's), so that an inexact kernel is known before any run uses it.
+        with torch.no_grad():
+            bmm(stacked, data.batch(0)[0])
+        if exact_only and not bmm.exact():
+            reason = (
+                "runs in the per-run loop: no stacked kernel of this CPU matches the loop's "
+                f"bit for bit ({'; '.join(bmm.describe().values())})"
+            )
+            return _fallback(instances, criterion, cls, kwargs_list, steps, device, reason)
     else:
         step_forward = _vmap_forward(model, buffers, objective)
         try:

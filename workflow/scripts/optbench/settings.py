@@ -126,6 +126,7 @@ class Experiment:
     losses: dict[str, Component]
     engine: str = "auto"  # auto, batched or loop (training.py, train.py)
     job_scope: str = "cell"  # cell, optimizer, loss or problem (jobs.SCOPES)
+    numerics: str = "portable"  # portable or native (numerics.py)
 
     @property
     def all_seeds(self) -> tuple[int, ...]:
@@ -805,6 +806,7 @@ def validate(
         losses={n: losses[n] for n in selected["losses"]},
         engine=config["engine"],
         job_scope=config["job_scope"],
+        numerics=config["numerics"],
     )
     found = _engine_problems(experiment) + _job_size_problems(experiment)
     if found:
