@@ -160,16 +160,17 @@ def assert_runs_identical(expected, got, label, value_rtol=None):
 
 
 def assert_runs_close(expected, got, loss_rtol=1e-5, weight_atol=1e-6):
-    """Runs that agree at float32 rounding level (where a kernel sums in another order)."""
+    """Runs that agree at float32 rounding level (where a kernel may sum in another order).
+
+    Whether they are also bit-identical depends on the kernels the CPU's
+    libraries pick (under MKL's COMPATIBLE branch vmap's products on one
+    model may happen to sum as the loop's), so that is not asserted either way.
+    """
     for (loss_e, eval_e, w_e), (loss_g, eval_g, w_g) in zip(expected, got, strict=True):
         assert eval_g == eval_e
         np.testing.assert_allclose(loss_g, loss_e, rtol=loss_rtol, atol=0)
         for a, b in zip(w_e, w_g, strict=True):
             np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=weight_atol)
-    assert not all(  # else the exact comparison applies
-        same_floats(e[0], g[0]) and same_tensors(e[2], g[2])
-        for e, g in zip(expected, got, strict=True)
-    )
 
 
 def compare(problem, loss, optimizer, seeds, steps=40, **parameters):

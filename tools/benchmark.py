@@ -515,6 +515,39 @@ def quiet_slurm_probe() -> None:
         print("note: Slurm client without a controller here; SLURM_CONF=/dev/null for all runs")
 
 
+def numerics_cost(quick: bool) -> None:
+    """Each mode in its own processes (the pins act at torch's import), alternating."""
+    print("i. numerics portable vs native, per run-step (Adam, CPU, one thread)")
+    command = [sys.executable, str(REPO / "tools" / "benchmark_engines.py"), "--no-memory"]
+    command += ["--json", "--problems", "linear", "digits_mlp", "--runs", "100"]
+    env = {k: v for k, v in os.environ.items() if k not in _pins()}
+    best: dict[tuple, float] = {}
+    for _ in range(1 if quick else 2):
+        for mode in ("portable", "native"):
+            out = subprocess.run(
+                [*command, "--numerics", mode], capture_output=True, text=True, env=env, check=True
+            ).stdout
+            for row in json.loads(out.strip().splitlines()[-1]):
+                for engine in ("loop", "batched"):
+                    key = (mode, row["problem"], engine)
+                    best[key] = min(best.get(key, float("inf")), row[f"{engine}_s"])
+    for problem in ("linear", "digits_mlp"):
+        for engine in ("loop", "batched"):
+            portable = best[("portable", problem, engine)]
+            native = best[("native", problem, engine)]
+            report(
+                f"numerics portable / native, {problem}, {engine} (100 runs)",
+                f"{portable * 1e6:.2f} us / {native * 1e6:.2f} us = {portable / native:.2f}x",
+                "-",
+            )
+
+
+def _pins() -> tuple[str, ...]:
+    from optbench import numerics
+
+    return numerics.STEERING_VARIABLES
+
+
 SECTIONS = {
     "default": "a. README's first command / in-process floor",
     "engines": "b. batched vs loop per run-step at 10/100/1,000 runs",
@@ -524,6 +557,7 @@ SECTIONS = {
     "loop": "f. per-run loop / bare PyTorch loop",
     "dryrun": "g. 10,000-run dry run / trivial Snakefile",
     "summary": "h. summarising 10,000 runs",
+    "numerics": "i. numerics portable / native per run-step (linear, digits_mlp; loop, batched)",
 }
 
 
@@ -534,6 +568,11 @@ def main() -> None:
         "--only", nargs="*", choices=list(SECTIONS), help="sections to run (default: all)"
     )
     args = parser.parse_args()
+    # In-process training (sections a, b, f) in the pipeline's default mode,
+    # pinned before anything imports torch; section i compares the two modes.
+    from optbench import numerics
+
+    numerics.pin("portable")
     sections = args.only or list(SECTIONS)
     reps = 50 if args.quick else 300
     quiet_slurm_probe()
@@ -548,6 +587,7 @@ def main() -> None:
         "loop": lambda: training_loop(reps),
         "dryrun": lambda: dry_run_scale(tmp, 1 if args.quick else 2),
         "summary": lambda: aggregation_scale(tmp),
+        "numerics": lambda: numerics_cost(args.quick),
     }
     try:
         for name in sections:

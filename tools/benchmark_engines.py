@@ -6,6 +6,7 @@ Run by hand from the repository root (single-threaded, CPU by default):
     python3 tools/benchmark_engines.py --quick        # loop timed on at most 100 runs of a job
     python3 tools/benchmark_engines.py --problems linear --runs 100 1000
     python3 tools/benchmark_engines.py --device cuda  # where a GPU is present
+    python3 tools/benchmark_engines.py --numerics native  # the host's own code paths
 
 For each problem and job size (runs per job), the same runs are trained twice
 on copies of the same instances, once by ``train_loop`` (the per-run loop) and
@@ -159,13 +160,25 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="time the loop on <= 100 runs")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory section")
+    parser.add_argument(
+        "--numerics",
+        choices=("portable", "native"),
+        default="portable",
+        help="CPU code paths as in training jobs (config key numerics)",
+    )
+    parser.add_argument("--json", action="store_true", help="end with the rows as one JSON line")
     args = parser.parse_args()
+
+    from optbench import numerics
+
+    numerics.pin(args.numerics)  # before torch is imported, as a training job does
 
     import torch
 
     from optbench import batched, problems
 
     torch.set_num_threads(1)
+    numerics.apply(args.numerics, torch, args.device)
     # Warm-up: the first optimizer imports torch._dynamo, the first vmap torch.func.
     for problem, (loss, kwargs) in PROBLEMS.items():
         criterion = None if loss is None else getattr(torch.nn, loss)()
@@ -175,8 +188,8 @@ def main() -> None:
 
     print(
         f"batched vs loop, training time per run-step, {args.steps} steps, Adam, "
-        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread"
-        + ("; loop timed on <= 100 runs" if args.quick else "")
+        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} thread, "
+        f"numerics {args.numerics}" + ("; loop timed on <= 100 runs" if args.quick else "")
     )
     header = (
         f"{'problem':16} {'loss':18} {'runs':>5} {'loop us':>9} {'batched us':>11} "
@@ -184,6 +197,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    rows = []
     for problem in args.problems:
         loss = PROBLEMS[problem][0] or "(objective)"
         for runs in args.runs:
@@ -196,6 +210,9 @@ def main() -> None:
                 f"{loop / batch:>6.1f}x {goal:>7}  {note}",
                 flush=True,
             )
+            rows.append({"problem": problem, "runs": runs, "loop_s": loop, "batched_s": batch})
+    if args.json:
+        print(json.dumps(rows))
 
     if args.no_memory:
         return

@@ -72,13 +72,15 @@ class NumericsError(RuntimeError):
     """The pins cannot be set: torch was imported with other settings."""
 
 
-def pin(mode: str, environ=None) -> dict:
+def pin(mode: str, environ=None, torch_imported: bool | None = None) -> dict:
     """Set ``mode``'s environment before torch is imported; returns what the job found.
 
     The returned mapping (variable -> value before pinning, None when unset)
     goes into the job's log and sidecar. Where torch is already imported (a
     test or tool that pinned earlier in the same process), the environment
     must already hold the pins, else the libraries have read other values.
+    ``environ`` defaults to ``os.environ``; ``torch_imported`` to whether
+    torch is in ``sys.modules``.
     """
     if mode not in MODES:
         raise ValueError(f"numerics must be one of {', '.join(MODES)}, got {mode!r}")
@@ -86,7 +88,9 @@ def pin(mode: str, environ=None) -> dict:
     found = {name: environ.get(name) for name in STEERING_VARIABLES}
     if mode == "native":
         return found
-    if "torch" in sys.modules:
+    if torch_imported is None:
+        torch_imported = "torch" in sys.modules
+    if torch_imported:
         differing = {
             name: environ.get(name)
             for name, value in PORTABLE_ENVIRONMENT.items()
@@ -192,7 +196,7 @@ def record(mode: str, found: dict, torch, device=None) -> dict:
         "host_cpu": cpu_model(),
         "host_instruction_sets": instruction_sets,
         "portable_promise_holds": holds,
-        "promise": why if not holds or mode != "portable" else PORTABLE_PROMISE,
+        "promise": NATIVE_PROMISE if mode == "native" else why,
     }
 
 
