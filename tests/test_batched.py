@@ -578,3 +578,33 @@ def test_models_beyond_the_builtins(make_model, path):
         assert_runs_identical(expected, got, path)
     else:
         assert_runs_close(expected, got)
+
+
+def test_auto_trains_in_the_loop_where_no_stacked_kernel_is_exact(monkeypatch):
+    """engine auto promises the loop's bits: a CPU whose stacked kernels all round
+    differently (played by a weight-gradient formulation off by one ulp) gets the loop;
+    engine batched trains batched anyway and says the kernels were not exact."""
+
+    def rounded_differently(x, w, grad):
+        product = torch.bmm(grad.transpose(1, 2), x)
+        return torch.nextafter(product, torch.full_like(product, math.inf))
+
+    monkeypatch.setattr(batched, "_GRAD_WEIGHTS", {"off by one ulp": rounded_differently})
+    seeds = range(3)
+    expected = reference_loop(
+        build("linear", seeds), torch.nn.MSELoss(), "Adam", [{"lr": 0.1}] * 3, 10
+    )
+    together = build("linear", seeds)
+    result = batched.train_batched(
+        together, torch.nn.MSELoss(), "Adam", {"lr": 0.1}, 10, exact_only=True
+    )
+    assert result.engine == "loop"
+    assert "no stacked kernel of this CPU matches the loop's bit for bit" in result.reason
+    assert "grad_weight NOT exact" in result.reason
+    assert_runs_identical(expected, engine_results(result, together), "auto fallback")
+
+    result = batched.train_batched(
+        build("linear", seeds), torch.nn.MSELoss(), "Adam", {"lr": 0.1}, 10
+    )
+    assert result.engine == "batched"
+    assert result.details["kernels_exact"] is False

@@ -100,3 +100,42 @@ def test_claims_table_rows():
     assert table["data"].tolist() == ["mse", "mse", "l1"]
     with pytest.raises(ValueError, match="rmsprop"):
         claims.claims_table({"sgd": mse["sgd"]}, l1)
+
+
+def test_fastest_among_three_needs_a_significant_win_over_every_other():
+    """The verdict combines one comparison per rival: a significant win over one
+    rival and a tie with another is "not shown", wins over both are "supported"."""
+    rng = np.random.default_rng(3)
+    fast = 1.0 + rng.uniform(0, 0.3, 10)
+    slow = 0.3 + rng.uniform(0, 0.1, 10)
+    tied = {
+        "rmsprop": (SEEDS, decay(fast)),
+        "sgd": (SEEDS, decay(slow)),
+        "adam": (SEEDS, decay(fast)),  # the same steps on every seed: a tie
+    }
+    row = claims.fastest_to_near_zero(tied)
+    assert row["verdict"] == "not shown"
+    assert "vs sgd" in row["numbers"] and "vs adam" in row["numbers"]
+    assert row["p_value"] == 1.0  # the tie's Holm-adjusted p, the largest
+    beaten = tied | {"adam": (SEEDS, decay(slow / 2))}
+    row = claims.fastest_to_near_zero(beaten)
+    assert row["verdict"] == "supported"
+    assert row["p_value"] < 0.05
+    # One rival significantly faster decides "contradicted", whatever the others.
+    faster_rival = tied | {"adam": (SEEDS, decay(fast * 3))}
+    assert claims.fastest_to_near_zero(faster_rival)["verdict"] == "contradicted"
+
+
+def test_none_near_zero_combines_every_optimizer():
+    """Supported only when every optimizer stays away significantly; one optimizer at
+    half of the seeds leaves it "not shown"."""
+    far = decay(np.full(10, 0.06))  # 0.096 of the initial loss at the last step
+    near = decay(np.full(10, 0.2))  # 4.1e-4: near zero
+    half = np.vstack([far[:5], near[5:]])
+    curves = {"sgd": (SEEDS, far), "adam": (SEEDS, far), "rmsprop": (SEEDS, far)}
+    assert claims.none_near_zero(curves)["verdict"] == "supported"
+    row = claims.none_near_zero(curves | {"rmsprop": (SEEDS, half)})
+    assert row["verdict"] == "not shown"
+    assert "rmsprop: 5/10 near zero" in row["numbers"]
+    row = claims.none_near_zero(curves | {"adam": (SEEDS, near)})
+    assert row["verdict"] == "contradicted"

@@ -290,3 +290,52 @@ def test_band_setting_reaches_the_figures(tiny_results, tmp_path):
     snakemake(workdir, "--cores", "1", "--config", "band=none", "--", figure, configfile=TINY)
     config = yaml.safe_load(TINY.read_text())
     check_svg(workdir / figure, "l1", list(config["optimizers"]), config, "none")
+
+
+def drawn_figure(monkeypatch, draw):
+    """The figure ``draw`` would save, kept open to be read."""
+    kept = []
+    monkeypatch.setattr(figures, "save", lambda fig, paths: kept.append(fig))
+    draw()
+    (fig,) = kept
+    return fig
+
+
+def test_ecdf_draws_the_share_reached_and_says_when_none_did(monkeypatch):
+    runs = pd.DataFrame(
+        {
+            "problem": ["p"] * 8 + ["q"] * 2,
+            "loss": ["mse"] * 8 + ["l1"] * 2,
+            "optimizer": ["a"] * 4 + ["b"] * 4 + ["a", "b"],
+            "seed": [0, 1, 2, 3] * 2 + [0, 0],
+            "steps_to_threshold": [8.0, 3.0, np.nan, 5.0] + [np.nan] * 4 + [np.nan] * 2,
+        }
+    )
+    colors = {"a": "C0", "b": "C1"}
+    fig = drawn_figure(
+        monkeypatch,
+        lambda: figures.plot_ecdf(runs, colors, [], {("p", "mse"): 39.0, ("q", "l1"): 39.0}),
+    )
+    reached_panel, none_panel = fig.axes[:2]
+    a, b = reached_panel.get_lines()
+    # one run of four censored: the curve climbs at steps 3, 5, 8 and ends at 0.75
+    assert list(a.get_xdata()) == [0.0, 3.0, 5.0, 8.0, 39.0]
+    assert list(a.get_ydata()) == [0.0, 0.25, 0.5, 0.75, 0.75]
+    assert a.get_label() == "a (3 of 4 reached)"
+    # none reached: flat at 0 over the whole run, and the legend says 0 of 4
+    assert list(b.get_ydata()) == [0.0, 0.0] and list(b.get_xdata()) == [0.0, 39.0]
+    assert b.get_label() == "b (0 of 4 reached)"
+    assert [t.get_text() for t in reached_panel.texts] == []
+    assert reached_panel.get_xlim() == (0.0, 39.0)
+    # a panel where no run reached the level: a note, a real step axis
+    assert [t.get_text() for t in none_panel.texts] == ["no run reached the threshold\nin 39 steps"]
+    assert none_panel.get_xlim() == (0.0, 39.0)
+    assert all(list(line.get_ydata()) == [0.0, 0.0] for line in none_panel.get_lines())
+    plt.close(fig)
+
+
+def test_ecdf_horizons_from_the_step_table():
+    steps = pd.DataFrame(
+        {"problem": ["p"] * 3 + ["q"], "loss": ["mse"] * 3 + ["l1"], "step": [0, 1, 2, 0]}
+    )
+    assert figures.ecdf_horizons(steps) == {("p", "mse"): 2.0, ("q", "l1"): 0.0}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import TRAIN_SCRIPT
-from optbench import training
+from optbench import numerics, training
 
 OPTIMIZERS = {
     "sgd": ("SGD", {"lr": 0.1}),
@@ -93,7 +93,14 @@ def assert_job_log(
     assert rest[0] == "runs: seeds " + " ".join(map(str, seeds))
     assert rest[1].startswith(f"training on {device} "), rest[1]
     assert f"device {requested or device} requested" in rest[1], rest[1]
-    rest = rest[2:]
+    meta = json.loads(
+        (
+            workdir / f"results/runs/linear/{cells[0][0]}/{cells[0][1]}/base/seed{seeds[0]}.json"
+        ).read_text()
+    )
+    assert rest[2] == numerics.describe(meta["numerics"]), rest[2]
+    assert rest[2].startswith("numerics portable: ATEN_CPU_CAPABILITY=avx2 "), rest[2]
+    rest = rest[3:]
     for loss, optimizer in cells:
         match = ENGINE_LINE.fullmatch(rest[0])
         assert match, rest[0]

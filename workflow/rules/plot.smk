@@ -93,6 +93,11 @@ rule plot_analysis:
         n_seeds=len(EXPERIMENT.seeds),
         n_tuning_seeds=len(EXPERIMENT.tuning_seeds),
         n_blocks=len(PROBLEM_LOSSES),
+        # The last step of each (problem, loss): where the ECDF's curves end.
+        horizons={
+            f"{problem}/{loss}": EXPERIMENT.problems[problem].steps - 1
+            for problem, loss in PROBLEM_LOSSES
+        },
         context=ANALYSIS_CONTEXT,
         code=PLOT_CODE,
     script:

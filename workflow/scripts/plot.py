@@ -23,6 +23,9 @@ if snakemake.rule == "plot_curves":
     )
 else:
     tables = {name: summary.read_tsv(path) for name, path in snakemake.input.items()}
+    horizons = {
+        tuple(key.split("/", 1)): float(value) for key, value in snakemake.params.horizons.items()
+    }
     figures.draw_analysis(
-        tables, {name: [snakemake.output[name]] for name in figures.ANALYSIS_FIGURES}
+        tables, {name: [snakemake.output[name]] for name in figures.ANALYSIS_FIGURES}, horizons
     )

@@ -236,7 +236,6 @@ def main(argv=None) -> int:
     numerics.apply(args.numerics, torch, device)
     environment = training.environment(device)
     environment["numerics"] = numerics.record(args.numerics, NUMERICS_FOUND, torch, device)
-    print(numerics.describe(environment["numerics"]), file=log, flush=True)
     print(
         f"training on {environment['device']} ({environment['device_name']}), "
         f"device {requested_device} requested, torch {environment['torch_version']}, "
@@ -244,6 +243,7 @@ def main(argv=None) -> int:
         file=log,
         flush=True,
     )
+    print(numerics.describe(environment["numerics"]), file=log, flush=True)
     for group in groups_of(runs):
         use_batched, reason = choose_engine(args.engine, group)
         if use_batched:

@@ -261,27 +261,56 @@ def plot_sensitivity(table: pd.DataFrame, colors, paths) -> None:
     save(fig, paths)
 
 
-def plot_ecdf(runs: pd.DataFrame, colors, paths) -> None:
-    """Share of evaluation runs that reached the threshold by each step (a run
-    that never reached it keeps the curve below 1)."""
+def plot_ecdf(runs: pd.DataFrame, colors, paths, horizons: dict | None = None) -> None:
+    """Share of evaluation runs that reached the threshold by each step.
+
+    A run that never reached it keeps its optimizer's curve below 1 (one of
+    four censored: the curve ends at 0.75); each curve runs to the panel's
+    last step (``horizons``: (problem, loss) -> last step; else the last step
+    any run reached), and the legend says how many runs reached the level. A
+    panel where no run reached it says so, with every curve flat at 0.
+    """
     blocks = _blocks(runs)
+    horizons = horizons or {}
     fig, axes = _panels(len(blocks))
     for ax, block in zip(axes, blocks, strict=False):
-        for name, rows in _in_block(runs, block).groupby("optimizer", sort=False):
+        rows_of = _in_block(runs, block)
+        reached_any = rows_of["steps_to_threshold"].notna().any()
+        horizon = horizons.get(block)
+        if horizon is None:
+            horizon = float(rows_of["steps_to_threshold"].max()) if reached_any else 1.0
+        for name, rows in rows_of.groupby("optimizer", sort=False):
             steps = np.sort(rows["steps_to_threshold"].dropna().to_numpy(np.float64))
             n = len(rows)
-            x = np.concatenate([[0.0], steps])
-            y = np.arange(len(steps) + 1) / n
-            ax.step(x, y, where="post", color=colors[name], label=name)
+            x = np.concatenate([[0.0], steps, [max(horizon, steps[-1] if len(steps) else 0)]])
+            y = np.concatenate([np.arange(len(steps) + 1), [len(steps)]]) / n
+            label = f"{name} ({len(steps)} of {n} reached)"
+            ax.step(x, y, where="post", color=colors[name], label=label)
+        if not reached_any:
+            ax.text(
+                0.5,
+                0.5,
+                f"no run reached the threshold\nin {horizon:g} steps",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+            )
+        ax.set_xlim(0, horizon)
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
         ax.set_xlabel("steps to threshold")
         ax.set_ylabel("share of runs")
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize="small")
+        ax.legend(fontsize="small")
     fig.suptitle("Steps to threshold: empirical CDF over evaluation seeds")
     fig.tight_layout()
     save(fig, paths)
+
+
+def ecdf_horizons(steps: pd.DataFrame) -> dict:
+    """(problem, loss) -> the last recorded step, from the step table."""
+    last = steps.groupby(["problem", "loss"], sort=False)["step"].max()
+    return {key: float(value) for key, value in last.items()}
 
 
 def plot_profiles(profiles: pd.DataFrame, scores: pd.DataFrame, colors, paths) -> None:
@@ -366,8 +395,9 @@ ANALYSIS_FIGURES = {
 }
 
 
-def draw_analysis(tables: dict, outputs: dict) -> None:
-    """Every comparison figure; ``outputs``: figure name -> its paths."""
+def draw_analysis(tables: dict, outputs: dict, horizons: dict | None = None) -> None:
+    """Every comparison figure; ``outputs``: figure name -> its paths; ``horizons``:
+    (problem, loss) -> its last step (else the ECDF ends at the last step reached)."""
     runs, choice = tables["runs"], tables["selection"]
     colors = optimizer_colors(runs)
     chosen = runs[runs["role"] == "evaluation"].merge(
@@ -377,7 +407,7 @@ def draw_analysis(tables: dict, outputs: dict) -> None:
         "finals": lambda p: plot_finals(chosen, tables["leaderboard"], colors, p),
         "ranks": lambda p: plot_ranks(tables["leaderboard"], p),
         "sensitivity": lambda p: plot_sensitivity(tables["sensitivity"], colors, p),
-        "ecdf": lambda p: plot_ecdf(chosen, colors, p),
+        "ecdf": lambda p: plot_ecdf(chosen, colors, p, horizons),
         "profiles": lambda p: plot_profiles(
             tables["profiles"], tables["profile_scores"], colors, p
         ),
@@ -415,5 +445,7 @@ def draw_all(tables: dict, folder, band: str, formats=("png", "svg")) -> None:
     curves["overview"] = [folder / f"overview.{ext}" for ext in formats]
     draw_curves(tables["steps"], tables["selection"], band, curves)
     draw_analysis(
-        tables, {name: [folder / f"{stem}.png"] for name, stem in ANALYSIS_FIGURES.items()}
+        tables,
+        {name: [folder / f"{stem}.png"] for name, stem in ANALYSIS_FIGURES.items()},
+        ecdf_horizons(tables["steps"]),
     )

@@ -202,7 +202,7 @@ def record(mode: str, found: dict, torch, device=None) -> dict:
 
 def describe(numerics: dict) -> str:
     """One log line: what was pinned and what the host offers."""
-    pins = " ".join(f"{k}={v}" for k, v in numerics["pinned"].items()) or "nothing pinned"
+    pins = " ".join(f"{k}={v}" for k, v in sorted(numerics["pinned"].items())) or "nothing pinned"
     found = numerics["environment_found"]
     overridden = {
         name: value

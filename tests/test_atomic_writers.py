@@ -1,0 +1,207 @@
+"""Every function that writes a result writes it atomically: the bytes go to a
+temporary file beside the target, reach the disk (fsync), and only then replace
+the target (rename). A writer that wrote in place, or renamed before syncing,
+fails here; a new function that writes files without being listed fails the
+inventory test, so no writer can skip the check."""
+
+import ast
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from optbench import analysis, cells, figures, runfiles, summary
+
+SCRIPTS = REPO / "workflow" / "scripts"
+
+# Calls that put bytes into a file, by the called attribute's name.
+RAW_WRITES = {"to_csv", "savefig", "write_text", "write_bytes", "to_json", "imsave"}
+# The functions that make those calls, each on the temporary of runfiles.atomic_path;
+# every other writer goes through one of them (and is listed in WRITERS below).
+RAW_WRITERS = {
+    "optbench/runfiles.py:write_text_atomic",
+    "optbench/summary.py:write_tsv",
+    "optbench/figures.py:save",
+}
+# Files opened for writing that are not results: the rules' logs (stderr).
+LOG_OPENS = {"plot.py:<module>", "summarize.py:<module>"}
+
+
+def raw_writes(path: Path) -> set[str]:
+    """'file:function' of every raw write call and open(..., 'w'/'a'/'x') in a script."""
+    found = set()
+    relative = path.relative_to(SCRIPTS).as_posix()
+
+    def mode_of(call):
+        if len(call.args) > 1 and isinstance(call.args[1], ast.Constant):
+            return call.args[1].value
+        for keyword in call.keywords:
+            if keyword.arg == "mode" and isinstance(keyword.value, ast.Constant):
+                return keyword.value.value
+        return "r"
+
+    def visit(node, scope):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, child.name)
+                continue
+            if isinstance(child, ast.Call):
+                func = child.func
+                name = getattr(func, "attr", getattr(func, "id", None))
+                if name in RAW_WRITES or (
+                    name == "open" and any(c in str(mode_of(child)) for c in "wax+")
+                ):
+                    found.add(f"{relative}:{scope}")
+            visit(child, scope)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), "<module>")
+    return found
+
+
+def test_every_raw_write_is_in_a_checked_writer():
+    found = set().union(*(raw_writes(path) for path in SCRIPTS.rglob("*.py")))
+    unlisted = found - RAW_WRITERS - LOG_OPENS
+    assert not unlisted, (
+        f"{sorted(unlisted)} write files outside the atomic writers: write through "
+        "runfiles.atomic_path / write_text_atomic, and add the writer to WRITERS here"
+    )
+    assert found >= RAW_WRITERS | LOG_OPENS  # the inventory is not stale
+
+
+class Trace:
+    """fsync and rename calls, by path, in the order they happen."""
+
+    def __init__(self, monkeypatch):
+        self.synced: set[str] = set()
+        self.replaced: dict[str, str] = {}  # target -> source
+        self.problems: list[str] = []
+        real_fsync, real_replace, real_rename = os.fsync, os.replace, os.rename
+
+        def fsync(descriptor):
+            self.synced.add(os.path.realpath(f"/proc/self/fd/{descriptor}"))
+            return real_fsync(descriptor)
+
+        def moved(real):
+            def move(source, target, *args, **kwargs):
+                source_path = os.path.realpath(source)
+                if source_path not in self.synced:
+                    self.problems.append(f"{target} renamed from an unsynced {source}")
+                result = real(source, target, *args, **kwargs)
+                self.replaced[os.path.realpath(target)] = source_path
+                return result
+
+            return move
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", moved(real_replace))
+        monkeypatch.setattr(os, "rename", moved(real_rename))
+
+    def check(self, folder: Path) -> list[Path]:
+        """Every file under ``folder``: each must have come in by a synced rename."""
+        files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+        assert files, "the writer wrote nothing"
+        for path in files:
+            assert not path.name.endswith(".part"), f"temporary file left: {path}"
+            assert os.path.realpath(path) in self.replaced, f"{path} was written in place"
+        assert not self.problems, self.problems
+        return files
+
+
+def _table():
+    return pd.DataFrame({"problem": ["linear"], "loss": ["mse"], "value": [np.nan]})
+
+
+def _figure(path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    figures.save(fig, [path / "figure.png", path / "figure.svg"])
+
+
+def _cell_summary(path):
+    run = path / "runs" / "linear" / "mse" / "sgd" / "base" / "seed0.tsv"
+    runfiles.write_run(run, [1.0, 0.5, 0.25], run.with_suffix(".json"), {"seed": 0})
+    identity = {"problem": "linear", "loss": "mse", "optimizer": "sgd", "variant": "base"}
+    pattern = str(path / "runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv")
+    cell = cells.read_cell([run], pattern, identity, 3)
+    out = path / "summary"
+    out.mkdir()
+    return cell, out
+
+
+def _write_cell_summary(path):
+    cell, out = _cell_summary(path)
+    cells.write_cell_summary(cell, out / "cell.json")
+    return out
+
+
+def _write_manifest(path):
+    run = path / "run.tsv"
+    runfiles.write_run(run, [1.0], path / "run.json", {})
+    out = path / "manifest"
+    runfiles.write_manifest(out / "m.tsv", [(run, path / "run.json")])
+    return out
+
+
+WRITERS = {
+    "runfiles.write_text_atomic": lambda p: runfiles.write_text_atomic(p / "a.txt", "x\n"),
+    "runfiles.write_run": lambda p: runfiles.write_run(
+        p / "s.tsv", [1.0, float("nan")], p / "s.json", {"seed": 1}
+    ),
+    "runfiles.write_manifest": _write_manifest,
+    "summary.write_tsv": lambda p: summary.write_tsv(_table(), p / "t.tsv"),
+    "analysis.write_tables": lambda p: analysis.write_tables({"runs": _table()}, p),
+    "cells.write_cell_summary": _write_cell_summary,
+    "figures.save": _figure,
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_writer_is_fsync_then_rename(name, tmp_path, monkeypatch):
+    trace = Trace(monkeypatch)
+    out = WRITERS[name](tmp_path) or tmp_path
+    trace.check(Path(out))
+
+
+def test_the_trace_catches_a_writer_that_writes_in_place(tmp_path, monkeypatch):
+    trace = Trace(monkeypatch)
+    (tmp_path / "t.tsv").write_text("in place\n")
+    with pytest.raises(AssertionError, match="written in place"):
+        trace.check(tmp_path)
+
+
+def test_the_trace_catches_a_rename_before_fsync(tmp_path, monkeypatch):
+    trace = Trace(monkeypatch)
+    (tmp_path / ".t.part").write_text("unsynced\n")
+    os.replace(tmp_path / ".t.part", tmp_path / "t.tsv")
+    with pytest.raises(AssertionError, match="unsynced"):
+        trace.check(tmp_path)
+
+
+# ------------------------------------------------------------- the manifest
+
+
+def test_manifest_lists_each_run_with_the_hash_of_its_tsv(tmp_path):
+    runs = []
+    for seed, losses in enumerate(([1.0, 0.5], [2.0, float("inf")])):
+        tsv, sidecar = tmp_path / f"seed{seed}.tsv", tmp_path / f"seed{seed}.json"
+        runfiles.write_run(tsv, losses, sidecar, {"seed": seed})
+        runs.append((tsv, sidecar))
+    runfiles.write_manifest(tmp_path / "manifest.tsv", runs)
+    lines = (tmp_path / "manifest.tsv").read_text().splitlines()
+    assert lines[0] == "tsv\tsidecar\ttsv_sha256"
+    expected = [
+        f"{tsv}\t{sidecar}\t{hashlib.sha256(Path(tsv).read_bytes()).hexdigest()}"
+        for tsv, sidecar in runs
+    ]
+    assert lines[1:] == expected
+    # the TSV's hash, not the sidecar's
+    assert hashlib.sha256(runs[0][1].read_bytes()).hexdigest() not in lines[1]
