@@ -19,7 +19,8 @@ TRAIN_CUDA, TRAIN_CPU, ANALYSIS = (ENVS / f"{name}.yaml" for name in ENV_NAMES)
 # pip name -> conda-forge name, where they differ (matplotlib-base: no GUI toolkit)
 CONDA_NAME = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
 # Imported only by the Snakemake process itself (config checks), never in a job.
-HOST_ONLY = {"snakemake", "pyyaml"}
+# Installed beside Snakemake, not in the job environments (pygments: its report).
+HOST_ONLY = {"snakemake", "pyyaml", "pygments"}
 # import name -> pip name
 IMPORT_TO_PIP = {"yaml": "pyyaml"}
 SPEC = re.compile(
@@ -34,7 +35,7 @@ def pip_pins() -> dict[str, str]:
         line = line.split("#", 1)[0].strip()
         if line:
             name, version = line.split("==")
-            pins[name.lower()] = version
+            pins[name.split("[")[0].lower()] = version  # without extras
     return pins
 
 

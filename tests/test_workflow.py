@@ -553,3 +553,21 @@ def test_malformed_yaml_fails_clearly(workdir):
     assert process.returncode != 0
     assert "not valid JSON or YAML" in process.stdout + process.stderr
     assert not (workdir / "results").exists()
+
+
+def test_report_from_an_environment_of_requirements_txt_alone(tiny_results, tmp_path):
+    """README: after command 1 the report builds; its dependencies (Snakemake's
+    reports extra) come from requirements.txt, not from the test tools."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = [str(venv / "bin/pip"), "install", "-q", "-r", str(REPO / "requirements.txt")]
+    subprocess.run(install, check=True, timeout=1200, capture_output=True)
+    workdir = copy_tree(tiny_results, tmp_path / "w")
+    command = [str(venv / "bin/python"), "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+    command += ["--directory", str(workdir), "--configfile", str(TINY)]
+    process = subprocess.run(
+        [*command, "--report", "results/report.html"], capture_output=True, text=True
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    html = (workdir / "results/report.html").read_text()
+    assert "steps_to_threshold.png" in html and "leaderboard.tsv" in html

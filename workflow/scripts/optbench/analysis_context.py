@@ -11,7 +11,7 @@ import contextlib
 from dataclasses import asdict, dataclass, field
 
 BASE_VARIANT = "base"
-# The reference article's problem and losses (../shared/reference/ARTICLE.md).
+# The reference article's problem and losses (docs/reference-experiment.md).
 ARTICLE_PROBLEM = "linear"
 ARTICLE_LOSS_CLASSES = {"mse_block": "MSELoss", "l1_block": "L1Loss"}
 

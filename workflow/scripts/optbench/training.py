@@ -1,6 +1,6 @@
 """One training run: a problem drawn for a seed, trained by one optimizer variant.
 
-The loop is the article's (ARTICLE.md): each step zero_grad, forward, loss,
+The loop is the article's (docs/reference-experiment.md): each step zero_grad, forward, loss,
 backward, step, recording the loss of that forward pass. Optimizers whose
 ``step`` requires a closure (L-BFGS) get one; it re-evaluates the step's batch
 and is counted, so every step records how many loss evaluations it made.

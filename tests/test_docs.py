@@ -1,0 +1,58 @@
+"""The repository describes its own reference experiment and points at nothing
+outside itself."""
+
+import ast
+import re
+import subprocess
+
+import yaml
+
+from conftest import REPO
+
+DOC = REPO / "docs" / "reference-experiment.md"
+
+
+def test_no_file_points_outside_the_repository():
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    pointing = [
+        name
+        for name in tracked
+        if not name.endswith(".png")
+        and (REPO / name).is_file()
+        and re.search(r"ARTICLE\.md|\.\./shared/", (REPO / name).read_text(errors="replace"))
+        and name != "tests/test_docs.py"
+    ]
+    assert pointing == []
+
+
+def test_reference_experiment_doc_states_the_default_grid():
+    """Its grid table is config.yaml's optimizers, classes and settings."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    text = DOC.read_text()
+    rows = re.findall(r"^\| `(\w+)` \| `torch\.optim\.(\w+)` \| (.+?) \|$", text, re.MULTILINE)
+    documented = {}
+    for name, cls, settings in rows:
+        kwargs = {}
+        if not settings.startswith("torch's defaults"):
+            call = ast.parse(f"f({settings.strip('`')})", mode="eval").body
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+        documented[name] = (cls, kwargs)
+    configured = {
+        name: (
+            entry["class"],
+            {k: tuple(v) if isinstance(v, list) else v for k, v in entry["kwargs"].items()},
+        )
+        for name, entry in config["optimizers"].items()
+    }
+    assert documented == configured
+    assert config["steps"] == 40 and "40 steps" in text
+    assert config["problems"] == {"linear": {"problem": "linear", "kwargs": {"dim": 20}}}
+    assert "torch.nn.Linear(20, 20, bias=False)" in text
+    assert {name: entry["class"] for name, entry in config["losses"].items()} == {
+        "mse": "MSELoss",
+        "l1": "L1Loss",
+    }
+    assert "`torch.nn.MSELoss()`" in text and "`torch.nn.L1Loss()`" in text
+    assert "docs/reference-experiment.md" in (REPO / "config.yaml").read_text()
