@@ -16,6 +16,10 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
+# The report's landing page: what was compared and where to start reading.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/summarize.smk"

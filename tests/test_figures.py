@@ -339,3 +339,31 @@ def test_ecdf_horizons_from_the_step_table():
         {"problem": ["p"] * 3 + ["q"], "loss": ["mse"] * 3 + ["l1"], "step": [0, 1, 2, 0]}
     )
     assert figures.ecdf_horizons(steps) == {("p", "mse"): 2.0, ("q", "l1"): 0.0}
+
+
+def test_rank_colour_bar_has_one_colour_and_tick_per_whole_rank(monkeypatch):
+    board = pd.DataFrame(
+        {
+            "problem": ["p"] * 3 + ["q"] * 3,
+            "loss": ["mse"] * 6,
+            "optimizer": ["a", "b", "c"] * 2,
+            "rank": [1, 2, 2, 1, 1, 3],
+        }
+    )
+    fig = drawn_figure(monkeypatch, lambda: figures.plot_ranks(board, []))
+    heatmap, bar = fig.axes
+    assert list(bar.get_yticks()) == [1.0, 2.0, 3.0]
+    image = heatmap.get_images()[0]
+    assert image.cmap.N == 3  # one colour per rank, no in-between shades
+    plt.close(fig)
+
+
+def test_win_matrix_labels_stay_readable_on_dark_cells(monkeypatch):
+    matrix = pd.DataFrame({"optimizer": ["a", "b"], "a": [np.nan, 0.0], "b": [1.0, np.nan]})
+    fig = drawn_figure(monkeypatch, lambda: figures.plot_win_matrix(matrix, []))
+    colors = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    # RdBu: 0.00 is dark red, 1.00 dark blue: both need white text
+    assert colors == {"0.00": "white", "1.00": "white"}
+    assert figures._text_color((1.0, 1.0, 1.0)) == "black"
+    assert figures._text_color((0.4, 0.0, 0.05)) == "white"
+    plt.close(fig)

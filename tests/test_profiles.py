@@ -97,7 +97,7 @@ def test_cluster_dry_run_shows_the_gpu_request_of_each_training_job(
     assert gpus(training) == {expected}
 
 
-@pytest.mark.parametrize(("device", "expected"), [("cpu", "0"), ("cuda", "1"), ("auto", "0")])
+@pytest.mark.parametrize(("device", "expected"), [("cpu", "0"), ("auto", "0")])
 def test_local_gpu_request_on_a_machine_without_visible_gpu(dry_run, device, expected):
     # CUDA_VISIBLE_DEVICES="" hides every GPU, so this is a CPU-only machine
     # whatever the hardware: device auto must not take the GPU slot.
@@ -155,3 +155,23 @@ def test_profiles_are_commented_and_grouped_profile_only_adds_grouping():
         for i in keys:  # every top-level entry has a comment right above it
             assert lines[i - 1].startswith("#"), f"{profile}: {lines[i]} is not commented"
         assert "--gres" not in "\n".join(line for line in lines if not line.startswith("#"))
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_local_cuda_without_visible_gpu_is_refused_before_any_job(tmp_path, device):
+    """A run that could only fail (and re-make nothing) is refused at plan time,
+    with the key and the fix; earlier results are left as they are."""
+    old_run = tmp_path / "results/runs/linear/mse/sgd/base/seed0.tsv"
+    old_run.parent.mkdir(parents=True)
+    old_run.write_text("step\tloss\tevaluations\n0\t1.0\t1\n")
+    command = snakemake_command(
+        tmp_path, "--cores", "1", "--config", f"device={device}", configfile=TINY
+    )
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert process.returncode != 0
+    output = process.stdout + process.stderr
+    assert f"config key device: {device} asks for a CUDA GPU, but none is visible" in output
+    assert "Fix: use device auto" in output
+    assert old_run.read_text() == "step\tloss\tevaluations\n0\t1.0\t1\n"
+    assert not (tmp_path / "results/logs").exists()  # no job started

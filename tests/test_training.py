@@ -23,7 +23,7 @@ LOSSES = {"mse": "MSELoss", "l1": "L1Loss"}
 
 
 def article_loop(seed, optimizer_factory, criterion, steps=40):
-    """The blog post's loop, written out as docs/reference-experiment.md describes it, after torch.manual_seed."""
+    """The blog post's loop as docs/reference-experiment.md describes it, after manual_seed."""
     torch.manual_seed(seed)
     net = torch.nn.Linear(in_features=20, out_features=20, bias=False)
     x = torch.randn(1, 20)

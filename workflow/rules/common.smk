@@ -370,6 +370,18 @@ def _local_gpu_visible():
 CLUSTER_RUN = workflow.resource_settings.local_cores is not None or workflow.remote_exec
 LOCAL_GPU_VISIBLE = EXPERIMENT.device == "auto" and not CLUSTER_RUN and _local_gpu_visible()
 
+# A CUDA device asked for where jobs run here and no GPU is visible: refused
+# before any job runs (and before Snakemake removes any output to re-make it).
+# On a cluster the GPU is on the compute node, so nothing is known here.
+if EXPERIMENT.device.startswith("cuda") and not CLUSTER_RUN and not _local_gpu_visible():
+    raise WorkflowError(
+        f"Invalid configuration (1 problem):\nconfig key device: {EXPERIMENT.device} asks for "
+        "a CUDA GPU, but none is visible on this machine (no NVIDIA device, or "
+        "CUDA_VISIBLE_DEVICES hides it), and the jobs run here. Fix: use device auto "
+        "(CUDA where there is one, else the CPU) or cpu, or submit to a cluster with a GPU "
+        "(--profile profiles/slurm)."
+    )
+
 
 def _auto_device_gpus(wildcards):
     # A cluster profile without local-cores: decided once the executor runs.

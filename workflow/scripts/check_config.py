@@ -22,6 +22,8 @@ from pathlib import Path
 from optbench import settings
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+# The repository's folder of user problems, which the workflow searches too.
+PROBLEMS_DIR = Path(__file__).resolve().parents[2] / "problems"
 
 
 def main(argv=None) -> int:
@@ -29,16 +31,29 @@ def main(argv=None) -> int:
     parser.add_argument("files", nargs="*", default=["config.yaml"], help="config files")
     args = parser.parse_args(argv)
     try:
-        experiment = settings.validate(settings.load_config_files(args.files), SCHEMA)
+        config = settings.load_config_files(args.files)
+        experiment = settings.validate(config, SCHEMA, problems_dir=PROBLEMS_DIR)
     except settings.ConfigError as error:
         count = len(error.problems)
         print(f"{count} problem{'s' if count > 1 else ''}:\n{error}", file=sys.stderr)
         return 1
-    print(
-        f"ok: {experiment.n_runs} runs ({len(experiment.losses)} losses x "
-        f"{len(experiment.optimizers)} optimizers x {len(experiment.seeds)} seeds)"
-    )
+    print(f"ok: {describe(experiment)}")
     return 0
+
+
+def describe(experiment) -> str:
+    """The grid's size in the terms that multiply: cells (each problem's losses x
+    optimizer variants) times seeds of both roles."""
+    cells = experiment.cells()
+    pairs = len({(cell.problem, cell.loss) for cell in cells})
+    variants = sum(len(optimizer.variants) for optimizer in experiment.optimizers.values())
+    seeds = len(experiment.all_seeds)
+    return (
+        f"{experiment.n_runs} runs = {len(cells)} cells x {seeds} seeds "
+        f"({len(experiment.seeds)} evaluation, {len(experiment.tuning_seeds)} tuning); cells: "
+        f"{pairs} (problem, loss) pairs of {len(experiment.problems)} problem(s) x "
+        f"{variants} optimizer variants of {len(experiment.optimizers)} optimizer(s)"
+    )
 
 
 if __name__ == "__main__":

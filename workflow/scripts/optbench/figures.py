@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # jobs run without a display
 matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, editable
 matplotlib.rcParams["svg.hashsalt"] = "optbench"  # stable element ids between runs
 
+import matplotlib.colors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -216,15 +217,37 @@ def plot_ranks(board: pd.DataFrame, paths) -> None:
         index=list(dict.fromkeys(board["optimizer"])), columns=list(dict.fromkeys(board["block"]))
     )
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * matrix.shape[1], 1.2 + 0.45 * matrix.shape[0]))
-    image = ax.imshow(matrix.to_numpy(np.float64), cmap="viridis_r", aspect="auto")
-    for (i, j), value in np.ndenumerate(matrix.to_numpy(np.float64)):
+    values = matrix.to_numpy(np.float64)
+    # Ranks are whole numbers: one colour per rank, a colour bar with one tick each.
+    worst = int(np.nanmax(values)) if np.isfinite(values).any() else 1
+    boundaries = np.arange(0.5, worst + 1.5)
+    cmap = plt.get_cmap("viridis_r", len(boundaries) - 1)
+    norm = matplotlib.colors.BoundaryNorm(boundaries, cmap.N)
+    image = ax.imshow(values, cmap=cmap, norm=norm, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:g}", ha="center", va="center", color="white", fontsize="small")
+            ax.text(
+                j,
+                i,
+                f"{value:g}",
+                ha="center",
+                va="center",
+                fontsize="small",
+                color=_text_color(cmap(norm(value))),
+            )
     ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=40, ha="right")
     ax.set_yticks(range(matrix.shape[0]), matrix.index)
-    fig.colorbar(image, ax=ax, label="rank (paired tests, Holm)")
+    fig.colorbar(image, ax=ax, label="rank (paired tests, Holm)", ticks=range(1, worst + 1))
     ax.set_title("Rank per (problem, loss)", fontsize="medium")
     save(fig, paths)
+
+
+def _text_color(background) -> str:
+    """Black on light cells, white on dark ones (relative luminance, WCAG weights)."""
+    red, green, blue = (
+        c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in background[:3]
+    )
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.179 else "white"
 
 
 def plot_sensitivity(table: pd.DataFrame, colors, paths) -> None:
@@ -344,10 +367,19 @@ def plot_win_matrix(matrix: pd.DataFrame, paths) -> None:
     values = matrix.drop(columns="optimizer").to_numpy(np.float64)
     names = list(matrix["optimizer"])
     fig, ax = plt.subplots(figsize=(1.6 + 0.8 * len(names), 1.2 + 0.6 * len(names)))
-    image = ax.imshow(values, cmap="RdBu", vmin=0.0, vmax=1.0)
+    cmap = plt.get_cmap("RdBu")
+    image = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=1.0)
     for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="small")
+            ax.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize="small",
+                color=_text_color(cmap(value)),
+            )
     ax.set_xticks(range(len(names)), names, rotation=40, ha="right")
     ax.set_yticks(range(len(names)), names)
     fig.colorbar(image, ax=ax, label="P(row beats column)")

@@ -631,10 +631,17 @@ def load_config_files(paths) -> dict:
                 loaded = yaml.safe_load(handle)
         except (OSError, yaml.YAMLError) as error:
             detail = " ".join(str(error).split())
-            problems.append(f"config file {path}: cannot be read ({detail}). Fix the file.")
+            what = "cannot be read" if isinstance(error, OSError) else "not valid JSON or YAML"
+            problems.append(f"config file {path}: {what} ({detail}). Fix the file.")
             continue
         if loaded is None:
-            loaded = {}
+            # As Snakemake, which refuses a config file without keys.
+            problems.append(
+                f"config file {path}: is empty; a config file must be given as JSON or YAML "
+                "with keys at top level. Fix: write the keys to change, e.g. steps: 40, or "
+                "leave out --configfile to run config.yaml."
+            )
+            continue
         if not isinstance(loaded, dict):
             problems.append(
                 f"config file {path}: holds {type(loaded).__name__}, not a mapping of keys to "

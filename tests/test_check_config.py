@@ -1,0 +1,76 @@
+"""workflow/scripts/check_config.py and the workflow run the same checks: the same
+verdict, and the same messages, on the table of docs/bad-input.md; user problems
+in problems/ are found by both."""
+
+import shutil
+import subprocess
+import sys
+
+import bad_input
+import pytest
+
+from conftest import REPO, snakemake
+
+CHECKER = REPO / "workflow" / "scripts" / "check_config.py"
+
+
+def check(*files, cwd=REPO, checker=CHECKER):
+    return subprocess.run(
+        [sys.executable, str(checker), *map(str, files)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("case", bad_input.cases(), ids=[c.name for c in bad_input.cases()])
+def test_checker_refuses_every_bad_input_row_with_its_message(case, tmp_path):
+    change = tmp_path / "change.yaml"
+    change.write_text(case.change + "\n", encoding="utf-8")
+    process = check(REPO / "config.yaml", change)
+    assert process.returncode == 1, process.stdout
+    for message in case.messages:
+        assert message in process.stderr, process.stderr
+
+
+def test_checker_describes_the_grid_by_what_multiplies():
+    process = check(REPO / "configs" / "tuned.yaml")
+    assert process.returncode == 0, process.stderr
+    assert process.stdout == (
+        "ok: 10500 runs = 420 cells x 25 seeds (20 evaluation, 5 tuning); cells: "
+        "10 (problem, loss) pairs of 7 problem(s) x 42 optimizer variants of "
+        "6 optimizer(s)\n"
+    )
+
+
+def test_an_empty_file_is_refused_by_both(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    process = check(empty)
+    assert process.returncode == 1
+    assert "is empty; a config file must be given as JSON or YAML" in process.stderr
+    workflow = snakemake(tmp_path, "-n", configfile=empty, check=False)
+    assert workflow.returncode != 0
+    assert "Config file must be given as JSON or YAML" in workflow.stdout + workflow.stderr
+
+
+@pytest.mark.workflow
+def test_a_user_problem_is_accepted_by_both(tmp_path):
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO / "workflow", clone / "workflow")
+    shutil.copytree(REPO / "problems", clone / "problems")
+    shutil.copytree(REPO / "profiles", clone / "profiles")
+    shutil.copy(REPO / "Snakefile", clone / "Snakefile")
+    shutil.copy(REPO / "problems" / "_template.py", clone / "problems" / "sine.py")
+    config = tmp_path / "sine.yaml"
+    config.write_text(
+        "seeds: [0]\nsteps: 3\ndevice: cpu\nproblems: {sine: {}}\n"
+        "optimizers: {sgd: {class: SGD, kwargs: {lr: 0.01}}}\n"
+        "losses: {mse: {class: MSELoss}}\n"
+    )
+    process = check(config, checker=clone / "workflow/scripts/check_config.py")
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.startswith("ok: 1 runs = 1 cells x 1 seeds")
+    dry = snakemake(tmp_path / "w", "-n", configfile=config, snakefile=clone / "Snakefile")
+    assert "train" in dry.stdout + dry.stderr
