@@ -141,9 +141,9 @@ def pipeline_under(tmp_path, name, config, host):
     """The whole pipeline on ``config`` (a path) under a simulated host; its run files."""
     workdir = tmp_path / name
     workdir.mkdir()
-    old = dict(os.environ)
+    old, simulated = dict(os.environ), host_environment(host)
     os.environ.clear()
-    os.environ.update(host_environment(host))
+    os.environ.update(simulated)
     try:  # snakemake and its jobs inherit this environment
         snakemake(workdir, "--cores", "2", configfile=config, timeout=900)
     finally:

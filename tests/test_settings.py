@@ -233,7 +233,8 @@ def test_command_line_text_values_are_read_as_numbers():
         "kwargs": {"lr": "0.5", "nesterov": "true", "momentum": "0.9"},
     }
     config["losses"]["mse"] = {"class": "MSELoss", "kwargs": {"reduction": "sum"}}
-    experiment = settings.validate(config, SCHEMA)
+    given = {"seeds": config["seeds"], "optimizers": {"sgd": config["optimizers"]["sgd"]}}
+    experiment = settings.validate(config, SCHEMA, command_line=given)
     assert experiment.seeds == (2, 0, 1) and all(type(s) is int for s in experiment.seeds)
     assert experiment.optimizers["sgd"].kwargs == {"lr": 0.5, "nesterov": True, "momentum": 0.9}
     assert experiment.losses["mse"].kwargs == {"reduction": "sum"}
@@ -454,7 +455,8 @@ def test_only_keeps_the_configured_order_of_the_chosen_cells():
     config = with_change(
         set_key("only", {"optimizers": ["adam", "sgd"], "losses": ["l1"], "seeds": ["7", "2"]})
     )
-    experiment = settings.validate(config, SCHEMA)
+    # As --config 'only={..., seeds: [7, 2]}' gives it: text.
+    experiment = settings.validate(config, SCHEMA, command_line={"only": config["only"]})
     assert list(experiment.optimizers) == ["sgd", "adam"]
     assert list(experiment.losses) == ["l1"]
     assert experiment.seeds == (2, 7)
@@ -591,3 +593,23 @@ def test_tuned_config_runs_the_article_optimizers_with_adamw_and_lbfgs_on_every_
     }  # fmt: skip
     assert len(experiment.seeds) == 20 and len(experiment.tuning_seeds) == 5
     assert not set(experiment.seeds) & set(experiment.tuning_seeds)
+
+
+def test_quoted_numbers_in_a_config_file_are_refused_with_the_key():
+    """Strict types: "100" in a file was quoted on purpose; only --config text is read."""
+    config = with_change(
+        set_key("problems", {"quadratic": {"kwargs": {"condition_number": "100"}}})
+    )
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.validate(config, SCHEMA)
+    message = str(caught.value)
+    assert "problems.quadratic.kwargs.condition_number: '100' (str) is not a float" in message
+    assert "Fix: give a value of the default's type." in message
+    config = with_change(set_optimizer("sgd", {"class": "SGD", "kwargs": {"lr": "0.5"}}))
+    with pytest.raises(settings.ConfigError, match="optimizers.sgd"):
+        settings.validate(config, SCHEMA)
+    # The same text given on the command line is read as the number it says.
+    given = {"problems": {"quadratic": {"kwargs": {"condition_number": "100"}}}}
+    config = with_change(set_key("problems", given["problems"]))
+    problem = settings.validate(config, SCHEMA, command_line=given).problems["quadratic"]
+    assert problem.kwargs["condition_number"] == 100

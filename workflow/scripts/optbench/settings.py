@@ -290,27 +290,31 @@ def _schema_message(error: jsonschema.ValidationError, schema: dict) -> str:
     return f"config key {key}: {message}.{fix}"
 
 
-def _coerce(value):
+def _coerce_text(value, command_line: bool = True):
     """Numbers and booleans that arrived as text, read as what they say.
 
     Two sources give text where a number was meant: PyYAML reads '1e-9' (no
     dot) as a string, and ``snakemake --config`` parses lists and mappings with
     YAML's BaseLoader, which keeps every scalar a string (seeds=[0,1] gives
     ['0', '1']). Torch hyper-parameters and seeds are never strings of that
-    shape, so they are converted; other strings are left alone.
+    shape, so they are converted; other strings are left alone. From a config
+    file (``command_line`` False) only the first kind is converted: there a
+    string such as "100" was quoted on purpose, and strict typing refuses it.
     """
     if isinstance(value, str):
         if _FLOAT_TEXT.match(value):
             return float(value)
+        if not command_line:
+            return value
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
         return parsed if isinstance(parsed, int | float | bool) else value
     if isinstance(value, list | tuple):
-        return [_coerce(v) for v in value]
+        return [_coerce_text(v, command_line) for v in value]
     if isinstance(value, dict):
-        return {k: _coerce(v) for k, v in value.items()}
+        return {k: _coerce_text(v, command_line) for k, v in value.items()}
     return value
 
 
@@ -571,20 +575,26 @@ def _fill_defaults(config: dict, schema: dict) -> dict:
     return filled
 
 
-def _with_numbers(config: dict) -> dict:
-    """Seeds, kwargs and `only` with command-line text read as numbers (see _coerce)."""
+def _with_numbers(config: dict, command_line=()) -> dict:
+    """Seeds, kwargs and `only` with text read as numbers (see _coerce_text): every
+    number-like text under the top-level keys given on the command line
+    (``command_line``), only YAML 1.1's dotless floats elsewhere."""
     config = dict(config)
+
+    def read(value, key):
+        return _coerce_text(value, key in command_line)
+
     for key in ("seeds", "tuning_seeds", "steps"):
-        config[key] = _coerce(config[key])
+        config[key] = read(config[key], key)
     if isinstance(config["only"], dict):
-        config["only"] = _coerce(config["only"])
+        config["only"] = read(config["only"], "only")
     for kind in ("optimizers", "losses", "problems"):
         if isinstance(config[kind], dict):
             config[kind] = {
                 name: {
                     **entry,
                     **{
-                        part: _coerce(entry[part])
+                        part: read(entry[part], kind)
                         for part in ("kwargs", "sweep", "steps")
                         if part in entry
                     },
@@ -701,15 +711,18 @@ def validate(
     schema_path: str | Path,
     check_torch: bool = True,
     problems_dir: str | Path | None = None,
+    command_line: dict | None = None,
 ) -> Experiment:
     """The experiment described by ``config``, or a ConfigError listing every problem.
 
     ``problems_dir`` is the user folder of problem files (the repository's
-    ``problems/``), searched beside the built-in problems.
+    ``problems/``), searched beside the built-in problems. ``command_line``:
+    the values given with ``snakemake --config`` (already merged into
+    ``config``), whose keys' text is read as numbers where it says one.
     """
     if not isinstance(config, dict):
         raise ConfigError("the configuration must be a mapping of keys to values.")
-    # First, because every later step walks (and _coerce copies) the config.
+    # First, because every later step walks (and _coerce_text copies) the config.
     oversized = _size_problems(config)
     if oversized:
         raise ConfigError(oversized)
@@ -718,7 +731,7 @@ def validate(
     if analysis_context.band_problems(config):
         config.pop("band")  # reported above with the new values; the schema adds the default
     schema = load_schema(schema_path)
-    config = _with_numbers(_fill_defaults(config, schema))
+    config = _with_numbers(_fill_defaults(config, schema), set(command_line or ()))
     validator = jsonschema.Draft202012Validator(schema)
     schema_errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     found = moved + [_schema_message(e, schema) for e in schema_errors]
