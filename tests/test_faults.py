@@ -342,6 +342,8 @@ def test_bad_input_fails_before_any_job_and_changes_nothing(bad_input_outcomes, 
     output = process.stdout + process.stderr
     assert process.returncode != 0
     assert all(message in output for message in case.messages), output[-3000:]
+    # The message alone: no rule file and line, no traceback.
+    assert "common.smk" not in output and "Traceback" not in output, output[-3000:]
     assert "rule train" not in output and "localrule" not in output
     assert tree_bytes(workdir / "results") == before
     assert not list(workdir.rglob("pwned*"))

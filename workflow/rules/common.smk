@@ -7,12 +7,19 @@ import shlex
 import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
-
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from optbench import jobs, settings  # noqa: E402
+
+
+def refuse(message):
+    """Stop before any job with the message alone: a WorkflowError would add the
+    rule file's name and line, which tell a user nothing about their config."""
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
 from optbench.analysis_context import context_for, threshold_text  # noqa: E402
 
 # Users add problems as files here (docs/problems.md); looked up by name only.
@@ -28,9 +35,7 @@ try:
     )
 except settings.ConfigError as error:
     _count = len(error.problems)
-    raise WorkflowError(
-        f"Invalid configuration ({_count} problem{'s' if _count > 1 else ''}):\n{error}"
-    ) from None
+    refuse(f"Invalid configuration ({_count} problem{'s' if _count > 1 else ''}):\n{error}")
 
 RUN_TSV = "results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
 RUN_SIDECAR = "results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.json"
@@ -376,7 +381,7 @@ LOCAL_GPU_VISIBLE = EXPERIMENT.device == "auto" and not CLUSTER_RUN and _local_g
 # before any job runs (and before Snakemake removes any output to re-make it).
 # On a cluster the GPU is on the compute node, so nothing is known here.
 if EXPERIMENT.device.startswith("cuda") and not CLUSTER_RUN and not _local_gpu_visible():
-    raise WorkflowError(
+    refuse(
         f"Invalid configuration (1 problem):\nconfig key device: {EXPERIMENT.device} asks for "
         "a CUDA GPU, but none is visible on this machine (no NVIDIA device, or "
         "CUDA_VISIBLE_DEVICES hides it), and the jobs run here. Fix: use device auto "

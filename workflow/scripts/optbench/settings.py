@@ -15,6 +15,7 @@ walks it.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -258,6 +259,30 @@ def _size_problems(config: dict) -> list[str]:
     return problems
 
 
+# Keys users write for features this version does not have: said so, not "a typo".
+MISSING_FEATURES = {
+    "scheduler": "learning-rate schedules",
+    "schedule": "learning-rate schedules",
+    "lr_scheduler": "learning-rate schedules",
+    "search": "search spaces (random or quasi-random trials)",
+    "param_groups": "parameter groups",
+}
+
+
+def _unknown_key_fix(unknown: list[str], known: list[str]) -> str:
+    """What to do about unknown keys: a missing feature named as such, else the spelling."""
+    features = sorted({MISSING_FEATURES[k] for k in unknown if k in MISSING_FEATURES})
+    if features:
+        return (
+            f"{'; '.join(features).capitalize()} are not a feature of this version. "
+            "Fix: remove the key."
+        )
+    close = {k: difflib.get_close_matches(k, known, n=1, cutoff=0.6) for k in unknown}
+    hints = [f"{k!r} -> {m[0]!r}" for k, m in close.items() if m]
+    guess = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    return f"Fix the spelling{guess} or remove the key."
+
+
 def _schema_message(error: jsonschema.ValidationError, schema: dict) -> str:
     """One readable sentence for a schema violation, with the fix taken from the schema."""
     key = _key_path(error.absolute_path)
@@ -265,18 +290,18 @@ def _schema_message(error: jsonschema.ValidationError, schema: dict) -> str:
     top = schema["properties"].get(error.absolute_path[0], {}) if error.absolute_path else {}
     description = " ".join(str(error.schema.get("description", top.get("description", ""))).split())
     validator = error.validator
-    if validator == "additionalProperties" and error.schema is schema:
-        allowed = ", ".join(sorted(schema["properties"]))
-        unknown = sorted(set(error.instance) - set(schema["properties"]))
-        return (
-            f"unknown config key(s) {', '.join(map(repr, unknown))}. "
-            f"Known keys: {allowed}. Fix the spelling or remove the key."
-        )
     if validator == "additionalProperties":
-        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(known))
+        where = (
+            "unknown config key(s)"
+            if error.schema is schema
+            else f"config key {key}: unknown key(s)"
+        )
         return (
-            f"config key {key}: {error.message}. Allowed keys there: {allowed}. "
-            "Fix the spelling or remove the key."
+            f"{where} {', '.join(map(repr, unknown))}. "
+            f"{'Known keys' if error.schema is schema else 'Allowed keys there'}: "
+            f"{', '.join(known)}. {_unknown_key_fix(unknown, known)}"
         )
     if error.validator == "pattern" and "propertyNames" in list(error.absolute_schema_path):
         return (
@@ -284,6 +309,20 @@ def _schema_message(error: jsonschema.ValidationError, schema: dict) -> str:
             f"Fix: rename it; {description}"
         )
     message = _shorten(error.message)
+    path = list(error.absolute_path)
+    if (
+        validator == "type"
+        and len(path) == 4
+        and path[0] == "optimizers"
+        and path[2] == "sweep"
+        and isinstance(error.instance, dict)
+    ):
+        return (
+            f"config key {key}: a sweep lists the values to try; got a mapping "
+            f"({_shorten(repr(error.instance), 80)}). Fix: give a list, e.g. "
+            f"{path[3]}: [0.001, 0.01, 0.1]. Ranges with a distribution (search spaces) are "
+            "not a feature of this version."
+        )
     if validator == "uniqueItems":
         return f"config key {key}: {message}. Fix: list each value once."
     fix = f" Fix: {description}" if description else ""
