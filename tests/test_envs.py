@@ -196,7 +196,8 @@ def test_pin_script_calls_conda_lock_with_and_without_cuda(tmp_path):
 
 # Which env file each job of the DAG gets, read from Snakemake's own job objects
 # (what `snakemake --list-conda-envs` prints, minus creating the envs, which
-# needs conda).
+# needs conda). With local_cores set, as the cluster profiles set it: device
+# cuda on this GPU-less machine is then a cluster's business, not refused.
 PROBE = """
 import json, sys
 from pathlib import Path
@@ -206,7 +207,7 @@ from snakemake.settings.types import (ConfigSettings, DAGSettings, DeploymentMet
 snakefile, workdir, configfile, overrides = sys.argv[1:]
 with SnakemakeApi(OutputSettings(quiet=None)) as api:
     workflow_api = api.workflow(
-        resource_settings=ResourceSettings(cores=1),
+        resource_settings=ResourceSettings(cores=1, local_cores=1),
         config_settings=ConfigSettings(configfiles=[Path(configfile)],
                                        config=json.loads(overrides)),
         deployment_settings=DeploymentSettings(deployment_method={DeploymentMethod.CONDA}),

@@ -10,7 +10,7 @@ from pathlib import Path
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from optbench import jobs, settings  # noqa: E402
+from optbench import cost, jobs, settings  # noqa: E402
 
 
 def refuse(message):
@@ -402,3 +402,14 @@ elif EXPERIMENT.device != "auto" or CLUSTER_RUN or LOCAL_GPU_VISIBLE:
     TRAINING_GPUS = 1
 else:
     TRAINING_GPUS = _auto_device_gpus
+
+
+# Stated before any job, and refused where the largest job cannot fit in this
+# machine's memory (jobs that run here; a cluster's nodes are not known here).
+if not workflow.remote_exec:
+    PLANNED_COST = cost.plan_for(EXPERIMENT)
+    _memory = None if CLUSTER_RUN else cost.machine_bytes()
+    print(PLANNED_COST.describe(_memory), file=sys.stderr)
+    _too_large = cost.too_large(PLANNED_COST, _memory)
+    if _too_large:
+        refuse(f"Invalid configuration (1 problem):\nconfig key steps: {_too_large}.")

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from optbench import settings
+from optbench import cost, settings
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # The repository's folder of user problems, which the workflow searches too.
@@ -37,7 +37,14 @@ def main(argv=None) -> int:
         count = len(error.problems)
         print(f"{count} problem{'s' if count > 1 else ''}:\n{error}", file=sys.stderr)
         return 1
+    planned = cost.plan_for(experiment)
+    memory = cost.machine_bytes()
+    too_large = cost.too_large(planned, memory)
+    if too_large:
+        print(f"1 problem:\nconfig key steps: {too_large}.", file=sys.stderr)
+        return 1
     print(f"ok: {describe(experiment)}")
+    print(planned.describe(memory))
     return 0
 
 

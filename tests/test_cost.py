@@ -1,0 +1,57 @@
+"""What a grid costs, stated before any job: runs, run-steps, the largest job's memory."""
+
+import pytest
+
+from conftest import CONFIGS, SCHEMA, snakemake
+from optbench import cost, settings
+
+
+def test_job_bytes_counts_the_runs_held_together():
+    assert cost.job_bytes(40, 40) == cost.PROCESS_BYTES + 40 * (
+        cost.STATE_BYTES + 40 * cost.STEP_BYTES
+    )
+    # beyond one chunk of the batched engine, the runs held at once stop growing
+    assert cost.job_bytes(5000, 40) == cost.job_bytes(cost.MAX_BATCH, 40)
+
+
+def test_plan_of_the_default_grid_and_a_huge_step_count():
+    config = {"seeds": list(range(10)), "steps": 40}
+    planned = cost.plan_for(settings.validate(config, SCHEMA))
+    assert (planned.runs, planned.run_steps, planned.jobs) == (80, 3200, 2)
+    assert (planned.largest_runs, planned.largest_steps) == (40, 40)
+    assert cost.too_large(planned, 24 * 2**30) is None
+    huge = cost.plan_for(settings.validate({**config, "steps": 10**9}, SCHEMA))
+    message = cost.too_large(huge, 24 * 2**30)
+    assert message.startswith("the largest training job (40 runs of 1,000,000,000 steps)")
+    assert "4.8 TB" in message and "more than this machine's 25.8 GB" in message
+    assert cost.too_large(huge, None) is None  # unknown memory (a cluster): not refused
+
+
+def test_one_job_per_run_plans_each_run():
+    config = {"seeds": [0, 1, 2], "steps": 7, "job_scope": "cell", "seeds_per_job": 1}
+    planned = cost.plan_for(settings.validate(config, SCHEMA))
+    assert planned.jobs == planned.runs == 24
+    assert planned.largest_runs == 1 and planned.largest_steps == 7
+
+
+def test_machine_memory_from_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24576000 kB\nMemFree:  1 kB\n")
+    assert cost.machine_bytes(meminfo) == 24576000 * 1024
+    assert cost.machine_bytes(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize(
+    ("count", "text"), [(430e6, "430 MB"), (4.8e12, "4.8 TB"), (999, "0.999 kB")]
+)
+def test_sizes_in_words(count, text):
+    assert cost._size(int(count)) == text
+
+
+@pytest.mark.workflow
+def test_the_dry_run_states_the_planned_work(tmp_path):
+    process = snakemake(tmp_path, "-n", configfile=CONFIGS / "tiny.yaml")
+    assert (
+        "planned: 8 runs, 40 run-steps in 8 training job(s); the largest job, 1 runs of 5 "
+        "steps, needs about 420 MB (this machine: "
+    ) in process.stderr
