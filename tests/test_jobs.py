@@ -439,3 +439,20 @@ def test_summary_jobs_cover_each_key_once_per_role_with_all_its_manifests():
             for label in ("0-4", "5-9", "100-104")
         )
         assert summary.log == f"results/logs/summarize/{summary.role}/linear/{summary.key[1]}.log"
+
+
+def test_digested_parameters_are_their_value_with_a_short_record():
+    import hashlib
+    import pickle
+
+    text = jobs.DigestedText('{"cells": [1, 2]}')
+    assert text == '{"cells": [1, 2]}' and f"{text}" == '{"cells": [1, 2]}'
+    digest = hashlib.sha256(b'{"cells": [1, 2]}').hexdigest()[:16]
+    assert repr(text) == f"<sha256 {digest}>"
+    mapping = jobs.DigestedMapping({"b": 1, "a": (2, 3)})
+    assert mapping == {"a": (2, 3), "b": 1}
+    assert repr(mapping) == repr(jobs.DigestedMapping({"a": [2, 3], "b": 1}))
+    assert repr(mapping) != repr(jobs.DigestedMapping({"a": (2, 4), "b": 1}))
+    # Snakemake pickles a script rule's params: the class comes back with the value.
+    again = pickle.loads(pickle.dumps(mapping, protocol=4))
+    assert type(again) is jobs.DigestedMapping and again == mapping

@@ -578,3 +578,41 @@ def test_report_from_an_environment_of_requirements_txt_alone(tiny_results, tmp_
     assert process.returncode == 0, process.stderr[-3000:]
     html = (workdir / "results/report.html").read_text()
     assert "steps_to_threshold.png" in html and "leaderboard.tsv" in html
+
+
+FILE_LISTS = ("Missing output files: ", "Input files updated by another job: ")
+
+
+@pytest.mark.parametrize("scope", ["loss", "problem"])
+def test_packed_dry_runs_stay_readable(tmp_path, scope):
+    """After a packed run, adding a seed, a swept value or an optimizer gives reason
+    lines without the jobs' JSON: a packed job's argument is recorded by its digest.
+    (Snakemake's own lists of missing or updated files grow with the change.)"""
+    config = tmp_path / "packed.yaml"
+    config.write_text(
+        TINY.read_text()
+        .replace("job_scope: cell", f"job_scope: {scope}")
+        .replace("seeds_per_job: 1", "seeds_per_job: all")
+    )
+    workdir = tmp_path / "w"
+    snakemake(workdir, "--cores", "2", configfile=config)
+    adam = "adam: {class: Adam, kwargs: {lr: 0.1, betas: [0.9, 0.99], eps: 1.0e-9}}"
+    sgd = "sgd: {class: SGD, kwargs: {lr: 0.1}"
+    cases = [
+        ("seeds=[0,1,2]",),  # a seed
+        (  # a swept value (and the tuning seed a sweep needs)
+            "tuning_seeds=[7]",
+            f"optimizers={{{sgd}, sweep: {{lr: [0.1, 0.2]}}}}, {adam}}}",
+        ),
+        (f"optimizers={{{sgd}}}, {adam}, rms: {{class: RMSprop}}}}",),
+    ]
+    for case in cases:
+        process = snakemake(workdir, "-n", "--config", *case, configfile=config)
+        jobs = planned_job_details(process)
+        assert jobs, process.stderr[-2000:]
+        for job in jobs:
+            # Snakemake's own lists of files aside, the reasons are short.
+            parts = job["reason"].split("; ")
+            said = [p for p in parts if not p.startswith(FILE_LISTS)]
+            assert len("; ".join(said)) <= 300, job
+            assert '"cells"' not in job["reason"], job

@@ -98,7 +98,7 @@ THRESHOLDS = {
     for problem, loss in PROBLEM_LOSSES
 }
 # What the analysis job needs from the config, one JSON-able param.
-ANALYSIS_CONTEXT = context_for(EXPERIMENT, THRESHOLDS).as_dict()
+ANALYSIS_CONTEXT = jobs.DigestedMapping(context_for(EXPERIMENT, THRESHOLDS).as_dict())
 # Jobs of a job_scope coarser than one cell; each gets its own rule (train.smk).
 TRAINING_JOBS = EXPERIMENT.training_jobs() if EXPERIMENT.job_scope != "cell" else []
 
@@ -117,7 +117,9 @@ def summary_job_argument(job):
         )
         for cell in job.cells
     ]
-    return jobs.summary_argument(cells_settings, ROLES[job.role], RUN_TSV, CELL_SUMMARY, job.role)
+    return jobs.DigestedText(
+        jobs.summary_argument(cells_settings, ROLES[job.role], RUN_TSV, CELL_SUMMARY, job.role)
+    )
 
 
 def cell_spec(wildcards):
@@ -135,7 +137,8 @@ def cell_threshold(wildcards):
 def job_argument(cells, seeds):
     """A packed job's --job JSON: its cells once, its seeds as ranges, the path patterns
     (never every path: a job's command line must stay under Linux's 128 KiB)."""
-    return jobs.argument(EXPERIMENT, cells, seeds, RUN_TSV, RUN_SIDECAR)
+    # Recorded by its digest: a dry run's reasons then stay short (jobs.DigestedText).
+    return jobs.DigestedText(jobs.argument(EXPERIMENT, cells, seeds, RUN_TSV, RUN_SIDECAR))
 
 
 def block_job_argument(wildcards, seeds):

@@ -16,6 +16,7 @@ into (spec, seed, TSV, sidecar) per run, the same paths the rule declares
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -28,6 +29,24 @@ FIELDS = ("problem", "loss", "optimizer", "variant")
 # Longest job argument allowed: well below MAX_ARG_STRLEN (131,072 bytes) to
 # leave room for the rest of the command line (paths of the script and log).
 MAX_ARGUMENT = 100_000
+
+
+class _Digested:
+    """A job parameter recorded by its digest: Snakemake stores a param by its repr
+    and, when it changes, prints the old and the new repr in a dry run's reason
+    lines; the value itself (a job's JSON, the analysis context) is used in full."""
+
+    def __repr__(self) -> str:
+        text = self if isinstance(self, str) else json.dumps(self, sort_keys=True, default=str)
+        return f"<sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}>"
+
+
+class DigestedText(_Digested, str):
+    """Text (a packed job's --job JSON) recorded by its digest."""
+
+
+class DigestedMapping(_Digested, dict):
+    """A mapping (a rule's context) recorded by its digest."""
 
 
 @dataclass(frozen=True)
