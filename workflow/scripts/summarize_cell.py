@@ -14,7 +14,7 @@ job's group of cells, so a large grid is not hundreds of tiny jobs):
 
     python summarize_cell.py --group JSON
 
-where JSON is ``cells.group_argument``'s (cells, seeds and path patterns).
+where JSON is ``jobs.summary_argument``'s (cells, seeds and path patterns).
 The cell's identity is checked against every run's path (fields of the pattern);
 each run's sidecar (``seed{N}.json`` beside its TSV) is read for held-out values.
 """

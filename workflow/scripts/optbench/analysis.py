@@ -233,8 +233,3 @@ def write_tables(tables: dict, folder=None, paths: dict | None = None) -> None:
         path = paths[name] if paths is not None else Path(folder) / TABLE_FILES[name]
         summary.write_tsv(table, path)
 
-
-def read_tables(folder, names=None) -> dict:
-    """The tables written by ``write_tables`` into ``folder``."""
-    names = TABLE_FILES if names is None else names
-    return {name: summary.read_tsv(Path(folder) / TABLE_FILES[name]) for name in names}

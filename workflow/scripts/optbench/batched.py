@@ -166,10 +166,6 @@ def _train_one(instance, criterion, cls, kwargs, steps, device) -> RunOutcome:
     return RunOutcome(losses, evaluations)
 
 
-def _loss_dtype(model) -> torch.dtype:
-    return next(model.parameters()).dtype
-
-
 def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 

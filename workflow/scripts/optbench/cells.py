@@ -1,7 +1,7 @@
 """Per-cell aggregation: the runs of one grid cell -> its per-step statistics and per-run finals.
 
-A cell is one point of the grid without the seed (today a loss and an
-optimizer). Its identity is read from each run file's path, matched against
+A cell is one point of the grid without the seed: a (problem, loss,
+optimizer, variant). Its identity is read from each run file's path, matched against
 the pipeline's run-path pattern, and never from the position of a file in a
 list: a run that belongs to another cell is refused, and the order in which
 the runs are given does not change the result (runs are sorted by seed).

@@ -41,9 +41,6 @@ BANDS = {
     ),
     "none": ("geo_mean", None, "geometric mean"),
 }
-# Values of earlier versions, refused by the config check with the new ones.
-OLD_BANDS = ("ci95", "std")
-
 # Log scale when the positive curve values span more than this ratio.
 LOG_SCALE_RATIO = 100.0
 

@@ -35,7 +35,6 @@ STEP_STATISTICS = _with_after(
     "geo_mean",
     ["geo_low", "geo_high"],
 )
-STEP_COLUMNS = [*IDENTITY, "step", *STEP_STATISTICS]
 RUN_TABLE_COLUMNS = ["role", *IDENTITY, *cells.RUN_COLUMNS]
 
 
