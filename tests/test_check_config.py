@@ -3,25 +3,12 @@ verdict, and the same messages, on the table of docs/bad-input.md; user problems
 in problems/ are found by both."""
 
 import shutil
-import subprocess
-import sys
 
 import bad_input
 import pytest
+from test_configfiles import check_config as check
 
 from conftest import REPO, snakemake
-
-CHECKER = REPO / "workflow" / "scripts" / "check_config.py"
-
-
-def check(*files, cwd=REPO, checker=CHECKER):
-    return subprocess.run(
-        [sys.executable, str(checker), *map(str, files)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 @pytest.mark.parametrize("case", bad_input.cases(), ids=[c.name for c in bad_input.cases()])

@@ -157,9 +157,10 @@ def test_config_bomb_is_refused_in_seconds_and_little_memory(workdir):
     assert peak < 300 * 2**20, f"peak {peak / 2**20:.0f} MB"
 
 
-def check_config(*files):
+def check_config(*files, checker=CHECK_CONFIG):
+    """workflow/scripts/check_config.py (or the copy ``checker``) on ``files``."""
     return subprocess.run(
-        [sys.executable, str(CHECK_CONFIG), *map(str, files)],
+        [sys.executable, str(checker), *map(str, files)],
         capture_output=True,
         text=True,
         cwd=REPO,
