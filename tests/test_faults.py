@@ -406,7 +406,11 @@ def test_value_torch_refuses_fails_its_job_naming_the_entry(runtime_outcomes, ca
     assert all(message in text for message in case.messages), text
     assert "Traceback" not in text  # the documented message, not a crash
     assert process.returncode != 0
-    assert str(log.relative_to(workdir)) in process.stdout + process.stderr
+    console = process.stdout + process.stderr
+    assert str(log.relative_to(workdir)) in console
+    # why it failed, in the console too (the log's last lines)
+    assert f"training job failed; the end of {log.relative_to(workdir)}:" in console
+    assert all(message in console for message in case.messages), console[-3000:]
     run = workdir / f"results/runs/linear/{loss}/{optimizer}/base"
     assert not run.exists() or list(run.iterdir()) == []  # nothing written, not even a temp
     # The sound cell beside it trained to the article's numbers.

@@ -323,13 +323,19 @@ _TRAIN = (
     f" --problems-dir {shlex.quote(str(PROBLEMS_DIR))}"
     f" --engine {EXPERIMENT.engine} --numerics {EXPERIMENT.numerics} --threads {{threads}}"
 )
+# The log takes everything; a failed job also shows its log's last lines in the
+# console (why it failed), not only the log's path (braces doubled for format).
+_TO_LOG = (
+    " > {log:q} 2>&1 || {{ status=$?; echo 'training job failed; the end of {log}:' >&2;"
+    " tail -n 5 {log:q} >&2; exit $status; }}"
+)
 TRAIN_ONE_SEED = (
     f"{_TRAIN} --spec {{params.spec:q}} --run {{wildcards.seed}} {{output.tsv:q}}"
-    " {output.sidecar:q} > {log:q} 2>&1"
+    " {output.sidecar:q}" + _TO_LOG
 )
-TRAIN_PACKED = f"{_TRAIN} --job {{params.job:q}} > {{log:q}} 2>&1"
+TRAIN_PACKED = f"{_TRAIN} --job {{params.job:q}}" + _TO_LOG
 TRAIN_PACKED_WITH_MANIFEST = (
-    f"{_TRAIN} --job {{params.job:q}} --manifest {{output.manifest:q}} > {{log:q}} 2>&1"
+    f"{_TRAIN} --job {{params.job:q}} --manifest {{output.manifest:q}}" + _TO_LOG
 )
 
 # Per-cell summary: a plain command too, so that a job imports numpy and

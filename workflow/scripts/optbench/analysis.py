@@ -232,4 +232,3 @@ def write_tables(tables: dict, folder=None, paths: dict | None = None) -> None:
     for name, table in tables.items():
         path = paths[name] if paths is not None else Path(folder) / TABLE_FILES[name]
         summary.write_tsv(table, path)
-
