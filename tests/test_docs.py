@@ -56,3 +56,28 @@ def test_reference_experiment_doc_states_the_default_grid():
     }
     assert "`torch.nn.MSELoss()`" in text and "`torch.nn.L1Loss()`" in text
     assert "docs/reference-experiment.md" in (REPO / "config.yaml").read_text()
+
+
+def test_readme_configuration_example_is_valid():
+    """The README's one configuration passes the checks, with the grid it describes."""
+    from conftest import SCHEMA
+    from optbench import settings
+
+    text = (REPO / "README.md").read_text()
+    (block,) = re.findall(r"```yaml\n(# my\.yaml.*?)```", text, re.DOTALL)
+    experiment = settings.validate(yaml.safe_load(block), SCHEMA, problems_dir=REPO / "problems")
+    assert experiment.n_runs == 16 * 13
+    assert {(c.problem, c.loss) for c in experiment.cells()} == {
+        ("quadratic", "mse"),
+        ("digits_mlp", "ce"),
+    }
+
+
+def test_every_documentation_link_resolves():
+    """Relative links of the README and docs/ point at files that exist."""
+    broken = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.name}: {target}")
+    assert broken == []

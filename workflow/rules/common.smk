@@ -31,7 +31,7 @@ try:
         Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml",
         problems_dir=PROBLEMS_DIR,
         # --config values arrive as text; a config file's types are kept as written.
-        command_line=workflow.config_settings.overwrite_config,
+        command_line=dict(workflow.config_settings.config),
     )
 except settings.ConfigError as error:
     _count = len(error.problems)
