@@ -108,7 +108,8 @@ def test_env_versions_agree_with_requirements_txt():
 
 
 TRAINING_MODULES = [
-    f"optbench/{name}.py" for name in ("training", "runfiles", "batched", "batch_policy", "jobs")
+    f"optbench/{name}.py"
+    for name in ("training", "runfiles", "batched", "batch_policy", "jobs", "numerics", "cost")
 ]
 
 

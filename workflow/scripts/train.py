@@ -33,11 +33,7 @@ import torch  # noqa: E402
 
 from optbench import batched, jobs, runfiles, training  # noqa: E402
 from optbench.batch_policy import can_batch  # noqa: E402
-
-# Runs trained together at most: the engine keeps them all in memory (about
-# 22 KiB per run on the reference problem, 250 KiB on digits_mlp), and the
-# speed-up levels off well before this (tools/benchmark_engines.py).
-MAX_BATCH = 1000
+from optbench.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
 
 
 def parse_args(argv=None):
