@@ -331,11 +331,11 @@ _TO_LOG = (
 )
 TRAIN_ONE_SEED = (
     f"{_TRAIN} --spec {{params.spec:q}} --run {{wildcards.seed}} {{output.tsv:q}}"
-    " {output.sidecar:q}" + _TO_LOG
+    f" {{output.sidecar:q}}{_TO_LOG}"
 )
-TRAIN_PACKED = f"{_TRAIN} --job {{params.job:q}}" + _TO_LOG
+TRAIN_PACKED = f"{_TRAIN} --job {{params.job:q}}{_TO_LOG}"
 TRAIN_PACKED_WITH_MANIFEST = (
-    f"{_TRAIN} --job {{params.job:q}} --manifest {{output.manifest:q}}" + _TO_LOG
+    f"{_TRAIN} --job {{params.job:q}} --manifest {{output.manifest:q}}{_TO_LOG}"
 )
 
 # Per-cell summary: a plain command too, so that a job imports numpy and
