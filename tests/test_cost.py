@@ -20,7 +20,7 @@ def test_plan_of_the_default_grid_and_a_huge_step_count():
     assert (planned.runs, planned.run_steps, planned.jobs) == (80, 3200, 2)
     assert (planned.largest_runs, planned.largest_steps) == (40, 40)
     assert cost.too_large(planned, 24 * 2**30) is None
-    huge = cost.plan_for(settings.validate({**config, "steps": 10**9}, SCHEMA))
+    huge = cost.plan_for(settings.validate({**config, "steps": 10**9}, SCHEMA, memory_bytes=None))
     message = cost.too_large(huge, 24 * 2**30)
     assert message.startswith("the largest training job (40 runs of 1,000,000,000 steps)")
     assert "4.8 TB" in message and "more than this machine's 25.8 GB" in message
@@ -55,3 +55,11 @@ def test_the_dry_run_states_the_planned_work(tmp_path):
         "planned: 8 runs, 40 run-steps in 8 training job(s); the largest job, 1 runs of 5 "
         "steps, needs about 420 MB (this machine: "
     ) in process.stderr
+
+
+def test_the_config_check_refuses_a_job_beyond_the_memory_given():
+    config = {"seeds": list(range(10)), "steps": 10**6}  # about 5 GB for a job of 40 runs
+    with pytest.raises(settings.ConfigError, match="config key steps: the largest training job"):
+        settings.validate(config, SCHEMA, memory_bytes=4 * 10**9)
+    assert settings.validate(config, SCHEMA, memory_bytes=6 * 10**9).n_runs == 80
+    assert settings.validate(config, SCHEMA, memory_bytes=None).n_runs == 80

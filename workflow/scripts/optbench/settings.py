@@ -24,7 +24,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from optbench import analysis_context, batch_policy, grid, jobs, problems, torch_catalog
+from optbench import analysis_context, batch_policy, cost, grid, jobs, problems, torch_catalog
 
 # Float text that PyYAML's YAML 1.1 rules leave a string: '1e-9' has no dot.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -751,6 +751,7 @@ def validate(
     check_torch: bool = True,
     problems_dir: str | Path | None = None,
     command_line: dict | None = None,
+    memory_bytes: int | str | None = "machine",
 ) -> Experiment:
     """The experiment described by ``config``, or a ConfigError listing every problem.
 
@@ -758,6 +759,9 @@ def validate(
     ``problems/``), searched beside the built-in problems. ``command_line``:
     the values given with ``snakemake --config`` (already merged into
     ``config``), whose keys' text is read as numbers where it says one.
+    ``memory_bytes``: the memory the largest training job must fit in
+    (optbench.cost): "machine" (this machine's), a number, or None (not
+    checked: jobs that run elsewhere, e.g. on a cluster's nodes).
     """
     if not isinstance(config, dict):
         raise ConfigError("the configuration must be a mapping of keys to values.")
@@ -868,6 +872,10 @@ def validate(
         numerics=config["numerics"],
     )
     found = _engine_problems(experiment) + _job_size_problems(experiment)
+    if not found:
+        limit = cost.machine_bytes() if memory_bytes == "machine" else memory_bytes
+        too_large = cost.too_large(cost.plan_for(experiment), limit)
+        found += [f"config key steps: {too_large}."] if too_large else []
     if found:
         raise ConfigError(found)
     return experiment
