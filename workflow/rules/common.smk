@@ -11,6 +11,7 @@ SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from optbench import cost, jobs, settings  # noqa: E402
+from optbench.analysis_context import context_for, threshold_text  # noqa: E402
 
 
 def refuse(message):
@@ -19,8 +20,6 @@ def refuse(message):
     print(message, file=sys.stderr)
     sys.exit(1)
 
-
-from optbench.analysis_context import context_for, threshold_text  # noqa: E402
 
 # Users add problems as files here (docs/problems.md); looked up by name only.
 PROBLEMS_DIR = Path(workflow.basedir) / "problems"
@@ -418,8 +417,8 @@ else:
     TRAINING_GPUS = _auto_device_gpus
 
 
-# Stated before any job, and refused where the largest job cannot fit in this
-# machine's memory (jobs that run here; a cluster's nodes are not known here).
+# The planned work, stated before any job (a grid whose largest job cannot fit
+# in this machine's memory was refused by settings.validate above).
 if not workflow.remote_exec:
     print(
         cost.plan_for(EXPERIMENT).describe(None if CLUSTER_RUN else cost.machine_bytes()),

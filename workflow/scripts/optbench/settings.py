@@ -293,15 +293,14 @@ def _schema_message(error: jsonschema.ValidationError, schema: dict) -> str:
     if validator == "additionalProperties":
         known = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(known))
-        where = (
-            "unknown config key(s)"
+        where, listed = (
+            ("unknown config key(s)", "Known keys")
             if error.schema is schema
-            else f"config key {key}: unknown key(s)"
+            else (f"config key {key}: unknown key(s)", "Allowed keys there")
         )
         return (
-            f"{where} {', '.join(map(repr, unknown))}. "
-            f"{'Known keys' if error.schema is schema else 'Allowed keys there'}: "
-            f"{', '.join(known)}. {_unknown_key_fix(unknown, known)}"
+            f"{where} {', '.join(map(repr, unknown))}. {listed}: {', '.join(known)}. "
+            f"{_unknown_key_fix(unknown, known)}"
         )
     if error.validator == "pattern" and "propertyNames" in list(error.absolute_schema_path):
         return (
