@@ -205,3 +205,42 @@ def test_manifest_lists_each_run_with_the_hash_of_its_tsv(tmp_path):
     assert lines[1:] == expected
     # the TSV's hash, not the sidecar's
     assert hashlib.sha256(runs[0][1].read_bytes()).hexdigest() not in lines[1]
+
+
+def _manifested_runs(root, count=2):
+    """``count`` runs under ``root`` and their manifest, as a packed job leaves them."""
+    runs = []
+    for seed in range(count):
+        tsv, sidecar = f"runs/seed{seed}.tsv", f"runs/seed{seed}.json"
+        runfiles.write_run(root / tsv, [1.0 + seed, 0.5], root / sidecar, {"seed": seed})
+        runs.append((tsv, sidecar))
+    lines = [runfiles.MANIFEST_HEADER] + [
+        f"{tsv}\t{sidecar}\t{hashlib.sha256((root / tsv).read_bytes()).hexdigest()}"
+        for tsv, sidecar in runs
+    ]
+    (root / "manifest.tsv").write_text("\n".join(lines) + "\n")
+    return runs
+
+
+def test_manifests_prove_intact_runs_complete_and_nothing_else(tmp_path):
+    (tmp_path / "runs").mkdir()
+    _manifested_runs(tmp_path)
+    files = ["runs/seed0.tsv", "runs/seed0.json", "runs/seed1.tsv", "runs/seed1.json"]
+    everything = [*files, "manifest.tsv", "runs/stray.tsv"]
+    proven, unproven = runfiles.proven_by_manifests(everything, ["manifest.tsv"], root=tmp_path)
+    assert proven == [*files, "manifest.tsv"] and unproven == ["runs/stray.tsv"]
+    # A TSV changed since (not what the job wrote), and a run without its sidecar:
+    # those runs and their manifest are not proven; the intact run still is.
+    (tmp_path / "runs/seed1.tsv").write_text("step\tloss\tevaluations\n0\t9\t1\n")
+    proven, unproven = runfiles.proven_by_manifests(everything, ["manifest.tsv"], root=tmp_path)
+    assert proven == files[:2]
+    _manifested_runs(tmp_path)
+    (tmp_path / "runs/seed0.json").unlink()
+    proven, _ = runfiles.proven_by_manifests(files, ["manifest.tsv"], root=tmp_path)
+    assert proven == files[2:]
+    # No manifest, or one that is not a manifest, proves nothing.
+    assert runfiles.proven_by_manifests(files, [], root=tmp_path) == ([], files)
+    (tmp_path / "manifest.tsv").write_text("tsv\tsidecar\nruns/seed1.tsv\truns/seed1.json\n")
+    assert runfiles.proven_by_manifests(files, ["manifest.tsv"], root=tmp_path) == ([], files)
+    with pytest.raises(runfiles.RunFileError, match="manifest.tsv:1: expected the header"):
+        runfiles.read_manifest(tmp_path / "manifest.tsv")

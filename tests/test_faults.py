@@ -9,6 +9,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -192,6 +193,63 @@ def test_hard_killed_workflow_resumes_with_unlock_and_rerun_incomplete(tmp_path,
     after = finished(workdir)
     assert {name: after[name] for name in done} == done
     assert temporary_leftovers(workdir) == []
+
+
+ACCEPT = REPO / "workflow" / "scripts" / "accept_finished.py"
+PACKED = ("--config", "job_scope=loss", "seeds_per_job=all")
+
+
+def accept_finished(workdir):
+    command = [sys.executable, str(ACCEPT), "--directory", str(workdir)]
+    command += ["--configfile", str(SLOW), *PACKED]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_jobs_that_outlive_a_killed_snakemake_are_accepted_by_their_manifests(
+    tmp_path, slow_reference
+):
+    """Snakemake alone is stopped (SIGKILL: no clean-up); the packed training job it
+    started runs on to its end. Its files are marked incomplete; the manifest proves
+    them complete, and accept_finished.py clears exactly those marks."""
+    workdir = tmp_path / "w"
+    process = start(workdir, "--cores", "1", *ONLY_TRAINING, *PACKED)
+
+    def training_jobs():
+        return [
+            p
+            for p in psutil.Process(process.pid).children(recursive=True)
+            if any(a.endswith("train.py") for a in p.cmdline()) and "--manifest" in p.cmdline()
+        ]
+
+    wait_for(lambda: bool(training_jobs()), what="the training job")
+    orphans = training_jobs()
+    process.send_signal(signal.SIGKILL)  # Snakemake only, not its process group
+    process.wait(60)
+    _, alive = psutil.wait_procs(orphans, timeout=120)
+    assert not alive
+    manifest = workdir / "results/manifests/train/linear/mse/seeds0-3.tsv"
+    assert manifest.exists()  # the orphaned job finished
+    snakemake(workdir, "--unlock", configfile=SLOW)
+    stopped = snakemake(workdir, "--cores", "1", *PACKED, configfile=SLOW, check=False)
+    assert stopped.returncode != 0 and "IncompleteFilesException" in stopped.stderr
+    # Without the manifest nothing is proven: all stays marked, with the repair command.
+    manifest.rename(tmp_path / "manifest.tsv")
+    refused = accept_finished(workdir)
+    assert refused.returncode == 1, refused.stderr
+    assert "8 file(s) not proven complete" in refused.stderr
+    assert "--rerun-incomplete" in refused.stderr
+    (tmp_path / "manifest.tsv").rename(manifest)
+    accepted = accept_finished(workdir)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "accepted 9 of 9 incomplete file(s)" in accepted.stdout
+    before = finished(workdir)
+    jobs = planned_jobs(snakemake(workdir, "-n", *PACKED, configfile=SLOW))
+    assert not any(name.startswith("train") for name in jobs) and jobs["summarize"] == 1
+    snakemake(workdir, "--cores", "1", *PACKED, configfile=SLOW)
+    assert finished(workdir) == before  # accepted, not re-trained
+    assert run_tsvs(workdir) == slow_reference
+    again = accept_finished(workdir)
+    assert again.returncode == 0 and "nothing to accept" in again.stdout
 
 
 def test_forced_rerun_on_one_core_gives_identical_runs(tiny_results, tmp_path):

@@ -1,5 +1,6 @@
 """Issue 10 end to end: problems as an axis, a user problem, sweep variants, L-BFGS."""
 
+import hashlib
 import json
 import shutil
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, planned_jobs, snakemake
+from conftest import REPO, planned_jobs, snakemake, tree_bytes
 from optbench import runfiles, training
 
 pytestmark = pytest.mark.workflow
@@ -140,11 +141,13 @@ def test_a_user_problem_added_to_a_copy_of_the_project_runs_end_to_end(tmp_path)
     assert process.returncode == 0
     tsv = workdir / "results/runs/sine/mse/adam/base/seed3.tsv"
     meta = json.loads(tsv.with_suffix(".json").read_text())
+    source = project / "problems" / "sine.py"
     assert meta["problem"] == {
         "name": "sine",
         "problem": "sine",
         "kind": "regression",
         "kwargs": {"samples": 64, "hidden": 8, "heldout_samples": 256},
+        "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
     }
     assert meta["heldout"]["heldout_loss"] > 0
     # the same run in this process, from the same file, gives the same bytes
@@ -152,3 +155,38 @@ def test_a_user_problem_added_to_a_copy_of_the_project_runs_end_to_end(tmp_path)
     spec["problems_dir"] = str(project / "problems")
     result = training.train_one(spec, 3, torch.device("cpu"))
     assert tsv.read_bytes() == runfiles.format_losses(result.losses, result.evaluations).encode()
+
+    # Editing the file re-runs its runs; an edit that breaks it fails the job,
+    # which says why in the console and puts back the runs it was replacing.
+    before = tree_bytes(workdir / "results")
+    source.write_text(
+        source.read_text() + "\n\ndef build(seed, steps, **parameters):\n"
+        "    raise RuntimeError('a bug in the edited problem')\n"
+    )
+    planned = planned_jobs(
+        snakemake(workdir, "-n", configfile=config, snakefile=project / "Snakefile")
+    )
+    assert planned["train_sine_mse_seeds_0-3"] == 1
+    failed = snakemake(
+        workdir, "--cores", "1", configfile=config, snakefile=project / "Snakefile", check=False
+    )
+    assert failed.returncode != 0
+    assert "RuntimeError: a bug in the edited problem" in failed.stderr
+    after = tree_bytes(workdir / "results")
+    runs = [name for name in before if name.startswith(("runs/", "manifests/"))]
+    assert len(runs) == 3  # TSV, sidecar, manifest
+    assert {name: after.get(name) for name in runs} == {name: before[name] for name in runs}
+    # A first run that fails has nothing to put back, and says nothing about it.
+    fresh = snakemake(
+        tmp_path / "fresh",
+        "--cores",
+        "1",
+        configfile=config,
+        snakefile=project / "Snakefile",
+        check=False,
+    )
+    assert fresh.returncode != 0 and "a bug in the edited problem" in fresh.stderr
+    assert "backup" not in fresh.stderr
+    assert not (tmp_path / "fresh" / "results" / "runs").exists() or not any(
+        (tmp_path / "fresh" / "results" / "runs").rglob("*.*")
+    )

@@ -196,6 +196,21 @@ def run_job(tmp_path, grid, engine="auto"):
     return process, jobs.expand(argument)
 
 
+def test_a_job_removes_its_old_manifest_before_it_trains(tmp_path):
+    """A manifest must mean "this job's latest start ran to its end": a job that
+    then fails (here: no GPU for device cuda) leaves none behind."""
+    grid = grid_of({"sgd": DEFAULT["optimizers"]["sgd"]}, seeds=(0,), steps=3)
+    (job,) = jobs.plan(grid.cells(), grid.seed_blocks(), "problem")
+    argument = jobs.argument(grid, job.cells, job.seeds, *[str(tmp_path / p) for p in PATTERNS])
+    argument = json.dumps(json.loads(argument) | {"device": "cuda:7"})
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text(runfiles.MANIFEST_HEADER + "\n")
+    command = [sys.executable, str(TRAIN_SCRIPT), "--job", argument, "--manifest", str(manifest)]
+    process = subprocess.run(command, capture_output=True, text=True)
+    assert process.returncode == 2 and "cuda:7" in process.stderr, process.stderr
+    assert not manifest.exists()
+
+
 def sidecar(run):
     with open(run.sidecar) as handle:
         return json.load(handle)

@@ -1,6 +1,7 @@
 # Configuration check, grid and paths shared by all rules. Runs in every
 # snakemake invocation, so it stays torch-free and does no per-job work.
 import hashlib
+import logging
 import os
 import re
 import shlex
@@ -20,6 +21,18 @@ def refuse(message):
     print(message, file=sys.stderr)
     sys.exit(1)
 
+
+class _NothingToRestore(logging.Filter):
+    """Training outputs are flagged update() (train.smk): Snakemake keeps the
+    previous runs while their job re-runs and puts them back if it fails. A
+    run made for the first time had no previous version; Snakemake's line
+    saying so, once per file of a failed job, would drown the reason."""
+
+    def filter(self, record):
+        return not str(record.msg).endswith(": no backup found.")
+
+
+logging.getLogger("snakemake.logging").addFilter(_NothingToRestore())
 
 # Users add problems as files here (docs/problems.md); looked up by name only.
 PROBLEMS_DIR = Path(workflow.basedir) / "problems"

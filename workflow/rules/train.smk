@@ -18,14 +18,19 @@
 # manifest of its runs last (results/manifests/train/...), which its summary
 # jobs take as input instead of thousands of run files. The command lines are
 # in common.smk.
+#
+# The runs are update() outputs: Snakemake leaves the previous runs in place
+# while their job re-runs (train.py replaces each file atomically) and, if
+# the job fails, puts the previous version of every file back (from copies in
+# .snakemake/backups), so a failed re-run loses no valid result.
 
 
 if EXPERIMENT.job_scope == "cell" and EXPERIMENT.seeds_per_job == 1:
 
     rule train:
         output:
-            tsv=RUN_TSV,
-            sidecar=RUN_SIDECAR,
+            tsv=update(RUN_TSV),
+            sidecar=update(RUN_SIDECAR),
         log:
             "results/logs/train/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.log",
         benchmark:
@@ -48,8 +53,8 @@ elif EXPERIMENT.job_scope == "cell":
             name:
                 f"train_seeds_{block.label}"
             output:
-                tsv=expand(RUN_TSV, seed=block.seeds, allow_missing=True),
-                sidecar=expand(RUN_SIDECAR, seed=block.seeds, allow_missing=True),
+                tsv=update(expand(RUN_TSV, seed=block.seeds, allow_missing=True)),
+                sidecar=update(expand(RUN_SIDECAR, seed=block.seeds, allow_missing=True)),
             log:
                 f"results/logs/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seeds{block.label}.log",
             benchmark:
@@ -74,17 +79,21 @@ else:
             name:
                 job.rule_name()
             output:
-                tsv=[
-                    RUN_TSV.format(seed=seed, **vars(cell))
-                    for cell in job.cells
-                    for seed in job.seeds
-                ],
-                sidecar=[
-                    RUN_SIDECAR.format(seed=seed, **vars(cell))
-                    for cell in job.cells
-                    for seed in job.seeds
-                ],
-                manifest=job.log("manifests", ".tsv"),
+                tsv=update(
+                    [
+                        RUN_TSV.format(seed=seed, **vars(cell))
+                        for cell in job.cells
+                        for seed in job.seeds
+                    ]
+                ),
+                sidecar=update(
+                    [
+                        RUN_SIDECAR.format(seed=seed, **vars(cell))
+                        for cell in job.cells
+                        for seed in job.seeds
+                    ]
+                ),
+                manifest=update(job.log("manifests", ".tsv")),
             log:
                 job.log(),
             benchmark:

@@ -20,6 +20,7 @@ import platform
 import signal
 import sys
 import time
+from pathlib import Path
 
 from optbench import numerics
 
@@ -214,6 +215,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
+    if args.manifest:
+        # A manifest then exists only if the job's latest start ran to its end
+        # (a previous version stays in Snakemake's backup until the job ends),
+        # which is what accept_finished.py relies on.
+        Path(args.manifest).unlink(missing_ok=True)
     runs = job_runs(args)
     torch.set_num_threads(max(1, args.threads))
     # The log says what ran, line by line as it happens, so that a job's log

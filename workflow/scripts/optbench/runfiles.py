@@ -160,3 +160,53 @@ def write_manifest(path, runs) -> None:
         digest = hashlib.sha256(Path(tsv).read_bytes()).hexdigest()
         lines.append(f"{tsv}\t{sidecar}\t{digest}")
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def read_manifest(path) -> list[tuple[str, str, str]]:
+    """A manifest's (TSV path, sidecar path, TSV SHA-256) lines; a manifest that
+    is not one (another header, a short line) raises RunFileError."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != MANIFEST_HEADER:
+        raise _bad(path, 1, f"expected the header {MANIFEST_HEADER!r}")
+    entries = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise _bad(
+                path, number, f"expected a TSV path, a sidecar path and a SHA-256, found {line!r}"
+            )
+        entries.append((fields[0], fields[1], fields[2]))
+    return entries
+
+
+def proven_by_manifests(files, manifests, root=".") -> tuple[list[str], list[str]]:
+    """Which of ``files`` the manifests prove complete, and which not (paths
+    relative to ``root``, the directory the jobs ran in, as the manifests hold them).
+
+    A manifest is written last by its job, so it proves its own job finished;
+    its runs are proven while their TSV still has the recorded SHA-256 and
+    their sidecar is there (a sidecar is renamed into place before its TSV).
+    A manifest itself counts as proven when all its runs are.
+    """
+    runs: dict[str, bool] = {}
+    whole: dict[str, bool] = {}
+    for manifest in manifests:
+        try:
+            entries = read_manifest(Path(root, manifest))
+        except (OSError, RunFileError):
+            whole[str(manifest)] = False
+            continue
+        complete = True
+        for tsv, sidecar, digest in entries:
+            try:
+                intact = hashlib.sha256(Path(root, tsv).read_bytes()).hexdigest() == digest
+            except OSError:
+                intact = False
+            intact = intact and Path(root, sidecar).is_file()
+            runs[tsv] = runs[sidecar] = intact
+            complete = complete and intact
+        whole[str(manifest)] = complete
+    proven, unproven = [], []
+    for name in map(str, files):
+        (proven if runs.get(name, whole.get(name, False)) else unproven).append(name)
+    return proven, unproven

@@ -15,6 +15,7 @@ walks it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import re
@@ -93,14 +94,20 @@ class Problem:
     kwargs: dict  # every parameter, defaults filled in
     losses: tuple[str, ...]  # configured loss names, or (OBJECTIVE,) for an objective
     steps: int
+    # SHA-256 of a user problem file (None for a built-in): part of the runs'
+    # settings, so editing the file re-runs its runs, like a changed kwarg.
+    source_sha256: str | None = None
 
     def as_dict(self) -> dict:
-        return {
+        described = {
             "name": self.name,
             "problem": self.problem,
             "kind": self.kind,
             "kwargs": self.kwargs,
         }
+        if self.source_sha256 is not None:
+            described["source_sha256"] = self.source_sha256
+        return described
 
 
 @dataclass(frozen=True)
@@ -516,7 +523,11 @@ def _problem_problems(
     if found:
         return found, None
     resolved = problems.resolve_parameters(declaration, entry.get("kwargs") or {})
-    return [], Problem(name, registered, declaration.kind, resolved, chosen, int(entry["steps"]))
+    source = None if problems.is_builtin(declaration.path) else declaration.sha256
+    problem = Problem(
+        name, registered, declaration.kind, resolved, chosen, int(entry["steps"]), source
+    )
+    return [], problem
 
 
 def _selection(axes: dict[str, tuple], only: dict) -> tuple[dict[str, tuple], list[str]]:
@@ -851,9 +862,7 @@ def validate(
         problem = problem_entries[name]
         chosen = tuple(loss for loss in problem.losses if loss in kept_losses or loss == OBJECTIVE)
         if chosen:
-            kept_problems[name] = Problem(
-                problem.name, problem.problem, problem.kind, problem.kwargs, chosen, problem.steps
-            )
+            kept_problems[name] = dataclasses.replace(problem, losses=chosen)
     experiment = Experiment(
         seeds=tuple(int(seed) for seed in config["seeds"] if int(seed) in kept_seeds),
         tuning_seeds=tuple(int(seed) for seed in config["tuning_seeds"] if int(seed) in kept_seeds),

@@ -55,6 +55,7 @@ How the training loop computes a step's loss (``instance.py`` has the rest)::
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import math
 import re
@@ -106,6 +107,7 @@ class Declaration:
     description: str
     limits: dict = field(default_factory=dict, hash=False)
     constraints: tuple[str, ...] = ()
+    sha256: str = ""  # of the file's bytes
 
     @property
     def losses(self) -> tuple[str, ...]:
@@ -362,7 +364,8 @@ def read_declaration(path: Path, name: str | None = None) -> Declaration:
     """The declaration of one problem file (no registry lookup)."""
     path = Path(path)
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        source = path.read_bytes()
+        tree = ast.parse(source.decode("utf-8"), filename=str(path))
     except (OSError, SyntaxError, UnicodeDecodeError) as error:
         raise ProblemError(f"{path}: cannot read the problem file: {error}") from error
     values = _literals(tree, path)
@@ -405,7 +408,13 @@ def read_declaration(path: Path, name: str | None = None) -> Declaration:
         description=description,
         limits=limits,
         constraints=tuple(constraints),
+        sha256=hashlib.sha256(source).hexdigest(),
     )
+
+
+def is_builtin(path: Path) -> bool:
+    """Whether a problem file is one of the package's own."""
+    return Path(path).resolve().parent == BUILTIN_DIR.resolve()
 
 
 # ------------------------------------------------------------ parameters
