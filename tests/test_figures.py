@@ -367,3 +367,37 @@ def test_win_matrix_labels_stay_readable_on_dark_cells(monkeypatch):
     assert figures._text_color((1.0, 1.0, 1.0)) == "black"
     assert figures._text_color((0.4, 0.0, 0.05)) == "white"
     plt.close(fig)
+
+
+def test_finals_draw_the_resolution_floor_and_count_the_runs_at_it(monkeypatch):
+    floor = 1e-13
+    runs = pd.DataFrame(
+        {
+            "problem": ["p"] * 4,
+            "loss": ["mse"] * 4,
+            "optimizer": ["a", "a", "b", "b"],
+            "seed": [0, 1, 0, 1],
+            "final_loss": [floor, floor, 1e-6, floor],  # raised to the floor (runmetrics)
+            "resolution_floor": [floor, floor / 2, floor, floor / 2],
+            "at_floor": [1.0, 0.0, 0.0, 1.0],
+        }
+    )
+    board = pd.DataFrame(
+        {
+            "problem": ["p", "p"],
+            "loss": ["mse", "mse"],
+            "optimizer": ["a", "b"],
+            "median": [floor, 1e-6],
+            "median_low": [np.nan, np.nan],
+            "median_high": [np.nan, np.nan],
+        }
+    )
+    fig = drawn_figure(
+        monkeypatch, lambda: figures.plot_finals(runs, board, {"a": "C0", "b": "C1"}, [])
+    )
+    ax = fig.axes[0]
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [floor, floor]
+    assert [t.get_text() for t in ax.texts] == ["float32 resolution floor (2 of 4 runs)"]
+    assert "resolution floor" in fig._suptitle.get_text()
+    plt.close(fig)

@@ -10,18 +10,19 @@ from optbench import runmetrics
 from optbench.statistics import FLOOR
 
 
-def loop_metrics(row, counts, threshold, relative):
-    """The definitions, one run at a time, written independently of the module."""
+def loop_metrics(row, counts, threshold, relative, floor=FLOOR):
+    """The definitions, one run at a time, written independently of the module;
+    ``floor``: the run's resolution floor, to which every loss is raised."""
     first_bad = next((i for i, v in enumerate(row) if not math.isfinite(v)), None)
     usable = row if first_bad is None else row[:first_bad]
     level = threshold * row[0] if relative else threshold
     hit = next((i for i, v in enumerate(usable) if v <= level), None)
     return {
         "initial_loss": row[0],
-        "final_loss": row[-1] if first_bad is None else math.nan,
-        "best_loss": min(usable) if len(usable) else math.nan,
+        "final_loss": max(row[-1], floor) if first_bad is None else math.nan,
+        "best_loss": max(min(usable), floor) if len(usable) else math.nan,
         "auc_log10": (
-            sum(math.log10(max(v, FLOOR)) for v in row) / len(row)
+            sum(math.log10(max(v, floor, FLOOR)) for v in row) / len(row)
             if first_bad is None
             else math.nan
         ),
@@ -30,11 +31,14 @@ def loop_metrics(row, counts, threshold, relative):
         "evaluations": sum(counts),
         "evaluations_to_threshold": math.nan if hit is None else sum(counts[:hit]) + 1,
         "first_nonfinite_step": math.nan if first_bad is None else first_bad,
+        "resolution_floor": floor,
+        "at_floor": float(first_bad is None and row[-1] <= floor),
     }
 
 
 @pytest.mark.parametrize("relative", [True, False])
-def test_metrics_equal_a_per_run_loop(relative):
+@pytest.mark.parametrize("resolution", [False, True])
+def test_metrics_equal_a_per_run_loop(relative, resolution):
     rng = np.random.default_rng(7)
     losses = 10.0 ** -np.cumsum(rng.uniform(-0.2, 0.6, size=(30, 25)), axis=1)
     losses[3, 10:] = np.inf
@@ -43,16 +47,23 @@ def test_metrics_equal_a_per_run_loop(relative):
     losses[6, -5:] = 0.0
     counts = rng.integers(1, 6, size=losses.shape)
     threshold = 1e-3 if relative else 1e-2
-    table = runmetrics.run_metrics(losses, counts, threshold=threshold, relative=relative)
+    # Floors proportional to the initial loss, as optbench.resolution makes them,
+    # set high enough (1e6 float32 epsilon squared) that some curves end below.
+    floors = np.float32(2.0**-23) ** 2 * np.abs(losses[:, 0]) * 1e6 if resolution else None
+    table = runmetrics.run_metrics(
+        losses, counts, threshold=threshold, relative=relative, resolution=floors
+    )
     assert list(table.columns) == runmetrics.METRIC_COLUMNS
     expected = pd.DataFrame(
         [
-            loop_metrics(list(r), list(c), threshold, relative)
-            for r, c in zip(losses, counts, strict=True)
+            loop_metrics(list(r), list(c), threshold, relative, FLOOR if floors is None else f)
+            for r, c, f in zip(losses, counts, floors if resolution else losses[:, 0], strict=True)
         ]
     )
     pd.testing.assert_frame_equal(table, expected[runmetrics.METRIC_COLUMNS], check_dtype=False)
     assert table["steps_to_threshold"].notna().sum() not in (0, 30)  # both cases occur
+    if resolution:  # some runs end at the floor, some above it
+        assert table["at_floor"].sum() not in (0, 30)
 
 
 def test_hand_case_with_lbfgs_style_evaluation_counts():

@@ -242,6 +242,7 @@ CELL_SUMMARY_CODE = code_digest(
     "optbench/runfiles.py",
     "optbench/logscale.py",
     "optbench/runmetrics.py",
+    "optbench/resolution.py",
 )
 COMBINE_CODE = code_digest(
     "optbench/summary.py",

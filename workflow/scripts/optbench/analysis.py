@@ -92,8 +92,12 @@ def _leaderboard(chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFra
         median_steps_to_threshold=("steps_to_threshold", lambda s: s.fillna(np.inf).median()),
         heldout_loss_median=("heldout_loss", "median"),
         heldout_accuracy_median=("heldout_accuracy", "median"),
+        n_at_floor=("at_floor", "sum"),
+        resolution_floor=("resolution_floor", "max"),
     )
-    extra["share_reached"] = extra["n_reached"] / reached.groupby(CELL, sort=False).size()
+    size = reached.groupby(CELL, sort=False).size()
+    extra["share_reached"] = extra["n_reached"] / size
+    extra["share_at_floor"] = extra.pop("n_at_floor") / size
     extra = extra.reset_index()
     board = ranking.merge(choice[[*CELL, "variant"]], on=CELL, how="left")
     board = board.merge(finals.drop(columns=["n", "n_diverged"]), on=CELL, how="left")

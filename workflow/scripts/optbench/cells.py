@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optbench import logscale, runfiles, runmetrics
+from optbench import logscale, resolution, runfiles, runmetrics
 
 # Per-step statistics of a cell summary, in the column order of the step
 # summary table, where the combine step adds ci95_low and ci95_high after sem
@@ -121,6 +121,10 @@ def parse_run_path(pattern: str, path: str) -> dict[str, str]:
     return match.groupdict()
 
 
+# A sidecar without a loss entry: the loss's class is not known.
+UNKNOWN_LOSS = "?"
+
+
 @dataclass(frozen=True)
 class Cell:
     identity: dict[str, str]  # field -> value, in the order of the pattern (e.g. loss, optimizer)
@@ -128,6 +132,15 @@ class Cell:
     losses: np.ndarray  # runs x steps, rows in the order of seeds
     evaluations: np.ndarray | None = None  # runs x steps loss evaluations (None: one per step)
     heldout: list[dict | None] | None = None  # per run, the sidecar's heldout (None: none)
+    # The loss's class (None: an objective), which sets the resolution floor;
+    # UNKNOWN_LOSS (runs without sidecars): no floor but float64's smallest.
+    loss_class: str | None = UNKNOWN_LOSS
+
+    def resolution_floors(self) -> np.ndarray | None:
+        """Each run's resolution floor (optbench.resolution), None when unknown."""
+        if self.loss_class == UNKNOWN_LOSS:
+            return None
+        return resolution.floors(self.losses[:, 0], self.loss_class)
 
 
 def sidecar_path(run_path) -> str:
@@ -136,8 +149,8 @@ def sidecar_path(run_path) -> str:
     return (text[:-4] if text.endswith(".tsv") else text) + ".json"
 
 
-def read_heldout(run_path) -> dict | None:
-    """The sidecar's ``heldout`` entry (None when it has none, or there is no sidecar)."""
+def read_sidecar(run_path) -> dict | None:
+    """The run's sidecar (None when there is none)."""
     try:
         with open(sidecar_path(run_path), encoding="utf-8") as handle:
             metadata = json.load(handle)
@@ -148,8 +161,22 @@ def read_heldout(run_path) -> dict | None:
             f"{sidecar_path(run_path)}: not valid JSON ({error}). Delete the run's TSV and "
             "sidecar so that the pipeline trains it again."
         ) from None
-    heldout = metadata.get("heldout") if isinstance(metadata, dict) else None
+    return metadata if isinstance(metadata, dict) else None
+
+
+def read_heldout(run_path) -> dict | None:
+    """The sidecar's ``heldout`` entry (None when it has none, or there is no sidecar)."""
+    heldout = (read_sidecar(run_path) or {}).get("heldout")
     return heldout if isinstance(heldout, dict) else None
+
+
+
+def loss_class_of(metadata: dict | None) -> str | None:
+    """The class of the run's loss; None for an objective, UNKNOWN_LOSS without a sidecar."""
+    if metadata is None or "loss" not in metadata:
+        return UNKNOWN_LOSS
+    loss = metadata["loss"]
+    return None if loss is None else str(loss.get("class", UNKNOWN_LOSS))
 
 
 def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell:
@@ -178,12 +205,22 @@ def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell
         raise CellError(f"no run files given for the cell {identity}.")
     seeds = sorted(by_seed)
     columns = [runfiles.read_run_columns(by_seed[seed], steps) for seed in seeds]
+    sidecars = [read_sidecar(by_seed[seed]) for seed in seeds]
+    heldout = [(sidecar or {}).get("heldout") for sidecar in sidecars]
+    loss_classes = {loss_class_of(sidecar) for sidecar in sidecars}
+    if len(loss_classes) > 1:
+        raise CellError(
+            f"the runs of the cell {identity} name different losses in their sidecars "
+            f"({', '.join(sorted(map(str, loss_classes)))}). Delete the runs of this cell "
+            "so that the pipeline trains them again."
+        )
     return Cell(
         identity,
         seeds,
         np.array([losses for losses, _ in columns], dtype=np.float64),
         np.array([counts for _, counts in columns], dtype=np.float64),
-        [read_heldout(by_seed[seed]) for seed in seeds],
+        [h if isinstance(h, dict) else None for h in heldout],
+        loss_classes.pop(),
     )
 
 
@@ -229,7 +266,11 @@ def _json_number(value):
 def run_table(cell: Cell, threshold: Threshold = Threshold()) -> dict[str, list]:
     """Per run (``RUN_COLUMNS``): seed, runmetrics' metrics, oscillation, held-out values."""
     metrics = runmetrics.metric_arrays(
-        cell.losses, cell.evaluations, threshold=threshold.value, relative=threshold.relative
+        cell.losses,
+        cell.evaluations,
+        threshold=threshold.value,
+        relative=threshold.relative,
+        resolution=cell.resolution_floors(),
     )
     heldout = cell.heldout or [None] * len(cell.seeds)
     extra = {

@@ -196,12 +196,28 @@ def plot_finals(runs: pd.DataFrame, board: pd.DataFrame, colors, paths) -> None:
             ax.plot([x - 0.3, x + 0.3], [row["median"]] * 2, color="black", linewidth=1.5)
             if np.isfinite(row["median_low"]):
                 ax.plot([x, x], [row["median_low"], row["median_high"]], color="black")
+        floor = rows["resolution_floor"].max() if "resolution_floor" in rows else np.nan
+        if np.isfinite(floor) and floor > FLOOR:
+            # Runs below it were raised to their floor (runmetrics): ties, not wins.
+            ax.axhline(floor, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(
+                f"float32 resolution floor ({rows['at_floor'].sum():g} of {len(rows)} runs)",
+                (0.01, floor),
+                xycoords=("axes fraction", "data"),
+                textcoords="offset points",
+                xytext=(0, 3),
+                fontsize="x-small",
+                color="dimgrey",
+            )
         ax.set_yscale("log")
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
         ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
         ax.set_ylabel("final loss")
         ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle("Final loss per evaluation seed; bar: median and its 95 % interval")
+    fig.suptitle(
+        "Final loss per evaluation seed; bar: median and its 95 % interval;"
+        " dashed: float32 resolution floor"
+    )
     fig.tight_layout()
     save(fig, paths)
 

@@ -6,11 +6,18 @@ Step ``s`` of a run TSV holds the loss of the forward pass made before the
 Columns of ``run_metrics`` (``METRIC_COLUMNS``):
 
 - ``initial_loss``: the loss at step 0.
-- ``final_loss``: the loss at the last step; NaN when the run diverged
-  (divergence rule of ``statistics``: from the first non-finite step on).
-- ``best_loss``: the smallest loss before divergence (NaN if step 0 diverged).
-- ``auc_log10``: mean over all steps of floored log10(loss), the area under
-  the log-loss curve per step; NaN when the run diverged.
+- ``final_loss``: the loss at the last step, raised to the run's resolution
+  floor (see ``resolution_floor``); NaN when the run diverged (divergence
+  rule of ``statistics``: from the first non-finite step on).
+- ``best_loss``: the smallest loss before divergence, raised to the floor
+  likewise (NaN if step 0 diverged).
+- ``auc_log10``: mean over all steps of log10(loss), each loss raised to the
+  floor, the area under the log-loss curve per step; NaN when the run diverged.
+- ``resolution_floor``: the loss level below which float32 rounding decides
+  (``optbench.resolution``; float64's smallest positive number when not
+  known): losses at or below it are tied at it in every comparison.
+- ``at_floor``: 1 when the final loss (before raising) is at or below the
+  floor, else 0.
 - ``threshold``: the loss level the run had to reach: ``threshold`` times its
   initial loss (``relative=True``, the default: 1e-3, a 99.9 % reduction) or
   ``threshold`` itself (``relative=False``).
@@ -44,6 +51,8 @@ METRIC_COLUMNS = [
     "evaluations",
     "evaluations_to_threshold",
     "first_nonfinite_step",
+    "resolution_floor",
+    "at_floor",
 ]
 
 
@@ -60,16 +69,23 @@ def run_metrics(
     threshold: float = 1e-3,
     relative: bool = True,
     floor: float = FLOOR,
+    resolution=None,
 ):
     """The metrics above for each row of ``losses`` (runs x steps), in row order,
     as a pandas DataFrame.
 
     ``evaluations``: optional runs x steps array of loss evaluations per step.
+    ``resolution``: optional per-run resolution floors (``optbench.resolution``).
     """
     import pandas as pd
 
     metrics = metric_arrays(
-        losses, evaluations, threshold=threshold, relative=relative, floor=floor
+        losses,
+        evaluations,
+        threshold=threshold,
+        relative=relative,
+        floor=floor,
+        resolution=resolution,
     )
     return pd.DataFrame(metrics, columns=METRIC_COLUMNS)
 
@@ -81,6 +97,7 @@ def metric_arrays(
     threshold: float = 1e-3,
     relative: bool = True,
     floor: float = FLOOR,
+    resolution=None,
 ) -> dict[str, np.ndarray]:
     """``run_metrics`` as a dict of arrays keyed by ``METRIC_COLUMNS`` (numpy only)."""
     raw = np.asarray(losses, dtype=np.float64)
@@ -95,7 +112,14 @@ def metric_arrays(
             f" got shape {counts.shape}"
         )
     alive = mask_diverged(raw)
-    logs = floored_log10(alive, floor)
+    runs = raw.shape[0]
+    floors = np.full(runs, floor) if resolution is None else np.asarray(resolution, np.float64)
+    if floors.shape != (runs,):
+        raise ValueError(f"resolution must hold one floor per run ({runs}), got {floors.shape}")
+    with np.errstate(invalid="ignore"):
+        at_floor = alive[:, -1] <= floors  # NaN (diverged) is not at the floor
+    lifted = np.maximum(alive, floors[:, None])  # NaN stays NaN
+    logs = floored_log10(lifted, floor)
     diverged = np.isnan(alive[:, -1])
     level = threshold * raw[:, 0] if relative else np.full(raw.shape[0], float(threshold))
     with np.errstate(invalid="ignore"):
@@ -108,10 +132,10 @@ def metric_arrays(
     )
     finite_any = np.isfinite(alive).any(axis=1)
     best = np.full(raw.shape[0], np.nan)
-    best[finite_any] = np.nanmin(alive[finite_any], axis=1)
+    best[finite_any] = np.nanmin(lifted[finite_any], axis=1)
     return {
         "initial_loss": raw[:, 0],
-        "final_loss": alive[:, -1],
+        "final_loss": lifted[:, -1],
         "best_loss": best,
         "auc_log10": np.where(diverged, np.nan, logs.mean(axis=1)),
         "threshold": level,
@@ -119,6 +143,8 @@ def metric_arrays(
         "evaluations": counts.sum(axis=1),
         "evaluations_to_threshold": evaluations_to,
         "first_nonfinite_step": _first_true(~np.isfinite(raw)),
+        "resolution_floor": floors,
+        "at_floor": at_floor.astype(np.float64),
     }
 
 
