@@ -170,7 +170,6 @@ def read_heldout(run_path) -> dict | None:
     return heldout if isinstance(heldout, dict) else None
 
 
-
 def loss_class_of(metadata: dict | None) -> str | None:
     """The class of the run's loss; None for an objective, UNKNOWN_LOSS without a sidecar."""
     if metadata is None or "loss" not in metadata:
