@@ -24,10 +24,10 @@ def planned_runs(process) -> set[str]:
     for line in (process.stdout + process.stderr).splitlines():
         match = re.match(r"\s+output: (.*)$", line)
         if match:
+            # Training outputs carry Snakemake's "(update)" flag (train.smk).
+            paths = [path.removesuffix(" (update)") for path in match.group(1).split(", ")]
             runs |= {
-                path
-                for path in match.group(1).split(", ")
-                if path.startswith("results/runs/") and path.endswith(".tsv")
+                path for path in paths if path.startswith("results/runs/") and path.endswith(".tsv")
             }
     return runs
 

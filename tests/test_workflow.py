@@ -1,6 +1,7 @@
 """The workflow as users run it: dry runs, lint, style, and a tiny end-to-end run."""
 
 import hashlib
+import importlib.util
 import json
 import math
 import shutil
@@ -25,6 +26,9 @@ from test_training import (
 
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
+_spec = importlib.util.spec_from_file_location("results_text", REPO / "tools/results_text.py")
+results_text = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(results_text)
 # Every table and comparison figure the analysis declares (README: "The report").
 TABLES = [
     "runs.tsv",
@@ -101,6 +105,21 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
                 assert (meta["engine"], details["runs"], details["variants"]) == ("batched", 10, 1)
                 assert details["forward"] == "bmm" and details["kernels_exact"] is True
     assert (tmp_path / "results/summary/leaderboard.tsv").exists()
+    # The documentation's numbers about the default run are this run's numbers.
+    summary_dir = tmp_path / "results/summary"
+    document = (REPO / "docs/outputs.md").read_text()
+    assert results_text.replace_section(document, results_text.render(summary_dir)) == document, (
+        "docs/outputs.md 'What ten seeds say' is stale: run the default config, then "
+        "python3 tools/results_text.py"
+    )
+    assert results_text.main(["--check", "--summary", str(summary_dir)]) == 0
+    board = pd.read_csv(summary_dir / "leaderboard.tsv", sep="\t")
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for name in ("pairwise.tsv", "runs.tsv", "claims.tsv"):
+        shutil.copy(summary_dir / name, changed / name)
+    board.assign(median=board["median"] * 1.5).to_csv(changed / "leaderboard.tsv", sep="\t")
+    assert results_text.main(["--check", "--summary", str(changed)]) == 1
     # Each job's manifest lists its 40 runs with the SHA-256 of each TSV.
     for loss in ("mse", "l1"):
         manifest = tmp_path / f"results/manifests/train/linear/{loss}/seeds0-9.tsv"
