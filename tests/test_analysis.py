@@ -7,10 +7,8 @@ ranking, held-out values from the sidecars, the claims check and the tables
 the rule files declare.
 """
 
-import ast
 import json
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -19,7 +17,7 @@ import yaml
 from scipy import stats
 
 from conftest import REPO, SCHEMA
-from optbench import analysis, cells, claims, figures, runfiles, settings, summary
+from optbench import analysis, cells, claims, figures, outputs, runfiles, settings, summary
 from optbench.analysis_context import Context, context_for, threshold_text
 
 PATTERN = "runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
@@ -242,16 +240,22 @@ def test_claims_the_grid_cannot_test_say_why(tmp_path):
     ]
 
 
-def test_the_rule_files_declare_every_table_and_figure_the_library_makes():
-    """common.smk repeats the names (parsing the rules imports no pandas)."""
-    text = (REPO / "workflow/rules/common.smk").read_text()
-
-    def literal(name):
-        match = re.search(rf"^{name} = (\{{.*?^\}})", text, re.S | re.M)
-        return ast.literal_eval(match.group(1))
-
-    assert literal("TABLE_FILES") == analysis.TABLE_FILES
-    assert literal("ANALYSIS_FIGURES") == figures.ANALYSIS_FIGURES
+def test_every_table_and_figure_is_declared_once_and_made_by_the_library(tmp_path):
+    """optbench.outputs is the one list: the library makes exactly its tables and
+    figures, each has a caption file, and the rules take the names from it."""
+    assert analysis.TABLE_FILES is outputs.TABLE_FILES
+    assert figures.ANALYSIS_FIGURES is outputs.ANALYSIS_FIGURES
+    names = [table.name for table in outputs.TABLES]
+    files = [table.file for table in outputs.TABLES]
+    assert len(set(names)) == len(names) and len(set(files)) == len(files)
+    for item in (*outputs.TABLES, *outputs.FIGURES):
+        assert (REPO / "workflow/report" / f"{item.caption}.rst").is_file(), item
+        assert item.category in outputs.CATEGORIES
+    for figure in outputs.FIGURES:
+        assert set(figure.tables) <= set(names), figure
+    for rules in ("summarize.smk", "plot.smk", "common.smk"):
+        text = (REPO / "workflow/rules" / rules).read_text()
+        assert not any(f'"{file}"' in text for file in files), rules  # no second list
 
 
 def test_the_context_of_the_configs_finds_the_articles_problem_and_orders_rates():

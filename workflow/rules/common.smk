@@ -11,7 +11,7 @@ from pathlib import Path
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from optbench import cost, jobs, settings  # noqa: E402
+from optbench import cost, jobs, outputs, settings  # noqa: E402
 from optbench.analysis_context import context_for, threshold_text  # noqa: E402
 
 
@@ -70,36 +70,10 @@ LOSS_FIGURE = "results/figures/losses/{problem}/{loss}.{ext}"
 OVERVIEW_FIGURE = "results/figures/overview.{ext}"
 ANALYSIS_FIGURE = "results/figures/{name}.png"
 FIGURE_FORMATS = ("png", "svg")
-# The tables of the analysis (optbench.analysis.TABLE_FILES, repeated here so
-# that parsing the rules imports no pandas; tests/test_analysis.py checks
-# they agree) and the comparison figures (optbench.figures.ANALYSIS_FIGURES).
-TABLE_FILES = {
-    "runs": "runs.tsv",
-    "steps": "steps.tsv",
-    "selection": "selection.tsv",
-    "sensitivity": "sensitivity.tsv",
-    "candidates": "candidates.tsv",
-    "tuning_gain": "tuning_gain.tsv",
-    "best_of_k": "best_of_k.tsv",
-    "pairwise": "pairwise.tsv",
-    "leaderboard": "leaderboard.tsv",
-    "ratios": "performance_ratios.tsv",
-    "profiles": "performance_profiles.tsv",
-    "profile_scores": "profile_scores.tsv",
-    "friedman": "friedman.tsv",
-    "win_probabilities": "win_probabilities.tsv",
-    "win_matrix": "win_matrix.tsv",
-    "claims": "claims.tsv",
-}
-ANALYSIS_FIGURES = {
-    "finals": "finals",
-    "ranks": "ranks",
-    "sensitivity": "sensitivity",
-    "ecdf": "steps_to_threshold",
-    "profiles": "performance_profiles",
-    "win_matrix": "win_matrix",
-    "best_of_k": "best_of_k",
-}
+# The tables of the analysis and the comparison figures, each declared once
+# (optbench.outputs, standard library only: parsing the rules imports no pandas).
+TABLE_FILES = outputs.TABLE_FILES
+ANALYSIS_FIGURES = outputs.ANALYSIS_FIGURES
 ROLES = {"evaluation": EXPERIMENT.seeds, "tuning": EXPERIMENT.tuning_seeds}
 
 # A cell is a grid point without the seed: the wildcards of RUN_TSV but seed.
@@ -277,25 +251,15 @@ def table_paths():
     return {name: f"{SUMMARY_DIR}/{file}" for name, file in TABLE_FILES.items()}
 
 
-def report_table(name, caption, category, subcategory=None):
-    """A table of the analysis, wrapped for the report with its caption and category."""
+def report_table(table):
+    """A table of the analysis (an optbench.outputs.Table), wrapped for the report
+    with its caption and category."""
     return report(
-        f"{SUMMARY_DIR}/{TABLE_FILES[name]}",
-        caption=f"../report/{caption}.rst",
-        category=category,
-        subcategory=subcategory,
-        labels={"table": TABLE_FILES[name]},
+        f"{SUMMARY_DIR}/{table.file}",
+        caption=f"../report/{table.caption}.rst",
+        category=table.category,
+        labels={"table": table.file},
     )
-
-
-# Report categories, in reading order.
-RUNS, TUNING, PER_PROBLEM, ACROSS, CLAIMS = (
-    "1 Runs and steps",
-    "2 Tuning",
-    "3 Per problem",
-    "4 Across problems",
-    "5 Claims check",
-)
 
 
 def final_outputs():

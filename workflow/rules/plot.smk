@@ -18,7 +18,7 @@ rule plot_curves:
             report(
                 LOSS_FIGURE.format(problem=problem, loss=loss, ext=ext),
                 caption="../report/loss_figure.rst",
-                category=RUNS,
+                category=outputs.RUNS,
                 subcategory="Loss curves",
                 labels={"problem": problem, "loss": loss, "format": ext},
             )
@@ -29,7 +29,7 @@ rule plot_curves:
             report(
                 OVERVIEW_FIGURE.format(ext=ext),
                 caption="../report/overview_figure.rst",
-                category=RUNS,
+                category=outputs.RUNS,
                 subcategory="Loss curves",
                 labels={"problem": "all", "loss": "all", "format": ext},
             )
@@ -49,41 +49,18 @@ rule plot_curves:
         "../scripts/plot.py"
 
 
-# The tables the comparison figures are drawn from.
-FIGURE_TABLES = (
-    "runs",
-    "selection",
-    "leaderboard",
-    "sensitivity",
-    "best_of_k",
-    "profiles",
-    "profile_scores",
-    "win_matrix",
-)
-# name -> (report category, caption file)
-_FIGURE_REPORT = {
-    "finals": (PER_PROBLEM, "finals_figure"),
-    "ranks": (PER_PROBLEM, "ranks_figure"),
-    "sensitivity": (TUNING, "sensitivity_figure"),
-    "ecdf": (PER_PROBLEM, "ecdf_figure"),
-    "profiles": (ACROSS, "profiles_figure"),
-    "win_matrix": (ACROSS, "win_matrix_figure"),
-    "best_of_k": (TUNING, "best_of_k_figure"),
-}
-
-
 rule plot_analysis:
     input:
-        **{name: f"{SUMMARY_DIR}/{TABLE_FILES[name]}" for name in FIGURE_TABLES},
+        **{name: f"{SUMMARY_DIR}/{TABLE_FILES[name]}" for name in outputs.FIGURE_TABLES},
     output:
         **{
-            name: report(
-                ANALYSIS_FIGURE.format(name=stem),
-                caption=f"../report/{_FIGURE_REPORT[name][1]}.rst",
-                category=_FIGURE_REPORT[name][0],
-                labels={"figure": f"{stem}.png"},
+            figure.name: report(
+                ANALYSIS_FIGURE.format(name=figure.stem),
+                caption=f"../report/{figure.caption}.rst",
+                category=figure.category,
+                labels={"figure": f"{figure.stem}.png"},
             )
-            for name, stem in ANALYSIS_FIGURES.items()
+            for figure in outputs.FIGURES
         },
     log:
         "results/logs/plot/analysis.log",

@@ -69,22 +69,7 @@ rule summarize:
         cells=cell_summaries("evaluation"),
         tuning=cell_summaries("tuning"),
     output:
-        runs=report_table("runs", "runs", RUNS),
-        steps=report_table("steps", "step_summary", RUNS),
-        selection=report_table("selection", "selection", TUNING),
-        sensitivity=report_table("sensitivity", "sensitivity", TUNING),
-        candidates=report_table("candidates", "candidates", TUNING),
-        tuning_gain=report_table("tuning_gain", "tuning_gain", TUNING),
-        best_of_k=report_table("best_of_k", "best_of_k", TUNING),
-        pairwise=report_table("pairwise", "pairwise", PER_PROBLEM),
-        leaderboard=report_table("leaderboard", "leaderboard", PER_PROBLEM),
-        ratios=report_table("ratios", "ratios", ACROSS),
-        profiles=report_table("profiles", "profiles", ACROSS),
-        profile_scores=report_table("profile_scores", "profile_scores", ACROSS),
-        friedman=report_table("friedman", "friedman", ACROSS),
-        win_probabilities=report_table("win_probabilities", "win_probabilities", ACROSS),
-        win_matrix=report_table("win_matrix", "win_matrix", ACROSS),
-        claims=report_table("claims", "claims", CLAIMS),
+        **{table.name: report_table(table) for table in outputs.TABLES},
     log:
         "results/logs/summarize.log",
     conda:

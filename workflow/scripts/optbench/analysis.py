@@ -37,29 +37,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from optbench import claims, comparison, perfprofiles, selection, statistics, summary
+from optbench import claims, comparison, outputs, perfprofiles, selection, statistics, summary
 from optbench.analysis_context import BASE_VARIANT, Context
 
 CELL = ["problem", "loss", "optimizer"]
-# Table name -> file name under results/summary/ (the report and README use these).
-TABLE_FILES = {
-    "runs": "runs.tsv",
-    "steps": "steps.tsv",
-    "selection": "selection.tsv",
-    "sensitivity": "sensitivity.tsv",
-    "candidates": "candidates.tsv",
-    "tuning_gain": "tuning_gain.tsv",
-    "best_of_k": "best_of_k.tsv",
-    "pairwise": "pairwise.tsv",
-    "leaderboard": "leaderboard.tsv",
-    "ratios": "performance_ratios.tsv",
-    "profiles": "performance_profiles.tsv",
-    "profile_scores": "profile_scores.tsv",
-    "friedman": "friedman.tsv",
-    "win_probabilities": "win_probabilities.tsv",
-    "win_matrix": "win_matrix.tsv",
-    "claims": "claims.tsv",
-}
+# Table name -> file name under results/summary/ (declared in optbench.outputs).
+TABLE_FILES = outputs.TABLE_FILES
 
 
 # A run-path pattern without these fields (tools, tests) has one problem and

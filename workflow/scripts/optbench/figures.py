@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from optbench import runfiles  # noqa: E402
+from optbench import outputs, runfiles  # noqa: E402
 from optbench.logscale import FLOOR  # noqa: E402
 
 # band config value -> (curve column, band columns, what the band is). Every
@@ -428,16 +428,8 @@ def plot_best_of_k(curve: pd.DataFrame, colors, paths) -> None:
     save(fig, paths)
 
 
-# Figure name -> file stem under results/figures/ (the report and README use these).
-ANALYSIS_FIGURES = {
-    "finals": "finals",
-    "ranks": "ranks",
-    "sensitivity": "sensitivity",
-    "ecdf": "steps_to_threshold",
-    "profiles": "performance_profiles",
-    "win_matrix": "win_matrix",
-    "best_of_k": "best_of_k",
-}
+# Figure name -> file stem under results/figures/ (declared in optbench.outputs).
+ANALYSIS_FIGURES = outputs.ANALYSIS_FIGURES
 
 
 def draw_analysis(tables: dict, outputs: dict, horizons: dict | None = None) -> None:

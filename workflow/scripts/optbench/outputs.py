@@ -1,0 +1,101 @@
+"""The analysis outputs, each declared once: every table and comparison figure.
+
+The rules (summarize.smk, plot.smk), the report (captions under
+workflow/report/, categories), the library (``analysis.TABLE_FILES``,
+``figures.ANALYSIS_FIGURES``) and the tests all read these lists; nothing else
+names the files. Adding a table to the report is one entry here, its code in
+``analysis.build_tables`` and its caption file; a figure is one entry here,
+its drawing function in ``figures.draw_analysis`` and its caption.
+
+Standard library only: every Snakemake invocation parses the rules, which
+import this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Report categories, in reading order.
+RUNS, TUNING, PER_PROBLEM, ACROSS, CLAIMS = (
+    "1 Runs and steps",
+    "2 Tuning",
+    "3 Per problem",
+    "4 Across problems",
+    "5 Claims check",
+)
+CATEGORIES = (RUNS, TUNING, PER_PROBLEM, ACROSS, CLAIMS)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of ``analysis.build_tables``: its key there, its file under
+    results/summary/, its caption (workflow/report/{caption}.rst) and category."""
+
+    name: str
+    file: str
+    caption: str
+    category: str
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A comparison figure of ``figures.draw_analysis``: its key there, its file
+    stem under results/figures/ (PNG), caption, category and the tables it reads
+    besides SHARED_FIGURE_TABLES."""
+
+    name: str
+    stem: str
+    caption: str
+    category: str
+    tables: tuple[str, ...]
+
+
+TABLES = (
+    Table("runs", "runs.tsv", "runs", RUNS),
+    Table("steps", "steps.tsv", "step_summary", RUNS),
+    Table("selection", "selection.tsv", "selection", TUNING),
+    Table("sensitivity", "sensitivity.tsv", "sensitivity", TUNING),
+    Table("candidates", "candidates.tsv", "candidates", TUNING),
+    Table("tuning_gain", "tuning_gain.tsv", "tuning_gain", TUNING),
+    Table("best_of_k", "best_of_k.tsv", "best_of_k", TUNING),
+    Table("pairwise", "pairwise.tsv", "pairwise", PER_PROBLEM),
+    Table("leaderboard", "leaderboard.tsv", "leaderboard", PER_PROBLEM),
+    Table("ratios", "performance_ratios.tsv", "ratios", ACROSS),
+    Table("profiles", "performance_profiles.tsv", "profiles", ACROSS),
+    Table("profile_scores", "profile_scores.tsv", "profile_scores", ACROSS),
+    Table("friedman", "friedman.tsv", "friedman", ACROSS),
+    Table("win_probabilities", "win_probabilities.tsv", "win_probabilities", ACROSS),
+    Table("win_matrix", "win_matrix.tsv", "win_matrix", ACROSS),
+    Table("claims", "claims.tsv", "claims", CLAIMS),
+)
+
+# Every comparison figure reads these: the runs give each optimizer its colour
+# and, with the selection, the evaluation runs of the chosen variants.
+SHARED_FIGURE_TABLES = ("runs", "selection")
+
+FIGURES = (
+    Figure("finals", "finals", "finals_figure", PER_PROBLEM, ("leaderboard",)),
+    Figure("ranks", "ranks", "ranks_figure", PER_PROBLEM, ("leaderboard",)),
+    Figure("sensitivity", "sensitivity", "sensitivity_figure", TUNING, ("sensitivity",)),
+    Figure("ecdf", "steps_to_threshold", "ecdf_figure", PER_PROBLEM, ()),
+    Figure(
+        "profiles",
+        "performance_profiles",
+        "profiles_figure",
+        ACROSS,
+        ("profiles", "profile_scores"),
+    ),
+    Figure("win_matrix", "win_matrix", "win_matrix_figure", ACROSS, ("win_matrix",)),
+    Figure("best_of_k", "best_of_k", "best_of_k_figure", TUNING, ("best_of_k",)),
+)
+
+# Table name -> file name under results/summary/.
+TABLE_FILES = {table.name: table.file for table in TABLES}
+# Figure name -> file stem under results/figures/.
+ANALYSIS_FIGURES = {figure.name: figure.stem for figure in FIGURES}
+# Every table the comparison figures read, in the order of TABLES.
+FIGURE_TABLES = tuple(
+    table.name
+    for table in TABLES
+    if table.name in SHARED_FIGURE_TABLES or any(table.name in f.tables for f in FIGURES)
+)
