@@ -1,4 +1,4 @@
-"""Sweep variants, their names, and seed blocks."""
+"""Sweep variants, their names, and seed ranges."""
 
 import re
 
@@ -62,15 +62,15 @@ def test_distinct_floats_get_distinct_names():
     assert len(names) == len(values)
 
 
-def test_seed_blocks_follow_values_not_positions():
-    blocks = grid.seed_blocks([7, 0, 1, 2, 10], 4)
-    assert [(b.label, b.seeds) for b in blocks] == [
+def test_seed_ranges_follow_values_not_positions():
+    ranges = grid.seed_ranges([7, 0, 1, 2, 10], 4)
+    assert [(b.label, b.seeds) for b in ranges] == [
         ("0-3", (0, 1, 2)),
         ("4-7", (7,)),
         ("8-11", (10,)),
     ]
-    # adding seed 5 changes only the block 4-7
-    after = {b.label: b.seeds for b in grid.seed_blocks([7, 0, 1, 2, 10, 5], 4)}
+    # adding seed 5 changes only the range 4-7
+    after = {b.label: b.seeds for b in grid.seed_ranges([7, 0, 1, 2, 10, 5], 4)}
     assert after == {"0-3": (0, 1, 2), "4-7": (5, 7), "8-11": (10,)}
 
 
@@ -78,3 +78,15 @@ def test_seed_blocks_follow_values_not_positions():
 def test_value_token_refuses_other_types_naming_the_type(value, kind):
     with pytest.raises(TypeError, match=f"^cannot name a variant after a {kind} value$"):
         grid.value_token(value)
+
+
+def test_a_cell_has_one_definition_of_its_fields():
+    """settings.Cell, job keys, summaries and tables all follow grid.CELL_FIELDS."""
+    import dataclasses
+
+    from optbench import analysis, selection, settings, summary
+
+    assert tuple(f.name for f in dataclasses.fields(settings.Cell)) == grid.CELL_FIELDS
+    assert tuple(summary.IDENTITY) == grid.CELL_FIELDS
+    assert tuple(analysis.ENTRY) == tuple(selection.ENTRY) == grid.ENTRY_FIELDS
+    assert grid.CELL_FIELDS[:3] == grid.ENTRY_FIELDS

@@ -52,11 +52,11 @@ def test_seed_ranges_round_trip():
         ),
     ],
 )
-def test_jobs_group_the_cells_of_their_scope_for_each_seed_block(scope, keys):
+def test_jobs_group_the_cells_of_their_scope_for_each_seed_range(scope, keys):
     planned = experiment(job_scope=scope, seeds_per_job=4).training_jobs()
-    blocks = [("0-3", (0, 1, 2, 3)), ("4-7", (4, 5, 6, 7)), ("8-11", (8, 9))]
+    ranges = [("0-3", (0, 1, 2, 3)), ("4-7", (4, 5, 6, 7)), ("8-11", (8, 9))]
     assert [(job.key, job.label, job.seeds) for job in planned] == [
-        (key, label, seeds) for key in keys for label, seeds in blocks
+        (key, label, seeds) for key in keys for label, seeds in ranges
     ]
     for job in planned:
         assert [tuple(vars(c).values())[: len(job.key)] for c in job.cells] == [job.key] * len(
@@ -67,7 +67,7 @@ def test_jobs_group_the_cells_of_their_scope_for_each_seed_block(scope, keys):
 
 def test_rule_names_that_would_clash_are_made_unique():
     cells = [settings.Cell("a_b", "c", "o", "base"), settings.Cell("a", "b_c", "o", "base")]
-    planned = jobs.plan(cells, [grid.SeedBlock("0-1", (0, 1))], "loss")
+    planned = jobs.plan(cells, [grid.SeedRange("0-1", (0, 1))], "loss")
     assert [job.rule_name() for job in planned] == [
         "train_a_b_c_seeds_0-1",
         "train_a_b_c_seeds_0-1_1",
@@ -188,7 +188,7 @@ PATTERNS = (
 
 def run_job(tmp_path, grid, engine="auto"):
     """train.py on every cell of ``grid`` in one job; returns (process, runs)."""
-    (job,) = jobs.plan(grid.cells(), grid.seed_blocks(), "problem")
+    (job,) = jobs.plan(grid.cells(), grid.seed_ranges(), "problem")
     patterns = [str(tmp_path / p) for p in PATTERNS]
     argument = jobs.argument(grid, job.cells, job.seeds, *patterns)
     command = [sys.executable, str(TRAIN_SCRIPT), "--job", argument, "--engine", engine]
@@ -200,7 +200,7 @@ def test_a_job_removes_its_old_manifest_before_it_trains(tmp_path):
     """A manifest must mean "this job's latest start ran to its end": a job that
     then fails (here: no GPU for device cuda) leaves none behind."""
     grid = grid_of({"sgd": DEFAULT["optimizers"]["sgd"]}, seeds=(0,), steps=3)
-    (job,) = jobs.plan(grid.cells(), grid.seed_blocks(), "problem")
+    (job,) = jobs.plan(grid.cells(), grid.seed_ranges(), "problem")
     argument = jobs.argument(grid, job.cells, job.seeds, *[str(tmp_path / p) for p in PATTERNS])
     argument = json.dumps(json.loads(argument) | {"device": "cuda:7"})
     manifest = tmp_path / "manifest.tsv"
@@ -438,7 +438,7 @@ def test_summary_script_refuses_mixed_arguments(tmp_path):
 
 def test_summary_jobs_cover_each_key_once_per_role_with_all_its_manifests():
     planned = experiment(seeds_per_job=5, tuning_seeds=[100, 101]).training_jobs()
-    assert len(planned) == 2 * 3  # two losses x seed blocks 0-4, 5-9, 100-104 (by value)
+    assert len(planned) == 2 * 3  # two losses x seed ranges 0-4, 5-9, 100-104 (by value)
     summaries = jobs.plan_summaries(planned, {"evaluation": [0, 9], "tuning": [100], "x": []})
     assert [(s.name, s.role, s.key) for s in summaries] == [
         ("summarize_evaluation_linear_mse", "evaluation", ("linear", "mse")),

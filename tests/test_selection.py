@@ -169,7 +169,7 @@ def test_input_errors_name_the_problem_and_the_fix():
     ):
         selection.select_variants(several)
     with pytest.raises(ValueError, match="^tuned_evaluation_runs needs the column.s. variant;"):
-        selection.tuned_evaluation_runs(metrics, metrics[selection.CELL])
+        selection.tuned_evaluation_runs(metrics, metrics[selection.ENTRY])
     with pytest.raises(ValueError, match="^candidate_counts needs the column.s. variant;"):
         selection.candidate_counts(metrics.drop(columns="variant"))
     message = "^select and report values must be non-empty 1-D arrays of one length$"
@@ -240,7 +240,7 @@ def test_tuning_curve_columns_medians_and_floor():
     metrics = planted()
     curve = selection.tuning_curve(metrics)
     assert list(curve.columns) == [
-        *selection.CELL,
+        *selection.ENTRY,
         "k",
         "n_candidates",
         "expected_log10",
@@ -258,7 +258,7 @@ def test_tuning_curve_columns_medians_and_floor():
 def test_tables_have_exactly_their_columns():
     metrics = planted()
     assert list(selection.variant_scores(metrics).columns) == [
-        *selection.CELL,
+        *selection.ENTRY,
         "variant",
         "n_seeds",
         "n_diverged",

@@ -470,7 +470,7 @@ def test_only_does_not_change_how_seeds_are_packed():
     config["only"] = {"seeds": [3]}
     experiment = settings.validate(config, SCHEMA)
     assert experiment.seeds_per_job == 10
-    assert [(b.label, b.seeds) for b in experiment.seed_blocks()] == [("0-9", (3,))]
+    assert [(b.label, b.seeds) for b in experiment.seed_ranges()] == [("0-9", (3,))]
 
 
 def test_only_covers_every_grid_axis():

@@ -11,7 +11,7 @@ from pathlib import Path
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from optbench import cost, jobs, outputs, settings  # noqa: E402
+from optbench import cost, grid, jobs, outputs, settings  # noqa: E402
 from optbench.analysis_context import context_for, threshold_text  # noqa: E402
 
 
@@ -77,7 +77,7 @@ ANALYSIS_FIGURES = outputs.ANALYSIS_FIGURES
 ROLES = {"evaluation": EXPERIMENT.seeds, "tuning": EXPERIMENT.tuning_seeds}
 
 # A cell is a grid point without the seed: the wildcards of RUN_TSV but seed.
-CELL_FIELDS = ("problem", "loss", "optimizer", "variant")
+CELL_FIELDS = grid.CELL_FIELDS
 CELLS = EXPERIMENT.cells()
 RUN_SPECS = {
     (cell.problem, cell.loss, cell.optimizer, cell.variant): EXPERIMENT.run_spec_json(cell)
@@ -85,7 +85,7 @@ RUN_SPECS = {
 }
 # The (problem, loss) pairs of the grid, in configured order: one figure each.
 PROBLEM_LOSSES = list(dict.fromkeys((cell.problem, cell.loss) for cell in CELLS))
-SEED_BLOCKS = EXPERIMENT.seed_blocks()
+SEED_RANGES = EXPERIMENT.seed_ranges()
 # Per (problem, loss): the steps-to-threshold level, as the cell job takes it.
 THRESHOLDS = {
     f"{problem}/{loss}": threshold_text(EXPERIMENT.thresholds, problem, loss)
@@ -135,8 +135,8 @@ def job_argument(cells, seeds):
     return jobs.DigestedText(jobs.argument(EXPERIMENT, cells, seeds, RUN_TSV, RUN_SIDECAR))
 
 
-def block_job_argument(wildcards, seeds):
-    """The --job JSON of one cell's block of seeds (job_scope cell)."""
+def range_job_argument(wildcards, seeds):
+    """The --job JSON of one cell's range of seeds (job_scope cell)."""
     cell = settings.Cell(*(getattr(wildcards, field) for field in CELL_FIELDS))
     return job_argument([cell], seeds)
 

@@ -2,17 +2,17 @@
 # it imports torch and the standard library only (Snakemake's script preamble
 # would import Snakemake itself into every job).
 #
-# Packing (config job_scope and seeds_per_job = K). A job holds a block of
-# seed values (0..K-1, K..2K-1, ...; all: one block) of the cells of its scope:
+# Packing (config job_scope and seeds_per_job = K). A job holds a range of
+# seed values (0..K-1, K..2K-1, ...; all: one range) of the cells of its scope:
 # one cell, all variants of an optimizer, every optimizer of a (problem, loss),
 # or a whole problem. job_scope cell with K = 1 is the one generic rule
 # `train`, one job per run. Snakemake rules cannot derive a variable output
 # list from a wildcard, so the other layouts generate rules: job_scope cell,
-# one rule per seed block, keeping the {problem}, {loss}, {optimizer} and
-# {variant} wildcards (one rule node per block); coarser scopes, one rule per
+# one rule per seed range, keeping the {problem}, {loss}, {optimizer} and
+# {variant} wildcards (one rule node per range); coarser scopes, one rule per
 # job (their cells differ from job to job), named after the job's key and
-# block, e.g. train_linear_mse_seeds_0-9. Blocks follow seed values, not
-# positions, so adding a seed re-runs only the block it falls in. A packed
+# seed range, e.g. train_linear_mse_seeds_0-9. Ranges follow seed values, not
+# positions, so adding a seed re-runs only the range it falls in. A packed
 # job's command names its cells and seeds once and the path patterns, never
 # every path (common.smk job_argument), and a job of a coarser scope writes a
 # manifest of its runs last (results/manifests/train/...), which its summary
@@ -47,27 +47,27 @@ if EXPERIMENT.job_scope == "cell" and EXPERIMENT.seeds_per_job == 1:
 
 elif EXPERIMENT.job_scope == "cell":
 
-    for block in SEED_BLOCKS:
+    for seed_range in SEED_RANGES:
 
         rule:
             name:
-                f"train_seeds_{block.label}"
+                f"train_seeds_{seed_range.label}"
             output:
-                tsv=update(expand(RUN_TSV, seed=block.seeds, allow_missing=True)),
-                sidecar=update(expand(RUN_SIDECAR, seed=block.seeds, allow_missing=True)),
+                tsv=update(expand(RUN_TSV, seed=seed_range.seeds, allow_missing=True)),
+                sidecar=update(expand(RUN_SIDECAR, seed=seed_range.seeds, allow_missing=True)),
             log:
-                f"results/logs/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seeds{block.label}.log",
+                f"results/logs/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seeds{seed_range.label}.log",
             benchmark:
-                f"results/benchmarks/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seeds{block.label}.tsv"
+                f"results/benchmarks/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seeds{seed_range.label}.tsv"
             conda:
                 TRAIN_ENV
             threads: 1
             resources:
                 gpu=TRAINING_GPUS,
             params:
-                # A default argument binds this block's seeds now; a plain
-                # reference to `block` would see the loop's last value.
-                job=lambda wildcards, seeds=block.seeds: block_job_argument(wildcards, seeds),
+                # A default argument binds this range's seeds now; a plain
+                # reference to `seed_range` would see the loop's last value.
+                job=lambda wildcards, seeds=seed_range.seeds: range_job_argument(wildcards, seeds),
             shell:
                 TRAIN_PACKED
 

@@ -37,10 +37,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from optbench import claims, comparison, outputs, perfprofiles, selection, statistics, summary
+from optbench import claims, comparison, grid, outputs, perfprofiles, selection, statistics, summary
 from optbench.analysis_context import BASE_VARIANT, Context
 
-CELL = ["problem", "loss", "optimizer"]
+# An entry: an optimizer on one (problem, loss) (grid.ENTRY_FIELDS).
+ENTRY = list(grid.ENTRY_FIELDS)
 # Table name -> file name under results/summary/ (declared in optbench.outputs).
 TABLE_FILES = outputs.TABLE_FILES
 
@@ -63,14 +64,14 @@ def _with_identity(table: pd.DataFrame) -> pd.DataFrame:
 def candidate_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs of tuning candidates: where a (problem, loss, optimizer) has swept
     variants, those; else its only variant (``base``)."""
-    swept = (runs["variant"] != BASE_VARIANT).groupby([runs[c] for c in CELL]).transform("any")
+    swept = (runs["variant"] != BASE_VARIANT).groupby([runs[c] for c in ENTRY]).transform("any")
     return runs[~(swept & (runs["variant"] == BASE_VARIANT))].reset_index(drop=True)
 
 
 def _leaderboard(chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFrame):
-    finals = statistics.log_summary_table(chosen, CELL, "final_loss")
+    finals = statistics.log_summary_table(chosen, ENTRY, "final_loss")
     reached = chosen.assign(_reached=chosen["steps_to_threshold"].notna())
-    extra = reached.groupby(CELL, sort=False).agg(
+    extra = reached.groupby(ENTRY, sort=False).agg(
         n_reached=("_reached", "sum"),
         median_steps_to_threshold=("steps_to_threshold", lambda s: s.fillna(np.inf).median()),
         heldout_loss_median=("heldout_loss", "median"),
@@ -78,14 +79,14 @@ def _leaderboard(chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFra
         n_at_floor=("at_floor", "sum"),
         resolution_floor=("resolution_floor", "max"),
     )
-    size = reached.groupby(CELL, sort=False).size()
+    size = reached.groupby(ENTRY, sort=False).size()
     extra["share_reached"] = extra["n_reached"] / size
     extra["share_at_floor"] = extra.pop("n_at_floor") / size
     extra = extra.reset_index()
-    board = ranking.merge(choice[[*CELL, "variant"]], on=CELL, how="left")
-    board = board.merge(finals.drop(columns=["n", "n_diverged"]), on=CELL, how="left")
-    board = board.merge(extra, on=CELL, how="left")
-    first = [*CELL, "variant", "rank", "beaten_by", "n", "n_diverged", "median_log10"]
+    board = ranking.merge(choice[[*ENTRY, "variant"]], on=ENTRY, how="left")
+    board = board.merge(finals.drop(columns=["n", "n_diverged"]), on=ENTRY, how="left")
+    board = board.merge(extra, on=ENTRY, how="left")
+    first = [*ENTRY, "variant", "rank", "beaten_by", "n", "n_diverged", "median_log10"]
     return board[first + [c for c in board.columns if c not in first]]
 
 
@@ -140,11 +141,11 @@ def _profiles(chosen: pd.DataFrame):
 
 def _sensitivity(runs: pd.DataFrame, candidates: pd.DataFrame, context: Context):
     table = selection.sensitivity_table(runs)
-    candidate_keys = set(map(tuple, candidates[[*CELL, "variant"]].drop_duplicates().to_numpy()))
+    candidate_keys = set(map(tuple, candidates[[*ENTRY, "variant"]].drop_duplicates().to_numpy()))
     table.insert(
         4,
         "candidate",
-        [tuple(row) in candidate_keys for row in table[[*CELL, "variant"]].to_numpy()],
+        [tuple(row) in candidate_keys for row in table[[*ENTRY, "variant"]].to_numpy()],
     )
     values = [context.swept.get(variant, {}) for variant in table["variant"]]
     table.insert(5, "swept", [",".join(f"{k}={v}" for k, v in v.items()) for v in values])

@@ -126,7 +126,9 @@ UNKNOWN_LOSS = "?"
 
 
 @dataclass(frozen=True)
-class Cell:
+class CellRuns:
+    """The runs of one cell (settings.Cell names a cell; this holds its data)."""
+
     identity: dict[str, str]  # field -> value, in the order of the pattern (e.g. loss, optimizer)
     seeds: list[int]  # ascending
     losses: np.ndarray  # runs x steps, rows in the order of seeds
@@ -178,7 +180,7 @@ def loss_class_of(metadata: dict | None) -> str | None:
     return None if loss is None else str(loss.get("class", UNKNOWN_LOSS))
 
 
-def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell:
+def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> CellRuns:
     """The runs at ``paths``, checked to belong to the cell ``identity``, sorted by seed."""
     fields_in_order = list(path_regex(pattern).groupindex)
     if set(fields_in_order) != set(identity) | {SEED_FIELD}:
@@ -213,7 +215,7 @@ def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell
             f"({', '.join(sorted(map(str, loss_classes)))}). Delete the runs of this cell "
             "so that the pipeline trains them again."
         )
-    return Cell(
+    return CellRuns(
         identity,
         seeds,
         np.array([losses for losses, _ in columns], dtype=np.float64),
@@ -262,7 +264,7 @@ def _json_number(value):
     return value if math.isfinite(value) else repr(value)
 
 
-def run_table(cell: Cell, threshold: Threshold = Threshold()) -> dict[str, list]:
+def run_table(cell: CellRuns, threshold: Threshold = Threshold()) -> dict[str, list]:
     """Per run (``RUN_COLUMNS``): seed, runmetrics' metrics, oscillation, held-out values."""
     metrics = runmetrics.metric_arrays(
         cell.losses,
@@ -287,7 +289,7 @@ def run_table(cell: Cell, threshold: Threshold = Threshold()) -> dict[str, list]
     }
 
 
-def cell_summary(cell: Cell, threshold: Threshold = Threshold()) -> dict:
+def cell_summary(cell: CellRuns, threshold: Threshold = Threshold()) -> dict:
     """The cell's per-step statistics and per-run metrics, ready to be written as JSON."""
     logscale.check_non_negative(cell.losses)
     statistics = describe(surviving(cell.losses))
@@ -319,7 +321,7 @@ def format_cell_summary(summary: dict) -> str:
     )
 
 
-def write_cell_summary(cell: Cell, path, threshold: Threshold = Threshold()) -> None:
+def write_cell_summary(cell: CellRuns, path, threshold: Threshold = Threshold()) -> None:
     runfiles.write_text_atomic(path, format_cell_summary(cell_summary(cell, threshold)))
 
 

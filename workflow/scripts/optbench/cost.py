@@ -82,9 +82,9 @@ def plan_for(experiment) -> Plan:
             (job.runs, max(steps[cell.problem] for cell in job.cells))
             for job in experiment.training_jobs()
         ]
-    else:  # one job per cell and seed block
-        blocks = experiment.seed_blocks()
-        sizes = [(len(block.seeds), steps[cell.problem]) for cell in cells for block in blocks]
+    else:  # one job per cell and seed range
+        ranges = experiment.seed_ranges()
+        sizes = [(len(seeds.seeds), steps[cell.problem]) for cell in cells for seeds in ranges]
     run_steps = sum(steps[cell.problem] for cell in cells) * len(experiment.all_seeds)
     return plan(sizes, experiment.n_runs, run_steps)
 

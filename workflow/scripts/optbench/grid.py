@@ -1,4 +1,4 @@
-"""The experiment grid: hyper-parameter variants of a sweep, seed roles and seed blocks.
+"""The experiment grid: hyper-parameter variants of a sweep, seed roles and seed ranges.
 
 Torch-free and cheap: it runs inside every ``snakemake`` invocation.
 
@@ -14,6 +14,13 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
+
+# A cell: one point of the grid without the seed; each of its seeds is one run.
+# Run paths, jobs, summaries and tables name a cell by these fields, in this order.
+CELL_FIELDS = ("problem", "loss", "optimizer", "variant")
+# An entry: an optimizer on one (problem, loss), with whichever of its variants
+# tuning selects; the unit the comparison ranks.
+ENTRY_FIELDS = CELL_FIELDS[:3]
 
 # The variant that runs an optimizer's kwargs as configured: the one-shot
 # (untuned) setting that a comparison reports beside the tuned one.
@@ -73,23 +80,23 @@ def expand_sweep(kwargs: dict, sweep: dict) -> list[Variant]:
 
 
 @dataclass(frozen=True)
-class SeedBlock:
-    """Seeds that one packed training job runs; label is the block's value range."""
+class SeedRange:
+    """Seeds that one packed training job runs; label is its value range."""
 
     label: str
     seeds: tuple[int, ...]
 
 
-def seed_blocks(seeds, per_job: int) -> list[SeedBlock]:
-    """The seeds grouped by value into blocks of ``per_job`` (0..K-1, K..2K-1, ...).
+def seed_ranges(seeds, per_job: int) -> list[SeedRange]:
+    """The seeds grouped by value into ranges of ``per_job`` values (0..K-1, K..2K-1, ...).
 
-    Blocks follow values, not positions, so adding a seed changes only the
-    block it falls in.
+    Ranges follow values, not positions, so adding a seed changes only the
+    range it falls in.
     """
-    blocks: dict[int, list[int]] = {}
+    ranges: dict[int, list[int]] = {}
     for seed in sorted(seeds):
-        blocks.setdefault(seed // per_job, []).append(seed)
+        ranges.setdefault(seed // per_job, []).append(seed)
     return [
-        SeedBlock(f"{index * per_job}-{(index + 1) * per_job - 1}", tuple(members))
-        for index, members in sorted(blocks.items())
+        SeedRange(f"{index * per_job}-{(index + 1) * per_job - 1}", tuple(members))
+        for index, members in sorted(ranges.items())
     ]

@@ -3,7 +3,7 @@
 Torch-free and cheap: Snakemake plans jobs with it in every invocation, and
 ``train.py`` expands the same argument back into runs.
 
-A job holds the runs of a set of cells (config ``job_scope``) for one block of
+A job holds the runs of a set of cells (config ``job_scope``) for one range of
 seed values (config ``seeds_per_job``). Its command line must stay short
 whatever the job's size: Linux refuses a single argument over 128 KiB
 (MAX_ARG_STRLEN), and Snakemake runs a ``shell:`` command as one ``bash -c``
@@ -20,11 +20,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-# A job's key: the leading fields of (problem, loss, optimizer, variant) that
+from optbench import grid
+
+# A job's key: the leading fields of grid.CELL_FIELDS that
 # all its runs share. cell: one variant of one optimizer; optimizer: all its
 # variants; loss: every optimizer of one (problem, loss); problem: all of it.
 SCOPES = {"cell": 4, "optimizer": 3, "loss": 2, "problem": 1}
-FIELDS = ("problem", "loss", "optimizer", "variant")
 
 # Longest job argument allowed: well below MAX_ARG_STRLEN (131,072 bytes) to
 # leave room for the rest of the command line (paths of the script and log).
@@ -51,10 +52,10 @@ class DigestedMapping(_Digested, dict):
 
 @dataclass(frozen=True)
 class Job:
-    """One training job: the cells it trains, for every seed of its block."""
+    """One training job: the cells it trains, for every seed of its seed range."""
 
     key: tuple[str, ...]  # the shared leading fields of its cells
-    label: str  # its seed block's value range, e.g. "0-9"
+    label: str  # its seed range's value range, e.g. "0-9"
     cells: tuple  # settings.Cell, in configured order
     seeds: tuple[int, ...]
 
@@ -73,17 +74,19 @@ class Job:
         return "/".join(("results", kind, "train", *self.key, f"seeds{self.label}{suffix}"))
 
 
-def plan(cells, blocks, scope: str) -> list[Job]:
+def plan(cells, seed_ranges, scope: str) -> list[Job]:
     """The jobs of a grid: ``cells`` grouped by the first SCOPES[scope] fields, one job
-    per group and seed block, groups in the order their first cell appears."""
+    per group and seed range, groups in the order their first cell appears."""
     width = SCOPES[scope]
     groups: dict[tuple, list] = {}
     for cell in cells:
-        groups.setdefault(tuple(getattr(cell, f) for f in FIELDS[:width]), []).append(cell)
+        groups.setdefault(tuple(getattr(cell, f) for f in grid.CELL_FIELDS[:width]), []).append(
+            cell
+        )
     planned = [
-        Job(key, block.label, tuple(members), tuple(block.seeds))
+        Job(key, seeds.label, tuple(members), tuple(seeds.seeds))
         for key, members in groups.items()
-        for block in blocks
+        for seeds in seed_ranges
     ]
     # Names may contain "_", so problem a_b with loss c and problem a with loss
     # b_c would share a rule name: the later job gets a numbered one.
@@ -194,7 +197,7 @@ def expand(text: str) -> list[Run]:
 @dataclass(frozen=True)
 class SummaryJob:
     """One job summarising, for one seed role, the cells that the training jobs of
-    one key hold (every seed block together): a packed grid is then a few summary
+    one key hold (every seed range together): a packed grid is then a few summary
     jobs, not one per cell (Snakemake spends ~0.25 s on each job it schedules,
     more than a cell's summary costs)."""
 

@@ -27,15 +27,17 @@ import math
 import numpy as np
 import pandas as pd
 
+from optbench import grid
 from optbench.comparison import paired_test
 from optbench.statistics import FLOOR, log10_or_inf, log_summary_table, require_columns
 
-CELL = ["problem", "loss", "optimizer"]
+# An entry: an optimizer on one (problem, loss) (grid.ENTRY_FIELDS).
+ENTRY = list(grid.ENTRY_FIELDS)
 TUNING, EVALUATION = "tuning", "evaluation"
 
 
 def _scored(metrics: pd.DataFrame, floor: float) -> pd.DataFrame:
-    require_columns(metrics, [*CELL, "variant", "seed", "role", "final_loss"], "selection")
+    require_columns(metrics, [*ENTRY, "variant", "seed", "role", "final_loss"], "selection")
     unknown = set(metrics["role"]) - {TUNING, EVALUATION}
     if unknown:
         raise ValueError(f"role must be {TUNING!r} or {EVALUATION!r}, got {sorted(unknown)}")
@@ -58,12 +60,12 @@ def variant_scores(
 ) -> pd.DataFrame:
     """Per (problem, loss, optimizer, variant) on the seeds of ``role``:
     ``n_seeds``, ``n_diverged`` and ``score`` (median final log10 loss,
-    diverged = +inf), variants in preference order within each cell."""
+    diverged = +inf), variants in preference order within each entry."""
     scored = _scored(metrics, floor)
     scored = scored[scored["role"] == role].assign(_diverged=lambda f: np.isinf(f["_score"]))
     preference = _preference(metrics, order)
     table = (
-        scored.groupby([*CELL, "variant"], sort=False)
+        scored.groupby([*ENTRY, "variant"], sort=False)
         .agg(
             n_seeds=("_score", "size"),
             n_diverged=("_diverged", "sum"),
@@ -72,32 +74,32 @@ def variant_scores(
         .reset_index()
     )
     table["_preference"] = table["variant"].map(preference)
-    table = table.sort_values([*CELL, "_preference"], kind="stable")
+    table = table.sort_values([*ENTRY, "_preference"], kind="stable")
     return table.drop(columns="_preference").reset_index(drop=True)
 
 
 def select_variants(metrics: pd.DataFrame, order=None, floor: float = FLOOR) -> pd.DataFrame:
     """Per (problem, loss, optimizer): the chosen ``variant``, its ``score``,
     ``n_candidates``, ``n_tied`` (candidates sharing the best score) and
-    ``n_tuning_seeds``. A cell with one variant and no tuning seeds keeps that
+    ``n_tuning_seeds``. An entry with one variant and no tuning seeds keeps that
     variant (nothing to tune; score NaN); several variants without tuning runs
     are an error."""
-    scores = variant_scores(metrics, TUNING, order, floor)  # preference order within a cell
-    cells = scores.groupby(CELL, sort=False)
-    best = cells["score"].transform("min")
+    scores = variant_scores(metrics, TUNING, order, floor)  # preference order within an entry
+    entries = scores.groupby(ENTRY, sort=False)
+    best = entries["score"].transform("min")
     at_best = scores[scores["score"] == best]
-    chosen = at_best.drop_duplicates(CELL).set_index(CELL)  # the preferred of the tied
+    chosen = at_best.drop_duplicates(ENTRY).set_index(ENTRY)  # the preferred of the tied
     columns = ["variant", "score", "n_candidates", "n_tied", "n_tuning_seeds"]
     chosen = chosen.assign(
-        n_candidates=cells.size(),
-        n_tied=at_best.groupby(CELL, sort=False).size(),
-        n_tuning_seeds=cells["n_seeds"].max(),
+        n_candidates=entries.size(),
+        n_tied=at_best.groupby(ENTRY, sort=False).size(),
+        n_tuning_seeds=entries["n_seeds"].max(),
     )[columns]
-    variants = metrics.groupby(CELL, sort=False)["variant"]
-    all_cells = variants.first().index  # order of first appearance in the table
-    untuned = all_cells.difference(chosen.index, sort=False)
+    variants = metrics.groupby(ENTRY, sort=False)["variant"]
+    all_entries = variants.first().index  # order of first appearance in the table
+    untuned = all_entries.difference(chosen.index, sort=False)
     counts = variants.nunique()
-    several = [cell for cell in untuned if counts[cell] > 1]
+    several = [entry for entry in untuned if counts[entry] > 1]
     if several:
         raise ValueError(
             f"{'/'.join(several[0])} has {counts[several[0]]} variants but no tuning-seed runs "
@@ -107,15 +109,15 @@ def select_variants(metrics: pd.DataFrame, order=None, floor: float = FLOOR) -> 
         {"variant": variants.first()[untuned], "score": np.nan, "n_candidates": 1, "n_tied": 1},
         index=untuned,
     ).assign(n_tuning_seeds=0)
-    table = pd.concat([chosen, nothing_to_tune[columns]]).reindex(all_cells)
+    table = pd.concat([chosen, nothing_to_tune[columns]]).reindex(all_entries)
     return table.reset_index().astype({"n_candidates": int, "n_tied": int, "n_tuning_seeds": int})
 
 
 def tuned_evaluation_runs(metrics: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
     """The evaluation-seed rows of ``metrics`` that belong to the chosen variants."""
-    require_columns(chosen, [*CELL, "variant"], "tuned_evaluation_runs")
+    require_columns(chosen, [*ENTRY, "variant"], "tuned_evaluation_runs")
     evaluation = metrics[metrics["role"] == EVALUATION]
-    return evaluation.merge(chosen[[*CELL, "variant"]], on=[*CELL, "variant"]).reset_index(
+    return evaluation.merge(chosen[[*ENTRY, "variant"]], on=[*ENTRY, "variant"]).reset_index(
         drop=True
     )
 
@@ -123,8 +125,8 @@ def tuned_evaluation_runs(metrics: pd.DataFrame, chosen: pd.DataFrame) -> pd.Dat
 def candidate_counts(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per (problem, loss): the number of variants of each optimizer and whether
     they are all equal (``equal``), so that no optimizer gets more tuning effort."""
-    require_columns(metrics, [*CELL, "variant"], "candidate_counts")
-    counts = metrics.groupby(CELL, sort=False)["variant"].nunique().rename("n_variants")
+    require_columns(metrics, [*ENTRY, "variant"], "candidate_counts")
+    counts = metrics.groupby(ENTRY, sort=False)["variant"].nunique().rename("n_variants")
     counts = counts.reset_index()
     counts["equal"] = counts.groupby(["problem", "loss"])["n_variants"].transform("nunique") == 1
     return counts
@@ -136,7 +138,7 @@ def sensitivity_table(metrics: pd.DataFrame, role: str = EVALUATION, floor: floa
     (geometric mean and t-interval, median and order-statistic interval)."""
     _scored(metrics, floor)
     rows = metrics[metrics["role"] == role]
-    return log_summary_table(rows, [*CELL, "variant"], "final_loss", floor)
+    return log_summary_table(rows, [*ENTRY, "variant"], "final_loss", floor)
 
 
 def tuning_gain(
@@ -151,19 +153,19 @@ def tuning_gain(
     evaluation = scored[scored["role"] == EVALUATION]
     by_variant = {
         key: group.set_index("seed")["_score"]
-        for key, group in evaluation.groupby([*CELL, "variant"], sort=False)
+        for key, group in evaluation.groupby([*ENTRY, "variant"], sort=False)
     }
     empty = pd.Series(dtype=np.float64)
     rows = []
     for choice in chosen.itertuples(index=False):
-        cell = (choice.problem, choice.loss, choice.optimizer)
+        entry = (choice.problem, choice.loss, choice.optimizer)
         base_name = base if isinstance(base, str) else base[choice.optimizer]
-        tuned = by_variant.get((*cell, choice.variant), empty)
-        untuned = by_variant.get((*cell, base_name), empty)
+        tuned = by_variant.get((*entry, choice.variant), empty)
+        untuned = by_variant.get((*entry, base_name), empty)
         seeds = tuned.index.intersection(untuned.index)
         test = paired_test(tuned[seeds].to_numpy(), untuned[seeds].to_numpy())
         rows.append(
-            dict(zip(CELL, cell, strict=True))
+            dict(zip(ENTRY, entry, strict=True))
             | {
                 "base_variant": base_name,
                 "tuned_variant": choice.variant,
@@ -223,14 +225,14 @@ def tuning_curve(
     tuning median, reported by its ``report``-seed median)."""
     tuning = variant_scores(metrics, TUNING, order, floor)
     reported = variant_scores(metrics, report, order, floor)
-    reported = reported[[*CELL, "variant", "score"]].rename(columns={"score": "score_r"})
-    merged = tuning.merge(reported, on=[*CELL, "variant"], how="left")
+    reported = reported[[*ENTRY, "variant", "score"]].rename(columns={"score": "score_r"})
+    merged = tuning.merge(reported, on=[*ENTRY, "variant"], how="left")
     rows = []
-    for cell, group in merged.groupby(CELL, sort=False):
+    for entry, group in merged.groupby(ENTRY, sort=False):
         expected, median = expected_best_of_k(group["score"], group["score_r"])
         for k in range(1, len(group) + 1):
             rows.append(
-                dict(zip(CELL, cell, strict=True))
+                dict(zip(ENTRY, entry, strict=True))
                 | {
                     "k": k,
                     "n_candidates": len(group),
@@ -239,5 +241,5 @@ def tuning_curve(
                 }
             )
     return pd.DataFrame(
-        rows, columns=[*CELL, "k", "n_candidates", "expected_log10", "median_log10"]
+        rows, columns=[*ENTRY, "k", "n_candidates", "expected_log10", "median_log10"]
     )

@@ -112,7 +112,7 @@ class Problem:
 
 @dataclass(frozen=True)
 class Cell:
-    """One curve of the comparison: every seed of it is one run."""
+    """One cell (grid.CELL_FIELDS, in that order): every seed of it is one run."""
 
     problem: str
     loss: str
@@ -155,13 +155,13 @@ class Experiment:
     def n_runs(self) -> int:
         return len(self.cells()) * len(self.all_seeds)
 
-    def seed_blocks(self) -> list[grid.SeedBlock]:
-        """Every seed grouped by value into blocks of seeds_per_job."""
-        return grid.seed_blocks(self.all_seeds, self.seeds_per_job)
+    def seed_ranges(self) -> list[grid.SeedRange]:
+        """Every seed grouped by value into ranges of seeds_per_job."""
+        return grid.seed_ranges(self.all_seeds, self.seeds_per_job)
 
     def training_jobs(self) -> list[jobs.Job]:
-        """Every training job: cells grouped by job_scope, times the seed blocks."""
-        return jobs.plan(self.cells(), self.seed_blocks(), self.job_scope)
+        """Every training job: cells grouped by job_scope, times the seed ranges."""
+        return jobs.plan(self.cells(), self.seed_ranges(), self.job_scope)
 
     def run_spec(self, cell: Cell) -> dict:
         """The settings a training job needs for one cell."""
@@ -550,7 +550,7 @@ def _selection(axes: dict[str, tuple], only: dict) -> tuple[dict[str, tuple], li
 
 
 def _seeds_per_job(value, seeds: tuple[int, ...]) -> int:
-    """Block size K of the seed packing; "all" is one block spanning every seed."""
+    """Range size K of the seed packing; "all" is one range spanning every seed."""
     if value == "all":
         return max(seeds) + 1
     return int(value)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from optbench import cells, runfiles, statistics
+from optbench import cells, grid, runfiles, statistics
 
-IDENTITY = ["problem", "loss", "optimizer", "variant"]  # the cell's fields, as in run paths
+IDENTITY = list(grid.CELL_FIELDS)  # as in run paths
 
 
 def _with_after(names: list[str], anchor: str, added: list[str]) -> list[str]:
