@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from optbench import numerics
+from optbench.engines import numerics
 
 # Tests that train in this process compare bits, so they run in the portable
 # mode, pinned before anything imports torch (its libraries read the pins

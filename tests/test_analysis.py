@@ -17,8 +17,10 @@ import yaml
 from scipy import stats
 
 from conftest import REPO, SCHEMA
-from optbench import analysis, cells, claims, figures, outputs, runfiles, settings, summary
-from optbench.analysis_context import Context, context_for, threshold_text
+from optbench import runfiles
+from optbench.planning import settings
+from optbench.reporting import analysis, cells, claims, figures, outputs, summary
+from optbench.reporting.analysis_context import Context, context_for, threshold_text
 
 PATTERN = "runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
 
@@ -241,7 +243,7 @@ def test_claims_the_grid_cannot_test_say_why(tmp_path):
 
 
 def test_every_table_and_figure_is_declared_once_and_made_by_the_library(tmp_path):
-    """optbench.outputs is the one list: the library makes exactly its tables and
+    """optbench.reporting.outputs is the one list: the library makes exactly its tables and
     figures, each has a caption file, and the rules take the names from it."""
     assert analysis.TABLE_FILES is outputs.TABLE_FILES
     assert figures.ANALYSIS_FIGURES is outputs.ANALYSIS_FIGURES

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from optbench import analysis, cells, figures, runfiles, summary
+from optbench import runfiles
+from optbench.reporting import analysis, cells, figures, summary
 
 SCRIPTS = REPO / "workflow" / "scripts"
 
@@ -24,8 +25,8 @@ RAW_WRITES = {"to_csv", "savefig", "write_text", "write_bytes", "to_json", "imsa
 # every other writer goes through one of them (and is listed in WRITERS below).
 RAW_WRITERS = {
     "optbench/runfiles.py:write_text_atomic",
-    "optbench/summary.py:write_tsv",
-    "optbench/figures.py:save",
+    "optbench/reporting/summary.py:write_tsv",
+    "optbench/reporting/figures.py:save",
 }
 # Files opened for writing that are not results: the rules' logs (stderr).
 LOG_OPENS = {"plot.py:<module>", "summarize.py:<module>"}

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import optbench.problems as problems
-from optbench import batched
-from optbench.batch_policy import COUPLED, ELEMENTWISE, can_batch
+from optbench.engines import batched
+from optbench.planning.batch_policy import COUPLED, ELEMENTWISE, can_batch
 from optbench.problems.instance import Instance
 from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
 
@@ -423,7 +423,7 @@ def test_can_batch_decisions():
 def test_can_batch_needs_no_torch():
     """Planning (snakemake -n) may ask without importing torch."""
     code = (
-        "import sys; from optbench.batch_policy import can_batch; "
+        "import sys; from optbench.planning.batch_policy import can_batch; "
         "can_batch('SGD', 'regression', 'MSELoss'); print('torch' in sys.modules)"
     )
     out = subprocess.run(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from optbench import claims
+from optbench.reporting import claims
 
 SEEDS = list(range(10))
 STEPS = 40

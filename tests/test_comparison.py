@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from optbench import comparison
+from optbench.reporting import comparison
 
 
 def test_holm_by_hand():

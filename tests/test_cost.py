@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import CONFIGS, SCHEMA, snakemake
-from optbench import cost, settings
+from optbench.planning import cost, settings
 
 
 def test_job_bytes_counts_the_runs_held_together():

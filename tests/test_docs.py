@@ -61,7 +61,7 @@ def test_reference_experiment_doc_states_the_default_grid():
 def test_readme_configuration_example_is_valid():
     """The README's one configuration passes the checks, with the grid it describes."""
     from conftest import SCHEMA
-    from optbench import settings
+    from optbench.planning import settings
 
     text = (REPO / "README.md").read_text()
     (block,) = re.findall(r"```yaml\n(# my\.yaml.*?)```", text, re.DOTALL)

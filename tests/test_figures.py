@@ -13,7 +13,7 @@ import yaml
 from scipy import stats
 
 from conftest import CONFIGS, copy_tree, snakemake
-from optbench import figures
+from optbench.reporting import figures
 from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
 
 matplotlib.use("Agg")

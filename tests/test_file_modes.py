@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_UMASK
-from optbench import figures, runfiles, summary
+from optbench import runfiles
+from optbench.reporting import analysis, figures
 
 UMASKS = (0o022, 0o077, 0o002)
 
@@ -41,7 +42,7 @@ def summarized(root):
             losses = scale * (np.arange(3.0, 0, -1) + [0.0, 0.1 * seed, 0.2 * seed**2])
             runfiles.write_text_atomic(path, runfiles.format_losses(losses))
             paths.append(path)
-    summary.summarize_runs(paths, pattern, 3, root / "summary")
+    analysis.summarize_runs(paths, pattern, 3, root / "summary")
     return root / "summary"
 
 

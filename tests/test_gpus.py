@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from optbench.gpus import local_gpu_visible
+from optbench.planning.gpus import local_gpu_visible
 
 
 def test_no_driver_means_no_gpu(tmp_path):

@@ -84,7 +84,8 @@ def test_a_cell_has_one_definition_of_its_fields():
     """settings.Cell, job keys, summaries and tables all follow grid.CELL_FIELDS."""
     import dataclasses
 
-    from optbench import analysis, selection, settings, summary
+    from optbench.planning import settings
+    from optbench.reporting import analysis, selection, summary
 
     assert tuple(f.name for f in dataclasses.fields(settings.Cell)) == grid.CELL_FIELDS
     assert tuple(summary.IDENTITY) == grid.CELL_FIELDS

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from conftest import REPO, planned_jobs, snakemake, tree_bytes
-from optbench import runfiles, training
+from optbench import runfiles
+from optbench.engines import training
 
 pytestmark = pytest.mark.workflow
 

@@ -14,7 +14,9 @@ import yaml
 from test_scale import assert_command_expands_to_outputs
 
 from conftest import CONFIGS, REPO, SCHEMA, TRAIN_SCRIPT, planned_jobs, snakemake
-from optbench import grid, jobs, runfiles, settings, training
+from optbench import grid, runfiles
+from optbench.engines import training
+from optbench.planning import jobs, settings
 from test_training import ARTICLE_LOSSES, article_loop, article_tsv
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())

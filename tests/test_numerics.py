@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SCHEMA, TRAIN_SCRIPT, snakemake
-from optbench import jobs, numerics, settings
+from optbench.engines import numerics
+from optbench.planning import jobs, settings
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench import perfprofiles
+from optbench.reporting import perfprofiles
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from snakemake.cli import get_argument_parser
 from snakemake.profiles import ProfileConfigFileParser
 
 from conftest import CONFIGS, REPO, snakemake_command
-from optbench.gpus import local_gpu_visible
+from optbench.planning.gpus import local_gpu_visible
 
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"

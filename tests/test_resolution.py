@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench import cells, comparison, resolution, runfiles
+from optbench import runfiles
+from optbench.reporting import cells, comparison, resolution
 
 EPSILON = 2.0**-23  # float32's relative spacing, written out
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench import runmetrics
-from optbench.statistics import FLOOR
+from optbench.reporting import runmetrics
+from optbench.reporting.statistics import FLOOR
 
 
 def loop_metrics(row, counts, threshold, relative, floor=FLOOR):
@@ -47,7 +47,7 @@ def test_metrics_equal_a_per_run_loop(relative, resolution):
     losses[6, -5:] = 0.0
     counts = rng.integers(1, 6, size=losses.shape)
     threshold = 1e-3 if relative else 1e-2
-    # Floors proportional to the initial loss, as optbench.resolution makes them,
+    # Floors proportional to the initial loss, as optbench.reporting.resolution makes them,
     # set high enough (1e6 float32 epsilon squared) that some curves end below.
     floors = np.float32(2.0**-23) ** 2 * np.abs(losses[:, 0]) * 1e6 if resolution else None
     table = runmetrics.run_metrics(

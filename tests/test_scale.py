@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from conftest import CONFIGS, planned_jobs, run_tsvs, snakemake
-from optbench import jobs, runfiles, summary
+from optbench import runfiles
+from optbench.planning import jobs
+from optbench.reporting import analysis
 from test_training import (
     ARTICLE_LOSSES,
     ARTICLE_OPTIMIZERS,
@@ -195,7 +197,7 @@ def test_summary_of_ten_thousand_runs(tmp_path):
                 path = pattern.format(loss=loss, optimizer=f"o{oi}", seed=seed)
                 runfiles.write_text_atomic(path, runfiles.format_losses(values[li, oi, seed]))
                 paths.append(path)
-    summary.summarize_runs(paths, pattern, 40, tmp_path / "summary")
+    analysis.summarize_runs(paths, pattern, 40, tmp_path / "summary")
     table = pd.read_csv(tmp_path / "summary" / "steps.tsv", sep="\t")
     assert len(table) == 2 * 50 * 40
     for li, loss, oi, step in [(0, "mse", 0, 0), (1, "l1", 49, 39), (0, "mse", 17, 11)]:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench import selection
+from optbench.reporting import selection
 
 
 def runs(rows):

@@ -17,7 +17,7 @@ import yaml
 from snakemake.utils import update_config
 
 from conftest import REPO, SCHEMA
-from optbench import settings, torch_catalog
+from optbench.planning import settings, torch_catalog
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 

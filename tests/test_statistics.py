@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from optbench import statistics
-from optbench.statistics import FLOOR, log_describe
+from optbench.reporting import statistics
+from optbench.reporting.statistics import FLOOR, log_describe
 
 
 def test_geometric_mean_and_t_interval_are_those_of_the_log10_values():

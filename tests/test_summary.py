@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from optbench import cells, runfiles, summary
+from optbench import runfiles
+from optbench.reporting import cells, summary
 
 RUN_PATTERN = "runs/{loss}/{optimizer}/seed{seed}.tsv"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import TRAIN_SCRIPT
-from optbench import numerics, training
+from optbench.engines import numerics, training
 
 OPTIMIZERS = {
     "sgd": ("SGD", {"lr": 0.1}),

@@ -22,7 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
-from optbench import comparison, perfprofiles, runmetrics, selection, statistics  # noqa: E402
+from optbench.reporting import comparison, perfprofiles, runmetrics, selection, statistics  # noqa: E402
 
 OPTIMIZERS = ["sgd", "momentum_sgd", "adam", "rmsprop", "adamw", "lbfgs"]
 VARIANTS = ["base"] + [f"lr{v!r}" for v in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)]

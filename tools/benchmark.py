@@ -64,7 +64,10 @@ IN_PROCESS = textwrap.dedent(
     import json, sys, time
     sys.path.insert(0, {scripts!r})
     import torch
-    from optbench import figures, runfiles, settings, summary, training
+    from optbench.reporting import figures, summary
+    from optbench import runfiles
+    from optbench.planning import settings
+    from optbench.engines import training
     import yaml
     out = {out!r}
     experiment = settings.validate(yaml.safe_load(open({config!r})), {schema!r})
@@ -84,7 +87,7 @@ IN_PROCESS = textwrap.dedent(
     pattern = out + "/runs/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seed{{seed}}.tsv"
     steps = next(iter(experiment.problems.values())).steps
     # What the summary jobs, summarize.py and plot.py call (the same entry points).
-    from optbench import analysis, analysis_context, cells
+    from optbench.reporting import analysis, analysis_context, cells
     pairs = list(dict.fromkeys((c.problem, c.loss) for c in experiment.cells()))
     texts = {{f"{{p}}/{{l}}": analysis_context.threshold_text(experiment.thresholds, p, l)
              for p, l in pairs}}
@@ -300,7 +303,7 @@ BARE_LOOP = textwrap.dedent(
     import sys, time, json
     sys.path.insert(0, {scripts!r})
     import torch
-    from optbench import training
+    from optbench.engines import training
     torch.set_num_threads(1)
     dim, steps, reps, device = {dim}, {steps}, {reps}, torch.device({device!r})
     spec = {{"optimizer": {{"name": "adam", "class": "Adam",
@@ -428,10 +431,10 @@ SUMMARIZE = textwrap.dedent(
     """
     import json, resource, sys, time
     sys.path.insert(0, {scripts!r})
-    from optbench import summary
+    from optbench.reporting import analysis
     runs = json.load(open({runs!r}))
     started = time.perf_counter()
-    summary.summarize_runs(runs, {pattern!r}, 40, {out!r})
+    analysis.summarize_runs(runs, {pattern!r}, 40, {out!r})
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({{"seconds": seconds, "peak_mb": peak}}))
@@ -543,7 +546,7 @@ def numerics_cost(quick: bool) -> None:
 
 
 def _pins() -> tuple[str, ...]:
-    from optbench import numerics
+    from optbench.engines import numerics
 
     return numerics.STEERING_VARIABLES
 
@@ -570,7 +573,7 @@ def main() -> None:
     args = parser.parse_args()
     # In-process training (sections a, b, f) in the pipeline's default mode,
     # pinned before anything imports torch; section i compares the two modes.
-    from optbench import numerics
+    from optbench.engines import numerics
 
     numerics.pin("portable")
     sections = args.only or list(SECTIONS)

@@ -56,7 +56,8 @@ import json, sys
 sys.path.insert(0, {scripts!r})
 import torch
 torch.set_num_threads(1)
-from optbench import batched, problems
+from optbench.engines import batched
+from optbench import problems
 problem, loss, kwargs, runs, steps, device = {args!r}
 criterion = None if loss is None else getattr(torch.nn, loss)()
 warm = [problems.build(problem, s, steps, {{}}) for s in range(2)]
@@ -79,7 +80,8 @@ def timed_engines(problem, runs, steps, device, loop_cap):
     """(loop s/run-step, batched s/run-step, identical?, note) for one job size."""
     import torch
 
-    from optbench import batched, problems
+    from optbench import problems
+    from optbench.engines import batched
 
     loss, kwargs = PROBLEMS[problem]
 
@@ -169,13 +171,14 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="end with the rows as one JSON line")
     args = parser.parse_args()
 
-    from optbench import numerics
+    from optbench.engines import numerics
 
     numerics.pin(args.numerics)  # before torch is imported, as a training job does
 
     import torch
 
-    from optbench import batched, problems
+    from optbench import problems
+    from optbench.engines import batched
 
     torch.set_num_threads(1)
     numerics.apply(args.numerics, torch, args.device)

@@ -26,7 +26,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
-from optbench import figures, numerics, runfiles, settings, summary  # noqa: E402
+from optbench import runfiles  # noqa: E402
+from optbench.engines import numerics  # noqa: E402
+from optbench.planning import settings  # noqa: E402
+from optbench.reporting import analysis, figures, summary  # noqa: E402
 
 # The figure is made in the portable mode, as the pipeline's default, so that
 # it is the same on every x86-64 machine (pinned before torch is imported).
@@ -45,7 +48,7 @@ def draw(config_path: Path, png_path: Path, workdir: Path) -> None:
     """
     import torch
 
-    from optbench import training
+    from optbench.engines import training
 
     experiment = settings.validate(
         yaml.safe_load(Path(config_path).read_text()), SCHEMA, problems_dir=REPO / "problems"
@@ -77,7 +80,7 @@ def draw(config_path: Path, png_path: Path, workdir: Path) -> None:
     finally:
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = mkldnn
-    summary.summarize_runs(run_paths, pattern, steps.pop(), workdir / "summary")
+    analysis.summarize_runs(run_paths, pattern, steps.pop(), workdir / "summary")
     table = summary.selected_rows(
         figures.read_table(workdir / "summary" / "steps.tsv"),
         figures.read_table(workdir / "summary" / "selection.tsv"),

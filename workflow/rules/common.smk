@@ -11,8 +11,10 @@ from pathlib import Path
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from optbench import cost, grid, jobs, outputs, settings  # noqa: E402
-from optbench.analysis_context import context_for, threshold_text  # noqa: E402
+from optbench.planning import cost, jobs, settings  # noqa: E402
+from optbench import grid  # noqa: E402
+from optbench.reporting import outputs  # noqa: E402
+from optbench.reporting.analysis_context import context_for, threshold_text  # noqa: E402
 
 
 def refuse(message):
@@ -71,7 +73,7 @@ OVERVIEW_FIGURE = "results/figures/overview.{ext}"
 ANALYSIS_FIGURE = "results/figures/{name}.png"
 FIGURE_FORMATS = ("png", "svg")
 # The tables of the analysis and the comparison figures, each declared once
-# (optbench.outputs, standard library only: parsing the rules imports no pandas).
+# (optbench.reporting.outputs, standard library only: parsing the rules imports no pandas).
 TABLE_FILES = outputs.TABLE_FILES
 ANALYSIS_FIGURES = outputs.ANALYSIS_FIGURES
 ROLES = {"evaluation": EXPERIMENT.seeds, "tuning": EXPERIMENT.tuning_seeds}
@@ -212,23 +214,23 @@ def code_digest(*names):
 
 CELL_SUMMARY_CODE = code_digest(
     "summarize_cell.py",
-    "optbench/cells.py",
+    "optbench/reporting/cells.py",
     "optbench/runfiles.py",
-    "optbench/logscale.py",
-    "optbench/runmetrics.py",
-    "optbench/resolution.py",
+    "optbench/reporting/logscale.py",
+    "optbench/reporting/runmetrics.py",
+    "optbench/reporting/resolution.py",
 )
 COMBINE_CODE = code_digest(
-    "optbench/summary.py",
-    "optbench/cells.py",
-    "optbench/analysis.py",
-    "optbench/statistics.py",
-    "optbench/selection.py",
-    "optbench/comparison.py",
-    "optbench/perfprofiles.py",
-    "optbench/claims.py",
+    "optbench/reporting/summary.py",
+    "optbench/reporting/cells.py",
+    "optbench/reporting/analysis.py",
+    "optbench/reporting/statistics.py",
+    "optbench/reporting/selection.py",
+    "optbench/reporting/comparison.py",
+    "optbench/reporting/perfprofiles.py",
+    "optbench/reporting/claims.py",
 )
-PLOT_CODE = code_digest("optbench/figures.py")
+PLOT_CODE = code_digest("optbench/reporting/figures.py")
 
 
 def loss_figures():
@@ -252,7 +254,7 @@ def table_paths():
 
 
 def report_table(table):
-    """A table of the analysis (an optbench.outputs.Table), wrapped for the report
+    """A table of the analysis (an optbench.reporting.outputs.Table), wrapped for the report
     with its caption and category."""
     return report(
         f"{SUMMARY_DIR}/{table.file}",
@@ -359,7 +361,7 @@ ANALYSIS_ENV = "../../envs/analysis.yaml"
 # NVIDIA GPU is visible (so a CPU-only machine never serialises jobs).
 # Force it with --set-resources train:gpu=1 (or 0).
 def _local_gpu_visible():
-    from optbench.gpus import local_gpu_visible
+    from optbench.planning.gpus import local_gpu_visible
 
     return local_gpu_visible()
 

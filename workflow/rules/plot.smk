@@ -1,7 +1,7 @@
 # Figures from the analysis tables, in two jobs that can run side by side:
 # the loss curves (one figure per (problem, loss) and the overview) and the
 # comparison figures. Each job draws all its figures in one process
-# (optbench.figures), so a grid of any size costs two Python start-ups.
+# (optbench.reporting.figures), so a grid of any size costs two Python start-ups.
 
 
 localrules:

@@ -3,7 +3,7 @@
 # metrics), made by one job per cell (job_scope cell: adding a seed
 # re-summarises only the cells it touches) or by one job per training job's
 # group of cells (coarser scopes: few jobs on large grids); then ONE job
-# computing every table from the cell summaries (optbench.analysis).
+# computing every table from the cell summaries (optbench.reporting.analysis).
 # Both are light, so they run on the submitting host.
 
 

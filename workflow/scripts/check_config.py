@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from optbench import cost, settings
+from optbench.planning import cost, settings
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # The repository's folder of user problems, which the workflow searches too.

@@ -2,7 +2,7 @@
 
 import sys
 
-from optbench import figures, summary
+from optbench.reporting import figures, summary
 
 # Errors and warnings go to the rule's log; the file stays open until exit so
 # that a traceback is written there too.

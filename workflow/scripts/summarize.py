@@ -1,8 +1,8 @@
-"""Rule summarize: the cell summaries -> every table of the analysis (optbench.analysis)."""
+"""Rule summarize: the cell summaries -> every table (optbench.reporting.analysis)."""
 
 import sys
 
-from optbench import analysis
+from optbench.reporting import analysis
 
 # Errors and warnings go to the rule's log; the file stays open until exit so
 # that a traceback is written there too.

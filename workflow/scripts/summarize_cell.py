@@ -22,7 +22,9 @@ each run's sidecar (``seed{N}.json`` beside its TSV) is read for held-out values
 import argparse
 import sys
 
-from optbench import cells, jobs, runfiles
+from optbench import runfiles
+from optbench.planning import jobs
+from optbench.reporting import cells
 
 
 def field_value(text: str) -> tuple[str, str]:

@@ -7,7 +7,7 @@ matplotlib). Usage:
     python train.py --job JSON [--engine auto|batched|loop] [--threads N] [--problems-dir DIR]
     python train.py --spec JSON --run SEED TSV SIDECAR [--run ...] [...]
 
-``--job`` is optbench.jobs.argument's compact description (cells, seed ranges,
+``--job`` is optbench.planning.jobs.argument's compact description (cells, seed ranges,
 path patterns), which stays short for jobs of any size; ``--spec``/``--run``
 lists one cell's runs one by one. The runs of each (problem, loss, optimizer)
 are trained together by the batched engine where it is safe (``--engine``),
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from optbench import numerics
+from optbench.engines import numerics
 
 # The numerical libraries read their code paths when torch is imported, so the
 # pins come first (numerics.py). Imported as a module (tests), the importer pins.
@@ -32,9 +32,11 @@ NUMERICS_FOUND = (
 
 import torch  # noqa: E402
 
-from optbench import batched, jobs, runfiles, training  # noqa: E402
-from optbench.batch_policy import can_batch  # noqa: E402
-from optbench.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
+from optbench import runfiles  # noqa: E402
+from optbench.engines import batched, training  # noqa: E402
+from optbench.planning import jobs  # noqa: E402
+from optbench.planning.batch_policy import can_batch  # noqa: E402
+from optbench.planning.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
 
 
 def parse_args(argv=None):

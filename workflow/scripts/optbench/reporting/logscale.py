@@ -1,4 +1,4 @@
-"""The numpy-only core of the log-space statistics (see ``optbench.statistics``).
+"""The numpy-only core of the log-space statistics (see ``optbench.reporting.statistics``).
 
 Split out so that the per-cell summary job, which runs once per grid cell on
 the submitting host, computes the same numbers without importing scipy or

@@ -14,7 +14,7 @@ Columns of ``run_metrics`` (``METRIC_COLUMNS``):
 - ``auc_log10``: mean over all steps of log10(loss), each loss raised to the
   floor, the area under the log-loss curve per step; NaN when the run diverged.
 - ``resolution_floor``: the loss level below which float32 rounding decides
-  (``optbench.resolution``; float64's smallest positive number when not
+  (``optbench.reporting.resolution``; float64's smallest positive number when not
   known): losses at or below it are tied at it in every comparison.
 - ``at_floor``: 1 when the final loss (before raising) is at or below the
   floor, else 0.
@@ -39,7 +39,7 @@ import numpy as np
 
 # numpy only at import: the per-cell summary job computes these metrics, and
 # pandas/scipy would double its start-up. pandas is imported where a table is made.
-from optbench.logscale import FLOOR, floored_log10, mask_diverged
+from optbench.reporting.logscale import FLOOR, floored_log10, mask_diverged
 
 METRIC_COLUMNS = [
     "initial_loss",
@@ -75,7 +75,7 @@ def run_metrics(
     as a pandas DataFrame.
 
     ``evaluations``: optional runs x steps array of loss evaluations per step.
-    ``resolution``: optional per-run resolution floors (``optbench.resolution``).
+    ``resolution``: optional per-run resolution floors (``optbench.reporting.resolution``).
     """
     import pandas as pd
 
@@ -164,7 +164,7 @@ def oscillation(losses) -> np.ndarray:
 
 def threshold_share(metrics, by):
     """Per group: ``n`` runs, ``n_reached`` (steps_to_threshold not censored), ``share``."""
-    from optbench.statistics import require_columns
+    from optbench.reporting.statistics import require_columns
 
     by = list(by)
     require_columns(metrics, [*by, "steps_to_threshold"], "threshold_share")

@@ -1,7 +1,7 @@
 """Figures of the analysis: loss curves on the right scale and the comparison figures.
 
 A loss figure is one (problem, loss) pair and draws each optimizer's selected
-variant (optbench.selection.select_variants) as a log-space statistic with
+variant (optbench.reporting.selection.select_variants) as a log-space statistic with
 its band (``BANDS``). An optimizer keeps its colour in every figure: colours
 follow the order in which optimizers first appear in the step or run table,
 which is the configuration's. ``draw_all`` draws every figure of the report
@@ -21,11 +21,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from optbench import outputs, runfiles  # noqa: E402
-from optbench.logscale import FLOOR  # noqa: E402
+from optbench import runfiles  # noqa: E402
+from optbench.reporting import outputs  # noqa: E402
+from optbench.reporting.logscale import FLOOR  # noqa: E402
 
 # band config value -> (curve column, band columns, what the band is). Every
-# curve and band is a log-space statistic (optbench.statistics): positive by
+# curve and band is a log-space statistic (optbench.reporting.statistics): positive by
 # construction, so a band never crosses zero on a log axis. The arithmetic
 # mean and its t interval stay in the step table and are never drawn.
 BANDS = {
@@ -145,7 +146,7 @@ def read_table(path) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------
 # Comparison figures (one file each, one panel per (problem, loss) where the
-# figure is per block). Inputs are the analysis tables (optbench.analysis).
+# figure is per block). Inputs are the analysis tables (optbench.reporting.analysis).
 
 
 def _blocks(table: pd.DataFrame) -> list[tuple[str, str]]:
@@ -428,7 +429,7 @@ def plot_best_of_k(curve: pd.DataFrame, colors, paths) -> None:
     save(fig, paths)
 
 
-# Figure name -> file stem under results/figures/ (declared in optbench.outputs).
+# Figure name -> file stem under results/figures/ (declared in optbench.reporting.outputs).
 ANALYSIS_FIGURES = outputs.ANALYSIS_FIGURES
 
 
@@ -458,7 +459,7 @@ def draw_analysis(tables: dict, outputs: dict, horizons: dict | None = None) -> 
 def draw_curves(steps: pd.DataFrame, choice: pd.DataFrame, band: str, outputs: dict) -> None:
     """The loss figures: ``outputs`` maps (problem, loss) -> paths, and
     "overview" -> paths (every pair side by side)."""
-    from optbench.summary import selected_rows
+    from optbench.reporting.summary import selected_rows
 
     table = selected_rows(steps, choice)
     panels = [key for key in outputs if key != "overview"]

@@ -99,7 +99,7 @@ def pin(mode: str, environ=None, torch_imported: bool | None = None) -> dict:
         if differing:
             raise NumericsError(
                 "numerics portable: torch was imported before its code paths were pinned "
-                f"(differing: {differing}). Fix: call optbench.numerics.pin('portable') "
+                f"(differing: {differing}). Fix: call optbench.engines.numerics.pin('portable') "
                 "before the first import of torch"
             )
         return found

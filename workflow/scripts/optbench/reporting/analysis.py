@@ -8,11 +8,11 @@ counts as +inf in rank-based statistics). Order of work, and what each table
 answers:
 
 1. ``runs``: one row per run (both seed roles, every variant): the metrics of
-   ``optbench.runmetrics``, oscillation, held-out loss/accuracy.
+   ``optbench.reporting.runmetrics``, oscillation, held-out loss/accuracy.
 2. ``steps``: per (cell, step) on the evaluation seeds, arithmetic and
-   log-space statistics (``optbench.summary``).
+   log-space statistics (``optbench.reporting.summary``).
 3. ``selection``: each (problem, loss, optimizer)'s variant, picked on the
-   TUNING seeds only (``optbench.selection.select_variants``; candidates: the
+   TUNING seeds only (``optbench.reporting.selection.select_variants``; candidates: the
    swept variants where there is a sweep, else ``base``; ties go to the
    smaller value, ``order``). Everything below uses the evaluation seeds of the
    chosen variants, so it carries no selection bias.
@@ -37,12 +37,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from optbench import claims, comparison, grid, outputs, perfprofiles, selection, statistics, summary
-from optbench.analysis_context import BASE_VARIANT, Context
+from optbench import grid
+from optbench.reporting import (
+    claims,
+    comparison,
+    outputs,
+    perfprofiles,
+    selection,
+    statistics,
+    summary,
+)
+from optbench.reporting.analysis_context import BASE_VARIANT, Context
 
 # An entry: an optimizer on one (problem, loss) (grid.ENTRY_FIELDS).
 ENTRY = list(grid.ENTRY_FIELDS)
-# Table name -> file name under results/summary/ (declared in optbench.outputs).
+# Table name -> file name under results/summary/ (declared in optbench.reporting.outputs).
 TABLE_FILES = outputs.TABLE_FILES
 
 
@@ -220,3 +229,15 @@ def write_tables(tables: dict, folder=None, paths: dict | None = None) -> None:
     for name, table in tables.items():
         path = paths[name] if paths is not None else Path(folder) / TABLE_FILES[name]
         summary.write_tsv(table, path)
+
+
+def summarize_runs(run_paths, pattern: str, steps: int, summary_dir) -> dict:
+    """What the rules do, in one process: a summary per cell, then every table.
+
+    For tools and tests that train in-process, with evaluation seeds only (so
+    each optimizer keeps its base variant). Returns the tables by name.
+    """
+    cell_paths = summary.summarize_cells(run_paths, pattern, steps, summary_dir)
+    tables = build_tables(cell_paths)
+    write_tables(tables, Path(summary_dir))
+    return tables

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from optbench import grid
-from optbench.comparison import paired_test
-from optbench.statistics import FLOOR, log10_or_inf, log_summary_table, require_columns
+from optbench.reporting.comparison import paired_test
+from optbench.reporting.statistics import FLOOR, log10_or_inf, log_summary_table, require_columns
 
 # An entry: an optimizer on one (problem, loss) (grid.ENTRY_FIELDS).
 ENTRY = list(grid.ENTRY_FIELDS)

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from optbench.logscale import (  # noqa: F401  (re-exported: one implementation)
+from optbench.reporting.logscale import (  # noqa: F401  (re-exported: one implementation)
     _LARGEST,
     FLOOR,
     _per_count,

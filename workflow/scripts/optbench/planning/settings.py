@@ -25,7 +25,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from optbench import analysis_context, batch_policy, cost, grid, jobs, problems, torch_catalog
+from optbench import grid, problems
+from optbench.planning import batch_policy, cost, jobs, torch_catalog
+from optbench.reporting import analysis_context
 
 # Float text that PyYAML's YAML 1.1 rules leave a string: '1e-9' has no dot.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -770,7 +772,7 @@ def validate(
     the values given with ``snakemake --config`` (already merged into
     ``config``), whose keys' text is read as numbers where it says one.
     ``memory_bytes``: the memory the largest training job must fit in
-    (optbench.cost): "machine" (this machine's), a number, or None (not
+    (optbench.planning.cost): "machine" (this machine's), a number, or None (not
     checked: jobs that run elsewhere, e.g. on a cluster's nodes).
     """
     if not isinstance(config, dict):

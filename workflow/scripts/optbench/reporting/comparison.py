@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from optbench.statistics import FLOOR, log10_or_inf, require_columns
+from optbench.reporting.statistics import FLOOR, log10_or_inf, require_columns
 
 N_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 20_240_611

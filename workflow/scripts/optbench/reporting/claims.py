@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from optbench.comparison import ALPHA, holm, paired_test
-from optbench.runmetrics import oscillation, run_metrics  # noqa: F401  (re-exported)
-from optbench.statistics import mask_diverged
+from optbench.reporting.comparison import ALPHA, holm, paired_test
+from optbench.reporting.runmetrics import oscillation, run_metrics  # noqa: F401  (re-exported)
+from optbench.reporting.statistics import mask_diverged
 
 NEAR_ZERO = 1e-3
 # The article's optimizers, by their names in config.yaml.

@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from optbench.batch_policy import PER_RUN_REDUCTION, can_batch
+from optbench.planning.batch_policy import PER_RUN_REDUCTION, can_batch
 from optbench.problems.instance import Instance, stack
 
 __all__ = [
@@ -157,7 +157,7 @@ def train_loop(
 def _train_one(instance, criterion, cls, kwargs, steps, device) -> RunOutcome:
     # The pipeline's own loop (training.train_instance), so that a cell that
     # falls back records exactly what an unbatched job records.
-    from optbench.training import train_instance
+    from optbench.engines.training import train_instance
 
     if device is not None:
         instance.to(device)

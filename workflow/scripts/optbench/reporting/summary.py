@@ -11,7 +11,7 @@ once for all cells): ``ci95_low``/``ci95_high``, the arithmetic mean's
 decades and drives no ranking or figure) and ``geo_low``/``geo_high``, the
 geometric mean's (10**(log10_mean -/+ t * log10_sd / sqrt(n_finite)),
 positive by construction). The comparison itself is made by
-``optbench.analysis`` from the per-run table.
+``optbench.reporting.analysis`` from the per-run table.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from optbench import cells, grid, runfiles, statistics
+from optbench import grid, runfiles
+from optbench.reporting import cells, statistics
 
 IDENTITY = list(grid.CELL_FIELDS)  # as in run paths
 
@@ -131,17 +132,3 @@ def summarize_cells(
         cells.write_cell_summary(cells.read_cell(paths, pattern, identity, steps), path, level)
         cell_paths.append(path)
     return cell_paths
-
-
-def summarize_runs(run_paths, pattern: str, steps: int, summary_dir) -> dict:
-    """What the rules do, in one process: a summary per cell, then every table.
-
-    For tools and tests that train in-process, with evaluation seeds only (so
-    each optimizer keeps its base variant). Returns the tables by name.
-    """
-    from optbench import analysis
-
-    cell_paths = summarize_cells(run_paths, pattern, steps, summary_dir)
-    tables = analysis.build_tables(cell_paths)
-    analysis.write_tables(tables, Path(summary_dir))
-    return tables

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from optbench.statistics import require_columns
+from optbench.reporting.statistics import require_columns
 
 R_MAX = 4.0
 

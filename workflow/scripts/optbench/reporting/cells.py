@@ -13,17 +13,17 @@ diverged yet; ``n`` counts all runs, ``n_finite`` the ones used and
 ``n_diverged`` the rest. A step where no run is left has NaN statistics.
 
 The cell job also reads each run's sidecar (``seed{N}.json`` beside the TSV)
-and computes the run's metrics once (``optbench.runmetrics``: final and best
+and computes the run's metrics once (``optbench.reporting.runmetrics``: final and best
 loss, area under the log10-loss curve, steps and evaluations to the
 threshold, first non-finite step; plus the oscillation of ``claims`` and the
 held-out loss/accuracy of the sidecar), so nothing after it reads a run again.
-Per step it adds the log-space statistics of ``optbench.statistics`` (geometric
+Per step it adds the log-space statistics of ``optbench.reporting.statistics`` (geometric
 mean, median and its order-statistic interval) beside the arithmetic ones.
 
 numpy only (no pandas, no scipy): one job per cell runs on the submitting
 host, so its start-up is kept short. For the same reason the t quantiles of
 the two t intervals (arithmetic mean, geometric mean) are left to the combine
-step (optbench.summary), which imports scipy once for all cells.
+step (optbench.reporting.summary), which imports scipy once for all cells.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optbench import logscale, resolution, runfiles, runmetrics
+from optbench import runfiles
+from optbench.reporting import logscale, resolution, runmetrics
 
 # Per-step statistics of a cell summary, in the column order of the step
 # summary table, where the combine step adds ci95_low and ci95_high after sem
@@ -139,7 +140,7 @@ class CellRuns:
     loss_class: str | None = UNKNOWN_LOSS
 
     def resolution_floors(self) -> np.ndarray | None:
-        """Each run's resolution floor (optbench.resolution), None when unknown."""
+        """Each run's resolution floor (optbench.reporting.resolution), None when unknown."""
         if self.loss_class == UNKNOWN_LOSS:
             return None
         return resolution.floors(self.losses[:, 0], self.loss_class)
