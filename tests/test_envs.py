@@ -107,10 +107,19 @@ def test_env_versions_agree_with_requirements_txt():
     assert len({deps["python"]["version"] for deps in envs.values()}) == 1
 
 
+_PACKAGE = REPO / "workflow" / "scripts" / "optbench"
+# What a training job imports: the engines and problems folders, the run-file
+# contract, and the planning modules that describe a job.
 TRAINING_MODULES = [
-    f"optbench/{name}.py"
-    for name in ("training", "runfiles", "batched", "batch_policy", "jobs", "numerics", "cost")
-]
+    str(path.relative_to(_PACKAGE.parent))
+    for path in sorted(
+        [*(_PACKAGE / "engines").glob("*.py"), *(_PACKAGE / "problems").rglob("*.py")]
+    )
+] + [f"optbench/{name}.py" for name in ("runfiles", "grid", "planning/jobs", "planning/cost")]
+# What a summary or plot job imports: the reporting folder and the contracts.
+REPORTING_MODULES = [
+    str(path.relative_to(_PACKAGE.parent)) for path in sorted((_PACKAGE / "reporting").glob("*.py"))
+] + ["optbench/runfiles.py", "optbench/grid.py"]
 
 
 def third_party_imports(*paths) -> set[str]:
@@ -131,15 +140,7 @@ def third_party_imports(*paths) -> set[str]:
         (TRAIN_CPU, ["train.py", *TRAINING_MODULES]),
         (
             ANALYSIS,
-            [
-                "summarize.py",
-                "summarize_cell.py",
-                "plot.py",
-                "optbench/reporting/cells.py",
-                "optbench/reporting/summary.py",
-                "optbench/reporting/figures.py",
-                "optbench/runfiles.py",
-            ],
+            ["summarize.py", "summarize_cell.py", "plot.py", *REPORTING_MODULES],
         ),
     ],
 )

@@ -17,7 +17,7 @@ import yaml
 from snakemake.utils import update_config
 
 from conftest import REPO, SCHEMA
-from optbench.planning import settings, torch_catalog
+from optbench.planning import config_files, settings, torch_catalog
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 
@@ -300,11 +300,11 @@ def test_size_bound_counts_every_use_of_an_alias(monkeypatch):
     config = with_change(lambda c: c.__setitem__("extra", [shared] * 10))
     size = expanded_count(config)
     assert size > 110  # the ten uses of `shared` count ten times
-    monkeypatch.setattr(settings, "MAX_VALUES", size)
+    monkeypatch.setattr(config_files, "MAX_VALUES", size)
     with pytest.raises(settings.ConfigError) as error:  # refused for the unknown key only
         settings.validate(config, SCHEMA)
     assert "holds more than" not in str(error.value) and "'extra'" in str(error.value)
-    monkeypatch.setattr(settings, "MAX_VALUES", size - 1)
+    monkeypatch.setattr(config_files, "MAX_VALUES", size - 1)
     with pytest.raises(settings.ConfigError) as error:
         settings.validate(config, SCHEMA)
     assert error.value.problems == [
@@ -333,9 +333,9 @@ def test_alias_bomb_is_refused_at_once_naming_the_key():
 
 def test_depth_bound_counts_keys_from_the_top(monkeypatch):
     """optimizers.adam.kwargs.betas.0 is five keys deep: allowed at 5, refused at 4."""
-    monkeypatch.setattr(settings, "MAX_DEPTH", 5)
+    monkeypatch.setattr(config_files, "MAX_DEPTH", 5)
     settings.validate(DEFAULT, SCHEMA)
-    monkeypatch.setattr(settings, "MAX_DEPTH", 4)
+    monkeypatch.setattr(config_files, "MAX_DEPTH", 4)
     with pytest.raises(settings.ConfigError) as error:
         settings.validate(DEFAULT, SCHEMA)
     assert error.value.problems == [

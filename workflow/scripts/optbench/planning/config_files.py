@@ -1,0 +1,258 @@
+"""Config files: loading and merging them as Snakemake does, the size guard
+that measures a file before anything expands its YAML aliases, the schema's
+defaults and the reading of numbers given as text. Torch-free.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+# Float text that PyYAML's YAML 1.1 rules leave a string: '1e-9' has no dot.
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+# Bounds on the configuration, far above any real experiment (the largest
+# settings nest five levels deep: optimizers.adam.kwargs.betas.0) and far below
+# what makes a dry run slow (100,000 values walk in well under a second).
+MAX_VALUES = 100_000
+
+
+MAX_DEPTH = 16
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; each problem says where and how to fix it."""
+
+    def __init__(self, problems):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def _key_path(path) -> str:
+    return ".".join(str(part) for part in path) or "(top level)"
+
+
+class _Oversized(Exception):
+    def __init__(self, path: tuple, reason: str):
+        super().__init__(reason)
+        self.path, self.reason = path, reason
+
+
+def _setting_path(path: tuple) -> tuple:
+    """The setting a path lies in: up to the first list index, at most four keys
+    (optimizers.sgd.kwargs.dampening), so a message names a key a user wrote."""
+    named = []
+    for part in path[:4]:
+        if not isinstance(part, str):
+            break
+        named.append(part)
+    return tuple(named)
+
+
+def _measure(node, path: tuple, measured: dict, open_nodes: set) -> int:
+    """Values in ``node`` once aliases are expanded, counted without expanding.
+
+    A container shared through YAML aliases is counted once per use but walked
+    once (``measured`` remembers it by identity), so the cost follows the file,
+    not the expansion. Raises _Oversized past MAX_VALUES or MAX_DEPTH, or when a
+    container holds itself.
+    """
+    if len(path) > MAX_DEPTH:
+        raise _Oversized(path, "depth")
+    if not isinstance(node, dict | list | tuple):
+        return 1
+    key = id(node)
+    if key in measured:
+        return measured[key]
+    if key in open_nodes:
+        raise _Oversized(path, "cycle")
+    open_nodes.add(key)
+    try:
+        count = 1
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        for name, child in children:
+            count += _measure(child, (*path, name), measured, open_nodes)
+            if count > MAX_VALUES:
+                raise _Oversized(path, "values")
+    finally:
+        open_nodes.discard(key)
+    measured[key] = count
+    return count
+
+
+def _size_problems(config: dict) -> list[str]:
+    """Every top-level key that is too large, too deep or self-referencing."""
+    fixes = {
+        "values": (
+            f"holds more than {MAX_VALUES:,} values once its YAML aliases are expanded "
+            "(each use of an alias counts in full). Fix: give it a plain value; a setting "
+            "is a number, a string, a bool or a short list"
+        ),
+        "depth": (
+            f"nests deeper than {MAX_DEPTH} levels. Fix: give it a plain value; no setting "
+            "nests deeper than optimizers.<name>.kwargs.<argument>.<item>"
+        ),
+        "cycle": "contains itself (a YAML alias inside its own anchor). Fix: remove the alias",
+    }
+    measured, problems, total = {}, [], 0
+    for key, value in config.items():
+        try:
+            total += _measure(value, (key,), measured, set())
+        except _Oversized as error:
+            problems.append(
+                f"config key {_key_path(_setting_path(error.path))}: {fixes[error.reason]}."
+            )
+    if not problems and total > MAX_VALUES:
+        problems.append(
+            f"the configuration holds more than {MAX_VALUES:,} values in all once its YAML "
+            "aliases are expanded. Fix: make the grid smaller or split it into several runs."
+        )
+    return problems
+
+
+def _coerce_text(value, command_line: bool = True):
+    """Numbers and booleans that arrived as text, read as what they say.
+
+    Two sources give text where a number was meant: PyYAML reads '1e-9' (no
+    dot) as a string, and ``snakemake --config`` parses lists and mappings with
+    YAML's BaseLoader, which keeps every scalar a string (seeds=[0,1] gives
+    ['0', '1']). Torch hyper-parameters and seeds are never strings of that
+    shape, so they are converted; other strings are left alone. From a config
+    file (``command_line`` False) only the first kind is converted: there a
+    string such as "100" was quoted on purpose, and strict typing refuses it.
+    """
+    if isinstance(value, str):
+        if _FLOAT_TEXT.match(value):
+            return float(value)
+        if not command_line:
+            return value
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if isinstance(parsed, int | float | bool) else value
+    if isinstance(value, list | tuple):
+        return [_coerce_text(v, command_line) for v in value]
+    if isinstance(value, dict):
+        return {k: _coerce_text(v, command_line) for k, v in value.items()}
+    return value
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _fill_defaults(config: dict, schema: dict) -> dict:
+    filled = dict(config)
+    for key, spec in schema["properties"].items():
+        filled.setdefault(key, spec["default"])
+    for kind in ("optimizers", "losses", "problems"):
+        if isinstance(filled[kind], dict):
+            filled[kind] = {
+                name: {"kwargs": {}, **entry} if isinstance(entry, dict) else entry
+                for name, entry in filled[kind].items()
+            }
+    # A problem's steps default to the top-level steps.
+    if isinstance(filled["problems"], dict):
+        filled["problems"] = {
+            name: {"steps": filled["steps"], **entry} if isinstance(entry, dict) else entry
+            for name, entry in filled["problems"].items()
+        }
+    return filled
+
+
+def _with_numbers(config: dict, command_line=()) -> dict:
+    """Seeds, kwargs and `only` with text read as numbers (see _coerce_text): every
+    number-like text under the top-level keys given on the command line
+    (``command_line``), only YAML 1.1's dotless floats elsewhere."""
+    config = dict(config)
+
+    def read(value, key):
+        return _coerce_text(value, key in command_line)
+
+    for key in ("seeds", "tuning_seeds", "steps"):
+        config[key] = read(config[key], key)
+    if isinstance(config["only"], dict):
+        config["only"] = read(config["only"], "only")
+    for kind in ("optimizers", "losses", "problems"):
+        if isinstance(config[kind], dict):
+            config[kind] = {
+                name: {
+                    **entry,
+                    **{
+                        part: read(entry[part], kind)
+                        for part in ("kwargs", "sweep", "steps")
+                        if part in entry
+                    },
+                }
+                if isinstance(entry, dict)
+                else entry
+                for name, entry in config[kind].items()
+            }
+    return config
+
+
+def _merge(base: dict, new: dict) -> None:
+    """Merges ``new`` into ``base`` as Snakemake merges config files: mappings key
+    by key, anything else replaced."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = _merge_copy(value)
+
+
+def _merge_copy(value):
+    if isinstance(value, dict):
+        copy: dict = {}
+        _merge(copy, value)
+        return copy
+    return value
+
+
+def load_config_files(paths) -> dict:
+    """Config files read and merged in order, as several --configfile are.
+
+    Snakemake's own loading copies every mapping while it merges, so a mapping
+    repeated through YAML aliases is expanded before the workflow can check
+    it. Here each file's size is measured right after parsing, while aliases
+    are still shared, and an oversized file is refused before anything copies
+    it. Problems of every file are reported together.
+    """
+    merged: dict = {}
+    problems = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle)
+        except (OSError, yaml.YAMLError) as error:
+            detail = " ".join(str(error).split())
+            what = "cannot be read" if isinstance(error, OSError) else "not valid JSON or YAML"
+            problems.append(f"config file {path}: {what} ({detail}). Fix the file.")
+            continue
+        if loaded is None:
+            # As Snakemake, which refuses a config file without keys.
+            problems.append(
+                f"config file {path}: is empty; a config file must be given as JSON or YAML "
+                "with keys at top level. Fix: write the keys to change, e.g. steps: 40, or "
+                "leave out --configfile to run config.yaml."
+            )
+            continue
+        if not isinstance(loaded, dict):
+            problems.append(
+                f"config file {path}: holds {type(loaded).__name__}, not a mapping of keys to "
+                "values. Fix: write one key per line, e.g. steps: 40."
+            )
+            continue
+        oversized = _size_problems(loaded)
+        if oversized:
+            problems += [f"config file {path}: {problem}" for problem in oversized]
+            continue
+        _merge(merged, loaded)
+    if problems:
+        raise ConfigError(problems)
+    return merged

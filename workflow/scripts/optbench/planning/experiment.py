@@ -1,0 +1,142 @@
+"""The experiment, as the checked configuration describes it: its problems,
+losses, optimizers and their variants, its seeds, and the cells and training jobs
+they make. Built by ``settings.validate``; torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from optbench import grid
+from optbench.planning import jobs
+
+# The loss name of a problem that is minimised directly (KIND objective): it
+# stands in the loss position of paths and tables, so no configured loss may
+# take it.
+OBJECTIVE = "objective"
+
+
+# The grid's axes, in the order cells are listed; `only:` selects along them.
+GRID_AXES = ("problems", "losses", "optimizers", "seeds")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One loss of the grid: its name in paths and how to build it."""
+
+    name: str
+    cls: str
+    kwargs: dict
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "class": self.cls, "kwargs": self.kwargs}
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """One optimizer entry: its class, base kwargs and the variants its sweep makes."""
+
+    name: str
+    cls: str
+    kwargs: dict
+    sweep: dict
+    variants: dict[str, grid.Variant]
+
+    def as_dict(self, variant: str) -> dict:
+        return {"name": self.name, "class": self.cls, "kwargs": self.variants[variant].kwargs}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem entry: a registered problem with its parameters, losses and steps."""
+
+    name: str
+    problem: str  # the registered problem (file stem) it instantiates
+    kind: str
+    kwargs: dict  # every parameter, defaults filled in
+    losses: tuple[str, ...]  # configured loss names, or (OBJECTIVE,) for an objective
+    steps: int
+    # SHA-256 of a user problem file (None for a built-in): part of the runs'
+    # settings, so editing the file re-runs its runs, like a changed kwarg.
+    source_sha256: str | None = None
+
+    def as_dict(self) -> dict:
+        described = {
+            "name": self.name,
+            "problem": self.problem,
+            "kind": self.kind,
+            "kwargs": self.kwargs,
+        }
+        if self.source_sha256 is not None:
+            described["source_sha256"] = self.source_sha256
+        return described
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell (grid.CELL_FIELDS, in that order): every seed of it is one run."""
+
+    problem: str
+    loss: str
+    optimizer: str
+    variant: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    seeds: tuple[int, ...]  # evaluation seeds: the comparison is reported on these
+    tuning_seeds: tuple[int, ...]  # used only to pick each optimizer's variant
+    device: str
+    band: str
+    thresholds: dict  # "default" or "problem/loss" -> {relative: x} or {absolute: x}
+    seeds_per_job: int  # already resolved: "all" becomes the number of seeds' span
+    torch_build: str  # resolved: cuda or cpu
+    problems: dict[str, Problem]
+    optimizers: dict[str, Optimizer]
+    losses: dict[str, Component]
+    engine: str = "auto"  # auto, batched or loop (training.py, train.py)
+    job_scope: str = "cell"  # cell, optimizer, loss or problem (jobs.SCOPES)
+    numerics: str = "portable"  # portable or native (numerics.py)
+
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        """Every seed a run uses: tuning and evaluation seeds, in increasing order."""
+        return tuple(sorted(set(self.seeds) | set(self.tuning_seeds)))
+
+    def cells(self) -> list[Cell]:
+        """Every (problem, loss, optimizer, variant) in configured order."""
+        return [
+            Cell(problem.name, loss, optimizer.name, variant)
+            for problem in self.problems.values()
+            for loss in problem.losses
+            for optimizer in self.optimizers.values()
+            for variant in optimizer.variants
+        ]
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.cells()) * len(self.all_seeds)
+
+    def seed_ranges(self) -> list[grid.SeedRange]:
+        """Every seed grouped by value into ranges of seeds_per_job."""
+        return grid.seed_ranges(self.all_seeds, self.seeds_per_job)
+
+    def training_jobs(self) -> list[jobs.Job]:
+        """Every training job: cells grouped by job_scope, times the seed ranges."""
+        return jobs.plan(self.cells(), self.seed_ranges(), self.job_scope)
+
+    def run_spec(self, cell: Cell) -> dict:
+        """The settings a training job needs for one cell."""
+        problem = self.problems[cell.problem]
+        return {
+            "problem": problem.as_dict(),
+            "steps": problem.steps,
+            "loss": None if cell.loss == OBJECTIVE else self.losses[cell.loss].as_dict(),
+            "optimizer": self.optimizers[cell.optimizer].as_dict(cell.variant),
+            "variant": cell.variant,
+            "device": self.device,
+        }
+
+    def run_spec_json(self, cell: Cell) -> str:
+        return json.dumps(self.run_spec(cell), sort_keys=True)
