@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import optbench.problems as problems
-from optbench.engines import batched
+from optbench.engines import batched, calibration
 from optbench.planning.batch_policy import COUPLED, ELEMENTWISE, can_batch
 from optbench.problems.instance import Instance
 from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
@@ -589,7 +589,7 @@ def test_auto_trains_in_the_loop_where_no_stacked_kernel_is_exact(monkeypatch):
         product = torch.bmm(grad.transpose(1, 2), x)
         return torch.nextafter(product, torch.full_like(product, math.inf))
 
-    monkeypatch.setattr(batched, "_GRAD_WEIGHTS", {"off by one ulp": rounded_differently})
+    monkeypatch.setattr(calibration, "GRAD_WEIGHTS", {"off by one ulp": rounded_differently})
     seeds = range(3)
     expected = reference_loop(
         build("linear", seeds), torch.nn.MSELoss(), "Adam", [{"lr": 0.1}] * 3, 10
@@ -608,3 +608,33 @@ def test_auto_trains_in_the_loop_where_no_stacked_kernel_is_exact(monkeypatch):
     )
     assert result.engine == "batched"
     assert result.details["kernels_exact"] is False
+
+
+def test_one_engine_decision_for_every_caller():
+    """batch_policy.choose: loop when asked, the policy otherwise, auto leaves one run
+    to the loop; the config check, the job and the engine all ask it."""
+    from optbench.planning import batch_policy
+
+    assert batch_policy.choose("loop", "SGD", "regression", "MSELoss", runs=8)[0] is False
+    assert batch_policy.choose("auto", "SGD", "regression", "MSELoss", runs=8)[0] is True
+    single = batch_policy.choose("auto", "SGD", "regression", "MSELoss", runs=1)
+    assert single == (False, "a single run: the per-run loop (batching one run gains nothing)")
+    assert batch_policy.choose("batched", "SGD", "regression", "MSELoss", runs=1)[0] is True
+    assert batch_policy.choose("auto", "LBFGS", "regression", "MSELoss", runs=8) == (
+        False,
+        can_batch("LBFGS", "regression", "MSELoss")[1],
+    )
+
+
+def test_one_optimizer_lookup_and_closure_test():
+    from optbench.engines import optimizers
+
+    assert optimizers.resolve("Adam") is torch.optim.Adam
+    assert optimizers.resolve(torch.optim.SGD) is torch.optim.SGD
+    for bad in ("Optimizer", "lr_scheduler", "NoSuchThing"):
+        with pytest.raises(optimizers.UnknownOptimizer, match=repr(bad)):
+            optimizers.resolve(bad)
+    assert optimizers.needs_closure("LBFGS") and not optimizers.needs_closure("Adam")
+    parameter = torch.nn.Parameter(torch.zeros(2))
+    assert optimizers.needs_closure(torch.optim.LBFGS([parameter]))
+    assert not optimizers.needs_closure(torch.optim.SGD([parameter], lr=0.1))

@@ -34,8 +34,7 @@ import torch  # noqa: E402
 
 from optbench import runfiles  # noqa: E402
 from optbench.engines import batched, training  # noqa: E402
-from optbench.planning import jobs  # noqa: E402
-from optbench.planning.batch_policy import can_batch  # noqa: E402
+from optbench.planning import batch_policy, jobs  # noqa: E402
 from optbench.planning.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
 
 
@@ -120,20 +119,17 @@ def groups_of(runs: list[jobs.Run]) -> list[list[jobs.Run]]:
 
 
 def choose_engine(requested: str, runs: list[jobs.Run]) -> tuple[bool, str]:
-    """(batched?, why) for one group, before anything is built."""
+    """(batched?, why) for one group, before anything is built (batch_policy.choose)."""
     spec = runs[0].spec
-    if requested == "loop":
-        return False, "engine loop was asked for (config key engine)"
     loss = spec["loss"]
-    ok, reason = can_batch(
+    return batch_policy.choose(
+        requested,
         spec["optimizer"]["class"],
         spec["problem"]["kind"],
         loss and loss["class"],
         loss and loss["kwargs"],
+        len(runs),
     )
-    if ok and len(runs) == 1 and requested == "auto":
-        return False, "a single run: the per-run loop (batching one run gains nothing)"
-    return ok, reason
 
 
 def _for_seed(seed, build, *args):
@@ -171,7 +167,7 @@ def train_batched(runs, device, log, exact_only=False):
                 _for_seed(run.seed, training.build_optimizer, entry, instance.model.parameters())
                 checked.add(run.spec["variant"])
             kwargs.append(training.optimizer_kwargs(entry))
-        cls = getattr(torch.optim, spec["optimizer"]["class"])
+        cls = training.optimizer_class(spec["optimizer"])
         try:
             result = batched.train_batched(
                 instances, criterion, cls, kwargs, spec["steps"], device, exact_only=exact_only

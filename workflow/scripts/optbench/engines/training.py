@@ -11,7 +11,6 @@ runs in every training job, where start-up time is most of the cost.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from optbench import problems
+from optbench.engines import optimizers
 
 
 class RunError(RuntimeError):
@@ -113,15 +113,24 @@ def build_loss(entry: dict) -> torch.nn.Module:
         raise _entry_error("losses", entry, error) from error
 
 
+def optimizer_class(entry: dict) -> type:
+    """The class of an optimizer entry (engines.optimizers, the one lookup)."""
+    try:
+        return optimizers.resolve(entry["class"])
+    except optimizers.UnknownOptimizer:
+        raise RunError(
+            f"config key optimizers.{entry['name']}.class: {entry['class']!r} is not a class "
+            "in torch.optim of kind Optimizer. Fix: use a torch.optim optimizer class name."
+        ) from None
+
+
 def optimizer_kwargs(entry: dict) -> dict:
     """The keyword arguments an optimizer entry's class is called with."""
     return _as_tuples(entry["kwargs"])
 
 
 def build_optimizer(entry: dict, parameters) -> torch.optim.Optimizer:
-    cls = _component_class(
-        "optimizers", entry["name"], entry["class"], torch.optim, torch.optim.Optimizer
-    )
+    cls = optimizer_class(entry)
     try:
         return cls(parameters, **_as_tuples(entry["kwargs"]))
     except Exception as error:
@@ -137,12 +146,6 @@ def _first_loss_error(spec: dict, error: BaseException) -> RunError:
         f"config key problems.{name}: the objective failed{FIRST_STEP}: {error}. "
         "Fix the kwargs of this entry or the problem's file."
     )
-
-
-def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
-    """True when the optimizer's step() requires a closure (L-BFGS re-evaluates the loss)."""
-    parameter = inspect.signature(type(optimizer).step).parameters.get("closure")
-    return parameter is not None and parameter.default is inspect.Parameter.empty
 
 
 def build_instance(spec: dict, seed: int):
@@ -176,7 +179,7 @@ def train_instance(instance, criterion, optimizer, steps: int, spec: dict | None
     fallback (``batched.train_loop``) both run it. With ``spec``, a failure of
     the first step is a RunError naming the config entry; without, torch's own.
     """
-    with_closure = needs_closure(optimizer)
+    with_closure = optimizers.needs_closure(optimizer)
     # Losses stay on the device and are copied to the host once, after the
     # loop: reading each one would make every step wait for the GPU.
     recorded = []

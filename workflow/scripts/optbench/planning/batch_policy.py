@@ -7,8 +7,11 @@ the optimizer acts on each element of a tensor by itself (its state and update
 of element ``i`` depend on element ``i`` of the parameter and gradient only,
 and on per-group scalars such as the step count), and where the loss can be
 reduced per run so that each run's gradient is exactly its solo gradient.
-``can_batch`` says whether a cell qualifies; everything else runs in the
-per-run loop, and the caller logs the reason and records it in the sidecar.
+``can_batch`` says whether a cell qualifies and ``choose`` which engine trains
+a group of runs under config ``engine``: the one decision, which the config
+check (engine: batched), the training job and the batched engine itself all
+ask. Everything else runs in the per-run loop, and the caller logs the reason
+and records it in the sidecar.
 """
 
 from __future__ import annotations
@@ -114,3 +117,24 @@ def can_batch(
         f"batched: {optimizer_class_name} is element-wise; {loss_class_name} reduced per run "
         f"({reduction})"
     )
+
+
+def choose(
+    requested: str,
+    optimizer_class_name: str,
+    problem_kind: str,
+    loss_class_name: str | None = None,
+    loss_kwargs: dict | None = None,
+    runs: int | None = None,
+) -> tuple[bool, str]:
+    """(batched?, why) for a group of ``runs`` runs of one cell under config
+    ``engine`` = ``requested`` (auto, batched or loop); the other arguments are
+    those of ``can_batch``. ``batched`` asks for the engine wherever it is
+    safe (the config check refuses the rest before any job); ``auto`` also
+    leaves a single run to the loop, where batching gains nothing."""
+    if requested == "loop":
+        return False, "engine loop was asked for (config key engine)"
+    ok, reason = can_batch(optimizer_class_name, problem_kind, loss_class_name, loss_kwargs)
+    if ok and runs == 1 and requested == "auto":
+        return False, "a single run: the per-run loop (batching one run gains nothing)"
+    return ok, reason

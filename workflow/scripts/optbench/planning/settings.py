@@ -327,8 +327,8 @@ def _engine_problems(experiment: Experiment) -> list[str]:
         problem = experiment.problems[cell.problem]
         optimizer = experiment.optimizers[cell.optimizer]
         loss = None if cell.loss == OBJECTIVE else experiment.losses[cell.loss]
-        ok, reason = batch_policy.can_batch(
-            optimizer.cls, problem.kind, loss and loss.cls, loss and loss.kwargs
+        ok, reason = batch_policy.choose(
+            "batched", optimizer.cls, problem.kind, loss and loss.cls, loss and loss.kwargs
         )
         if not ok:
             refused.setdefault(reason, []).append(f"{cell.problem}/{cell.loss}/{cell.optimizer}")
