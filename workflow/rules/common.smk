@@ -1,17 +1,14 @@
 # Configuration check, grid and paths shared by all rules. Runs in every
 # snakemake invocation, so it stays torch-free and does no per-job work.
-import hashlib
 import logging
-import os
 import re
-import shlex
 import sys
 from pathlib import Path
 
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from optbench.planning import cost, jobs, settings  # noqa: E402
+from optbench.planning import commands, cost, gpus, jobs, recovery, settings  # noqa: E402
 from optbench import grid  # noqa: E402
 from optbench.reporting import outputs  # noqa: E402
 from optbench.reporting.analysis_context import context_for, threshold_text  # noqa: E402
@@ -180,57 +177,13 @@ def cell_summaries(role):
 
 
 def lost_cell_summaries():
-    """Cell summaries missing while the tables made from them exist.
-
-    Snakemake remakes a missing file only for a job that has to run, and a
-    missing input does not make the tables out of date. A cell summary goes
-    missing when its job fails or is interrupted (its output is removed), often
-    after its runs changed; asked for as a target, it is made again, and the
-    tables after it. A new cell (runs not all there yet) is left to the rules.
-    """
-    if not Path(STEP_SUMMARY).exists():
-        return []
-    lost = []
-    for role, seeds in ROLES.items():
-        for cell in CELLS:
-            fields = {field: getattr(cell, field) for field in CELL_FIELDS}
-            summary = CELL_SUMMARY.format(role=role, **fields)
-            if seeds and not Path(summary).exists():
-                runs = expand(RUN_TSV, seed=seeds, **fields)
-                if all(Path(run).exists() for run in runs):
-                    lost.append(summary)
-    return lost
+    return recovery.lost_cell_summaries(STEP_SUMMARY, CELLS, ROLES, CELL_SUMMARY, RUN_TSV)
 
 
-def code_digest(*names):
-    # Snakemake re-runs a job when its command or script file changes, not when
-    # the library code it calls does; given as a param, a digest of that code
-    # makes the summaries follow it (a dry run says "Params have changed").
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update((SCRIPTS / name).read_bytes())
-    return digest.hexdigest()[:12]
-
-
-CELL_SUMMARY_CODE = code_digest(
-    "summarize_cell.py",
-    "optbench/reporting/cells.py",
-    "optbench/runfiles.py",
-    "optbench/reporting/logscale.py",
-    "optbench/reporting/runmetrics.py",
-    "optbench/reporting/resolution.py",
-)
-COMBINE_CODE = code_digest(
-    "optbench/reporting/summary.py",
-    "optbench/reporting/cells.py",
-    "optbench/reporting/analysis.py",
-    "optbench/reporting/statistics.py",
-    "optbench/reporting/selection.py",
-    "optbench/reporting/comparison.py",
-    "optbench/reporting/perfprofiles.py",
-    "optbench/reporting/claims.py",
-)
-PLOT_CODE = code_digest("optbench/reporting/figures.py")
+# Digests of the code each summary and plot job runs (commands.code_digest).
+CELL_SUMMARY_CODE = commands.code_digest(SCRIPTS, "summarize_cell.py")
+COMBINE_CODE = commands.code_digest(SCRIPTS, "summarize.py")
+PLOT_CODE = commands.code_digest(SCRIPTS, "plot.py")
 
 
 def loss_figures():
@@ -273,22 +226,7 @@ def final_outputs():
 
 
 def lost_runs():
-    """Run files missing while the manifest of their packed training job exists.
-
-    The summary jobs of packed layouts take the manifests as input, not the runs,
-    so nothing would ask for a deleted run file again; asked for as a target, it
-    makes its training job run again, and the summaries after it."""
-    lost = []
-    for training_job in TRAINING_JOBS:
-        if Path(training_job.log("manifests", ".tsv")).exists():
-            for cell in training_job.cells:
-                for seed in training_job.seeds:
-                    fields = vars(cell)
-                    for pattern in (RUN_TSV, RUN_SIDECAR):
-                        path = pattern.format(seed=seed, **fields)
-                        if not os.path.exists(path):
-                            lost.append(path)
-    return lost
+    return recovery.lost_runs(TRAINING_JOBS, (RUN_TSV, RUN_SIDECAR))
 
 
 def _python():
@@ -303,84 +241,26 @@ def _python():
 
 PYTHON = _python()
 
-# Training command lines. Constants, so Snakemake formats them at run time
-# with nothing late-bound; one seed per job needs no Python call per job.
-_TRAIN = (
-    f"{shlex.quote(PYTHON)} {shlex.quote(str(SCRIPTS / 'train.py'))}"
-    f" --problems-dir {shlex.quote(str(PROBLEMS_DIR))}"
-    f" --engine {EXPERIMENT.engine} --numerics {EXPERIMENT.numerics} --threads {{threads}}"
+COMMANDS = commands.commands(
+    PYTHON,
+    SCRIPTS,
+    PROBLEMS_DIR,
+    EXPERIMENT.engine,
+    EXPERIMENT.numerics,
+    RUN_TSV,
+    CELL_FIELDS,
 )
-# The log takes everything; a failed job also shows its log's last lines in the
-# console (why it failed), not only the log's path (braces doubled for format).
-_TO_LOG = (
-    " > {log:q} 2>&1 || {{ status=$?; echo 'training job failed; the end of {log}:' >&2;"
-    " tail -n 5 {log:q} >&2; exit $status; }}"
-)
-TRAIN_ONE_SEED = (
-    f"{_TRAIN} --spec {{params.spec:q}} --run {{wildcards.seed}} {{output.tsv:q}}"
-    f" {{output.sidecar:q}}{_TO_LOG}"
-)
-TRAIN_PACKED = f"{_TRAIN} --job {{params.job:q}}{_TO_LOG}"
-TRAIN_PACKED_WITH_MANIFEST = (
-    f"{_TRAIN} --job {{params.job:q}} --manifest {{output.manifest:q}}{_TO_LOG}"
-)
+TRAIN_ENV = commands.TRAIN_ENVS[EXPERIMENT.torch_build]
+ANALYSIS_ENV = commands.ANALYSIS_ENV
 
-# Per-cell summary: a plain command too, so that a job imports numpy and
-# scipy.special only. The cell's identity is passed to be checked against
-# every run's path, parsed with the run-path pattern (braces doubled: the
-# command is formatted once more per job).
-_RUN_PATTERN_ARGUMENT = shlex.quote(RUN_TSV).replace("{", "{{").replace("}", "}}")
-SUMMARIZE_CELL = (
-    f"{shlex.quote(PYTHON)} {shlex.quote(str(SCRIPTS / 'summarize_cell.py'))}"
-    f" --pattern {_RUN_PATTERN_ARGUMENT} --steps {{params.steps}} "
-    + " ".join(f"--cell {field}={{wildcards.{field}:q}}" for field in CELL_FIELDS)
-    + " --threshold {params.threshold:q} --out {output:q} {input.runs:q} > {log:q} 2>&1"
-)
-# Several cells at once (packed layouts): cells, seeds and path patterns as JSON.
-SUMMARIZE_GROUP = (
-    f"{shlex.quote(PYTHON)} {shlex.quote(str(SCRIPTS / 'summarize_cell.py'))}"
-    " --group {params.group:q} > {log:q} 2>&1"
-)
-
-# Conda environments (used under --use-conda), relative to this directory like
-# every conda: path of the rule files beside it. Training takes the CUDA or the
-# CPU build of torch as config torch_build says (auto: cpu when device is cpu).
-TRAIN_ENVS = {
-    "cuda": "../../envs/train-cuda.yaml",
-    "cpu": "../../envs/train-cpu.yaml",
-}
-TRAIN_ENV = TRAIN_ENVS[EXPERIMENT.torch_build]
-ANALYSIS_ENV = "../../envs/analysis.yaml"
-
-
-# GPUs per training job, as Snakemake resource `gpu`: the executor plugin's
-# own name, so on SLURM it becomes `sbatch --gpus=N`, and locally
-# profiles/default caps the sum over running jobs (resources: gpu=1). Decided
-# from config without importing torch: cpu asks for none, cuda/cuda:N for one,
-# and auto for one where a GPU can be had: on a cluster, or locally when an
-# NVIDIA GPU is visible (so a CPU-only machine never serialises jobs).
-# Force it with --set-resources train:gpu=1 (or 0).
-def _local_gpu_visible():
-    from optbench.planning.gpus import local_gpu_visible
-
-    return local_gpu_visible()
-
-
-# Decided with CLUSTER_RUN (top of this file); either way a dry run shows the
-# real request.
-LOCAL_GPU_VISIBLE = EXPERIMENT.device == "auto" and not CLUSTER_RUN and _local_gpu_visible()
-
-# A CUDA device asked for where jobs run here and no GPU is visible: refused
-# before any job runs (and before Snakemake removes any output to re-make it).
-# On a cluster the GPU is on the compute node, so nothing is known here.
-if EXPERIMENT.device.startswith("cuda") and not CLUSTER_RUN and not _local_gpu_visible():
-    refuse(
-        f"Invalid configuration (1 problem):\nconfig key device: {EXPERIMENT.device} asks for "
-        "a CUDA GPU, but none is visible on this machine (no NVIDIA device, or "
-        "CUDA_VISIBLE_DEVICES hides it), and the jobs run here. Fix: use device auto "
-        "(CUDA where there is one, else the CPU) or cpu, or submit to a cluster with a GPU "
-        "(--profile profiles/slurm)."
-    )
+# GPUs per training job and the CUDA check (gpus.training_gpus, device_refusal),
+# decided with CLUSTER_RUN (top of this file) from the config, without torch;
+# a dry run shows the real request. Force it with --set-resources train:gpu=1.
+LOCAL_GPU_VISIBLE = EXPERIMENT.device != "cpu" and not CLUSTER_RUN and gpus.local_gpu_visible()
+_refusal = gpus.device_refusal(EXPERIMENT.device, CLUSTER_RUN, LOCAL_GPU_VISIBLE)
+if _refusal:
+    # Before any job runs, and before Snakemake removes any output to re-make it.
+    refuse(f"Invalid configuration (1 problem):\n{_refusal}")
 
 
 def _auto_device_gpus(wildcards):
@@ -388,12 +268,8 @@ def _auto_device_gpus(wildcards):
     return 1 if workflow.non_local_exec or workflow.remote_exec else 0
 
 
-# A plain number where the config decides (no per-job call on large grids).
-if EXPERIMENT.device == "cpu":
-    TRAINING_GPUS = 0
-elif EXPERIMENT.device != "auto" or CLUSTER_RUN or LOCAL_GPU_VISIBLE:
-    TRAINING_GPUS = 1
-else:
+TRAINING_GPUS = gpus.training_gpus(EXPERIMENT.device, CLUSTER_RUN, LOCAL_GPU_VISIBLE)
+if TRAINING_GPUS == gpus.DECIDED_BY_EXECUTOR:
     TRAINING_GPUS = _auto_device_gpus
 
 

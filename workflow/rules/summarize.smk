@@ -29,7 +29,7 @@ if EXPERIMENT.job_scope == "cell":
             threshold=cell_threshold,
             code=CELL_SUMMARY_CODE,
         shell:
-            SUMMARIZE_CELL
+            COMMANDS.summarize_cell
 
 else:
 
@@ -61,7 +61,7 @@ else:
                 group=lambda wildcards, text=summary_job_argument(summary_job): text,
                 code=CELL_SUMMARY_CODE,
             shell:
-                SUMMARIZE_GROUP
+                COMMANDS.summarize_group
 
 
 rule summarize:

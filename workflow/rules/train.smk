@@ -43,7 +43,7 @@ if EXPERIMENT.job_scope == "cell" and EXPERIMENT.seeds_per_job == 1:
         params:
             spec=cell_spec,
         shell:
-            TRAIN_ONE_SEED
+            COMMANDS.train_one_seed
 
 elif EXPERIMENT.job_scope == "cell":
 
@@ -69,7 +69,7 @@ elif EXPERIMENT.job_scope == "cell":
                 # reference to `seed_range` would see the loop's last value.
                 job=lambda wildcards, seeds=seed_range.seeds: range_job_argument(wildcards, seeds),
             shell:
-                TRAIN_PACKED
+                COMMANDS.train_packed
 
 else:
 
@@ -108,4 +108,4 @@ else:
                 # pattern (the argument holds the path patterns' braces).
                 job=lambda wildcards, text=job_argument(job.cells, job.seeds): text,
             shell:
-                TRAIN_PACKED_WITH_MANIFEST
+                COMMANDS.train_packed_with_manifest

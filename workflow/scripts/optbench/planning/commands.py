@@ -1,0 +1,111 @@
+"""The job command lines, conda environments and code digests the rules use.
+
+The rules (workflow/rules/*.smk) only wire: they take these strings as their
+``shell:`` commands. Each is a constant for one invocation, so Snakemake formats
+it at run time with nothing late-bound, and a one-run job needs no Python call
+to make its command. Braces that Snakemake must leave alone are doubled.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+# Conda environments (under --use-conda), relative to the rule files. Training
+# takes the CUDA or the CPU build of torch as config torch_build says.
+TRAIN_ENVS = {"cuda": "../../envs/train-cuda.yaml", "cpu": "../../envs/train-cpu.yaml"}
+ANALYSIS_ENV = "../../envs/analysis.yaml"
+
+# The log takes everything; a failed job also shows its log's last lines in the
+# console (why it failed), not only the log's path.
+_TO_LOG = (
+    " > {log:q} 2>&1 || {{ status=$?; echo 'training job failed; the end of {log}:' >&2;"
+    " tail -n 5 {log:q} >&2; exit $status; }}"
+)
+
+
+@dataclass(frozen=True)
+class Commands:
+    train_one_seed: str  # job_scope cell, one seed per job
+    train_packed: str  # job_scope cell, a range of seeds per job
+    train_packed_with_manifest: str  # coarser scopes: the job writes a manifest last
+    summarize_cell: str  # one cell and seed role (job_scope cell)
+    summarize_group: str  # several cells (packed layouts)
+
+
+def commands(
+    python: str,
+    scripts: Path,
+    problems_dir: Path,
+    engine: str,
+    numerics: str,
+    run_pattern: str,
+    cell_fields,
+) -> Commands:
+    """Every job command for this invocation's interpreter, paths and config."""
+    train = (
+        f"{shlex.quote(python)} {shlex.quote(str(Path(scripts) / 'train.py'))}"
+        f" --problems-dir {shlex.quote(str(problems_dir))}"
+        f" --engine {engine} --numerics {numerics} --threads {{threads}}"
+    )
+    summarize = f"{shlex.quote(python)} {shlex.quote(str(Path(scripts) / 'summarize_cell.py'))}"
+    # The cell's identity is passed to be checked against every run's path,
+    # parsed with the run-path pattern (its braces doubled: formatted once more).
+    pattern = shlex.quote(run_pattern).replace("{", "{{").replace("}", "}}")
+    cell = " ".join(f"--cell {field}={{wildcards.{field}:q}}" for field in cell_fields)
+    return Commands(
+        train_one_seed=(
+            f"{train} --spec {{params.spec:q}} --run {{wildcards.seed}} {{output.tsv:q}}"
+            f" {{output.sidecar:q}}{_TO_LOG}"
+        ),
+        train_packed=f"{train} --job {{params.job:q}}{_TO_LOG}",
+        train_packed_with_manifest=(
+            f"{train} --job {{params.job:q}} --manifest {{output.manifest:q}}{_TO_LOG}"
+        ),
+        summarize_cell=(
+            f"{summarize} --pattern {pattern} --steps {{params.steps}} {cell}"
+            " --threshold {params.threshold:q} --out {output:q} {input.runs:q} > {log:q} 2>&1"
+        ),
+        summarize_group=f"{summarize} --group {{params.group:q}} > {{log:q}} 2>&1",
+    )
+
+
+def optbench_imports(scripts: Path, script: str) -> list[str]:
+    """The files of ``script`` and every optbench module it imports, transitively
+    (read from the source, nothing is imported), as paths relative to ``scripts``."""
+    scripts = Path(scripts)
+    found: list[str] = []
+    pending = [script]
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        found.append(name)
+        tree = ast.parse((scripts / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            modules = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            for module in modules:
+                if module.split(".")[0] != "optbench":
+                    continue
+                path = Path(*module.split("."))
+                for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+                    if (scripts / candidate).is_file():
+                        pending.append(str(candidate))
+    return sorted(found)
+
+
+def code_digest(scripts: Path, script: str) -> str:
+    """A digest of ``script`` and all the optbench code it runs. Snakemake re-runs a
+    job when its command or script changes, not when the library code does; given
+    as a param, this makes the job follow that code ("Params have changed")."""
+    digest = hashlib.sha256()
+    for name in optbench_imports(scripts, script):
+        digest.update(name.encode() + b"\0" + (Path(scripts) / name).read_bytes())
+    return digest.hexdigest()[:12]
