@@ -451,12 +451,12 @@ def test_summaries_follow_the_library_code_that_makes_them(tiny_results, tmp_pat
     unchanged = dry_run()
     assert "Nothing to be done" in unchanged.stdout + unchanged.stderr
     library = repo / "workflow/scripts/optbench"
-    original = (library / "cells.py").read_text()
-    (library / "cells.py").write_text(original + "\n# changed\n")
+    original = (library / "reporting/cells.py").read_text()
+    (library / "reporting/cells.py").write_text(original + "\n# changed\n")
     jobs = planned_jobs(dry_run())
     assert jobs["summarize_cell"] == 4 and jobs["summarize"] == 1 and "train" not in jobs
-    (library / "cells.py").write_text(original)
-    (library / "summary.py").write_text((library / "summary.py").read_text() + "\n# changed\n")
+    (library / "reporting/cells.py").write_text(original)
+    (library / "reporting/summary.py").write_text((library / "reporting/summary.py").read_text() + "\n# changed\n")
     jobs = planned_jobs(dry_run())
     assert jobs["summarize"] == 1 and "summarize_cell" not in jobs and "train" not in jobs
 
