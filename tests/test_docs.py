@@ -81,3 +81,12 @@ def test_every_documentation_link_resolves():
             if "://" not in target and not (page.parent / target).exists():
                 broken.append(f"{page.name}: {target}")
     assert broken == []
+
+
+def test_the_report_page_lists_every_table_and_figure_the_registry_declares():
+    from optbench.reporting import outputs
+
+    page = (REPO / "docs" / "report.md").read_text()
+    missing = [t.file for t in outputs.TABLES if f"`{t.file}`" not in page]
+    missing += [f"{f.stem}.png" for f in outputs.FIGURES if f"`{f.stem}.png`" not in page]
+    assert not missing, f"docs/report.md does not describe {missing}"

@@ -16,6 +16,7 @@ import torch
 from scipy import stats
 
 from conftest import CONFIGS, REPO, copy_tree, planned_jobs, snakemake
+from optbench.reporting import outputs
 from test_training import (
     ARTICLE_LOSSES,
     ARTICLE_OPTIMIZERS,
@@ -29,34 +30,9 @@ TINY = CONFIGS / "tiny.yaml"
 _spec = importlib.util.spec_from_file_location("results_text", REPO / "tools/results_text.py")
 results_text = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(results_text)
-# Every table and comparison figure the analysis declares (README: "The report").
-TABLES = [
-    "runs.tsv",
-    "steps.tsv",
-    "selection.tsv",
-    "sensitivity.tsv",
-    "candidates.tsv",
-    "tuning_gain.tsv",
-    "best_of_k.tsv",
-    "pairwise.tsv",
-    "leaderboard.tsv",
-    "performance_ratios.tsv",
-    "performance_profiles.tsv",
-    "profile_scores.tsv",
-    "friedman.tsv",
-    "win_probabilities.tsv",
-    "win_matrix.tsv",
-    "claims.tsv",
-]
-FIGURES = [
-    "finals.png",
-    "ranks.png",
-    "sensitivity.png",
-    "steps_to_threshold.png",
-    "performance_profiles.png",
-    "win_matrix.png",
-    "best_of_k.png",
-]
+# Every table and comparison figure the analysis declares (optbench.reporting.outputs).
+TABLES = [table.file for table in outputs.TABLES]
+FIGURES = [f"{figure.stem}.png" for figure in outputs.FIGURES]
 
 
 def test_default_grid_dry_run_schedules_one_training_job_per_loss(workdir):
@@ -456,7 +432,9 @@ def test_summaries_follow_the_library_code_that_makes_them(tiny_results, tmp_pat
     jobs = planned_jobs(dry_run())
     assert jobs["summarize_cell"] == 4 and jobs["summarize"] == 1 and "train" not in jobs
     (library / "reporting/cells.py").write_text(original)
-    (library / "reporting/summary.py").write_text((library / "reporting/summary.py").read_text() + "\n# changed\n")
+    (library / "reporting/summary.py").write_text(
+        (library / "reporting/summary.py").read_text() + "\n# changed\n"
+    )
     jobs = planned_jobs(dry_run())
     assert jobs["summarize"] == 1 and "summarize_cell" not in jobs and "train" not in jobs
 
