@@ -22,7 +22,7 @@ CONDA_NAME = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
 # Installed beside Snakemake, not in the job environments (pygments: its report).
 HOST_ONLY = {"snakemake", "pyyaml", "pygments"}
 # import name -> pip name
-IMPORT_TO_PIP = {"yaml": "pyyaml"}
+IMPORT_TO_PIP = {"yaml": "pyyaml", "pytorch_optimizer": "pytorch-optimizer"}
 SPEC = re.compile(
     r"^(?P<name>[a-z0-9][a-z0-9._-]*)"
     r"(?:(?P<op>==|=)(?P<version>[^=\s]+))?(?:=(?P<build>\S+))?$"
@@ -39,6 +39,17 @@ def pip_pins() -> dict[str, str]:
     return pins
 
 
+def pip_deps(path) -> dict[str, str]:
+    """name -> version of an env file's pip section (exact pins only)."""
+    deps = {}
+    for entry in env_file(path)["dependencies"]:
+        if isinstance(entry, dict):
+            for spec in entry["pip"]:
+                name, version = spec.split("==")  # anything but an exact pin fails here
+                deps[name.lower()] = version
+    return deps
+
+
 def env_file(path) -> dict:
     return yaml.safe_load(path.read_text())
 
@@ -47,6 +58,9 @@ def conda_deps(path) -> dict[str, dict]:
     """name -> {op, version, build} of every dependency of an env file."""
     deps = {}
     for entry in env_file(path)["dependencies"]:
+        if isinstance(entry, dict):  # the PyPI packages conda-forge lacks (pip_deps)
+            assert set(entry) == {"pip"}, f"{path.name}: unexpected {entry!r}"
+            continue
         assert isinstance(entry, str), f"{path.name}: only conda packages, got {entry!r}"
         match = SPEC.match(entry.replace(" ", ""))
         assert match, f"{path.name}: unreadable spec {entry!r}"
@@ -98,8 +112,13 @@ def test_env_versions_agree_with_requirements_txt():
                     f"envs/{env_name}.yaml pins {name} {dep['version']}, requirements.txt "
                     f"{conda_pins[name]}"
                 )
+    # PyPI-only packages (pip section) are pinned as in requirements.txt, with pip itself
+    for env_name in ENV_NAMES:
+        for name, version in pip_deps(ENVS / f"{env_name}.yaml").items():
+            assert pins.get(name) == version, f"envs/{env_name}.yaml pip {name}=={version}"
+            assert "pip" in envs[env_name], f"envs/{env_name}.yaml has a pip section, no pip"
     # every runtime requirement of a job is in some env, torch in both training envs
-    in_envs = set().union(*envs.values())
+    in_envs = set().union(*envs.values(), *(pip_deps(ENVS / f"{n}.yaml") for n in ENV_NAMES))
     missing = {CONDA_NAME.get(n, n) for n in pins if n not in HOST_ONLY} - in_envs
     assert not missing, f"requirements.txt packages in no env file: {missing}"
     assert "pytorch" in envs["train-cuda"] and "pytorch" in envs["train-cpu"]

@@ -191,3 +191,46 @@ def test_a_user_problem_added_to_a_copy_of_the_project_runs_end_to_end(tmp_path)
     assert not (tmp_path / "fresh" / "results" / "runs").exists() or not any(
         (tmp_path / "fresh" / "results" / "runs").rglob("*.*")
     )
+
+
+def test_a_users_optimizer_file_in_a_copy_of_the_project_runs_end_to_end(tmp_path):
+    """optimizers/_template.py copied and named in a config: checked before any job,
+    trained in the per-run loop, the same bytes as in this process, and re-run
+    when the file changes."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "problems"):
+        shutil.copytree(REPO / name, project / name) if (REPO / name).is_dir() else shutil.copy(
+            REPO / name, project / name
+        )
+    (project / "optimizers").mkdir()
+    shutil.copy(REPO / "optimizers" / "_template.py", project / "optimizers" / "signum.py")
+    config = tmp_path / "signum.yaml"
+    entry = {"class": "signum.Signum", "kwargs": {"lr": 0.01}}
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "seeds": [0, 1],
+                "steps": 5,
+                "device": "cpu",
+                "problems": {"linear": {"kwargs": {"dim": 20}}},
+                "optimizers": {"signum": entry},
+                "losses": {"mse": {"class": "MSELoss"}},
+            }
+        )
+    )
+    snakefile = project / "Snakefile"
+    workdir = tmp_path / "w"
+    snakemake(workdir, "--cores", "1", configfile=config, snakefile=snakefile)
+    log = (workdir / "results/logs/train/linear/mse/seeds0-1.log").read_text()
+    assert "engine loop: 2 run(s) of linear/mse/signum; optimizer signum.Signum" in log
+    tsv = workdir / "results/runs/linear/mse/signum/base/seed1.tsv"
+    meta = json.loads(tsv.with_suffix(".json").read_text())
+    spec = {key: meta[key] for key in ("problem", "loss", "optimizer", "variant", "steps")}
+    spec["optimizers_dir"] = str(project / "optimizers")
+    result = training.train_one(spec, 1, torch.device("cpu"))
+    assert tsv.read_bytes() == runfiles.format_losses(result.losses, result.evaluations).encode()
+    source = project / "optimizers" / "signum.py"
+    source.write_text(source.read_text().replace('alpha=-group["lr"]', 'alpha=-2 * group["lr"]'))
+    planned = planned_jobs(snakemake(workdir, "-n", configfile=config, snakefile=snakefile))
+    assert planned["train_linear_mse_seeds_0-1"] == 1

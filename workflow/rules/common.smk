@@ -33,8 +33,10 @@ class _NothingToRestore(logging.Filter):
 
 logging.getLogger("snakemake.logging").addFilter(_NothingToRestore())
 
-# Users add problems as files here (docs/problems.md); looked up by name only.
+# Users add problems and optimizers as files here (docs/problems.md, README
+# "Your optimizer"); looked up by name only.
 PROBLEMS_DIR = Path(workflow.basedir) / "problems"
+OPTIMIZERS_DIR = Path(workflow.basedir) / "optimizers"
 
 # Snakemake fixes the executor only after the rules are parsed, so a cluster
 # profile says so itself: it sets local-cores, an option Snakemake uses only
@@ -47,6 +49,7 @@ try:
         config,
         Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml",
         problems_dir=PROBLEMS_DIR,
+        optimizers_dir=OPTIMIZERS_DIR,
         # --config values arrive as text; a config file's types are kept as written.
         command_line=dict(workflow.config_settings.config),
         # Jobs sent to a cluster run on its nodes, whose memory is not known here.

@@ -22,8 +22,9 @@ from pathlib import Path
 from optbench.planning import cost, settings
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
-# The repository's folder of user problems, which the workflow searches too.
+# The repository's folders of user problems and optimizers, as the workflow's.
 PROBLEMS_DIR = Path(__file__).resolve().parents[2] / "problems"
+OPTIMIZERS_DIR = Path(__file__).resolve().parents[2] / "optimizers"
 
 
 def main(argv=None) -> int:
@@ -32,7 +33,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         config = settings.load_config_files(args.files)
-        experiment = settings.validate(config, SCHEMA, problems_dir=PROBLEMS_DIR)
+        experiment = settings.validate(
+            config, SCHEMA, problems_dir=PROBLEMS_DIR, optimizers_dir=OPTIMIZERS_DIR
+        )
     except settings.ConfigError as error:
         count = len(error.problems)
         print(f"{count} problem{'s' if count > 1 else ''}:\n{error}", file=sys.stderr)

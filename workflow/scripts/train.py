@@ -59,6 +59,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--problems-dir", default="", help="the folder of user problems (problems/ of the repo)"
     )
+    parser.add_argument(
+        "--optimizers-dir",
+        default="",
+        help="the folder of users' optimizer files (optimizers/ of the repo)",
+    )
     args = parser.parse_args(argv)
     if bool(args.job) == bool(args.spec) or bool(args.spec) != bool(args.run):
         parser.error("give --job, or --spec with one or more --run")
@@ -82,8 +87,12 @@ def describe_cell(spec: dict) -> str:
     return (
         f"cell: problem {problem['name']} = {problem['problem']}(**{problem['kwargs']}), "
         f"{trained_by}, optimizer {optimizer['name']} variant {spec['variant']} = "
-        f"torch.optim.{optimizer['class']}(**{optimizer['kwargs']}), {spec['steps']} steps"
+        f"{_qualified(optimizer['class'])}(**{optimizer['kwargs']}), {spec['steps']} steps"
     )
+
+
+def _qualified(cls: str) -> str:
+    return cls if "." in cls else f"torch.optim.{cls}"
 
 
 def job_runs(args) -> list[jobs.Run]:
@@ -94,7 +103,7 @@ def job_runs(args) -> list[jobs.Run]:
         spec = json.loads(args.spec)
         runs = [jobs.Run(spec, int(seed), tsv, sidecar) for seed, tsv, sidecar in args.run]
     # Given on the command line, so that moving the repository changes no spec.
-    extra = {"problems_dir": args.problems_dir}
+    extra = {"problems_dir": args.problems_dir, "optimizers_dir": args.optimizers_dir}
     specs = {}  # one dict per cell, shared by its runs
     return [
         jobs.Run(
@@ -129,6 +138,7 @@ def choose_engine(requested: str, runs: list[jobs.Run]) -> tuple[bool, str]:
         loss and loss["class"],
         loss and loss["kwargs"],
         len(runs),
+        grouped=bool(spec["optimizer"].get("groups")),
     )
 
 
@@ -164,10 +174,16 @@ def train_batched(runs, device, log, exact_only=False):
             entry = run.spec["optimizer"]
             if run.spec["variant"] not in checked:
                 # Bad kwargs fail here with the loop's message naming the entry.
-                _for_seed(run.seed, training.build_optimizer, entry, instance.model.parameters())
+                _for_seed(
+                    run.seed,
+                    training.build_optimizer,
+                    entry,
+                    instance.model.parameters(),
+                    run.spec.get("optimizers_dir"),
+                )
                 checked.add(run.spec["variant"])
             kwargs.append(training.optimizer_kwargs(entry))
-        cls = training.optimizer_class(spec["optimizer"])
+        cls = training.optimizer_class(spec["optimizer"], spec.get("optimizers_dir"))
         try:
             result = batched.train_batched(
                 instances, criterion, cls, kwargs, spec["steps"], device, exact_only=exact_only

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,12 +88,13 @@ def _component_class(kind: str, name: str, cls_name: str, module, base):
 def _entry_error(kind: str, entry: dict, error: BaseException, when: str = "") -> RunError:
     """The config entry whose class or kwargs torch refused, with torch's own reason."""
     module = "torch.optim" if kind == "optimizers" else "torch.nn"
+    qualified = entry["class"] if "." in entry["class"] else f"{module}.{entry['class']}"
     # An assert without text has only its type; torch's own full stop is dropped.
     reason = (str(error) or type(error).__name__).rstrip(".")
     # A failure in use can be the class itself (SparseAdam on dense weights).
     fix = "the kwargs of this entry" + (" or choose another class" if when else "")
     return RunError(
-        f"config key {kind}.{entry['name']}: {module}.{entry['class']}"
+        f"config key {kind}.{entry['name']}: {qualified}"
         f"(**{entry['kwargs']}) failed{when}: {reason}. Fix {fix}."
     )
 
@@ -113,14 +115,14 @@ def build_loss(entry: dict) -> torch.nn.Module:
         raise _entry_error("losses", entry, error) from error
 
 
-def optimizer_class(entry: dict) -> type:
+def optimizer_class(entry: dict, optimizers_dir=None) -> type:
     """The class of an optimizer entry (engines.optimizers, the one lookup)."""
     try:
-        return optimizers.resolve(entry["class"])
-    except optimizers.UnknownOptimizer:
+        return optimizers.resolve(entry["class"], optimizers_dir)
+    except optimizers.UnknownOptimizer as error:
         raise RunError(
-            f"config key optimizers.{entry['name']}.class: {entry['class']!r} is not a class "
-            "in torch.optim of kind Optimizer. Fix: use a torch.optim optimizer class name."
+            f"config key optimizers.{entry['name']}.class: {error}. Fix: use a torch.optim "
+            "optimizer class name, or module.Class of an installed package or of optimizers/."
         ) from None
 
 
@@ -129,10 +131,41 @@ def optimizer_kwargs(entry: dict) -> dict:
     return _as_tuples(entry["kwargs"])
 
 
-def build_optimizer(entry: dict, parameters) -> torch.optim.Optimizer:
-    cls = optimizer_class(entry)
+# Parameter roles of an entry's ``groups`` (e.g. Muon on the weight matrices,
+# its AdamW part on the rest): each role's parameters form one parameter group.
+ROLES = {
+    "matrices": lambda parameter: parameter.ndim >= 2,
+    "others": lambda parameter: parameter.ndim < 2,
+}
+
+
+def parameter_groups(entry: dict, parameters):
+    """The parameters as the optimizer takes them: as they are, or, for an entry
+    with ``groups``, one group per role (in ROLES order) with that role's kwargs;
+    a role with no parameter in this model is left out."""
+    groups = entry.get("groups")
+    parameters = list(parameters)
+    if not groups:
+        return parameters
+    made = []
+    for role, belongs in ROLES.items():
+        members = [p for p in parameters if belongs(p)]
+        if members and role not in groups:
+            # Left out, they would silently never train.
+            raise RunError(
+                f"config key optimizers.{entry['name']}.groups: the model has {role} "
+                f"parameters, but groups lists no {role!r} role. Fix: add {role}: {{...}} "
+                "(its kwargs), or use an optimizer that trains every parameter"
+            )
+        if members:
+            made.append({"params": members, **_as_tuples(groups[role])})
+    return made
+
+
+def build_optimizer(entry: dict, parameters, optimizers_dir=None) -> torch.optim.Optimizer:
+    cls = optimizer_class(entry, optimizers_dir)
     try:
-        return cls(parameters, **_as_tuples(entry["kwargs"]))
+        return cls(parameter_groups(entry, parameters), **_as_tuples(entry["kwargs"]))
     except Exception as error:
         raise _entry_error("optimizers", entry, error) from error
 
@@ -164,7 +197,9 @@ def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
     # problem's documented draw order (the article's for the linear problem).
     criterion = None if spec["loss"] is None else build_loss(spec["loss"])
     instance = build_instance(spec, seed).to(device)
-    optimizer = build_optimizer(spec["optimizer"], instance.model.parameters())
+    optimizer = build_optimizer(
+        spec["optimizer"], instance.model.parameters(), spec.get("optimizers_dir")
+    )
     losses, evaluations, seconds = train_instance(
         instance, criterion, optimizer, spec["steps"], spec
     )
@@ -180,6 +215,10 @@ def train_instance(instance, criterion, optimizer, steps: int, spec: dict | None
     the first step is a RunError naming the config entry; without, torch's own.
     """
     with_closure = optimizers.needs_closure(optimizer)
+    create_graph = optimizers.needs_create_graph(optimizer)
+    train_eval = optimizers.has_train_eval(optimizer)
+    if train_eval:
+        optimizer.train()  # schedule-free: steps are taken at the training point
     # Losses stay on the device and are copied to the host once, after the
     # loop: reading each one would make every step wait for the GPU.
     recorded = []
@@ -192,7 +231,14 @@ def train_instance(instance, criterion, optimizer, steps: int, spec: dict | None
             evaluations[step] += 1
             optimizer.zero_grad()
             loss = instance.loss(criterion, inputs, targets)
-            loss.backward()
+            if create_graph:
+                with warnings.catch_warnings():
+                    # torch warns of a parameter-gradient cycle; zero_grad sets
+                    # every gradient to None before the next step, which breaks it.
+                    warnings.filterwarnings("ignore", "Using backward\\(\\) with create_graph")
+                    loss.backward(create_graph=True)
+            else:
+                loss.backward()
             return loss
 
         # Some values torch accepts at construction fail at first use (a
@@ -224,7 +270,12 @@ def train_instance(instance, criterion, optimizer, steps: int, spec: dict | None
                 raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
         recorded.append(loss.detach())
     losses = torch.stack(recorded).tolist() if recorded else []
-    return losses, evaluations, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if train_eval:
+        optimizer.eval()  # the weights held-out metrics are taken at
+    if create_graph:
+        optimizer.zero_grad(set_to_none=True)  # frees the last step's graph
+    return losses, evaluations, seconds
 
 
 def environment(device: torch.device) -> dict:

@@ -93,6 +93,12 @@ def can_batch(
             f"optimizer {optimizer_class_name} runs in the per-run loop: "
             f"{COUPLED[optimizer_class_name]}"
         )
+    if "." in optimizer_class_name:
+        return False, (
+            f"optimizer {optimizer_class_name} runs in the per-run loop: only torch.optim "
+            "classes known to act element by element are batched (a class from a package "
+            "or a file may couple the runs of a stacked tensor)"
+        )
     if optimizer_class_name not in ELEMENTWISE:
         return False, (
             f"optimizer {optimizer_class_name} runs in the per-run loop: it is not known to "
@@ -126,14 +132,20 @@ def choose(
     loss_class_name: str | None = None,
     loss_kwargs: dict | None = None,
     runs: int | None = None,
+    grouped: bool = False,
 ) -> tuple[bool, str]:
     """(batched?, why) for a group of ``runs`` runs of one cell under config
     ``engine`` = ``requested`` (auto, batched or loop); the other arguments are
-    those of ``can_batch``. ``batched`` asks for the engine wherever it is
+    those of ``can_batch``; ``grouped``: the entry has parameter groups
+    (roles), which the batched engine does not stack. ``batched`` asks for the engine wherever it is
     safe (the config check refuses the rest before any job); ``auto`` also
     leaves a single run to the loop, where batching gains nothing."""
     if requested == "loop":
         return False, "engine loop was asked for (config key engine)"
+    if grouped:
+        return False, (
+            f"optimizer {optimizer_class_name} with parameter groups runs in the per-run loop"
+        )
     ok, reason = can_batch(optimizer_class_name, problem_kind, loss_class_name, loss_kwargs)
     if ok and runs == 1 and requested == "auto":
         return False, "a single run: the per-run loop (batching one run gains nothing)"

@@ -45,10 +45,12 @@ def commands(
     run_pattern: str,
     cell_fields,
 ) -> Commands:
-    """Every job command for this invocation's interpreter, paths and config."""
+    """Every job command for this invocation's interpreter, paths and config (users'
+    optimizer files are in optimizers/ beside problems/)."""
     train = (
         f"{shlex.quote(python)} {shlex.quote(str(Path(scripts) / 'train.py'))}"
         f" --problems-dir {shlex.quote(str(problems_dir))}"
+        f" --optimizers-dir {shlex.quote(str(Path(problems_dir).parent / 'optimizers'))}"
         f" --engine {engine} --numerics {numerics} --threads {{threads}}"
     )
     summarize = f"{shlex.quote(python)} {shlex.quote(str(Path(scripts) / 'summarize_cell.py'))}"

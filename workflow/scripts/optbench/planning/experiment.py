@@ -42,9 +42,18 @@ class Optimizer:
     kwargs: dict
     sweep: dict
     variants: dict[str, grid.Variant]
+    groups: dict | None = None  # parameter role -> its kwargs (training.ROLES)
+    # SHA-256 of a user's optimizer file (None otherwise): part of the runs'
+    # settings, so editing the file re-runs its runs, like a changed kwarg.
+    source_sha256: str | None = None
 
     def as_dict(self, variant: str) -> dict:
-        return {"name": self.name, "class": self.cls, "kwargs": self.variants[variant].kwargs}
+        described = {"name": self.name, "class": self.cls, "kwargs": self.variants[variant].kwargs}
+        if self.groups:
+            described["groups"] = self.groups
+        if self.source_sha256 is not None:
+            described["source_sha256"] = self.source_sha256
+        return described
 
 
 @dataclass(frozen=True)

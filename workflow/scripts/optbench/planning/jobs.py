@@ -130,10 +130,9 @@ def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -
         spec = experiment.run_spec(cell)
         problems[cell.problem] = {"problem": spec["problem"], "steps": spec["steps"]}
         losses[cell.loss] = spec["loss"]
-        entry = optimizers.setdefault(
-            cell.optimizer,
-            {"name": spec["optimizer"]["name"], "class": spec["optimizer"]["class"], "v": {}},
-        )
+        # The entry once (name, class, groups, source digest), each variant's kwargs.
+        shared = {key: value for key, value in spec["optimizer"].items() if key != "kwargs"}
+        entry = optimizers.setdefault(cell.optimizer, shared | {"v": {}})
         entry["v"][cell.variant] = spec["optimizer"]["kwargs"]
         listed.append([cell.problem, cell.loss, cell.optimizer, cell.variant])
     return json.dumps(
@@ -170,11 +169,8 @@ def expand(text: str) -> list[Run]:
             "problem": job["problems"][problem]["problem"],
             "steps": job["problems"][problem]["steps"],
             "loss": job["losses"][loss],
-            "optimizer": {
-                "name": entry["name"],
-                "class": entry["class"],
-                "kwargs": entry["v"][variant],
-            },
+            "optimizer": {key: value for key, value in entry.items() if key != "v"}
+            | {"kwargs": entry["v"][variant]},
             "variant": variant,
             "device": job["device"],
         }

@@ -22,7 +22,7 @@ from pathlib import Path
 import jsonschema
 
 from optbench import grid, problems
-from optbench.planning import batch_policy, cost, jobs, torch_catalog
+from optbench.planning import batch_policy, cost, jobs, optimizer_sources, torch_catalog
 
 # The domain model and the file loading live beside this module; callers
 # use them through settings, the one entry point of the configuration.
@@ -144,8 +144,12 @@ def _what(value) -> str:
     return _shorten(f"{kind} {value!r}", 80)
 
 
-def _component_problems(kind: str, name: str, entry: dict, catalog) -> list[str]:
-    """Class, keyword and keyword-type checks against the torch source, where it can be read."""
+def _component_problems(
+    kind: str, name: str, entry: dict, catalog, optimizers_dir: Path | None = None
+) -> list[str]:
+    """Class, keyword and keyword-type checks against the class's signature: torch's
+    source, where it can be read, for torch classes; for optimizers also a package's
+    class (imported) or a file's of optimizers_dir (read) (optimizer_sources)."""
     cls, kwargs = entry["class"], entry["kwargs"]
     key = f"{kind}.{name}"
     module = "torch.optim" if kind == "optimizers" else "torch.nn"
@@ -155,24 +159,33 @@ def _component_problems(kind: str, name: str, entry: dict, catalog) -> list[str]
             "every problem's model has dense ones. Fix: choose another optimizer class "
             "(Adam is the dense counterpart of SparseAdam)."
         ]
-    if catalog is None:
-        return []
-    known = catalog.optimizers if kind == "optimizers" else catalog.losses
-    what = "an optimizer" if kind == "optimizers" else "a loss"
-    if cls not in known:
-        close = [k for k in known if k.lower() == cls.lower()]
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        return [
-            f"config key {key}.class: {cls!r} is not {what} class in {module}.{hint} "
-            f"Fix: use one of {', '.join(sorted(known))}."
-        ]
+    if kind == "optimizers":
+        try:
+            source = optimizer_sources.locate(cls, optimizers_dir)
+            signature = optimizer_sources.signature_of(source, catalog)
+            optimizer_sources.declared_protocol(source)
+        except optimizer_sources.SourceError as error:
+            return [f"config key {key}.class: {error}."]
+        if signature is None:
+            return []
+        module, cls = source.module, source.name
+    else:
+        if catalog is None:
+            return []
+        if cls not in catalog.losses:
+            close = [k for k in catalog.losses if k.lower() == cls.lower()]
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            return [
+                f"config key {key}.class: {cls!r} is not a loss class in {module}.{hint} "
+                f"Fix: use one of {', '.join(sorted(catalog.losses))}."
+            ]
+        signature = catalog.losses[cls]
     problems = []
     if kind == "optimizers" and "params" in kwargs:
         problems.append(
             f"config key {key}.kwargs: 'params' is supplied by the pipeline (the model's "
             "weights). Fix: remove it from kwargs."
         )
-    signature = known[cls]
     unknown = [arg for arg in signature.unknown(kwargs) if arg != "params"]
     if unknown:
         accepted = [p for p in signature.parameters if p != "params"]
@@ -328,7 +341,12 @@ def _engine_problems(experiment: Experiment) -> list[str]:
         optimizer = experiment.optimizers[cell.optimizer]
         loss = None if cell.loss == OBJECTIVE else experiment.losses[cell.loss]
         ok, reason = batch_policy.choose(
-            "batched", optimizer.cls, problem.kind, loss and loss.cls, loss and loss.kwargs
+            "batched",
+            optimizer.cls,
+            problem.kind,
+            loss and loss.cls,
+            loss and loss.kwargs,
+            grouped=bool(optimizer.groups),
         )
         if not ok:
             refused.setdefault(reason, []).append(f"{cell.problem}/{cell.loss}/{cell.optimizer}")
@@ -407,11 +425,14 @@ def validate(
     problems_dir: str | Path | None = None,
     command_line: dict | None = None,
     memory_bytes: int | str | None = "machine",
+    optimizers_dir: str | Path | None = None,
 ) -> Experiment:
     """The experiment described by ``config``, or a ConfigError listing every problem.
 
     ``problems_dir`` is the user folder of problem files (the repository's
-    ``problems/``), searched beside the built-in problems. ``command_line``:
+    ``problems/``), searched beside the built-in problems; ``optimizers_dir``
+    the folder of users' optimizer files (``optimizers/``), for
+    ``class: module.Class``. ``command_line``:
     the values given with ``snakemake --config`` (already merged into
     ``config``), whose keys' text is read as numbers where it says one.
     ``memory_bytes``: the memory the largest training job must fit in
@@ -438,6 +459,7 @@ def validate(
     refused_keys = {path[0] for path in refused if path}
 
     catalog = torch_catalog.load() if check_torch else None
+    optimizers_dir = Path(optimizers_dir) if optimizers_dir is not None else None
     losses: dict[str, Component] = {}
     optimizers: dict[str, Optimizer] = {}
     if isinstance(config["losses"], dict):
@@ -456,14 +478,22 @@ def validate(
         for name, entry in config["optimizers"].items():
             if ("optimizers", name) in refused or not isinstance(entry, dict):
                 continue
-            entry_problems = _component_problems("optimizers", name, entry, catalog)
+            entry_problems = _component_problems("optimizers", name, entry, catalog, optimizers_dir)
             entry_problems += _variant_problems(name, entry)
             found += entry_problems
             if not entry_problems:
                 sweep = entry.get("sweep") or {}
                 variants = grid.expand_sweep(entry["kwargs"], sweep)
+                # torch.optim.X is X: the same runs, files and batching.
+                cls = entry["class"].removeprefix(f"{optimizer_sources.TORCH_OPTIM}.")
                 optimizers[name] = Optimizer(
-                    name, entry["class"], entry["kwargs"], sweep, {v.name: v for v in variants}
+                    name,
+                    cls,
+                    entry["kwargs"],
+                    sweep,
+                    {v.name: v for v in variants},
+                    entry.get("groups") or None,
+                    optimizer_sources.file_digest(entry["class"], optimizers_dir),
                 )
     found += _seed_role_problems(config)
     found += analysis_context.candidate_count_problems(

@@ -297,3 +297,8 @@ def load() -> Catalog | None:
     if not optimizers or not losses:
         return None
     return Catalog(optimizers, losses)
+
+
+# Public names for the checks of classes from other sources (optimizer_sources).
+expected_of = _expected
+init_signature = _init_signature

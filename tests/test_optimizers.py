@@ -1,0 +1,193 @@
+"""Optimizers from packages and from users' files: where a class comes from, the
+checks before any job, and the protocols each needs, against hand-written loops."""
+
+import hashlib
+import shutil
+
+import pytest
+import pytorch_optimizer
+import torch
+
+from conftest import REPO, SCHEMA
+from optbench.engines import optimizers, training
+from optbench.planning import optimizer_sources, settings
+
+TEMPLATE = REPO / "optimizers" / "_template.py"
+PROBLEMS = {
+    "linear": ({"linear": {"kwargs": {"dim": 20}}}, {"mse": {"class": "MSELoss"}}),
+    "digits_mlp": ({"digits_mlp": {}}, {"cross_entropy": {"class": "CrossEntropyLoss"}}),
+}
+
+
+def spec_for(entry, problem="linear", steps=6, optimizers_dir=None):
+    problems, losses = PROBLEMS[problem]
+    config = {
+        "seeds": [0],
+        "steps": steps,
+        "device": "cpu",
+        "problems": problems,
+        "losses": losses,
+        "optimizers": {"x": entry},
+    }
+    experiment = settings.validate(config, SCHEMA, optimizers_dir=optimizers_dir)
+    spec = experiment.run_spec(experiment.cells()[0])
+    return spec | ({"optimizers_dir": str(optimizers_dir)} if optimizers_dir else {})
+
+
+def hand_loop(spec, seed, make, create_graph=False, train_eval=False):
+    """The article's loop written out, with the calls the protocol adds."""
+    criterion = (
+        torch.nn.CrossEntropyLoss()
+        if spec["loss"]["class"] == "CrossEntropyLoss"
+        else (torch.nn.MSELoss())
+    )
+    instance = training.build_instance(spec, seed)
+    optimizer = make(instance.model)
+    if train_eval:
+        optimizer.train()
+    losses = []
+    for step in range(spec["steps"]):
+        inputs, targets = instance.batch(step)
+        optimizer.zero_grad()
+        loss = instance.loss(criterion, inputs, targets)
+        loss.backward(create_graph=create_graph)
+        optimizer.step()
+        losses.append(loss.item())
+    if train_eval:
+        optimizer.eval()
+    return losses, instance.evaluate(criterion)
+
+
+def pipeline(spec, seed=0):
+    result = training.train_one(spec, seed, torch.device("cpu"))
+    return result.losses, result.heldout
+
+
+def test_schedule_free_steps_in_train_mode_and_is_evaluated_in_eval_mode():
+    entry = {"class": "pytorch_optimizer.ScheduleFreeAdamW", "kwargs": {"lr": 0.01}}
+    spec = spec_for(entry, "digits_mlp")
+
+    def make(model):
+        return pytorch_optimizer.ScheduleFreeAdamW(model.parameters(), lr=0.01)
+
+    expected = hand_loop(spec, 0, make, train_eval=True)
+    assert pipeline(spec) == expected
+    # eval() moves the weights to the averaged point: the held-out loss differs.
+    _, at_training_point = hand_loop(spec, 0, make, train_eval=False)
+    assert at_training_point["heldout_loss"] != expected[1]["heldout_loss"]
+
+
+def test_sophia_gets_a_graph_for_its_hessian_vector_products():
+    entry = {"class": "pytorch_optimizer.SophiaH", "kwargs": {"lr": 0.01, "update_period": 2}}
+    spec = spec_for(entry)
+    assert optimizers.needs_create_graph("pytorch_optimizer.SophiaH")
+    assert not optimizers.needs_create_graph("Adam")
+
+    def make(model):
+        return pytorch_optimizer.SophiaH(model.parameters(), lr=0.01, update_period=2)
+
+    torch.manual_seed(1)
+    expected = hand_loop(spec, 0, make, create_graph=True)
+    torch.manual_seed(1)
+    assert pipeline(spec) == expected
+    torch.manual_seed(1)
+    with pytest.raises(RuntimeError):  # without the graph its Hessian step cannot run
+        hand_loop(spec, 0, make, create_graph=False)
+
+
+def test_muon_on_the_weight_matrices_and_its_adamw_on_the_rest():
+    entry = {
+        "class": "pytorch_optimizer.Muon",
+        "kwargs": {"lr": 0.02, "adamw_lr": 0.001},
+        "groups": {"matrices": {"use_muon": True}, "others": {"use_muon": False}},
+    }
+    spec = spec_for(entry, "digits_mlp")
+
+    def make(model):
+        matrices = [p for p in model.parameters() if p.ndim >= 2]
+        others = [p for p in model.parameters() if p.ndim < 2]
+        assert matrices and others
+        groups = [{"params": matrices, "use_muon": True}, {"params": others, "use_muon": False}]
+        return pytorch_optimizer.Muon(groups, lr=0.02, adamw_lr=0.001)
+
+    assert pipeline(spec) == hand_loop(spec, 0, make)
+    # A role the model has but the entry does not list would never train: refused.
+    entry["groups"] = {"matrices": {"use_muon": True}}
+    with pytest.raises(training.RunError, match="has others parameters, but groups lists no"):
+        pipeline(spec_for(entry, "digits_mlp"))
+
+
+def test_lion_from_the_package_matches_its_hand_loop():
+    spec = spec_for({"class": "pytorch_optimizer.Lion", "kwargs": {"lr": 0.001}})
+
+    def make(model):
+        return pytorch_optimizer.Lion(model.parameters(), lr=0.001)
+
+    assert pipeline(spec) == hand_loop(spec, 0, make)
+    assert optimizers.protocol(pytorch_optimizer.Lion([torch.nn.Parameter(torch.ones(2))])) == {
+        "closure": False,
+        "train_eval": False,
+        "create_graph": False,
+    }
+
+
+def test_a_users_file_optimizer_runs_as_its_hand_loop(tmp_path):
+    folder = tmp_path / "optimizers"
+    folder.mkdir()
+    shutil.copy(TEMPLATE, folder / "signum.py")
+    entry = {"class": "signum.Signum", "kwargs": {"lr": 0.01, "momentum": 0.5}}
+    spec = spec_for(entry, optimizers_dir=folder)
+    cls = optimizers.resolve("signum.Signum", folder)
+    assert cls.__module__ == "optbench_user_optimizers.signum"
+
+    def make(model):
+        return cls(model.parameters(), lr=0.01, momentum=0.5)
+
+    assert pipeline(spec) == hand_loop(spec, 0, make)
+    digest = hashlib.sha256((folder / "signum.py").read_bytes()).hexdigest()
+    assert spec["optimizer"]["source_sha256"] == digest  # an edit re-runs its runs
+    # checked before any job, from the file's source
+    with pytest.raises(settings.ConfigError, match="signum.Signum does not accept 'betas'"):
+        spec_for(entry | {"kwargs": {"betas": [0.9, 0.9]}}, optimizers_dir=folder)
+    with pytest.raises(settings.ConfigError, match="takes a number here"):
+        spec_for(entry | {"kwargs": {"lr": "fast"}}, optimizers_dir=folder)
+    with pytest.raises(settings.ConfigError, match="defines no class 'Signun'"):
+        spec_for({"class": "signum.Signun"}, optimizers_dir=folder)
+
+
+def test_where_a_class_comes_from(tmp_path):
+    folder = tmp_path / "optimizers"
+    folder.mkdir()
+    locate = optimizer_sources.locate
+    assert locate("Adam", folder).origin == "torch"
+    assert (locate("torch.optim.Muon", folder).origin, locate("torch.optim.Muon", None).name) == (
+        "torch",
+        "Muon",
+    )
+    assert locate("pytorch_optimizer.Lion", folder).origin == "package"
+    (folder / "mine.py").write_text("class Mine: pass\n")
+    assert locate("mine.Mine", folder).path == folder / "mine.py"
+    refused = {
+        "mine.sub.Mine": "is written mine.ClassName, one dot",
+        "optimizers/mine.py": "no paths, no code",
+        "os.path.join(1)": "no paths, no code",
+        "not_a_package_here.Opt": "pip install not-a-package-here",
+        "pytorch_optimizer.Lion.step": "attribute chains are not accepted",
+        "_template.Signum": "is a template",
+    }
+    for text, message in refused.items():
+        with pytest.raises(optimizer_sources.SourceError, match=message):
+            locate(text, folder)
+    # A file with an installed package's name would make the class ambiguous.
+    (folder / "numpy.py").write_text("class Opt: pass\n")
+    with pytest.raises(optimizer_sources.SourceError, match="installed package 'numpy'"):
+        locate("numpy.Opt", folder)
+
+
+def test_package_and_file_classes_train_in_the_loop_with_the_reason():
+    from optbench.planning import batch_policy
+
+    ok, reason = batch_policy.choose("auto", "pytorch_optimizer.Lion", "regression", "MSELoss")
+    assert not ok and "may couple the runs" in reason
+    ok, reason = batch_policy.choose("auto", "Adam", "regression", "MSELoss", grouped=True)
+    assert not ok and "parameter groups" in reason
