@@ -191,3 +191,32 @@ def test_package_and_file_classes_train_in_the_loop_with_the_reason():
     assert not ok and "may couple the runs" in reason
     ok, reason = batch_policy.choose("auto", "Adam", "regression", "MSELoss", grouped=True)
     assert not ok and "parameter groups" in reason
+
+
+def test_checking_torch_optim_classes_imports_no_torch_and_a_package_class_does():
+    """A dry run of a config that names only torch.optim classes stays torch-free;
+    a package's class is imported to read its signature (the cost docs/optimizers.md
+    states)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, yaml; sys.path.insert(0, {scripts!r})\n"
+        "from optbench.planning import settings\n"
+        "config = yaml.safe_load(open({config!r}))\n"
+        "config['optimizers']['extra'] = {{'class': {cls!r}}}\n"
+        "settings.validate(config, {schema!r}, memory_bytes=None)\n"
+        "print('torch' in sys.modules, 'pytorch_optimizer' in sys.modules)"
+    )
+    scripts = str(REPO / "workflow" / "scripts")
+    for cls, expected in (
+        ("torch.optim.NAdam", "False False"),
+        ("pytorch_optimizer.Lion", "True True"),
+    ):
+        command = code.format(
+            scripts=scripts, config=str(REPO / "config.yaml"), cls=cls, schema=str(SCHEMA)
+        )
+        process = subprocess.run(
+            [sys.executable, "-c", command], capture_output=True, text=True, check=True
+        )
+        assert process.stdout.split("\n")[-2] == expected, (cls, process.stdout)
