@@ -188,7 +188,7 @@ def test_package_and_file_classes_train_in_the_loop_with_the_reason():
     from optbench.planning import batch_policy
 
     ok, reason = batch_policy.choose("auto", "pytorch_optimizer.Lion", "regression", "MSELoss")
-    assert not ok and "may couple the runs" in reason
+    assert not ok and "only where the run-independence probe passes" in reason
     ok, reason = batch_policy.choose("auto", "Adam", "regression", "MSELoss", grouped=True)
     assert not ok and "parameter groups" in reason
 
@@ -220,3 +220,67 @@ def test_checking_torch_optim_classes_imports_no_torch_and_a_package_class_does(
             [sys.executable, "-c", command], capture_output=True, text=True, check=True
         )
         assert process.stdout.split("\n")[-2] == expected, (cls, process.stdout)
+
+
+# --- the run-independence probe ------------------------------------------------
+
+
+class CouplingSGD(torch.optim.Optimizer):
+    """SGD whose step shrinks with the norm of every gradient it holds: harmless
+    for one run, but stacked, one run's gradient steers the others' steps."""
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            norm = torch.sqrt(sum((p.grad**2).sum() for p in group["params"]))
+            for parameter in group["params"]:
+                parameter.add_(parameter.grad, alpha=-group["lr"] / (1.0 + norm.item()))
+
+
+def test_the_probe_passes_element_wise_classes_and_catches_coupling():
+    from optbench.engines import probe
+
+    assert probe.independent(torch.optim.Adam, [{"lr": 0.1}])[0]
+    assert probe.independent(pytorch_optimizer.Lion, [{"lr": 0.001}])[0]
+    coupled, reason = probe.independent(CouplingSGD, [{"lr": 0.1}])
+    assert not coupled and "failed the run-independence probe" in reason
+    for cls in (pytorch_optimizer.Prodigy, pytorch_optimizer.DAdaptAdam, pytorch_optimizer.Lamb):
+        assert not probe.independent(cls, [{}])[0], cls
+
+
+def test_lion_is_batched_after_the_probe_and_gives_the_loops_bytes(tmp_path):
+    from test_jobs import grid_of, run_job, sidecar
+
+    # The reference problem, where the batched engine's losses are the loop's bit
+    # for bit (on digits_mlp only the weights are: engines/batched.py).
+    lion = {"lion": {"class": "pytorch_optimizer.Lion", "kwargs": {"lr": 0.01}}}
+    grid = grid_of(lion, seeds=(0, 1, 2), steps=12)
+    process, runs = run_job(tmp_path / "auto", grid, "auto")
+    assert process.returncode == 0, process.stderr
+    loop, loop_runs = run_job(tmp_path / "loop", grid, "loop")
+    assert loop.returncode == 0, loop.stderr
+    for run, looped in zip(runs, loop_runs, strict=True):
+        meta = sidecar(run)
+        assert meta["engine"] == "batched", meta["engine_reason"]
+        assert "passed the run-independence probe" in meta["engine_details"]["probe"]
+        with open(run.tsv, "rb") as a, open(looped.tsv, "rb") as b:
+            assert a.read() == b.read()  # bit for bit
+        assert meta["heldout"] == sidecar(looped)["heldout"]
+
+
+def test_prodigy_fails_the_probe_and_trains_in_the_loop_saying_why(tmp_path):
+    from test_jobs import grid_of, run_job, sidecar
+
+    prodigy = {"prodigy": {"class": "pytorch_optimizer.Prodigy", "kwargs": {}}}
+    process, runs = run_job(tmp_path, grid_of(prodigy, seeds=(0, 1), steps=5), "auto")
+    assert process.returncode == 0, process.stderr
+    meta = sidecar(runs[0])
+    assert meta["engine"] == "loop"
+    assert "Prodigy failed the run-independence probe" in meta["engine_reason"]
+    assert "Prodigy failed the run-independence probe" in process.stderr
+    refused, _ = run_job(tmp_path / "batched", grid_of(prodigy, seeds=(0, 1), steps=5), "batched")
+    assert refused.returncode == 2
+    assert "config key engine: batched, but optimizers.prodigy cannot be" in refused.stderr

@@ -33,7 +33,7 @@ NUMERICS_FOUND = (
 import torch  # noqa: E402
 
 from optbench import runfiles  # noqa: E402
-from optbench.engines import batched, training  # noqa: E402
+from optbench.engines import batched, optimizers, probe, training  # noqa: E402
 from optbench.planning import batch_policy, jobs  # noqa: E402
 from optbench.planning.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
 
@@ -127,19 +127,54 @@ def groups_of(runs: list[jobs.Run]) -> list[list[jobs.Run]]:
     return list(grouped.values())
 
 
-def choose_engine(requested: str, runs: list[jobs.Run]) -> tuple[bool, str]:
-    """(batched?, why) for one group, before anything is built (batch_policy.choose)."""
+def choose_engine(requested: str, runs: list[jobs.Run]) -> tuple[bool, str, bool]:
+    """(batched?, why, probed?) for one group, before anything is built: the policy
+    (batch_policy.choose) and, for a class from a package or a file, the
+    run-independence probe (engines/probe.py) on the group's keyword arguments."""
     spec = runs[0].spec
     loss = spec["loss"]
-    return batch_policy.choose(
+    name = spec["optimizer"]["class"]
+    grouped = bool(spec["optimizer"].get("groups"))
+    ok, reason = batch_policy.choose(
         requested,
-        spec["optimizer"]["class"],
+        name,
         spec["problem"]["kind"],
         loss and loss["class"],
         loss and loss["kwargs"],
         len(runs),
-        grouped=bool(spec["optimizer"].get("groups")),
+        grouped=grouped,
     )
+    single = requested == "auto" and len(runs) == 1
+    if ok or requested == "loop" or grouped or single or not batch_policy.needs_probe(name):
+        return ok, reason, False
+    loss_ok, loss_reason = batch_policy.loss_batchable(
+        spec["problem"]["kind"], loss and loss["class"], loss and loss["kwargs"]
+    )
+    if not loss_ok:
+        return False, loss_reason, False
+    cls = training.optimizer_class(spec["optimizer"], spec.get("optimizers_dir"))
+    # The protocols the batched engine does not implement: the loop's alone.
+    needs = [
+        what
+        for what, needed in (
+            ("a closure", optimizers.needs_closure(cls)),
+            ("train() and eval() modes", optimizers.has_train_eval(cls)),
+            ("backward(create_graph=True)", optimizers.needs_create_graph(cls)),
+        )
+        if needed
+    ]
+    if needs:
+        return False, f"optimizer {name} runs in the per-run loop: it needs {needs[0]}", False
+    kwargs = [training.optimizer_kwargs(run.spec["optimizer"]) for run in runs]
+    passed, verdict = probe.independent(cls, kwargs)
+    if passed:
+        return True, f"batched: {verdict}; {loss_reason}", True
+    if requested == "batched":
+        raise training.RunError(
+            f"config key engine: batched, but optimizers.{spec['optimizer']['name']} cannot "
+            f"be: {verdict}. Fix: set engine to auto (the per-run loop where it must)"
+        )
+    return False, f"optimizer {name} runs in the per-run loop: {verdict}", False
 
 
 def _for_seed(seed, build, *args):
@@ -157,7 +192,7 @@ def train_loop(runs, device, reason):
         yield run, result, "loop", reason, {}
 
 
-def train_batched(runs, device, log, exact_only=False):
+def train_batched(runs, device, log, exact_only=False, probed=None):
     """The group's runs through the batched engine, in chunks of MAX_BATCH runs."""
     spec = runs[0].spec
     criterion = None
@@ -186,7 +221,14 @@ def train_batched(runs, device, log, exact_only=False):
         cls = training.optimizer_class(spec["optimizer"], spec.get("optimizers_dir"))
         try:
             result = batched.train_batched(
-                instances, criterion, cls, kwargs, spec["steps"], device, exact_only=exact_only
+                instances,
+                criterion,
+                cls,
+                kwargs,
+                spec["steps"],
+                device,
+                exact_only=exact_only,
+                probed=probed,
             )
         except torch.OutOfMemoryError:
             raise
@@ -200,7 +242,7 @@ def train_batched(runs, device, log, exact_only=False):
             continue
         details = {
             key: result.details[key]
-            for key in ("forward", "variants", "runs", "kernels_exact", "bytes_per_run")
+            for key in ("forward", "variants", "runs", "kernels_exact", "bytes_per_run", "probe")
             if key in result.details
         }
         details["batch_seconds"] = result.seconds
@@ -261,9 +303,19 @@ def main(argv=None) -> int:
     )
     print(numerics.describe(environment["numerics"]), file=log, flush=True)
     for group in groups_of(runs):
-        use_batched, reason = choose_engine(args.engine, group)
+        try:
+            use_batched, reason, probed = choose_engine(args.engine, group)
+        except training.RunError as error:
+            print(f"error: {error}", file=log)
+            return 2
         if use_batched:
-            trained = train_batched(group, device, log, exact_only=args.engine == "auto")
+            trained = train_batched(
+                group,
+                device,
+                log,
+                exact_only=args.engine == "auto",
+                probed=reason if probed else None,
+            )
         else:
             name = "/".join(map(str, _group_key(group[0].spec)))
             print(f"engine loop: {len(group)} run(s) of {name}; {reason}", file=log, flush=True)

@@ -236,6 +236,7 @@ def train_batched(
     device=None,
     forward: str = "auto",
     exact_only: bool = False,
+    probed: str | None = None,
 ) -> EngineResult:
     """Train the runs of one cell together, or in the loop where that is not safe.
 
@@ -251,6 +252,9 @@ def train_batched(
     the loop's bit for bit on this CPU (``calibrate``), train in the loop
     instead (``engine: auto``); else train batched at float32 rounding level
     and say so in ``details["kernels_exact"]`` (``engine: batched``).
+    ``probed``: for a class outside torch.optim, the verdict of the passed
+    run-independence probe (engines/probe.py), which stands in for the policy's
+    list of element-wise classes.
 
     Returns the runs in the order given, each as the loop records it, and the
     engine that ran with its reason. On return every instance is on
@@ -265,7 +269,11 @@ def train_batched(
     kind = instances[0].kind
     loss_name = None if criterion is None else type(criterion).__name__
     loss_kwargs = None if criterion is None else {"reduction": criterion.reduction}
-    ok, reason = batch_policy.choose("batched", cls.__name__, kind, loss_name, loss_kwargs)
+    if probed is None:
+        ok, reason = batch_policy.choose("batched", cls.__name__, kind, loss_name, loss_kwargs)
+    else:  # a class the run-independence probe passed (engines/probe.py)
+        ok, loss_reason = batch_policy.loss_batchable(kind, loss_name, loss_kwargs)
+        reason = probed if ok else loss_reason
     if ok and optimizers.needs_closure(cls):
         ok, reason = False, f"optimizer {cls.__name__} runs in the per-run loop: it needs a closure"
     if ok and any(i.kind != kind for i in instances):
@@ -364,6 +372,8 @@ def train_batched(
         "runs": runs,
         "bytes_per_run": _bytes_per_run(stacked, [o for o, _ in views], data, runs),
     }
+    if probed is not None:
+        details["probe"] = probed
     if bmm is not None:
         details["kernels"] = bmm.describe()
         details["kernels_exact"] = bmm.exact()

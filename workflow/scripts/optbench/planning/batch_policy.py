@@ -74,6 +74,34 @@ PER_RUN_REDUCTION = {
 REDUCTIONS = ("mean", "sum")
 
 
+def loss_batchable(
+    problem_kind: str, loss_class_name: str | None = None, loss_kwargs: dict | None = None
+) -> tuple[bool, str]:
+    """(whether the loss can be reduced run by run, why): the loss half of ``can_batch``."""
+    if problem_kind == "objective":
+        if loss_class_name is not None:
+            return False, f"an objective problem takes no loss, got {loss_class_name}"
+        return True, "objective per run"
+    if loss_class_name not in PER_RUN_REDUCTION:
+        return False, (
+            f"loss {loss_class_name} runs in the per-run loop: the batched engine has no "
+            f"per-run reduction for it (it has: {', '.join(PER_RUN_REDUCTION)})"
+        )
+    reduction = (loss_kwargs or {}).get("reduction", "mean")
+    if reduction not in REDUCTIONS:
+        return False, (
+            f"loss {loss_class_name} with reduction={reduction!r} runs in the per-run loop: "
+            f"the batched engine reduces per run with 'mean' or 'sum' only"
+        )
+    return True, f"{loss_class_name} reduced per run ({reduction})"
+
+
+def needs_probe(optimizer_class_name: str) -> bool:
+    """A class from a package or a file (module.Class): batched only after the
+    training job's run-independence probe (engines/probe.py) passes."""
+    return "." in optimizer_class_name
+
+
 def can_batch(
     optimizer_class_name: str,
     problem_kind: str,
@@ -93,36 +121,21 @@ def can_batch(
             f"optimizer {optimizer_class_name} runs in the per-run loop: "
             f"{COUPLED[optimizer_class_name]}"
         )
-    if "." in optimizer_class_name:
+    if needs_probe(optimizer_class_name):
         return False, (
-            f"optimizer {optimizer_class_name} runs in the per-run loop: only torch.optim "
-            "classes known to act element by element are batched (a class from a package "
-            "or a file may couple the runs of a stacked tensor)"
+            f"optimizer {optimizer_class_name} runs in the per-run loop: a class from a "
+            "package or a file is batched only where the run-independence probe passes "
+            "(engine auto or batched)"
         )
     if optimizer_class_name not in ELEMENTWISE:
         return False, (
             f"optimizer {optimizer_class_name} runs in the per-run loop: it is not known to "
             f"update each element of a tensor independently (batched: {', '.join(ELEMENTWISE)})"
         )
-    if problem_kind == "objective":
-        if loss_class_name is not None:
-            return False, f"an objective problem takes no loss, got {loss_class_name}"
-        return True, f"batched: {optimizer_class_name} is element-wise; objective per run"
-    if loss_class_name not in PER_RUN_REDUCTION:
-        return False, (
-            f"loss {loss_class_name} runs in the per-run loop: the batched engine has no "
-            f"per-run reduction for it (it has: {', '.join(PER_RUN_REDUCTION)})"
-        )
-    reduction = (loss_kwargs or {}).get("reduction", "mean")
-    if reduction not in REDUCTIONS:
-        return False, (
-            f"loss {loss_class_name} with reduction={reduction!r} runs in the per-run loop: "
-            f"the batched engine reduces per run with 'mean' or 'sum' only"
-        )
-    return True, (
-        f"batched: {optimizer_class_name} is element-wise; {loss_class_name} reduced per run "
-        f"({reduction})"
-    )
+    ok, reason = loss_batchable(problem_kind, loss_class_name, loss_kwargs)
+    if not ok:
+        return False, reason
+    return True, f"batched: {optimizer_class_name} is element-wise; {reason}"
 
 
 def choose(

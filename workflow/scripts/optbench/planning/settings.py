@@ -339,6 +339,8 @@ def _engine_problems(experiment: Experiment) -> list[str]:
     for cell in experiment.cells():
         problem = experiment.problems[cell.problem]
         optimizer = experiment.optimizers[cell.optimizer]
+        if batch_policy.needs_probe(optimizer.cls) and not optimizer.groups:
+            continue  # the job's probe decides (engines/probe.py), and refuses if it fails
         loss = None if cell.loss == OBJECTIVE else experiment.losses[cell.loss]
         ok, reason = batch_policy.choose(
             "batched",
