@@ -20,7 +20,9 @@ job; its verdict is in each run's sidecar (``engine_details["probe"]``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.metadata
 import json
 
 import torch
@@ -72,7 +74,11 @@ def _alone(cls, kwargs, run: int, scale: float) -> list[torch.Tensor]:
 def _probe(cls, kwargs_json: str) -> tuple[bool, str]:
     kwargs = json.loads(kwargs_json)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    name = f"{cls.__module__.split('.')[0]}.{cls.__qualname__}"
+    package = cls.__module__.split(".")[0]
+    name = f"{package}.{cls.__qualname__}"
+    # A user's file, or a module that is no installed distribution, has no version.
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        name += f" {importlib.metadata.version(package)}"
     try:
         with torch.no_grad():
             # As they are, then with the other run's gradients a hundredfold.
