@@ -279,8 +279,8 @@ def test_prodigy_fails_the_probe_and_trains_in_the_loop_saying_why(tmp_path):
     assert process.returncode == 0, process.stderr
     meta = sidecar(runs[0])
     assert meta["engine"] == "loop"
-    assert "Prodigy failed the run-independence probe" in meta["engine_reason"]
-    assert "Prodigy failed the run-independence probe" in process.stderr
+    assert "Prodigy 4.1.0 failed the run-independence probe" in meta["engine_reason"]
+    assert "Prodigy 4.1.0 failed the run-independence probe" in process.stderr
     refused, _ = run_job(tmp_path / "batched", grid_of(prodigy, seeds=(0, 1), steps=5), "batched")
     assert refused.returncode == 2
     assert "config key engine: batched, but optimizers.prodigy cannot be" in refused.stderr
