@@ -37,6 +37,7 @@ def test_commands_quote_paths_and_name_every_cell_field(tmp_path):
         "/opt/py 3/python",
         scripts,
         tmp_path / "problems",
+        tmp_path / "my optimizers",
         "auto",
         "portable",
         "results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv",
@@ -46,6 +47,7 @@ def test_commands_quote_paths_and_name_every_cell_field(tmp_path):
     assert words[:2] == ["/opt/py 3/python", str(scripts / "train.py")]
     assert "--engine" in words and words[words.index("--numerics") + 1] == "portable"
     assert "--manifest" in words
+    assert words[words.index("--optimizers-dir") + 1] == str(tmp_path / "my optimizers")
     for field in ("problem", "loss", "optimizer", "variant"):
         assert f"--cell {field}={{wildcards.{field}:q}}" in made.summarize_cell
     # the run pattern's braces are doubled: Snakemake formats the command once more

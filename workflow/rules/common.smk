@@ -248,6 +248,7 @@ COMMANDS = commands.commands(
     PYTHON,
     SCRIPTS,
     PROBLEMS_DIR,
+    OPTIMIZERS_DIR,
     EXPERIMENT.engine,
     EXPERIMENT.numerics,
     RUN_TSV,
@@ -262,7 +263,7 @@ ANALYSIS_ENV = commands.ANALYSIS_ENV
 LOCAL_GPU_VISIBLE = EXPERIMENT.device != "cpu" and not CLUSTER_RUN and gpus.local_gpu_visible()
 _refusal = gpus.device_refusal(EXPERIMENT.device, CLUSTER_RUN, LOCAL_GPU_VISIBLE)
 if _refusal:
-    # Before any job runs, and before Snakemake removes any output to re-make it.
+    # Before any job runs.
     refuse(f"Invalid configuration (1 problem):\n{_refusal}")
 
 

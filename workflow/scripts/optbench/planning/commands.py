@@ -40,17 +40,17 @@ def commands(
     python: str,
     scripts: Path,
     problems_dir: Path,
+    optimizers_dir: Path,
     engine: str,
     numerics: str,
     run_pattern: str,
     cell_fields,
 ) -> Commands:
-    """Every job command for this invocation's interpreter, paths and config (users'
-    optimizer files are in optimizers/ beside problems/)."""
+    """Every job command for this invocation's interpreter, paths and config."""
     train = (
         f"{shlex.quote(python)} {shlex.quote(str(Path(scripts) / 'train.py'))}"
         f" --problems-dir {shlex.quote(str(problems_dir))}"
-        f" --optimizers-dir {shlex.quote(str(Path(problems_dir).parent / 'optimizers'))}"
+        f" --optimizers-dir {shlex.quote(str(optimizers_dir))}"
         f" --engine {engine} --numerics {numerics} --threads {{threads}}"
     )
     summarize = f"{shlex.quote(python)} {shlex.quote(str(Path(scripts) / 'summarize_cell.py'))}"
