@@ -22,7 +22,14 @@ from pathlib import Path
 import jsonschema
 
 from optbench import grid, problems
-from optbench.planning import batch_policy, cost, jobs, optimizer_sources, torch_catalog
+from optbench.planning import (
+    batch_policy,
+    cost,
+    jobs,
+    optimizer_sources,
+    search,
+    torch_catalog,
+)
 
 # The domain model and the file loading live beside this module; callers
 # use them through settings, the one entry point of the configuration.
@@ -207,6 +214,51 @@ def _component_problems(
         problems += _type_problems(
             f"{key}.sweep", module, cls, signature, {f"{arg}.{i}": v for i, v in enumerate(values)}
         )
+    if kind == "optimizers" and entry.get("search"):
+        problems += _search_problems(key, module, cls, signature, entry)
+    return problems
+
+
+def _search_problems(key: str, module: str, cls: str, signature, entry: dict) -> list[str]:
+    """A search's ranges, and that each names an argument the class takes, of its kind."""
+    if entry.get("sweep"):
+        return [
+            f"config key {key}: both sweep and search. Fix: keep one (a search draws its "
+            "values; a sweep lists them)."
+        ]
+    problems = []
+    space_key = f"{key}.search.space"
+    for name, spec in entry["search"]["space"].items():
+        found = search.range_problems(space_key, name, spec)
+        if found:
+            problems += found
+            continue
+        argument, index = search.argument_of(name)
+        if signature.unknown([argument]) or argument == "params":
+            accepted = [p for p in signature.parameters if p != "params"]
+            problems.append(
+                f"config key {space_key}.{name}: {module}.{cls} does not accept {argument!r}. "
+                f"Fix: search only {', '.join(accepted)}."
+            )
+            continue
+        given = entry["kwargs"].get(argument)
+        if index is not None and not (isinstance(given, list) and index < len(given)):
+            problems.append(
+                f"config key {space_key}.{name}: searches element {index} of {argument}, but "
+                f"kwargs gives no {argument} with that element. Fix: give the whole tuple in "
+                f"kwargs, e.g. {argument}: [0.9, 0.999]."
+            )
+            continue
+        expected = signature.expected.get(argument)
+        if expected is not None and expected.kind == "sequence" and index is not None:
+            items = expected.items or ()
+            expected = items[index] if index < len(items) else None
+        if spec["scale"] == "integer" and expected is not None and expected.kind == "number":
+            problems.append(
+                f"config key {space_key}.{name}: an integer range, but {module}.{cls}'s "
+                f"{name} is a float (not annotated int; its default is {expected.default}). "
+                "Fix: use scale log or linear."
+            )
     return problems
 
 
@@ -231,6 +283,8 @@ def _type_problems(key: str, module: str, cls: str, signature, kwargs: dict) -> 
 
 def _variant_problems(name: str, entry: dict) -> list[str]:
     """Sweep values that cannot name a variant (file-name-safe, distinct)."""
+    if entry.get("search"):
+        return []  # drawn values: numbers, named by search.trial_name; checked above
     try:
         variants = grid.expand_sweep(entry["kwargs"], entry.get("sweep") or {})
     except TypeError as error:
@@ -409,13 +463,14 @@ def _seed_role_problems(config: dict) -> list[str]:
         swept = [
             name
             for name, entry in config["optimizers"].items()
-            if isinstance(entry, dict) and entry.get("sweep")
+            if isinstance(entry, dict) and (entry.get("sweep") or entry.get("search"))
         ]
         if swept:
             found.append(
                 f"config key tuning_seeds is empty, but optimizers {', '.join(swept)} sweep "
-                "hyper-parameters, and variants are picked on tuning seeds only. Fix: set "
-                "tuning_seeds to seeds not in seeds, e.g. tuning_seeds: [100, 101, 102, 103, 104]."
+                "or search hyper-parameters, and variants are picked on tuning seeds only. "
+                "Fix: set tuning_seeds to seeds not in seeds, e.g. "
+                "tuning_seeds: [100, 101, 102, 103, 104]."
             )
     return found
 
@@ -485,7 +540,10 @@ def validate(
             found += entry_problems
             if not entry_problems:
                 sweep = entry.get("sweep") or {}
-                variants = grid.expand_sweep(entry["kwargs"], sweep)
+                if entry.get("search"):
+                    variants = search.expand_search(entry["kwargs"], entry["search"])
+                else:
+                    variants = grid.expand_sweep(entry["kwargs"], sweep)
                 # torch.optim.X is X: the same runs, files and batching.
                 cls = entry["class"].removeprefix(f"{optimizer_sources.TORCH_OPTIM}.")
                 optimizers[name] = Optimizer(
