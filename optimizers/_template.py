@@ -19,8 +19,10 @@ argument without default to ``step`` (as L-BFGS) gets a closure that
 re-evaluates the loss; ``train()`` and ``eval()`` methods (as schedule-free
 optimizers) are called before the first and after the last step. Declare
 ``PROTOCOL = {"create_graph": True}`` when ``step`` takes Hessian-vector
-products (the loop then back-propagates with ``create_graph=True``). A user's
-optimizer always trains in the per-run loop, one run at a time.
+products (the loop then back-propagates with ``create_graph=True``). The
+batched engine trains it only when the job's run-independence probe shows
+that it steps stacked runs as it steps each alone (docs/optimizers.md); this
+one, acting element by element, passes.
 """
 
 import torch

@@ -195,7 +195,7 @@ def test_a_user_problem_added_to_a_copy_of_the_project_runs_end_to_end(tmp_path)
 
 def test_a_users_optimizer_file_in_a_copy_of_the_project_runs_end_to_end(tmp_path):
     """optimizers/_template.py copied and named in a config: checked before any job,
-    trained in the per-run loop, the same bytes as in this process, and re-run
+    batched after the probe, the same bytes as the loop in this process, and re-run
     when the file changes."""
     project = tmp_path / "project"
     project.mkdir()
@@ -223,7 +223,9 @@ def test_a_users_optimizer_file_in_a_copy_of_the_project_runs_end_to_end(tmp_pat
     workdir = tmp_path / "w"
     snakemake(workdir, "--cores", "1", configfile=config, snakefile=snakefile)
     log = (workdir / "results/logs/train/linear/mse/seeds0-1.log").read_text()
-    assert "engine loop: 2 run(s) of linear/mse/signum; optimizer signum.Signum" in log
+    # Signum acts element by element: it passes the probe and trains batched.
+    assert "engine batched: 2 run(s) of linear/mse/signum together" in log
+    assert "batched: signum.Signum passed the run-independence probe" in log
     tsv = workdir / "results/runs/linear/mse/signum/base/seed1.tsv"
     meta = json.loads(tsv.with_suffix(".json").read_text())
     spec = {key: meta[key] for key in ("problem", "loss", "optimizer", "variant", "steps")}

@@ -27,6 +27,8 @@ import json
 
 import torch
 
+from optbench.engines import optimizers
+
 RUNS = 2
 STEPS = 8
 SHAPES = ((3, 4), (4,))
@@ -74,7 +76,8 @@ def _alone(cls, kwargs, run: int, scale: float) -> list[torch.Tensor]:
 def _probe(cls, kwargs_json: str) -> tuple[bool, str]:
     kwargs = json.loads(kwargs_json)
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    package = cls.__module__.split(".")[0]
+    # A user's file is loaded as optbench_user_optimizers.<file>: named <file>.Class.
+    package = cls.__module__.removeprefix(f"{optimizers.USER_PACKAGE}.").split(".")[0]
     name = f"{package}.{cls.__qualname__}"
     # A user's file, or a module that is no installed distribution, has no version.
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
