@@ -129,7 +129,7 @@ def test_adding_trials_plans_only_the_new_variants(tmp_path):
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(config({"sgd": entry}, job_scope="cell", seeds_per_job="all")))
     workdir = tmp_path / "w"
-    snakemake(workdir, "--cores", "2", configfile=path)
+    snakemake(workdir, "--cores", "2", "--omit-from", "summarize_cell", configfile=path)
     entry["search"]["trials"] = 5
     path.write_text(yaml.safe_dump(config({"sgd": entry}, job_scope="cell", seeds_per_job="all")))
     process = snakemake(workdir, "-n", configfile=path)
