@@ -20,7 +20,14 @@ import torch
 
 from conftest import TRAIN_SCRIPT
 from optbench import runfiles
-from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop, article_tsv, spec
+from test_training import (
+    ARTICLE_LOSSES,
+    ARTICLE_LRS,
+    ARTICLE_OPTIMIZERS,
+    article_loop,
+    article_tsv,
+    spec,
+)
 
 INJECTOR = Path(__file__).resolve().parent / "fault_injection.py"
 SCRIPTS = TRAIN_SCRIPT.parent
@@ -56,9 +63,9 @@ def file_states(directory: Path) -> dict[str, str]:
             data = tsv.read_bytes()
             states[tsv.name] = (
                 "new"
-                if data == article_tsv(LOSSES[seed])
+                if data == article_tsv(LOSSES[seed], None)
                 else "old"
-                if data == article_tsv(OLD_LOSSES[seed])
+                if data == article_tsv(OLD_LOSSES[seed], None)
                 else f"broken {data!r}"
             )
         if sidecar.exists():
@@ -83,7 +90,7 @@ def test_writer_killed_at_any_point_leaves_nothing_half_written(tmp_path, previo
         if previous == "older results":
             for seed, losses in OLD_LOSSES.items():
                 tsv, sidecar = run_files(directory, seed)
-                tsv.write_bytes(article_tsv(losses))
+                tsv.write_bytes(article_tsv(losses, None))
                 sidecar.write_text(json.dumps(metadata(seed, "old")))
         child = write_runs_in_child(directory, crash_at)
         if child.returncode == 0:
@@ -128,7 +135,8 @@ def in_process_training_job():
 
 def expected_run(seed: int, steps: int) -> bytes:
     return article_tsv(
-        article_loop(seed, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"], steps=steps)
+        article_loop(seed, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"], steps=steps),
+        ARTICLE_LRS["sgd"],
     )
 
 

@@ -30,7 +30,13 @@ from conftest import (
     snakemake_command,
     tree_bytes,
 )
-from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop, article_tsv
+from test_training import (
+    ARTICLE_LOSSES,
+    ARTICLE_LRS,
+    ARTICLE_OPTIMIZERS,
+    article_loop,
+    article_tsv,
+)
 
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
@@ -56,7 +62,7 @@ def slow_reference():
         losses = article_loop(
             seed, lambda p: torch.optim.SGD(p, lr=0.01), torch.nn.MSELoss(), config["steps"]
         )
-        expected[f"linear/mse/sgd/base/seed{seed}.tsv"] = article_tsv(losses)
+        expected[f"linear/mse/sgd/base/seed{seed}.tsv"] = article_tsv(losses, 0.01)
     return expected
 
 
@@ -313,7 +319,7 @@ def test_diverging_optimizer_end_to_end(tmp_path):
         losses = article_loop(seed, lambda p: torch.optim.SGD(p, lr=10.0), torch.nn.MSELoss(), 30)
         first_bad = next(step for step, value in enumerate(losses) if not math.isfinite(value))
         tsv = results / f"runs/linear/mse/sgd_lr10/base/seed{seed}.tsv"
-        assert tsv.read_bytes() == article_tsv(losses)  # inf/nan kept as written
+        assert tsv.read_bytes() == article_tsv(losses, 10.0)  # inf/nan kept as written
         meta = json.loads((results / f"runs/linear/mse/sgd_lr10/base/seed{seed}.json").read_text())
         assert meta["first_nonfinite_step"] == first_bad
     steps = pd.read_csv(results / "summary/steps.tsv", sep="\t")
@@ -476,5 +482,6 @@ def test_value_torch_refuses_fails_its_job_naming_the_entry(runtime_outcomes, ca
     for seed in (0, 1):
         sound = workdir / f"results/runs/linear/mse/sgd/base/seed{seed}.tsv"
         assert sound.read_bytes() == article_tsv(
-            article_loop(seed, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"], steps)
+            article_loop(seed, ARTICLE_OPTIMIZERS["sgd"], ARTICLE_LOSSES["mse"], steps),
+            ARTICLE_LRS["sgd"],
         )

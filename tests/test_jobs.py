@@ -244,7 +244,7 @@ def test_a_diverging_variant_in_a_batch_leaves_the_other_runs_exact(tmp_path):
             run.seed, lambda p, lr=lr: torch.optim.SGD(p, lr=lr), ARTICLE_LOSSES["mse"], 30
         )
         with open(run.tsv, "rb") as handle:
-            assert handle.read() == article_tsv(expected), run.tsv
+            assert handle.read() == article_tsv(expected, lr), run.tsv
         meta = sidecar(run)
         assert meta["engine"] == "batched" and meta["engine_details"]["runs"] == 12
         # base and lr0.1 share kwargs: one parameter group; lr0.01 and lr10.0 their own

@@ -38,17 +38,22 @@ def test_round_trip_is_exact_for_float32_values(tmp_path):
                 assert struct.pack("<d", written) == struct.pack("<d", read)  # -0.0 too
 
 
+# The header line of a run TSV, as the file contract (docs/outputs.md) spells it.
+HEADER = "step\tloss\tevaluations\tlr\n"
+
+
 def test_format_is_header_then_one_row_per_step():
     # Written out by hand: repr's shortest round-trip text (0.1, not 0.10000000000000001).
     values = [1.5, math.inf, math.nan, 0.1, -0.0, 1e-45, 2.0**-1074, 1 / 3, -math.inf, 1e16]
     assert runfiles.format_losses(values) == (
-        "step\tloss\tevaluations\n0\t1.5\t1\n1\tinf\t1\n2\tnan\t1\n3\t0.1\t1\n"
-        "4\t-0.0\t1\n5\t1e-45\t1\n6\t5e-324\t1\n7\t0.3333333333333333\t1\n"
-        "8\t-inf\t1\n9\t1e+16\t1\n"
+        "step\tloss\tevaluations\tlr\n0\t1.5\t1\t\n1\tinf\t1\t\n2\tnan\t1\t\n3\t0.1\t1\t\n"
+        "4\t-0.0\t1\t\n5\t1e-45\t1\t\n6\t5e-324\t1\t\n7\t0.3333333333333333\t1\t\n"
+        "8\t-inf\t1\t\n9\t1e+16\t1\t\n"
     )
-    # L-BFGS-style counts of loss evaluations per step go to the third column
-    assert runfiles.format_losses([2.0, 0.5], [20, 3]) == (
-        "step\tloss\tevaluations\n0\t2.0\t20\n1\t0.5\t3\n"
+    # L-BFGS-style counts of loss evaluations per step go to the third column,
+    # each step's learning rate to the fourth (empty where there is none)
+    assert runfiles.format_losses([2.0, 0.5], [20, 3], [0.1, None]) == (
+        "step\tloss\tevaluations\tlr\n0\t2.0\t20\t0.1\n1\t0.5\t3\t\n"
     )
 
 
@@ -65,20 +70,25 @@ def test_atomic_path_leaves_old_file_when_writer_fails(tmp_path):
 @pytest.mark.parametrize(
     ("text", "line", "problem"),
     [
-        ("", 1, "expected the header 'step<TAB>loss<TAB>evaluations', found 'an empty file'"),
+        (
+            "",
+            1,
+            "expected the header 'step<TAB>loss<TAB>evaluations<TAB>lr', found 'an empty file'",
+        ),
         (
             "step,loss\n0,1.0\n",
             1,
-            "expected the header 'step<TAB>loss<TAB>evaluations', found 'step,loss'",
+            "expected the header 'step<TAB>loss<TAB>evaluations<TAB>lr', found 'step,loss'",
         ),
-        ("step\tloss\tevaluations\n0\t1.0\t1\n2\t0.5\t1\n", 3, "expected step 1"),
-        ("step\tloss\tevaluations\n0\t1.0\t1\n1\tabc\t1\n", 3, "'abc' is not a number"),
-        ("step\tloss\tevaluations\n0\t1.0\t1\t7\n", 2, "expected step 0"),
-        ("step\tloss\tevaluations\n0\t1.0\n", 2, "expected step 0"),
-        ("step\tloss\tevaluations\n0 1.0 1\n", 2, "expected step 0"),  # tabs, not blanks
-        ("step\tloss\tevaluations\n0\t1.0\t-1\n", 2, "evaluations '-1' is not a count"),
-        ("step\tloss\n0\t1.0\n", 1, "expected the header"),
-        ("step\tloss\tevaluations\n0\t1.0\t1\n", 3, "expected 2 steps, found 1"),
+        (f"{HEADER}0\t1.0\t1\t\n2\t0.5\t1\t\n", 3, "expected step 1"),
+        (f"{HEADER}0\t1.0\t1\t\n1\tabc\t1\t\n", 3, "'abc' is not a number"),
+        (f"{HEADER}0\t1.0\t1\t0.1\t7\n", 2, "expected step 0"),
+        (f"{HEADER}0\t1.0\t1\n", 2, "expected step 0"),  # the rows of an older version
+        (f"{HEADER}0 1.0 1 0.1\n", 2, "expected step 0"),  # tabs, not blanks
+        (f"{HEADER}0\t1.0\t-1\t\n", 2, "evaluations '-1' is not a count"),
+        (f"{HEADER}0\t1.0\t1\tfast\n", 2, "lr 'fast' is not a number"),
+        ("step\tloss\tevaluations\n0\t1.0\t1\n", 1, "expected the header"),  # older version
+        (f"{HEADER}0\t1.0\t1\t\n", 3, "expected 2 steps, found 1"),
     ],
 )
 def test_malformed_files_name_file_and_line(tmp_path, text, line, problem):
@@ -97,10 +107,10 @@ def test_first_nonfinite_step():
 
 def test_read_run_columns_returns_both_columns_of_a_hand_written_file(tmp_path):
     path = tmp_path / "seed0.tsv"
-    path.write_text("step\tloss\tevaluations\n0\t2.0\t20\n1\t0.5\t3\n")
+    path.write_text(f"{HEADER}0\t2.0\t20\t0.1\n1\t0.5\t3\t\n")
     assert runfiles.read_run_columns(path, 2) == ([2.0, 0.5], [20, 3])
     # Without the final newline the last row still counts.
-    path.write_text("step\tloss\tevaluations\n0\t2.0\t20\n1\t0.5\t3")
+    path.write_text(f"{HEADER}0\t2.0\t20\t0.1\n1\t0.5\t3\t0.05")
     assert runfiles.read_run_columns(path, 2) == ([2.0, 0.5], [20, 3])
 
 

@@ -13,6 +13,7 @@ from optbench.planning import jobs
 from optbench.reporting import analysis
 from test_training import (
     ARTICLE_LOSSES,
+    ARTICLE_LRS,
     ARTICLE_OPTIMIZERS,
     article_loop,
     article_tsv,
@@ -38,7 +39,9 @@ def expected_tsvs():
                 losses = article_loop(
                     seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], config["steps"]
                 )
-                expected[f"linear/{loss}/{optimizer}/base/seed{seed}.tsv"] = article_tsv(losses)
+                expected[f"linear/{loss}/{optimizer}/base/seed{seed}.tsv"] = article_tsv(
+                    losses, ARTICLE_LRS[optimizer]
+                )
     return expected
 
 

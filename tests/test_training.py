@@ -41,15 +41,19 @@ def article_loop(seed, optimizer_factory, criterion, steps=40):
     return history
 
 
-def article_tsv(losses) -> bytes:
+def article_tsv(losses, lr: float | None) -> bytes:
     """A run TSV as the file contract (README) spells it, written out here rather
-    than by the code under test: a header, then step, repr(loss) and the loss
-    evaluations of the step (1 for the article's optimizers)."""
-    rows = ["step\tloss\tevaluations"]
-    rows += [f"{step}\t{float(value)!r}\t1" for step, value in enumerate(losses)]
+    than by the code under test: a header, then step, repr(loss), the loss
+    evaluations of the step (1 for the article's optimizers) and its learning
+    rate (constant: no schedule; empty where the writer was given none)."""
+    rate = "" if lr is None else repr(lr)
+    rows = ["step\tloss\tevaluations\tlr"]
+    rows += [f"{step}\t{float(value)!r}\t1\t{rate}" for step, value in enumerate(losses)]
     return ("\n".join(rows) + "\n").encode()
 
 
+# The learning rate each article optimizer runs at (RMSprop's default).
+ARTICLE_LRS = {"sgd": 0.1, "momentum_sgd": 0.1, "adam": 0.1, "rmsprop": 0.01}
 ARTICLE_OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.1),
     "momentum_sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
@@ -232,9 +236,9 @@ def test_cli_writes_tsv_and_sidecar_and_rerun_is_byte_identical(tmp_path):
     assert process.returncode == 0, process.stderr
     first = tsv.read_bytes()
     lines = first.decode().splitlines()
-    assert lines[0] == "step\tloss\tevaluations" and len(lines) == 13
+    assert lines[0] == "step\tloss\tevaluations\tlr" and len(lines) == 13
     expected = article_loop(5, ARTICLE_OPTIMIZERS["rmsprop"], ARTICLE_LOSSES["l1"], steps=12)
-    assert first == article_tsv(expected)
+    assert first == article_tsv(expected, ARTICLE_LRS["rmsprop"])
     meta = json.loads(sidecar.read_text())
     assert meta["seed"] == 5 and meta["device"] == "cpu" and meta["device_requested"] == "cpu"
     assert meta["torch_version"] == torch.__version__
@@ -318,7 +322,7 @@ def test_cli_records_divergence(tmp_path):
     assert process.returncode == 0, process.stderr
     losses = article_loop(0, lambda p: torch.optim.SGD(p, lr=10.0), ARTICLE_LOSSES["mse"], 30)
     first_bad = next(step for step, value in enumerate(losses) if not math.isfinite(value))
-    assert tsv.read_bytes() == article_tsv(losses)
+    assert tsv.read_bytes() == article_tsv(losses, 10.0)
     assert json.loads(sidecar.read_text())["first_nonfinite_step"] == first_bad
 
 

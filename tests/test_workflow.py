@@ -19,6 +19,7 @@ from conftest import CONFIGS, REPO, copy_tree, planned_jobs, snakemake
 from optbench.reporting import outputs
 from test_training import (
     ARTICLE_LOSSES,
+    ARTICLE_LRS,
     ARTICLE_OPTIMIZERS,
     article_loop,
     article_tsv,
@@ -75,7 +76,9 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
                 expected = article_loop(
                     seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps=40
                 )
-                assert stem.with_suffix(".tsv").read_bytes() == article_tsv(expected)
+                assert stem.with_suffix(".tsv").read_bytes() == article_tsv(
+                    expected, ARTICLE_LRS[optimizer]
+                )
                 meta = json.loads(stem.with_suffix(".json").read_text())
                 details = meta["engine_details"]
                 assert (meta["engine"], details["runs"], details["variants"]) == ("batched", 10, 1)
@@ -242,7 +245,9 @@ def test_tiny_run_writes_every_output(tiny_results):
                 expected = article_loop(
                     seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps=5
                 )
-                assert (results / f"runs/{stem}.tsv").read_bytes() == article_tsv(expected)
+                assert (results / f"runs/{stem}.tsv").read_bytes() == article_tsv(
+                    expected, ARTICLE_LRS[optimizer]
+                )
                 finals.setdefault(loss, {}).setdefault(optimizer, []).append(expected[-1])
                 meta = json.loads((results / f"runs/{stem}.json").read_text())
                 assert (meta["seed"], meta["steps"], meta["device"]) == (seed, 5, "cpu")

@@ -229,6 +229,7 @@ def train_batched(runs, device, log, exact_only=False, probed=None):
                 device,
                 exact_only=exact_only,
                 probed=probed,
+                schedules=[run.spec["optimizer"].get("schedule") for run in chunk],
             )
         except torch.OutOfMemoryError:
             raise
@@ -260,7 +261,9 @@ def train_batched(runs, device, log, exact_only=False, probed=None):
             heldout = instance.evaluate(criterion)
             yield (
                 run,
-                training.RunResult(run.seed, outcome.losses, share, outcome.evaluations, heldout),
+                training.RunResult(
+                    run.seed, outcome.losses, share, outcome.evaluations, heldout, outcome.lrs
+                ),
                 result.engine,
                 result.reason,
                 details,
@@ -352,7 +355,9 @@ def write(run, result, engine, engine_reason, details, environment, started, log
         "evaluations": sum(result.evaluations),
         "heldout": result.heldout,
     }
-    runfiles.write_run(run.tsv, result.losses, run.sidecar, metadata, result.evaluations)
+    runfiles.write_run(
+        run.tsv, result.losses, run.sidecar, metadata, result.evaluations, result.lrs
+    )
     print(
         f"seed {seed}: final loss {result.losses[-1]!r} after {len(result.losses)} steps, "
         f"{result.seconds!r} s training, written to {run.tsv} and {run.sidecar}",

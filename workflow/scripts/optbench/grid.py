@@ -37,6 +37,31 @@ class Variant:
     name: str
     kwargs: dict  # the complete keyword arguments passed to the optimizer class
     swept: dict  # the swept keys and their values (empty for the base variant)
+    schedule: dict | None = None  # its learning-rate schedule (optbench.schedules)
+
+
+# A swept or searched name with this prefix is a parameter of the entry's
+# schedule (schedule.warmup), not a keyword argument of its optimizer.
+SCHEDULE_PREFIX = "schedule."
+
+
+def with_values(kwargs: dict, schedule: dict | None, values: dict) -> tuple[dict, dict | None]:
+    """(kwargs, schedule) with the swept or drawn ``values`` put in place: a name
+    is a keyword argument, ``name.i`` element i of a tuple argument, and
+    ``schedule.key`` a parameter of the schedule."""
+    kwargs, schedule = dict(kwargs), None if schedule is None else dict(schedule)
+    for name, value in values.items():
+        if name.startswith(SCHEDULE_PREFIX):
+            schedule[name.removeprefix(SCHEDULE_PREFIX)] = value
+            continue
+        argument, _, index = name.partition(".")
+        if index:
+            items = list(kwargs[argument])
+            items[int(index)] = value
+            kwargs[argument] = items
+        else:
+            kwargs[argument] = value
+    return kwargs, schedule
 
 
 def value_token(value) -> str:
@@ -57,25 +82,27 @@ def value_token(value) -> str:
 
 
 def variant_name(swept: dict) -> str:
-    """``key`` + value for each swept key in sorted key order, joined by ``-``."""
+    """``key`` + value for each swept key in sorted key order, joined by ``-``
+    (a schedule parameter's key as ``schedule_warmup``)."""
     if not swept:
         return BASE
-    return "-".join(f"{key}{value_token(swept[key])}" for key in sorted(swept))
+    return "-".join(f"{key.replace('.', '_')}{value_token(swept[key])}" for key in sorted(swept))
 
 
-def expand_sweep(kwargs: dict, sweep: dict) -> list[Variant]:
+def expand_sweep(kwargs: dict, sweep: dict, schedule: dict | None = None) -> list[Variant]:
     """The base variant, then one variant per combination of the swept values.
 
     Combinations follow the sweep's keys in sorted order and each key's values
     in the order given (the Cartesian product).
     """
-    variants = [Variant(BASE, dict(kwargs), {})]
+    variants = [Variant(BASE, dict(kwargs), {}, schedule)]
     if not sweep:
         return variants  # the product of no lists would be one empty combination
     keys = sorted(sweep)
     for values in itertools.product(*(sweep[key] for key in keys)):
         swept = dict(zip(keys, values, strict=True))
-        variants.append(Variant(variant_name(swept), {**kwargs, **swept}, swept))
+        trial_kwargs, trial_schedule = with_values(kwargs, schedule, swept)
+        variants.append(Variant(variant_name(swept), trial_kwargs, swept, trial_schedule))
     return variants
 
 

@@ -14,7 +14,7 @@ import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
-HEADER = "step\tloss\tevaluations"
+HEADER = "step\tloss\tevaluations\tlr"
 
 
 class RunFileError(ValueError):
@@ -71,25 +71,33 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         temporary.write_text(text, encoding="utf-8", newline="\n")
 
 
-def format_losses(losses, evaluations=None) -> str:
+def _rate_text(lr) -> str:
+    return "" if lr is None else repr(float(lr))
+
+
+def format_losses(losses, evaluations=None, lrs=None) -> str:
     """TSV text; repr() gives the shortest text that reads back as the same float.
 
     ``evaluations`` counts the loss evaluations of each step (1 for every step
-    unless the optimizer re-evaluates through a closure, as L-BFGS does).
+    unless the optimizer re-evaluates through a closure, as L-BFGS does);
+    ``lrs`` is the learning rate each step used (engines.scheduling: the first
+    parameter group's), empty where the optimizer has none or it is not known.
     """
     if evaluations is None:
         evaluations = [1] * len(losses)
+    if lrs is None:
+        lrs = [None] * len(losses)
     rows = [HEADER] + [
-        f"{step}\t{float(value)!r}\t{int(count)}"
-        for step, (value, count) in enumerate(zip(losses, evaluations, strict=True))
+        f"{step}\t{float(value)!r}\t{int(count)}\t{_rate_text(lr)}"
+        for step, (value, count, lr) in enumerate(zip(losses, evaluations, lrs, strict=True))
     ]
     return "\n".join(rows) + "\n"
 
 
-def write_run(tsv_path, losses, sidecar_path, metadata: dict, evaluations=None) -> None:
+def write_run(tsv_path, losses, sidecar_path, metadata: dict, evaluations=None, lrs=None) -> None:
     # The sidecar is written first: a TSV under its final name then always has one.
     write_text_atomic(sidecar_path, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    write_text_atomic(tsv_path, format_losses(losses, evaluations))
+    write_text_atomic(tsv_path, format_losses(losses, evaluations, lrs))
 
 
 def first_nonfinite_step(losses) -> int | None:
@@ -113,17 +121,18 @@ def read_run_columns(
         lines.pop()
     if not lines or lines[0] != HEADER:
         found = lines[0] if lines else "an empty file"
-        raise _bad(path, 1, f"expected the header 'step<TAB>loss<TAB>evaluations', found {found!r}")
+        expected = HEADER.replace("\t", "<TAB>")
+        raise _bad(path, 1, f"expected the header {expected!r}, found {found!r}")
     losses, evaluations = [], []
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
         step = number - 2
-        if len(fields) != 3 or fields[0] != str(step):
+        if len(fields) != 4 or fields[0] != str(step):
             raise _bad(
                 path,
                 number,
-                f"expected step {step}, a loss and an evaluation count separated by tabs, "
-                f"found {line!r}",
+                f"expected step {step}, a loss, an evaluation count and a learning rate "
+                f"(or nothing) separated by tabs, found {line!r}",
             )
         try:
             losses.append(float(fields[1]))
@@ -132,6 +141,11 @@ def read_run_columns(
         if not fields[2].isdigit():
             raise _bad(path, number, f"evaluations {fields[2]!r} is not a count")
         evaluations.append(int(fields[2]))
+        if fields[3]:
+            try:
+                float(fields[3])
+            except ValueError:
+                raise _bad(path, number, f"lr {fields[3]!r} is not a number") from None
     if steps is not None and len(losses) != steps:
         raise _bad(path, len(lines) + 1, f"expected {steps} steps, found {len(losses)}")
     return losses, evaluations

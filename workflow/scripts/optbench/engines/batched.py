@@ -76,6 +76,7 @@ import torch
 
 from optbench.engines import optimizers
 from optbench.engines.per_run_losses import PerRunLoss
+from optbench.engines.scheduling import LearningRates
 from optbench.engines.stacked_layers import BmmForward, vmap_forward
 from optbench.planning import batch_policy
 from optbench.planning.batch_policy import can_batch
@@ -96,6 +97,7 @@ class RunOutcome:
 
     losses: list[float]  # the loss of each step, before that step's update
     evaluations: list[int]  # loss evaluations made by each step (1 without a closure)
+    lrs: list[float | None] = field(default_factory=list)  # the learning rate of each step
 
 
 @dataclass
@@ -112,13 +114,14 @@ class EngineResult:
 # ----------------------------------------------------------------- the loop
 
 
-def _per_run_kwargs(optimizer_kwargs, runs: int) -> list[dict]:
-    if isinstance(optimizer_kwargs, dict):
-        return [optimizer_kwargs] * runs
-    kwargs = list(optimizer_kwargs)
-    if len(kwargs) != runs:
-        raise ValueError(f"{len(kwargs)} optimizer kwargs for {runs} runs; give one per run")
-    return kwargs
+def _per_run(values, runs: int, what: str) -> list:
+    """One value for every run (a dict or None given once), or the list given, checked."""
+    if values is None or isinstance(values, dict):
+        return [values] * runs
+    values = list(values)
+    if len(values) != runs:
+        raise ValueError(f"{len(values)} {what} for {runs} runs; give one per run")
+    return values
 
 
 def train_loop(
@@ -128,6 +131,7 @@ def train_loop(
     optimizer_kwargs,
     steps: int,
     device=None,
+    schedules=None,
 ) -> list[RunOutcome]:
     """The per-run loop, one run after another (the engine's fallback).
 
@@ -136,14 +140,15 @@ def train_loop(
     ``step`` returns (the first evaluation, at the weights before the step).
     """
     cls = optimizers.resolve(optimizer_class)
-    kwargs_list = _per_run_kwargs(optimizer_kwargs, len(instances))
+    kwargs_list = _per_run(optimizer_kwargs, len(instances), "optimizer kwargs")
+    schedule_list = _per_run(schedules, len(instances), "schedules")
     return [
-        _train_one(instance, criterion, cls, kwargs, steps, device)
-        for instance, kwargs in zip(instances, kwargs_list, strict=True)
+        _train_one(instance, criterion, cls, kwargs, steps, device, schedule)
+        for instance, kwargs, schedule in zip(instances, kwargs_list, schedule_list, strict=True)
     ]
 
 
-def _train_one(instance, criterion, cls, kwargs, steps, device) -> RunOutcome:
+def _train_one(instance, criterion, cls, kwargs, steps, device, schedule) -> RunOutcome:
     # The pipeline's own loop (training.train_instance), so that a cell that
     # falls back records exactly what an unbatched job records.
     from optbench.engines.training import train_instance
@@ -151,8 +156,10 @@ def _train_one(instance, criterion, cls, kwargs, steps, device) -> RunOutcome:
     if device is not None:
         instance.to(device)
     optimizer = cls(instance.model.parameters(), **kwargs)
-    losses, evaluations, _ = train_instance(instance, criterion, optimizer, steps)
-    return RunOutcome(losses, evaluations)
+    losses, evaluations, _, lrs = train_instance(
+        instance, criterion, optimizer, steps, schedule=schedule
+    )
+    return RunOutcome(losses, evaluations, lrs)
 
 
 def _device_of(model) -> torch.device:
@@ -186,19 +193,19 @@ def _same_layout(instances) -> str | None:
     return None
 
 
-def _groups(kwargs_list: list[dict]) -> tuple[list[int], list[tuple[dict, int, int]]]:
-    """Runs ordered so that each variant's runs are adjacent, and (kwargs, start, stop)
-    per variant, in order of first appearance."""
+def _groups(kwargs_list: list[dict], schedule_list: list) -> tuple[list[int], list[tuple]]:
+    """Runs ordered so that each variant's runs are adjacent, and (kwargs, schedule,
+    start, stop) per variant, in order of first appearance."""
     keys: dict[str, list[int]] = {}
-    first: dict[str, dict] = {}
-    for run, kwargs in enumerate(kwargs_list):
-        key = repr(sorted(kwargs.items()))
+    first: dict[str, tuple] = {}
+    for run, (kwargs, schedule) in enumerate(zip(kwargs_list, schedule_list, strict=True)):
+        key = repr((sorted(kwargs.items()), sorted((schedule or {}).items())))
         keys.setdefault(key, []).append(run)
-        first.setdefault(key, kwargs)
+        first.setdefault(key, (kwargs, schedule))
     order, groups, start = [], [], 0
     for key, runs in keys.items():
         order += runs
-        groups.append((first[key], start, start + len(runs)))
+        groups.append((*first[key], start, start + len(runs)))
         start += len(runs)
     return order, groups
 
@@ -221,9 +228,11 @@ def _bytes_per_run(stacked: dict, optimizers: list, data, runs: int) -> int:
     return total // runs
 
 
-def _fallback(instances, criterion, cls, kwargs_list, steps, device, reason) -> EngineResult:
+def _fallback(
+    instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
+) -> EngineResult:
     started = time.perf_counter()
-    runs = train_loop(instances, criterion, cls, kwargs_list, steps, device)
+    runs = train_loop(instances, criterion, cls, kwargs_list, steps, device, schedule_list)
     return EngineResult(runs, "loop", reason, time.perf_counter() - started)
 
 
@@ -237,6 +246,7 @@ def train_batched(
     forward: str = "auto",
     exact_only: bool = False,
     probed: str | None = None,
+    schedules=None,
 ) -> EngineResult:
     """Train the runs of one cell together, or in the loop where that is not safe.
 
@@ -254,7 +264,9 @@ def train_batched(
     and say so in ``details["kernels_exact"]`` (``engine: batched``).
     ``probed``: for a class outside torch.optim, the verdict of the passed
     run-independence probe (engines/probe.py), which stands in for the policy's
-    list of element-wise classes.
+    list of element-wise classes. ``schedules``: the learning-rate schedule
+    (optbench.schedules) of all runs, or one per run (None: none); runs of one
+    variant share it, and its rates are applied to the variant's optimizer.
 
     Returns the runs in the order given, each as the loop records it, and the
     engine that ran with its reason. On return every instance is on
@@ -265,7 +277,8 @@ def train_batched(
     if not instances:
         return EngineResult([], "batched", "no runs", 0.0)
     cls = optimizers.resolve(optimizer_class)
-    kwargs_list = _per_run_kwargs(optimizer_kwargs, len(instances))
+    kwargs_list = _per_run(optimizer_kwargs, len(instances), "optimizer kwargs")
+    schedule_list = _per_run(schedules, len(instances), "schedules")
     kind = instances[0].kind
     loss_name = None if criterion is None else type(criterion).__name__
     loss_kwargs = None if criterion is None else {"reduction": criterion.reduction}
@@ -282,12 +295,14 @@ def train_batched(
     if layout:
         ok, reason = False, f"runs in the per-run loop: {layout}"
     if not ok:
-        return _fallback(instances, criterion, cls, kwargs_list, steps, device, reason)
+        return _fallback(
+            instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
+        )
     if device is None:
         device = _device_of(instances[0].model)
     device = torch.device(device)
 
-    order, groups = _groups(kwargs_list)
+    order, groups = _groups(kwargs_list, schedule_list)
     runs = len(instances)
     ordered = [instances[i] for i in order]
     model = ordered[0].model
@@ -323,7 +338,9 @@ def train_batched(
                 "runs in the per-run loop: no stacked kernel of this CPU matches the loop's "
                 f"bit for bit ({'; '.join(bmm.describe().values())})"
             )
-            return _fallback(instances, criterion, cls, kwargs_list, steps, device, reason)
+            return _fallback(
+                instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
+            )
     else:
         step_forward = vmap_forward(model, buffers, objective)
         try:
@@ -331,13 +348,18 @@ def train_batched(
                 step_forward(stacked, data.batch(0)[0])
         except Exception as error:  # a model vmap cannot trace runs in the loop
             reason = f"runs in the per-run loop: torch.func.vmap cannot batch the model ({error})"
-            return _fallback(instances, criterion, cls, kwargs_list, steps, device, reason)
+            return _fallback(
+                instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
+            )
 
     per_run_loss = None if objective else PerRunLoss(criterion.to(device), runs)
-    views = []  # (optimizer, [(view, name, start, stop)])
-    for kwargs, start, stop in groups:
+    views = []  # (optimizer, [(view, name, start, stop)], its learning rates)
+    for kwargs, schedule, start, stop in groups:
         rows = [(stacked[name].detach()[start:stop], name, start, stop) for name in names]
-        views.append((cls([view for view, *_ in rows], **kwargs), rows))
+        optimizer = cls([view for view, *_ in rows], **kwargs)
+        views.append((optimizer, rows, LearningRates(optimizer, schedule, steps)))
+    # Per variant, each step's rate: Python floats, read without waiting for the device.
+    lrs: list[list[float | None]] = [[] for _ in groups]
 
     recorded = torch.empty(steps, runs, dtype=stacked[names[0]].dtype, device=device)
     ones = torch.ones(runs, dtype=recorded.dtype, device=device)
@@ -350,10 +372,13 @@ def train_batched(
         losses = outputs if objective else per_run_loss(outputs, targets)
         # A gradient of exactly 1 per run: each run's gradient is its own.
         losses.backward(ones)
-        for optimizer, rows in views:
+        for (optimizer, rows, rates), variant_lrs in zip(views, lrs, strict=True):
             for view, name, start, stop in rows:
                 view.grad = stacked[name].grad[start:stop]
+            rates.before(step)
+            variant_lrs.append(rates.current())
             optimizer.step()
+            rates.after()
         recorded[step] = losses.detach()
     per_run = recorded.T.tolist()  # the one copy to the host
     seconds = time.perf_counter() - started
@@ -364,13 +389,14 @@ def train_batched(
             for name in names:
                 instance.model.get_parameter(name).copy_(stacked[name][position])
     outcomes: list[RunOutcome | None] = [None] * runs
+    variant_of = [v for v, (*_, start, stop) in enumerate(groups) for _ in range(start, stop)]
     for position, run in enumerate(order):
-        outcomes[run] = RunOutcome(per_run[position], [1] * steps)
+        outcomes[run] = RunOutcome(per_run[position], [1] * steps, lrs[variant_of[position]])
     details = {
         "forward": path,
         "variants": len(groups),
         "runs": runs,
-        "bytes_per_run": _bytes_per_run(stacked, [o for o, _ in views], data, runs),
+        "bytes_per_run": _bytes_per_run(stacked, [o for o, *_ in views], data, runs),
     }
     if probed is not None:
         details["probe"] = probed

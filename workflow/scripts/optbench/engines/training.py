@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from optbench import problems
-from optbench.engines import optimizers
+from optbench.engines import optimizers, scheduling
 
 
 class RunError(RuntimeError):
@@ -37,6 +37,7 @@ class RunResult:
     seconds: float
     evaluations: list[int] = field(default_factory=list)  # loss evaluations per step
     heldout: dict | None = None  # held-out loss/accuracy after the last step, where there is one
+    lrs: list[float | None] = field(default_factory=list)  # the learning rate of each step
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -200,20 +201,39 @@ def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
     optimizer = build_optimizer(
         spec["optimizer"], instance.model.parameters(), spec.get("optimizers_dir")
     )
-    losses, evaluations, seconds = train_instance(
-        instance, criterion, optimizer, spec["steps"], spec
+    losses, evaluations, seconds, lrs = train_instance(
+        instance, criterion, optimizer, spec["steps"], spec, spec["optimizer"].get("schedule")
     )
     heldout = instance.evaluate(criterion)
-    return RunResult(seed, losses, seconds, evaluations, heldout)
+    return RunResult(seed, losses, seconds, evaluations, heldout, lrs)
 
 
-def train_instance(instance, criterion, optimizer, steps: int, spec: dict | None = None):
-    """The per-run loop on a built instance and optimizer: (losses, evaluations, seconds).
+def learning_rates(optimizer, schedule: dict | None, steps: int, entry_name: str | None):
+    """The schedule driving ``optimizer``; a RunError naming the entry where it cannot."""
+    key = f"optimizers.{entry_name}.schedule" if entry_name else "schedule"
+    try:
+        return scheduling.LearningRates(optimizer, schedule, steps, key)
+    except scheduling.ScheduleRunError as error:
+        raise RunError(str(error)) from error
+
+
+def train_instance(
+    instance,
+    criterion,
+    optimizer,
+    steps: int,
+    spec: dict | None = None,
+    schedule: dict | None = None,
+):
+    """The per-run loop on a built instance and optimizer: (losses, evaluations,
+    seconds, learning rates), the learning rate being the one each step used.
 
     The one loop of the project: ``train_one`` and the batched engine's
     fallback (``batched.train_loop``) both run it. With ``spec``, a failure of
     the first step is a RunError naming the config entry; without, torch's own.
     """
+    rates = learning_rates(optimizer, schedule, steps, spec and spec["optimizer"]["name"])
+    lrs = []
     with_closure = optimizers.needs_closure(optimizer)
     create_graph = optimizers.needs_create_graph(optimizer)
     train_eval = optimizers.has_train_eval(optimizer)
@@ -226,6 +246,8 @@ def train_instance(instance, criterion, optimizer, steps: int, spec: dict | None
     started = time.perf_counter()
     for step in range(steps):
         inputs, targets = instance.batch(step)
+        rates.before(step)
+        lrs.append(rates.current())
 
         def closure(inputs=inputs, targets=targets, step=step):
             evaluations[step] += 1
@@ -268,6 +290,7 @@ def train_instance(instance, criterion, optimizer, steps: int, spec: dict | None
                 if not named or isinstance(error, torch.OutOfMemoryError):
                     raise
                 raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
+        rates.after()
         recorded.append(loss.detach())
     losses = torch.stack(recorded).tolist() if recorded else []
     seconds = time.perf_counter() - started
@@ -275,7 +298,7 @@ def train_instance(instance, criterion, optimizer, steps: int, spec: dict | None
         optimizer.eval()  # the weights held-out metrics are taken at
     if create_graph:
         optimizer.zero_grad(set_to_none=True)  # frees the last step's graph
-    return losses, evaluations, seconds
+    return losses, evaluations, seconds, lrs
 
 
 def environment(device: torch.device) -> dict:

@@ -48,7 +48,10 @@ class Optimizer:
     source_sha256: str | None = None
 
     def as_dict(self, variant: str) -> dict:
-        described = {"name": self.name, "class": self.cls, "kwargs": self.variants[variant].kwargs}
+        chosen = self.variants[variant]
+        described = {"name": self.name, "class": self.cls, "kwargs": chosen.kwargs}
+        if chosen.schedule:
+            described["schedule"] = chosen.schedule
         if self.groups:
             described["groups"] = self.groups
         if self.source_sha256 is not None:

@@ -122,6 +122,10 @@ def parse_seed_ranges(text: str) -> list[int]:
     return seeds
 
 
+# What differs between the variants of one optimizer entry.
+PER_VARIANT = ("kwargs", "schedule")
+
+
 def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -> str:
     """The JSON a training job receives: everything ``expand`` needs, each thing once."""
     problems, losses, optimizers = {}, {}, {}
@@ -130,10 +134,14 @@ def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -
         spec = experiment.run_spec(cell)
         problems[cell.problem] = {"problem": spec["problem"], "steps": spec["steps"]}
         losses[cell.loss] = spec["loss"]
-        # The entry once (name, class, groups, source digest), each variant's kwargs.
-        shared = {key: value for key, value in spec["optimizer"].items() if key != "kwargs"}
+        # The entry once (name, class, groups, source digest), each variant's
+        # kwargs and, where it has one, its schedule.
+        described = spec["optimizer"]
+        shared = {key: value for key, value in described.items() if key not in PER_VARIANT}
         entry = optimizers.setdefault(cell.optimizer, shared | {"v": {}})
-        entry["v"][cell.variant] = spec["optimizer"]["kwargs"]
+        entry["v"][cell.variant] = described["kwargs"]
+        if "schedule" in described:
+            entry.setdefault("s", {})[cell.variant] = described["schedule"]
         listed.append([cell.problem, cell.loss, cell.optimizer, cell.variant])
     return json.dumps(
         {
@@ -169,8 +177,9 @@ def expand(text: str) -> list[Run]:
             "problem": job["problems"][problem]["problem"],
             "steps": job["problems"][problem]["steps"],
             "loss": job["losses"][loss],
-            "optimizer": {key: value for key, value in entry.items() if key != "v"}
-            | {"kwargs": entry["v"][variant]},
+            "optimizer": {key: value for key, value in entry.items() if key not in ("v", "s")}
+            | {"kwargs": entry["v"][variant]}
+            | ({"schedule": entry["s"][variant]} if variant in entry.get("s", {}) else {}),
             "variant": variant,
             "device": job["device"],
         }

@@ -215,6 +215,21 @@ def _file_signature(source: OptimizerSource) -> torch_catalog.Signature:
     return signature
 
 
+def has_train_eval(source: OptimizerSource) -> bool:
+    """Whether the class switches between training and evaluation points
+    (schedule-free): a package's class is imported (signature_of did), a
+    file's is read; torch.optim has none."""
+    if source.origin == "package":
+        cls = getattr(importlib.import_module(source.module), source.name)
+        return callable(getattr(cls, "train", None)) and callable(getattr(cls, "eval", None))
+    if source.origin == "file":
+        for node in _file_tree(source).body:
+            if isinstance(node, ast.ClassDef) and node.name == source.name:
+                methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+                return {"train", "eval"} <= methods
+    return False
+
+
 def declared_protocol(source: OptimizerSource) -> dict:
     """A file optimizer's PROTOCOL literal (read, not executed); {} elsewhere."""
     if source.origin != "file":

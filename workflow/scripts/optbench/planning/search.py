@@ -38,6 +38,7 @@ from optbench import grid
 SCALES = ("log", "linear", "one_minus_log", "integer")
 SIGNIFICANT = 3
 _ELEMENT = re.compile(r"(?P<argument>[A-Za-z_]\w*)(\.(?P<index>\d+))?")
+_SCHEDULE_PARAMETER = re.compile(r"schedule\.[A-Za-z_]\w*")
 
 
 class SearchError(ValueError):
@@ -72,9 +73,10 @@ def range_problems(key: str, name: str, spec) -> list[str]:
             f"config key {key}.{name}: a range is {{scale: log|linear|one_minus_log|integer, "
             "low: number, high: number}. Fix: give exactly these three keys."
         ]
-    if not _ELEMENT.fullmatch(name):
+    if not (_ELEMENT.fullmatch(name) or _SCHEDULE_PARAMETER.fullmatch(name)):
         return [
-            f"config key {key}.{name}: not an argument name or name.index. Fix: e.g. lr or betas.1."
+            f"config key {key}.{name}: not an argument name, name.index or schedule.name. "
+            "Fix: e.g. lr, betas.1 or schedule.warmup."
         ]
     scale, low, high = spec["scale"], spec["low"], spec["high"]
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
@@ -120,24 +122,16 @@ def points(dimensions: int, trials: int, seed: int) -> list[list[float]]:
     return qmc.Halton(d=dimensions, scramble=True, seed=seed).random(trials).tolist()
 
 
-def expand_search(kwargs: dict, search: dict) -> list[grid.Variant]:
+def expand_search(kwargs: dict, search: dict, schedule: dict | None = None) -> list[grid.Variant]:
     """The base variant, then one variant per trial, in trial order."""
     space = search["space"]
     names = sorted(space)
-    variants = [grid.Variant(grid.BASE, dict(kwargs), {})]
+    variants = [grid.Variant(grid.BASE, dict(kwargs), {}, schedule)]
     for point in points(len(names), search["trials"], search.get("seed", 0)):
         values = {
             name: _map(unit, space[name]["scale"], space[name]["low"], space[name]["high"])
             for name, unit in zip(names, point, strict=True)
         }
-        trial = dict(kwargs)
-        for name, value in values.items():
-            argument, index = argument_of(name)
-            if index is None:
-                trial[argument] = value
-            else:
-                items = list(trial[argument])
-                items[index] = value
-                trial[argument] = items
-        variants.append(grid.Variant(trial_name(values), trial, values))
+        trial_kwargs, trial_schedule = grid.with_values(kwargs, schedule, values)
+        variants.append(grid.Variant(trial_name(values), trial_kwargs, values, trial_schedule))
     return variants

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import jsonschema
 
-from optbench import grid, problems
+from optbench import grid, problems, schedules
 from optbench.planning import (
     batch_policy,
     cost,
@@ -201,7 +201,11 @@ def _component_problems(
             f"{', '.join(map(repr, unknown))}. Fix: use only {', '.join(accepted)}."
         )
     problems += _type_problems(f"{key}.kwargs", module, cls, signature, kwargs)
-    sweep = entry.get("sweep") or {}
+    sweep = {
+        arg: values
+        for arg, values in (entry.get("sweep") or {}).items()
+        if not arg.startswith(grid.SCHEDULE_PREFIX)
+    }
     unknown = [arg for arg in signature.unknown(sweep) if arg != "params"]
     if unknown or "params" in sweep:
         accepted = [p for p in signature.parameters if p != "params"]
@@ -216,7 +220,82 @@ def _component_problems(
         )
     if kind == "optimizers" and entry.get("search"):
         problems += _search_problems(key, module, cls, signature, entry)
+    if kind == "optimizers":
+        problems += _schedule_problems(key, entry, catalog, source)
     return problems
+
+
+def _schedule_problems(key: str, entry: dict, catalog, source) -> list[str]:
+    """The entry's schedule, and the schedule parameters its sweep or search varies."""
+    schedule = entry.get("schedule")
+    varied = [
+        name
+        for name in [*(entry.get("sweep") or {}), *((entry.get("search") or {}).get("space", {}))]
+        if name.startswith(grid.SCHEDULE_PREFIX)
+    ]
+    if schedule is None:
+        return [
+            f"config key {key}: {name} varies a schedule parameter, but the entry has no "
+            "schedule. Fix: add schedule: {family: warmup_cosine} (or another family)."
+            for name in varied
+        ]
+    key = f"{key}.schedule"
+    found = schedules.shape_problems(key, schedule)
+    if found:
+        return found
+    if "family" in schedule:
+        found = schedules.family_problems(key, schedule)
+        taken = schedules.FAMILIES.get(schedule["family"], {})
+    else:
+        found, taken = _scheduler_class_problems(key, schedule, catalog)
+    for name in varied:
+        parameter = name.removeprefix(grid.SCHEDULE_PREFIX)
+        if taken is not None and parameter not in taken:
+            found.append(
+                f"config key {key}: {name} is varied, but the schedule takes no "
+                f"{parameter!r}. Fix: vary one of {', '.join(taken) or 'nothing'}."
+            )
+    if schedule.get("family") not in schedules.WARMUP_ONLY and optimizer_sources.has_train_eval(
+        source
+    ):
+        found.append(
+            f"config key {key}: {source.qualified} averages its own iterates (train()/eval() "
+            "modes: schedule-free), so it takes a warm-up only. Fix: use family: warmup, or "
+            "no schedule."
+        )
+    return found
+
+
+def _scheduler_class_problems(key: str, schedule: dict, catalog):
+    """(problems, parameters it takes or None when unknown) of a
+    torch.optim.lr_scheduler class and its keyword arguments."""
+    name = schedule["class"]
+    if catalog is None:
+        return [], None
+    usable = {
+        n: signature
+        for n, signature in catalog.schedulers.items()
+        if n not in schedules.UNSUPPORTED_CLASSES
+    }
+    if name not in usable:
+        return [
+            f"config key {key}.class: {name!r} is not a torch.optim.lr_scheduler class. "
+            f"Fix: use one of {', '.join(sorted(usable))}, or family: a built-in schedule."
+        ], None
+    signature = usable[name]
+    kwargs = {k: v for k, v in schedule.items() if k != "class"}
+    taken = [p for p in signature.parameters if p not in schedules.SUPPLIED]
+    unknown = [k for k in signature.unknown(kwargs) if k not in schedules.SUPPLIED]
+    unknown += [k for k in kwargs if k in schedules.SUPPLIED]
+    found = []
+    if unknown:
+        found.append(
+            f"config key {key}: torch.optim.lr_scheduler.{name} does not take "
+            f"{', '.join(map(repr, unknown))} (the optimizer is supplied by the pipeline). "
+            f"Fix: use only {', '.join(taken)}."
+        )
+    found += _type_problems(key, "torch.optim.lr_scheduler", name, signature, kwargs)
+    return found, taken
 
 
 def _search_problems(key: str, module: str, cls: str, signature, entry: dict) -> list[str]:
@@ -233,6 +312,8 @@ def _search_problems(key: str, module: str, cls: str, signature, entry: dict) ->
         if found:
             problems += found
             continue
+        if name.startswith(grid.SCHEDULE_PREFIX):
+            continue  # a schedule parameter (_schedule_problems)
         argument, index = search.argument_of(name)
         if signature.unknown([argument]) or argument == "params":
             accepted = [p for p in signature.parameters if p != "params"]
@@ -281,12 +362,31 @@ def _type_problems(key: str, module: str, cls: str, signature, kwargs: dict) -> 
     return problems
 
 
+def _variants(entry: dict) -> list[grid.Variant]:
+    """The entry's variants: its search's trials, or its sweep's combinations."""
+    if entry.get("search"):
+        return search.expand_search(entry["kwargs"], entry["search"], entry.get("schedule"))
+    return grid.expand_sweep(entry["kwargs"], entry.get("sweep") or {}, entry.get("schedule"))
+
+
 def _variant_problems(name: str, entry: dict) -> list[str]:
-    """Sweep values that cannot name a variant (file-name-safe, distinct)."""
+    """Sweep values that cannot name a variant (file-name-safe, distinct), and
+    varied schedule parameters out of their range."""
+    schedule = entry.get("schedule")
+    if schedule and "family" in schedule:
+        found = dict.fromkeys(
+            problem
+            for variant in _variants(entry)
+            for problem in schedules.family_problems(
+                f"optimizers.{name}.schedule", variant.schedule
+            )
+        )
+        if found:
+            return [f"{problem} (in a swept or searched variant)" for problem in found]
     if entry.get("search"):
         return []  # drawn values: numbers, named by search.trial_name; checked above
     try:
-        variants = grid.expand_sweep(entry["kwargs"], entry.get("sweep") or {})
+        variants = _variants(entry)
     except TypeError as error:
         return [
             f"config key optimizers.{name}.sweep: {error}. Fix: sweep numbers, bools, "
@@ -540,10 +640,7 @@ def validate(
             found += entry_problems
             if not entry_problems:
                 sweep = entry.get("sweep") or {}
-                if entry.get("search"):
-                    variants = search.expand_search(entry["kwargs"], entry["search"])
-                else:
-                    variants = grid.expand_sweep(entry["kwargs"], sweep)
+                variants = _variants(entry)
                 # torch.optim.X is X: the same runs, files and batching.
                 cls = entry["class"].removeprefix(f"{optimizer_sources.TORCH_OPTIM}.")
                 optimizers[name] = Optimizer(

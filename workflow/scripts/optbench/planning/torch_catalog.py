@@ -124,6 +124,7 @@ class Signature:
 class Catalog:
     optimizers: dict[str, Signature]
     losses: dict[str, Signature]
+    schedulers: dict[str, Signature] = field(default_factory=dict)
 
 
 def _torch_dir() -> Path | None:
@@ -273,6 +274,17 @@ def _optimizers(torch_dir: Path) -> dict[str, Signature]:
     return found
 
 
+def _schedulers(torch_dir: Path) -> dict[str, Signature]:
+    """Public classes of torch/optim/lr_scheduler.py that derive from LRScheduler."""
+    resolver = _Resolver(torch_dir)
+    found = {}
+    for name in resolver.module("torch.optim.lr_scheduler").classes:
+        lineage, signature = resolver.lineage("torch.optim.lr_scheduler", name)
+        if not name.startswith("_") and "LRScheduler" in lineage and signature:
+            found[name] = signature
+    return found
+
+
 def _losses(torch_dir: Path) -> dict[str, Signature]:
     """Public classes of torch/nn/modules/loss.py that derive from its _Loss base."""
     resolver = _Resolver(torch_dir)
@@ -292,11 +304,12 @@ def load() -> Catalog | None:
         return None
     try:
         optimizers, losses = _optimizers(torch_dir), _losses(torch_dir)
+        schedulers = _schedulers(torch_dir)
     except (OSError, SyntaxError, UnicodeDecodeError):
         return None
     if not optimizers or not losses:
         return None
-    return Catalog(optimizers, losses)
+    return Catalog(optimizers, losses, schedulers)
 
 
 # Public names for the checks of classes from other sources (optimizer_sources).
