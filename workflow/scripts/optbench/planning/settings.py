@@ -63,24 +63,20 @@ def _shorten(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else f"{text[: limit // 2]} ... {text[-limit // 3 :]}"
 
 
-# Keys users write for features this version does not have: said so, not "a typo".
-MISSING_FEATURES = {
-    "scheduler": "learning-rate schedules",
-    "schedule": "learning-rate schedules",
-    "lr_scheduler": "learning-rate schedules",
-    "search": "search spaces (random or quasi-random trials)",
-    "param_groups": "parameter groups",
+# Names other tools give to keys this pipeline spells otherwise: the fix names ours.
+OTHER_TOOLS_NAMES = {
+    "scheduler": "schedule",
+    "lr_scheduler": "schedule",
+    "param_groups": "groups",
 }
 
 
 def _unknown_key_fix(unknown: list[str], known: list[str]) -> str:
-    """What to do about unknown keys: a missing feature named as such, else the spelling."""
-    features = sorted({MISSING_FEATURES[k] for k in unknown if k in MISSING_FEATURES})
-    if features:
-        return (
-            f"{'; '.join(features).capitalize()} are not a feature of this version. "
-            "Fix: remove the key."
-        )
+    """What to do about unknown keys: another tool's name for one of ours, else the spelling."""
+    ours = {k: OTHER_TOOLS_NAMES[k] for k in unknown if OTHER_TOOLS_NAMES.get(k) in known}
+    if ours:
+        renames = ", ".join(f"{k!r} -> {v!r}" for k, v in ours.items())
+        return f"Fix: this pipeline names the key differently ({renames}); see the schema."
     close = {k: difflib.get_close_matches(k, known, n=1, cutoff=0.6) for k in unknown}
     hints = [f"{k!r} -> {m[0]!r}" for k, m in close.items() if m]
     guess = f" (did you mean {', '.join(hints)}?)" if hints else ""
@@ -123,8 +119,8 @@ def _schema_message(error: jsonschema.ValidationError, schema: dict) -> str:
         return (
             f"config key {key}: a sweep lists the values to try; got a mapping "
             f"({_shorten(repr(error.instance), 80)}). Fix: give a list, e.g. "
-            f"{path[3]}: [0.001, 0.01, 0.1]. Ranges with a distribution (search spaces) are "
-            "not a feature of this version."
+            f"{path[3]}: [0.001, 0.01, 0.1], or draw values from a range with search: "
+            f"{{trials: 16, space: {{{path[3]}: {{scale: log, low: 0.001, high: 1.0}}}}}}."
         )
     if validator == "uniqueItems":
         return f"config key {key}: {message}. Fix: list each value once."
