@@ -124,7 +124,8 @@ def assert_job_log(
     if manifest:  # a packed job of a coarser scope lists what it wrote, last
         assert rest[0] == f"manifest: {manifest}", rest
         rest = rest[1:]
-    assert len(rest) == 1 and re.fullmatch(rf"done: {runs} run\(s\) in [0-9.]+ s", rest[0]), rest
+    done = rf"done: {runs} run\(s\) \({runs} trained, 0 reused\) in [0-9.]+ s"
+    assert len(rest) == 1 and re.fullmatch(done, rest[0]), rest
 
 
 def spec(optimizer="adam", loss="mse", steps=40, dim=20, device="cpu"):

@@ -32,9 +32,9 @@ NUMERICS_FOUND = (
 
 import torch  # noqa: E402
 
-from optbench import runfiles  # noqa: E402
+from optbench import reuse, runfiles  # noqa: E402
 from optbench.engines import batched, optimizers, probe, training  # noqa: E402
-from optbench.planning import batch_policy, jobs  # noqa: E402
+from optbench.planning import batch_policy, commands, jobs  # noqa: E402
 from optbench.planning.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
 
 
@@ -274,10 +274,12 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
+    # The runs the job's last finished start wrote (reuse.py), read before the
+    # manifest goes: a manifest then exists only if the job's latest start ran
+    # to its end (a previous version stays in Snakemake's backup until the job
+    # ends), which is what accept_finished.py relies on.
+    previous = reuse.previous_runs(args.manifest)
     if args.manifest:
-        # A manifest then exists only if the job's latest start ran to its end
-        # (a previous version stays in Snakemake's backup until the job ends),
-        # which is what accept_finished.py relies on.
         Path(args.manifest).unlink(missing_ok=True)
     runs = job_runs(args)
     torch.set_num_threads(max(1, args.threads))
@@ -305,7 +307,28 @@ def main(argv=None) -> int:
         flush=True,
     )
     print(numerics.describe(environment["numerics"]), file=log, flush=True)
-    for group in groups_of(runs):
+    context = {
+        "numerics": args.numerics,
+        "engine": args.engine,
+        "threads": torch.get_num_threads(),
+        "device": environment["device"],
+        "torch": environment["torch_version"],
+        "code": commands.code_digest(Path(__file__).resolve().parent, "train.py"),
+    }
+    digests = {id(run): reuse.settings_digest(run.spec, run.seed, context) for run in runs}
+    kept = [
+        run for run in runs if reuse.unchanged(run.tsv, run.sidecar, digests[id(run)], previous)
+    ]
+    if kept:
+        print(
+            f"reused: {len(kept)} run(s) that the job's last finished start wrote with these "
+            "settings and code (their files and SHA-256 unchanged)",
+            file=log,
+            flush=True,
+        )
+    kept_ids = {id(run) for run in kept}
+    to_train = [run for run in runs if id(run) not in kept_ids]
+    for group in groups_of(to_train):
         try:
             use_batched, reason, probed = choose_engine(args.engine, group)
         except training.RunError as error:
@@ -325,7 +348,8 @@ def main(argv=None) -> int:
             trained = train_loop(group, device, reason)
         try:
             for run, result, engine, engine_reason, details in trained:
-                write(run, result, engine, engine_reason, details, environment, started, log)
+                engine_run = (engine, engine_reason, details)
+                write(run, result, engine_run, environment, digests[id(run)], started, log)
         except training.RunError as error:
             seed = getattr(error, "seed", None)
             print(f"error: {'' if seed is None else f'seed {seed}: '}{error}", file=log)
@@ -333,12 +357,17 @@ def main(argv=None) -> int:
     if args.manifest:
         runfiles.write_manifest(args.manifest, [(run.tsv, run.sidecar) for run in runs])
         print(f"manifest: {args.manifest}", file=log, flush=True)
-    print(f"done: {len(runs)} run(s) in {time.perf_counter() - started:.3f} s", file=log)
+    print(
+        f"done: {len(runs)} run(s) ({len(to_train)} trained, {len(kept)} reused) in "
+        f"{time.perf_counter() - started:.3f} s",
+        file=log,
+    )
     return 0
 
 
-def write(run, result, engine, engine_reason, details, environment, started, log):
+def write(run, result, engine_run, environment, settings_sha256, started, log):
     spec, seed = run.spec, run.seed
+    engine, engine_reason, details = engine_run
     metadata = {
         **{key: value for key, value in spec.items() if key != "device"},
         "device_requested": spec["device"],
@@ -354,6 +383,8 @@ def write(run, result, engine, engine_reason, details, environment, started, log
         "first_nonfinite_step": runfiles.first_nonfinite_step(result.losses),
         "evaluations": sum(result.evaluations),
         "heldout": result.heldout,
+        # What determines the run's numbers (reuse.py): an unchanged run is reused.
+        "settings_sha256": settings_sha256,
     }
     runfiles.write_run(
         run.tsv, result.losses, run.sidecar, metadata, result.evaluations, result.lrs

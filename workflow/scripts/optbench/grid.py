@@ -6,7 +6,7 @@ A variant's name is derived from its swept values alone (``lr0.01``,
 ``lr0.1-momentum0.9``), never from its position in a list, so adding a value
 to a sweep adds one variant and renames none: Snakemake then schedules only
 the new variant's runs (with ``job_scope: cell``; a coarser job holding the
-variant runs again as a whole).
+variant runs again and trains only its new runs, optbench.reuse).
 """
 
 from __future__ import annotations
