@@ -375,3 +375,91 @@ def test_a_corrupt_sidecar_is_named_with_the_fix(tmp_path):
         "Delete the run's TSV and sidecar so that the pipeline trains it again."
     )
     assert cells.read_heldout(tmp_path / "seed4.tsv") is None  # no sidecar: nothing held out
+
+
+# Trials of a two-dimensional search: (lr, weight decay) per variant name.
+TRIALS = {
+    "lr0.001-weight_decay0.1": {"lr": 0.001, "weight_decay": 0.1},
+    "lr0.01-weight_decay0.001": {"lr": 0.01, "weight_decay": 0.001},
+    "lr0.1-weight_decay0.01": {"lr": 0.1, "weight_decay": 0.01},
+    "lr1.0-weight_decay0.0001": {"lr": 1.0, "weight_decay": 0.0001},
+}
+
+
+def searched(tmp_path, tuning_best: str):
+    """adamw searched over four (lr, weight decay) trials, ``tuning_best`` best on
+    the tuning seeds (another trial best on the evaluation seeds); prodigy, with
+    nothing to tune, runs its base setting only."""
+    values = {}
+    for rank, variant in enumerate(sorted(TRIALS, key=lambda v: v != tuning_best)):
+        values[("tuning", "adamw", variant)] = [10.0 ** -(6 - rank)] * 3
+        values[("evaluation", "adamw", variant)] = [10.0 ** -(2 + rank)] * 3
+    values[("tuning", "prodigy", "base")] = [1e-4] * 3  # every variant runs on both roles
+    values[("evaluation", "prodigy", "base")] = [1e-4] * 3
+    paths = write_runs(tmp_path, values)
+    context = Context(order=["base", *TRIALS], swept={"base": {}, **TRIALS})
+    return analysis.build_tables(paths["evaluation"], paths["tuning"], context)
+
+
+def test_selection_over_several_searched_hyper_parameters_flags_range_edges(tmp_path):
+    tables = searched(tmp_path, "lr1.0-weight_decay0.0001")
+    choice = tables["selection"].set_index("optimizer")
+    assert choice.loc["adamw", "variant"] == "lr1.0-weight_decay0.0001"  # on tuning seeds
+    # Both values are at an edge of what was tried: widen both ranges.
+    assert choice.loc["adamw", "range_edge"] == (
+        "lr=1.0 (highest of 4 tried); weight_decay=0.0001 (lowest of 4 tried)"
+    )
+    assert choice.loc["prodigy", "range_edge"] == ""  # nothing tried, no edge
+    inside = searched(tmp_path / "inside", "lr0.1-weight_decay0.01")["selection"]
+    assert inside.set_index("optimizer").loc["adamw", "range_edge"] == ""
+
+
+def test_sensitivity_has_one_row_per_variant_and_searched_hyper_parameter(tmp_path):
+    table = searched(tmp_path, "lr0.1-weight_decay0.01")["sensitivity"]
+    adamw = table[table["optimizer"] == "adamw"]
+    assert len(adamw) == 2 * len(TRIALS)
+    assert set(adamw["parameter"]) == {"lr", "weight_decay"}
+    for row in adamw.itertuples():
+        assert row.value == TRIALS[row.variant][row.parameter]
+    assert adamw.loc[adamw["selected"], "variant"].unique().tolist() == ["lr0.1-weight_decay0.01"]
+    (prodigy,) = table[table["optimizer"] == "prodigy"].itertuples()
+    assert prodigy.parameter == "" and math.isnan(prodigy.value) and prodigy.selected
+
+
+def test_every_optimizer_is_compared_at_every_budget(tmp_path):
+    curve = searched(tmp_path, "lr0.1-weight_decay0.01")["best_of_k"]
+    assert curve.groupby("optimizer")["k"].apply(list).to_dict() == {
+        "adamw": [1, 2, 3, 4],
+        "prodigy": [1, 2, 3, 4],
+    }
+    prodigy = curve[curve["optimizer"] == "prodigy"]
+    # Nothing to tune: budget 1, its one result carried to every k.
+    assert prodigy["exhausted"].tolist() == [False, True, True, True]
+    assert prodigy["expected_log10"].tolist() == pytest.approx([-4.0] * 4)
+    assert set(prodigy["n_candidates"]) == {1}
+    adamw = curve[curve["optimizer"] == "adamw"].set_index("k")["expected_log10"]
+    # k = 1: the mean over the four trials' evaluation medians (-2, -3, -4, -5);
+    # k = 4: the tuning winner's (-2), whatever the evaluation seeds prefer.
+    assert adamw[1] == pytest.approx(-3.5) and adamw[4] == pytest.approx(-2.0)
+    ranks = curve.pivot(index="k", columns="optimizer", values="rank")
+    # Lower is better: prodigy (-4) wins at every budget, and adamw's tuned
+    # result (-2) is its worst trial on the evaluation seeds (planted overfit).
+    assert ranks["prodigy"].tolist() == [1.0] * 4 and ranks["adamw"].tolist() == [2.0] * 4
+
+
+def test_sensitivity_figure_draws_a_panel_per_hyper_parameter_and_circles_the_choice(
+    tmp_path, monkeypatch
+):
+    from matplotlib.collections import PathCollection
+
+    tables = searched(tmp_path, "lr0.1-weight_decay0.01")
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, paths: drawn.setdefault(paths[0], fig))
+    colors = figures.optimizer_colors(tables["runs"])
+    figures.plot_sensitivity(tables["sensitivity"], colors, ["sensitivity"])
+    axes = [ax for ax in drawn["sensitivity"].axes if ax.get_visible() and ax.has_data()]
+    assert [ax.get_xlabel() for ax in axes] == ["lr", "weight_decay"]
+    for ax, parameter in zip(axes, ["lr", "weight_decay"], strict=True):
+        (circle,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+        assert circle.get_offsets()[0][0] == TRIALS["lr0.1-weight_decay0.01"][parameter]
+        assert ax.get_xscale() == "log"

@@ -148,22 +148,32 @@ def _profiles(chosen: pd.DataFrame):
     )
 
 
-def _sensitivity(runs: pd.DataFrame, candidates: pd.DataFrame, context: Context):
+def _sensitivity(
+    runs: pd.DataFrame, candidates: pd.DataFrame, context: Context, choice=None
+) -> pd.DataFrame:
+    """The sensitivity table: one row per variant and swept hyper-parameter
+    (``parameter``, its ``value``; a variant without swept values has one row
+    with parameter "" and value NaN), ``candidate`` and ``selected`` flags."""
     table = selection.sensitivity_table(runs)
+    keys = [tuple(row) for row in table[[*ENTRY, "variant"]].to_numpy()]
     candidate_keys = set(map(tuple, candidates[[*ENTRY, "variant"]].drop_duplicates().to_numpy()))
-    table.insert(
-        4,
-        "candidate",
-        [tuple(row) in candidate_keys for row in table[[*ENTRY, "variant"]].to_numpy()],
-    )
+    chosen = set() if choice is None else set(map(tuple, choice[[*ENTRY, "variant"]].to_numpy()))
+    table.insert(4, "candidate", [key in candidate_keys for key in keys])
+    table.insert(5, "selected", [key in chosen for key in keys])
     values = [context.swept.get(variant, {}) for variant in table["variant"]]
-    table.insert(5, "swept", [",".join(f"{k}={v}" for k, v in v.items()) for v in values])
-    table.insert(
-        6,
-        "value",
-        [float(next(iter(v.values()))) if len(v) == 1 else math.nan for v in values],
-    )
-    return table
+    table.insert(6, "swept", [",".join(f"{k}={v}" for k, v in v.items()) for v in values])
+    pairs = [
+        [(name, float(value)) for name, value in sorted(v.items()) if _is_number(value)]
+        or [("", math.nan)]
+        for v in values
+    ]
+    table.insert(7, "parameter", [[name for name, _ in p] for p in pairs])
+    table.insert(8, "value", [[value for _, value in p] for p in pairs])
+    return table.explode(["parameter", "value"], ignore_index=True).astype({"value": float})
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = None) -> dict:
@@ -204,14 +214,15 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
             label=" (base variants)",
         )
         claim_rows = pd.concat([claim_rows, as_configured], ignore_index=True)
+    choice = choice.assign(range_edge=selection.range_edges(choice, candidates, context.swept))
     return {
         "runs": runs[summary.RUN_TABLE_COLUMNS],
         "steps": steps,
         "selection": choice,
-        "sensitivity": _sensitivity(runs, candidates, context),
+        "sensitivity": _sensitivity(runs, candidates, context, choice),
         "candidates": selection.candidate_counts(candidates),
         "tuning_gain": selection.tuning_gain(runs, choice, BASE_VARIANT),
-        "best_of_k": selection.tuning_curve(candidates, order),
+        "best_of_k": selection.at_budgets(selection.tuning_curve(candidates, order)),
         "pairwise": pairwise,
         "leaderboard": _leaderboard(chosen, ranking, choice),
         "ratios": ratios,

@@ -265,17 +265,31 @@ def _text_color(background) -> str:
 
 
 def plot_sensitivity(table: pd.DataFrame, colors, paths) -> None:
-    """Final loss against the swept value, per optimizer: geometric mean over the
-    evaluation seeds with its 95 % t-interval on log10."""
+    """Final loss against each swept or searched hyper-parameter, one panel per
+    (problem, loss) and hyper-parameter, per optimizer: geometric mean over the
+    evaluation seeds with its 95 % t-interval on log10; the selected variant
+    circled."""
     swept = table[table["candidate"] & table["value"].notna()]
     if swept.empty:
-        _empty(paths, "No single swept hyper-parameter in this configuration: nothing to plot.")
+        _empty(
+            paths, "No swept or searched hyper-parameter in this configuration: nothing to plot."
+        )
         return
-    blocks = _blocks(swept)
-    fig, axes = _panels(len(blocks))
-    for ax, block in zip(axes, blocks, strict=False):
-        for name, rows in _in_block(swept, block).groupby("optimizer", sort=False):
+    panels = list(
+        dict.fromkeys(zip(swept["problem"], swept["loss"], swept["parameter"], strict=True))
+    )
+    fig, axes = _panels(len(panels))
+    for ax, (problem, loss, parameter) in zip(axes, panels, strict=False):
+        rows_of_panel = swept[
+            (swept["problem"] == problem)
+            & (swept["loss"] == loss)
+            & (swept["parameter"] == parameter)
+        ]
+        for name, rows in rows_of_panel.groupby("optimizer", sort=False):
             rows = rows.sort_values("value")
+            # A grid of one hyper-parameter reads as a curve; trials of a
+            # search vary others too, so their points stay unjoined.
+            one_dimensional = swept.loc[swept["optimizer"] == name, "parameter"].nunique() == 1
             ax.errorbar(
                 rows["value"],
                 rows["geo_mean"],
@@ -283,17 +297,32 @@ def plot_sensitivity(table: pd.DataFrame, colors, paths) -> None:
                 marker="o",
                 markersize=3,
                 capsize=2,
+                linestyle="-" if one_dimensional else "none",
                 color=colors[name],
                 label=name,
             )
-        ax.set_xscale("log")
+            chosen = rows[rows["selected"]]
+            ax.scatter(
+                chosen["value"],
+                chosen["geo_mean"],
+                s=90,
+                facecolors="none",
+                edgecolors=colors[name],
+                linewidths=1.5,
+                zorder=3,
+            )
+        values = rows_of_panel["value"]
+        if (values > 0).all() and values.max() > 10 * values.min():
+            ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
-        ax.set_xlabel(", ".join(sorted({s.split("=")[0] for s in swept["swept"]})))
+        ax.set_title(f"{problem}, {loss}", fontsize="medium")
+        ax.set_xlabel(parameter)
         ax.set_ylabel("final loss")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize="small")
-    fig.suptitle("Sensitivity: geometric mean final loss (95 % t-interval on log10)")
+    fig.suptitle(
+        "Sensitivity: geometric mean final loss (95 % t-interval on log10); circled: selected"
+    )
     fig.tight_layout()
     save(fig, paths)
 
@@ -402,29 +431,33 @@ def plot_win_matrix(matrix: pd.DataFrame, paths) -> None:
 
 
 def plot_best_of_k(curve: pd.DataFrame, colors, paths) -> None:
-    """Expected final log10 loss of the variant a k-trial tuner keeps."""
-    curve = curve[curve["n_candidates"] > 1]
-    if curve.empty:
+    """Expected final log10 loss of the variant a k-trial tuner keeps, every
+    optimizer at every budget k (dashed where its candidates are spent)."""
+    if curve.empty or curve["k"].max() <= 1:
         _empty(paths, "No optimizer has more than one candidate: nothing was tuned.")
         return
     blocks = _blocks(curve)
     fig, axes = _panels(len(blocks))
     for ax, block in zip(axes, blocks, strict=False):
         for name, rows in _in_block(curve, block).groupby("optimizer", sort=False):
+            searched = rows[~rows["exhausted"]]
             ax.plot(
-                rows["k"],
-                rows["expected_log10"],
+                searched["k"],
+                searched["expected_log10"],
                 marker="o",
                 markersize=3,
                 color=colors[name],
                 label=name,
             )
+            spent = rows[rows["k"] >= searched["k"].max()]
+            if len(spent) > 1:
+                ax.plot(spent["k"], spent["expected_log10"], linestyle="--", color=colors[name])
         ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
-        ax.set_xlabel("k (candidates tried)")
+        ax.set_xlabel("k (trials of the tuning budget)")
         ax.set_ylabel("expected log10 final loss")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize="small")
-    fig.suptitle("What tuning bought: expected best after k trials")
+    fig.suptitle("What tuning bought: expected best after k trials (dashed: candidates spent)")
     fig.tight_layout()
     save(fig, paths)
 

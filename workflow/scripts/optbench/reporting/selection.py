@@ -18,6 +18,15 @@ it must be drawn and the other k - 1 must come from the K - i behind it. The
 estimator is the expectation of the kept candidate's reported value (its
 evaluation-seed median, or the tuning score itself) under those weights; k = K
 gives the tuned result, k = 1 the average over candidates.
+
+At a budget of k trials (``at_budgets``), every optimizer of a (problem,
+loss) is compared at the same k: one with K < k candidates has spent its
+search, and keeps its k = K result (an optimizer with nothing to tune, such as
+a learning-rate-free one, is at budget 1 throughout); ``rank`` orders them.
+
+Edges (``range_edges``): a chosen value that is the lowest or the highest of
+its hyper-parameter's tried values says the best setting may lie outside the
+range: the range should be widened.
 """
 
 from __future__ import annotations
@@ -243,3 +252,49 @@ def tuning_curve(
     return pd.DataFrame(
         rows, columns=[*ENTRY, "k", "n_candidates", "expected_log10", "median_log10"]
     )
+
+
+def at_budgets(curve: pd.DataFrame) -> pd.DataFrame:
+    """``tuning_curve``'s rows for every k = 1..(the most candidates of any
+    optimizer of the (problem, loss)), with ``exhausted`` (k > the optimizer's
+    n_candidates: its k = K result carried on) and ``rank`` (1 = lowest
+    expected log10 final loss at that budget; ties share the mean rank)."""
+    rows = []
+    for _, block in curve.groupby(["problem", "loss"], sort=False):
+        budget = int(block["k"].max())
+        for _, entry in block.groupby("optimizer", sort=False):
+            entry = entry.sort_values("k")
+            last = entry.iloc[-1]
+            for k in range(1, budget + 1):
+                row = entry.iloc[k - 1] if k <= len(entry) else last
+                rows.append(row.to_dict() | {"k": k, "exhausted": k > len(entry)})
+    table = pd.DataFrame(rows, columns=[*curve.columns, "exhausted"])
+    ranks = table.groupby(["problem", "loss", "k"], sort=False)["expected_log10"].rank()
+    return table.assign(rank=ranks).astype({"k": int, "n_candidates": int})
+
+
+def _edge_text(name: str, value, tried: list) -> str | None:
+    numbers = sorted({v for v in tried if isinstance(v, int | float) and not isinstance(v, bool)})
+    if len(numbers) < 2 or value not in (numbers[0], numbers[-1]):
+        return None
+    side = "lowest" if value == numbers[0] else "highest"
+    return f"{name}={value!r} ({side} of {len(numbers)} tried)"
+
+
+def range_edges(choice: pd.DataFrame, candidates: pd.DataFrame, swept: dict) -> list[str]:
+    """Per row of ``choice``: its chosen hyper-parameter values that are the
+    lowest or highest tried among the entry's candidates ("" where none), e.g.
+    ``lr=10.0 (highest of 6 tried)``; ``swept``: variant -> its swept values."""
+    require_columns(candidates, [*ENTRY, "variant"], "range_edges")
+    tried = candidates.groupby(ENTRY, sort=False)["variant"].unique()
+    found = []
+    for row in choice.itertuples(index=False):
+        entry = (row.problem, row.loss, row.optimizer)
+        values = swept.get(row.variant, {})
+        others = [swept.get(v, {}) for v in tried.get(entry, [])]
+        edges = [
+            _edge_text(name, value, [o[name] for o in others if name in o])
+            for name, value in sorted(values.items())
+        ]
+        found.append("; ".join(edge for edge in edges if edge))
+    return found
