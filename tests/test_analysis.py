@@ -270,8 +270,17 @@ def test_the_context_of_the_configs_finds_the_articles_problem_and_orders_rates(
     )
     tuned = settings.validate(yaml.safe_load((REPO / "configs/tuned.yaml").read_text()), SCHEMA)
     context = context_for(tuned)
-    assert context.order == ["base", *(f"lr{v!r}" for v in (1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0))]
-    assert context.swept["lr0.01"] == {"lr": 0.01} and context.swept["base"] == {}
+    # Base first, then the trials of every optimizer by their learning rate, ascending
+    # (ties in the preference order go to the smaller rate).
+    trials = {name for o in tuned.optimizers.values() for name in o.variants if name != "base"}
+    assert context.order[0] == "base" and set(context.order[1:]) == trials
+    rates = [context.swept[name]["lr"] for name in context.order[1:]]
+    assert rates == sorted(rates) and min(rates) >= 1e-4 and max(rates) <= 10.0
+    lbfgs = tuned.optimizers["lbfgs"].variants
+    assert all(
+        context.swept[name] == {"lr": v.kwargs["lr"]} for name, v in lbfgs.items() if name != "base"
+    )
+    assert context.swept["base"] == {}
     json.dumps(context.as_dict())  # a rule param: JSON-able
     assert Context.from_dict(json.loads(json.dumps(context.as_dict()))) == context
 
@@ -410,6 +419,10 @@ def test_selection_over_several_searched_hyper_parameters_flags_range_edges(tmp_
         "lr=1.0 (highest of 4 tried); weight_decay=0.0001 (lowest of 4 tried)"
     )
     assert choice.loc["prodigy", "range_edge"] == ""  # nothing tried, no edge
+    assert analysis.range_edge_warnings(tables["selection"]) == [
+        "warning: p/mse/adamw chose lr=1.0 (highest of 4 tried); weight_decay=0.0001 (lowest "
+        "of 4 tried): the best setting may lie outside the range; widen it"
+    ]
     inside = searched(tmp_path / "inside", "lr0.1-weight_decay0.01")["selection"]
     assert inside.set_index("optimizer").loc["adamw", "range_edge"] == ""
 

@@ -39,11 +39,11 @@ def test_checker_describes_the_grid_by_what_multiplies():
     assert process.returncode == 0, process.stderr
     first, second = process.stdout.splitlines()
     assert first == (
-        "ok: 10500 runs = 420 cells x 25 seeds (20 evaluation, 5 tuning); cells: "
-        "10 (problem, loss) pairs of 7 problem(s) x 42 optimizer variants of "
+        "ok: 13500 runs = 540 cells x 25 seeds (20 evaluation, 5 tuning); cells: "
+        "10 (problem, loss) pairs of 7 problem(s) x 54 optimizer variants of "
         "6 optimizer(s)"
     )
-    assert second.startswith("planned: 10,500 runs, ")
+    assert second.startswith("planned: 13,500 runs, ")
 
 
 def test_an_empty_file_is_refused_by_both(tmp_path):

@@ -280,7 +280,7 @@ def test_tampered_run_file_stops_aggregation_with_file_and_line(tiny_results, tm
     workdir = copy_tree(tiny_results, tmp_path / "w")
     tampered = workdir / "results/runs/linear/l1/adam/base/seed1.tsv"
     lines = tampered.read_text().splitlines()
-    lines[3] = "2\t0.5x\t1"
+    lines[3] = "2\t0.5x\t1\t0.1"
     tampered.write_text("\n".join(lines) + "\n")
     process = snakemake(workdir, "--cores", "1", configfile=TINY, check=False)
     assert process.returncode != 0

@@ -11,3 +11,5 @@ tables = analysis.build_tables(
     snakemake.input.cells, snakemake.input.tuning, snakemake.params.context
 )
 analysis.write_tables(tables, paths={name: snakemake.output[name] for name in tables})
+for line in analysis.range_edge_warnings(tables["selection"]):
+    print(line, file=sys.stderr)

@@ -235,6 +235,16 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
     }
 
 
+def range_edge_warnings(choice: pd.DataFrame) -> list[str]:
+    """One line per entry whose chosen value is at an edge of its tried range."""
+    return [
+        f"warning: {row.problem}/{row.loss}/{row.optimizer} chose {row.range_edge}: the best "
+        "setting may lie outside the range; widen it"
+        for row in choice.itertuples(index=False)
+        if row.range_edge
+    ]
+
+
 def write_tables(tables: dict, folder=None, paths: dict | None = None) -> None:
     """Each table as TSV: at ``paths[name]``, or ``folder/TABLE_FILES[name]``."""
     for name, table in tables.items():
