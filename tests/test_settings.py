@@ -586,8 +586,15 @@ def test_tuned_config_runs_the_article_optimizers_with_adamw_and_lbfgs_on_every_
     assert list(experiment.optimizers) == [
         "sgd", "momentum_sgd", "adam", "rmsprop", "adamw", "lbfgs"
     ]  # fmt: skip
-    counts = {name: len(o.sweep.get("lr", [])) for name, o in experiment.optimizers.items()}
-    assert set(counts.values()) == {6}  # the same number of candidates for every optimizer
+    # The same number of candidates for every optimizer: base + 8 searched trials,
+    # every one with its learning rate inside the same six decades.
+    counts = {name: len(o.variants) for name, o in experiment.optimizers.items()}
+    assert set(counts.values()) == {9}
+    rates = [v.kwargs["lr"] for o in experiment.optimizers.values() for v in o.variants.values()]
+    assert all(1e-4 <= rate <= 10.0 for rate in rates)
+    schedules = {name: o.variants["base"].schedule for name, o in experiment.optimizers.items()}
+    assert schedules.pop("lbfgs") is None  # its line search sets its step
+    assert all(s == {"family": "warmup_cosine", "warmup": 0.05} for s in schedules.values())
     assert {p.problem for p in experiment.problems.values()} == {
         "linear", "quadratic", "logistic", "rosenbrock", "noisy_quadratic", "digits_mlp"
     }  # fmt: skip
