@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import bad_input
 import pandas as pd
@@ -28,6 +27,7 @@ from conftest import (
     run_tsvs,
     snakemake,
     snakemake_command,
+    snakemake_forked,
     tree_bytes,
 )
 from test_training import (
@@ -380,22 +380,13 @@ def bad_input_outcomes(tmp_path_factory, tiny_results):
     changes = tmp_path_factory.mktemp("bad-input-changes")
     before = tree_bytes(workdir / "results")
 
-    def attempt(index_and_case):
-        index, case = index_and_case
+    runs = {}
+    for index, case in enumerate(bad_input.cases()):
         change = changes / f"change{index}.yaml"
         change.write_text(case.change + "\n", encoding="utf-8")
-        return case.name, snakemake(
-            workdir,
-            "--cores",
-            "1",
-            "--configfile",
-            str(REPO / "config.yaml"),
-            str(change),
-            check=False,
-        )
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        processes = dict(pool.map(attempt, enumerate(bad_input.cases())))
+        configs = ("--configfile", str(REPO / "config.yaml"), str(change))
+        runs[case.name] = (workdir, ("--cores", "1", *configs))
+    processes = snakemake_forked(runs, changes, parallel=os.cpu_count() or 2)
     return workdir, before, processes
 
 

@@ -155,7 +155,8 @@ def test_a_user_problem_added_to_a_copy_of_the_project_runs_end_to_end(tmp_path)
     spec = {key: meta[key] for key in ("problem", "loss", "optimizer", "variant", "steps")}
     spec["problems_dir"] = str(project / "problems")
     result = training.train_one(spec, 3, torch.device("cpu"))
-    assert tsv.read_bytes() == runfiles.format_losses(result.losses, result.evaluations).encode()
+    written = runfiles.format_losses(result.losses, result.evaluations, result.lrs)
+    assert tsv.read_bytes() == written.encode()
 
     # Editing the file re-runs its runs; an edit that breaks it fails the job,
     # which says why in the console and puts back the runs it was replacing.
@@ -232,7 +233,8 @@ def test_a_users_optimizer_file_in_a_copy_of_the_project_runs_end_to_end(tmp_pat
     spec = {key: meta[key] for key in ("problem", "loss", "optimizer", "variant", "steps")}
     spec["optimizers_dir"] = str(project / "optimizers")
     result = training.train_one(spec, 1, torch.device("cpu"))
-    assert tsv.read_bytes() == runfiles.format_losses(result.losses, result.evaluations).encode()
+    written = runfiles.format_losses(result.losses, result.evaluations, result.lrs)
+    assert tsv.read_bytes() == written.encode()
     source = project / "optimizers" / "signum.py"
     source.write_text(source.read_text().replace('alpha=-group["lr"]', 'alpha=-2 * group["lr"]'))
     planned = planned_jobs(snakemake(workdir, "-n", configfile=config, snakefile=snakefile))

@@ -258,7 +258,9 @@ def strip_timings(meta):
     return {
         k: v
         for k, v in meta.items()
-        if k not in ("engine", "engine_reason", "engine_details", "train_seconds")
+        # settings_sha256 covers the requested engine: another engine, other settings.
+        if k
+        not in ("engine", "engine_reason", "engine_details", "train_seconds", "settings_sha256")
         and not k.startswith("job_seconds")
     }
 

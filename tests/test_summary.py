@@ -235,7 +235,7 @@ def test_malformed_run_stops_aggregation_with_file_and_line(tmp_path, grid):
     pattern, paths = write_grid(tmp_path, grid)
     bad = paths[3]
     with open(bad, "a") as handle:
-        handle.write("6\tnot-a-number\t1\n")
+        handle.write("6\tnot-a-number\t1\t\n")
     with pytest.raises(
         runfiles.RunFileError, match=f"{bad}:8: loss .not-a-number. is not a number"
     ):

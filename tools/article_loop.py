@@ -54,9 +54,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("step\tloss\tevaluations")
+    # The learning rate each step used: the optimizer's, constant (no schedule).
+    cls, kwargs = OPTIMIZERS[args.optimizer]
+    lr = kwargs.get("lr", cls([torch.zeros(1)]).defaults["lr"])
+    print("step\tloss\tevaluations\tlr")
     for step, value in enumerate(losses(args.optimizer, args.loss, args.seed, args.steps)):
-        print(f"{step}\t{value!r}\t1")
+        print(f"{step}\t{value!r}\t1\t{lr!r}")
 
 
 if __name__ == "__main__":
