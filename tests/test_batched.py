@@ -46,6 +46,7 @@ CELLS = [
     ("logistic", "BCEWithLogitsLoss"),
     ("digits_mlp", "CrossEntropyLoss"),
     ("digits_mlp", "MultiMarginLoss"),
+    ("breast_cancer_mlp", "BCEWithLogitsLoss"),
     ("rosenbrock", None),
 ]
 # Rosenbrock's gradients are about 100x larger: the same learning rates diverge.
@@ -460,6 +461,34 @@ def test_a_model_vmap_cannot_batch_runs_in_the_loop():
         5,
     )
     assert_runs_identical(solo, engine_results(result, instances), "item model")
+
+
+def test_a_convolutional_model_runs_in_the_loop_unless_batching_is_asked_for():
+    """digits_cnn goes through vmap, whose convolutions sum in another order than the
+    loop's: with exact_only (engine auto) its runs train in the loop, bit for bit;
+    asked to batch (engine batched), they agree at float32 rounding level."""
+    expected = reference_loop(
+        build("digits_cnn", range(3), 20), criterion_of("CrossEntropyLoss"), "Adam",
+        [{"lr": 0.01}] * 3, 20,
+    )  # fmt: skip
+    exact = build("digits_cnn", range(3), 20)
+    result = batched.train_batched(
+        exact, criterion_of("CrossEntropyLoss"), "Adam", {"lr": 0.01}, 20, exact_only=True
+    )
+    assert result.engine == "loop" and "vmap's batched kernels" in result.reason
+    assert_runs_identical(expected, engine_results(result, exact), "digits_cnn, loop")
+    close = build("digits_cnn", range(3), 20)
+    result = batched.train_batched(
+        close, criterion_of("CrossEntropyLoss"), "Adam", {"lr": 0.01}, 20
+    )
+    assert result.engine == "batched" and result.details["forward"] == "vmap"
+    assert_runs_close(expected, engine_results(result, close), loss_rtol=1e-5, weight_atol=1e-5)
+
+
+def test_a_model_whose_vmapped_gradients_are_exact_stays_batched_with_exact_only():
+    instances = build("rosenbrock", range(3))
+    result = batched.train_batched(instances, None, "Adam", {"lr": 0.001}, 40, exact_only=True)
+    assert result.engine == "batched" and result.details["forward"] == "vmap"
 
 
 def test_empty_and_mismatched_inputs():

@@ -31,6 +31,22 @@ def test_a_job_follows_every_module_it_runs_and_no_other(tmp_path):
     assert commands.code_digest(copy, "plot.py") != after["plot.py"]
 
 
+def test_the_training_digest_follows_the_builtin_problems_and_their_data_code(tmp_path):
+    """A packed job reuses unchanged runs only while this digest holds (optbench.reuse):
+    the built-in problems are loaded by name, so no import names them."""
+    copy = tmp_path / "scripts"
+    shutil.copytree(SCRIPTS, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    digests = [commands.training_code_digest(copy)]
+    for changed in ("optbench/problems/builtin/digits_cnn.py", "optbench/problems/datasets.py"):
+        path = copy / changed
+        path.write_text(path.read_text() + "\n# changed\n")
+        digests.append(commands.training_code_digest(copy))
+    assert len(set(digests)) == 3
+    summary = copy / "optbench/reporting/figures.py"  # not training code
+    summary.write_text(summary.read_text() + "\n# changed\n")
+    assert commands.training_code_digest(copy) == digests[-1]
+
+
 def test_commands_quote_paths_and_name_every_cell_field(tmp_path):
     scripts = tmp_path / "my scripts"
     made = commands.commands(

@@ -21,7 +21,16 @@ from optbench.problems import ProblemError
 from optbench.problems.instance import Instance, stack
 from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
 
-BUILTINS = ("digits_mlp", "linear", "logistic", "noisy_quadratic", "quadratic", "rosenbrock")
+BUILTINS = (
+    "breast_cancer_mlp",
+    "digits_cnn",
+    "digits_mlp",
+    "linear",
+    "logistic",
+    "noisy_quadratic",
+    "quadratic",
+    "rosenbrock",
+)
 CRITERIA = {
     "regression": torch.nn.MSELoss,
     "binary": torch.nn.BCEWithLogitsLoss,
@@ -382,7 +391,13 @@ def test_draws_are_byte_identical_per_seed_and_differ_across_seeds(name):
     assert first.keys() == other.keys()
     # Every drawn tensor changes with the seed; the digits images and the
     # noisy quadratic's step-after-step index are fixed layouts, not draws.
-    fixed = {"digits_mlp": ("inputs", "targets"), "noisy_quadratic": ("index",)}
+    # (The breast cancer inputs are standardised on each seed's training split.)
+    fixed = {
+        "digits_mlp": ("inputs", "targets"),
+        "digits_cnn": ("inputs", "targets"),
+        "breast_cancer_mlp": ("targets",),
+        "noisy_quadratic": ("index",),
+    }
     drawn = [k for k in first if k not in fixed.get(name, ())]
     assert all(first[k] != other[k] for k in drawn), [k for k in drawn if first[k] == other[k]]
 
@@ -402,7 +417,9 @@ def test_builds_leave_the_global_generator_alone(name):
     assert torch.equal(torch.get_rng_state(), state)
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", "noisy_quadratic"])
+@pytest.mark.parametrize(
+    "name", ["digits_mlp", "digits_cnn", "breast_cancer_mlp", "noisy_quadratic"]
+)
 def test_steps_change_only_the_draws_made_last(name):
     """The per-step data are drawn last, so the run length changes nothing else."""
     short, long = build(name, 3, steps=40), build(name, 3, steps=90)
@@ -737,7 +754,7 @@ def test_runs_of_one_problem_stack_for_a_batched_engine(name):
             else:
                 assert torch.equal(inputs[number], expected[0])
                 assert torch.equal(targets[number], expected[1])
-    assert stacked.shared == (name in ("digits_mlp", "rosenbrock"))
+    assert stacked.shared == (name in ("digits_mlp", "digits_cnn", "rosenbrock"))
 
 
 def test_to_moves_model_and_all_data_and_returns_the_instance():
@@ -753,3 +770,37 @@ def test_docs_describe_every_builtin_problem():
     text = (REPO / "docs" / "problems.md").read_text()
     for name in BUILTINS:
         assert f"### `{name}`" in text, name
+
+
+def test_breast_cancer_is_scikit_learns_data_standardised_on_the_training_split():
+    from sklearn.datasets import load_breast_cancer  # the reference reader (slow import)
+
+    reference = load_breast_cancer()
+    instance = build("breast_cancer_mlp", 2, steps=30)
+    held = instance.info["heldout_rows"]
+    assert (held, instance.info["training_rows"]) == (114, 455)  # round(0.2 x 569)
+    training = sorted(set(range(569)) - set(torch.unique(instance.index).tolist()))
+    assert len(training) <= held  # rows never trained on can only be held out
+    # Standardised with the training split's mean and (population) deviation, in float64.
+    order = torch.randperm(569, generator=torch.Generator().manual_seed(2))
+    rows = reference.data[order[held:].numpy()]
+    expected = (reference.data - rows.mean(axis=0)) / rows.std(axis=0)
+    np.testing.assert_allclose(instance.inputs.numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert instance.inputs.dtype == torch.float32
+    assert instance.targets[:, 0].tolist() == reference.target.astype(float).tolist()
+
+
+def test_digits_cnn_sees_the_digits_as_images_and_learns_far_above_chance():
+    instance = build("digits_cnn", 1, steps=150)
+    images, _ = build("digits_mlp", 1, steps=1).inputs, None
+    assert torch.equal(instance.inputs.reshape(1797, 64), images)
+    assert [type(m).__name__ for m in instance.model] == [
+        "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear"
+    ]  # fmt: skip
+    optimizer = torch.optim.Adam(instance.model.parameters(), lr=0.01)
+    criterion = torch.nn.CrossEntropyLoss()
+    for step in range(150):
+        optimizer.zero_grad()
+        instance.loss(criterion, *instance.batch(step)).backward()
+        optimizer.step()
+    assert instance.evaluate(criterion)["heldout_accuracy"] > 0.85  # chance: 0.1

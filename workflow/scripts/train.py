@@ -313,7 +313,7 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
         "device": environment["device"],
         "torch": environment["torch_version"],
-        "code": commands.code_digest(Path(__file__).resolve().parent, "train.py"),
+        "code": commands.training_code_digest(Path(__file__).resolve().parent),
     }
     digests = {id(run): reuse.settings_digest(run.spec, run.seed, context) for run in runs}
     kept = [

@@ -228,6 +228,30 @@ def _bytes_per_run(stacked: dict, optimizers: list, data, runs: int) -> int:
     return total // runs
 
 
+def _vmap_gradients_exact(step_forward, per_run_loss, stacked, names, ordered, data, criterion):
+    """Whether the vmapped forward and backward of step 0 give the first runs'
+    gradients bit for bit as the loop computes them (CPU: the bits the loop's
+    kernels give; elsewhere nothing is promised and the check is skipped)."""
+    device = next(iter(stacked.values())).device
+    if device.type != "cpu":
+        return True
+    probe = {name: tensor.detach().clone().requires_grad_() for name, tensor in stacked.items()}
+    inputs, targets = data.batch(0)
+    outputs = step_forward(probe, inputs)
+    losses = outputs if per_run_loss is None else per_run_loss(outputs, targets)
+    losses.backward(torch.ones_like(losses))
+    for position, instance in enumerate(ordered[:2]):
+        parameters = [instance.model.get_parameter(name) for name in names]
+        if any(p.device != device for p in parameters):
+            return True
+        loss = instance.loss(criterion, *instance.batch(0))
+        gradients = torch.autograd.grad(loss, parameters)
+        for name, gradient in zip(names, gradients, strict=True):
+            if not torch.equal(gradient, probe[name].grad[position]):
+                return False
+    return True
+
+
 def _fallback(
     instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
 ) -> EngineResult:
@@ -341,7 +365,8 @@ def train_batched(
             return _fallback(
                 instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
             )
-    else:
+    per_run_loss = None if objective else PerRunLoss(criterion.to(device), runs)
+    if bmm is None:
         step_forward = vmap_forward(model, buffers, objective)
         try:
             with torch.no_grad():
@@ -351,8 +376,17 @@ def train_batched(
             return _fallback(
                 instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
             )
-
-    per_run_loss = None if objective else PerRunLoss(criterion.to(device), runs)
+        if exact_only and not _vmap_gradients_exact(
+            step_forward, per_run_loss, stacked, names, ordered, data, criterion
+        ):
+            reason = (
+                "runs in the per-run loop: torch.func.vmap's batched kernels do not give the "
+                "loop's gradients bit for bit for this model (its matrix products or "
+                "convolutions round in another order)"
+            )
+            return _fallback(
+                instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
+            )
     views = []  # (optimizer, [(view, name, start, stop)], its learning rates)
     for kwargs, schedule, start, stop in groups:
         rows = [(stacked[name].detach()[start:stop], name, start, stop) for name in names]

@@ -103,11 +103,20 @@ def optbench_imports(scripts: Path, script: str) -> list[str]:
     return sorted(found)
 
 
-def code_digest(scripts: Path, script: str) -> str:
-    """A digest of ``script`` and all the optbench code it runs. Snakemake re-runs a
-    job when its command or script changes, not when the library code does; given
-    as a param, this makes the job follow that code ("Params have changed")."""
+def code_digest(scripts: Path, script: str, *more: str) -> str:
+    """A digest of ``script`` (and ``more`` scripts) and all the optbench code they
+    run. Snakemake re-runs a job when its command or script changes, not when the
+    library code does; given as a param, this makes the job follow that code
+    ("Params have changed")."""
+    names = sorted({name for start in (script, *more) for name in optbench_imports(scripts, start)})
     digest = hashlib.sha256()
-    for name in optbench_imports(scripts, script):
+    for name in names:
         digest.update(name.encode() + b"\0" + (Path(scripts) / name).read_bytes())
     return digest.hexdigest()[:12]
+
+
+def training_code_digest(scripts: Path) -> str:
+    """The code a training job runs: train.py, what it imports, and the built-in
+    problems (loaded by name at run time, so no import statement names them)."""
+    builtin = sorted(Path(scripts, "optbench", "problems", "builtin").glob("*.py"))
+    return code_digest(scripts, "train.py", *(str(p.relative_to(scripts)) for p in builtin))
