@@ -39,7 +39,11 @@ weights after 20 steps). Models other than nn.Linear and Sequential stacks of
 Linear and element-wise activations go through ``torch.func.vmap``, whose
 batched matrix products round differently from the loop's: bit-exact without
 matrix products (Rosenbrock), else at float32 rounding level (measured: 7e-8 in
-the weights after 25 Adam steps). Three things make the rest exact:
+the weights after 25 Adam steps). With ``exact_only`` (``engine: auto``)
+such a model trains batched only where the vmapped step 0 gives the first
+runs' gradients bit for bit as the loop does (``_vmap_gradients_exact``; a
+convolution, as in digits_cnn, does not), else in the loop. Three things make
+the rest exact:
 
 - Each stacked linear layer calibrates its kernels (``calibration.calibrate``): bmm can
   reach a different BLAS or ATen kernel than the loop's F.linear for the same
