@@ -39,6 +39,7 @@ EVERY_PROBLEM = {
         "digits_mlp": {},
         "digits_cnn": {},
         "breast_cancer_mlp": {},
+        "text_transformer": {},
     },
     "optimizers": {
         "adam": {"class": "Adam", "kwargs": {"lr": 0.01}},
@@ -197,15 +198,15 @@ def test_batched_jobs_on_every_builtin_same_bytes_on_simulated_hosts(tmp_path):
     avx2, files_avx2 = job_under(tmp_path, "avx2", grid, AVX2_HOST)
     _, files_avx512 = job_under(tmp_path, "avx512", grid, AVX512_HOST)
     _, files_scalar = job_under(tmp_path, "scalar", grid, SCALAR_HOST)
-    # 8 (problem, loss) pairs (each problem takes the one loss here that fits it)
+    # 9 (problem, loss) pairs (each problem takes the one loss here that fits it)
     # x 2 optimizers x 3 seeds.
-    assert len(files_avx2) == 48
+    assert len(files_avx2) == 54
     assert files_avx2 == files_avx512 == files_scalar
     written = sidecars(avx2)
     assert {s["problem"]["name"] for s in written} == set(EVERY_PROBLEM["problems"])
-    # digits_cnn's vmapped convolutions are not the loop's bits: it trains in the loop.
+    # Vmapped convolutions and attention are not the loop's bits: those train in the loop.
     engines = {s["problem"]["name"]: s["engine"] for s in written}
-    assert engines.pop("digits_cnn") == "loop"
+    assert engines.pop("digits_cnn") == engines.pop("text_transformer") == "loop"
     assert set(engines.values()) == {"batched"}
     assert all(s["engine_details"].get("kernels_exact", True) for s in written)
 

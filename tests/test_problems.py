@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ BUILTINS = (
     "noisy_quadratic",
     "quadratic",
     "rosenbrock",
+    "text_transformer",
 )
 CRITERIA = {
     "regression": torch.nn.MSELoss,
@@ -396,9 +398,11 @@ def test_draws_are_byte_identical_per_seed_and_differ_across_seeds(name):
         "digits_mlp": ("inputs", "targets"),
         "digits_cnn": ("inputs", "targets"),
         "breast_cancer_mlp": ("targets",),
+        "text_transformer": ("inputs", "targets", "heldout.inputs", "heldout.targets"),
         "noisy_quadratic": ("index",),
     }
-    drawn = [k for k in first if k not in fixed.get(name, ())]
+    # Layer norms start at weight 1 and bias 0: no draw.
+    drawn = [k for k in first if k not in fixed.get(name, ()) and "norm" not in k]
     assert all(first[k] != other[k] for k in drawn), [k for k in drawn if first[k] == other[k]]
 
 
@@ -418,7 +422,7 @@ def test_builds_leave_the_global_generator_alone(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["digits_mlp", "digits_cnn", "breast_cancer_mlp", "noisy_quadratic"]
+    "name", ["digits_mlp", "digits_cnn", "breast_cancer_mlp", "noisy_quadratic", "text_transformer"]
 )
 def test_steps_change_only_the_draws_made_last(name):
     """The per-step data are drawn last, so the run length changes nothing else."""
@@ -754,7 +758,8 @@ def test_runs_of_one_problem_stack_for_a_batched_engine(name):
             else:
                 assert torch.equal(inputs[number], expected[0])
                 assert torch.equal(targets[number], expected[1])
-    assert stacked.shared == (name in ("digits_mlp", "digits_cnn", "rosenbrock"))
+    shared = ("digits_mlp", "digits_cnn", "rosenbrock", "text_transformer")
+    assert stacked.shared == (name in shared)
 
 
 def test_to_moves_model_and_all_data_and_returns_the_instance():
@@ -804,3 +809,62 @@ def test_digits_cnn_sees_the_digits_as_images_and_learns_far_above_chance():
         instance.loss(criterion, *instance.batch(step)).backward()
         optimizer.step()
     assert instance.evaluate(criterion)["heldout_accuracy"] > 0.85  # chance: 0.1
+
+
+def test_text_transformer_reads_torchs_optim_sources_and_holds_out_their_end():
+    import hashlib
+    import importlib.util
+
+    root = Path(next(iter(importlib.util.find_spec("torch").submodule_search_locations)))
+    text = b"".join(path.read_bytes() for path in sorted((root / "optim").glob("*.py")))
+    instance = build("text_transformer", 3, steps=50)
+    info = instance.info
+    assert info["corpus_sha256"] == hashlib.sha256(text).hexdigest()
+    assert info["corpus_bytes"] == len(text) and info["heldout_bytes"] == round(0.1 * len(text))
+    # Inputs and their next bytes are windows of the text itself.
+    start = 12345
+    assert bytes(instance.inputs[start].tolist()) == text[start : start + 32]
+    assert bytes(instance.targets[start].tolist()) == text[start + 1 : start + 33]
+    # No training window reaches into the held-out end; the held-out windows tile it.
+    first_heldout = len(text) - info["heldout_bytes"]
+    assert int(instance.index.max()) + 32 < first_heldout
+    # Held out: every k-th of the held-out text's non-overlapping 33-byte windows,
+    # k the smallest stride that keeps at most 256 of them.
+    inputs, targets = instance.heldout
+    windows = info["heldout_bytes"] // 33
+    stride = -(-windows // 256)
+    assert len(inputs) == -(-windows // stride) <= 256
+    for number in (0, 1, len(inputs) - 1):
+        start = first_heldout + number * stride * 33
+        assert bytes(inputs[number].tolist()) == text[start : start + 32]
+        assert bytes(targets[number].tolist()) == text[start + 1 : start + 33]
+    # Causal: a byte's logits do not depend on later bytes.
+    tokens = instance.inputs[:2].clone()
+    before = instance.model(tokens)[:, :, :10]
+    tokens[:, 10:] = 0
+    assert torch.equal(instance.model(tokens)[:, :, :10], before)
+
+
+def test_text_transformer_refuses_another_corpus(monkeypatch):
+    module = problems.load("text_transformer")
+    module.corpus.cache_clear()
+    monkeypatch.setattr(module, "CORPUS_SHA256", "0" * 64)
+    try:
+        with pytest.raises(problems.ProblemError, match="another torch gives another problem"):
+            module.build(0, 5)
+    finally:
+        module.corpus.cache_clear()
+
+
+def test_text_transformer_learns_the_text():
+    instance = build("text_transformer", 0, steps=60)
+    criterion = torch.nn.CrossEntropyLoss()
+    before = instance.evaluate(criterion)["heldout_loss"]
+    optimizer = torch.optim.Adam(instance.model.parameters(), lr=0.003)
+    for step in range(60):
+        optimizer.zero_grad()
+        instance.loss(criterion, *instance.batch(step)).backward()
+        optimizer.step()
+    after = instance.evaluate(criterion)
+    # From about uniform over the 256 byte values (ln 256 = 5.55 nats) to well below.
+    assert before > 5.0 and after["heldout_loss"] < 3.6 and after["heldout_accuracy"] > 0.15

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import TRAIN_SCRIPT
+from optbench import problems
 from optbench.engines import numerics, training
 
 OPTIMIZERS = {
@@ -354,3 +355,19 @@ def test_environment_records_the_gpus_the_scheduler_gave(monkeypatch, visible):
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert training.environment(torch.device("cpu"))["cuda_visible_devices"] == visible
+
+
+def test_a_run_keeps_the_facts_of_its_problems_draw():
+    """text_transformer's corpus digest reaches the run (and so its sidecar's problem_info)."""
+    run_spec = spec("adam", "mse", steps=3)
+    run_spec["problem"] = {
+        "name": "text",
+        "problem": "text_transformer",
+        "kind": "classification",
+        "kwargs": {"layers": 1},
+    }
+    run_spec["loss"] = {"name": "ce", "class": "CrossEntropyLoss", "kwargs": {}}
+    result = training.train_one(run_spec, 0, torch.device("cpu"))
+    assert result.info["corpus_sha256"] == problems.load("text_transformer").CORPUS_SHA256
+    assert result.info["corpus"] == "torch/optim/*.py"
+    assert training.train_one(spec("adam", "mse", steps=3), 0, torch.device("cpu")).info == {}

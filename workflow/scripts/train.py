@@ -262,7 +262,13 @@ def train_batched(runs, device, log, exact_only=False, probed=None):
             yield (
                 run,
                 training.RunResult(
-                    run.seed, outcome.losses, share, outcome.evaluations, heldout, outcome.lrs
+                    run.seed,
+                    outcome.losses,
+                    share,
+                    outcome.evaluations,
+                    heldout,
+                    outcome.lrs,
+                    instance.info,
                 ),
                 result.engine,
                 result.reason,
@@ -383,6 +389,7 @@ def write(run, result, engine_run, environment, settings_sha256, started, log):
         "first_nonfinite_step": runfiles.first_nonfinite_step(result.losses),
         "evaluations": sum(result.evaluations),
         "heldout": result.heldout,
+        "problem_info": result.info,
         # What determines the run's numbers (reuse.py): an unchanged run is reused.
         "settings_sha256": settings_sha256,
     }

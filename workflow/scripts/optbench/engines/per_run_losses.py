@@ -34,7 +34,9 @@ class PerRunLoss:
             flat = outputs.reshape(runs * outputs.shape[1], *outputs.shape[2:])
             labels = targets.reshape(runs * targets.shape[1], *targets.shape[2:])
             per = self.none(flat, labels).reshape(runs, -1).sum(1)
-            return per / self._sample_norm(labels, outputs.shape[1]) if self.mean else per
+            # A run's targets: a batch of labels, or of label sequences (a
+            # language model's [batch, positions]); a mean is over all of them.
+            return per / self._sample_norm(labels, targets[0].numel()) if self.mean else per
         count = outputs[0].numel()
         if self.strategy == "after":
             # Its kernels (sigmoid, log) round the last elements of a vector
@@ -53,12 +55,12 @@ class PerRunLoss:
         per = self.none(outputs, targets).reshape(runs, -1).sum(1)
         return per / count if self.mean else per
 
-    def _sample_norm(self, labels, batch: int):
+    def _sample_norm(self, labels, count: int):
         """What a mean divides each run's sum by: its targets' weights (or their count)."""
         weight = getattr(self.none, "weight", None)
         ignore = getattr(self.none, "ignore_index", -100)
         if self.name != "CrossEntropyLoss" or (weight is None and ignore < 0):
-            return batch  # no class index is negative, so none is ignored
+            return count  # no class index is negative, so none is ignored
         kept = labels != ignore
         if weight is None:
             return kept.reshape(self.runs, -1).sum(1)

@@ -38,6 +38,7 @@ class RunResult:
     evaluations: list[int] = field(default_factory=list)  # loss evaluations per step
     heldout: dict | None = None  # held-out loss/accuracy after the last step, where there is one
     lrs: list[float | None] = field(default_factory=list)  # the learning rate of each step
+    info: dict = field(default_factory=dict)  # facts about the problem's draw (Instance.info)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -205,7 +206,7 @@ def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
         instance, criterion, optimizer, spec["steps"], spec, spec["optimizer"].get("schedule")
     )
     heldout = instance.evaluate(criterion)
-    return RunResult(seed, losses, seconds, evaluations, heldout, lrs)
+    return RunResult(seed, losses, seconds, evaluations, heldout, lrs, instance.info)
 
 
 def learning_rates(optimizer, schedule: dict | None, steps: int, entry_name: str | None):

@@ -32,6 +32,10 @@ problem file declares what planning needs as module-level literals that
     ``{"name": [low, high], ...}``: inclusive bounds of a numeric parameter
     (each element of a list parameter), ``None`` for an open end; checked at
     planning time like the types.
+``LOSSES`` (optional)
+    ``("CrossEntropyLoss",)``: the loss classes of its kind's that fit this
+    problem, where fewer than all do (a sequence model's logits suit
+    CrossEntropyLoss but not MultiMarginLoss).
 ``CONSTRAINTS`` (optional)
     ``["samples >= dim", ...]``: comparisons between numeric parameters and
     numbers (``<``, ``<=``, ``>``, ``>=``, ``==``, ``!=``, chains allowed),
@@ -85,7 +89,7 @@ LOSSES: dict[str, tuple[str, ...]] = {
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 _REQUIRED = ("KIND", "PARAMETERS", "STOCHASTIC", "OPTIMUM")
-_OPTIONAL = ("LIMITS", "CONSTRAINTS")
+_OPTIONAL = ("LIMITS", "CONSTRAINTS", "LOSSES")
 # build()'s own arguments; a parameter of the same name would be ambiguous.
 _RESERVED = {"seed", "steps"}
 
@@ -108,11 +112,12 @@ class Declaration:
     limits: dict = field(default_factory=dict, hash=False)
     constraints: tuple[str, ...] = ()
     sha256: str = ""  # of the file's bytes
+    declared_losses: tuple[str, ...] | None = None  # LOSSES, where the file narrows its kind's
 
     @property
     def losses(self) -> tuple[str, ...]:
-        """The torch.nn loss classes that fit this problem's kind."""
-        return LOSSES[self.kind]
+        """The torch.nn loss classes that fit this problem: its kind's, or those it names."""
+        return LOSSES[self.kind] if self.declared_losses is None else self.declared_losses
 
 
 # ---------------------------------------------------------------- lookup
@@ -390,6 +395,16 @@ def read_declaration(path: Path, name: str | None = None) -> Declaration:
     _check_limits_literal(limits, parameters, path)
     constraints = values.get("CONSTRAINTS", [])
     _check_constraints_literal(constraints, parameters, path)
+    declared_losses = values.get("LOSSES")
+    if declared_losses is not None and (
+        not isinstance(declared_losses, tuple | list)
+        or not declared_losses
+        or not set(declared_losses) <= set(LOSSES[kind])
+    ):
+        raise ProblemError(
+            f"{path}: LOSSES must be a non-empty tuple of loss classes that fit KIND {kind!r} "
+            f"({', '.join(LOSSES[kind]) or 'none'}), got {declared_losses!r}."
+        )
     _build_signature_errors(tree, parameters, path)
     docstring = ast.get_docstring(tree)
     if not docstring or not docstring.strip():
@@ -409,6 +424,7 @@ def read_declaration(path: Path, name: str | None = None) -> Declaration:
         limits=limits,
         constraints=tuple(constraints),
         sha256=hashlib.sha256(source).hexdigest(),
+        declared_losses=None if declared_losses is None else tuple(declared_losses),
     )
 
 
@@ -534,7 +550,7 @@ def loss_error(decl: Declaration, loss_class: str) -> str | None:
     The message names the problem and the loss class; callers prefix the
     config key(s) they hold.
     """
-    fits = LOSSES[decl.kind]
+    fits = decl.losses
     if loss_class in fits:
         return None
     if not fits:

@@ -32,7 +32,8 @@ Target encodings, fixed per kind (``LOSSES`` in ``__init__.py`` follows them):
 regression: float targets shaped like the model's output; binary: float
 targets in {0, 1} shaped like the model's output (one logit per sample);
 classification: int64 class indices ``[batch]`` beside logits
-``[batch, classes]``.
+``[batch, classes]``, or, for a sequence model, ``[batch, positions]`` beside
+``[batch, classes, positions]`` (one prediction per position).
 """
 
 from __future__ import annotations
@@ -170,9 +171,19 @@ class Instance:
 def target_problem(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> str | None:
     """Why ``targets`` do not follow the encoding of ``kind`` for model ``outputs``, or None."""
     if kind == "classification":
-        if targets.dtype != torch.int64 or targets.dim() != 1 or outputs.dim() != 2:
-            return "classification needs logits [batch, classes] and int64 targets [batch]"
-        if outputs.shape[0] != targets.shape[0]:
+        # [batch, classes] with [batch], or a sequence model's [batch, classes,
+        # positions] with [batch, positions] (CrossEntropyLoss takes both).
+        sequence = outputs.dim() == 3 and targets.dim() == 2
+        if targets.dtype != torch.int64 or not (
+            (outputs.dim() == 2 and targets.dim() == 1) or sequence
+        ):
+            return (
+                "classification needs logits [batch, classes] and int64 targets [batch] "
+                "(or [batch, classes, positions] and [batch, positions])"
+            )
+        if outputs.shape[0] != targets.shape[0] or (
+            sequence and outputs.shape[2] != targets.shape[1]
+        ):
             return "logits and targets have different batch sizes"
         if (
             targets.numel()
@@ -192,8 +203,8 @@ def target_problem(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> s
 
 def accuracy(kind: str, outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
     """Share of correct predictions: argmax for classification, logit > 0 for binary."""
-    if kind == "classification":
-        return float((outputs.argmax(dim=-1) == targets).double().mean())
+    if kind == "classification":  # classes on dim 1, whether or not positions follow
+        return float((outputs.argmax(dim=1) == targets).double().mean())
     if kind == "binary":
         return float(((outputs > 0) == (targets > 0.5)).double().mean())
     return None
