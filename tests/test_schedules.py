@@ -166,10 +166,10 @@ def test_lbfgs_takes_a_schedule_in_the_loop():
     optimizer = torch.optim.LBFGS(instance.model.parameters(), lr=0.5)
     from optbench.engines.training import train_instance
 
-    *_, lrs = train_instance(
+    looped = train_instance(
         instance, torch.nn.MSELoss(), optimizer, 10, schedule={"family": "step", "every": 0.5}
     )
-    assert lrs == [0.5] * 5 + [0.05] * 5
+    assert looped.lrs == [0.5] * 5 + [0.05] * 5
 
 
 def test_the_recorded_rate_of_a_self_tuning_optimizer_is_lr_times_d():

@@ -230,6 +230,7 @@ def train_batched(runs, device, log, exact_only=False, probed=None):
                 exact_only=exact_only,
                 probed=probed,
                 schedules=[run.spec["optimizer"].get("schedule") for run in chunk],
+                eval_every=spec.get("eval_every", 0),
             )
         except torch.OutOfMemoryError:
             raise
@@ -269,6 +270,7 @@ def train_batched(runs, device, log, exact_only=False, probed=None):
                     heldout,
                     outcome.lrs,
                     instance.info,
+                    outcome.curve,
                 ),
                 result.engine,
                 result.reason,
@@ -390,6 +392,8 @@ def write(run, result, engine_run, environment, settings_sha256, started, log):
         "evaluations": sum(result.evaluations),
         "heldout": result.heldout,
         "problem_info": result.info,
+        # Held-out metrics every eval_every steps ([] without eval_every or held-out data).
+        "heldout_curve": result.curve,
         # What determines the run's numbers (reuse.py): an unchanged run is reused.
         "settings_sha256": settings_sha256,
     }

@@ -82,6 +82,7 @@ from optbench.engines import optimizers
 from optbench.engines.per_run_losses import PerRunLoss
 from optbench.engines.scheduling import LearningRates
 from optbench.engines.stacked_layers import BmmForward, vmap_forward
+from optbench.engines.training import evaluation_steps
 from optbench.planning import batch_policy
 from optbench.planning.batch_policy import can_batch
 from optbench.problems.instance import Instance, stack
@@ -102,6 +103,7 @@ class RunOutcome:
     losses: list[float]  # the loss of each step, before that step's update
     evaluations: list[int]  # loss evaluations made by each step (1 without a closure)
     lrs: list[float | None] = field(default_factory=list)  # the learning rate of each step
+    curve: list[dict] = field(default_factory=list)  # held-out metrics every eval_every steps
 
 
 @dataclass
@@ -136,6 +138,7 @@ def train_loop(
     steps: int,
     device=None,
     schedules=None,
+    eval_every: int = 0,
 ) -> list[RunOutcome]:
     """The per-run loop, one run after another (the engine's fallback).
 
@@ -147,12 +150,12 @@ def train_loop(
     kwargs_list = _per_run(optimizer_kwargs, len(instances), "optimizer kwargs")
     schedule_list = _per_run(schedules, len(instances), "schedules")
     return [
-        _train_one(instance, criterion, cls, kwargs, steps, device, schedule)
+        _train_one(instance, criterion, cls, kwargs, steps, device, schedule, eval_every)
         for instance, kwargs, schedule in zip(instances, kwargs_list, schedule_list, strict=True)
     ]
 
 
-def _train_one(instance, criterion, cls, kwargs, steps, device, schedule) -> RunOutcome:
+def _train_one(instance, criterion, cls, kwargs, steps, device, schedule, eval_every) -> RunOutcome:
     # The pipeline's own loop (training.train_instance), so that a cell that
     # falls back records exactly what an unbatched job records.
     from optbench.engines.training import train_instance
@@ -160,10 +163,10 @@ def _train_one(instance, criterion, cls, kwargs, steps, device, schedule) -> Run
     if device is not None:
         instance.to(device)
     optimizer = cls(instance.model.parameters(), **kwargs)
-    losses, evaluations, _, lrs = train_instance(
-        instance, criterion, optimizer, steps, schedule=schedule
+    looped = train_instance(
+        instance, criterion, optimizer, steps, schedule=schedule, eval_every=eval_every
     )
-    return RunOutcome(losses, evaluations, lrs)
+    return RunOutcome(looped.losses, looped.evaluations, looped.lrs, looped.curve)
 
 
 def _device_of(model) -> torch.device:
@@ -232,6 +235,18 @@ def _bytes_per_run(stacked: dict, optimizers: list, data, runs: int) -> int:
     return total // runs
 
 
+def _evaluate_runs(ordered, stacked, names, criterion, done: int, curves) -> None:
+    """Each run's held-out metrics after ``done`` steps: its rows of the stacked
+    weights copied into its own model, evaluated as the loop evaluates it."""
+    with torch.no_grad():
+        for position, instance in enumerate(ordered):
+            for name in names:
+                instance.model.get_parameter(name).copy_(stacked[name][position])
+            metrics = instance.evaluate(criterion)
+            if metrics is not None:
+                curves[position].append({"step": done, **metrics})
+
+
 def _vmap_gradients_exact(step_forward, per_run_loss, stacked, names, ordered, data, criterion):
     """Whether the vmapped forward and backward of step 0 give the first runs'
     gradients bit for bit as the loop computes them (CPU: the bits the loop's
@@ -257,10 +272,12 @@ def _vmap_gradients_exact(step_forward, per_run_loss, stacked, names, ordered, d
 
 
 def _fallback(
-    instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
+    instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list, eval_every=0
 ) -> EngineResult:
     started = time.perf_counter()
-    runs = train_loop(instances, criterion, cls, kwargs_list, steps, device, schedule_list)
+    runs = train_loop(
+        instances, criterion, cls, kwargs_list, steps, device, schedule_list, eval_every
+    )
     return EngineResult(runs, "loop", reason, time.perf_counter() - started)
 
 
@@ -275,6 +292,7 @@ def train_batched(
     exact_only: bool = False,
     probed: str | None = None,
     schedules=None,
+    eval_every: int = 0,
 ) -> EngineResult:
     """Train the runs of one cell together, or in the loop where that is not safe.
 
@@ -295,6 +313,8 @@ def train_batched(
     list of element-wise classes. ``schedules``: the learning-rate schedule
     (optbench.schedules) of all runs, or one per run (None: none); runs of one
     variant share it, and its rates are applied to the variant's optimizer.
+    ``eval_every``: take each run's held-out metrics every that many steps and
+    after the last (0: never), from its weights at that step, untimed.
 
     Returns the runs in the order given, each as the loop records it, and the
     engine that ran with its reason. On return every instance is on
@@ -324,7 +344,7 @@ def train_batched(
         ok, reason = False, f"runs in the per-run loop: {layout}"
     if not ok:
         return _fallback(
-            instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
+            instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list, eval_every
         )
     if device is None:
         device = _device_of(instances[0].model)
@@ -367,7 +387,15 @@ def train_batched(
                 f"bit for bit ({'; '.join(bmm.describe().values())})"
             )
             return _fallback(
-                instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
+                instances,
+                criterion,
+                cls,
+                kwargs_list,
+                steps,
+                device,
+                reason,
+                schedule_list,
+                eval_every,
             )
     per_run_loss = None if objective else PerRunLoss(criterion.to(device), runs)
     if bmm is None:
@@ -378,7 +406,15 @@ def train_batched(
         except Exception as error:  # a model vmap cannot trace runs in the loop
             reason = f"runs in the per-run loop: torch.func.vmap cannot batch the model ({error})"
             return _fallback(
-                instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
+                instances,
+                criterion,
+                cls,
+                kwargs_list,
+                steps,
+                device,
+                reason,
+                schedule_list,
+                eval_every,
             )
         if exact_only and not _vmap_gradients_exact(
             step_forward, per_run_loss, stacked, names, ordered, data, criterion
@@ -389,7 +425,15 @@ def train_batched(
                 "convolutions round in another order)"
             )
             return _fallback(
-                instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list
+                instances,
+                criterion,
+                cls,
+                kwargs_list,
+                steps,
+                device,
+                reason,
+                schedule_list,
+                eval_every,
             )
     views = []  # (optimizer, [(view, name, start, stop)], its learning rates)
     for kwargs, schedule, start, stop in groups:
@@ -401,6 +445,9 @@ def train_batched(
 
     recorded = torch.empty(steps, runs, dtype=stacked[names[0]].dtype, device=device)
     ones = torch.ones(runs, dtype=recorded.dtype, device=device)
+    evaluate_after = evaluation_steps(steps, eval_every)
+    curves: list[list[dict]] = [[] for _ in range(runs)]
+    untimed = 0.0
     started = time.perf_counter()
     for step in range(steps):
         for tensor in stacked.values():
@@ -418,8 +465,12 @@ def train_batched(
             optimizer.step()
             rates.after()
         recorded[step] = losses.detach()
+        if step + 1 in evaluate_after:
+            paused = time.perf_counter()
+            _evaluate_runs(ordered, stacked, names, criterion, step + 1, curves)
+            untimed += time.perf_counter() - paused
     per_run = recorded.T.tolist()  # the one copy to the host
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - untimed
 
     with torch.no_grad():
         for position, instance in enumerate(ordered):
@@ -429,7 +480,9 @@ def train_batched(
     outcomes: list[RunOutcome | None] = [None] * runs
     variant_of = [v for v, (*_, start, stop) in enumerate(groups) for _ in range(start, stop)]
     for position, run in enumerate(order):
-        outcomes[run] = RunOutcome(per_run[position], [1] * steps, lrs[variant_of[position]])
+        outcomes[run] = RunOutcome(
+            per_run[position], [1] * steps, lrs[variant_of[position]], curves[position]
+        )
     details = {
         "forward": path,
         "variants": len(groups),

@@ -39,6 +39,19 @@ class RunResult:
     heldout: dict | None = None  # held-out loss/accuracy after the last step, where there is one
     lrs: list[float | None] = field(default_factory=list)  # the learning rate of each step
     info: dict = field(default_factory=dict)  # facts about the problem's draw (Instance.info)
+    # Held-out metrics every eval_every steps: {"step": steps done, **Instance.evaluate}.
+    curve: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class LoopResult:
+    """What the per-run loop records (``train_instance``)."""
+
+    losses: list[float]  # the loss of each step, before that step's update
+    evaluations: list[int]  # loss evaluations made by each step
+    seconds: float  # training time, held-out evaluations excluded
+    lrs: list[float | None]  # the learning rate each step used
+    curve: list[dict]  # held-out metrics every eval_every steps (evaluation_curve)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -202,11 +215,46 @@ def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
     optimizer = build_optimizer(
         spec["optimizer"], instance.model.parameters(), spec.get("optimizers_dir")
     )
-    losses, evaluations, seconds, lrs = train_instance(
-        instance, criterion, optimizer, spec["steps"], spec, spec["optimizer"].get("schedule")
+    looped = train_instance(
+        instance,
+        criterion,
+        optimizer,
+        spec["steps"],
+        spec,
+        spec["optimizer"].get("schedule"),
+        spec.get("eval_every", 0),
     )
     heldout = instance.evaluate(criterion)
-    return RunResult(seed, losses, seconds, evaluations, heldout, lrs, instance.info)
+    return RunResult(
+        seed,
+        looped.losses,
+        looped.seconds,
+        looped.evaluations,
+        heldout,
+        looped.lrs,
+        instance.info,
+        looped.curve,
+    )
+
+
+def evaluation_steps(steps: int, every: int) -> set[int]:
+    """After which numbers of steps done the held-out metrics are taken: every
+    ``every`` steps and after the last (none when ``every`` is 0)."""
+    return set(range(every, steps + 1, every)) | {steps} if every else set()
+
+
+def evaluated_at(instance, criterion, optimizer, done: int) -> dict | None:
+    """The held-out metrics after ``done`` steps, at the optimizer's evaluation point
+    (train()/eval() optimizers are switched for the evaluation and back)."""
+    switch = optimizer is not None and optimizers.has_train_eval(optimizer)
+    if switch:
+        optimizer.eval()
+    try:
+        metrics = instance.evaluate(criterion)
+    finally:
+        if switch:
+            optimizer.train()
+    return None if metrics is None else {"step": done, **metrics}
 
 
 def learning_rates(optimizer, schedule: dict | None, steps: int, entry_name: str | None):
@@ -225,9 +273,11 @@ def train_instance(
     steps: int,
     spec: dict | None = None,
     schedule: dict | None = None,
-):
-    """The per-run loop on a built instance and optimizer: (losses, evaluations,
-    seconds, learning rates), the learning rate being the one each step used.
+    eval_every: int = 0,
+) -> LoopResult:
+    """The per-run loop on a built instance and optimizer (``LoopResult``): the
+    losses, evaluations, seconds, each step's learning rate and, every
+    ``eval_every`` steps, the held-out metrics (untimed).
 
     The one loop of the project: ``train_one`` and the batched engine's
     fallback (``batched.train_loop``) both run it. With ``spec``, a failure of
@@ -235,6 +285,9 @@ def train_instance(
     """
     rates = learning_rates(optimizer, schedule, steps, spec and spec["optimizer"]["name"])
     lrs = []
+    curve = []
+    evaluate_after = evaluation_steps(steps, eval_every)
+    untimed = 0.0
     with_closure = optimizers.needs_closure(optimizer)
     create_graph = optimizers.needs_create_graph(optimizer)
     train_eval = optimizers.has_train_eval(optimizer)
@@ -293,13 +346,18 @@ def train_instance(
                 raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
         rates.after()
         recorded.append(loss.detach())
+        if step + 1 in evaluate_after:
+            paused = time.perf_counter()
+            point = evaluated_at(instance, criterion, optimizer if train_eval else None, step + 1)
+            curve += [point] if point else []
+            untimed += time.perf_counter() - paused
     losses = torch.stack(recorded).tolist() if recorded else []
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - untimed
     if train_eval:
         optimizer.eval()  # the weights held-out metrics are taken at
     if create_graph:
         optimizer.zero_grad(set_to_none=True)  # frees the last step's graph
-    return losses, evaluations, seconds, lrs
+    return LoopResult(losses, evaluations, seconds, lrs, curve)
 
 
 def environment(device: torch.device) -> dict:

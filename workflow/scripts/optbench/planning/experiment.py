@@ -110,6 +110,7 @@ class Experiment:
     engine: str = "auto"  # auto, batched or loop (training.py, train.py)
     job_scope: str = "cell"  # cell, optimizer, loss or problem (jobs.SCOPES)
     numerics: str = "portable"  # portable or native (numerics.py)
+    eval_every: int = 0  # held-out metrics every k steps (0: after the last step only)
 
     @property
     def all_seeds(self) -> tuple[int, ...]:
@@ -148,6 +149,8 @@ class Experiment:
             "optimizer": self.optimizers[cell.optimizer].as_dict(cell.variant),
             "variant": cell.variant,
             "device": self.device,
+            # Only where set, so that runs without a curve keep their settings.
+            **({"eval_every": self.eval_every} if self.eval_every else {}),
         }
 
     def run_spec_json(self, cell: Cell) -> str:

@@ -146,6 +146,7 @@ def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -
     return json.dumps(
         {
             "device": experiment.device,
+            **({"eval_every": experiment.eval_every} if experiment.eval_every else {}),
             "problems": problems,
             "losses": losses,
             "optimizers": optimizers,
@@ -182,6 +183,7 @@ def expand(text: str) -> list[Run]:
             | ({"schedule": entry["s"][variant]} if variant in entry.get("s", {}) else {}),
             "variant": variant,
             "device": job["device"],
+            **({"eval_every": job["eval_every"]} if "eval_every" in job else {}),
         }
         fields = {"problem": problem, "loss": loss, "optimizer": optimizer, "variant": variant}
         for seed in parse_seed_ranges(job["seeds"]):

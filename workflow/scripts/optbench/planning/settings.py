@@ -706,6 +706,7 @@ def validate(
         engine=config["engine"],
         job_scope=config["job_scope"],
         numerics=config["numerics"],
+        eval_every=config["eval_every"],
     )
     found = _engine_problems(experiment) + _job_size_problems(experiment)
     if not found:
