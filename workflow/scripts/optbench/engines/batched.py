@@ -342,10 +342,14 @@ def train_batched(
     layout = _same_layout(instances) if ok else None
     if layout:
         ok, reason = False, f"runs in the per-run loop: {layout}"
-    if not ok:
+
+    def in_the_loop(reason: str) -> EngineResult:
         return _fallback(
             instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list, eval_every
         )
+
+    if not ok:
+        return in_the_loop(reason)
     if device is None:
         device = _device_of(instances[0].model)
     device = torch.device(device)
@@ -386,17 +390,7 @@ def train_batched(
                 "runs in the per-run loop: no stacked kernel of this CPU matches the loop's "
                 f"bit for bit ({'; '.join(bmm.describe().values())})"
             )
-            return _fallback(
-                instances,
-                criterion,
-                cls,
-                kwargs_list,
-                steps,
-                device,
-                reason,
-                schedule_list,
-                eval_every,
-            )
+            return in_the_loop(reason)
     per_run_loss = None if objective else PerRunLoss(criterion.to(device), runs)
     if bmm is None:
         step_forward = vmap_forward(model, buffers, objective)
@@ -405,17 +399,7 @@ def train_batched(
                 step_forward(stacked, data.batch(0)[0])
         except Exception as error:  # a model vmap cannot trace runs in the loop
             reason = f"runs in the per-run loop: torch.func.vmap cannot batch the model ({error})"
-            return _fallback(
-                instances,
-                criterion,
-                cls,
-                kwargs_list,
-                steps,
-                device,
-                reason,
-                schedule_list,
-                eval_every,
-            )
+            return in_the_loop(reason)
         if exact_only and not _vmap_gradients_exact(
             step_forward, per_run_loss, stacked, names, ordered, data, criterion
         ):
@@ -424,17 +408,7 @@ def train_batched(
                 "loop's gradients bit for bit for this model (its matrix products or "
                 "convolutions round in another order)"
             )
-            return _fallback(
-                instances,
-                criterion,
-                cls,
-                kwargs_list,
-                steps,
-                device,
-                reason,
-                schedule_list,
-                eval_every,
-            )
+            return in_the_loop(reason)
     views = []  # (optimizer, [(view, name, start, stop)], its learning rates)
     for kwargs, schedule, start, stop in groups:
         rows = [(stacked[name].detach()[start:stop], name, start, stop) for name in names]

@@ -274,26 +274,25 @@ def _optimizers(torch_dir: Path) -> dict[str, Signature]:
     return found
 
 
-def _schedulers(torch_dir: Path) -> dict[str, Signature]:
-    """Public classes of torch/optim/lr_scheduler.py that derive from LRScheduler."""
+def _public_subclasses(torch_dir: Path, module: str, base: str) -> dict[str, Signature]:
+    """Public classes defined in ``module`` that derive from ``base``, with signatures."""
     resolver = _Resolver(torch_dir)
     found = {}
-    for name in resolver.module("torch.optim.lr_scheduler").classes:
-        lineage, signature = resolver.lineage("torch.optim.lr_scheduler", name)
-        if not name.startswith("_") and "LRScheduler" in lineage and signature:
+    for name in resolver.module(module).classes:
+        lineage, signature = resolver.lineage(module, name)
+        if not name.startswith("_") and base in lineage and signature:
             found[name] = signature
     return found
+
+
+def _schedulers(torch_dir: Path) -> dict[str, Signature]:
+    """Classes of torch/optim/lr_scheduler.py that derive from LRScheduler."""
+    return _public_subclasses(torch_dir, "torch.optim.lr_scheduler", "LRScheduler")
 
 
 def _losses(torch_dir: Path) -> dict[str, Signature]:
-    """Public classes of torch/nn/modules/loss.py that derive from its _Loss base."""
-    resolver = _Resolver(torch_dir)
-    found = {}
-    for name in resolver.module("torch.nn.modules.loss").classes:
-        lineage, signature = resolver.lineage("torch.nn.modules.loss", name)
-        if not name.startswith("_") and "_Loss" in lineage and signature:
-            found[name] = signature
-    return found
+    """Classes of torch/nn/modules/loss.py that derive from its _Loss base."""
+    return _public_subclasses(torch_dir, "torch.nn.modules.loss", "_Loss")
 
 
 @cache
