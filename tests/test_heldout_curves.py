@@ -1,6 +1,7 @@
 """eval_every: held-out metrics every k steps, in eval mode, untimed, equal across engines."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -124,3 +125,107 @@ def test_the_training_job_writes_the_curve_into_the_sidecar(tmp_path):
         assert meta["heldout_curve"] == expected
         assert meta["heldout"] == {k: v for k, v in expected[-1].items() if k != "step"}
         assert meta["eval_every"] == 5
+
+
+# ------------------------------------------------------------------ targets
+
+
+def test_steps_to_a_heldout_target_are_the_first_evaluated_crossing():
+    from optbench.reporting.cells import HeldoutTarget
+
+    curve = [
+        {"step": 5, "heldout_loss": 2.0, "heldout_accuracy": 0.5},
+        {"step": 10, "heldout_loss": 0.9, "heldout_accuracy": 0.91},
+        {"step": 12, "heldout_loss": 1.1, "heldout_accuracy": 0.95},
+    ]
+    final = {"heldout_loss": 1.1, "heldout_accuracy": 0.95}
+    assert HeldoutTarget.parse("accuracy:0.9").steps_to(curve, final, 12) == 10.0
+    assert HeldoutTarget.parse("accuracy:0.95").steps_to(curve, final, 12) == 12.0
+    assert HeldoutTarget.parse("loss:1.0").steps_to(curve, final, 12) == 10.0
+    assert math.isnan(HeldoutTarget.parse("loss:0.5").steps_to(curve, final, 12))  # censored
+    # Without a curve (no eval_every) only the final evaluation, after the last step, counts.
+    assert HeldoutTarget.parse("accuracy:0.9").steps_to([], final, 12) == 12.0
+    assert math.isnan(HeldoutTarget.parse("").steps_to(curve, final, 12))  # no target
+    assert math.isnan(HeldoutTarget.parse("accuracy:0.9").steps_to([], None, 12))  # no data
+    with pytest.raises(ValueError, match="expected loss:VALUE or accuracy:VALUE"):
+        HeldoutTarget.parse("f1:0.9")
+
+
+def test_targets_come_from_the_config_else_the_builtin_defaults():
+    import yaml
+
+    from conftest import SCHEMA
+    from optbench.planning import settings
+    from optbench.reporting.analysis_context import heldout_target_text
+
+    config = {
+        "problems": {"digits_mlp": {}, "cnn": {"problem": "digits_cnn"}, "linear": {}},
+        "losses": {"ce": {"class": "CrossEntropyLoss"}, "mse": {"class": "MSELoss"}},
+        "heldout_targets": {"digits_mlp/ce": {"accuracy": 0.8}},
+    }
+    experiment = settings.validate(yaml.safe_load(yaml.safe_dump(config)), SCHEMA)
+    text = {
+        pair: heldout_target_text(experiment.heldout_targets, *pair)
+        for pair in [
+            ("digits_mlp", "digits_mlp", "ce"),
+            ("cnn", "digits_cnn", "ce"),
+            ("linear", "linear", "mse"),
+        ]
+    }
+    assert text == {
+        ("digits_mlp", "digits_mlp", "ce"): "accuracy:0.8",  # the config's
+        ("cnn", "digits_cnn", "ce"): "accuracy:0.9",  # digits_cnn's default
+        ("linear", "linear", "mse"): "",  # no held-out data, no target
+    }
+    with pytest.raises(
+        settings.ConfigError, match="heldout_targets.digits_mlp/mse: not a problem/loss"
+    ):
+        settings.validate({**config, "heldout_targets": {"digits_mlp/mse": {"loss": 1.0}}}, SCHEMA)
+
+
+@pytest.mark.workflow
+def test_a_run_with_eval_every_reports_steps_to_the_heldout_target(tmp_path):
+    import pandas as pd
+    import yaml
+
+    from conftest import snakemake
+
+    config = {
+        "seeds": [0, 1],
+        "steps": 30,
+        "eval_every": 10,
+        "problems": {"breast_cancer_mlp": {}},
+        "losses": {"bce": {"class": "BCEWithLogitsLoss"}},
+        "optimizers": {
+            "sgd": {"class": "SGD", "kwargs": {"lr": 0.1}},
+            "adam": {"class": "Adam", "kwargs": {"lr": 0.01}},
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, "--cores", "2", configfile=path)
+    runs = pd.read_csv(tmp_path / "results/summary/runs.tsv", sep="\t")
+    for row in runs.itertuples():
+        sidecar = (
+            tmp_path
+            / f"results/runs/breast_cancer_mlp/bce/{row.optimizer}/base/seed{row.seed}.json"
+        )
+        curve = json.loads(sidecar.read_text())["heldout_curve"]
+        assert [point["step"] for point in curve] == [10, 20, 30]
+        # breast_cancer_mlp's default target: held-out accuracy at least 0.95.
+        hit = [float(p["step"]) for p in curve if p["heldout_accuracy"] >= 0.95]
+        assert row.heldout_target_accuracy == 0.95 and math.isnan(row.heldout_target_loss)
+        if hit:
+            assert row.steps_to_heldout_target == hit[0]
+        else:
+            assert math.isnan(row.steps_to_heldout_target)  # censored
+    board = pd.read_csv(tmp_path / "results/summary/leaderboard.tsv", sep="\t").set_index(
+        "optimizer"
+    )
+    for optimizer, rows in runs.groupby("optimizer"):
+        assert (
+            board.loc[optimizer, "share_heldout_target"]
+            == rows["steps_to_heldout_target"].notna().mean()
+        )
+    profiles = pd.read_csv(tmp_path / "results/summary/performance_profiles.tsv", sep="\t")
+    assert set(profiles["cost"]) == {"steps", "evaluations", "heldout_steps"}

@@ -360,7 +360,7 @@ def test_summary_argument_expands_to_each_cells_runs_settings_and_summary():
     first = {"problem": "linear", "loss": "mse", "optimizer": "sgd", "variant": "lr0.1"}
     second = {"problem": "quad", "loss": "l1", "optimizer": "adam", "variant": "base"}
     text = jobs.summary_argument(
-        [(first, 40, "relative:0.001"), (second, 7, "absolute:1e-06")],
+        [(first, 40, "relative:0.001", "accuracy:0.9"), (second, 7, "absolute:1e-06", "")],
         [1000, 1001, 1002, 1004],
         RUN_TSV,
         CELL_SUMMARY,
@@ -368,9 +368,9 @@ def test_summary_argument_expands_to_each_cells_runs_settings_and_summary():
     )
     pattern, tasks = jobs.expand_summary(text)
     assert pattern == RUN_TSV
-    assert [(t.identity, t.steps, t.threshold) for t in tasks] == [
-        (first, 40, "relative:0.001"),
-        (second, 7, "absolute:1e-06"),
+    assert [(t.identity, t.steps, t.threshold, t.heldout_target) for t in tasks] == [
+        (first, 40, "relative:0.001", "accuracy:0.9"),
+        (second, 7, "absolute:1e-06", ""),
     ]
     assert tasks[0].runs == [
         f"results/runs/linear/mse/sgd/lr0.1/seed{seed}.tsv" for seed in (1000, 1001, 1002, 1004)
@@ -389,6 +389,7 @@ def test_a_summary_job_of_several_cells_writes_what_one_job_per_cell_writes(tmp_
         ({"problem": "rosen", "loss": "objective", "optimizer": "sgd", "variant": "base"}, 4),
     ]
     thresholds = {"linear": "relative:0.5", "rosen": "absolute:0.9"}
+    targets = {"linear": "loss:0.8", "rosen": ""}
     seeds = [3, 4, 7]
     rng = torch.Generator().manual_seed(5)
     for index, (identity, steps) in enumerate(cells):
@@ -400,7 +401,7 @@ def test_a_summary_job_of_several_cells_writes_what_one_job_per_cell_writes(tmp_
                 f"{stem}.tsv",
                 losses,
                 f"{stem}.json",
-                {"heldout": {"loss": 0.25 * seed, "accuracy": 0.5}},
+                {"heldout": {"heldout_loss": 0.25 * seed, "heldout_accuracy": 0.5}},
                 [1 + seed % 2] * steps,
             )
     one_by_one = tmp_path / "one"
@@ -410,12 +411,16 @@ def test_a_summary_job_of_several_cells_writes_what_one_job_per_cell_writes(tmp_
         subprocess.run(
             [sys.executable, SUMMARIZE_SCRIPT, "--pattern", RUN_TSV, "--steps", str(steps)]
             + [f"--cell={field}={value}" for field, value in identity.items()]
-            + ["--threshold", thresholds[identity["problem"]], "--out", str(out), *runs],
+            + ["--threshold", thresholds[identity["problem"]]]
+            + [f"--heldout-target={targets[identity['problem']]}", "--out", str(out), *runs],
             cwd=tmp_path,
             check=True,
         )
     group = jobs.summary_argument(
-        [(identity, steps, thresholds[identity["problem"]]) for identity, steps in cells],
+        [
+            (identity, steps, thresholds[identity["problem"]], targets[identity["problem"]])
+            for identity, steps in cells
+        ],
         seeds,
         RUN_TSV,
         "grouped/" + CELL_SUMMARY,
@@ -429,6 +434,13 @@ def test_a_summary_job_of_several_cells_writes_what_one_job_per_cell_writes(tmp_
         assert grouped.read_bytes() == (one_by_one / path).read_bytes(), path
     summary = json.loads((one_by_one / written[0]).read_text())
     assert summary["runs"]["seed"] == seeds
+    # linear's held-out target, loss <= 0.8, is met only by seed 3's final 0.75
+    # (no eval_every curve: the final evaluation, after 6 steps).
+    assert written[0].parts[4] == "linear"
+    assert summary["runs"]["steps_to_heldout_target"] == [6.0, "nan", "nan"]
+    assert summary["runs"]["heldout_target_loss"] == [0.8] * 3
+    rosen = json.loads((one_by_one / written[-1]).read_text())
+    assert rosen["runs"]["steps_to_heldout_target"] == ["nan"] * 3  # no target
 
 
 def test_summary_script_refuses_mixed_arguments(tmp_path):

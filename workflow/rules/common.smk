@@ -11,7 +11,11 @@ sys.path.insert(0, str(SCRIPTS))
 from optbench.planning import commands, cost, gpus, jobs, recovery, settings  # noqa: E402
 from optbench import grid  # noqa: E402
 from optbench.reporting import outputs  # noqa: E402
-from optbench.reporting.analysis_context import context_for, threshold_text  # noqa: E402
+from optbench.reporting.analysis_context import (  # noqa: E402
+    context_for,
+    heldout_target_text,
+    threshold_text,
+)
 
 
 def refuse(message):
@@ -93,6 +97,13 @@ THRESHOLDS = {
     f"{problem}/{loss}": threshold_text(EXPERIMENT.thresholds, problem, loss)
     for problem, loss in PROBLEM_LOSSES
 }
+# Per (problem, loss): the held-out target, as the cell job takes it ("": none).
+HELDOUT_TARGETS = {
+    f"{problem}/{loss}": heldout_target_text(
+        EXPERIMENT.heldout_targets, problem, EXPERIMENT.problems[problem].problem, loss
+    )
+    for problem, loss in PROBLEM_LOSSES
+}
 # What the analysis job needs from the config, one JSON-able param.
 ANALYSIS_CONTEXT = jobs.DigestedMapping(context_for(EXPERIMENT, THRESHOLDS).as_dict())
 # Jobs of a job_scope coarser than one cell; each gets its own rule (train.smk).
@@ -110,6 +121,7 @@ def summary_job_argument(job):
             vars(cell),
             EXPERIMENT.problems[cell.problem].steps,
             THRESHOLDS[f"{cell.problem}/{cell.loss}"],
+            HELDOUT_TARGETS[f"{cell.problem}/{cell.loss}"],
         )
         for cell in job.cells
     ]
@@ -128,6 +140,10 @@ def cell_steps(wildcards):
 
 def cell_threshold(wildcards):
     return THRESHOLDS[f"{wildcards.problem}/{wildcards.loss}"]
+
+
+def cell_heldout_target(wildcards):
+    return HELDOUT_TARGETS[f"{wildcards.problem}/{wildcards.loss}"]
 
 
 def job_argument(cells, seeds):

@@ -27,6 +27,7 @@ if EXPERIMENT.job_scope == "cell":
         params:
             steps=cell_steps,
             threshold=cell_threshold,
+            heldout_target=cell_heldout_target,
             code=CELL_SUMMARY_CODE,
         shell:
             COMMANDS.summarize_cell

@@ -7,7 +7,8 @@ the submitting host, and this way a job imports numpy only
     python summarize_cell.py \
         --pattern 'results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv' \
         --steps 40 --cell problem=linear --cell loss=mse --cell optimizer=sgd \
-        --cell variant=base --threshold relative:0.001 --out CELL.json RUN.tsv [RUN.tsv ...]
+        --cell variant=base --threshold relative:0.001 [--heldout-target accuracy:0.9] \
+        --out CELL.json RUN.tsv [RUN.tsv ...]
 
 or, for a job summarising several cells (packed layouts: one job per training
 job's group of cells, so a large grid is not hundreds of tiny jobs):
@@ -51,6 +52,11 @@ def parse_args(argv=None):
         default="relative:0.001",
         help="steps-to-threshold level: relative:X (X times the initial loss) or absolute:X",
     )
+    parser.add_argument(
+        "--heldout-target",
+        default="",
+        help="held-out level: loss:X (at most X) or accuracy:X (at least X); empty: none",
+    )
     parser.add_argument("--out", help="the cell summary (JSON) to write")
     parser.add_argument("runs", nargs="*", help="the cell's run TSVs")
     args = parser.parse_args(argv)
@@ -67,7 +73,9 @@ def tasks(args) -> tuple[str, list[jobs.SummaryTask]]:
     if args.group is not None:
         return jobs.expand_summary(args.group)
     return args.pattern, [
-        jobs.SummaryTask(dict(args.cell), args.steps, args.threshold, args.runs, args.out)
+        jobs.SummaryTask(
+            dict(args.cell), args.steps, args.threshold, args.runs, args.out, args.heldout_target
+        )
     ]
 
 
@@ -77,7 +85,11 @@ def main(argv=None) -> int:
         pattern, todo = tasks(args)
         for task in todo:
             cell = cells.read_cell(task.runs, pattern, task.identity, task.steps)
-            summary = cells.cell_summary(cell, cells.Threshold.parse(task.threshold))
+            summary = cells.cell_summary(
+                cell,
+                cells.Threshold.parse(task.threshold),
+                cells.HeldoutTarget.parse(task.heldout_target),
+            )
             runfiles.write_text_atomic(task.out, cells.format_cell_summary(summary))
             print(f"{len(cell.seeds)} runs of {cell.identity} -> {task.out}", file=sys.stderr)
     except (cells.CellError, runfiles.RunFileError, ValueError) as error:

@@ -69,7 +69,8 @@ def commands(
         ),
         summarize_cell=(
             f"{summarize} --pattern {pattern} --steps {{params.steps}} {cell}"
-            " --threshold {params.threshold:q} --out {output:q} {input.runs:q} > {log:q} 2>&1"
+            " --threshold {params.threshold:q} --heldout-target={params.heldout_target:q}"
+            " --out {output:q} {input.runs:q} > {log:q} 2>&1"
         ),
         summarize_group=f"{summarize} --group {{params.group:q}} > {{log:q}} 2>&1",
     )

@@ -6,7 +6,7 @@ they make. Built by ``settings.validate``; torch-free.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from optbench import grid
 from optbench.planning import jobs
@@ -111,6 +111,7 @@ class Experiment:
     job_scope: str = "cell"  # cell, optimizer, loss or problem (jobs.SCOPES)
     numerics: str = "portable"  # portable or native (numerics.py)
     eval_every: int = 0  # held-out metrics every k steps (0: after the last step only)
+    heldout_targets: dict = field(default_factory=dict)  # "problem/loss" -> level
 
     @property
     def all_seeds(self) -> tuple[int, ...]:

@@ -251,6 +251,7 @@ class SummaryTask:
     threshold: str  # cells.Threshold's command-line form, e.g. relative:0.001
     runs: list[str]
     out: str
+    heldout_target: str = ""  # cells.HeldoutTarget's, e.g. accuracy:0.9 ("" none)
 
 
 def summary_argument(cells, seeds, run_pattern: str, out_pattern: str, role: str) -> str:
@@ -258,9 +259,12 @@ def summary_argument(cells, seeds, run_pattern: str, out_pattern: str, role: str
     steps, threshold), the seeds once and the path patterns, never every path
     (the same 128 KiB limit as a training job's command).
 
-    ``cells``: (identity dict, steps, threshold text) per cell.
+    ``cells``: (identity dict, steps, threshold text, held-out target text) per cell.
     """
-    listed = [[identity, int(steps), str(threshold)] for identity, steps, threshold in cells]
+    listed = [
+        [identity, int(steps), str(threshold), str(target)]
+        for identity, steps, threshold, target in cells
+    ]
     return json.dumps(
         {
             "cells": listed,
@@ -285,7 +289,8 @@ def expand_summary(text: str) -> tuple[str, list[SummaryTask]]:
             threshold,
             [group["runs"].format(seed=seed, **identity) for seed in seeds],
             group["out"].format(role=group["role"], **identity),
+            target,
         )
-        for identity, steps, threshold in group["cells"]
+        for identity, steps, threshold, target in group["cells"]
     ]
     return group["runs"], tasks

@@ -666,6 +666,9 @@ def validate(
     if "thresholds" not in refused_keys:
         pairs = [(name, loss) for name, p in problem_entries.items() for loss in p.losses]
         found += analysis_context.threshold_problems(config["thresholds"], pairs)
+    if "heldout_targets" not in refused_keys:
+        pairs = [(name, loss) for name, p in problem_entries.items() for loss in p.losses]
+        found += analysis_context.heldout_target_problems(config["heldout_targets"], pairs)
 
     # The selection is checked whenever the names it refers to are readable.
     selected = {}
@@ -707,6 +710,7 @@ def validate(
         job_scope=config["job_scope"],
         numerics=config["numerics"],
         eval_every=config["eval_every"],
+        heldout_targets=config["heldout_targets"],
     )
     found = _engine_problems(experiment) + _job_size_problems(experiment)
     if not found:

@@ -79,18 +79,35 @@ def candidate_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _leaderboard(chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFrame):
     finals = statistics.log_summary_table(chosen, ENTRY, "final_loss")
-    reached = chosen.assign(_reached=chosen["steps_to_threshold"].notna())
+    reached = chosen.assign(
+        _reached=chosen["steps_to_threshold"].notna(),
+        _targeted=chosen["heldout_target_loss"].notna() | chosen["heldout_target_accuracy"].notna(),
+        _hit=chosen["steps_to_heldout_target"].notna(),
+    )
+
+    def censored_median(steps):  # a run that never reached it counts as infinitely slow
+        return steps.fillna(np.inf).median()
+
     extra = reached.groupby(ENTRY, sort=False).agg(
         n_reached=("_reached", "sum"),
-        median_steps_to_threshold=("steps_to_threshold", lambda s: s.fillna(np.inf).median()),
+        median_steps_to_threshold=("steps_to_threshold", censored_median),
         heldout_loss_median=("heldout_loss", "median"),
         heldout_accuracy_median=("heldout_accuracy", "median"),
         n_at_floor=("at_floor", "sum"),
         resolution_floor=("resolution_floor", "max"),
+        _targeted=("_targeted", "any"),
+        _n_hit=("_hit", "sum"),
+        median_steps_to_heldout_target=("steps_to_heldout_target", censored_median),
     )
     size = reached.groupby(ENTRY, sort=False).size()
     extra["share_reached"] = extra["n_reached"] / size
     extra["share_at_floor"] = extra.pop("n_at_floor") / size
+    # Without a held-out target both say nothing: NaN, not 0 and inf.
+    targeted = extra.pop("_targeted")
+    extra["share_heldout_target"] = (extra.pop("_n_hit") / size).where(targeted)
+    extra["median_steps_to_heldout_target"] = extra["median_steps_to_heldout_target"].where(
+        targeted
+    )
     extra = extra.reset_index()
     board = ranking.merge(choice[[*ENTRY, "variant"]], on=ENTRY, how="left")
     board = board.merge(finals.drop(columns=["n", "n_diverged"]), on=ENTRY, how="left")
@@ -100,16 +117,25 @@ def _leaderboard(chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFra
 
 
 # Performance profiles on two costs: steps (updates) and loss evaluations
-# (L-BFGS evaluates the loss several times per step), both to the threshold.
-PROFILE_COSTS = {"steps": "steps_to_threshold", "evaluations": "evaluations_to_threshold"}
+# (L-BFGS evaluates the loss several times per step), both to the threshold;
+# and, over the (problem, loss) pairs that have one, steps to the held-out target.
+PROFILE_COSTS = {
+    "steps": "steps_to_threshold",
+    "evaluations": "evaluations_to_threshold",
+    "heldout_steps": "steps_to_heldout_target",
+}
 
 
 def _profiles(chosen: pd.DataFrame):
     ratio_frames, profile_frames, score_frames = [], [], []
+    targeted = chosen["heldout_target_loss"].notna() | chosen["heldout_target_accuracy"].notna()
     for cost_name, column in PROFILE_COSTS.items():
+        rows = chosen[targeted] if column == "steps_to_heldout_target" else chosen
+        if rows.empty:
+            continue  # no (problem, loss) has a held-out target
         # A run that met the threshold before any update counts one step: a
         # cost of 0 has no ratio (perfprofiles), and no optimizer did anything.
-        costs_input = chosen.assign(**{column: chosen[column].clip(lower=1.0)})
+        costs_input = rows.assign(**{column: rows[column].clip(lower=1.0)})
         costs = perfprofiles.block_costs(costs_input, column)
         ratios = perfprofiles.performance_ratios(costs)
         profile = perfprofiles.performance_profile(ratios)

@@ -113,6 +113,40 @@ def band_problems(config: dict) -> list[str]:
     return []
 
 
+# Held-out targets of the built-in problems with held-out data, by registered
+# problem (docs/problems.md): levels a well-tuned optimizer reaches within a
+# few hundred steps, so that steps to target separate optimizers.
+DEFAULT_HELDOUT_TARGETS = {
+    "digits_mlp": {"accuracy": 0.9},
+    "digits_cnn": {"accuracy": 0.9},
+    "breast_cancer_mlp": {"accuracy": 0.95},
+    "text_transformer": {"loss": 2.5},
+}
+
+
+def heldout_target_problems(targets, problem_losses) -> list[str]:
+    """``heldout_targets`` keys must be a ``problem/loss`` of the grid."""
+    if not isinstance(targets, dict):
+        return []  # the schema says what is wrong
+    known = None if problem_losses is None else {f"{p}/{loss}" for p, loss in problem_losses}
+    return [
+        f"config key heldout_targets.{key}: not a problem/loss of the grid. "
+        f"Fix: use one of {', '.join(sorted(known)) or '(none)'}."
+        for key in targets
+        if known is not None and key not in known
+    ]
+
+
+def heldout_target_text(targets: dict | None, problem: str, registered: str, loss: str) -> str:
+    """The cell job's --heldout-target for one (problem entry, loss): the config's,
+    else the built-in problem's default, else "" (none)."""
+    entry = (targets or {}).get(f"{problem}/{loss}") or DEFAULT_HELDOUT_TARGETS.get(registered)
+    if not entry:
+        return ""
+    ((metric, value),) = entry.items()
+    return f"{metric}:{float(value)!r}"
+
+
 def threshold_problems(thresholds, problem_losses) -> list[str]:
     """``thresholds`` keys must be ``default`` or a ``problem/loss`` of the grid.
 

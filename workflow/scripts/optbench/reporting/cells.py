@@ -66,7 +66,14 @@ CELL_STATISTICS = [
 INTEGER_STATISTICS = {"n", "n_finite", "n_diverged", "n_floored"}
 SEED_FIELD = "seed"
 # Per run, after the seed: runmetrics.METRIC_COLUMNS, then these.
-EXTRA_RUN_COLUMNS = ["oscillation", "heldout_loss", "heldout_accuracy"]
+EXTRA_RUN_COLUMNS = [
+    "oscillation",
+    "heldout_loss",
+    "heldout_accuracy",
+    "heldout_target_loss",
+    "heldout_target_accuracy",
+    "steps_to_heldout_target",
+]
 RUN_COLUMNS = [SEED_FIELD, *runmetrics.METRIC_COLUMNS, *EXTRA_RUN_COLUMNS]
 # Columns that hold floats (the others hold integers or, for a step, None).
 FLOAT_COLUMNS = {
@@ -92,6 +99,43 @@ class Threshold:
 
     def __str__(self) -> str:
         return f"{'relative' if self.relative else 'absolute'}:{self.value!r}"
+
+
+@dataclass(frozen=True)
+class HeldoutTarget:
+    """A held-out level a run must reach: its held-out ``loss`` at most ``value``, or
+    its held-out ``accuracy`` at least ``value``; ``metric`` None: no target."""
+
+    metric: str | None = None
+    value: float = math.nan
+
+    @classmethod
+    def parse(cls, text: str) -> HeldoutTarget:
+        """``loss:2.5``, ``accuracy:0.9`` or "" (none): the command-line form."""
+        if not text:
+            return cls()
+        metric, _, value = text.partition(":")
+        if metric not in ("loss", "accuracy"):
+            raise CellError(f"held-out target {text!r}: expected loss:VALUE or accuracy:VALUE")
+        return cls(metric, float(value))
+
+    def __str__(self) -> str:
+        return "" if self.metric is None else f"{self.metric}:{self.value!r}"
+
+    def reached(self, point: dict) -> bool:
+        value = point.get(f"heldout_{self.metric}")
+        if value is None or not math.isfinite(value):
+            return False
+        return value <= self.value if self.metric == "loss" else value >= self.value
+
+    def steps_to(self, curve: list[dict], final: dict | None, steps: int) -> float:
+        """The first evaluated step count at which the run meets the target: from its
+        held-out curve (eval_every), else its final held-out values (at ``steps``);
+        NaN when it never does (censored) or there is no target."""
+        if self.metric is None:
+            return math.nan
+        points = curve or ([{"step": steps, **final}] if final else [])
+        return next((float(p["step"]) for p in points if self.reached(p)), math.nan)
 
 
 class CellError(ValueError):
@@ -138,6 +182,7 @@ class CellRuns:
     # The loss's class (None: an objective), which sets the resolution floor;
     # UNKNOWN_LOSS (runs without sidecars): no floor but float64's smallest.
     loss_class: str | None = UNKNOWN_LOSS
+    curves: list[list[dict]] | None = None  # per run, the sidecar's heldout_curve
 
     def resolution_floors(self) -> np.ndarray | None:
         """Each run's resolution floor (optbench.reporting.resolution), None when unknown."""
@@ -209,6 +254,7 @@ def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell
     columns = [runfiles.read_run_columns(by_seed[seed], steps) for seed in seeds]
     sidecars = [read_sidecar(by_seed[seed]) for seed in seeds]
     heldout = [(sidecar or {}).get("heldout") for sidecar in sidecars]
+    curves = [(sidecar or {}).get("heldout_curve") or [] for sidecar in sidecars]
     loss_classes = {loss_class_of(sidecar) for sidecar in sidecars}
     if len(loss_classes) > 1:
         raise CellError(
@@ -223,6 +269,7 @@ def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell
         np.array([counts for _, counts in columns], dtype=np.float64),
         [h if isinstance(h, dict) else None for h in heldout],
         loss_classes.pop(),
+        [c if isinstance(c, list) else [] for c in curves],
     )
 
 
@@ -265,8 +312,11 @@ def _json_number(value):
     return value if math.isfinite(value) else repr(value)
 
 
-def run_table(cell: CellRuns, threshold: Threshold = Threshold()) -> dict[str, list]:
-    """Per run (``RUN_COLUMNS``): seed, runmetrics' metrics, oscillation, held-out values."""
+def run_table(
+    cell: CellRuns, threshold: Threshold = Threshold(), target: HeldoutTarget = HeldoutTarget()
+) -> dict[str, list]:
+    """Per run (``RUN_COLUMNS``): seed, runmetrics' metrics, oscillation, held-out
+    values and the steps to the held-out target."""
     metrics = runmetrics.metric_arrays(
         cell.losses,
         cell.evaluations,
@@ -275,10 +325,19 @@ def run_table(cell: CellRuns, threshold: Threshold = Threshold()) -> dict[str, l
         resolution=cell.resolution_floors(),
     )
     heldout = cell.heldout or [None] * len(cell.seeds)
+    curves = cell.curves or [[] for _ in cell.seeds]
+    steps = cell.losses.shape[1]
+    runs = len(cell.seeds)
     extra = {
         "oscillation": runmetrics.oscillation(cell.losses),
         "heldout_loss": [(h or {}).get("heldout_loss") for h in heldout],
         "heldout_accuracy": [(h or {}).get("heldout_accuracy") for h in heldout],
+        "heldout_target_loss": [target.value if target.metric == "loss" else None] * runs,
+        "heldout_target_accuracy": [target.value if target.metric == "accuracy" else None] * runs,
+        "steps_to_heldout_target": [
+            target.steps_to(curve, final, steps)
+            for curve, final in zip(curves, heldout, strict=True)
+        ],
     }
     columns = {SEED_FIELD: list(cell.seeds)} | metrics | extra
     return {
@@ -290,7 +349,9 @@ def run_table(cell: CellRuns, threshold: Threshold = Threshold()) -> dict[str, l
     }
 
 
-def cell_summary(cell: CellRuns, threshold: Threshold = Threshold()) -> dict:
+def cell_summary(
+    cell: CellRuns, threshold: Threshold = Threshold(), target: HeldoutTarget = HeldoutTarget()
+) -> dict:
     """The cell's per-step statistics and per-run metrics, ready to be written as JSON."""
     logscale.check_non_negative(cell.losses)
     statistics = describe(surviving(cell.losses))
@@ -300,7 +361,7 @@ def cell_summary(cell: CellRuns, threshold: Threshold = Threshold()) -> dict:
         "threshold": str(threshold),
         "steps": {"step": list(range(steps))}
         | {name: [_json_number(v) for v in statistics[name]] for name in CELL_STATISTICS},
-        "runs": run_table(cell, threshold),
+        "runs": run_table(cell, threshold, target),
     }
 
 
@@ -322,8 +383,13 @@ def format_cell_summary(summary: dict) -> str:
     )
 
 
-def write_cell_summary(cell: CellRuns, path, threshold: Threshold = Threshold()) -> None:
-    runfiles.write_text_atomic(path, format_cell_summary(cell_summary(cell, threshold)))
+def write_cell_summary(
+    cell: CellRuns,
+    path,
+    threshold: Threshold = Threshold(),
+    target: HeldoutTarget = HeldoutTarget(),
+) -> None:
+    runfiles.write_text_atomic(path, format_cell_summary(cell_summary(cell, threshold, target)))
 
 
 def read_cell_summary(path) -> dict:
