@@ -32,7 +32,7 @@ NUMERICS_FOUND = (
 
 import torch  # noqa: E402
 
-from optbench import reuse, runfiles  # noqa: E402
+from optbench import progress, reuse, runfiles  # noqa: E402
 from optbench.engines import batched, optimizers, probe, training  # noqa: E402
 from optbench.planning import batch_policy, commands, jobs  # noqa: E402
 from optbench.planning.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
@@ -47,6 +47,9 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--manifest", help="with --job: after every run, list the files written here"
+    )
+    parser.add_argument(
+        "--progress", help="keep the job's progress here as it trains (optbench.progress)"
     )
     parser.add_argument("--engine", choices=("auto", "batched", "loop"), default="auto")
     parser.add_argument("--threads", type=int, default=1)
@@ -186,13 +189,13 @@ def _for_seed(seed, build, *args):
         raise
 
 
-def train_loop(runs, device, reason):
+def train_loop(runs, device, reason, on_step=None):
     for run in runs:
-        result = _for_seed(run.seed, training.train_one, run.spec, run.seed, device)
+        result = _for_seed(run.seed, training.train_one, run.spec, run.seed, device, on_step)
         yield run, result, "loop", reason, {}
 
 
-def train_batched(runs, device, log, exact_only=False, probed=None):
+def train_batched(runs, device, log, exact_only=False, probed=None, on_step=None):
     """The group's runs through the batched engine, in chunks of MAX_BATCH runs."""
     spec = runs[0].spec
     criterion = None
@@ -231,6 +234,7 @@ def train_batched(runs, device, log, exact_only=False, probed=None):
                 probed=probed,
                 schedules=[run.spec["optimizer"].get("schedule") for run in chunk],
                 eval_every=spec.get("eval_every", 0),
+                on_step=on_step,
             )
         except torch.OutOfMemoryError:
             raise
@@ -240,7 +244,7 @@ def train_batched(runs, device, log, exact_only=False, probed=None):
             # error is reported as an unbatched job reports it (naming the entry).
             reason = f"the batched engine failed ({type(error).__name__}: {error}); ran the loop"
             print(f"engine: {reason}", file=log, flush=True)
-            yield from train_loop(chunk, device, reason)
+            yield from train_loop(chunk, device, reason, on_step)
             continue
         details = {
             key: result.details[key]
@@ -298,6 +302,20 @@ def main(argv=None) -> int:
         print(describe_cell(spec), file=log, flush=True)
     seeds = " ".join(map(str, dict.fromkeys(run.seed for run in runs)))
     print(f"runs: seeds {seeds}", file=log, flush=True)
+    tracker = progress.Progress(
+        args.progress, len(runs), sum(run.spec["steps"] for run in runs), log=log
+    )
+    try:
+        code = train_runs(args, runs, previous, started, log, tracker)
+    except BaseException:
+        tracker.finish(progress.FAILED)
+        raise
+    tracker.finish(progress.DONE if code == 0 else progress.FAILED)
+    return code
+
+
+def train_runs(args, runs, previous, started, log, tracker) -> int:
+    """Train (or reuse) the job's runs and write their files; the exit code."""
     requested_device = runs[0].spec["device"]
     try:
         device = training.resolve_device(requested_device)
@@ -336,6 +354,8 @@ def main(argv=None) -> int:
         )
     kept_ids = {id(run) for run in kept}
     to_train = [run for run in runs if id(run) not in kept_ids]
+    tracker.runs(len(kept))
+    tracker.steps(sum(run.spec["steps"] for run in kept))
     for group in groups_of(to_train):
         try:
             use_batched, reason, probed = choose_engine(args.engine, group)
@@ -349,15 +369,17 @@ def main(argv=None) -> int:
                 log,
                 exact_only=args.engine == "auto",
                 probed=reason if probed else None,
+                on_step=tracker.steps,
             )
         else:
             name = "/".join(map(str, _group_key(group[0].spec)))
             print(f"engine loop: {len(group)} run(s) of {name}; {reason}", file=log, flush=True)
-            trained = train_loop(group, device, reason)
+            trained = train_loop(group, device, reason, tracker.steps)
         try:
             for run, result, engine, engine_reason, details in trained:
                 engine_run = (engine, engine_reason, details)
                 write(run, result, engine_run, environment, digests[id(run)], started, log)
+                tracker.runs(1)
         except training.RunError as error:
             seed = getattr(error, "seed", None)
             print(f"error: {'' if seed is None else f'seed {seed}: '}{error}", file=log)

@@ -139,6 +139,7 @@ def train_loop(
     device=None,
     schedules=None,
     eval_every: int = 0,
+    on_step=None,
 ) -> list[RunOutcome]:
     """The per-run loop, one run after another (the engine's fallback).
 
@@ -150,12 +151,14 @@ def train_loop(
     kwargs_list = _per_run(optimizer_kwargs, len(instances), "optimizer kwargs")
     schedule_list = _per_run(schedules, len(instances), "schedules")
     return [
-        _train_one(instance, criterion, cls, kwargs, steps, device, schedule, eval_every)
+        _train_one(instance, criterion, cls, kwargs, steps, device, schedule, eval_every, on_step)
         for instance, kwargs, schedule in zip(instances, kwargs_list, schedule_list, strict=True)
     ]
 
 
-def _train_one(instance, criterion, cls, kwargs, steps, device, schedule, eval_every) -> RunOutcome:
+def _train_one(
+    instance, criterion, cls, kwargs, steps, device, schedule, eval_every, on_step=None
+) -> RunOutcome:
     # The pipeline's own loop (training.train_instance), so that a cell that
     # falls back records exactly what an unbatched job records.
     from optbench.engines.training import train_instance
@@ -164,7 +167,13 @@ def _train_one(instance, criterion, cls, kwargs, steps, device, schedule, eval_e
         instance.to(device)
     optimizer = cls(instance.model.parameters(), **kwargs)
     looped = train_instance(
-        instance, criterion, optimizer, steps, schedule=schedule, eval_every=eval_every
+        instance,
+        criterion,
+        optimizer,
+        steps,
+        schedule=schedule,
+        eval_every=eval_every,
+        on_step=on_step,
     )
     return RunOutcome(looped.losses, looped.evaluations, looped.lrs, looped.curve)
 
@@ -272,11 +281,20 @@ def _vmap_gradients_exact(step_forward, per_run_loss, stacked, names, ordered, d
 
 
 def _fallback(
-    instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list, eval_every=0
+    instances,
+    criterion,
+    cls,
+    kwargs_list,
+    steps,
+    device,
+    reason,
+    schedule_list,
+    eval_every=0,
+    on_step=None,
 ) -> EngineResult:
     started = time.perf_counter()
     runs = train_loop(
-        instances, criterion, cls, kwargs_list, steps, device, schedule_list, eval_every
+        instances, criterion, cls, kwargs_list, steps, device, schedule_list, eval_every, on_step
     )
     return EngineResult(runs, "loop", reason, time.perf_counter() - started)
 
@@ -293,6 +311,7 @@ def train_batched(
     probed: str | None = None,
     schedules=None,
     eval_every: int = 0,
+    on_step=None,
 ) -> EngineResult:
     """Train the runs of one cell together, or in the loop where that is not safe.
 
@@ -315,6 +334,7 @@ def train_batched(
     variant share it, and its rates are applied to the variant's optimizer.
     ``eval_every``: take each run's held-out metrics every that many steps and
     after the last (0: never), from its weights at that step, untimed.
+    ``on_step(n)``: called after each step with the run-steps it finished.
 
     Returns the runs in the order given, each as the loop records it, and the
     engine that ran with its reason. On return every instance is on
@@ -345,7 +365,16 @@ def train_batched(
 
     def in_the_loop(reason: str) -> EngineResult:
         return _fallback(
-            instances, criterion, cls, kwargs_list, steps, device, reason, schedule_list, eval_every
+            instances,
+            criterion,
+            cls,
+            kwargs_list,
+            steps,
+            device,
+            reason,
+            schedule_list,
+            eval_every,
+            on_step,
         )
 
     if not ok:
@@ -439,6 +468,8 @@ def train_batched(
             optimizer.step()
             rates.after()
         recorded[step] = losses.detach()
+        if on_step is not None:
+            on_step(runs)
         if step + 1 in evaluate_after:
             paused = time.perf_counter()
             _evaluate_runs(ordered, stacked, names, criterion, step + 1, curves)

@@ -206,7 +206,7 @@ def build_instance(spec: dict, seed: int):
         raise RunError(f"config key problems.{problem['name']}: {error}") from error
 
 
-def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
+def train_one(spec: dict, seed: int, device: torch.device, on_step=None) -> RunResult:
     """One seeded run: the per-step losses, recorded before each update."""
     # The loss draws no random numbers, so building it first keeps each
     # problem's documented draw order (the article's for the linear problem).
@@ -223,6 +223,7 @@ def train_one(spec: dict, seed: int, device: torch.device) -> RunResult:
         spec,
         spec["optimizer"].get("schedule"),
         spec.get("eval_every", 0),
+        on_step,
     )
     heldout = instance.evaluate(criterion)
     return RunResult(
@@ -274,10 +275,12 @@ def train_instance(
     spec: dict | None = None,
     schedule: dict | None = None,
     eval_every: int = 0,
+    on_step=None,
 ) -> LoopResult:
     """The per-run loop on a built instance and optimizer (``LoopResult``): the
     losses, evaluations, seconds, each step's learning rate and, every
-    ``eval_every`` steps, the held-out metrics (untimed).
+    ``eval_every`` steps, the held-out metrics (untimed). ``on_step(1)`` is
+    called after each step (a job's progress file, optbench.progress).
 
     The one loop of the project: ``train_one`` and the batched engine's
     fallback (``batched.train_loop``) both run it. With ``spec``, a failure of
@@ -346,6 +349,8 @@ def train_instance(
                 raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
         rates.after()
         recorded.append(loss.detach())
+        if on_step is not None:
+            on_step(1)
         if step + 1 in evaluate_after:
             paused = time.perf_counter()
             point = evaluated_at(instance, criterion, optimizer if train_eval else None, step + 1)

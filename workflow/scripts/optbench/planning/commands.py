@@ -14,6 +14,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from optbench.progress import SUFFIX as PROGRESS_SUFFIX
+
 # Conda environments (under --use-conda), relative to the rule files. Training
 # takes the CUDA or the CPU build of torch as config torch_build says.
 TRAIN_ENVS = {"cuda": "../../envs/train-cuda.yaml", "cpu": "../../envs/train-cpu.yaml"}
@@ -52,6 +54,8 @@ def commands(
         f" --problems-dir {shlex.quote(str(problems_dir))}"
         f" --optimizers-dir {shlex.quote(str(optimizers_dir))}"
         f" --engine {engine} --numerics {numerics} --threads {{threads}}"
+        # Beside the log: workflow/scripts/progress.py reads it (optbench.progress).
+        f" --progress {{log:q}}{PROGRESS_SUFFIX}"
     )
     summarize = f"{shlex.quote(python)} {shlex.quote(str(Path(scripts) / 'summarize_cell.py'))}"
     # The cell's identity is passed to be checked against every run's path,
