@@ -55,6 +55,10 @@ def test_the_dry_run_states_the_planned_work(tmp_path):
         "planned: 8 runs, 40 run-steps in 8 training job(s); the largest job, 1 runs of 5 "
         "steps, needs about 420 MB (this machine: "
     ) in process.stderr
+    # and, roughly, its time: 8 jobs' start-ups and 40 run-steps in the per-run loop
+    # (one seed per job: nothing to batch)
+    expected = 8 * cost.JOB_START_SECONDS + 40 * cost.RUN_STEP_US["linear"][0] / 1e6
+    assert f"; training takes roughly {expected:.0f} s on one core" in process.stderr
 
 
 def test_the_config_check_refuses_a_job_beyond_the_memory_given():
@@ -63,3 +67,32 @@ def test_the_config_check_refuses_a_job_beyond_the_memory_given():
         settings.validate(config, SCHEMA, memory_bytes=4 * 10**9)
     assert settings.validate(config, SCHEMA, memory_bytes=6 * 10**9).n_runs == 80
     assert settings.validate(config, SCHEMA, memory_bytes=None).n_runs == 80
+
+
+def test_the_training_time_estimate_follows_each_cells_engine():
+    """Per cell: its problem's measured cost per run-step under the engine it will
+    use, times its run-steps; plus each job's start-up."""
+    base = {"seeds": list(range(10)), "problems": {"linear": {}, "digits_cnn": {}}}
+    base["losses"] = {"mse": {"class": "MSELoss"}, "ce": {"class": "CrossEntropyLoss"}}
+    base["optimizers"] = {
+        "adam": {"class": "Adam", "kwargs": {"lr": 0.01}},
+        "lbfgs": {"class": "LBFGS", "kwargs": {}},
+    }
+    experiment = settings.validate(base, SCHEMA, memory_bytes=None)
+    linear, cnn = cost.RUN_STEP_US["linear"], cost.RUN_STEP_US["digits_cnn"]
+    run_steps = {"linear": 10 * 40, "digits_cnn": 10 * 40}  # 10 seeds, default steps 40
+    expected = (
+        linear[1] * run_steps["linear"]  # Adam on linear: batched
+        + linear[2] * run_steps["linear"]  # L-BFGS: the loop, line search included
+        + cnn[0] * run_steps["digits_cnn"]  # digits_cnn: the loop (vmap is not exact)
+        + cnn[2] * run_steps["digits_cnn"]
+    ) / 1e6
+    jobs = len(experiment.training_jobs())
+    assert cost.training_seconds(experiment, jobs) == pytest.approx(
+        jobs * cost.JOB_START_SECONDS + expected, rel=1e-12
+    )
+    looped = settings.validate({**base, "engine": "loop"}, SCHEMA, memory_bytes=None)
+    assert cost.training_seconds(looped, jobs) - cost.training_seconds(
+        experiment, jobs
+    ) == pytest.approx((linear[0] - linear[1]) * run_steps["linear"] / 1e6, rel=1e-9)
+    assert cost.plan_for(experiment).describe(None).endswith(" on one core")

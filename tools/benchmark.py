@@ -290,6 +290,56 @@ def searched(tmp: Path, quick: bool) -> None:
     )
 
 
+def run_step_costs(quick: bool) -> None:
+    """Each built-in problem's cost per run-step, as optbench.planning.cost.RUN_STEP_US
+    records it for the dry run's time estimate: Adam in the loop (20 runs),
+    batched (100 runs, engine auto) and L-BFGS with the line search (5 runs)."""
+    import torch
+
+    from optbench import problems
+    from optbench.engines import batched
+    from optbench.planning import cost
+
+    print("k. per-run-step cost of each built-in problem (us), against cost.RUN_STEP_US")
+    torch.set_num_threads(1)
+    criteria = {
+        "regression": torch.nn.MSELoss(),
+        "binary": torch.nn.BCEWithLogitsLoss(),
+        "classification": torch.nn.CrossEntropyLoss(),
+        "objective": None,
+    }
+    steps = 10 if quick else 40
+    # Warm-up: the first loop of a process pays for torch's first kernels.
+    warm = [problems.build("linear", 0, steps, {})]
+    batched.train_loop(warm, criteria["regression"], "Adam", {"lr": 0.001}, steps)
+    for name in ["linear", *sorted(set(problems.available()) - {"linear"})]:
+        criterion = criteria[problems.declaration(name).kind]
+
+        def built(runs, steps=steps, name=name):
+            return [problems.build(name, seed, steps, {}) for seed in range(runs)]
+
+        started = time.perf_counter()
+        batched.train_loop(built(20), criterion, "Adam", {"lr": 0.001}, steps)
+        loop = (time.perf_counter() - started) / (20 * steps) * 1e6
+        result = batched.train_batched(
+            built(100), criterion, "Adam", {"lr": 0.001}, steps, exact_only=True
+        )
+        together = result.seconds / (100 * steps) * 1e6 if result.engine == "batched" else None
+        started = time.perf_counter()
+        batched.train_loop(built(5), criterion, "LBFGS", {"line_search_fn": "strong_wolfe"}, steps)
+        closure = (time.perf_counter() - started) / (5 * steps) * 1e6
+        recorded = cost.RUN_STEP_US[name]
+        measured = (loop, together, closure)
+        report(
+            f"{name}: loop / batched / L-BFGS us per run-step (recorded)",
+            " / ".join("-" if m is None else f"{m:.1f}" for m in measured)
+            + " ("
+            + " / ".join("-" if r is None else f"{r}" for r in recorded)
+            + ")",
+            "-",
+        )
+
+
 def sweep_config(path: Path) -> Path:
     lrs = [round(10 ** (-4 + 5 * i / 23), 6) for i in range(24)]
     optimizers = {
@@ -606,6 +656,7 @@ SECTIONS = {
     "summary": "h. summarising 10,000 runs",
     "numerics": "i. numerics portable / native per run-step (linear, digits_mlp; loop, batched)",
     "searched": "j. configs/tuned.yaml as a search / the grid it replaced (a subset)",
+    "runstep": "k. per-run-step cost of each built-in problem (the dry run's time estimate)",
 }
 
 
@@ -637,6 +688,7 @@ def main() -> None:
         "summary": lambda: aggregation_scale(tmp),
         "numerics": lambda: numerics_cost(args.quick),
         "searched": lambda: searched(tmp, args.quick),
+        "runstep": lambda: run_step_costs(args.quick),
     }
     try:
         for name in sections:

@@ -15,12 +15,20 @@ the code keeps (an upper estimate, not a measurement):
 
 So ``steps: 1000000000`` on the default grid (40 runs a job) needs about
 40 x 1e9 x 120 B = 4.8 TB and is refused; the default job is about 420 MiB.
+
+The training time is estimated (``training_seconds``) from per-run-step
+costs measured on each built-in problem (``RUN_STEP_US``) for the engine each
+cell will use, plus each job's start-up: a rough figure (the machine, the
+optimizer and the problem's parameters move it by a factor of a few), said
+as such in the dry run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from optbench.planning import batch_policy
 
 PROCESS_BYTES = 400 * 2**20
 STATE_BYTES = 256 * 2**10
@@ -30,6 +38,25 @@ STEP_BYTES = 120
 # 250 KiB on digits_mlp), and the speed-up levels off well before this
 # (tools/benchmark_engines.py).
 MAX_BATCH = 1000
+
+# Microseconds per run-step of each built-in problem at its default parameters,
+# with Adam on one thread (2-core development machine, 2026-12-03;
+# tools/benchmark.py measures the engines side by side): (the per-run loop,
+# the batched engine at 100 runs or None where engine auto trains it in the
+# loop, L-BFGS with the strong-Wolfe line search in the loop).
+RUN_STEP_US = {
+    "linear": (221, 4.2, 310),
+    "quadratic": (214, 4.0, 1357),
+    "logistic": (302, 7.2, 576),
+    "rosenbrock": (281, 4.8, 1588),
+    "noisy_quadratic": (261, 4.7, 26523),
+    "digits_mlp": (660, 57.9, 42749),
+    "digits_cnn": (919, None, 50134),
+    "breast_cancer_mlp": (392, 19.6, 16772),
+    "text_transformer": (9732, None, 301244),
+}
+UNKNOWN_RUN_STEP_US = (1000, None, 20000)  # a user's problem: the loop, guessed
+JOB_START_SECONDS = 2.5  # a training job's start-up: Python and torch imported
 
 
 def job_bytes(runs: int, steps: int) -> int:
@@ -57,20 +84,58 @@ class Plan:
     largest_runs: int  # runs of the job with the largest estimate
     largest_steps: int
     largest_bytes: int
+    seconds: float | None = None  # training time on one core, estimated (rough)
 
     def describe(self, limit: int | None) -> str:
         have = f" (this machine: {_size(limit)})" if limit else ""
+        time = (
+            ""
+            if self.seconds is None
+            else f"; training takes roughly {_duration(self.seconds)} on one core"
+        )
         return (
             f"planned: {self.runs:,} runs, {self.run_steps:,} run-steps in {self.jobs:,} "
             f"training job(s); the largest job, {self.largest_runs:,} runs of "
-            f"{self.largest_steps:,} steps, needs about {_size(self.largest_bytes)}{have}"
+            f"{self.largest_steps:,} steps, needs about {_size(self.largest_bytes)}{have}{time}"
         )
 
 
-def plan(jobs: list[tuple[int, int]], runs: int, run_steps: int) -> Plan:
+def plan(
+    jobs: list[tuple[int, int]], runs: int, run_steps: int, seconds: float | None = None
+) -> Plan:
     """``jobs``: (runs, steps of its longest problem) per training job."""
     runs_of, steps_of = max(jobs, key=lambda job: job_bytes(*job)) if jobs else (0, 0)
-    return Plan(runs, run_steps, len(jobs), runs_of, steps_of, job_bytes(runs_of, steps_of))
+    largest = job_bytes(runs_of, steps_of)
+    return Plan(runs, run_steps, len(jobs), runs_of, steps_of, largest, seconds)
+
+
+def training_seconds(experiment, jobs: int) -> float:
+    """The training time of ``experiment`` on one core, roughly: each cell's
+    run-steps at the measured cost of its problem under the engine it will use
+    (the batched engine where the policy allows it; a class the job's probe
+    decides: the loop), plus ``jobs`` start-ups."""
+    total = jobs * JOB_START_SECONDS
+    seeds = len(experiment.all_seeds)
+    for cell in experiment.cells():
+        problem = experiment.problems[cell.problem]
+        loop_us, batched_us, closure_us = RUN_STEP_US.get(problem.problem, UNKNOWN_RUN_STEP_US)
+        optimizer = experiment.optimizers[cell.optimizer]
+        loss = experiment.losses.get(cell.loss)
+        if optimizer.cls == "LBFGS":
+            cost_us = closure_us
+        else:
+            batched, _ = batch_policy.choose(
+                experiment.engine,
+                optimizer.cls,
+                problem.kind,
+                loss and loss.cls,
+                loss and loss.kwargs,
+                seeds,
+                grouped=bool(optimizer.groups),
+            )
+            cost_us = batched_us if batched and batched_us is not None else loop_us
+        total += cost_us * problem.steps * seeds / 1e6
+    return total
 
 
 def plan_for(experiment) -> Plan:
@@ -86,7 +151,8 @@ def plan_for(experiment) -> Plan:
         ranges = experiment.seed_ranges()
         sizes = [(len(seeds.seeds), steps[cell.problem]) for cell in cells for seeds in ranges]
     run_steps = sum(steps[cell.problem] for cell in cells) * len(experiment.all_seeds)
-    return plan(sizes, experiment.n_runs, run_steps)
+    seconds = training_seconds(experiment, len(sizes))
+    return plan(sizes, experiment.n_runs, run_steps, seconds)
 
 
 def too_large(found: Plan, limit: int | None) -> str | None:
@@ -99,6 +165,14 @@ def too_large(found: Plan, limit: int | None) -> str | None:
         f"loss of the runs it trains together), more than this machine's {_size(limit)}. "
         "Fix: fewer steps, or smaller jobs (seeds_per_job, job_scope: cell)"
     )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _size(count: int) -> str:
