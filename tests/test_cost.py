@@ -96,3 +96,13 @@ def test_the_training_time_estimate_follows_each_cells_engine():
         experiment, jobs
     ) == pytest.approx((linear[0] - linear[1]) * run_steps["linear"] / 1e6, rel=1e-9)
     assert cost.plan_for(experiment).describe(None).endswith(" on one core")
+
+
+def test_a_problem_that_keeps_more_per_run_raises_the_job_estimate():
+    config = {"seeds": list(range(10)), "problems": {"text_transformer": {}}}
+    config["losses"] = {"ce": {"class": "CrossEntropyLoss"}}
+    plan = cost.plan_for(settings.validate(config, SCHEMA, memory_bytes=None))
+    runs = plan.largest_runs
+    assert plan.largest_bytes == cost.PROCESS_BYTES + runs * (
+        cost.STATE_BYTES_OF["text_transformer"] + plan.largest_steps * cost.STEP_BYTES
+    )

@@ -7,8 +7,9 @@ the code keeps (an upper estimate, not a measurement):
   on the CPU build; rounded up);
 - per run trained at once (the batched engine holds a chunk of at most
   ``MAX_BATCH`` runs, the loop one): its model, gradients, optimizer state and
-  data, ``STATE_BYTES`` (the largest built-in, ``digits_mlp``, measured
-  250 KiB per run; rounded up);
+  data, ``STATE_BYTES`` (``digits_mlp`` measured 250 KiB per run; rounded up),
+  or a problem's own figure where it keeps more (``STATE_BYTES_OF``:
+  ``text_transformer``'s activations);
 - per run-step of those runs: the recorded loss as float32 on the device, as
   a Python float in a list, and as a line of text when the TSV is written,
   ``STEP_BYTES``.
@@ -32,6 +33,9 @@ from optbench.planning import batch_policy
 
 PROCESS_BYTES = 400 * 2**20
 STATE_BYTES = 256 * 2**10
+# Problems that keep more per run trained together (measured bytes_per_run of
+# the batched engine, rounded up): text_transformer's activations, 3.2 MB.
+STATE_BYTES_OF = {"text_transformer": 4 * 2**20}
 STEP_BYTES = 120
 # Runs a training job trains together at most (train.py's chunk): the engine
 # keeps them all in memory (about 22 KiB per run on the reference problem,
@@ -59,10 +63,11 @@ UNKNOWN_RUN_STEP_US = (1000, None, 20000)  # a user's problem: the loop, guessed
 JOB_START_SECONDS = 2.5  # a training job's start-up: Python and torch imported
 
 
-def job_bytes(runs: int, steps: int) -> int:
-    """Estimated peak memory of a training job of ``runs`` runs of ``steps`` steps."""
+def job_bytes(runs: int, steps: int, state: int = STATE_BYTES) -> int:
+    """Estimated peak memory of a training job of ``runs`` runs of ``steps`` steps,
+    each run trained together keeping ``state`` bytes."""
     together = min(runs, MAX_BATCH)
-    return PROCESS_BYTES + together * (STATE_BYTES + steps * STEP_BYTES)
+    return PROCESS_BYTES + together * (state + steps * STEP_BYTES)
 
 
 def machine_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
@@ -100,12 +105,11 @@ class Plan:
         )
 
 
-def plan(
-    jobs: list[tuple[int, int]], runs: int, run_steps: int, seconds: float | None = None
-) -> Plan:
-    """``jobs``: (runs, steps of its longest problem) per training job."""
-    runs_of, steps_of = max(jobs, key=lambda job: job_bytes(*job)) if jobs else (0, 0)
-    largest = job_bytes(runs_of, steps_of)
+def plan(jobs: list[tuple], runs: int, run_steps: int, seconds: float | None = None) -> Plan:
+    """``jobs``: (runs, steps of its longest problem[, bytes per run]) per training job."""
+    largest_job = max(jobs, key=lambda job: job_bytes(*job)) if jobs else (0, 0)
+    runs_of, steps_of = largest_job[:2]
+    largest = job_bytes(*largest_job)
     return Plan(runs, run_steps, len(jobs), runs_of, steps_of, largest, seconds)
 
 
@@ -141,15 +145,27 @@ def training_seconds(experiment, jobs: int) -> float:
 def plan_for(experiment) -> Plan:
     """The work of a settings.Experiment and its largest training job, as planned."""
     steps = {name: problem.steps for name, problem in experiment.problems.items()}
+    state = {
+        name: STATE_BYTES_OF.get(problem.problem, STATE_BYTES)
+        for name, problem in experiment.problems.items()
+    }
     cells = experiment.cells()
     if experiment.job_scope != "cell":
         sizes = [
-            (job.runs, max(steps[cell.problem] for cell in job.cells))
+            (
+                job.runs,
+                max(steps[cell.problem] for cell in job.cells),
+                max(state[cell.problem] for cell in job.cells),
+            )
             for job in experiment.training_jobs()
         ]
     else:  # one job per cell and seed range
         ranges = experiment.seed_ranges()
-        sizes = [(len(seeds.seeds), steps[cell.problem]) for cell in cells for seeds in ranges]
+        sizes = [
+            (len(seeds.seeds), steps[cell.problem], state[cell.problem])
+            for cell in cells
+            for seeds in ranges
+        ]
     run_steps = sum(steps[cell.problem] for cell in cells) * len(experiment.all_seeds)
     seconds = training_seconds(experiment, len(sizes))
     return plan(sizes, experiment.n_runs, run_steps, seconds)
