@@ -194,6 +194,7 @@ def test_a_run_with_eval_every_reports_steps_to_the_heldout_target(tmp_path):
         "seeds": [0, 1],
         "steps": 30,
         "eval_every": 10,
+        "baseline": "sgd",
         "problems": {"breast_cancer_mlp": {}},
         "losses": {"bce": {"class": "BCEWithLogitsLoss"}},
         "optimizers": {
@@ -229,3 +230,11 @@ def test_a_run_with_eval_every_reports_steps_to_the_heldout_target(tmp_path):
         )
     profiles = pd.read_csv(tmp_path / "results/summary/performance_profiles.tsv", sep="\t")
     assert set(profiles["cost"]) == {"steps", "evaluations", "heldout_steps"}
+    # Adam against the baseline SGD, in steps to the held-out target: SGD never
+    # reaches it in the median, Adam does.
+    (row,) = pd.read_csv(tmp_path / "results/summary/baseline.tsv", sep="\t").itertuples()
+    assert (row.optimizer, row.baseline, row.measure) == ("adam", "sgd", "steps_to_heldout_target")
+    adam = runs[runs["optimizer"] == "adam"]["steps_to_heldout_target"].fillna(math.inf)
+    sgd = runs[runs["optimizer"] == "sgd"]["steps_to_heldout_target"].fillna(math.inf)
+    assert row.speedup == (math.inf if sgd.median() == math.inf else sgd.median() / adam.median())
+    assert (tmp_path / "results/figures/baseline.png").is_file()

@@ -112,6 +112,7 @@ class Experiment:
     numerics: str = "portable"  # portable or native (numerics.py)
     eval_every: int = 0  # held-out metrics every k steps (0: after the last step only)
     heldout_targets: dict = field(default_factory=dict)  # "problem/loss" -> level
+    baseline: str | None = None  # the optimizer every other is compared with
 
     @property
     def all_seeds(self) -> tuple[int, ...]:

@@ -666,6 +666,8 @@ def validate(
     if "thresholds" not in refused_keys:
         pairs = [(name, loss) for name, p in problem_entries.items() for loss in p.losses]
         found += analysis_context.threshold_problems(config["thresholds"], pairs)
+    if "baseline" not in refused_keys:
+        found += analysis_context.baseline_problems(config["baseline"], config["optimizers"])
     if "heldout_targets" not in refused_keys:
         pairs = [(name, loss) for name, p in problem_entries.items() for loss in p.losses]
         found += analysis_context.heldout_target_problems(config["heldout_targets"], pairs)
@@ -711,6 +713,7 @@ def validate(
         numerics=config["numerics"],
         eval_every=config["eval_every"],
         heldout_targets=config["heldout_targets"],
+        baseline=config["baseline"],
     )
     found = _engine_problems(experiment) + _job_size_problems(experiment)
     if not found:

@@ -39,6 +39,7 @@ import pandas as pd
 
 from optbench import grid
 from optbench.reporting import (
+    baseline,
     claims,
     comparison,
     outputs,
@@ -251,6 +252,7 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
         "best_of_k": selection.at_budgets(selection.tuning_curve(candidates, order)),
         "pairwise": pairwise,
         "leaderboard": _leaderboard(chosen, ranking, choice),
+        "baseline": baseline.baseline_table(chosen, context.baseline),
         "ratios": ratios,
         "profiles": profiles,
         "profile_scores": scores,

@@ -31,6 +31,7 @@ class Context:
     l1_block: tuple[str, str] | None = None
     claims_steps: int | None = None
     thresholds: dict[str, str] = field(default_factory=dict)
+    baseline: str | None = None  # the optimizer the baseline table compares with
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Context:
@@ -87,6 +88,7 @@ def context_for(experiment, thresholds: dict | None = None) -> Context:
         l1_block=blocks.get("l1_block"),
         claims_steps=steps,
         thresholds=dict(thresholds or {}),
+        baseline=experiment.baseline if experiment.baseline in experiment.optimizers else None,
     )
 
 
@@ -145,6 +147,16 @@ def heldout_target_text(targets: dict | None, problem: str, registered: str, los
         return ""
     ((metric, value),) = entry.items()
     return f"{metric}:{float(value)!r}"
+
+
+def baseline_problems(baseline, optimizers) -> list[str]:
+    """``baseline`` must name a configured optimizer (None: no baseline)."""
+    if baseline is None or not isinstance(optimizers, dict) or baseline in optimizers:
+        return []
+    return [
+        f"config key baseline: {baseline!r} is not a configured optimizer. "
+        f"Fix: use one of {', '.join(optimizers)}, or null for no baseline."
+    ]
 
 
 def threshold_problems(thresholds, problem_losses) -> list[str]:

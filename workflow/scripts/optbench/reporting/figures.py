@@ -327,6 +327,46 @@ def plot_sensitivity(table: pd.DataFrame, colors, paths) -> None:
     save(fig, paths)
 
 
+def plot_baseline(table: pd.DataFrame, colors, paths) -> None:
+    """Each optimizer's speed-up over the baseline in steps to the target, with its
+    bootstrap 95 % interval over the paired seeds, one panel per (problem, loss)."""
+    speedups = pd.to_numeric(table["speedup"], errors="coerce").astype(float)
+    shown = table[np.isfinite(speedups) & (speedups > 0)]
+    if shown.empty:
+        _empty(paths, "No baseline (config key baseline), or no finite speed-up to draw.")
+        return
+    blocks = _blocks(shown)
+    fig, axes = _panels(len(blocks))
+    for ax, block in zip(axes, blocks, strict=False):
+        rows = _in_block(shown, block).reset_index(drop=True)
+        for position, row in rows.iterrows():
+            low = row["speedup_low"] if np.isfinite(row["speedup_low"]) else row["speedup"]
+            high = row["speedup_high"] if np.isfinite(row["speedup_high"]) else row["speedup"]
+            ax.errorbar(
+                row["speedup"],
+                position,
+                xerr=[[row["speedup"] - max(low, 0)], [high - row["speedup"]]],
+                marker="o",
+                capsize=3,
+                color=colors[row["optimizer"]],
+                label=row["optimizer"],
+            )
+        ax.axvline(1.0, color="0.4", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yticks(range(len(rows)), rows["optimizer"])
+        measure = (
+            "held-out target"
+            if rows["measure"].iloc[0] == "steps_to_heldout_target"
+            else "threshold"
+        )
+        ax.set_xlabel(f"speed-up over {rows['baseline'].iloc[0]} in steps to the {measure}")
+        ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
+        ax.grid(True, which="both", axis="x", alpha=0.3)
+    fig.suptitle("Against the baseline: speed-up (bootstrap 95 % interval over paired seeds)")
+    fig.tight_layout()
+    save(fig, paths)
+
+
 def plot_ecdf(runs: pd.DataFrame, colors, paths, horizons: dict | None = None) -> None:
     """Share of evaluation runs that reached the threshold by each step.
 
@@ -484,6 +524,7 @@ def draw_analysis(tables: dict, outputs: dict, horizons: dict | None = None) -> 
         ),
         "win_matrix": lambda p: plot_win_matrix(tables["win_matrix"], p),
         "best_of_k": lambda p: plot_best_of_k(tables["best_of_k"], colors, p),
+        "baseline": lambda p: plot_baseline(tables["baseline"], colors, p),
     }
     for name, paths in outputs.items():
         drawers[name](paths)

@@ -60,6 +60,7 @@ TABLES = (
     Table("best_of_k", "best_of_k.tsv", "best_of_k", TUNING),
     Table("pairwise", "pairwise.tsv", "pairwise", PER_PROBLEM),
     Table("leaderboard", "leaderboard.tsv", "leaderboard", PER_PROBLEM),
+    Table("baseline", "baseline.tsv", "baseline", PER_PROBLEM),
     Table("ratios", "performance_ratios.tsv", "ratios", ACROSS),
     Table("profiles", "performance_profiles.tsv", "profiles", ACROSS),
     Table("profile_scores", "profile_scores.tsv", "profile_scores", ACROSS),
@@ -76,6 +77,7 @@ SHARED_FIGURE_TABLES = ("runs", "selection")
 FIGURES = (
     Figure("finals", "finals", "finals_figure", PER_PROBLEM, ("leaderboard",)),
     Figure("ranks", "ranks", "ranks_figure", PER_PROBLEM, ("leaderboard",)),
+    Figure("baseline", "baseline", "baseline_figure", PER_PROBLEM, ("baseline",)),
     Figure("sensitivity", "sensitivity", "sensitivity_figure", TUNING, ("sensitivity",)),
     Figure("ecdf", "steps_to_threshold", "ecdf_figure", PER_PROBLEM, ()),
     Figure(
