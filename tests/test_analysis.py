@@ -476,3 +476,28 @@ def test_sensitivity_figure_draws_a_panel_per_hyper_parameter_and_circles_the_ch
         (circle,) = [c for c in ax.collections if isinstance(c, PathCollection)]
         assert circle.get_offsets()[0][0] == TRIALS["lr0.1-weight_decay0.01"][parameter]
         assert ax.get_xscale() == "log"
+
+
+def test_profiles_keep_a_run_that_never_reached_the_target_unreached():
+    """A censored run (NaN) stays censored in every cost, time included; a run at
+    its target before any update costs one step (of its step time)."""
+    rows = []
+    for seed in range(3):
+        for optimizer, steps, seconds in (("fast", 0.0, 2e-3), ("never", np.nan, 1e-3)):
+            rows.append(
+                {
+                    "problem": "p", "loss": "mse", "optimizer": optimizer, "seed": seed,
+                    "steps_to_threshold": steps, "evaluations_to_threshold": steps,
+                    "time_to_threshold": steps * seconds, "seconds_per_step": seconds,
+                    "steps_to_heldout_target": np.nan, "time_to_heldout_target": np.nan,
+                    "heldout_target_loss": np.nan, "heldout_target_accuracy": np.nan,
+                }
+            )  # fmt: skip
+    ratios, _, scores = analysis._profiles(pd.DataFrame(rows))
+    assert set(ratios["cost"]) == {"steps", "evaluations", "time"}  # no held-out target
+    for cost in ("steps", "time"):
+        of = ratios[ratios["cost"] == cost].set_index("optimizer")
+        assert of.loc["fast", "ratio"] == 1.0 and of.loc["never", "ratio"] == math.inf
+    time = ratios[(ratios["cost"] == "time") & (ratios["optimizer"] == "fast")]
+    assert time["median_cost"].iloc[0] == 2e-3  # one step of its step time
+    assert scores.set_index(["cost", "optimizer"]).loc[("time", "never"), "n_reached"] == 0

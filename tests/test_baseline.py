@@ -47,6 +47,10 @@ def chosen(held_lower: float):
                     "heldout_target_loss": np.nan,
                     "heldout_target_accuracy": np.nan,
                     "heldout_loss": held + seed / 100 - (held_lower if optimizer == "lion" else 0),
+                    # lion's steps cost three times adamw's
+                    "seconds_per_step": 3e-3 if optimizer == "lion" else 1e-3,
+                    "time_to_threshold": steps * (3e-3 if optimizer == "lion" else 1e-3),
+                    "time_to_heldout_target": np.nan,
                 }
             )
     return pd.DataFrame(rows)
@@ -62,6 +66,10 @@ def test_the_table_pairs_each_optimizer_with_the_baseline():
         np.median(np.arange(10) + 20) / np.median(10 + np.arange(10) / 2)
     )
     assert row.speedup_low <= row.speedup <= row.speedup_high
+    # Half the steps at three times the cost each: slower in time.
+    assert row.step_time_ratio == pytest.approx(3.0)
+    assert row.time_speedup == pytest.approx(row.speedup / 3)
+    assert row.time_speedup_low <= row.time_speedup <= row.time_speedup_high
     assert row.heldout_verdict == "better" and row.heldout_median_diff == pytest.approx(-0.1)
     same = baseline.baseline_table(chosen(0.0), "adamw").iloc[0]
     assert same["heldout_verdict"] == "no difference"

@@ -229,7 +229,20 @@ def test_a_run_with_eval_every_reports_steps_to_the_heldout_target(tmp_path):
             == rows["steps_to_heldout_target"].notna().mean()
         )
     profiles = pd.read_csv(tmp_path / "results/summary/performance_profiles.tsv", sep="\t")
-    assert set(profiles["cost"]) == {"steps", "evaluations", "heldout_steps"}
+    assert set(profiles["cost"]) == {
+        "steps", "evaluations", "time", "heldout_steps", "heldout_time"
+    }  # fmt: skip
+    # Time to the target: its steps at the step time each job measured alone.
+    for row in runs.itertuples():
+        sidecar = (
+            tmp_path
+            / f"results/runs/breast_cancer_mlp/bce/{row.optimizer}/base/seed{row.seed}.json"
+        )
+        timing = json.loads(sidecar.read_text())["step_timing"]
+        assert timing["threads"] == 1 and timing["timed_steps"] == 20 and timing["cpu"]
+        assert row.seconds_per_step == timing["seconds_per_step"] > 0
+        if not math.isnan(row.steps_to_heldout_target):
+            assert row.time_to_heldout_target == row.steps_to_heldout_target * row.seconds_per_step
     # Adam against the baseline SGD, in steps to the held-out target: SGD never
     # reaches it in the median, Adam does.
     (row,) = pd.read_csv(tmp_path / "results/summary/baseline.tsv", sep="\t").itertuples()

@@ -258,9 +258,17 @@ def strip_timings(meta):
     return {
         k: v
         for k, v in meta.items()
-        # settings_sha256 covers the requested engine: another engine, other settings.
+        # settings_sha256 covers the requested engine: another engine, other settings;
+        # step_timing is this host's measurement.
         if k
-        not in ("engine", "engine_reason", "engine_details", "train_seconds", "settings_sha256")
+        not in (
+            "engine",
+            "engine_reason",
+            "engine_details",
+            "train_seconds",
+            "settings_sha256",
+            "step_timing",
+        )
         and not k.startswith("job_seconds")
     }
 

@@ -69,6 +69,10 @@ JOB_RUN_LINE = re.compile(
 )
 
 
+TIMING_LINE = re.compile(
+    r"timing: linear/(\w+)/(\w+) takes ([0-9.]+) us per step alone in the loop "
+    r"\(median of 20, 1 thread\(s\)\)"
+)
 ENGINE_LINE = re.compile(r"engine (batched|loop): (\d+) run\(s\) of linear/(\w+)/(\w+)[ ;].*")
 
 
@@ -112,6 +116,11 @@ def assert_job_log(
     assert rest[2].startswith("numerics portable: ATEN_CPU_CAPABILITY=avx2 "), rest[2]
     rest = rest[3:]
     for loss, optimizer in cells:
+        # Each (problem, loss, optimizer) is timed alone before it trains (engines/timing.py).
+        timed = TIMING_LINE.fullmatch(rest[0])
+        assert timed and timed.groups()[:2] == (loss, optimizer), rest[0]
+        assert float(timed[3]) > 0
+        rest = rest[1:]
         match = ENGINE_LINE.fullmatch(rest[0])
         assert match, rest[0]
         assert match.groups() == (engine, str(len(seeds)), loss, optimizer), rest[0]

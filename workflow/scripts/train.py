@@ -33,7 +33,7 @@ NUMERICS_FOUND = (
 import torch  # noqa: E402
 
 from optbench import progress, reuse, runfiles  # noqa: E402
-from optbench.engines import batched, optimizers, probe, training  # noqa: E402
+from optbench.engines import batched, optimizers, probe, timing, training  # noqa: E402
 from optbench.planning import batch_policy, commands, jobs  # noqa: E402
 from optbench.planning.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
 
@@ -359,9 +359,19 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
     for group in groups_of(to_train):
         try:
             use_batched, reason, probed = choose_engine(args.engine, group)
+            # Before training, so that the other runs' memory and caches are not
+            # in the measurement (engines/timing.py).
+            step_timing = timing.step_time(group[0].spec, device)
         except training.RunError as error:
             print(f"error: {error}", file=log)
             return 2
+        print(
+            f"timing: {'/'.join(map(str, _group_key(group[0].spec)))} takes "
+            f"{step_timing['seconds_per_step'] * 1e6:.1f} us per step alone in the loop "
+            f"(median of {step_timing['timed_steps']}, {step_timing['threads']} thread(s))",
+            file=log,
+            flush=True,
+        )
         if use_batched:
             trained = train_batched(
                 group,
@@ -377,7 +387,7 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
             trained = train_loop(group, device, reason, tracker.steps)
         try:
             for run, result, engine, engine_reason, details in trained:
-                engine_run = (engine, engine_reason, details)
+                engine_run = (engine, engine_reason, details, step_timing)
                 write(run, result, engine_run, environment, digests[id(run)], started, log)
                 tracker.runs(1)
         except training.RunError as error:
@@ -397,7 +407,7 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
 
 def write(run, result, engine_run, environment, settings_sha256, started, log):
     spec, seed = run.spec, run.seed
-    engine, engine_reason, details = engine_run
+    engine, engine_reason, details, step_timing = engine_run
     metadata = {
         **{key: value for key, value in spec.items() if key != "device"},
         "device_requested": spec["device"],
@@ -418,6 +428,9 @@ def write(run, result, engine_run, environment, settings_sha256, started, log):
         "heldout_curve": result.curve,
         # What determines the run's numbers (reuse.py): an unchanged run is reused.
         "settings_sha256": settings_sha256,
+        # Seconds per step of its (problem, loss, optimizer) alone in the loop, on
+        # this host (engines/timing.py): machine-specific, unlike the losses.
+        "step_timing": step_timing,
     }
     runfiles.write_run(
         run.tsv, result.losses, run.sidecar, metadata, result.evaluations, result.lrs

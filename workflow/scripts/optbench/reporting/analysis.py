@@ -123,20 +123,26 @@ def _leaderboard(chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFra
 PROFILE_COSTS = {
     "steps": "steps_to_threshold",
     "evaluations": "evaluations_to_threshold",
+    "time": "time_to_threshold",
     "heldout_steps": "steps_to_heldout_target",
+    "heldout_time": "time_to_heldout_target",
 }
+# Costs measured on the held-out data: over the pairs that have a target only.
+HELDOUT_COSTS = {"steps_to_heldout_target", "time_to_heldout_target"}
 
 
 def _profiles(chosen: pd.DataFrame):
     ratio_frames, profile_frames, score_frames = [], [], []
     targeted = chosen["heldout_target_loss"].notna() | chosen["heldout_target_accuracy"].notna()
     for cost_name, column in PROFILE_COSTS.items():
-        rows = chosen[targeted] if column == "steps_to_heldout_target" else chosen
-        if rows.empty:
-            continue  # no (problem, loss) has a held-out target
+        rows = chosen[targeted] if column in HELDOUT_COSTS else chosen
+        if rows.empty or (column.startswith("time") and rows["seconds_per_step"].isna().all()):
+            continue  # no held-out target; no step timing (runs of an older version)
         # A run that met the threshold before any update counts one step: a
         # cost of 0 has no ratio (perfprofiles), and no optimizer did anything.
-        costs_input = rows.assign(**{column: rows[column].clip(lower=1.0)})
+        one_step = rows["seconds_per_step"] if column.startswith("time") else 1.0
+        kept = (rows[column] > 0) | rows[column].isna()  # NaN: never reached, stays so
+        costs_input = rows.assign(**{column: rows[column].where(kept, one_step)})
         costs = perfprofiles.block_costs(costs_input, column)
         ratios = perfprofiles.performance_ratios(costs)
         profile = perfprofiles.performance_profile(ratios)

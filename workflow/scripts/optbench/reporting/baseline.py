@@ -11,6 +11,10 @@ variants (the baseline tuned the same way):
   never gets there in the median, 0 when only the optimizer does, NaN when
   neither does. Its 95 % interval is a percentile bootstrap over the paired
   seeds (the seeds resampled together, so each resample keeps the pairs);
+- the same in time: ``step_time_ratio`` is the optimizer's median seconds
+  per step over the baseline's (each measured alone in the loop,
+  engines/timing.py), ``time_speedup`` the speed-up in time to the target
+  (steps times the step time), with its bootstrap interval;
 - whether its final held-out loss is lower than the baseline's: the paired
   test of ``comparison.paired_test`` (median difference, p-value), said as
   ``better``, ``worse`` or ``no difference`` at the 5 % level.
@@ -35,6 +39,10 @@ COLUMNS = [
     "speedup",
     "speedup_low",
     "speedup_high",
+    "step_time_ratio",
+    "time_speedup",
+    "time_speedup_low",
+    "time_speedup_high",
     "heldout_median_diff",
     "heldout_p_value",
     "heldout_verdict",
@@ -85,6 +93,7 @@ def baseline_table(chosen: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
             block["heldout_target_loss"].notna() | block["heldout_target_accuracy"].notna()
         ).any()
         measure = "steps_to_heldout_target" if targeted else "steps_to_threshold"
+        in_time = "time_to_heldout_target" if targeted else "time_to_threshold"
         reference = block[block["optimizer"] == baseline].set_index("seed")
         if reference.empty:
             continue
@@ -94,6 +103,12 @@ def baseline_table(chosen: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
             runs = runs.set_index("seed")
             seeds = runs.index.intersection(reference.index).sort_values()
             point, low, high = speedup(reference.loc[seeds, measure], runs.loc[seeds, measure])
+            timed = speedup(reference.loc[seeds, in_time], runs.loc[seeds, in_time])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                step_ratio = float(
+                    runs.loc[seeds, "seconds_per_step"].median()
+                    / reference.loc[seeds, "seconds_per_step"].median()
+                )
             test = paired_test(
                 runs.loc[seeds, "heldout_loss"].to_numpy(float),
                 reference.loc[seeds, "heldout_loss"].to_numpy(float),
@@ -114,6 +129,10 @@ def baseline_table(chosen: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
                     "speedup": point,
                     "speedup_low": low,
                     "speedup_high": high,
+                    "step_time_ratio": step_ratio,
+                    "time_speedup": timed[0],
+                    "time_speedup_low": timed[1],
+                    "time_speedup_high": timed[2],
                     "heldout_median_diff": test["median_diff"] if held else np.nan,
                     "heldout_p_value": test["p_value"] if held else np.nan,
                     "heldout_verdict": _verdict(test) if held else "no held-out data",

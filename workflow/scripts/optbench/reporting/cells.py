@@ -73,6 +73,9 @@ EXTRA_RUN_COLUMNS = [
     "heldout_target_loss",
     "heldout_target_accuracy",
     "steps_to_heldout_target",
+    "seconds_per_step",
+    "time_to_threshold",
+    "time_to_heldout_target",
 ]
 RUN_COLUMNS = [SEED_FIELD, *runmetrics.METRIC_COLUMNS, *EXTRA_RUN_COLUMNS]
 # Columns that hold floats (the others hold integers or, for a step, None).
@@ -183,6 +186,8 @@ class CellRuns:
     # UNKNOWN_LOSS (runs without sidecars): no floor but float64's smallest.
     loss_class: str | None = UNKNOWN_LOSS
     curves: list[list[dict]] | None = None  # per run, the sidecar's heldout_curve
+    # Per run, its (problem, loss, optimizer)'s seconds per step (sidecar step_timing).
+    step_seconds: list[float | None] | None = None
 
     def resolution_floors(self) -> np.ndarray | None:
         """Each run's resolution floor (optbench.reporting.resolution), None when unknown."""
@@ -255,6 +260,9 @@ def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell
     sidecars = [read_sidecar(by_seed[seed]) for seed in seeds]
     heldout = [(sidecar or {}).get("heldout") for sidecar in sidecars]
     curves = [(sidecar or {}).get("heldout_curve") or [] for sidecar in sidecars]
+    step_seconds = [
+        ((sidecar or {}).get("step_timing") or {}).get("seconds_per_step") for sidecar in sidecars
+    ]
     loss_classes = {loss_class_of(sidecar) for sidecar in sidecars}
     if len(loss_classes) > 1:
         raise CellError(
@@ -270,6 +278,7 @@ def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell
         [h if isinstance(h, dict) else None for h in heldout],
         loss_classes.pop(),
         [c if isinstance(c, list) else [] for c in curves],
+        [s if isinstance(s, int | float) else None for s in step_seconds],
     )
 
 
@@ -339,6 +348,15 @@ def run_table(
             for curve, final in zip(curves, heldout, strict=True)
         ],
     }
+    seconds = [math.nan if s is None else s for s in (cell.step_seconds or [None] * runs)]
+    # Time to a target: its steps at the step time measured alone (engines/timing.py).
+    extra["seconds_per_step"] = seconds
+    extra["time_to_threshold"] = [
+        float(steps) * s for steps, s in zip(metrics["steps_to_threshold"], seconds, strict=True)
+    ]
+    extra["time_to_heldout_target"] = [
+        steps * s for steps, s in zip(extra["steps_to_heldout_target"], seconds, strict=True)
+    ]
     columns = {SEED_FIELD: list(cell.seeds)} | metrics | extra
     return {
         name: [
