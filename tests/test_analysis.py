@@ -226,8 +226,9 @@ def test_claims_from_the_run_table_equal_the_checks_on_the_curves(tmp_path):
     table = analysis.build_tables(paths, (), context)["claims"]
     reference = claims.claims_table(curves_by_loss["mse"], curves_by_loss["l1"])
     columns = ["claim", "statistic", "p_value", "verdict"]
-    pd.testing.assert_frame_equal(table[columns], reference[columns])
-    assert list(table["data"]) == ["linear/mse", "linear/mse", "linear/l1"]
+    article = table.iloc[:3].reset_index(drop=True)  # then the published findings' rows
+    pd.testing.assert_frame_equal(article[columns], reference[columns])
+    assert list(article["data"]) == ["linear/mse", "linear/mse", "linear/l1"]
 
 
 def test_claims_the_grid_cannot_test_say_why(tmp_path):
@@ -239,6 +240,8 @@ def test_claims_the_grid_cannot_test_say_why(tmp_path):
         "not testable: needs rmsprop and another optimizer",
         "not testable: needs adam and momentum_sgd",
         "not testable: the grid has no linear problem with an L1 loss",
+        "not testable: nothing is tuned (every optimizer has one candidate)",
+        "not testable: nothing is tuned (every optimizer has one candidate)",
     ]
 
 

@@ -127,7 +127,9 @@ def render(summary_dir: Path) -> str:
     ]
     lines += [_block_text(board, pairs, runs, problem, loss) for problem, loss in blocks]
     for row in claims.itertuples():
-        lines.append(f'- Claim "{row.claim}" ({row.data}): **{row.verdict}**. {row.numbers}.')
+        data = f" ({row.data})" if isinstance(row.data, str) and row.data else ""
+        numbers = f" {row.numbers}." if isinstance(row.numbers, str) and row.numbers else ""
+        lines.append(f'- Claim "{row.claim}"{data}: **{row.verdict}**.{numbers}')
     return "\n".join(lines)
 
 

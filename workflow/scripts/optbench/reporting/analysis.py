@@ -42,6 +42,7 @@ from optbench.reporting import (
     baseline,
     claims,
     comparison,
+    literature,
     outputs,
     perfprofiles,
     selection,
@@ -248,6 +249,12 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
         )
         claim_rows = pd.concat([claim_rows, as_configured], ignore_index=True)
     choice = choice.assign(range_edge=selection.range_edges(choice, candidates, context.swept))
+    budgets = selection.at_budgets(selection.tuning_curve(candidates, order))
+    # Two published findings beside the article's claims (optbench.reporting.literature).
+    published = literature.literature_claims(
+        budgets, runs, choice, context.classes, context.baseline
+    )
+    claim_rows = pd.concat([claim_rows, published], ignore_index=True)
     return {
         "runs": runs[summary.RUN_TABLE_COLUMNS],
         "steps": steps,
@@ -255,7 +262,7 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
         "sensitivity": _sensitivity(runs, candidates, context, choice),
         "candidates": selection.candidate_counts(candidates),
         "tuning_gain": selection.tuning_gain(runs, choice, BASE_VARIANT),
-        "best_of_k": selection.at_budgets(selection.tuning_curve(candidates, order)),
+        "best_of_k": budgets,
         "pairwise": pairwise,
         "leaderboard": _leaderboard(chosen, ranking, choice),
         "baseline": baseline.baseline_table(chosen, context.baseline),

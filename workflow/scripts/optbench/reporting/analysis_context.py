@@ -32,6 +32,7 @@ class Context:
     claims_steps: int | None = None
     thresholds: dict[str, str] = field(default_factory=dict)
     baseline: str | None = None  # the optimizer the baseline table compares with
+    classes: dict[str, str] = field(default_factory=dict)  # optimizer -> its class
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Context:
@@ -89,6 +90,7 @@ def context_for(experiment, thresholds: dict | None = None) -> Context:
         claims_steps=steps,
         thresholds=dict(thresholds or {}),
         baseline=experiment.baseline if experiment.baseline in experiment.optimizers else None,
+        classes={name: optimizer.cls for name, optimizer in experiment.optimizers.items()},
     )
 
 
