@@ -76,3 +76,13 @@ def test_a_user_problem_is_accepted_by_both(tmp_path):
     assert process.stdout.startswith("ok: 1 runs = 1 cells x 1 seeds")
     dry = snakemake(tmp_path / "w", "-n", configfile=config, snakefile=clone / "Snakefile")
     assert "train" in dry.stdout + dry.stderr
+
+
+@pytest.mark.parametrize(
+    "configfile", sorted((REPO / "configs").glob("*.yaml")), ids=lambda path: path.stem
+)
+def test_every_shipped_config_passes_the_checks(configfile, capsys):
+    """configs/*.yaml (the fair comparison, the optimizer and the modern studies) are
+    usable as shipped: every class, kwarg, schedule, search and target checks out."""
+    assert CHECKER_MODULE.main([str(configfile)]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("ok: ")
