@@ -72,7 +72,10 @@ def test_seeds_packed_by_two_are_byte_identical_to_single_runs(packed_by_two, ex
     logs = sorted(
         p.name for p in (packed_by_two / "results/logs/train/linear/mse/sgd/base").iterdir()
     )
-    assert logs == ["seeds0-1.log", "seeds2-3.log"]
+    # each job's log, and the progress file it keeps beside it (optbench.progress)
+    assert logs == [
+        "seeds0-1.log", "seeds0-1.log.progress.json", "seeds2-3.log", "seeds2-3.log.progress.json"
+    ]  # fmt: skip
 
 
 def test_packed_job_logs_say_what_ran(packed_by_two):
@@ -91,7 +94,7 @@ def test_all_seeds_in_one_job_are_byte_identical_to_single_runs(tmp_path, expect
     packed_run(tmp_path, "all")
     assert run_tsvs(tmp_path) == expected_tsvs
     logs = sorted(p.name for p in (tmp_path / "results/logs/train/linear/mse/sgd/base").iterdir())
-    assert logs == ["seeds0-2.log"]
+    assert logs == ["seeds0-2.log", "seeds0-2.log.progress.json"]
 
 
 def test_adding_a_seed_reruns_only_its_block(packed_by_two):

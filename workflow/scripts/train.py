@@ -356,15 +356,16 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
     to_train = [run for run in runs if id(run) not in kept_ids]
     tracker.runs(len(kept))
     tracker.steps(sum(run.spec["steps"] for run in kept))
-    for group in groups_of(to_train):
-        try:
-            use_batched, reason, probed = choose_engine(args.engine, group)
-            # Before training, so that the other runs' memory and caches are not
-            # in the measurement (engines/timing.py).
-            step_timing = timing.step_time(group[0].spec, device)
-        except training.RunError as error:
-            print(f"error: {error}", file=log)
-            return 2
+    groups = groups_of(to_train)
+    try:
+        # Every group timed before any trains, taking turns (engines/timing.py).
+        timings = timing.step_times([group[0].spec for group in groups], device)
+    except training.RunError as error:
+        print(f"error: {error}", file=log)
+        return 2
+    for group, step_timing in zip(groups, timings, strict=True):
+        if step_timing is None:
+            continue  # it failed to run; its training says why
         print(
             f"timing: {'/'.join(map(str, _group_key(group[0].spec)))} takes "
             f"{step_timing['seconds_per_step'] * 1e6:.1f} us per step alone in the loop "
@@ -372,6 +373,12 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
             file=log,
             flush=True,
         )
+    for group, step_timing in zip(groups, timings, strict=True):
+        try:
+            use_batched, reason, probed = choose_engine(args.engine, group)
+        except training.RunError as error:
+            print(f"error: {error}", file=log)
+            return 2
         if use_batched:
             trained = train_batched(
                 group,
