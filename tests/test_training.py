@@ -115,12 +115,13 @@ def assert_job_log(
     assert rest[2] == numerics.describe(meta["numerics"]), rest[2]
     assert rest[2].startswith("numerics portable: ATEN_CPU_CAPABILITY=avx2 "), rest[2]
     rest = rest[3:]
-    for loss, optimizer in cells:
-        # Each (problem, loss, optimizer) is timed alone before it trains (engines/timing.py).
-        timed = TIMING_LINE.fullmatch(rest[0])
-        assert timed and timed.groups()[:2] == (loss, optimizer), rest[0]
+    # Every (problem, loss, optimizer) is timed alone before any trains (engines/timing.py).
+    for line, (loss, optimizer) in zip(rest, cells, strict=False):
+        timed = TIMING_LINE.fullmatch(line)
+        assert timed and timed.groups()[:2] == (loss, optimizer), line
         assert float(timed[3]) > 0
-        rest = rest[1:]
+    rest = rest[len(cells) :]
+    for loss, optimizer in cells:
         match = ENGINE_LINE.fullmatch(rest[0])
         assert match, rest[0]
         assert match.groups() == (engine, str(len(seeds)), loss, optimizer), rest[0]
