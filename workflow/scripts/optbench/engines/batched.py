@@ -78,7 +78,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from optbench.engines import optimizers
+from optbench.engines import batched_lbfgs, optimizers
 from optbench.engines.per_run_losses import PerRunLoss
 from optbench.engines.scheduling import LearningRates
 from optbench.engines.stacked_layers import BmmForward, vmap_forward
@@ -299,6 +299,158 @@ def _fallback(
     return EngineResult(runs, "loop", reason, time.perf_counter() - started)
 
 
+def _first_order_steps(
+    views, stacked, names, data, steps, losses_of, evaluate_held_out, eval_every, on_step
+):
+    """Train an element-wise optimizer's runs: each step one forward and backward of
+    all runs and one optimizer step per variant. Returns (each run's losses, each
+    run's evaluations per step, each variant's learning rates, seconds, extras)."""
+    first = stacked[names[0]]
+    runs = first.shape[0]
+    lrs: list[list[float | None]] = [[] for _ in views]  # Python floats: no wait for the device
+    recorded = torch.empty(steps, runs, dtype=first.dtype, device=first.device)
+    ones = torch.ones(runs, dtype=recorded.dtype, device=first.device)
+    evaluate_after = evaluation_steps(steps, eval_every)
+    untimed = 0.0
+    started = time.perf_counter()
+    for step in range(steps):
+        for tensor in stacked.values():
+            tensor.grad = None
+        losses = losses_of(*data.batch(step))
+        # A gradient of exactly 1 per run: each run's gradient is its own.
+        losses.backward(ones)
+        for (optimizer, rows, rates), variant_lrs in zip(views, lrs, strict=True):
+            for view, name, start, stop in rows:
+                view.grad = stacked[name].grad[start:stop]
+            rates.before(step)
+            variant_lrs.append(rates.current())
+            optimizer.step()
+            rates.after()
+        recorded[step] = losses.detach()
+        if on_step is not None:
+            on_step(runs)
+        if step + 1 in evaluate_after:
+            paused = time.perf_counter()
+            evaluate_held_out(step + 1)
+            untimed += time.perf_counter() - paused
+    per_run = recorded.T.tolist()  # the one copy to the host
+    seconds = time.perf_counter() - started - untimed
+    return per_run, [[1] * steps for _ in range(runs)], lrs, seconds, {}
+
+
+def _lbfgs_steps(
+    views, stacked, names, data, steps, losses_of, evaluate_held_out, eval_every, on_step
+):
+    """Train torch.optim.LBFGS's runs with the batched L-BFGS (batched_lbfgs.py):
+    each run its own history, step length, line search and stopping tests. The
+    variants' LBFGS objects hold their hyper-parameters and schedules only."""
+    first = stacked[names[0]]
+    runs, dtype, device = first.shape[0], first.dtype, first.device
+    sizes = [stacked[name][0].numel() for name in names]
+    weights = torch.cat([stacked[name].detach().reshape(runs, -1) for name in names], 1)
+    groups = [optimizer.param_groups[0] for optimizer, *_ in views]
+    runs_of = [rows[0][3] - rows[0][2] for _, rows, _ in views]
+    settings = batched_lbfgs.Settings.from_groups(groups, runs_of, dtype, device)
+    lbfgs = batched_lbfgs.BatchedLBFGS(settings, runs, weights.shape[1], dtype, device)
+    ones = torch.ones(runs, dtype=dtype, device=device)
+
+    def load() -> None:
+        """The flat weights into the stacked parameters the forward pass reads."""
+        with torch.no_grad():
+            for name, part in zip(names, weights.split(sizes, 1), strict=True):
+                stacked[name].copy_(part.view_as(stacked[name]))
+
+    lrs: list[list[float | None]] = [[] for _ in views]
+    recorded = torch.empty(steps, runs, dtype=dtype, device=device)
+    counted = torch.empty(steps, runs, dtype=torch.int64, device=device)
+    evaluate_after = evaluation_steps(steps, eval_every)
+    untimed = 0.0
+    started = time.perf_counter()
+    for step in range(steps):
+        inputs, targets = data.batch(step)
+        for (_, _, rates), variant_lrs in zip(views, lrs, strict=True):
+            rates.before(step)
+            variant_lrs.append(rates.current())
+        settings.lr = torch.tensor(
+            [float(group["lr"]) for group, n in zip(groups, runs_of, strict=True) for _ in range(n)],
+            dtype=dtype,
+            device=device,
+        )
+
+        def evaluate(inputs=inputs, targets=targets):
+            load()
+            for tensor in stacked.values():
+                tensor.grad = None
+            with torch.enable_grad():
+                losses = losses_of(inputs, targets)
+                losses.backward(ones)
+            gradient = torch.cat([stacked[name].grad.reshape(runs, -1) for name in names], 1)
+            return losses.detach(), gradient
+
+        recorded[step], counted[step] = lbfgs.step(evaluate, weights)
+        for _, _, rates in views:
+            rates.after()
+        if on_step is not None:
+            on_step(runs)
+        if step + 1 in evaluate_after:
+            paused = time.perf_counter()
+            load()
+            evaluate_held_out(step + 1)
+            untimed += time.perf_counter() - paused
+    load()
+    per_run, evaluations = recorded.T.tolist(), counted.T.tolist()
+    seconds = time.perf_counter() - started - untimed
+    return per_run, evaluations, lrs, seconds, {"state_bytes": lbfgs.state_bytes()}
+
+
+# The batched L-BFGS keeps each run's history of curvature pairs: 2 x
+# history_size x the model's weights per run. Runs beyond this budget train in
+# further batches, one after another.
+LBFGS_HISTORY_BYTES = 512 * 2**20
+# Above this history per run, the batched two-loop recursion streams the
+# histories from memory and is no faster than the loop, whose one history
+# stays in cache (tools/benchmark.py --only lbfgs: 2x faster at 400 weights,
+# 0.75x at 2,410, with the default history of 100 pairs).
+LBFGS_BATCHED_HISTORY_MAX = 2**20
+
+
+def _lbfgs_history(instance, kwargs_list: list[dict]) -> int:
+    """The largest history one run of the cell keeps, in bytes."""
+    weight_bytes = sum(p.numel() * p.element_size() for p in instance.model.parameters())
+    return 2 * max(kwargs.get("history_size", 100) for kwargs in kwargs_list) * weight_bytes
+
+
+def _lbfgs_parts(history: int, kwargs_list: list[dict]) -> list[list[int]]:
+    """The runs of an L-BFGS cell in batches: one line search per batch (with or
+    without), and no more runs than fit ``LBFGS_HISTORY_BYTES``."""
+    by_search: dict[object, list[int]] = {}
+    for run, kwargs in enumerate(kwargs_list):
+        by_search.setdefault(kwargs.get("line_search_fn"), []).append(run)
+    fit = max(1, LBFGS_HISTORY_BYTES // max(1, history))
+    return [
+        runs[start : start + fit] for runs in by_search.values() for start in range(0, len(runs), fit)
+    ]
+
+
+def _in_parts(parts: list[list[int]], train) -> EngineResult:
+    """``train(runs)`` for each part of a cell's runs, merged in the runs' order."""
+    outcomes: dict[int, RunOutcome] = {}
+    results = []
+    for runs in parts:
+        result = train(runs)
+        results.append(result)
+        outcomes.update(zip(runs, result.runs, strict=True))
+    first = results[0]
+    details = {**first.details, "runs": len(outcomes), "batches": len(parts)}
+    return EngineResult(
+        [outcomes[run] for run in range(len(outcomes))],
+        first.engine,
+        first.reason,
+        sum(result.seconds for result in results),
+        details,
+    )
+
+
 def train_batched(
     instances: list[Instance],
     criterion,
@@ -355,8 +507,11 @@ def train_batched(
     else:  # a class the run-independence probe passed (engines/probe.py)
         ok, loss_reason = batch_policy.loss_batchable(kind, loss_name, loss_kwargs)
         reason = probed if ok else loss_reason
-    if ok and optimizers.needs_closure(cls):
+    lbfgs = cls is torch.optim.LBFGS
+    if ok and optimizers.needs_closure(cls) and not lbfgs:
         ok, reason = False, f"optimizer {cls.__name__} runs in the per-run loop: it needs a closure"
+    if ok and lbfgs and exact_only:
+        ok, reason = False, batch_policy.LBFGS_UNDER_AUTO
     if ok and any(i.kind != kind for i in instances):
         ok, reason = False, "the runs are of different problem kinds"
     layout = _same_layout(instances) if ok else None
@@ -379,6 +534,32 @@ def train_batched(
 
     if not ok:
         return in_the_loop(reason)
+    history = _lbfgs_history(instances[0], kwargs_list) if lbfgs else 0
+    if history > LBFGS_BATCHED_HISTORY_MAX:
+        return in_the_loop(
+            f"optimizer LBFGS runs in the per-run loop: its history of {history / 2**20:.1f} MiB "
+            f"per run is above {LBFGS_BATCHED_HISTORY_MAX / 2**20:.0f} MiB, where the batched "
+            "L-BFGS reads every run's history from memory and is no faster than the loop"
+        )
+    parts = _lbfgs_parts(history, kwargs_list) if lbfgs else []
+    if len(parts) > 1:
+        return _in_parts(
+            parts,
+            lambda runs: train_batched(
+                [instances[i] for i in runs],
+                criterion,
+                cls,
+                [kwargs_list[i] for i in runs],
+                steps,
+                device,
+                forward,
+                exact_only,
+                probed,
+                [schedule_list[i] for i in runs],
+                eval_every,
+                on_step,
+            ),
+        )
     if device is None:
         device = _device_of(instances[0].model)
     device = torch.device(device)
@@ -443,39 +624,19 @@ def train_batched(
         rows = [(stacked[name].detach()[start:stop], name, start, stop) for name in names]
         optimizer = cls([view for view, *_ in rows], **kwargs)
         views.append((optimizer, rows, LearningRates(optimizer, schedule, steps)))
-    # Per variant, each step's rate: Python floats, read without waiting for the device.
-    lrs: list[list[float | None]] = [[] for _ in groups]
 
-    recorded = torch.empty(steps, runs, dtype=stacked[names[0]].dtype, device=device)
-    ones = torch.ones(runs, dtype=recorded.dtype, device=device)
-    evaluate_after = evaluation_steps(steps, eval_every)
-    curves: list[list[dict]] = [[] for _ in range(runs)]
-    untimed = 0.0
-    started = time.perf_counter()
-    for step in range(steps):
-        for tensor in stacked.values():
-            tensor.grad = None
-        inputs, targets = data.batch(step)
+    def losses_of(inputs, targets):
         outputs = step_forward(stacked, inputs)
-        losses = outputs if objective else per_run_loss(outputs, targets)
-        # A gradient of exactly 1 per run: each run's gradient is its own.
-        losses.backward(ones)
-        for (optimizer, rows, rates), variant_lrs in zip(views, lrs, strict=True):
-            for view, name, start, stop in rows:
-                view.grad = stacked[name].grad[start:stop]
-            rates.before(step)
-            variant_lrs.append(rates.current())
-            optimizer.step()
-            rates.after()
-        recorded[step] = losses.detach()
-        if on_step is not None:
-            on_step(runs)
-        if step + 1 in evaluate_after:
-            paused = time.perf_counter()
-            _evaluate_runs(ordered, stacked, names, criterion, step + 1, curves)
-            untimed += time.perf_counter() - paused
-    per_run = recorded.T.tolist()  # the one copy to the host
-    seconds = time.perf_counter() - started - untimed
+        return outputs if objective else per_run_loss(outputs, targets)
+
+    def evaluate_held_out(done: int) -> None:
+        _evaluate_runs(ordered, stacked, names, criterion, done, curves)
+
+    curves: list[list[dict]] = [[] for _ in range(runs)]
+    steps_of = _lbfgs_steps if cls is torch.optim.LBFGS else _first_order_steps
+    per_run, evaluations, lrs, seconds, extra = steps_of(
+        views, stacked, names, data, steps, losses_of, evaluate_held_out, eval_every, on_step
+    )
 
     with torch.no_grad():
         for position, instance in enumerate(ordered):
@@ -486,13 +647,14 @@ def train_batched(
     variant_of = [v for v, (*_, start, stop) in enumerate(groups) for _ in range(start, stop)]
     for position, run in enumerate(order):
         outcomes[run] = RunOutcome(
-            per_run[position], [1] * steps, lrs[variant_of[position]], curves[position]
+            per_run[position], evaluations[position], lrs[variant_of[position]], curves[position]
         )
     details = {
         "forward": path,
         "variants": len(groups),
         "runs": runs,
-        "bytes_per_run": _bytes_per_run(stacked, [o for o, *_ in views], data, runs),
+        "bytes_per_run": _bytes_per_run(stacked, [o for o, *_ in views], data, runs)
+        + extra.get("state_bytes", 0) // runs,
     }
     if probed is not None:
         details["probe"] = probed

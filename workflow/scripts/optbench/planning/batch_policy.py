@@ -36,11 +36,6 @@ ELEMENTWISE = (
 # torch.optim classes that couple the elements of a tensor (or all the
 # parameters), so that in a stacked tensor one run would steer another.
 COUPLED = {
-    "LBFGS": (
-        "its step(closure) re-evaluates the loss of all parameters together, and its line "
-        "search and stopping tests take norms and dot products over every parameter, so the "
-        "runs of a stacked tensor would share one step length and one stopping decision"
-    ),
     "Adafactor": (
         "it factorises the second moment over a tensor's last two dimensions and scales the "
         "step by the norm of the whole tensor, so a stacked tensor would mix the runs"
@@ -51,6 +46,18 @@ COUPLED = {
     ),
     "SparseAdam": "it needs sparse gradients; the loop reports the problem at the first step",
 }
+
+# Closure optimizers with a batched form of their own: torch.optim.LBFGS, whose
+# line search and history the batched L-BFGS keeps per run
+# (engines/batched_lbfgs.py). It agrees with the loop to float32 rounding, not
+# bit for bit (its dot products sum in another order), so ``engine: auto``,
+# which promises the loop's bits, keeps it in the loop.
+CLOSURE_BATCHED = ("LBFGS",)
+LBFGS_UNDER_AUTO = (
+    "optimizer LBFGS runs in the per-run loop: engine auto promises the loop's bits, and the "
+    "batched L-BFGS agrees with torch.optim.LBFGS to float32 rounding only (its dot products "
+    "sum in another order); engine: batched trains it batched"
+)
 
 # How a loss class is reduced per run so that each run's gradient is bit for
 # bit the gradient of its own mean (or sum). torch's backward kernels apply the
@@ -127,7 +134,7 @@ def can_batch(
             "package or a file is batched only where the run-independence probe passes "
             "(engine auto or batched)"
         )
-    if optimizer_class_name not in ELEMENTWISE:
+    if optimizer_class_name not in ELEMENTWISE + CLOSURE_BATCHED:
         return False, (
             f"optimizer {optimizer_class_name} runs in the per-run loop: it is not known to "
             f"update each element of a tensor independently (batched: {', '.join(ELEMENTWISE)})"
@@ -135,6 +142,9 @@ def can_batch(
     ok, reason = loss_batchable(problem_kind, loss_class_name, loss_kwargs)
     if not ok:
         return False, reason
+    if optimizer_class_name in CLOSURE_BATCHED:
+        how = "each run its own history, step length and line search (batched L-BFGS)"
+        return True, f"batched: {optimizer_class_name}, {how}; {reason}"
     return True, f"batched: {optimizer_class_name} is element-wise; {reason}"
 
 
@@ -160,6 +170,8 @@ def choose(
             f"optimizer {optimizer_class_name} with parameter groups runs in the per-run loop"
         )
     ok, reason = can_batch(optimizer_class_name, problem_kind, loss_class_name, loss_kwargs)
+    if ok and requested == "auto" and optimizer_class_name in CLOSURE_BATCHED:
+        return False, LBFGS_UNDER_AUTO
     if ok and runs == 1 and requested == "auto":
         return False, "a single run: the per-run loop (batching one run gains nothing)"
     return ok, reason
