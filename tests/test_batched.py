@@ -16,6 +16,7 @@ import torch
 
 import optbench.problems as problems
 from optbench.engines import batched, calibration
+from optbench.planning import batch_policy
 from optbench.planning.batch_policy import COUPLED, ELEMENTWISE, can_batch
 from optbench.problems.instance import Instance
 from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
@@ -369,16 +370,18 @@ def test_a_run_does_not_depend_on_its_place_in_the_batch():
 # ----------------------------------------------------------------- fallback
 
 
-def test_lbfgs_falls_back_to_the_loop_and_counts_evaluations():
+def test_lbfgs_under_engine_auto_runs_the_loop_and_counts_evaluations():
     seeds, steps = range(3), 10
     kwargs = {"lr": 1, "max_iter": 5, "line_search_fn": "strong_wolfe"}
     expected = reference_loop(
         build("quadratic", seeds, steps), torch.nn.MSELoss(), "LBFGS", [kwargs] * 3, steps
     )
     together = build("quadratic", seeds, steps)
-    result = batched.train_batched(together, torch.nn.MSELoss(), "LBFGS", kwargs, steps)
+    result = batched.train_batched(
+        together, torch.nn.MSELoss(), "LBFGS", kwargs, steps, exact_only=True
+    )
     assert result.engine == "loop"
-    assert "LBFGS" in result.reason and "closure" in result.reason
+    assert result.reason == batch_policy.LBFGS_UNDER_AUTO
     assert_runs_identical(expected, engine_results(result, together), "lbfgs")
     assert max(e for _, evals, _ in expected for e in evals) > 1
 
@@ -642,7 +645,6 @@ def test_auto_trains_in_the_loop_where_no_stacked_kernel_is_exact(monkeypatch):
 def test_one_engine_decision_for_every_caller():
     """batch_policy.choose: loop when asked, the policy otherwise, auto leaves one run
     to the loop; the config check, the job and the engine all ask it."""
-    from optbench.planning import batch_policy
 
     assert batch_policy.choose("loop", "SGD", "regression", "MSELoss", runs=8)[0] is False
     assert batch_policy.choose("auto", "SGD", "regression", "MSELoss", runs=8)[0] is True
@@ -651,6 +653,10 @@ def test_one_engine_decision_for_every_caller():
     assert batch_policy.choose("batched", "SGD", "regression", "MSELoss", runs=1)[0] is True
     assert batch_policy.choose("auto", "LBFGS", "regression", "MSELoss", runs=8) == (
         False,
+        batch_policy.LBFGS_UNDER_AUTO,
+    )
+    assert batch_policy.choose("batched", "LBFGS", "regression", "MSELoss", runs=8) == (
+        True,
         can_batch("LBFGS", "regression", "MSELoss")[1],
     )
 
