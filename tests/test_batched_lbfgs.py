@@ -26,12 +26,12 @@ import math
 
 import pytest
 import torch
+from test_batched import reference_loop
 
 import optbench.problems as problems
 from optbench.engines import batched
 from optbench.planning import batch_policy
 from optbench.problems.instance import Instance
-from test_batched import reference_loop
 
 RTOL = 1e-2
 ATOL_FRACTION = 1e-6
@@ -257,7 +257,9 @@ def test_schedules_and_evaluations_per_run():
     schedule = {"family": "warmup_cosine", "warmup": 0.4}
     kwargs = {"lr": 1.0, "line_search_fn": None, "max_iter": 3}
     loss = criterion("quadratic")
-    looped = batched.train_loop(build("quadratic", [0], steps), loss, "LBFGS", kwargs, steps, None, schedule)
+    looped = batched.train_loop(
+        build("quadratic", [0], steps), loss, "LBFGS", kwargs, steps, None, schedule
+    )
     result = batched.train_batched(
         build("quadratic", [0], steps), loss, "LBFGS", kwargs, steps, schedules=schedule
     )

@@ -125,6 +125,19 @@ def test_the_training_job_writes_the_curve_into_the_sidecar(tmp_path):
         assert meta["heldout_curve"] == expected
         assert meta["heldout"] == {k: v for k, v in expected[-1].items() if k != "step"}
         assert meta["eval_every"] == 5
+        # The per-run table beside the TSV: the same rows, exact as repr writes them.
+        table = (tmp_path / f"seed{seed}.heldout.tsv").read_text().splitlines()
+        assert table[0] == "step\theldout_loss\theldout_accuracy"
+        rows = [line.split("\t") for line in table[1:]]
+        assert [int(r[0]) for r in rows] == [5, 10, 12]
+        for row, point in zip(rows, expected, strict=True):
+            assert float(row[1]) == point["heldout_loss"]
+            assert float(row[2]) == point["heldout_accuracy"]
+    # Without eval_every the run has no curve, and an earlier run's table goes.
+    rerun = [*command[:-1], json.dumps({**spec, "eval_every": 0}), *runs]
+    process = subprocess.run(rerun, capture_output=True, text=True)
+    assert process.returncode == 0, process.stderr
+    assert not list(tmp_path.glob("*.heldout.tsv"))
 
 
 # ------------------------------------------------------------------ targets

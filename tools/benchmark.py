@@ -340,6 +340,104 @@ def run_step_costs(quick: bool) -> None:
         )
 
 
+def lbfgs_engines(quick: bool) -> None:
+    """torch.optim.LBFGS (strong-Wolfe line search, history 100) per run-step: the
+    batched L-BFGS at 10, 100 and 1,000 runs against the per-run loop (10 runs;
+    the loop's cost per run does not depend on how many there are)."""
+    import torch
+
+    from optbench import problems
+    from optbench.engines import batched
+
+    print("l. batched L-BFGS vs the per-run loop, us per run-step (10 steps, one thread)")
+    torch.set_num_threads(1)
+    steps = 5 if quick else 10
+    cases = {
+        "quadratic": (torch.nn.MSELoss(), (10, 100, 1000)),
+        "noisy_quadratic": (torch.nn.MSELoss(), (10, 100, 1000)),
+        "linear": (torch.nn.MSELoss(), (10, 100, 1000)),
+        "breast_cancer_mlp": (torch.nn.BCEWithLogitsLoss(), (10, 100)),
+        "digits_mlp": (torch.nn.CrossEntropyLoss(), (10, 100)),
+    }
+    if quick:
+        cases = {name: (loss, sizes[:2]) for name, (loss, sizes) in cases.items()}
+    limit = batched.LBFGS_BATCHED_HISTORY_MAX
+    batched.LBFGS_BATCHED_HISTORY_MAX = float("inf")  # digits_mlp too, to show why
+    try:
+        for name, (criterion, sizes) in cases.items():
+            kwargs = [
+                {"line_search_fn": "strong_wolfe", "lr": 10 ** (-2 + 3 * k / 9)} for k in range(10)
+            ]
+
+            def built(runs, name=name):
+                return [problems.build(name, seed, steps, {}) for seed in range(runs)]
+
+            started = time.perf_counter()
+            batched.train_loop(built(10), criterion, "LBFGS", kwargs, steps)
+            loop = (time.perf_counter() - started) / (10 * steps) * 1e6
+            for runs in sizes:
+                result = batched.train_batched(
+                    built(runs), criterion, "LBFGS", kwargs * (runs // 10), steps
+                )
+                together = result.seconds / (runs * steps) * 1e6
+                report(
+                    f"L-BFGS {name}, {runs} runs: loop / batched us per run-step",
+                    f"{loop:.0f} / {together:.0f} = {loop / together:.1f}x",
+                    "-",
+                )
+    finally:
+        batched.LBFGS_BATCHED_HISTORY_MAX = limit
+
+
+def _selections(workdir: Path) -> dict:
+    """(problem, loss, optimizer) -> selected variant, from the summary's table."""
+    chosen = {}
+    for path in (workdir / "results").rglob("selection.tsv"):
+        lines = path.read_text().splitlines()
+        header = lines[0].split("\t")
+        for line in lines[1:]:
+            row = dict(zip(header, line.split("\t"), strict=True))
+            chosen[(row.get("problem"), row.get("loss"), row.get("optimizer"))] = row.get("variant")
+    return chosen
+
+
+def tuned_lbfgs(tmp: Path, quick: bool) -> None:
+    """configs/tuned.yaml end to end before and after the batched L-BFGS, side by
+    side on 4 of its 25 seeds: engine auto and one job per pair (L-BFGS in the
+    per-run loop, as before) against the shipped config (engine batched, two jobs
+    per pair), --cores 2; and whether the selected variants agree."""
+    config = REPO / "configs" / "tuned.yaml"
+    # 4 of 25 seeds; "now" splits them over two jobs per pair as the shipped
+    # config splits its 25 (13 + 12), "before" keeps one job per pair.
+    subset = ("seeds=[0,1,2]", "tuning_seeds=[1000]")
+    if quick:
+        subset += ("only={problems: [quadratic, noisy_quadratic]}",)
+    print("m. configs/tuned.yaml end to end: L-BFGS in the loop (before) / batched (now)")
+    seconds, chosen = {}, {}
+    for name, engine, packing in (("before", "auto", "all"), ("now", "batched", "2")):
+        workdir = tmp / f"tuned-lbfgs-{name}"
+        workdir.mkdir(parents=True)
+        args = (
+            "--configfile",
+            str(config),
+            "--config",
+            *subset,
+            f"engine={engine}",
+            f"seeds_per_job={packing}",
+        )
+        seconds[name] = timed(snakemake(workdir, "--cores", "2", *args))
+        chosen[name] = _selections(workdir)
+        report(f"tuned.yaml end to end, {name} (engine {engine})", f"{seconds[name]:.1f} s", "-")
+    same = sum(chosen["before"].get(key) == variant for key, variant in chosen["now"].items())
+    report(
+        "tuned.yaml end to end, before / now",
+        f"{seconds['before']:.1f} s / {seconds['now']:.1f} s = "
+        f"{seconds['before'] / seconds['now']:.2f}x; same selected variant in {same} of "
+        f"{len(chosen['now'])} cells",
+        ">= 5x",
+    )
+
+
 def sweep_config(path: Path) -> Path:
     lrs = [round(10 ** (-4 + 5 * i / 23), 6) for i in range(24)]
     optimizers = {
@@ -657,6 +755,8 @@ SECTIONS = {
     "numerics": "i. numerics portable / native per run-step (linear, digits_mlp; loop, batched)",
     "searched": "j. configs/tuned.yaml as a search / the grid it replaced (a subset)",
     "runstep": "k. per-run-step cost of each built-in problem (the dry run's time estimate)",
+    "lbfgs": "l. batched L-BFGS vs the loop per run-step at 10/100/1,000 runs",
+    "tunedlbfgs": "m. configs/tuned.yaml end to end, L-BFGS in the loop / batched (a subset)",
 }
 
 
@@ -689,6 +789,8 @@ def main() -> None:
         "numerics": lambda: numerics_cost(args.quick),
         "searched": lambda: searched(tmp, args.quick),
         "runstep": lambda: run_step_costs(args.quick),
+        "lbfgs": lambda: lbfgs_engines(args.quick),
+        "tunedlbfgs": lambda: tuned_lbfgs(tmp, args.quick),
     }
     try:
         for name in sections:

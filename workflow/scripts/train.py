@@ -440,7 +440,7 @@ def write(run, result, engine_run, environment, settings_sha256, started, log):
         "step_timing": step_timing,
     }
     runfiles.write_run(
-        run.tsv, result.losses, run.sidecar, metadata, result.evaluations, result.lrs
+        run.tsv, result.losses, run.sidecar, metadata, result.evaluations, result.lrs, result.curve
     )
     print(
         f"seed {seed}: final loss {result.losses[-1]!r} after {len(result.losses)} steps, "

@@ -94,9 +94,42 @@ def format_losses(losses, evaluations=None, lrs=None) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_run(tsv_path, losses, sidecar_path, metadata: dict, evaluations=None, lrs=None) -> None:
-    # The sidecar is written first: a TSV under its final name then always has one.
+HELDOUT_HEADER = "step\theldout_loss\theldout_accuracy"
+
+
+def heldout_path(tsv_path) -> Path:
+    """The run's held-out table beside its TSV: ``seed3.tsv`` -> ``seed3.heldout.tsv``."""
+    tsv_path = Path(tsv_path)
+    return tsv_path.with_name(f"{tsv_path.stem}.heldout.tsv")
+
+
+def format_heldout(curve: list[dict]) -> str:
+    """The held-out table: one row per evaluation (``step``: steps done), the
+    loss and the accuracy (empty where the problem has none), as ``repr``."""
+
+    def cell(value) -> str:
+        return "" if value is None else repr(float(value))
+
+    rows = [HELDOUT_HEADER] + [
+        f"{int(point['step'])}\t{cell(point.get('heldout_loss'))}\t"
+        f"{cell(point.get('heldout_accuracy'))}"
+        for point in curve
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def write_run(
+    tsv_path, losses, sidecar_path, metadata: dict, evaluations=None, lrs=None, curve=None
+) -> None:
+    """The run's files: its sidecar, its held-out table where it has a held-out
+    curve (``eval_every``; a stale one from an earlier run is removed), and its
+    TSV last, so that a TSV under its final name always has the others."""
     write_text_atomic(sidecar_path, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    table = heldout_path(tsv_path)
+    if curve:
+        write_text_atomic(table, format_heldout(curve))
+    else:
+        table.unlink(missing_ok=True)
     write_text_atomic(tsv_path, format_losses(losses, evaluations, lrs))
 
 

@@ -21,9 +21,12 @@ Why each run stays exactly its own run:
 - The forward pass never mixes rows: ``bmm``/``baddbmm`` for linear layers
   (one matrix product per run), ``torch.func.vmap`` of the model otherwise.
 - Only optimizers that act element by element are batched
-  (``batch_policy.ELEMENTWISE``). L-BFGS, Adafactor, Muon and anything
-  unknown run in the per-run loop (``train_loop``); the result says which
-  engine ran and why. So an inf or NaN in one run stays in that run.
+  (``batch_policy.ELEMENTWISE``), and torch.optim.LBFGS through the batched
+  L-BFGS (``batched_lbfgs.py``: each run its own history, step length, line
+  search and stopping tests; float32 rounding, so under ``exact_only`` it
+  runs in the loop). Adafactor, Muon and anything unknown run in the per-run
+  loop (``train_loop``); the result says which engine ran and why. So an inf
+  or NaN in one run stays in that run.
 
 Bit-exactness against the loop (CPU, one thread, as training jobs run;
 tests/test_batched.py checks every element-wise optimizer on every built-in
@@ -371,8 +374,9 @@ def _lbfgs_steps(
         for (_, _, rates), variant_lrs in zip(views, lrs, strict=True):
             rates.before(step)
             variant_lrs.append(rates.current())
+        rates_now = [float(group["lr"]) for group in groups]
         settings.lr = torch.tensor(
-            [float(group["lr"]) for group, n in zip(groups, runs_of, strict=True) for _ in range(n)],
+            [lr for lr, n in zip(rates_now, runs_of, strict=True) for _ in range(n)],
             dtype=dtype,
             device=device,
         )
@@ -428,7 +432,9 @@ def _lbfgs_parts(history: int, kwargs_list: list[dict]) -> list[list[int]]:
         by_search.setdefault(kwargs.get("line_search_fn"), []).append(run)
     fit = max(1, LBFGS_HISTORY_BYTES // max(1, history))
     return [
-        runs[start : start + fit] for runs in by_search.values() for start in range(0, len(runs), fit)
+        runs[start : start + fit]
+        for runs in by_search.values()
+        for start in range(0, len(runs), fit)
     ]
 
 

@@ -124,8 +124,9 @@ class Settings:
             lr=per_run("lr", dtype),
             max_iter=per_run("max_iter", torch.int64),
             max_eval=per_run("max_eval", torch.int64),
-            tolerance_grad=per_run("tolerance_grad", dtype),
-            tolerance_change=per_run("tolerance_change", dtype),
+            # float64, as torch compares with the Python floats given.
+            tolerance_grad=per_run("tolerance_grad", torch.float64),
+            tolerance_change=per_run("tolerance_change", torch.float64),
             history_size=per_run("history_size", torch.int64),
             line_search=searches == {"strong_wolfe"},
         )
@@ -260,9 +261,7 @@ class BatchedLBFGS:
                 direction = torch.where(later[:, None], self._two_loop(gradient, later), direction)
             self.h_diag = torch.where(first, 1.0, self.h_diag)
             self.direction = torch.where(active[:, None], direction, self.direction)
-            self.previous_gradient = torch.where(
-                active[:, None], gradient, self.previous_gradient
-            )
+            self.previous_gradient = torch.where(active[:, None], gradient, self.previous_gradient)
             self.previous_loss = torch.where(active, loss.double(), self.previous_loss)
             initial = torch.clamp(1.0 / gradient.abs().sum(1), max=1.0) * settings.lr
             length = torch.where(first, initial, settings.lr)
@@ -293,11 +292,12 @@ class BatchedLBFGS:
                     gradient = torch.where(again[:, None], new_gradient, gradient)
                     optimal = again & (gradient.abs().amax(1) <= settings.tolerance_grad)
                     evaluations += again
+            moved = (self.direction * self.length[:, None]).abs().amax(1)
             stop = (
                 (n_iter == settings.max_iter)
                 | (evaluations >= settings.max_eval)
                 | optimal
-                | ((self.direction * self.length[:, None]).abs().amax(1) <= settings.tolerance_change)
+                | (moved <= settings.tolerance_change)
                 | ((loss.double() - self.previous_loss).abs() < settings.tolerance_change)
             )
             active &= ~stop
@@ -318,7 +318,8 @@ class BatchedLBFGS:
         t = self.length.clone()
 
         def at(lengths, mask):
-            weights.copy_(torch.where(mask[:, None], torch.addcmul(start, d, lengths[:, None]), start))
+            moved = torch.addcmul(start, d, lengths[:, None])
+            weights.copy_(torch.where(mask[:, None], moved, start))
             return evaluate()
 
         f_new, g_new = at(t, rows)
