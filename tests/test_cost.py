@@ -96,6 +96,14 @@ def test_the_training_time_estimate_follows_each_cells_engine():
         experiment, jobs
     ) == pytest.approx((linear[0] - linear[1]) * run_steps["linear"] / 1e6, rel=1e-9)
     assert cost.plan_for(experiment).describe(None).endswith(" on one core")
+    # engine batched: L-BFGS on linear through the batched L-BFGS; digits_cnn's
+    # history is too large for it, so its L-BFGS stays at the loop's cost.
+    batched = settings.validate({**base, "engine": "batched"}, SCHEMA, memory_bytes=None)
+    assert cost.training_seconds(batched, jobs) - cost.training_seconds(
+        experiment, jobs
+    ) == pytest.approx(
+        (cost.LBFGS_BATCHED_US["linear"] - linear[2]) * run_steps["linear"] / 1e6, rel=1e-9
+    )
 
 
 def test_a_problem_that_keeps_more_per_run_raises_the_job_estimate():

@@ -356,6 +356,8 @@ def lbfgs_engines(quick: bool) -> None:
         "quadratic": (torch.nn.MSELoss(), (10, 100, 1000)),
         "noisy_quadratic": (torch.nn.MSELoss(), (10, 100, 1000)),
         "linear": (torch.nn.MSELoss(), (10, 100, 1000)),
+        "logistic": (torch.nn.BCEWithLogitsLoss(), (10, 100)),
+        "rosenbrock": (None, (10, 100)),
         "breast_cancer_mlp": (torch.nn.BCEWithLogitsLoss(), (10, 100)),
         "digits_mlp": (torch.nn.CrossEntropyLoss(), (10, 100)),
     }

@@ -248,7 +248,15 @@ def train_batched(runs, device, log, exact_only=False, probed=None, on_step=None
             continue
         details = {
             key: result.details[key]
-            for key in ("forward", "variants", "runs", "kernels_exact", "bytes_per_run", "probe")
+            for key in (
+                "forward",
+                "variants",
+                "runs",
+                "batches",
+                "kernels_exact",
+                "bytes_per_run",
+                "probe",
+            )
             if key in result.details
         }
         details["batch_seconds"] = result.seconds

@@ -60,6 +60,18 @@ RUN_STEP_US = {
     "text_transformer": (9732, None, 301244),
 }
 UNKNOWN_RUN_STEP_US = (1000, None, 20000)  # a user's problem: the loop, guessed
+# L-BFGS (strong Wolfe, 10 learning rates over 0.01..10) through the batched
+# L-BFGS at 100 runs, microseconds per run-step (tools/benchmark.py --only
+# lbfgs, 2026-12-03); problems absent here keep L-BFGS in the loop even under
+# engine batched (a history above engines.batched.LBFGS_BATCHED_HISTORY_MAX).
+LBFGS_BATCHED_US = {
+    "linear": 1165,
+    "quadratic": 1029,
+    "logistic": 1243,
+    "rosenbrock": 2051,
+    "noisy_quadratic": 2399,
+    "breast_cancer_mlp": 9790,
+}
 JOB_START_SECONDS = 2.5  # a training job's start-up: Python and torch imported
 
 
@@ -126,7 +138,8 @@ def training_seconds(experiment, jobs: int) -> float:
         optimizer = experiment.optimizers[cell.optimizer]
         loss = experiment.losses.get(cell.loss)
         if optimizer.cls == "LBFGS":
-            cost_us = closure_us
+            batched_lbfgs = experiment.engine == "batched" and problem.problem in LBFGS_BATCHED_US
+            cost_us = LBFGS_BATCHED_US[problem.problem] if batched_lbfgs else closure_us
         else:
             batched, _ = batch_policy.choose(
                 experiment.engine,
