@@ -26,7 +26,9 @@ import math
 
 import pytest
 import torch
-from test_batched import reference_loop
+
+# one_thread: test_batched's autouse fixture, one thread as training jobs run.
+from test_batched import one_thread, reference_loop  # noqa: F401
 
 import optbench.problems as problems
 from optbench.engines import batched
@@ -47,14 +49,6 @@ LOSSES = {
     "digits_cnn": "CrossEntropyLoss",
     "text_transformer": "CrossEntropyLoss",
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture
