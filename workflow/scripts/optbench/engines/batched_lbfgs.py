@@ -116,8 +116,11 @@ class Settings:
             raise ValueError("a batch of L-BFGS runs shares one line_search_fn")
 
         def per_run(key, kind):
-            values = [float(group[key]) for group, n in zip(groups, runs_of, strict=True)]
-            repeated = [v for v, n in zip(values, runs_of, strict=True) for _ in range(n)]
+            repeated = [
+                float(group[key])
+                for group, n in zip(groups, runs_of, strict=True)
+                for _ in range(n)
+            ]
             return torch.tensor(repeated, dtype=kind, device=device)
 
         return cls(
