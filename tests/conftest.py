@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,21 @@ def snakemake(
     return process
 
 
+def wait_for_one_of(children) -> tuple[int, int]:
+    """(pid, wait status) of the first of ``children`` to end.
+
+    Only these pids are reaped: os.wait() would also reap a child that some other
+    test left behind (a Popen whose own wait() then finds nothing), and return a
+    pid that is not ours.
+    """
+    while True:
+        for pid in children:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return done, status
+        time.sleep(0.01)
+
+
 def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2) -> dict:
     """``{key: (workdir, args)}`` -> ``{key: CompletedProcess}``: snakemake's command
     line run in children forked from this process, at most ``parallel`` at a time.
@@ -83,7 +99,7 @@ def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2) -> dict:
                 finally:
                     os._exit(code)
             running[pid] = (key, argv, out, err)
-        pid, status = os.wait()
+        pid, status = wait_for_one_of(running)
         key, argv, out, err = running.pop(pid)
         done[key] = subprocess.CompletedProcess(
             argv, os.waitstatus_to_exitcode(status), out.read_text(), err.read_text()

@@ -4,6 +4,7 @@ Each test checks that nothing finished was lost, nothing half-written looks
 complete, and nothing from a config was executed.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -66,6 +67,20 @@ def slow_reference():
     return expected
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def nothing_started_outlives_its_test():
+    """A test that fails half-way leaves no snakemake or training job running (or unreaped)."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        with contextlib.suppress(ProcessLookupError):  # its group: orphaned jobs included
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(60)
+
+
 def start(workdir, *args, configfile=SLOW):
     """snakemake in its own process group (as a terminal's foreground job), output to a file."""
     log = open(workdir.parent / f"{workdir.name}-snakemake.out", "w")  # noqa: SIM115
@@ -74,7 +89,25 @@ def start(workdir, *args, configfile=SLOW):
         command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     process.output_path = log.name
+    STARTED.append(process)
     return process
+
+
+def training_jobs(process, *flags):
+    """Live train.py processes below ``process`` whose command line has all ``flags``.
+
+    Processes that end while we look (zombies, gone) are skipped, not errors:
+    Snakemake starts and reaps helpers all the time.
+    """
+    found = []
+    for child in psutil.Process(process.pid).children(recursive=True):
+        try:
+            argv = child.cmdline()
+        except psutil.NoSuchProcess:  # ZombieProcess included
+            continue
+        if any(a.endswith("train.py") for a in argv) and all(f in argv for f in flags):
+            found.append((child, argv))
+    return found
 
 
 def wait_for(condition, timeout=120, what="condition"):
@@ -148,16 +181,9 @@ def test_killed_training_job_reruns_alone_and_loses_nothing(tmp_path, slow_refer
     wait_for(first_job_done(process), what="the first finished job")
     done = finished(workdir)
 
-    def training_jobs():
-        return [
-            p
-            for p in psutil.Process(process.pid).children(recursive=True)
-            if "--run" in p.cmdline() and any(a.endswith("train.py") for a in p.cmdline())
-        ]
-
-    wait_for(lambda: bool(training_jobs()), what="a running training job")
-    killed = training_jobs()[0]
-    killed_seed = int(killed.cmdline()[killed.cmdline().index("--run") + 1])
+    wait_for(lambda: bool(training_jobs(process, "--run")), what="a running training job")
+    killed, argv = training_jobs(process, "--run")[0]
+    killed_seed = int(argv[argv.index("--run") + 1])
     killed.send_signal(signal.SIGKILL)
     assert process.wait(120) != 0
     with open(process.output_path) as handle:
@@ -221,16 +247,8 @@ def test_jobs_that_outlive_a_killed_snakemake_are_accepted_by_their_manifests(
     them complete, and accept_finished.py clears exactly those marks."""
     workdir = tmp_path / "w"
     process = start(workdir, "--cores", "1", *PACKED_TRAINING_ONLY, *PACKED)
-
-    def training_jobs():
-        return [
-            p
-            for p in psutil.Process(process.pid).children(recursive=True)
-            if any(a.endswith("train.py") for a in p.cmdline()) and "--manifest" in p.cmdline()
-        ]
-
-    wait_for(lambda: bool(training_jobs()), what="the training job")
-    orphans = training_jobs()
+    wait_for(lambda: bool(training_jobs(process, "--manifest")), what="the training job")
+    orphans = [job for job, _ in training_jobs(process, "--manifest")]
     process.send_signal(signal.SIGKILL)  # Snakemake only, not its process group
     process.wait(60)
     _, alive = psutil.wait_procs(orphans, timeout=120)

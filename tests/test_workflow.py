@@ -4,9 +4,11 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
+import time
 import types
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import CONFIGS, REPO, copy_tree, planned_jobs, snakemake
+from conftest import CONFIGS, REPO, copy_tree, planned_jobs, snakemake, wait_for_one_of
 from optbench.reporting import outputs
 from test_training import (
     ARTICLE_LOSSES,
@@ -150,6 +152,19 @@ def test_planned_jobs_fails_loudly_on_output_it_cannot_read():
     ):
         with pytest.raises(AssertionError):
             planned_jobs(dry_run_output(changed))
+
+
+def test_forked_runs_reap_only_their_own_children():
+    """A child some other test left behind (ending first) is not reaped by the
+    forked runs' wait: its Popen still gets its own exit status."""
+    stray = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    mine = os.fork()
+    if mine == 0:
+        time.sleep(0.5)
+        os._exit(5)
+    pid, status = wait_for_one_of({mine})
+    assert (pid, os.waitstatus_to_exitcode(status)) == (mine, 5)
+    assert stray.wait(10) == 3
 
 
 def planned_job_details(process) -> list[dict[str, str]]:
