@@ -24,10 +24,10 @@ INF = math.inf
 
 def test_the_committed_section_is_what_the_committed_tables_say(capsys):
     document = study_text.DOC.read_text(encoding="utf-8")
-    section = document.split(study_text.BEGIN, 1)[1].split(study_text.END, 1)[0]
+    section = document.split(study_text.SECTION.begin, 1)[1].split(study_text.SECTION.end, 1)[0]
     assert section.strip() == study_text.render(study_text.SNAPSHOT).strip()
     assert study_text.main(["--check"]) == 0
-    assert "are what its tables say" in capsys.readouterr().out
+    assert "is what the tables in" in capsys.readouterr().out
 
 
 def test_a_changed_table_makes_the_section_stale(tmp_path, capsys):
@@ -38,7 +38,7 @@ def test_a_changed_table_makes_the_section_stale(tmp_path, capsys):
     baseline.to_csv(tables / "baseline.tsv", sep="\t", index=False)
     before = study_text.DOC.read_bytes()
     assert study_text.main(["--check", "--tables", str(tables)]) == 1
-    assert "Regenerate them with python3 tools/study_text.py" in capsys.readouterr().err
+    assert "Regenerate it with python3 tools/study_text.py" in capsys.readouterr().err
     assert study_text.DOC.read_bytes() == before  # --check writes nothing
 
 
@@ -184,9 +184,10 @@ def test_planted_tables_are_worded_by_their_intervals(tmp_path):
 
 
 def test_the_section_is_replaced_between_its_markers_only():
-    document = f"# Head\n\nkept\n{study_text.BEGIN}\nold text\n{study_text.END}\n\ntail kept\n"
+    begin, end = study_text.SECTION.begin, study_text.SECTION.end
+    document = f"# Head\n\nkept\n{begin}\nold text\n{end}\n\ntail kept\n"
     assert study_text.replace_section(document, "new") == (
-        f"# Head\n\nkept\n{study_text.BEGIN}\nnew\n{study_text.END}\n\ntail kept\n"
+        f"# Head\n\nkept\n{begin}\nnew\n{end}\n\ntail kept\n"
     )
     with pytest.raises(SystemExit, match="markers"):
         study_text.replace_section("# no markers\n", "new")
