@@ -156,8 +156,15 @@ def test_second_invocation_is_refused_then_ctrl_c_and_rerun_incomplete(tmp_path,
     process = start(workdir, "--cores", "1", *ONLY_TRAINING)
     locks = workdir / ".snakemake" / "locks"
     wait_for(lambda: locks.is_dir() and any(locks.iterdir()), what="the lock")
-    # A second snakemake on the same directory meets the first one's lock.
-    second = snakemake(workdir, "--cores", "1", configfile=SLOW, check=False)
+    # A second snakemake on the same directory meets the first one's lock. The
+    # first is paused meanwhile (SIGSTOP, its jobs too): on a loaded machine the
+    # second's start-up can outlast the first's whole run, leaving nothing to
+    # interrupt below.
+    os.killpg(process.pid, signal.SIGSTOP)
+    try:
+        second = snakemake(workdir, "--cores", "1", configfile=SLOW, check=False)
+    finally:
+        os.killpg(process.pid, signal.SIGCONT)
     assert second.returncode != 0
     assert "cannot be locked" in second.stdout + second.stderr
     wait_for(first_job_done(process), what="the first finished job")
