@@ -7,7 +7,7 @@
 
 The study takes a quarter of an hour, too long for the test suite, so the
 tables its findings rest on (baseline.tsv, profile_scores.tsv, best_of_k.tsv,
-claims.tsv and leaderboard.tsv, a few kB) are kept in docs/studies/modern/,
+claims.tsv and leaderboard.tsv, about 45 kB) are kept in docs/studies/modern/,
 and every number of the section comes from them: tests/test_study_text.py
 renders the section from that copy and compares it with the committed text,
 so neither the text nor the renderer can drift from the tables.
