@@ -81,12 +81,26 @@ def nothing_started_outlives_its_test():
         process.wait(60)
 
 
+def answer_ctrl_c():
+    """In the child before exec: SIGINT back to its default, as in a terminal.
+
+    A test run started in the background by a non-interactive shell (`cmd &`,
+    as some CI runners do) inherits SIGINT ignored; Python then installs no
+    KeyboardInterrupt handler, and the Ctrl-C the tests send would be lost.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(workdir, *args, configfile=SLOW):
     """snakemake in its own process group (as a terminal's foreground job), output to a file."""
     log = open(workdir.parent / f"{workdir.name}-snakemake.out", "w")  # noqa: SIM115
     command = snakemake_command(workdir, *args, configfile=configfile)
     process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=answer_ctrl_c,
     )
     process.output_path = log.name
     STARTED.append(process)
