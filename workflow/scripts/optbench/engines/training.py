@@ -246,15 +246,25 @@ def evaluation_steps(steps: int, every: int) -> set[int]:
 
 def evaluated_at(instance, criterion, optimizer, done: int) -> dict | None:
     """The held-out metrics after ``done`` steps, at the optimizer's evaluation point
-    (train()/eval() optimizers are switched for the evaluation and back)."""
+    (train()/eval() optimizers are switched for the evaluation and back).
+
+    Evaluating never changes training: eval() then train() is not an exact round
+    trip in floating point (schedule-free optimizers interpolate the weights each
+    way), so the training-point weights are saved before and put back after.
+    """
     switch = optimizer is not None and optimizers.has_train_eval(optimizer)
     if switch:
+        weights = [p for group in optimizer.param_groups for p in group["params"]]
+        saved = [p.detach().clone() for p in weights]
         optimizer.eval()
     try:
         metrics = instance.evaluate(criterion)
     finally:
         if switch:
-            optimizer.train()
+            optimizer.train()  # back to train mode (the optimizer's own flags) ...
+            with torch.no_grad():
+                for weight, value in zip(weights, saved, strict=True):
+                    weight.copy_(value)  # ... at the exact training-point bits
     return None if metrics is None else {"step": done, **metrics}
 
 
