@@ -33,7 +33,14 @@ NUMERICS_FOUND = (
 import torch  # noqa: E402
 
 from optbench import progress, reuse, runfiles  # noqa: E402
-from optbench.engines import batched, optimizers, probe, timing, training  # noqa: E402
+from optbench.engines import (  # noqa: E402
+    batched,
+    optimizers,
+    probe,
+    timing,
+    training,
+    verification,
+)
 from optbench.planning import batch_policy, commands, jobs  # noqa: E402
 from optbench.planning.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
 
@@ -290,6 +297,20 @@ def train_batched(runs, device, log, exact_only=False, probed=None, on_step=None
             )
 
 
+def verified(trained, device, log, fall_back: bool):
+    """The batched runs of one group, after a sample of them was re-trained in the
+    loop and compared byte for byte (engines/verification.py): under engine auto
+    (``fall_back``) the group is re-trained in the loop on any difference."""
+    written, line = verification.check_group(
+        list(trained),
+        lambda run: _for_seed(run.seed, training.train_one, run.spec, run.seed, device),
+        fall_back,
+    )
+    if line:
+        print(line, file=log, flush=True)
+    yield from written
+
+
 def main(argv=None) -> int:
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -396,6 +417,7 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
                 probed=reason if probed else None,
                 on_step=tracker.steps,
             )
+            trained = verified(trained, device, log, fall_back=args.engine == "auto")
         else:
             name = "/".join(map(str, _group_key(group[0].spec)))
             print(f"engine loop: {len(group)} run(s) of {name}; {reason}", file=log, flush=True)
