@@ -164,3 +164,76 @@ def test_first_difference_compares_the_bits_written(a, b, expected):
     assert verification.first_difference(result(a, {"heldout_loss": 1.0}), result(a)) == (
         "heldout differ"
     )
+
+
+# --- engine batched: one refusal, before any job --------------------------------
+
+NORM = {"norm": {"class": "norm_coupling.NormCouplingSGD", "kwargs": {"lr": 0.1}}}
+PRODIGY = {"prodigy": {"class": "pytorch_optimizer.Prodigy", "kwargs": {}}}
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        (
+            NORM,
+            "optimizer norm_coupling.NormCouplingSGD runs in the per-run loop: "
+            "norm_coupling.NormCouplingSGD failed the run-independence probe",
+        ),
+        (
+            PRODIGY,
+            "optimizer pytorch_optimizer.Prodigy runs in the per-run loop: "
+            "pytorch_optimizer.Prodigy 4.1.0 failed the run-independence probe",
+        ),
+        (
+            {"sf": {"class": "pytorch_optimizer.ScheduleFreeSGD", "kwargs": {"lr": 0.1}}},
+            "optimizer pytorch_optimizer.ScheduleFreeSGD runs in the per-run loop: it needs "
+            "train() and eval() modes",
+        ),
+    ],
+    ids=["file", "package", "protocol"],
+)
+def test_engine_batched_refuses_a_class_that_fails_the_probe_at_plan_time(entry, reason):
+    config = {
+        "seeds": [0, 1],
+        "steps": 5,
+        "optimizers": entry,
+        "losses": {"mse": {"class": "MSELoss"}},
+        "engine": "batched",
+    }
+    with pytest.raises(settings.ConfigError) as error:
+        settings.validate(config, SCHEMA, optimizers_dir=FILES)
+    name = next(iter(entry))
+    assert str(error.value).startswith(
+        f"config key engine: batched, but linear/mse/{name} cannot be: {reason}"
+    ), str(error.value)
+    assert str(error.value).endswith(
+        "Fix: set engine to auto (batched where it is safe, the per-run loop elsewhere) "
+        "or leave these entries out."
+    )
+    # A class that passes the probe is accepted (the late-coupling one does, wrongly:
+    # the job's verification records what it then finds).
+    config["optimizers"] = {"late": {"class": LATE, "kwargs": {"lr": 0.05}}}
+    assert settings.validate(config, SCHEMA, optimizers_dir=FILES).engine == "batched"
+
+
+def test_the_job_refuses_in_the_config_checks_words(tmp_path):
+    """A job started by hand (no config check) refuses with the same sentence."""
+    config = {
+        "seeds": [0, 1],
+        "steps": 5,
+        "device": "cpu",
+        "optimizers": NORM,
+        "losses": {"mse": {"class": "MSELoss"}},
+    }
+    grid = settings.validate(config, SCHEMA, optimizers_dir=FILES)  # engine auto: accepted
+    (job,) = jobs.plan(grid.cells(), grid.seed_ranges(), "problem")
+    argument = jobs.argument(grid, job.cells, job.seeds, *[str(tmp_path / p) for p in PATTERNS])
+    command = [sys.executable, str(TRAIN_SCRIPT), "--job", argument, "--engine", "batched"]
+    process = subprocess.run(
+        command + ["--optimizers-dir", str(FILES)], capture_output=True, text=True
+    )
+    assert process.returncode == 2
+    with pytest.raises(settings.ConfigError) as error:
+        settings.validate({**config, "engine": "batched"}, SCHEMA, optimizers_dir=FILES)
+    assert f"error: {error.value}" in process.stderr, process.stderr

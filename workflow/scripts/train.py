@@ -35,8 +35,7 @@ import torch  # noqa: E402
 from optbench import progress, reuse, runfiles  # noqa: E402
 from optbench.engines import (  # noqa: E402
     batched,
-    optimizers,
-    probe,
+    eligibility,
     timing,
     training,
     verification,
@@ -162,29 +161,16 @@ def choose_engine(requested: str, runs: list[jobs.Run]) -> tuple[bool, str, bool
     )
     if not loss_ok:
         return False, loss_reason, False
-    cls = training.optimizer_class(spec["optimizer"], spec.get("optimizers_dir"))
-    # The protocols the batched engine does not implement: the loop's alone.
-    needs = [
-        what
-        for what, needed in (
-            ("a closure", optimizers.needs_closure(cls)),
-            ("train() and eval() modes", optimizers.has_train_eval(cls)),
-            ("backward(create_graph=True)", optimizers.needs_create_graph(cls)),
-        )
-        if needed
-    ]
-    if needs:
-        return False, f"optimizer {name} runs in the per-run loop: it needs {needs[0]}", False
     kwargs = [training.optimizer_kwargs(run.spec["optimizer"]) for run in runs]
-    passed, verdict = probe.independent(cls, kwargs)
+    # The same verdict the config check gave engine batched before any job.
+    passed, verdict = eligibility.class_verdict(
+        spec["optimizer"], spec.get("optimizers_dir"), kwargs
+    )
     if passed:
         return True, f"batched: {verdict}; {loss_reason}", True
     if requested == "batched":
-        raise training.RunError(
-            f"config key engine: batched, but optimizers.{spec['optimizer']['name']} cannot "
-            f"be: {verdict}. Fix: set engine to auto (the per-run loop where it must)"
-        )
-    return False, f"optimizer {name} runs in the per-run loop: {verdict}", False
+        raise training.RunError(batch_policy.batched_refusal(["/".join(_group_key(spec))], verdict))
+    return False, verdict, False
 
 
 def _for_seed(seed, build, *args):
