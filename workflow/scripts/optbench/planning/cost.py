@@ -129,9 +129,13 @@ def training_seconds(experiment, jobs: int) -> float:
     """The training time of ``experiment`` on one core, roughly: each cell's
     run-steps at the measured cost of its problem under the engine it will use
     (the batched engine where the policy allows it; a class the job's probe
-    decides: the loop), plus ``jobs`` start-ups."""
+    decides: the loop), with the runs that verify each batch in the loop, plus
+    ``jobs`` start-ups."""
     total = jobs * JOB_START_SECONDS
     seeds = len(experiment.all_seeds)
+    # A batched cell's job re-trains one run of it in the loop to verify the
+    # batch (engines/verification.py): one run per seed range.
+    checks = len(experiment.seed_ranges())
     for cell in experiment.cells():
         problem = experiment.problems[cell.problem]
         loop_us, batched_us, closure_us = RUN_STEP_US.get(problem.problem, UNKNOWN_RUN_STEP_US)
@@ -140,6 +144,8 @@ def training_seconds(experiment, jobs: int) -> float:
         if optimizer.cls == "LBFGS":
             batched_lbfgs = experiment.engine == "batched" and problem.problem in LBFGS_BATCHED_US
             cost_us = LBFGS_BATCHED_US[problem.problem] if batched_lbfgs else closure_us
+            if batched_lbfgs:
+                total += closure_us * problem.steps * checks / 1e6
         else:
             batched, _ = batch_policy.choose(
                 experiment.engine,
@@ -151,6 +157,8 @@ def training_seconds(experiment, jobs: int) -> float:
                 grouped=bool(optimizer.groups),
             )
             cost_us = batched_us if batched and batched_us is not None else loop_us
+            if batched and batched_us is not None:
+                total += loop_us * problem.steps * checks / 1e6
         total += cost_us * problem.steps * seeds / 1e6
     return total
 
