@@ -33,17 +33,11 @@ from optbench.planning import jobs, settings  # noqa: E402
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 VERIFIED = re.compile(r"^verified: .* in ([0-9.]+) s, against ([0-9.]+) s batched: (.*)$")
 BATCHED = re.compile(r"^engine batched: .* together in ([0-9.]+) s;")
-SEED_LINE = re.compile(r"^seed \d+: .*, ([0-9.e-]+) s training, written to")
 
 
 def measure(log: str) -> dict:
     verified = [VERIFIED.match(line) for line in log.splitlines()]
     verified = [m for m in verified if m]
-    loop_seconds = 0.0
-    for line in log.splitlines():
-        seed = SEED_LINE.match(line)
-        if seed and "batched" not in line:
-            loop_seconds += float(seed.group(1))
     batched = sum(float(m.group(1)) for m in map(BATCHED.match, log.splitlines()) if m)
     return {
         "verify": sum(float(m.group(1)) for m in verified),
