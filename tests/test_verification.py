@@ -237,3 +237,28 @@ def test_the_job_refuses_in_the_config_checks_words(tmp_path):
     with pytest.raises(settings.ConfigError) as error:
         settings.validate({**config, "engine": "batched"}, SCHEMA, optimizers_dir=FILES)
     assert f"error: {error.value}" in process.stderr, process.stderr
+
+
+def test_engine_batched_records_how_far_batched_lbfgs_is_from_torchs(tmp_path):
+    """The batched L-BFGS follows torch's only to float32 rounding: engine batched
+    keeps it and records the first difference from torch.optim.LBFGS."""
+    from test_jobs import grid_of as torch_grid
+    from test_jobs import run_job as torch_job
+
+    from optbench.engines import training
+
+    lbfgs = {"lbfgs": {"class": "LBFGS", "kwargs": {}}}
+    grid = torch_grid(lbfgs, seeds=(0, 1, 2), steps=10, problem={"quadratic": {}})
+    process, runs = torch_job(tmp_path, grid, "batched")
+    assert process.returncode == 0, process.stderr
+    loop = training.train_one({**runs[0].spec, "problems_dir": ""}, 0, torch.device("cpu"))
+    batched = tsv_losses(runs[0])
+    step = next(i for i, (a, b) in enumerate(zip(batched, loop.losses, strict=True)) if a != b)
+    for run in runs:
+        meta = sidecar(run)
+        assert meta["engine"] == "batched"
+        assert meta["engine_details"]["verification"]["difference"].startswith(
+            f"seed 0 of variant base: loss of step {step} {batched[step]!r} batched vs "
+            f"{loop.losses[step]!r} in the loop"
+        )
+    assert "kept batched (engine batched was asked for)" in process.stderr
