@@ -46,6 +46,11 @@ class Optimizer:
     # SHA-256 of a user's optimizer file (None otherwise): part of the runs'
     # settings, so editing the file re-runs its runs, like a changed kwarg.
     source_sha256: str | None = None
+    # A wrapper's base optimizer class (base:), as class: is written, and the
+    # SHA-256 of its file where it is a user's; only where set, so that the
+    # settings of entries without one stay as they were.
+    base: str | None = None
+    base_source_sha256: str | None = None
 
     def as_dict(self, variant: str) -> dict:
         chosen = self.variants[variant]
@@ -56,6 +61,10 @@ class Optimizer:
             described["groups"] = self.groups
         if self.source_sha256 is not None:
             described["source_sha256"] = self.source_sha256
+        if self.base is not None:
+            described["base"] = self.base
+        if self.base_source_sha256 is not None:
+            described["base_source_sha256"] = self.base_source_sha256
         return described
 
 

@@ -169,9 +169,16 @@ def _component_problems(
             optimizer_sources.declared_protocol(source)
         except optimizer_sources.SourceError as error:
             return [f"config key {key}.class: {error}."]
-        if signature is None:
+        if signature is None and entry.get("base") is None:
             return []
+        wrapper_problems, signature = _wrapper_problems(
+            key, entry, source, signature, catalog, optimizers_dir
+        )
+        if wrapper_problems or signature is None:
+            return wrapper_problems
         module, cls = source.module, source.name
+        if entry.get("base") is not None:
+            cls += f" around {entry['base']}"  # kwargs go to the wrapper and its base
     else:
         if catalog is None:
             return []
@@ -219,6 +226,79 @@ def _component_problems(
     if kind == "optimizers":
         problems += _schedule_problems(key, entry, catalog, source)
     return problems
+
+
+def _wrapper_problems(key: str, entry: dict, source, signature, catalog, optimizers_dir):
+    """(problems, the signature kwargs are checked against) of an entry's ``base:``:
+    given exactly where the class is a wrapper, a plain optimizer the loop can
+    drive inside it; kwargs then go to the wrapper and the base together."""
+    base = entry.get("base")
+    keyword = signature and optimizer_sources.wrapper_keyword(signature)
+    unsuppliable = [
+        f"{name} ({what})"
+        for name, what in optimizer_sources.UNSUPPLIABLE.items()
+        if signature is not None and name in signature.parameters
+    ]
+    if unsuppliable:
+        return [
+            f"config key {key}.class: {source.qualified} needs {unsuppliable[0]} as an argument, "
+            "which a config cannot give. Fix: use another class (pytorch_optimizer.SAM for "
+            "sharpness-aware minimisation)."
+        ], None
+    if base is None:
+        if keyword is None:
+            return [], signature
+        return [
+            f"config key {key}: {source.qualified} wraps a base optimizer (its {keyword} "
+            "argument), and the entry names none. Fix: add base: with the class it wraps, e.g. "
+            "base: AdamW (its kwargs go in the same kwargs)."
+        ], None
+    if signature is not None and keyword is None:
+        return [
+            f"config key {key}.base: {source.qualified} takes no base optimizer (it is not a "
+            f"wrapper: its __init__ has no {' or '.join(optimizer_sources.WRAPPER_KEYWORDS)} "
+            "argument). Fix: remove base, or use a wrapper class such as "
+            "pytorch_optimizer.Lookahead or pytorch_optimizer.SAM."
+        ], None
+    try:
+        base_source = optimizer_sources.locate(base, optimizers_dir)
+        base_signature = optimizer_sources.signature_of(base_source, catalog)
+    except optimizer_sources.SourceError as error:
+        return [f"config key {key}.base: {error}."], None
+    if base_signature is None or signature is None:
+        return [], None  # torch's source unreadable: the job checks
+    refused = _base_refusal(base_source, base_signature)
+    if refused:
+        return [
+            f"config key {key}.base: {base_source.qualified} cannot be the base of "
+            f"{source.qualified}: it {refused}. Fix: wrap an optimizer that steps on the "
+            "gradients it is given (AdamW, SGD, pytorch_optimizer.Lion)."
+        ], None
+    if keyword in entry["kwargs"]:
+        return [
+            f"config key {key}.kwargs: {keyword!r} is supplied by the pipeline (the base "
+            f"optimizer's class, from base:). Fix: remove it from kwargs."
+        ], None
+    return [], optimizer_sources.wrapped_signature(signature, base_signature)
+
+
+def _base_refusal(source, signature) -> str | None:
+    """Why a class cannot be a wrapper's base (None: it can)."""
+    if optimizer_sources.wrapper_keyword(signature):
+        return "is itself a wrapper"
+    if optimizer_sources.has_train_eval(source):
+        return "has train() and eval() modes (schedule-free), which a wrapper does not switch"
+    if source.origin == "torch" and source.name == "LBFGS":
+        return "evaluates the loss itself (a closure)"
+    if source.origin == "package":
+        from optbench.engines import optimizers  # the package's import brought torch
+
+        found = optimizers.describe(optimizers.resolve(source.qualified))
+        if found.closure != "none":
+            return "needs a closure"
+    elif optimizer_sources.declared_protocol(source).get("closure", "none") != "none":
+        return "needs a closure"
+    return None
 
 
 def _schedule_problems(key: str, entry: dict, catalog, source) -> list[str]:
@@ -639,6 +719,8 @@ def validate(
                 variants = _variants(entry)
                 # torch.optim.X is X: the same runs, files and batching.
                 cls = entry["class"].removeprefix(f"{optimizer_sources.TORCH_OPTIM}.")
+                base = entry.get("base")
+                base = base and base.removeprefix(f"{optimizer_sources.TORCH_OPTIM}.")
                 optimizers[name] = Optimizer(
                     name,
                     cls,
@@ -647,6 +729,8 @@ def validate(
                     {v.name: v for v in variants},
                     entry.get("groups") or None,
                     optimizer_sources.file_digest(entry["class"], optimizers_dir),
+                    base,
+                    base and optimizer_sources.file_digest(base, optimizers_dir),
                 )
     found += _seed_role_problems(config)
     found += analysis_context.candidate_count_problems(
