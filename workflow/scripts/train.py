@@ -33,7 +33,7 @@ NUMERICS_FOUND = (
 import torch  # noqa: E402
 
 from optbench import progress, reuse, runfiles  # noqa: E402
-from optbench.engines import batched, optimizers, probe, timing, training  # noqa: E402
+from optbench.engines import batched, probe, timing, training  # noqa: E402
 from optbench.planning import batch_policy, commands, jobs  # noqa: E402
 from optbench.planning.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
 
@@ -156,20 +156,11 @@ def choose_engine(requested: str, runs: list[jobs.Run]) -> tuple[bool, str, bool
     if not loss_ok:
         return False, loss_reason, False
     cls = training.optimizer_class(spec["optimizer"], spec.get("optimizers_dir"))
-    # The protocols the batched engine does not implement: the loop's alone.
-    needs = [
-        what
-        for what, needed in (
-            ("a closure", optimizers.needs_closure(cls)),
-            ("train() and eval() modes", optimizers.has_train_eval(cls)),
-            ("backward(create_graph=True)", optimizers.needs_create_graph(cls)),
-        )
-        if needed
-    ]
-    if needs:
-        return False, f"optimizer {name} runs in the per-run loop: it needs {needs[0]}", False
+    base = training.base_class(spec["optimizer"], spec.get("optimizers_dir"))
     kwargs = [training.optimizer_kwargs(run.spec["optimizer"]) for run in runs]
-    passed, verdict = probe.independent(cls, kwargs)
+    passed, verdict = probe.independent(cls, kwargs, base)
+    if passed is None:  # a protocol the batched engine does not implement
+        return False, f"optimizer {name} runs in the per-run loop: {verdict}", False
     if passed:
         return True, f"batched: {verdict}; {loss_reason}", True
     if requested == "batched":

@@ -48,10 +48,10 @@ closure kind, ``training.STEPS``), the engine choice and the batched engine
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import ast
 import functools
+import importlib
+import importlib.util
 import inspect
 import sys
 import textwrap
@@ -187,9 +187,12 @@ def _refuses_without_closure(function: ast.FunctionDef) -> bool:
     """``step`` raises when it is given no closure (``if closure is None: raise``, or
     ``assert closure is not None``), whatever its signature's default."""
     for node in ast.walk(function):
-        if isinstance(node, ast.If) and _tests_no_closure(node.test):
-            if any(isinstance(statement, ast.Raise) for statement in node.body):
-                return True
+        if (
+            isinstance(node, ast.If)
+            and _tests_no_closure(node.test)
+            and any(isinstance(statement, ast.Raise) for statement in node.body)
+        ):
+            return True
         if isinstance(node, ast.Assert) and any(_is_closure(n) for n in ast.walk(node.test)):
             return True
     return False
