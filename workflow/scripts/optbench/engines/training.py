@@ -296,6 +296,8 @@ def learning_rates(optimizer, schedule: dict | None, steps: int, entry_name: str
 # One step function per closure kind (optimizers.CLOSURE_KINDS): each takes the
 # optimizer and the step's closure (zero_grad, forward, loss, backward; counted)
 # and returns the loss recorded for the step, the one at the weights before it.
+# A closure handed to step() computes gradients even where step() runs under
+# torch.no_grad() and calls it as it is (AliG, the SAM family's second pass).
 
 
 def step_gradients_first(optimizer, closure):
@@ -308,14 +310,14 @@ def step_gradients_first(optimizer, closure):
 def step_evaluates(optimizer, closure):
     """closure evaluates (L-BFGS, AliG): ``step(closure)`` evaluates the loss itself;
     the value it returns is the closure's first evaluation."""
-    return optimizer.step(closure)
+    return optimizer.step(torch.enable_grad()(closure))
 
 
 def step_second_pass(optimizer, closure):
     """closure second_pass (the SAM family): the gradients, then ``step(closure)``,
     which uses them and re-evaluates the loss (at its perturbed weights)."""
     loss = closure()
-    optimizer.step(closure)
+    optimizer.step(torch.enable_grad()(closure))
     return loss
 
 
