@@ -2,6 +2,7 @@
 checks before any job, and the protocols each needs, against hand-written loops."""
 
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -577,3 +578,53 @@ def test_base_enters_the_settings_only_where_given():
     assert "base" not in plain["optimizer"]
     wrapped = spec_for({"class": "pytorch_optimizer.SAM", "base": "torch.optim.SGD"})
     assert wrapped["optimizer"]["base"] == "SGD"  # torch.optim.SGD is SGD
+
+
+WRAPPERS_CONFIG = """
+seeds: [0, 1]
+steps: 6
+device: cpu
+problems: {linear: {kwargs: {dim: 20}}}
+losses: {mse: {class: MSELoss}}
+optimizers:
+  sam_sgd: {class: pytorch_optimizer.SAM, base: SGD, kwargs: {lr: 0.05, rho: 0.05}}
+  lookahead_adamw:
+    class: pytorch_optimizer.Lookahead
+    base: AdamW
+    kwargs: {lr: 0.05, k: 3, alpha: 0.5}
+"""
+
+
+def test_sam_and_lookahead_entries_run_end_to_end_in_the_loop(tmp_path):
+    """snakemake on a config with both wrappers: each run's TSV holds the losses
+    and evaluation counts of the library's loop (tested above against hand
+    loops), and its sidecar says why it trained in the loop."""
+    from conftest import snakemake
+    from optbench import runfiles
+
+    config = tmp_path / "wrappers.yaml"
+    config.write_text(WRAPPERS_CONFIG)
+    targets = [
+        f"results/runs/linear/mse/{name}/base/seed{seed}.tsv"
+        for name in ("sam_sgd", "lookahead_adamw")
+        for seed in (0, 1)
+    ]
+    snakemake(tmp_path, "--cores", "2", *targets, configfile=config)
+    import yaml
+
+    entries = yaml.safe_load(WRAPPERS_CONFIG)["optimizers"]
+    for target in targets:
+        name, seed = target.split("/")[4], int(target[-5])
+        spec = spec_for(entries[name])
+        losses, evaluations = recorded(spec, seed)
+        table = (tmp_path / target).read_text()
+        assert table == runfiles.format_losses(losses, evaluations, [spec_lr(spec)] * 6)
+        meta = json.loads((tmp_path / target).with_suffix(".json").read_text())
+        assert meta["engine"] == "loop"
+        reason = "a closure for a second pass" if name == "sam_sgd" else "(a wrapper)"
+        assert reason in meta["engine_reason"], meta["engine_reason"]
+        assert meta["optimizer"]["base"] == entries[name]["base"]
+
+
+def spec_lr(spec):
+    return spec["optimizer"]["kwargs"]["lr"]
