@@ -104,6 +104,8 @@ def _entry_error(kind: str, entry: dict, error: BaseException, when: str = "") -
     """The config entry whose class or kwargs torch refused, with torch's own reason."""
     module = "torch.optim" if kind == "optimizers" else "torch.nn"
     qualified = entry["class"] if "." in entry["class"] else f"{module}.{entry['class']}"
+    if kind == "optimizers" and entry.get("base") is not None:
+        qualified += f" around {entry['base']}"
     # An assert without text has only its type; torch's own full stop is dropped.
     reason = (str(error) or type(error).__name__).rstrip(".")
     # A failure in use can be the class itself (SparseAdam on dense weights).
