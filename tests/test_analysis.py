@@ -319,6 +319,27 @@ def test_claims_the_grid_cannot_test_say_why(tmp_path):
     ]
 
 
+def test_a_tuned_grid_without_the_articles_problem_lists_each_claim_once(tmp_path):
+    """docs/studies/modern/claims.tsv listed each article claim twice (the re-check on
+    the base variants of claims the grid cannot test) and read "in None steps"."""
+    values = {
+        ("tuning", "adam", "lr0.01"): [1e-4, 1e-4, 1e-3],
+        ("tuning", "adam", "lr0.1"): [1e-2, 1e-3, 1e-2],
+        ("evaluation", "adam", "base"): [5e-3, 5e-3, 5e-3],
+        ("evaluation", "adam", "lr0.01"): [2e-3, 3e-3, 4e-3],
+        ("evaluation", "adam", "lr0.1"): [1e-6, 1e-6, 1e-6],
+        ("evaluation", "sgd", "base"): [1e-5, 1e-5, 1e-5],
+    }
+    table = build(tmp_path, values, problem="quadratic")["claims"]
+    assert table["claim"].is_unique
+    assert table["claim"].tolist()[:3] == [
+        "rmsprop brings the loss to about zero fastest",
+        "adam damps oscillation faster than momentum_sgd",
+        "no optimizer gets the loss near zero within the run",
+    ]
+    assert not table.astype(str).apply(lambda column: column.str.contains("None")).any().any()
+
+
 def test_every_table_and_figure_is_declared_once_and_made_by_the_library(tmp_path):
     """optbench.reporting.outputs is the one list: the library makes exactly its tables and
     figures, each has a caption file, and the rules take the names from it."""
