@@ -41,6 +41,7 @@ from optbench.planning.config_files import (
     _with_numbers,
     load_config_files,  # noqa: F401 (callers' entry point)
     load_schema,
+    numbers_from_text,
 )
 from optbench.planning.experiment import (
     GRID_AXES,
@@ -683,6 +684,8 @@ def validate(
     if analysis_context.band_problems(config):
         config.pop("band")  # reported above with the new values; the schema adds the default
     schema = load_schema(schema_path)
+    # The workflow gets the config as Snakemake read it (YAML 1.1: 1e-4 is text).
+    config = numbers_from_text(config)
     config = _with_numbers(_fill_defaults(config, schema), set(command_line or ()))
     validator = jsonschema.Draft202012Validator(schema)
     schema_errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))

@@ -234,20 +234,12 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
     probabilities = comparison.win_probabilities(chosen)
     matrix = comparison.win_matrix(probabilities)
     matrix = matrix.rename_axis(index="optimizer", columns=None).reset_index()
-    claim_rows = claims.claims_from_runs(
-        chosen, context.mse_block, context.l1_block, context.claims_steps
-    )
     base_runs = runs[(runs["variant"] == BASE_VARIANT) & (runs["role"] == selection.EVALUATION)]
-    if not choice["variant"].eq(BASE_VARIANT).all() and len(base_runs):
-        # The article's claims are about its settings: check them on those too.
-        as_configured = claims.claims_from_runs(
-            base_runs,
-            context.mse_block,
-            context.l1_block,
-            context.claims_steps,
-            label=" (base variants)",
-        )
-        claim_rows = pd.concat([claim_rows, as_configured], ignore_index=True)
+    # The article's claims are about its settings: re-checked on those where tuning
+    # chose others (claims.article_claims).
+    claim_rows = claims.article_claims(
+        chosen, base_runs, context.mse_block, context.l1_block, context.claims_steps
+    )
     choice = choice.assign(range_edge=selection.range_edges(choice, candidates, context.swept))
     budgets = selection.at_budgets(selection.tuning_curve(candidates, order))
     # Two published findings beside the article's claims (optbench.reporting.literature).

@@ -22,8 +22,9 @@ class Context:
     ties in the selection; ``swept``: variant -> its swept values (for the
     sensitivity axis); ``mse_block``/``l1_block``: the (problem, loss) of the
     article's linear problem with MSE/L1 (None: not in the grid) and
-    ``claims_steps`` its run length; ``thresholds``: "problem/loss" -> the
-    threshold as the cell job takes it (for the captions and the tables)."""
+    ``claims_steps`` the run length of the L1 one (None: none); ``thresholds``:
+    "problem/loss" -> the threshold as the cell job takes it (for the captions
+    and the tables)."""
 
     order: list[str] | None = None
     swept: dict[str, dict] = field(default_factory=dict)
@@ -71,8 +72,7 @@ def context_for(experiment, thresholds: dict | None = None) -> Context:
     for optimizer in experiment.optimizers.values():
         for name, variant in optimizer.variants.items():
             swept.setdefault(name, dict(variant.swept))
-    blocks = {}
-    steps = None
+    blocks, steps = {}, {}
     for problem in experiment.problems.values():
         if problem.problem != ARTICLE_PROBLEM:
             continue
@@ -81,13 +81,14 @@ def context_for(experiment, thresholds: dict | None = None) -> Context:
                 component = experiment.losses.get(loss)
                 if key not in blocks and component is not None and component.cls == cls:
                     blocks[key] = (problem.name, loss)
-                    steps = steps or problem.steps
+                    steps[key] = problem.steps
     return Context(
         order=variant_order(experiment),
         swept=swept,
         mse_block=blocks.get("mse_block"),
         l1_block=blocks.get("l1_block"),
-        claims_steps=steps,
+        # The run length the L1 claim names: that of the problem its runs come from.
+        claims_steps=steps.get("l1_block"),
         thresholds=dict(thresholds or {}),
         baseline=experiment.baseline if experiment.baseline in experiment.optimizers else None,
         classes={name: optimizer.cls for name, optimizer in experiment.optimizers.items()},
