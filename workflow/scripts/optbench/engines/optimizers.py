@@ -60,7 +60,7 @@ from pathlib import Path
 
 import torch
 
-from optbench.planning.optimizer_sources import UNSUPPLIABLE, WRAPPER_KEYWORDS
+from optbench.planning.optimizer_sources import WRAPPER_KEYWORDS
 
 TORCH_OPTIM = "torch.optim"
 # Users' optimizer files are loaded under this package name, never as a
@@ -127,8 +127,6 @@ class Protocol:
     # and whether it takes the parameters as params= (Lookahead) or first (SAM).
     base_keyword: str | None = None
     params_by_keyword: bool = False
-    # An __init__ argument no config can give (GSAM's model), with what it is.
-    unsuppliable: str | None = None
 
     @property
     def wrapper(self) -> bool:
@@ -240,14 +238,6 @@ def describe(cls: type, base: type | None = None) -> Protocol:
     """The protocol of optimizer class ``cls`` (around ``base``, for a wrapper)."""
     init = inspect.signature(cls.__init__).parameters
     keyword = next((k for k in WRAPPER_KEYWORDS if k in init), None)
-    unsuppliable = next(
-        (
-            f"{name} ({what})"
-            for name, what in UNSUPPLIABLE.items()
-            if name in init and init[name].default is inspect.Parameter.empty
-        ),
-        None,
-    )
     create_graph = declared(cls).get("create_graph")
     if create_graph is None:
         create_graph = "hessian" in inspect.signature(cls.step).parameters
@@ -257,7 +247,6 @@ def describe(cls: type, base: type | None = None) -> Protocol:
         create_graph=bool(create_graph),
         base_keyword=keyword,
         params_by_keyword=keyword is not None and "params" not in init,
-        unsuppliable=unsuppliable,
     )
     return found.around(describe(base)) if base is not None and found.wrapper else found
 
