@@ -37,13 +37,14 @@ def test_checker_refuses_every_bad_input_row_with_its_message(case, tmp_path, ca
 def test_checker_describes_the_grid_by_what_multiplies():
     process = check(REPO / "configs" / "tuned.yaml")
     assert process.returncode == 0, process.stderr
-    first, second = process.stdout.splitlines()
+    first, second, *power = process.stdout.splitlines()
     assert first == (
         "ok: 13500 runs = 540 cells x 25 seeds (20 evaluation, 5 tuning); cells: "
         "10 (problem, loss) pairs of 7 problem(s) x 54 optimizer variants of "
         "6 optimizer(s)"
     )
     assert second.startswith("planned: 13,500 runs, ")
+    assert power and all(line.startswith("power: ") for line in power)
 
 
 def test_an_empty_file_is_refused_by_both(tmp_path):

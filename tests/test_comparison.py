@@ -137,6 +137,8 @@ def test_ranking_ties_where_the_corrected_tests_cannot_separate():
         "median_log10",
         "rank",
         "beaten_by",
+        "point_rank",
+        "note",
     ]
     assert list(ranking.index) == list(range(6)) and set(ranking["problem"]) == {"p"}
     mse = ranking[ranking["loss"] == "mse"].set_index("optimizer")
@@ -245,7 +247,16 @@ def test_missing_pairwise_columns_are_named():
 def test_empty_runs_give_empty_tables_with_their_columns():
     runs = pd.DataFrame(columns=comparison.RUN_COLUMNS)
     pairs = comparison.pairwise_table(runs)
-    assert list(pairs.columns) == ["problem", "loss", "a", "b", *comparison.PAIR_COLUMNS, "p_holm"]
+    assert list(pairs.columns) == [
+        "problem",
+        "loss",
+        "a",
+        "b",
+        *comparison.PAIR_COLUMNS,
+        "p_holm",
+        "winner",
+        "decided_by",
+    ]
     assert list(comparison.ranking_table(runs, pairs).columns) == [
         "problem",
         "loss",
@@ -255,6 +266,8 @@ def test_empty_runs_give_empty_tables_with_their_columns():
         "median_log10",
         "rank",
         "beaten_by",
+        "point_rank",
+        "note",
     ]
     assert list(comparison.win_probabilities(runs).columns) == [
         "problem",
