@@ -87,3 +87,17 @@ def test_every_shipped_config_passes_the_checks(configfile, capsys):
     usable as shipped: every class, kwarg, schedule, search and target checks out."""
     assert CHECKER_MODULE.main([str(configfile)]) == 0, capsys.readouterr().err
     assert capsys.readouterr().out.startswith("ok: ")
+
+
+def test_checker_states_that_five_seeds_cannot_separate_four_optimizers(tmp_path, capsys):
+    """Default grid (4 optimizers: 6 pairs per block) on 5 seeds: the smallest
+    Holm p is 6 * 2 / 2**5 = 0.375; 8 seeds give 6 * 2 / 2**8 = 0.047 < 0.05."""
+    change = tmp_path / "five.yaml"
+    change.write_text("seeds: [0, 1, 2, 3, 4]\n", encoding="utf-8")
+    assert CHECKER_MODULE.main([str(REPO / "config.yaml"), str(change)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("power")]
+    assert lines[0] == (
+        "power: pairwise tests (leaderboard ranks; Holm over 6 pairs) on linear/mse, "
+        "linear/l1, 5 evaluation seeds: no difference can be significant at n = 5 "
+        "(smallest reachable p 0.375 >= 0.05); 8 seeds needed"
+    )
