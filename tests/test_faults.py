@@ -379,6 +379,10 @@ def test_diverging_optimizer_end_to_end(tmp_path):
         f"loss at step {min(first_steps)}"
     )
     assert line in process.stderr + process.stdout
+    # and that two seeds could not have separated them by a test (2 / 2**2 = 0.5)
+    power = pd.read_csv(results / "summary/power.tsv", sep="\t").set_index("family")
+    assert power.loc["pairwise", "min_p_adjusted"] == 0.5
+    assert not power.loc["pairwise", "can_be_significant"]
     svg = (results / "figures/losses/linear/mse.svg").read_text()
     assert "sgd_lr10 (2/2 diverged, excluded)" in svg
     assert (results / "figures/overview.png").stat().st_size > 0

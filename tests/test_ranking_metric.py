@@ -135,3 +135,18 @@ def test_the_built_in_problems_with_held_out_data_are_the_ones_the_checker_knows
         name for name in problems.available() if problems.build(name, 0, 2).heldout is not None
     }
     assert with_heldout == BUILTIN_HELDOUT
+
+
+def test_power_table_states_what_four_seeds_can_show(tmp_path):
+    """2 optimizers on 4 evaluation seeds: one pair, floor 2 / 2**4 = 0.125; 6 seeds
+    give 2 / 64 = 0.031 < 0.05. sgd was tuned: its tuning gain is a family too."""
+    power = tables(tmp_path)["power"].set_index("family")
+    assert list(power.index) == ["pairwise", "tuning_gain"]
+    pair = power.loc["pairwise"]
+    assert (pair["problem"], pair["loss"], pair["n"], pair["n_tests"]) == ("p", "mse", 4, 1)
+    assert pair["min_p"] == pytest.approx(0.125) and pair["min_p_adjusted"] == pytest.approx(0.125)
+    assert not pair["can_be_significant"] and pair["n_needed"] == 6
+    assert pair["note"] == (
+        "no difference can be significant at n = 4 (smallest reachable p 0.125 >= 0.05); "
+        "6 seeds needed"
+    )
