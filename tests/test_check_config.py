@@ -101,3 +101,13 @@ def test_checker_states_that_five_seeds_cannot_separate_four_optimizers(tmp_path
         "linear/l1, 5 evaluation seeds: no difference can be significant at n = 5 "
         "(smallest reachable p 0.375 >= 0.05); 8 seeds needed"
     )
+
+
+@pytest.mark.workflow
+def test_a_dry_run_states_the_power_of_its_tests_before_running(tmp_path):
+    process = snakemake(tmp_path, "-n", configfile=REPO / "tests" / "configs" / "diverging.yaml")
+    assert (
+        "power: pairwise tests (leaderboard ranks; one pair, uncorrected) on linear/mse, "
+        "2 evaluation seeds: no difference can be significant at n = 2 (smallest reachable "
+        "p 0.5 >= 0.05); 6 seeds needed"
+    ) in process.stderr

@@ -162,12 +162,13 @@ class Family:
             return "no test: Friedman needs >= 3 optimizers and >= 2 (problem, loss) blocks"
         level = f"{_number(self.min_p_adjusted)} {'<' if self.can_be_significant else '>='} "
         level += f"{_number(self.alpha)}"
+        at = f"n = {self.n}" + (" blocks" if self.family == "friedman" else "")
         if self.can_be_significant:
-            return f"smallest reachable p {level} at n = {self.n}"
+            return f"smallest reachable p {level} at {at}"
         needed = self.n_needed
         more = f"{needed:.0f} {unit} needed" if not math.isnan(needed) else "more data needed"
         return (
-            f"no difference can be significant at n = {self.n} "
+            f"no difference can be significant at {at} "
             f"(smallest reachable p {level}); {more}"
         )
 
@@ -236,7 +237,8 @@ def plan_lines(families: list[Family]) -> list[str]:
     lines = []
     for (kind, n, n_tests), members in groups.items():
         what = {
-            "pairwise": f"pairwise tests (leaderboard ranks; Holm over {n_tests} pairs)",
+            "pairwise": "pairwise tests (leaderboard ranks; "
+            + (f"Holm over {n_tests} pairs)" if n_tests > 1 else "one pair, uncorrected)"),
             "baseline": "each optimizer vs the baseline (uncorrected)",
             "tuning_gain": "tuned vs one-shot (uncorrected)",
             "friedman": f"Friedman test of {members[0].n_optimizers} optimizers over {n} blocks",
