@@ -167,10 +167,7 @@ class Family:
             return f"smallest reachable p {level} at {at}"
         needed = self.n_needed
         more = f"{needed:.0f} {unit} needed" if not math.isnan(needed) else "more data needed"
-        return (
-            f"no difference can be significant at {at} "
-            f"(smallest reachable p {level}); {more}"
-        )
+        return f"no difference can be significant at {at} (smallest reachable p {level}); {more}"
 
     def row(self) -> dict:
         return {
@@ -241,7 +238,8 @@ def plan_lines(families: list[Family]) -> list[str]:
             + (f"Holm over {n_tests} pairs)" if n_tests > 1 else "one pair, uncorrected)"),
             "baseline": "each optimizer vs the baseline (uncorrected)",
             "tuning_gain": "tuned vs one-shot (uncorrected)",
-            "friedman": f"Friedman test of {members[0].n_optimizers} optimizers over {n} blocks",
+            "friedman": f"Friedman test of {members[0].n_optimizers} optimizers over {n} "
+            + ("block" if n == 1 else "blocks"),
         }[kind]
         where = ", ".join(f"{f.problem}/{f.loss}" for f in members[:4])
         where += f" and {len(members) - 4} more" if len(members) > 4 else ""
