@@ -14,6 +14,7 @@ from optbench.reporting import outputs  # noqa: E402
 from optbench.reporting.analysis_context import (  # noqa: E402
     context_for,
     heldout_target_text,
+    power_lines,
     threshold_text,
 )
 
@@ -298,5 +299,7 @@ if TRAINING_GPUS == gpus.DECIDED_BY_EXECUTOR:
 if not workflow.remote_exec:
     print(
         cost.plan_for(EXPERIMENT).describe(None if CLUSTER_RUN else cost.machine_bytes()),
+        *power_lines(EXPERIMENT),
+        sep="\n",
         file=sys.stderr,
     )

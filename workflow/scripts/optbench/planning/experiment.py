@@ -113,6 +113,7 @@ class Experiment:
     eval_every: int = 0  # held-out metrics every k steps (0: after the last step only)
     heldout_targets: dict = field(default_factory=dict)  # "problem/loss" -> level
     baseline: str | None = None  # the optimizer every other is compared with
+    ranking_metric: str = "auto"  # what selection and ranking judge by (ranking_metric.py)
 
     @property
     def all_seeds(self) -> tuple[int, ...]:
