@@ -3,7 +3,13 @@
 import pytest
 
 from conftest import CONFIGS, SCHEMA, snakemake
+from optbench import problems
 from optbench.planning import cost, settings
+
+
+def declared_costs(name: str) -> dict:
+    """A built-in problem's microseconds per run-step, as its file declares them."""
+    return problems.declaration(name).facts.run_step_us
 
 
 def test_job_bytes_counts_the_runs_held_together():
@@ -57,7 +63,7 @@ def test_the_dry_run_states_the_planned_work(tmp_path):
     ) in process.stderr
     # and, roughly, its time: 8 jobs' start-ups and 40 run-steps in the per-run loop
     # (one seed per job: nothing to batch)
-    expected = 8 * cost.JOB_START_SECONDS + 40 * cost.RUN_STEP_US["linear"][0] / 1e6
+    expected = 8 * cost.JOB_START_SECONDS + 40 * declared_costs("linear")["loop"] / 1e6
     assert f"; training takes roughly {expected:.0f} s on one core" in process.stderr
 
 
@@ -79,13 +85,13 @@ def test_the_training_time_estimate_follows_each_cells_engine():
         "lbfgs": {"class": "LBFGS", "kwargs": {}},
     }
     experiment = settings.validate(base, SCHEMA, memory_bytes=None)
-    linear, cnn = cost.RUN_STEP_US["linear"], cost.RUN_STEP_US["digits_cnn"]
+    linear, cnn = declared_costs("linear"), declared_costs("digits_cnn")
     run_steps = {"linear": 10 * 40, "digits_cnn": 10 * 40}  # 10 seeds, default steps 40
     expected = (
-        linear[1] * run_steps["linear"]  # Adam on linear: batched
-        + linear[2] * run_steps["linear"]  # L-BFGS: the loop, line search included
-        + cnn[0] * run_steps["digits_cnn"]  # digits_cnn: the loop (vmap is not exact)
-        + cnn[2] * run_steps["digits_cnn"]
+        linear["batched"] * run_steps["linear"]  # Adam on linear: batched
+        + linear["lbfgs_loop"] * run_steps["linear"]  # L-BFGS: the loop, line search included
+        + cnn["loop"] * run_steps["digits_cnn"]  # digits_cnn: the loop (vmap is not exact)
+        + cnn["lbfgs_loop"] * run_steps["digits_cnn"]
     ) / 1e6
     jobs = len(experiment.training_jobs())
     assert cost.training_seconds(experiment, jobs) == pytest.approx(
@@ -94,7 +100,7 @@ def test_the_training_time_estimate_follows_each_cells_engine():
     looped = settings.validate({**base, "engine": "loop"}, SCHEMA, memory_bytes=None)
     assert cost.training_seconds(looped, jobs) - cost.training_seconds(
         experiment, jobs
-    ) == pytest.approx((linear[0] - linear[1]) * run_steps["linear"] / 1e6, rel=1e-9)
+    ) == pytest.approx((linear["loop"] - linear["batched"]) * run_steps["linear"] / 1e6, rel=1e-9)
     assert cost.plan_for(experiment).describe(None).endswith(" on one core")
     # engine batched: L-BFGS on linear through the batched L-BFGS; digits_cnn's
     # history is too large for it, so its L-BFGS stays at the loop's cost.
@@ -102,7 +108,7 @@ def test_the_training_time_estimate_follows_each_cells_engine():
     assert cost.training_seconds(batched, jobs) - cost.training_seconds(
         experiment, jobs
     ) == pytest.approx(
-        (cost.LBFGS_BATCHED_US["linear"] - linear[2]) * run_steps["linear"] / 1e6, rel=1e-9
+        (linear["lbfgs_batched"] - linear["lbfgs_loop"]) * run_steps["linear"] / 1e6, rel=1e-9
     )
 
 
@@ -111,6 +117,7 @@ def test_a_problem_that_keeps_more_per_run_raises_the_job_estimate():
     config["losses"] = {"ce": {"class": "CrossEntropyLoss"}}
     plan = cost.plan_for(settings.validate(config, SCHEMA, memory_bytes=None))
     runs = plan.largest_runs
+    # text_transformer's file declares 4 MiB per run (its activations)
     assert plan.largest_bytes == cost.PROCESS_BYTES + runs * (
-        cost.STATE_BYTES_OF["text_transformer"] + plan.largest_steps * cost.STEP_BYTES
+        4 * 2**20 + plan.largest_steps * cost.STEP_BYTES
     )
