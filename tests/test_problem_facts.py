@@ -197,3 +197,32 @@ def test_the_workflow_reads_a_user_problems_facts(tmp_path):
     assert "runs of 2 steps, needs about 1.42 GB" in text
     assert "training takes roughly 5 s on one core" in text
     assert "--heldout-target=loss:0.5" in text
+
+
+def test_the_docs_table_of_builtin_figures_is_what_the_files_declare():
+    text = (REPO / "docs" / "problems.md").read_text()
+    section = text.split("## Facts", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \|$", section, re.M)
+
+    def number(cell):
+        cell = cell.strip().replace(",", "")
+        return None if cell in ("None", "-") else float(cell)
+
+    documented = {
+        name: ([number(cell) for cell in costs.split(" / ")], number(run_bytes))
+        for name, costs, run_bytes in rows
+    }
+    declared = {}
+    for name in problems.available():
+        facts = problems.declaration(name).facts
+        costs = [facts.run_step_us[engine] for engine in problems.RUN_STEP_ENGINES]
+        declared[name] = (costs, facts.run_bytes)
+    assert documented == declared
+    # and the fallbacks the facts table states
+    assert cost.STATE_BYTES == 262_144
+    assert cost.GUESSED_RUN_STEP_US == {
+        "loop": 1000,
+        "batched": None,
+        "lbfgs_loop": 20000,
+        "lbfgs_batched": None,
+    }
