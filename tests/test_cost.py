@@ -7,9 +7,11 @@ from optbench import problems
 from optbench.planning import cost, settings
 
 
-def declared_costs(name: str) -> dict:
-    """A built-in problem's microseconds per run-step, as its file declares them."""
-    return problems.declaration(name).facts.run_step_us
+def declared_costs(name: str) -> tuple:
+    """A built-in problem's microseconds per run-step, as its file declares them:
+    (the loop, batched, L-BFGS in the loop, the batched L-BFGS)."""
+    costs = problems.declaration(name).facts.run_step_us
+    return tuple(costs[engine] for engine in ("loop", "batched", "lbfgs_loop", "lbfgs_batched"))
 
 
 def test_job_bytes_counts_the_runs_held_together():
@@ -63,7 +65,7 @@ def test_the_dry_run_states_the_planned_work(tmp_path):
     ) in process.stderr
     # and, roughly, its time: 8 jobs' start-ups and 40 run-steps in the per-run loop
     # (one seed per job: nothing to batch)
-    expected = 8 * cost.JOB_START_SECONDS + 40 * declared_costs("linear")["loop"] / 1e6
+    expected = 8 * cost.JOB_START_SECONDS + 40 * declared_costs("linear")[0] / 1e6
     assert f"; training takes roughly {expected:.0f} s on one core" in process.stderr
 
 
@@ -88,10 +90,10 @@ def test_the_training_time_estimate_follows_each_cells_engine():
     linear, cnn = declared_costs("linear"), declared_costs("digits_cnn")
     run_steps = {"linear": 10 * 40, "digits_cnn": 10 * 40}  # 10 seeds, default steps 40
     expected = (
-        linear["batched"] * run_steps["linear"]  # Adam on linear: batched
-        + linear["lbfgs_loop"] * run_steps["linear"]  # L-BFGS: the loop, line search included
-        + cnn["loop"] * run_steps["digits_cnn"]  # digits_cnn: the loop (vmap is not exact)
-        + cnn["lbfgs_loop"] * run_steps["digits_cnn"]
+        linear[1] * run_steps["linear"]  # Adam on linear: batched
+        + linear[2] * run_steps["linear"]  # L-BFGS: the loop, line search included
+        + cnn[0] * run_steps["digits_cnn"]  # digits_cnn: the loop (vmap is not exact)
+        + cnn[2] * run_steps["digits_cnn"]
     ) / 1e6
     jobs = len(experiment.training_jobs())
     assert cost.training_seconds(experiment, jobs) == pytest.approx(
@@ -100,16 +102,14 @@ def test_the_training_time_estimate_follows_each_cells_engine():
     looped = settings.validate({**base, "engine": "loop"}, SCHEMA, memory_bytes=None)
     assert cost.training_seconds(looped, jobs) - cost.training_seconds(
         experiment, jobs
-    ) == pytest.approx((linear["loop"] - linear["batched"]) * run_steps["linear"] / 1e6, rel=1e-9)
+    ) == pytest.approx((linear[0] - linear[1]) * run_steps["linear"] / 1e6, rel=1e-9)
     assert cost.plan_for(experiment).describe(None).endswith(" on one core")
     # engine batched: L-BFGS on linear through the batched L-BFGS; digits_cnn's
     # history is too large for it, so its L-BFGS stays at the loop's cost.
     batched = settings.validate({**base, "engine": "batched"}, SCHEMA, memory_bytes=None)
     assert cost.training_seconds(batched, jobs) - cost.training_seconds(
         experiment, jobs
-    ) == pytest.approx(
-        (linear["lbfgs_batched"] - linear["lbfgs_loop"]) * run_steps["linear"] / 1e6, rel=1e-9
-    )
+    ) == pytest.approx((linear[3] - linear[2]) * run_steps["linear"] / 1e6, rel=1e-9)
 
 
 def test_a_problem_that_keeps_more_per_run_raises_the_job_estimate():

@@ -117,7 +117,7 @@ def plan(jobs: list[tuple], runs: int, run_steps: int, seconds: float | None = N
 
 def training_seconds(experiment, jobs: int) -> float:
     """The training time of ``experiment`` on one core, roughly: each cell's
-    run-steps at its problem's declared cost under the engine it will use
+    run-steps at the measured cost of its problem under the engine it will use
     (the batched engine where the policy allows it; a class the job's probe
     decides: the loop), plus ``jobs`` start-ups."""
     total = jobs * JOB_START_SECONDS
@@ -125,11 +125,12 @@ def training_seconds(experiment, jobs: int) -> float:
     for cell in experiment.cells():
         problem = experiment.problems[cell.problem]
         costs = run_step_us(problem)
+        loop_us, batched_us, closure_us = costs["loop"], costs["batched"], costs["lbfgs_loop"]
         optimizer = experiment.optimizers[cell.optimizer]
         loss = experiment.losses.get(cell.loss)
         if optimizer.cls == "LBFGS":
             batched_lbfgs = experiment.engine == "batched" and costs["lbfgs_batched"] is not None
-            cost_us = costs["lbfgs_batched"] if batched_lbfgs else costs["lbfgs_loop"]
+            cost_us = costs["lbfgs_batched"] if batched_lbfgs else closure_us
         else:
             batched, _ = batch_policy.choose(
                 experiment.engine,
@@ -140,8 +141,7 @@ def training_seconds(experiment, jobs: int) -> float:
                 seeds,
                 grouped=bool(optimizer.groups),
             )
-            batched_us = costs["batched"]
-            cost_us = batched_us if batched and batched_us is not None else costs["loop"]
+            cost_us = batched_us if batched and batched_us is not None else loop_us
         total += cost_us * problem.steps * seeds / 1e6
     return total
 
