@@ -98,10 +98,14 @@ THRESHOLDS = {
     f"{problem}/{loss}": threshold_text(EXPERIMENT.thresholds, problem, loss)
     for problem, loss in PROBLEM_LOSSES
 }
-# Per (problem, loss): the held-out target, as the cell job takes it ("": none).
+# Per (problem, loss): the held-out target, as the cell job takes it ("": none):
+# the config's, else the one the problem's file declares.
 HELDOUT_TARGETS = {
     f"{problem}/{loss}": heldout_target_text(
-        EXPERIMENT.heldout_targets, problem, EXPERIMENT.problems[problem].problem, loss
+        EXPERIMENT.heldout_targets,
+        problem,
+        EXPERIMENT.problems[problem].facts.heldout_target,
+        loss,
     )
     for problem, loss in PROBLEM_LOSSES
 }

@@ -451,7 +451,14 @@ def _problem_problems(
     resolved = problems.resolve_parameters(declaration, entry.get("kwargs") or {})
     source = None if problems.is_builtin(declaration.path) else declaration.sha256
     problem = Problem(
-        name, registered, declaration.kind, resolved, chosen, int(entry["steps"]), source
+        name,
+        registered,
+        declaration.kind,
+        resolved,
+        chosen,
+        int(entry["steps"]),
+        source,
+        declaration.facts,
     )
     return [], problem
 

@@ -148,15 +148,8 @@ def band_problems(config: dict) -> list[str]:
     return []
 
 
-# Held-out targets of the built-in problems with held-out data, by registered
-# problem (docs/problems.md): levels a well-tuned optimizer reaches within a
-# few hundred steps, so that steps to target separate optimizers.
-DEFAULT_HELDOUT_TARGETS = {
-    "digits_mlp": {"accuracy": 0.9},
-    "digits_cnn": {"accuracy": 0.9},
-    "breast_cancer_mlp": {"accuracy": 0.95},
-    "text_transformer": {"loss": 2.5},
-}
+# A problem's default held-out target is a fact its file declares
+# (HELDOUT_TARGET, optbench.problems.Facts), handed to heldout_target_text.
 
 
 # The built-in problems that evaluate a held-out split (their instance has
@@ -201,10 +194,13 @@ def heldout_target_problems(targets, problem_losses) -> list[str]:
     ]
 
 
-def heldout_target_text(targets: dict | None, problem: str, registered: str, loss: str) -> str:
+def heldout_target_text(
+    targets: dict | None, problem: str, declared: dict | None, loss: str
+) -> str:
     """The cell job's --heldout-target for one (problem entry, loss): the config's,
-    else the built-in problem's default, else "" (none)."""
-    entry = (targets or {}).get(f"{problem}/{loss}") or DEFAULT_HELDOUT_TARGETS.get(registered)
+    else ``declared``, the target the problem's file declares (HELDOUT_TARGET;
+    None: none), else "" (none)."""
+    entry = (targets or {}).get(f"{problem}/{loss}") or declared
     if not entry:
         return ""
     ((metric, value),) = entry.items()
