@@ -30,7 +30,8 @@ def write_runs(root, values, problem="p", loss="mse", heldout=None):
     10.0 (a number) or the whole loss curve (a tuple) -> cell summary paths by role.
 
     Evaluation seeds are 0, 1, ...; tuning seeds 100, 101, ...; ``heldout``:
-    optional {(optimizer, variant): [heldout dict per evaluation seed]} for the sidecars.
+    optional {(optimizer, variant): [heldout dict per evaluation seed]} for the sidecars
+    (or keyed by (role, optimizer, variant) for either role).
     """
     by_role = {"evaluation": [], "tuning": []}
     for (role, optimizer, variant), runs in values.items():
@@ -44,6 +45,8 @@ def write_runs(root, values, problem="p", loss="mse", heldout=None):
             sidecar = {"seed": first + index, "heldout": None}
             if heldout and role == "evaluation" and (optimizer, variant) in heldout:
                 sidecar["heldout"] = heldout[(optimizer, variant)][index]
+            if heldout and (role, optimizer, variant) in heldout:
+                sidecar["heldout"] = heldout[(role, optimizer, variant)][index]
             runfiles.write_run(path, curve, cells.sidecar_path(path), sidecar)
             paths.append(path)
         identity = {"problem": problem, "loss": loss, "optimizer": optimizer, "variant": variant}

@@ -137,6 +137,8 @@ def test_ranking_ties_where_the_corrected_tests_cannot_separate():
         "median_log10",
         "rank",
         "beaten_by",
+        "point_rank",
+        "note",
     ]
     assert list(ranking.index) == list(range(6)) and set(ranking["problem"]) == {"p"}
     mse = ranking[ranking["loss"] == "mse"].set_index("optimizer")
@@ -245,7 +247,16 @@ def test_missing_pairwise_columns_are_named():
 def test_empty_runs_give_empty_tables_with_their_columns():
     runs = pd.DataFrame(columns=comparison.RUN_COLUMNS)
     pairs = comparison.pairwise_table(runs)
-    assert list(pairs.columns) == ["problem", "loss", "a", "b", *comparison.PAIR_COLUMNS, "p_holm"]
+    assert list(pairs.columns) == [
+        "problem",
+        "loss",
+        "a",
+        "b",
+        *comparison.PAIR_COLUMNS,
+        "p_holm",
+        "winner",
+        "decided_by",
+    ]
     assert list(comparison.ranking_table(runs, pairs).columns) == [
         "problem",
         "loss",
@@ -255,6 +266,8 @@ def test_empty_runs_give_empty_tables_with_their_columns():
         "median_log10",
         "rank",
         "beaten_by",
+        "point_rank",
+        "note",
     ]
     assert list(comparison.win_probabilities(runs).columns) == [
         "problem",
@@ -356,3 +369,82 @@ def test_paired_test_when_every_pair_ties_and_with_differences_below_one():
     assert row["rank_biserial"] == pytest.approx((18 - 3) / 21)
     assert row["better"] == "a"
     assert comparison.paired_test(b, b + d, n_resamples=100)["better"] == "b"
+
+
+def four_seed_block():
+    """SGD NaN on all 4 seeds beside two optimizers that converged on all 4."""
+    return block(
+        "p",
+        "mse",
+        {
+            "sgd": [math.nan] * 4,
+            "adam": [1e-3, 2e-3, 5e-4, 1e-3],
+            "mine": [1e-5, 2e-5, 3e-6, 1e-6],
+        },
+    )
+
+
+def test_an_optimizer_diverged_on_every_seed_ranks_last_even_at_n_4():
+    runs = four_seed_block()
+    pairs = comparison.pairwise_table(runs).set_index(["a", "b"])
+    # No test can separate 4 pairs after Holm over 3 (sign test 2 / 2**4 = 0.125, x 3) ...
+    assert pairs.loc[("sgd", "adam"), "p_value"] == pytest.approx(stats.binomtest(0, 4).pvalue)
+    assert pairs.loc[("sgd", "adam"), "p_holm"] == pytest.approx(0.375)
+    # ... but diverging on every seed against none decides the pair.
+    assert pairs.loc[("sgd", "adam"), ["winner", "decided_by"]].tolist() == ["adam", "divergence"]
+    assert pairs.loc[("sgd", "mine"), "winner"] == "mine"
+    assert pairs.loc[("adam", "mine"), ["winner", "decided_by"]].tolist() == ["", ""]
+    ranking = comparison.ranking_table(runs).set_index("optimizer")
+    assert ranking["rank"].to_dict() == {"mine": 1, "adam": 1, "sgd": 3}
+    assert ranking.loc["sgd", "beaten_by"] == "adam,mine"
+    assert ranking["point_rank"].to_dict() == {"mine": 1, "adam": 2, "sgd": 3}
+    assert ranking.loc["sgd", "note"] == "diverged on all 4 seeds"
+    # mine wins 4 of 4 seeds: visible as a win that is not significant, not a tie.
+    assert ranking.loc["mine", "note"] == (
+        "ahead of adam (4 of 4 seeds) on the median, not significant at n = 4 "
+        "(no difference can be: 7 seeds needed)"
+    )
+    assert ranking.loc["adam", "note"] == ""
+
+
+def test_a_diverged_optimizer_is_last_in_every_rank_statistic():
+    runs = four_seed_block()
+    wins = comparison.win_probabilities(runs).set_index(["row", "column"])["p_win"]
+    assert wins[("sgd", "adam")] == 0.0 and wins[("sgd", "mine")] == 0.0
+    assert wins[("adam", "sgd")] == 1.0 and wins[("mine", "sgd")] == 1.0
+    two_blocks = pd.concat([runs, runs.assign(loss="l1")])
+    average, _ = comparison.friedman(two_blocks)
+    assert average.set_index("optimizer")["average_rank"].to_dict() == {
+        "sgd": 3.0,
+        "adam": 2.0,
+        "mine": 1.0,
+    }
+
+
+def test_divergence_decides_only_when_one_side_diverged_on_every_shared_seed():
+    assert comparison.divergence_winner([1.0, 2.0], [math.inf, math.inf]) == "a"
+    assert comparison.divergence_winner([math.inf, math.inf], [1.0, 2.0]) == "b"
+    assert comparison.divergence_winner([1.0, math.inf], [math.inf, math.inf]) == ""
+    assert comparison.divergence_winner([math.inf], [math.inf]) == ""
+    # a seed missing on one side is not shared: it does not count
+    assert comparison.divergence_winner([1.0, math.nan], [math.inf, 3.0]) == "a"
+    assert comparison.divergence_winner([], []) == ""
+
+
+def test_a_run_diverged_in_training_is_worse_than_any_finite_one_whatever_the_metric():
+    from optbench.reporting import ranking_metric
+
+    runs = pd.DataFrame(
+        {
+            "problem": "p",
+            "loss": "mse",
+            "final_loss": [math.nan, 0.5],
+            # the diverged run still wrote a (meaningless) held-out loss
+            "first_nonfinite_step": [3.0, math.nan],
+            "heldout_loss": [0.1, 0.9],
+            "heldout_accuracy": [0.9, 0.5],
+        }
+    )
+    judged, used = ranking_metric.with_ranking_value(runs)
+    assert used == {("p", "mse"): "heldout_loss"}
+    assert math.isnan(judged["ranking_value"].iloc[0]) and judged["ranking_value"].iloc[1] == 0.9

@@ -27,7 +27,11 @@ def source_files(root=REPO) -> list[str]:
     names = []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if d not in NOT_SOURCE)
-        names += [os.path.relpath(os.path.join(folder, f), root) for f in sorted(files)]
+        names += [
+            os.path.relpath(os.path.join(folder, f), root)
+            for f in sorted(files)
+            if f not in NOT_SOURCE  # a worktree's .git is a file
+        ]
     return names
 
 

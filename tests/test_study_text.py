@@ -191,3 +191,17 @@ def test_the_section_is_replaced_between_its_markers_only():
     )
     with pytest.raises(SystemExit, match="markers"):
         study_text.replace_section("# no markers\n", "new")
+
+
+def test_the_budget_finding_names_the_metric_the_study_ranked_by():
+    # tables from before the ranking_metric key: the final loss
+    assert study_text.metric_words(pd.DataFrame({"optimizer": ["a"]})) == "final loss"
+    mixed = pd.DataFrame({"ranking_metric": ["final_loss", "heldout_loss", "heldout_loss"]})
+    assert study_text.metric_words(mixed) == (
+        "held-out loss (final loss where a problem has no held-out data)"
+    )
+    budgets = pd.DataFrame(
+        {"problem": "p", "loss": "mse", "k": [1], "optimizer": ["a"], "rank": [1.0]}
+    )
+    text = study_text._budget_text(budgets, study_text.metric_words(mixed))
+    assert "lowest expected log10 held-out loss (final loss where" in text

@@ -119,7 +119,27 @@ def _profile_text(scores: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _budget_text(budgets: pd.DataFrame) -> str:
+METRIC_WORDS = {
+    "final_loss": "final loss",
+    "heldout_loss": "held-out loss",
+    "heldout_accuracy": "held-out error rate",
+    "steps_to_target": "steps to target",
+    "time_to_target": "time to target",
+}
+
+
+def metric_words(board: pd.DataFrame) -> str:
+    """What the study ranked by, from the leaderboard's ``ranking_metric`` (tables
+    of versions before the key: the final loss)."""
+    if "ranking_metric" not in board.columns:
+        return METRIC_WORDS["final_loss"]
+    used = set(board["ranking_metric"])
+    if used == {"heldout_loss", "final_loss"}:  # ranking_metric: auto on a mixed grid
+        return "held-out loss (final loss where a problem has no held-out data)"
+    return " / ".join(METRIC_WORDS.get(m, m) for m in sorted(used))
+
+
+def _budget_text(budgets: pd.DataFrame, metric: str = METRIC_WORDS["final_loss"]) -> str:
     items = []
     for (problem, loss), block in budgets.groupby(["problem", "loss"], sort=False):
         winners = []
@@ -131,7 +151,7 @@ def _budget_text(budgets: pd.DataFrame) -> str:
             winners.append(f"k = {k}: {names(best)}")
         items.append(f"{problem}/{loss} ({', '.join(winners)})")
     return (
-        "- **Best at a tuning budget of k trials** (lowest expected log10 final loss of "
+        f"- **Best at a tuning budget of k trials** (lowest expected log10 {metric} of "
         "the best of k; an optimizer with one setting stays at it): " + "; ".join(items) + "."
     )
 
@@ -170,7 +190,7 @@ def render(tables_dir: Path) -> str:
     ]
     lines.append(_step_times(baseline))
     lines += _profile_text(scores)
-    lines.append(_budget_text(budgets))
+    lines.append(_budget_text(budgets, metric_words(board)))
     lines += _claim_text(claims)
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ from optbench.reporting import outputs  # noqa: E402
 from optbench.reporting.analysis_context import (  # noqa: E402
     context_for,
     heldout_target_text,
+    power_lines,
     threshold_text,
 )
 
@@ -97,10 +98,14 @@ THRESHOLDS = {
     f"{problem}/{loss}": threshold_text(EXPERIMENT.thresholds, problem, loss)
     for problem, loss in PROBLEM_LOSSES
 }
-# Per (problem, loss): the held-out target, as the cell job takes it ("": none).
+# Per (problem, loss): the held-out target, as the cell job takes it ("": none):
+# the config's, else the one the problem's file declares.
 HELDOUT_TARGETS = {
     f"{problem}/{loss}": heldout_target_text(
-        EXPERIMENT.heldout_targets, problem, EXPERIMENT.problems[problem].problem, loss
+        EXPERIMENT.heldout_targets,
+        problem,
+        EXPERIMENT.problems[problem].facts.heldout_target,
+        loss,
     )
     for problem, loss in PROBLEM_LOSSES
 }
@@ -298,5 +303,7 @@ if TRAINING_GPUS == gpus.DECIDED_BY_EXECUTOR:
 if not workflow.remote_exec:
     print(
         cost.plan_for(EXPERIMENT).describe(None if CLUSTER_RUN else cost.machine_bytes()),
+        *power_lines(EXPERIMENT),
+        sep="\n",
         file=sys.stderr,
     )

@@ -13,3 +13,8 @@ tables = analysis.build_tables(
 analysis.write_tables(tables, paths={name: snakemake.output[name] for name in tables})
 for line in analysis.range_edge_warnings(tables["selection"]):
     print(line, file=sys.stderr)
+# Divergence on the console too (the job's own stderr, which Snakemake shows),
+# not only in the log: a diverged run changes the ranking.
+for line in analysis.divergence_lines(tables["runs"]):
+    print(line, file=sys.stderr)
+    print(line, file=sys.__stderr__)

@@ -531,7 +531,14 @@ def _problem_problems(
     resolved = problems.resolve_parameters(declaration, entry.get("kwargs") or {})
     source = None if problems.is_builtin(declaration.path) else declaration.sha256
     problem = Problem(
-        name, registered, declaration.kind, resolved, chosen, int(entry["steps"]), source
+        name,
+        registered,
+        declaration.kind,
+        resolved,
+        chosen,
+        int(entry["steps"]),
+        source,
+        declaration.facts,
     )
     return [], problem
 
@@ -755,6 +762,11 @@ def validate(
         found += analysis_context.threshold_problems(config["thresholds"], pairs)
     if "baseline" not in refused_keys:
         found += analysis_context.baseline_problems(config["baseline"], config["optimizers"])
+    if "ranking_metric" not in refused_keys:
+        found += analysis_context.ranking_metric_problems(
+            config["ranking_metric"],
+            {n: (p.problem, p.source_sha256 is None) for n, p in problem_entries.items()},
+        )
     if "heldout_targets" not in refused_keys:
         pairs = [(name, loss) for name, p in problem_entries.items() for loss in p.losses]
         found += analysis_context.heldout_target_problems(config["heldout_targets"], pairs)
@@ -801,6 +813,7 @@ def validate(
         eval_every=config["eval_every"],
         heldout_targets=config["heldout_targets"],
         baseline=config["baseline"],
+        ranking_metric=config["ranking_metric"],
     )
     found = _engine_problems(experiment) + _job_size_problems(experiment)
     if not found:

@@ -33,11 +33,24 @@ never produce NaN through interpolation.
 
 Holm correction (``holm``) is across the pairs of one (problem, loss).
 
+Divergence decides on its own (``divergence_winner``): where one side
+diverged on every shared seed and the other on none, the other wins the pair
+whatever the test says (with 4 seeds the sign test cannot go below 0.125, so
+an optimizer that diverged on all 4 seeds would otherwise share the first
+rank). ``pairwise_table`` states each pair's ``winner`` and what decided it
+(``decided_by``: "divergence", or "holm" for Holm-corrected p < alpha).
+
 Ranking rule (``ranking_table``): an optimizer's rank is 1 + the number of
-optimizers that beat it significantly (Holm-corrected p < alpha, in their
-favour). Optimizers that no test separates share a rank; the ranks need not
-be consecutive (1, 1, 3) and do not depend on any ordering or chaining. Rows
-are listed by rank, then median.
+optimizers that beat it: significantly (Holm-corrected p < alpha, in their
+favour) or by divergence (above). Optimizers that nothing separates share a
+rank; the ranks need not be consecutive (1, 1, 3) and do not depend on any
+ordering or chaining. Beside it, ``point_rank`` orders by the median alone
+(1 = lowest median; equal medians share the smaller rank), and ``note`` says
+where the two differ: which optimizers a row is ahead of on the median
+without a significant difference (with its wins out of the shared seeds),
+and, where no difference could be significant with these seeds
+(``optbench.reporting.power``), the seeds needed. Rows are listed by rank,
+then median.
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from optbench.reporting import power
 from optbench.reporting.statistics import FLOOR, log10_or_inf, require_columns
 
 N_RESAMPLES = 10_000
@@ -196,6 +210,22 @@ def paired_test(a, b, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED
     return row
 
 
+def divergence_winner(a, b) -> str:
+    """ "a" when b diverged (+inf) on every shared seed and a on none, "b" the
+    other way round, else "" (seed-aligned log10 values, NaN = missing)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    shared = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[shared], b[shared]
+    if a.size == 0:
+        return ""
+    if np.isinf(b).all() and np.isfinite(a).all():
+        return "a"
+    if np.isinf(a).all() and np.isfinite(b).all():
+        return "b"
+    return ""
+
+
 def _check_runs(runs: pd.DataFrame, value: str) -> None:
     require_columns(runs, [*BLOCK, "optimizer", "seed", value], "paired comparisons")
     duplicated = runs.duplicated([*BLOCK, "optimizer", "seed"])
@@ -225,6 +255,7 @@ def pairwise_table(
     floor: float = FLOOR,
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    alpha: float = ALPHA,
 ) -> pd.DataFrame:
     """Every pair (a, b) of optimizers per (problem, loss) on log10 ``value``.
 
@@ -232,18 +263,31 @@ def pairwise_table(
     (evaluation seeds, chosen variants). Pairs follow the optimizers' order of
     first appearance; ``p_holm`` is Holm-corrected across a block's pairs.
     ``median_diff`` and its interval are in log10 units (decades; a - b).
+    ``winner``: the optimizer that wins the pair (by ``decided_by``:
+    "divergence" or "holm", module doc), "" when none does.
     """
     rows = []
     for (problem, loss), table in _blocks(runs, value, floor):
         block_rows = []
         for a, b in itertools.combinations(table.columns, 2):
             result = paired_test(table[a].to_numpy(), table[b].to_numpy(), n_resamples, seed)
-            block_rows.append({"problem": problem, "loss": loss, "a": a, "b": b} | result)
+            diverged = divergence_winner(table[a].to_numpy(), table[b].to_numpy())
+            block_rows.append(
+                {"problem": problem, "loss": loss, "a": a, "b": b, "_diverged": diverged} | result
+            )
         adjusted = holm([r["p_value"] for r in block_rows])
         for r, p in zip(block_rows, adjusted, strict=True):
             r["p_holm"] = p
+            side = r.pop("_diverged")
+            if side:
+                r["decided_by"] = "divergence"
+            elif p < alpha and r["better"]:
+                side, r["decided_by"] = r["better"], "holm"
+            else:
+                r["decided_by"] = ""
+            r["winner"] = {"a": r["a"], "b": r["b"]}.get(side, "")
         rows.extend(block_rows)
-    columns = ["problem", "loss", "a", "b", *PAIR_COLUMNS, "p_holm"]
+    columns = ["problem", "loss", "a", "b", *PAIR_COLUMNS, "p_holm", "winner", "decided_by"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -255,19 +299,37 @@ def ranking_table(
     alpha: float = ALPHA,
 ) -> pd.DataFrame:
     """Per (problem, loss, optimizer): ``n``, ``n_diverged``, ``median_log10``
-    (diverged = +inf), ``rank`` (1 + number of optimizers that beat it with
-    Holm-corrected p < alpha) and ``beaten_by`` (those, comma-separated).
-    Blocks in order of first appearance; within a block by rank, then median."""
+    (median of log10 ``value``, diverged = +inf), ``rank`` (1 + number of
+    optimizers that beat it with Holm-corrected p < alpha or by divergence),
+    ``beaten_by`` (those, comma-separated), ``point_rank`` (by the median
+    alone) and ``note`` (module doc). Blocks in order of first appearance;
+    within a block by rank, then median."""
     if pairwise is None:
-        pairwise = pairwise_table(runs, value, floor)
+        pairwise = pairwise_table(runs, value, floor, alpha=alpha)
     require_columns(pairwise, [*BLOCK, "a", "b", "better", "p_holm"], "ranking_table")
     beaten: dict[tuple, list[str]] = {}
     for r in pairwise[(pairwise["p_holm"] < alpha) & (pairwise["better"] != "")].itertuples():
         winner, loser = (r.a, r.b) if r.better == "a" else (r.b, r.a)
         beaten.setdefault((r.problem, r.loss, loser), []).append(winner)
-    columns = [*BLOCK, "optimizer", "n", "n_diverged", "median_log10", "rank", "beaten_by"]
+    columns = [
+        *BLOCK,
+        "optimizer",
+        "n",
+        "n_diverged",
+        "median_log10",
+        "rank",
+        "beaten_by",
+        "point_rank",
+        "note",
+    ]
     frames = []
     for (problem, loss), table in _blocks(runs, value, floor):
+        for a, b in itertools.combinations(table.columns, 2):
+            side = divergence_winner(table[a].to_numpy(), table[b].to_numpy())
+            if side:
+                winner, loser = (a, b) if side == "a" else (b, a)
+                names = beaten.setdefault((problem, loss, loser), [])
+                names.extend([] if winner in names else [winner])
         rows = []
         for optimizer in table.columns:
             scores = table[optimizer].dropna().to_numpy()
@@ -284,12 +346,46 @@ def ranking_table(
                     "beaten_by": ",".join(winners),
                 }
             )
-        block = pd.DataFrame(rows, columns=columns)
+        block = pd.DataFrame(rows, columns=columns[:-2])
+        block["point_rank"] = (
+            block["median_log10"].rank(method="min", na_option="bottom").astype(int)
+        )
+        block["note"] = _notes(block, table, beaten, (problem, loss), alpha)
         block = block.sort_values(["rank", "median_log10"], kind="stable", na_position="last")
         frames.append(block)
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)
+
+
+def _notes(block: pd.DataFrame, table: pd.DataFrame, beaten: dict, key, alpha) -> list[str]:
+    """Per row of ``block``: what its significance rank does not show (module doc)."""
+    n = int(table.notna().sum(axis=0).max()) if table.size else 0
+    k = table.shape[1]
+    family = power.Family("pairwise", *key, n, k * (k - 1) // 2, alpha)
+    caveat = f"not significant at n = {n}"
+    if not family.can_be_significant:
+        caveat += f" (no difference can be: {family.n_needed:.0f} seeds needed)"
+    median = dict(zip(block["optimizer"], block["median_log10"], strict=True))
+    notes = []
+    for row in block.itertuples():
+        parts = []
+        if row.n and row.n_diverged == row.n:
+            parts.append(f"diverged on all {row.n} seeds")
+        ahead = []
+        for other in table.columns:
+            if other == row.optimizer or row.optimizer in beaten.get((*key, other), []):
+                continue
+            if not median[row.optimizer] < median[other]:
+                continue
+            x, y = table[row.optimizer].to_numpy(), table[other].to_numpy()
+            shared = ~(np.isnan(x) | np.isnan(y))
+            wins = int((x[shared] < y[shared]).sum())
+            ahead.append(f"{other} ({wins} of {int(shared.sum())} seeds)")
+        if ahead:
+            parts.append(f"ahead of {', '.join(ahead)} on the median, {caveat}")
+        notes.append("; ".join(parts))
+    return notes
 
 
 def win_probabilities(

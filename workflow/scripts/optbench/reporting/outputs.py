@@ -61,6 +61,7 @@ TABLES = (
     Table("pairwise", "pairwise.tsv", "pairwise", PER_PROBLEM),
     Table("leaderboard", "leaderboard.tsv", "leaderboard", PER_PROBLEM),
     Table("baseline", "baseline.tsv", "baseline", PER_PROBLEM),
+    Table("power", "power.tsv", "power", PER_PROBLEM),
     Table("ratios", "performance_ratios.tsv", "ratios", ACROSS),
     Table("profiles", "performance_profiles.tsv", "profiles", ACROSS),
     Table("profile_scores", "profile_scores.tsv", "profile_scores", ACROSS),
