@@ -65,6 +65,7 @@ SUMMARY_COLUMNS = [
     "median_low",
     "median_high",
     "median_coverage",
+    "ci_method",
 ]
 
 
@@ -100,6 +101,40 @@ def t_values(n_finite, confidence: float = 0.95) -> np.ndarray:
     return _per_count(dof, lambda d: t_quantile(d, confidence))[:, 0]
 
 
+def _method_text(n_finite: int, confidence: float, record: bool) -> str:
+    percent = f"{100 * confidence:g} %"
+    if n_finite < 2:
+        t_part = f"{'ci95, ' if record else ''}geo: n too small (t needs >= 2 finite runs)"
+    else:
+        t_part = (
+            f"{'ci95: t on the losses (for the record); ' if record else ''}geo: t on log10"
+            f" ({n_finite - 1} df), {percent} if log10 losses are normal"
+        )
+    lower, coverage = median_ranks(n_finite, confidence)
+    if lower == 0:
+        needed = next(n for n in range(n_finite, 10_000) if median_ranks(n, confidence)[0])
+        median_part = f"median: n too small (order statistics need >= {needed} finite runs)"
+    else:
+        median_part = (
+            f"median: exact order statistics x({lower}), x({n_finite + 1 - lower}),"
+            f" coverage >= {100 * coverage:.1f} %"
+        )
+    return f"{t_part}; {median_part}"
+
+
+def interval_methods(n_finite, confidence: float = 0.95, record: bool = False) -> np.ndarray:
+    """Per entry of ``n_finite``: how its intervals were made (the ``ci_method`` column).
+
+    The geometric mean's t-interval holds its level only where log10 losses
+    are normal; the median's order-statistic interval holds it for any
+    distribution. ``record``: also name the arithmetic mean's ``ci95`` (steps).
+    """
+    counts = np.asarray(n_finite, dtype=np.int64).ravel()
+    if counts.size == 0:
+        return np.array([], dtype=object)
+    return _per_count(counts, lambda n: _method_text(n, confidence, record))[:, 0].astype(object)
+
+
 def with_geo_interval(parts: dict, floor: float = FLOOR, confidence: float = 0.95) -> dict:
     """``logscale.log_parts`` with ``geo_low``/``geo_high`` added, in SUMMARY_COLUMNS order."""
     low, high = geo_interval(
@@ -109,7 +144,8 @@ def with_geo_interval(parts: dict, floor: float = FLOOR, confidence: float = 0.9
         t_values(parts["n_finite"], confidence),
         floor,
     )
-    full = dict(parts, geo_low=low, geo_high=high)
+    methods = interval_methods(parts["n_finite"], confidence)
+    full = dict(parts, geo_low=low, geo_high=high, ci_method=methods)
     return {name: full[name] for name in SUMMARY_COLUMNS}
 
 
@@ -124,9 +160,9 @@ def log_describe(losses, floor: float = FLOOR, confidence: float = 0.95) -> dict
     ``SUMMARY_COLUMNS``: counts; the arithmetic ``mean`` and ``var`` (ddof=1)
     of the raw values (for the table only, never for a ranking or a log band);
     ``log10_mean``/``log10_sd``; the geometric mean and its t-interval; the
-    median, its order-statistic interval and that interval's coverage. Every
-    bound is positive (clipped to [floor, float max]). A 1-D input is treated
-    as one step (one value per run).
+    median, its order-statistic interval and that interval's coverage, and
+    ``ci_method`` (``interval_methods``). Every bound is positive (clipped to
+    [floor, float max]). A 1-D input is treated as one step (one value per run).
     """
     raw = np.asarray(losses, dtype=np.float64)
     if raw.ndim == 1:
