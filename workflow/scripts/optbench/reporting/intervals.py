@@ -27,8 +27,8 @@ the unknown ratios as 0 for its low end and +inf for its high end, so it holds
 the order-statistic interval of every way of filling them in, and covers the
 median per-seed speed-up with probability >= its level whatever they are.
 The point is the median if the unknown ratios cannot move it, else NaN with
-the method "not estimable: neither reached the target on k of n seeds" (the
-case where both medians are censored, and more). The same order-statistic
+the method "not estimable: neither reached the target on k of n seeds, so the
+median lies anywhere in [a, b]" (as when both medians are censored). The same order-statistic
 interval as the median's, so it too needs ``MIN_N_MEDIAN`` pairs.
 
 Every result carries its method as text, for the tables' ``*ci_method``
@@ -113,11 +113,12 @@ def median_interval(values, confidence: float = CONFIDENCE) -> tuple[float, floa
 
 
 def ratio_bounds(numerator, denominator, confidence: float = CONFIDENCE):
-    """(point, low, high, n_unknown) arrays for the per-pair ratios along the last axis.
+    """(median_low, median_high, low, high, n_unknown) arrays of the per-pair ratios.
 
-    Vectorised over leading axes (simulated studies x pairs). ``point`` is NaN
-    where the pairs of unknown ratio decide the median; the bounds are NaN
-    where the pairs are too few (module doc).
+    Along the last axis, vectorised over leading axes (simulated studies x
+    pairs): the sample median of the ratios with the unknown ones at 0 and at
+    +inf (equal where they cannot move it), the interval's bounds (NaN where
+    the pairs are too few) and the count of unknown ratios (module doc).
     """
     top, bottom = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
     if top.shape != bottom.shape:
@@ -133,9 +134,8 @@ def ratio_bounds(numerator, denominator, confidence: float = CONFIDENCE):
     largest = np.where(unknown, np.inf, ratio)  # ... and at most
     low, _, _ = median_bounds(smallest, confidence)
     _, high, _ = median_bounds(largest, confidence)
-    at_least, at_most = np.median(smallest, axis=-1), np.median(largest, axis=-1)
-    point = np.where(at_least == at_most, at_least, np.nan)
-    return point, low, high, unknown.sum(axis=-1)
+    median_low, median_high = np.median(smallest, axis=-1), np.median(largest, axis=-1)
+    return median_low, median_high, low, high, unknown.sum(axis=-1)
 
 
 def speedup_interval(numerator, denominator, confidence: float = CONFIDENCE):
@@ -148,7 +148,9 @@ def speedup_interval(numerator, denominator, confidence: float = CONFIDENCE):
     n = top.size
     if n == 0:
         return float("nan"), float("nan"), float("nan"), "no pairs"
-    point, low, high, unknown = (float(v) for v in ratio_bounds(top, bottom, confidence))
+    at_least, at_most, low, high, unknown = (
+        float(v) for v in ratio_bounds(top, bottom, confidence)
+    )
     lower, coverage = median_ranks(n, confidence)
     if lower == 0:
         method = too_small_text(n, MIN_N_MEDIAN, confidence)
@@ -159,9 +161,14 @@ def speedup_interval(numerator, denominator, confidence: float = CONFIDENCE):
         )
     if unknown:
         method += f"; neither reached the target on {unknown:.0f} of {n} seeds (ratio 0 to inf)"
-    if np.isnan(point):
-        method = (
-            f"not estimable: neither reached the target on {unknown:.0f} of {n} seeds; "
-            + (method.split("; neither")[0])
-        )
-    return point, low, high, method
+    if at_least == at_most:
+        return at_least, low, high, method
+    return (
+        float("nan"),
+        low,
+        high,
+        (
+            f"not estimable: neither reached the target on {unknown:.0f} of {n} seeds, so the"
+            f" median lies anywhere in [{at_least:.3g}, {at_most:.3g}]; {method.split('; ')[0]}"
+        ),
+    )
