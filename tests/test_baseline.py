@@ -11,7 +11,6 @@ from conftest import SCHEMA
 from optbench.planning import settings
 from optbench.reporting import baseline
 
-
 INF, NAN = math.inf, math.nan
 
 
