@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from optbench.reporting.intervals import minimum_n
 from optbench.reporting.logscale import (  # noqa: F401  (re-exported: one implementation)
     _LARGEST,
     FLOOR,
@@ -102,22 +103,18 @@ def t_values(n_finite, confidence: float = 0.95) -> np.ndarray:
 
 
 def _method_text(n_finite: int, confidence: float, record: bool) -> str:
-    percent = f"{100 * confidence:g} %"
+    record_part = "ci95: t (for the record); " if record else ""
     if n_finite < 2:
-        t_part = f"{'ci95, ' if record else ''}geo: n too small (t needs >= 2 finite runs)"
+        t_part = f"{'ci95, ' if record else ''}geo: n too small"
     else:
-        t_part = (
-            f"{'ci95: t on the losses (for the record); ' if record else ''}geo: t on log10"
-            f" ({n_finite - 1} df), {percent} if log10 losses are normal"
-        )
+        t_part = f"{record_part}geo: t on log10 ({n_finite - 1} df; if log-normal)"
     lower, coverage = median_ranks(n_finite, confidence)
     if lower == 0:
-        needed = next(n for n in range(n_finite, 10_000) if median_ranks(n, confidence)[0])
-        median_part = f"median: n too small (order statistics need >= {needed} finite runs)"
+        median_part = f"median: n too small (< {minimum_n(confidence)})"
     else:
         median_part = (
-            f"median: exact order statistics x({lower}), x({n_finite + 1 - lower}),"
-            f" coverage >= {100 * coverage:.1f} %"
+            f"median: order statistics x({lower}), x({n_finite + 1 - lower}),"
+            f" exact >= {100 * coverage:.1f} %"
         )
     return f"{t_part}; {median_part}"
 
