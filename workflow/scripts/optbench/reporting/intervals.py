@@ -4,9 +4,9 @@ A study has 3-20 seeds; a percentile bootstrap over so few values covers far
 less often than it claims (from 3 paired seeds it read "1.67x faster [1.25,
 3.5]"; on planted log-normal step counts such a "95 %" interval misses the true
 speed-up in about one study of four), and a bootstrap of a ratio of censored
-medians has resamples with no defined ratio. The intervals
-here are exact and distribution-free: they hold their level for any
-distribution, at any n where they exist, with no random numbers.
+medians has resamples with no defined ratio. The intervals here are exact and
+distribution-free: they hold their level for any distribution, at any n where
+they exist, with no random numbers.
 
 Median (``median_interval``): [x_(l), x_(n+1-l)], the l-th smallest and the
 l-th largest value, l from the Binomial(n, 1/2) count of values below the
@@ -28,8 +28,9 @@ the order-statistic interval of every way of filling them in, and covers the
 median per-seed speed-up with probability >= its level whatever they are.
 The point is the median if the unknown ratios cannot move it, else NaN with
 the method "not estimable: neither reached the target on k of n seeds, so the
-median lies anywhere in [a, b]" (as when both medians are censored). The same order-statistic
-interval as the median's, so it too needs ``MIN_N_MEDIAN`` pairs.
+median lies anywhere in [a, b]" (as when both medians are censored). The same
+order-statistic interval as the median's, so it too needs ``MIN_N_MEDIAN``
+pairs.
 
 Every result carries its method as text, for the tables' ``*ci_method``
 columns: how the interval was made and its guaranteed coverage, or why there
@@ -103,7 +104,8 @@ def median_interval(values, confidence: float = CONFIDENCE) -> tuple[float, floa
         raise ValueError(f"median_interval takes 1-D values, got {values.ndim}-D")
     low, high, coverage = median_bounds(values, confidence)
     if np.isnan(coverage):
-        return float("nan"), float("nan"), too_small_text(values.size, MIN_N_MEDIAN, confidence)
+        needed = minimum_n(confidence)
+        return float("nan"), float("nan"), too_small_text(values.size, needed, confidence)
     lower, _ = median_ranks(values.size, confidence)
     method = (
         f"exact order statistics x({lower}), x({values.size + 1 - lower}) of {values.size}:"
@@ -153,7 +155,7 @@ def speedup_interval(numerator, denominator, confidence: float = CONFIDENCE):
     )
     lower, coverage = median_ranks(n, confidence)
     if lower == 0:
-        method = too_small_text(n, MIN_N_MEDIAN, confidence)
+        method = too_small_text(n, minimum_n(confidence), confidence)
     else:
         method = (
             f"exact order statistics x({lower}), x({n + 1 - lower}) of {n} per-seed ratios:"
