@@ -15,10 +15,11 @@ INF, NAN = math.inf, math.nan
 
 
 def test_the_speedup_is_the_median_per_seed_ratio_with_an_exact_interval():
-    # per-seed ratios 1, 4, 1, 4, 2, 3: median (2 + 3) / 2; six pairs give the
-    # interval [min, max] (P(Binomial(6, 1/2) = 0) = 1/64 <= 0.025 < 7/64)
+    # per-seed ratios 1, 4, 1, 4, 2, 3: the middle two are 2 and 3, their geometric
+    # mean (a log-scale median) sqrt(6); six pairs give the interval [min, max]
+    # (P(Binomial(6, 1/2) = 0) = 1/64 <= 0.025 < 7/64)
     point, low, high, method = baseline.speedup([10, 20, 30, 40, 50, 60], [10, 5, 30, 10, 25, 20])
-    assert (point, low, high) == (2.5, 1.0, 4.0)
+    assert point == pytest.approx(math.sqrt(6)) and (low, high) == (1.0, 4.0)
     assert method == "exact order statistics x(1), x(6) of 6 per-seed ratios: coverage >= 96.9 %"
 
 
@@ -37,11 +38,11 @@ def test_runs_that_never_reach_the_target_are_infinitely_slow():
     assert baseline.speedup([NAN] * 6, six)[:3] == (INF, INF, INF)
     assert baseline.speedup(six, [NAN] * 6)[:3] == (0.0, 0.0, 0.0)
     # baseline missed on seed 0, the optimizer on seed 9: ratios inf, 2..9, 0;
-    # median (5 + 6) / 2, interval [x(2), x(9)] of ten = [2, 9]
+    # median sqrt(5 * 6), interval [x(2), x(9)] of ten = [2, 9]
     point, low, high, method = baseline.speedup(
         [NAN, 20, 30, 40, 50, 60, 70, 80, 90, 100], [10] * 9 + [NAN]
     )
-    assert (point, low, high) == (5.5, 2.0, 9.0)
+    assert point == pytest.approx(math.sqrt(30)) and (low, high) == (2.0, 9.0)
     assert method.startswith("exact order statistics x(2), x(9) of 10 per-seed ratios")
 
 
@@ -64,18 +65,23 @@ def test_seeds_where_neither_reaches_the_target_are_unknown_never_dropped():
     point, low, high, method = baseline.speedup([NAN] * 8, [NAN] * 8)
     assert math.isnan(point) and (low, high) == (0.0, INF)
     assert method.startswith("not estimable: neither reached the target on 8 of 8 seeds")
-    # Two unknown seeds of ten: the median is (4 + 5) / 2 with them at 0 and
-    # (6 + 7) / 2 with them at inf, so it is only bounded; the interval widens.
+    # Two unknown seeds of ten: the median is sqrt(4 * 5) with them at 0 and
+    # sqrt(6 * 7) with them at inf, so it is only bounded; the interval widens.
     point, low, high, method = baseline.speedup(
         [NAN, NAN, 20, 30, 40, 50, 60, 70, 80, 90], [NAN, NAN] + [10] * 8
     )
     assert math.isnan(point)
-    assert "the median lies anywhere in [4.5, 6.5]" in method
+    assert "the median lies anywhere in [4.47, 6.48]" in method
     assert (low, high) == (0.0, INF)  # x(2) of [0, 0, 2..9]; x(9) of [2..9, inf, inf]
     # Where they cannot move it (the middle values tie), the median stands.
     point, low, high, method = baseline.speedup([NAN] + [40] * 6, [NAN] + [10] * 6)
     assert (point, low, high) == (4.0, 0.0, INF)  # x(1), x(7) of seven
     assert method.endswith("; neither reached the target on 1 of 7 seeds (ratio 0 to inf)")
+    # Each missed the target on the seeds where the other reached it: the middle
+    # ratios are 0 and inf, and no speed-up (the mean of the two: inf) is honest.
+    point, low, high, method = baseline.speedup([NAN] * 5 + [10] * 5, [10] * 5 + [NAN] * 5)
+    assert math.isnan(point) and (low, high) == (0.0, INF)
+    assert method.startswith("not estimable: the two middle per-seed ratios are 0 and inf")
 
 
 def chosen(held_lower: float):
@@ -176,6 +182,12 @@ def seeded_runs(adamw_seeds, lion_seeds):
     return pd.DataFrame(rows)
 
 
+def log_median(values):
+    """The middle value, or the geometric mean of the two middle ones."""
+    ordered, n = sorted(values), len(values)
+    return math.sqrt(ordered[(n - 1) // 2] * ordered[n // 2])
+
+
 def by_hand(shared):
     """The row's numbers from the correctly paired seeds ``shared``, by hand."""
     ratios = sorted(RATIO[s] for s in shared)
@@ -185,11 +197,11 @@ def by_hand(shared):
     held = [HELD_LION[s] - HELD_ADAMW[s] for s in shared]
     return {
         "n_pairs": n,
-        "speedup": float(np.median(ratios)),
+        "speedup": log_median(ratios),
         "speedup_low": ratios[lower - 1],
         "speedup_high": ratios[n - lower],
         # lion's steps cost twice adamw's
-        "time_speedup": float(np.median(ratios)) / 2,
+        "time_speedup": log_median(ratios) / 2,
         "time_speedup_low": ratios[lower - 1] / 2,
         "time_speedup_high": ratios[n - lower] / 2,
         "baseline_median_steps": float(np.median([BASE[s] for s in shared])),
@@ -238,4 +250,4 @@ def test_a_missing_step_time_is_not_a_censored_run():
     runs.loc[runs["optimizer"] == "lion", "seconds_per_step"] = np.nan
     (row,) = baseline.baseline_table(runs, "adamw").to_dict("records")
     assert math.isnan(row["time_speedup"]) and row["time_speedup_ci_method"] == "no step timing"
-    assert row["speedup"] == pytest.approx(np.median(list(RATIO.values())))
+    assert row["speedup"] == pytest.approx(log_median(RATIO.values()))

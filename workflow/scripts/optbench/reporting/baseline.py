@@ -7,7 +7,8 @@ variants (the baseline tuned the same way):
   where the pair has one (``steps_to_heldout_target``), else the loss
   threshold (``steps_to_threshold``), column ``measure``. Speed-up = the
   median over the shared seeds of the per-seed ratio baseline steps /
-  optimizer steps, a run that never reached the target counting as
+  optimizer steps (on a log scale: for an even count the geometric mean of the
+  two middle ratios), a run that never reached the target counting as
   infinitely slow (censored): +inf on a seed where only the baseline missed
   it, 0 where only the optimizer did, unknown where neither did. Its exact 95 %
   order-statistic interval and the method (``speedup_ci_method``: the

@@ -18,7 +18,9 @@ small".
 
 Speed-up (``speedup_interval``): the median over the seeds of the per-seed
 ratio baseline steps / optimizer steps to the target (paired by seed: the two
-runs of a seed share its data and initial weights). A run that never reached
+runs of a seed share its data and initial weights; for an even count the
+geometric mean of the two middle ratios, as speed-ups are read on a log scale,
+undefined for 0 and +inf). A run that never reached
 the target counts as +inf steps, more than any step count: a seed where only
 the baseline missed it has ratio +inf, one where only the optimizer did 0
 (two runs at step 0 tie: 1). Where neither reached it the ratio is unknown,
@@ -114,6 +116,15 @@ def median_interval(values, confidence: float = CONFIDENCE) -> tuple[float, floa
     return float(low), float(high), method
 
 
+def _ratio_median(ratios: np.ndarray) -> np.ndarray:
+    """Median of ratios along the last axis, on the log scale a speed-up is read on: for
+    an even count the geometric mean of the two middle ones, NaN for 0 and +inf."""
+    ordered = np.sort(ratios, axis=-1)
+    n = ordered.shape[-1]
+    with np.errstate(invalid="ignore"):  # 0 * inf: undefined
+        return np.sqrt(ordered[..., (n - 1) // 2] * ordered[..., n // 2])
+
+
 def ratio_bounds(numerator, denominator, confidence: float = CONFIDENCE):
     """(median_low, median_high, low, high, n_unknown) arrays of the per-pair ratios.
 
@@ -136,8 +147,7 @@ def ratio_bounds(numerator, denominator, confidence: float = CONFIDENCE):
     largest = np.where(unknown, np.inf, ratio)  # ... and at most
     low, _, _ = median_bounds(smallest, confidence)
     _, high, _ = median_bounds(largest, confidence)
-    median_low, median_high = np.median(smallest, axis=-1), np.median(largest, axis=-1)
-    return median_low, median_high, low, high, unknown.sum(axis=-1)
+    return _ratio_median(smallest), _ratio_median(largest), low, high, unknown.sum(axis=-1)
 
 
 def speedup_interval(numerator, denominator, confidence: float = CONFIDENCE):
@@ -165,12 +175,14 @@ def speedup_interval(numerator, denominator, confidence: float = CONFIDENCE):
         method += f"; neither reached the target on {unknown:.0f} of {n} seeds (ratio 0 to inf)"
     if at_least == at_most:
         return at_least, low, high, method
-    return (
-        float("nan"),
-        low,
-        high,
-        (
-            f"not estimable: neither reached the target on {unknown:.0f} of {n} seeds, so the"
-            f" median lies anywhere in [{at_least:.3g}, {at_most:.3g}]; {method.split('; ')[0]}"
-        ),
-    )
+    interval = method.split("; ")[0]
+    if not unknown:  # only possible with a 0 and an inf in the middle
+        why = "the two middle per-seed ratios are 0 and inf (each missed where the other reached)"
+    elif np.isnan(at_least) or np.isnan(at_most):
+        why = f"neither reached the target on {unknown:.0f} of {n} seeds, which decide the median"
+    else:
+        why = (
+            f"neither reached the target on {unknown:.0f} of {n} seeds, so the median lies"
+            f" anywhere in [{at_least:.3g}, {at_most:.3g}]"
+        )
+    return float("nan"), low, high, f"not estimable: {why}; {interval}"
