@@ -59,6 +59,21 @@ def _verdict(low: float, high: float) -> str:
     return "no clear difference"
 
 
+def _method_sentence(baseline: pd.DataFrame) -> str:
+    if "speedup_ci_method" not in baseline.columns:  # tables made before the exact intervals
+        return (
+            "A speed-up's interval is a percentile bootstrap over the paired seeds; runs that "
+            'never reach the target count as infinitely slow, and "missed it" means that on at '
+            "least half the seeds."
+        )
+    return (
+        "A speed-up is the median over the paired seeds of the per-seed ratio, with its exact "
+        "order-statistic 95 % interval (none below 6 seeds); runs that never reach the target "
+        'count as infinitely slow, "missed it" means that on at least half the seeds, and '
+        '"both missed it" that the seeds where neither reached it decide the median.'
+    )
+
+
 def _pair_text(rows: pd.DataFrame, problem: str, loss: str) -> str:
     baseline = rows["baseline"].iloc[0]
     measure = rows["measure"].iloc[0].removeprefix("steps_to_").replace("heldout", "held-out")
@@ -72,8 +87,12 @@ def _pair_text(rows: pd.DataFrame, problem: str, loss: str) -> str:
             low, high = getattr(row, f"{column}_low"), getattr(row, f"{column}_high")
             # Medians count a run that never reaches the target as infinitely slow:
             # a censored median means it was missed on at least half the seeds.
-            if np.isnan(value):  # both medians censored
+            if np.isnan(value):  # the seeds where both missed it decide the median
                 groups["no clear difference"].append(f"{row.optimizer} (both missed it)")
+            elif np.isnan(low):  # too few seeds for a 95 % interval
+                groups["no clear difference"].append(
+                    f"{row.optimizer} {number(value)}x (no interval: n too small)"
+                )
             elif high == 0:  # its median censored in every resample
                 groups["slower"].append(f"{row.optimizer} (missed it)")
             elif low == math.inf:  # the baseline's median censored in every resample
@@ -179,9 +198,7 @@ def render(tables_dir: Path) -> str:
         f"What the study's tables say ({len(pairs)} (problem, loss) pairs, "
         f"{board['optimizer'].nunique()} optimizers, {int(board['n'].max())} evaluation seeds; "
         "from `baseline.tsv`, `profile_scores.tsv`, `best_of_k.tsv` and `claims.tsv`, kept in "
-        "`docs/studies/modern/`). A speed-up's interval is a percentile bootstrap over the "
-        "paired seeds; runs that never reach the target count as infinitely slow, and "
-        '"missed it" means that on at least half the seeds.',
+        f"`docs/studies/modern/`). {_method_sentence(baseline)}",
         "",
     ]
     lines += [

@@ -20,7 +20,7 @@ answers:
 5. ``candidates``, ``tuning_gain`` (one-shot base vs tuned, paired by seed) and
    ``best_of_k`` (expected result of a k-trial tuner): what tuning bought.
 6. ``pairwise`` (every pair per (problem, loss): Wilcoxon/sign test, Holm,
-   rank-biserial, bootstrap CI of the median paired difference) and
+   rank-biserial, exact order-statistic CI of the median paired difference) and
    ``leaderboard`` (ranking with ties by those tests, with the final loss's
    log-space statistics and the share of runs that reached the threshold).
 7. Across problems: ``ratios`` and ``profiles`` (Dolan-More performance

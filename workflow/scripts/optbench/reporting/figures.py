@@ -329,7 +329,7 @@ def plot_sensitivity(table: pd.DataFrame, colors, paths) -> None:
 
 def plot_baseline(table: pd.DataFrame, colors, paths) -> None:
     """Each optimizer's speed-up over the baseline in steps to the target, with its
-    bootstrap 95 % interval over the paired seeds, one panel per (problem, loss)."""
+    exact 95 % interval over the paired seeds, one panel per (problem, loss)."""
     speedups = pd.to_numeric(table["speedup"], errors="coerce").astype(float)
     shown = table[np.isfinite(speedups) & (speedups > 0)]
     if shown.empty:
@@ -362,7 +362,7 @@ def plot_baseline(table: pd.DataFrame, colors, paths) -> None:
         ax.set_xlabel(f"speed-up over {rows['baseline'].iloc[0]} in steps to the {measure}")
         ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
         ax.grid(True, which="both", axis="x", alpha=0.3)
-    fig.suptitle("Against the baseline: speed-up (bootstrap 95 % interval over paired seeds)")
+    fig.suptitle("Against the baseline: speed-up (exact 95 % interval over paired seeds)")
     fig.tight_layout()
     save(fig, paths)
 

@@ -20,7 +20,8 @@ the grid cannot test says why ("not testable: ...").
    the tuned variant of the reference optimizer (config ``baseline``, else
    the first optimizer with candidates to tune); their final log10 losses are
    paired by evaluation seed (``comparison.paired_test``: median difference
-   with its bootstrap 95 % interval). "About as well" is read as
+   with its exact order-statistic 95 % interval; none below 6 seeds, where
+   the block is unclear). "About as well" is read as
    non-inferiority, the usual test of an "as good as" claim: the interval's
    upper end at most ``MARGIN`` decades (defaults no more than that worse).
    Supported when that holds in every block, contradicted when some block's
@@ -159,9 +160,10 @@ def defaults_against_tuning(
             verdicts.append("as well")
         else:
             verdicts.append("worse" if low > MARGIN else "unclear")
+        interval = "[no interval: n too small]" if np.isnan(high) else f"[{low:+.2f}, {high:+.2f}]"
         rows.append(
             f"{problem}/{loss}: {default} at defaults - tuned {reference} = "
-            f"{test['median_diff']:+.2f} decades [{low:+.2f}, {high:+.2f}]"
+            f"{test['median_diff']:+.2f} decades {interval}"
         )
     if not verdicts:
         return _untestable(SCHMIDT, f"no pair has runs of both the defaults and tuned {reference}")
@@ -175,7 +177,7 @@ def defaults_against_tuning(
     return _row(
         SCHMIDT,
         f"{len(verdicts)} (problem, loss) pairs, evaluation seeds",
-        f"paired by seed, bootstrap 95 % interval of the median difference, "
+        f"paired by seed, exact order-statistic 95 % interval of the median difference, "
         f"non-inferiority: at most {MARGIN} decades worse",
         float(np.nan),
         float(np.nan),

@@ -169,7 +169,8 @@ def tuning_gain(
     the tuned (chosen) variant, per (problem, loss, optimizer), on the
     evaluation seeds, paired by seed: medians of final log10 loss, the median
     paired difference tuned - base (decades; negative = tuning helped) with
-    its bootstrap interval, and the paired test's p-value (on log10 ``value``)."""
+    its exact order-statistic interval and ``ci_method`` ("n too small" below
+    6 pairs: NaN bounds), and the paired test's p-value (on log10 ``value``)."""
     scored = _scored(metrics, floor, value)
     evaluation = scored[scored["role"] == EVALUATION]
     by_variant = {
@@ -196,6 +197,7 @@ def tuning_gain(
                 "median_diff": test["median_diff"],
                 "ci_low": test["ci_low"],
                 "ci_high": test["ci_high"],
+                "ci_method": test["ci_method"],
                 "test": test["test"],
                 "p_value": test["p_value"],
             }
