@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from optbench import joblog, runfiles
-from optbench.reporting import analysis, answer, outputs, tablepages
+from optbench.reporting import analysis, answer, tablepages
 
 # Errors and warnings go to the rule's log (a failure's reason to the console too).
 with joblog.logged_job(snakemake.log[0], "summary") as console:

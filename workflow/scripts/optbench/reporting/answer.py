@@ -127,9 +127,8 @@ def _power_note(block_tables: list[pd.DataFrame], n_pairs: int | None) -> str:
         row = table.iloc[0]
         parts = []
         if found["min_p"]:
-            parts.append(
-                f"the smallest adjusted p these seeds can give is {_p(_number(row[found['min_p']]))}"
-            )
+            floor = _p(_number(row[found["min_p"]]))
+            parts.append(f"the smallest adjusted p these seeds can give is {floor}")
         possible = _text(row[found["possible"]]).lower() if found["possible"] else ""
         if possible in ("false", "0", "no"):
             needed = _text(row[found["seeds_needed"]]) if found["seeds_needed"] else ""

@@ -4,7 +4,7 @@ click on a column's header, with the TSV itself one click away.
 Snakemake's report offers a registered TSV for download only; an HTML file it
 shows inside the report. So every table of ``outputs.TABLES`` gets a page
 beside its TSV (results/summary/pages/NAME.html), written from the TSV's own
-text (the cells read exactly as in the file). Self-contained: the sorting
+text (numbers shown to 4 digits, each cell's full text on hover and in the TSV). Self-contained: the sorting
 script and the style are inline (the report opens offline; no CDN), and the
 TSV rides along as a data: link, so the page alone gives the file back.
 """
@@ -23,7 +23,8 @@ from optbench import runfiles
 # other text alphabetically; a second click reverses. Empty and nan cells go last.
 SORT_SCRIPT = """
 function cellValue(row, index) {
-  var text = row.cells[index].textContent.trim();
+  var cell = row.cells[index];
+  var text = (cell.getAttribute("data-v") || cell.textContent).trim();
   var lower = text.toLowerCase();
   if (lower === "inf" || lower === "+inf") return [0, Infinity];
   if (lower === "-inf") return [0, -Infinity];
@@ -70,6 +71,19 @@ def _is_number(text: str) -> bool:
     return True
 
 
+# Shown digits of a number with a fraction; the full value sorts the column
+# and shows on hover, and the TSV keeps it.
+SHOWN_DIGITS = 4
+
+
+def short(text: str) -> str:
+    """A number's text as shown: integers and inf/nan as written, others to
+    ``SHOWN_DIGITS`` significant digits."""
+    if text.lstrip("+-").isdigit() or text.lower().lstrip("+-") in ("inf", "nan"):
+        return text
+    return f"{float(text):.{SHOWN_DIGITS}g}"
+
+
 def page(tsv_text: str, file_name: str, caption: str = "") -> str:
     """The HTML page of one table, from its TSV text; ``caption`` (HTML) above it."""
     rows = list(csv.reader(io.StringIO(tsv_text), delimiter="\t"))
@@ -91,8 +105,8 @@ def page(tsv_text: str, file_name: str, caption: str = "") -> str:
     parts.append("</tr></thead><tbody>")
     for row in body:
         cells = [
-            f"<td>{html.escape(cell)}</td>"
-            if _is_number(cell) or not cell
+            f'<td data-v="{html.escape(cell)}" title="{html.escape(cell)}">{short(cell)}</td>'
+            if _is_number(cell)
             else f'<td class="text">{html.escape(cell)}</td>'
             for cell in row
         ]
