@@ -309,13 +309,14 @@ def finals_title(board: pd.DataFrame) -> str:
     missing = board[np.isfinite(medians) & ~np.isfinite(lows)]
     bar = "bar: median and its 95 % interval"
     if len(missing):
-        counts = sorted({int(n) for n in pd.to_numeric(missing["n"], errors="coerce").dropna()})
-        runs = ", ".join(str(n) for n in counts)
+        counts = pd.to_numeric(missing.get("n", pd.Series(dtype=float)), errors="coerce")
+        runs = ", ".join(str(n) for n in sorted({int(n) for n in counts.dropna()}))
+        at = f" at n = {runs}" if runs else ""
         bar = (
-            f"bar: median; its 95 % interval needs >= {MEDIAN_INTERVAL_MIN_RUNS} runs "
-            f"(not drawn at n = {runs})"
+            f"bar: median; its 95 % interval needs >= {MEDIAN_INTERVAL_MIN_RUNS} runs"
+            f" (not drawn{at})"
             if len(missing) == len(board[np.isfinite(medians)])
-            else f"bar: median and its 95 % interval (none at n = {runs}:"
+            else f"bar: median and its 95 % interval (none{at}:"
             f" it needs >= {MEDIAN_INTERVAL_MIN_RUNS} runs)"
         )
     return f"Final loss per evaluation seed; {bar}; x: diverged; dashed: float32 resolution floor"
