@@ -318,3 +318,50 @@ def test_a_failed_summary_command_shows_the_end_of_its_log(tmp_path):
     assert process.returncode != 0
     assert process.stderr.startswith(f"summary job failed; the end of {log}:")
     assert process.stderr.splitlines()[-1] == log.read_text().splitlines()[-1]
+
+
+# --- Real snakemake runs on the tiny config (tests/configs/tiny.yaml) ---
+
+
+def test_a_real_report_states_the_answer_and_opens_its_tables(tiny_results, tmp_path):
+    from conftest import CONFIGS, copy_tree, snakemake
+
+    workdir = copy_tree(tiny_results, tmp_path / "w")
+    snakemake(workdir, "--report", "results/report.html", configfile=CONFIGS / "tiny.yaml")
+    report = (workdir / "results/report.html").read_text()
+    assert "System Message" not in report
+    summary = workdir / "results/summary"
+    # the landing page quotes the answer the analysis wrote, per (problem, loss)
+    written = (summary / outputs.ANSWER_TEXT).read_text()
+    assert written.count("- **linear, ") == 2  # tiny: linear with mse and l1
+    landing = render(
+        LANDING.read_text(),
+        SimpleNamespace(config=shipped(CONFIGS / "tiny.yaml")),
+        files=[SimpleNamespace(target=outputs.ANSWER_PAGE, path=summary / outputs.ANSWER_PAGE)],
+    )
+    verdict = re.search(r"<strong>linear, mse</strong>: ([^<]+?)\.", landing).group(1)
+    assert verdict in report
+    assert outputs.ANSWER in report and outputs.ANSWER_PAGE in report
+    # every table: its page in the report, holding the TSV's rows
+    for table in outputs.TABLES:
+        page_name = Path(outputs.page_file(table)).name
+        assert page_name in report, page_name
+        page = (summary / outputs.page_file(table)).read_text()
+        parsed = _Table()
+        parsed.feed(page)
+        tsv = (summary / table.file).read_text()
+        assert parsed.rows == list(csv.reader(io.StringIO(tsv), delimiter="\t")), table.file
+
+
+def test_a_failed_summary_job_shows_why_on_the_console(tiny_results, tmp_path):
+    from conftest import CONFIGS, copy_tree, snakemake
+
+    workdir = copy_tree(tiny_results, tmp_path / "w")
+    cell = next((workdir / "results/summary/cells/evaluation").rglob("*.json"))
+    cell.write_text("{not json")  # newer than the tables: the summary job runs again
+    process = snakemake(workdir, "--cores", "1", configfile=CONFIGS / "tiny.yaml", check=False)
+    assert process.returncode != 0
+    console = process.stdout + process.stderr
+    (line,) = [line for line in console.splitlines() if line.startswith("summary job failed: ")]
+    assert "JSONDecodeError" in line or "json" in line.lower(), line
+    assert "results/logs/summarize.log" in console
