@@ -91,6 +91,8 @@ def planted_tables() -> dict[str, pd.DataFrame]:
             "ci_low": [1.2, -math.inf, -math.inf, -0.2],
             "ci_high": [1.8, -math.inf, -math.inf, 0.3],
             "p_holm": [0.0234, 0.0234, 0.0234, 0.375],
+            # share of seeds a wins: adamw wins 1 of 8 against mine, so mine 7 of 8
+            "p_a_better": [0.125, 1.0, 1.0, 0.375],
         }
     )
     selection = pd.DataFrame(
@@ -128,6 +130,7 @@ def test_the_answer_names_the_winner_the_margin_and_how_sure():
     # mine - adamw = -(adamw - mine): -1.5 decades, interval [-1.8, -1.2]
     assert "median paired difference (mine - adamw) -1.50 decades" in first.margin
     assert "[-1.80, -1.20]" in first.margin
+    assert first.margin.endswith("; mine is better on 7 of 8 paired seeds")
     assert first.sureness.startswith(
         "Holm-adjusted p = 0.0234 (wilcoxon exact, n = 8): significant"
     )
@@ -140,6 +143,8 @@ def test_the_answer_names_the_winner_the_margin_and_how_sure():
     assert "no paired test separates adamw, mine" in second.verdict
     assert "adamw has the lowest median final loss" in second.verdict
     assert "not significant at 0.05" in second.sureness
+    # adamw leads on the median; mine - adamw won 0.375 of 4 seeds: adamw 2.5 (a tie halved)
+    assert second.margin.endswith("; adamw is better on 2.5 of 4 paired seeds")
     assert "no pair here is significant" in second.sureness
 
 

@@ -97,7 +97,8 @@ def _in_block(table: pd.DataFrame | None, problem: str, loss: str) -> pd.DataFra
 
 def _pair(pairwise: pd.DataFrame, first: str, second: str):
     """The pairwise row of (first, second) oriented so that differences read
-    first - second: (median_diff, ci_low, ci_high, p_holm, test, method)."""
+    first - second: (median_diff, ci_low, ci_high, p_holm, test, method, share of
+    seeds ``first`` wins, ties counting half)."""
     for a, b, sign in ((first, second, 1.0), (second, first, -1.0)):
         rows = pairwise[(pairwise["a"] == a) & (pairwise["b"] == b)] if len(pairwise) else pairwise
         if len(rows):
@@ -111,6 +112,7 @@ def _pair(pairwise: pd.DataFrame, first: str, second: str):
                 _number(row.get("p_holm")),
                 _text(row.get("test")),
                 _text(row.get(method_column)) if method_column else "",
+                _number(row.get("p_a_better")) if sign > 0 else 1 - _number(row.get("p_a_better")),
             )
     return None
 
@@ -242,7 +244,7 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
         margin = sureness = ""
         pair = _pair(pairwise, leader, runner_up) if len(pairwise) else None
         if pair is not None:
-            diff, low, high, p_holm, test, method = pair
+            diff, low, high, p_holm, test, method, share_won = pair
             interval = (
                 f" [{_decades(low)}, {_decades(high)}]"
                 if math.isfinite(low) or math.isinf(low)
@@ -254,6 +256,10 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
                 f"{_decades(diff)} decades of "
                 f"final loss{interval}{' (95 % interval' + how + ')' if interval else ''}"
             )
+            if math.isfinite(share_won) and n_pairs:
+                won = share_won * n_pairs
+                # ties count half, so a count can end in .5
+                margin += f"; {leader} is better on {won:g} of {n_pairs} paired seeds"
             verdict_p = "significant" if p_holm < alpha else "not significant"
             sureness = (
                 f"Holm-adjusted p = {_p(p_holm)} ({test}, n = {n_pairs}): {verdict_p} at {alpha:g}"

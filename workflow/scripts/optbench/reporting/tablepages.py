@@ -4,8 +4,9 @@ click on a column's header, with the TSV itself one click away.
 Snakemake's report offers a registered TSV for download only; an HTML file it
 shows inside the report. So every table of ``outputs.TABLES`` gets a page
 beside its TSV (results/summary/pages/NAME.html), written from the TSV's own
-text (numbers shown to 4 digits, each cell's full text on hover and in the TSV). Self-contained: the sorting
-script and the style are inline (the report opens offline; no CDN), and the
+text (numbers shown to 4 digits, each cell's full text on hover and in the
+TSV). Self-contained: the sorting script and the style are inline (the report
+opens offline; no CDN), and the
 TSV rides along as a data: link, so the page alone gives the file back.
 """
 
