@@ -144,7 +144,8 @@ def test_one_curve_per_optimizer_at_its_log_space_statistic_with_the_configured_
         assert bands["band_mse_steady"].get_facecolor()[0][:3] == pytest.approx(
             matplotlib.colors.to_rgb(line.get_color())
         )  # the band in its curve's colour
-    assert ax.get_title() == f"mse: {title}"
+    # (a long title wraps to the panel's width)
+    assert ax.get_title().replace("\n", " ") == f"mse: {title}"
     plt.close(fig)
 
 
@@ -536,4 +537,17 @@ def test_empty_performance_profile_panels_say_why(monkeypatch):
         "no optimizer reached the threshold\non any (problem, loss) pair:\nno steps to compare"
     ]
     assert [t.get_text() for t in full.texts] == []
+    plt.close(fig)
+
+
+def test_an_optimizer_with_some_diverged_runs_keeps_its_survivors_on_the_axis(table):
+    # "wild": one of three runs diverges at step 2; from then on its curve is
+    # the two finite runs' and must stay inside the axis, as must "steady"
+    fig, ax = drawn(table, "mse", "geomean_ci95")
+    low, high = ax.get_ylim()
+    rows = table[table["loss"] == "mse"]
+    wild = rows[(rows["optimizer"] == "wild") & (rows["step"] >= 2)]
+    steady = rows[rows["optimizer"] == "steady"]
+    for values in (wild["geo_mean"], steady["geo_mean"], steady["geo_high"]):
+        assert ((values >= low) & (values <= high)).all()
     plt.close(fig)

@@ -69,14 +69,27 @@ def optimizer_colors(table: pd.DataFrame) -> dict[str, str]:
     return {name: cycle[index % len(cycle)] for index, name in enumerate(names)}
 
 
+# A diverging curve's values up to this factor above the trusted ones still
+# set the axis (its first steps, before it blows up, are ordinary losses).
+DIVERGING_HEADROOM = 10.0
+
+
 def finite_curve_values(rows: pd.DataFrame, curve_column: str, band_columns) -> np.ndarray:
-    """The curve (and band) values of the optimizers none of whose runs diverged:
-    what the y axis must show."""
-    per_optimizer = rows.groupby("optimizer", sort=False)["n_diverged"].transform("max")
-    kept = rows[per_optimizer == 0]
+    """The curve (and band) values the y axis must show: every value of the
+    optimizers none of whose runs diverged, and of the others the steps after
+    their last divergence (then the curve is over the runs that stayed finite),
+    plus their earlier values that stay within ``DIVERGING_HEADROOM`` of those."""
     columns = [curve_column, *(band_columns or ())]
-    values = kept[columns].to_numpy(np.float64).ravel()
-    return values[np.isfinite(values)]
+    per_optimizer = rows.groupby("optimizer", sort=False)["n_diverged"].transform("max")
+    trusted = rows[(per_optimizer == 0) | (rows["n_diverged"] >= per_optimizer)]
+    values = trusted[columns].to_numpy(np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size:
+        rest = rows.drop(trusted.index)[columns].to_numpy(np.float64).ravel()
+        top = values.max()
+        near = rest[np.isfinite(rest) & (rest <= (top * DIVERGING_HEADROOM if top > 0 else top))]
+        values = np.concatenate([values, near])
+    return values
 
 
 def curve_limits(values: np.ndarray, log: bool):
