@@ -2,7 +2,6 @@
 each table's page for the report (tablepages) and the study's answer (answer)."""
 
 import sys
-from pathlib import Path
 
 from optbench import joblog, runfiles
 from optbench.reporting import analysis, answer, tablepages
@@ -18,12 +17,8 @@ with joblog.logged_job(snakemake.log[0], "summary") as console:
         {name: snakemake.output[f"page_{name}"] for name in tables},
     )
     headlines = answer.headlines(tables)
-    for path, text in (
-        (snakemake.output.answer_text, answer.to_rst(headlines)),
-        (snakemake.output.answer, answer.to_html(headlines)),
-    ):
-        with runfiles.atomic_path(path) as temporary:
-            Path(temporary).write_text(text, encoding="utf-8")
+    runfiles.write_text_atomic(snakemake.output.answer_text, answer.to_rst(headlines))
+    runfiles.write_text_atomic(snakemake.output.answer, answer.to_html(headlines))
     # In the log, and on the console: a tuned setting at its range's edge is
     # something to fix before reading the answer.
     for line in analysis.range_edge_warnings(tables["selection"]):

@@ -120,6 +120,4 @@ def write_pages(tsv_paths: dict, page_paths: dict) -> None:
     """``tsv_paths``/``page_paths``: table name -> path. Writes each page atomically."""
     for name, out in page_paths.items():
         tsv = Path(tsv_paths[name])
-        text = page(tsv.read_text(encoding="utf-8"), tsv.name)
-        with runfiles.atomic_path(out) as temporary:
-            Path(temporary).write_text(text, encoding="utf-8")
+        runfiles.write_text_atomic(out, page(tsv.read_text(encoding="utf-8"), tsv.name))
