@@ -151,19 +151,26 @@ def test_the_answer_names_the_winner_the_margin_and_how_sure():
 def test_the_answer_quotes_power_and_interval_method_columns_once_they_exist():
     tables = planted_tables()
     tables["pairwise"] = tables["pairwise"].assign(ci_method="exact order statistic")
+    # power.tsv's rows: one per family of tests and (problem, loss); the
+    # pairwise family's floor with n = 4 and Holm over one pair: 2 / 2**4
     tables["power"] = pd.DataFrame(
         {
-            "problem": ["q"],
-            "loss": ["l1"],
-            "smallest_reachable_p": [0.375],
-            "significance_possible": [False],
-            "seeds_needed": [7],
+            "family": ["pairwise", "baseline", "pairwise"],
+            "problem": ["q", "q", "p"],
+            "loss": ["l1", "l1", "mse"],
+            "min_p_adjusted": [2 / 2**4, 0.9, 3 * 2 / 2**8],
+            "can_be_significant": [False, False, True],
+            "n_needed": [6, 99, 8],
         }
     )
-    _, second = answer.headlines(tables)
+    first, second = answer.headlines(tables)
     assert "(95 % interval, exact order statistic)" in second.margin
-    assert "the smallest adjusted p these seeds can give is 0.375" in second.sureness
-    assert "7 seeds would be needed" in second.sureness
+    assert "the smallest adjusted p these seeds can give is 0.125" in second.sureness
+    assert "no difference can be significant" in second.sureness
+    assert "6 seeds would be needed" in second.sureness and "99" not in second.sureness
+    # where significance is reachable, the floor is quoted and no seeds asked for
+    assert "the smallest adjusted p these seeds can give is 0.0234" in first.sureness
+    assert "needed" not in first.sureness
 
 
 def test_the_answer_renders_as_clean_rst_and_escaped_html_whatever_the_names():

@@ -31,10 +31,13 @@ ALPHA = 0.05
 # name found in the block's rows is used. HOOK: extend when the power table's
 # columns change; nothing else needs to.
 POWER_COLUMNS = {
-    "min_p": ("smallest_reachable_p", "min_adjusted_p", "min_p_holm", "p_floor"),
-    "possible": ("significance_possible", "can_be_significant", "significant_possible"),
-    "seeds_needed": ("seeds_needed", "n_needed", "seeds_for_significance"),
+    "min_p": ("min_p_adjusted", "smallest_reachable_p", "min_adjusted_p"),
+    "possible": ("can_be_significant", "significance_possible"),
+    "seeds_needed": ("n_needed", "seeds_needed"),
 }
+# The power table's rows per (problem, loss) are per family of tests; the
+# answer quotes the family behind the leaderboard's ranks.
+POWER_FAMILY = "pairwise"
 # The method of the paired interval, where the pairwise table states it.
 INTERVAL_METHOD_COLUMNS = ("ci_method", "interval_method", "median_diff_method")
 # The leaderboard's point ranking (by the median), where it has one.
@@ -264,7 +267,10 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
             sureness = (
                 f"Holm-adjusted p = {_p(p_holm)} ({test}, n = {n_pairs}): {verdict_p} at {alpha:g}"
             )
-        power = _power_note([tables.get("power"), board, pairwise], n_pairs)
+        power_rows = _in_block(tables.get("power"), problem, loss)
+        if "family" in power_rows.columns:
+            power_rows = power_rows[power_rows["family"] == POWER_FAMILY]
+        power = _power_note([power_rows, board, pairwise], n_pairs)
         if power:
             sureness = f"{sureness}. {power}" if sureness else power
         elif pair is not None and len(top) > 1:
