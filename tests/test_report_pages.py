@@ -165,6 +165,14 @@ def test_the_answer_quotes_power_and_interval_method_columns_once_they_exist():
     )
     first, second = answer.headlines(tables)
     assert "(95 % interval, exact order statistic)" in second.margin
+    # no interval (below 6 pairs): the method column's reason is quoted instead
+    tables["pairwise"] = tables["pairwise"].assign(
+        ci_low=math.nan, ci_high=math.nan, ci_method="n too small (needs >= 6 pairs)"
+    )
+    assert answer.headlines(tables)[1].margin.startswith(
+        "adamw vs mine: median paired difference (adamw - mine) -0.10 decades of final loss"
+        " (no 95 % interval: n too small (needs >= 6 pairs))"
+    )
     assert "the smallest adjusted p these seeds can give is 0.125" in second.sureness
     assert "no difference can be significant" in second.sureness
     assert "6 seeds would be needed" in second.sureness and "99" not in second.sureness

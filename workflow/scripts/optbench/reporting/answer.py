@@ -39,7 +39,7 @@ POWER_COLUMNS = {
 # answer quotes the family behind the leaderboard's ranks.
 POWER_FAMILY = "pairwise"
 # The method of the paired interval, where the pairwise table states it.
-INTERVAL_METHOD_COLUMNS = ("ci_method", "interval_method", "median_diff_method")
+INTERVAL_METHOD_COLUMNS = ("ci_method", "interval_method")
 # The leaderboard's point ranking (by the median), where it has one.
 POINT_RANK_COLUMNS = ("point_rank", "rank_by_median")
 
@@ -201,7 +201,7 @@ def _baseline_lines(table: pd.DataFrame | None, problem: str, loss: str) -> list
             _number(getattr(row, "speedup_high", math.nan)),
         )
         interval = f" [{low:.3g}, {high:.3g}]" if math.isfinite(low) and math.isfinite(high) else ""
-        method = _text(getattr(row, "speedup_method", ""))
+        method = _text(getattr(row, "speedup_ci_method", getattr(row, "speedup_method", "")))
         lines.append(
             f"{row.optimizer}: {speedup:.3g}x the speed of {row.baseline} in steps to target"
             f"{interval}{f' ({method})' if method else ''}"
@@ -253,11 +253,14 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
                 if math.isfinite(low) or math.isinf(low)
                 else ""
             )
-            how = f", {method}" if method else ""
+            if interval:
+                interval += f" (95 % interval, {method})" if method else " (95 % interval)"
+            elif method:
+                # the analysis gives no interval here and says why (e.g. n too small)
+                interval = f" (no 95 % interval: {method})"
             margin = (
                 f"{leader} vs {runner_up}: median paired difference ({leader} - {runner_up}) "
-                f"{_decades(diff)} decades of "
-                f"final loss{interval}{' (95 % interval' + how + ')' if interval else ''}"
+                f"{_decades(diff)} decades of final loss{interval}"
             )
             if math.isfinite(share_won) and n_pairs:
                 won = share_won * n_pairs
