@@ -173,9 +173,13 @@ def draw_loss(
                 steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0
             )
             band_patch.set_gid(f"band_{prefix}_{optimizer}")
-    kept = finite_curve_values(rows, curve_column, BANDS[band][1])
-    if wants_log_scale(kept if kept.size else rows[curve_column].to_numpy()):
+    # The scale follows the curves (README: more than 100x between them), of the
+    # optimizers that stayed finite where a blow-up would decide it; the limits
+    # take their bands in too.
+    curves = finite_curve_values(rows, curve_column, None)
+    if wants_log_scale(curves if curves.size else rows[curve_column].to_numpy()):
         ax.set_yscale("log")
+    kept = finite_curve_values(rows, curve_column, BANDS[band][1])
     limits = curve_limits(kept, ax.get_yscale() == "log")
     if limits is not None and (rows["n_diverged"] > 0).any():
         # A diverging optimizer's curve climbs to 1e30 before it ends: the axis
