@@ -14,12 +14,17 @@ Planning reads this file without running it: the class's ``__init__`` keyword
 arguments (names, and types where the defaults are literals) check the
 config's kwargs before any job starts. The training job imports it.
 
-Protocol: what the training loop must do for this optimizer. A ``closure``
-argument without default to ``step`` (as L-BFGS) gets a closure that
-re-evaluates the loss; ``train()`` and ``eval()`` methods (as schedule-free
-optimizers) are called before the first and after the last step. Declare
-``PROTOCOL = {"create_graph": True}`` when ``step`` takes Hessian-vector
-products (the loop then back-propagates with ``create_graph=True``). The
+Protocol: what the training loop must do for this optimizer. A ``step``
+whose ``closure`` has no default, or that raises when it is given none
+(``if closure is None: raise ...``), gets a closure that re-evaluates the
+loss: called by ``step`` first (as L-BFGS), or after the loop's own gradients
+where ``step`` calls a method of its own before the closure (as SAM's
+``first_step``); declare ``PROTOCOL = {"closure": "second_pass"}`` (or
+``"evaluates"``) to say which. ``train()`` and ``eval()`` methods (as
+schedule-free optimizers) are called before the first and after the last
+step. Declare ``PROTOCOL = {"create_graph": True}`` when ``step`` takes
+Hessian-vector products (the loop then back-propagates with
+``create_graph=True``). The
 batched engine trains it only when the job's run-independence probe shows
 that it steps stacked runs as it steps each alone (docs/optimizers.md); this
 one, acting element by element, passes.

@@ -7,8 +7,9 @@ description in listings and the README.)
 Copy this file to ``problems/<name>.py`` (lower-case letters, digits and ``_``,
 starting with a letter; files whose stem is not such a name, like this one,
 are ignored) and name it in the configuration. ``KIND``, ``PARAMETERS``,
-``STOCHASTIC``, ``OPTIMUM`` and the optional ``LIMITS`` must stay literals:
-planning reads them without running this file.
+``STOCHASTIC``, ``OPTIMUM``, the optional ``LIMITS`` and the optional facts
+(``HELDOUT_TARGET``, ``RUN_BYTES``, ``RUN_STEP_US``; docs/problems.md#facts)
+must stay literals: planning reads them without running this file.
 
 Draw order, on a generator seeded with the seed: 1. the held-out inputs,
 uniform on [-pi, pi]; 2. the first layer's weight then bias; 3. the second
@@ -30,6 +31,11 @@ PARAMETERS = {"samples": 64, "hidden": 16, "heldout_samples": 256}
 LIMITS = {"samples": [2, None], "hidden": [1, None], "heldout_samples": [1, None]}
 STOCHASTIC = False
 OPTIMUM = None
+# Optional facts (docs/problems.md#facts). Left out, as here: no default
+# held-out target, 256 KiB per run and a guessed cost in the dry run. E.g.:
+# HELDOUT_TARGET = {"loss": 0.001}
+# RUN_BYTES = 262144
+# RUN_STEP_US = {"loop": 300, "batched": 6.0, "lbfgs_loop": 600, "lbfgs_batched": None}
 
 
 def build(

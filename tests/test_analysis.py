@@ -30,7 +30,8 @@ def write_runs(root, values, problem="p", loss="mse", heldout=None):
     10.0 (a number) or the whole loss curve (a tuple) -> cell summary paths by role.
 
     Evaluation seeds are 0, 1, ...; tuning seeds 100, 101, ...; ``heldout``:
-    optional {(optimizer, variant): [heldout dict per evaluation seed]} for the sidecars.
+    optional {(optimizer, variant): [heldout dict per evaluation seed]} for the sidecars
+    (or keyed by (role, optimizer, variant) for either role).
     """
     by_role = {"evaluation": [], "tuning": []}
     for (role, optimizer, variant), runs in values.items():
@@ -44,6 +45,8 @@ def write_runs(root, values, problem="p", loss="mse", heldout=None):
             sidecar = {"seed": first + index, "heldout": None}
             if heldout and role == "evaluation" and (optimizer, variant) in heldout:
                 sidecar["heldout"] = heldout[(optimizer, variant)][index]
+            if heldout and (role, optimizer, variant) in heldout:
+                sidecar["heldout"] = heldout[(role, optimizer, variant)][index]
             runfiles.write_run(path, curve, cells.sidecar_path(path), sidecar)
             paths.append(path)
         identity = {"problem": problem, "loss": loss, "optimizer": optimizer, "variant": variant}
@@ -202,6 +205,80 @@ def test_steps_to_threshold_follow_the_configured_level(tmp_path):
     assert paths["relative"]["evaluation"]
 
 
+STEPS = 12
+# Per optimizer, per seed 0-5: the step at which the run first reaches the loss
+# threshold and the held-out target (None: never, a censored run), planted so
+# that each share of reached runs occurs: all, most (4), half (3), some (2), none.
+CENSORED = {
+    "all": ([2, 3, 4, 5, 6, 7], [3, 4, 5, 6, 8, 9]),
+    "most": ([2, 3, 5, 7, None, None], [None, 4, 6, 8, 9, None]),
+    "half": ([2, None, 4, None, 9, None], [None, 5, None, 7, None, 10]),
+    "some": ([None, 3, None, None, 8, None], [6, None, None, None, None, 11]),
+    "none": ([None] * 6, [None] * 6),
+}
+
+
+def write_censored_runs(root):
+    """Runs of one (problem, loss) as CENSORED plants them -> evaluation cell summaries.
+
+    The loss starts at 10 (threshold: 1e-3 x 10 = 0.01) and drops from 1 to 1e-3 at
+    its step; the held-out loss, evaluated at every step, from 2 to 0.1 (target 0.5)."""
+    target = cells.HeldoutTarget.parse("loss:0.5")
+    summaries = []
+    for optimizer, (reach, hit) in CENSORED.items():
+        paths = []
+        for seed, (at, hit_at) in enumerate(zip(reach, hit, strict=True)):
+            curve = [10.0] + [1.0 if at is None or s < at else 1e-3 for s in range(1, STEPS)]
+            heldout = [
+                {"step": s, "heldout_loss": 2.0 if hit_at is None or s < hit_at else 0.1}
+                for s in range(1, STEPS)
+            ]
+            path = str(root / PATTERN).format(
+                problem="p", loss="mse", optimizer=optimizer, variant="base", seed=seed
+            )
+            sidecar = {"seed": seed, "heldout": heldout[-1], "heldout_curve": heldout}
+            runfiles.write_run(path, curve, cells.sidecar_path(path), sidecar)
+            paths.append(path)
+        identity = {"problem": "p", "loss": "mse", "optimizer": optimizer, "variant": "base"}
+        cell = cells.read_cell(paths, str(root / PATTERN), identity, STEPS)
+        out = summary.cell_summary_path(root / "summary", identity, "evaluation")
+        cells.write_cell_summary(cell, out, target=target)
+        summaries.append(out)
+    return summaries
+
+
+def test_median_steps_count_a_run_that_never_reached_the_level_as_never(tmp_path):
+    """Both median-steps columns of the leaderboard treat a censored run as infinitely
+    slow, so the median is inf ("not reached") unless more than half the runs reached
+    the level. By hand, from CENSORED sorted with inf for never (6 runs: the median is
+    the mean of the 3rd and 4th): all [2,3,4,5,6,7] -> 4.5; most [2,3,5,7,inf,inf] -> 6;
+    half [2,4,9,inf,inf,inf] -> (9 + inf) / 2 = inf. The median over the reached runs
+    only would say 4 for half (1 of 3 reaching gives its one step), a false speed."""
+    tables = analysis.build_tables(write_censored_runs(tmp_path), [], Context(order=ORDER))
+    runs = tables["runs"].set_index("optimizer")
+    for optimizer, (reach, hit) in CENSORED.items():  # the runs are planted as intended
+        planted = [np.nan if step is None else step for step in reach + hit]
+        found = [*runs.loc[optimizer, "steps_to_threshold"]]
+        found += [*runs.loc[optimizer, "steps_to_heldout_target"]]
+        np.testing.assert_array_equal(found, planted)
+    board = tables["leaderboard"].set_index("optimizer")
+    inf = math.inf
+    by_hand = {
+        # optimizer: (median steps to threshold, median steps to held-out target, reached)
+        "all": ((4 + 5) / 2, (5 + 6) / 2, 6),
+        "most": ((5 + 7) / 2, (8 + 9) / 2, 4),
+        "half": (inf, inf, 3),
+        "some": (inf, inf, 2),
+        "none": (inf, inf, 0),
+    }
+    for optimizer, (threshold_median, target_median, reached) in by_hand.items():
+        row = board.loc[optimizer]
+        assert row["median_steps_to_threshold"] == threshold_median, optimizer
+        assert row["median_steps_to_heldout_target"] == target_median, optimizer
+        assert row["n_reached"] == reached and row["share_reached"] == reached / 6
+        assert row["share_heldout_target"] == sum(h is not None for h in CENSORED[optimizer][1]) / 6
+
+
 def test_claims_from_the_run_table_equal_the_checks_on_the_curves(tmp_path):
     """The pipeline checks the claims from each run's metrics (read once by its cell
     job); the library's curve-based checks, on the same runs, must agree."""
@@ -243,6 +320,27 @@ def test_claims_the_grid_cannot_test_say_why(tmp_path):
         "not testable: nothing is tuned (every optimizer has one candidate)",
         "not testable: nothing is tuned (every optimizer has one candidate)",
     ]
+
+
+def test_a_tuned_grid_without_the_articles_problem_lists_each_claim_once(tmp_path):
+    """docs/studies/modern/claims.tsv listed each article claim twice (the re-check on
+    the base variants of claims the grid cannot test) and read "in None steps"."""
+    values = {
+        ("tuning", "adam", "lr0.01"): [1e-4, 1e-4, 1e-3],
+        ("tuning", "adam", "lr0.1"): [1e-2, 1e-3, 1e-2],
+        ("evaluation", "adam", "base"): [5e-3, 5e-3, 5e-3],
+        ("evaluation", "adam", "lr0.01"): [2e-3, 3e-3, 4e-3],
+        ("evaluation", "adam", "lr0.1"): [1e-6, 1e-6, 1e-6],
+        ("evaluation", "sgd", "base"): [1e-5, 1e-5, 1e-5],
+    }
+    table = build(tmp_path, values, problem="quadratic")["claims"]
+    assert table["claim"].is_unique
+    assert table["claim"].tolist()[:3] == [
+        "rmsprop brings the loss to about zero fastest",
+        "adam damps oscillation faster than momentum_sgd",
+        "no optimizer gets the loss near zero within the run",
+    ]
+    assert not table.astype(str).apply(lambda column: column.str.contains("None")).any().any()
 
 
 def test_every_table_and_figure_is_declared_once_and_made_by_the_library(tmp_path):

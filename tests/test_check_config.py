@@ -37,13 +37,14 @@ def test_checker_refuses_every_bad_input_row_with_its_message(case, tmp_path, ca
 def test_checker_describes_the_grid_by_what_multiplies():
     process = check(REPO / "configs" / "tuned.yaml")
     assert process.returncode == 0, process.stderr
-    first, second = process.stdout.splitlines()
+    first, second, *power = process.stdout.splitlines()
     assert first == (
         "ok: 13500 runs = 540 cells x 25 seeds (20 evaluation, 5 tuning); cells: "
         "10 (problem, loss) pairs of 7 problem(s) x 54 optimizer variants of "
         "6 optimizer(s)"
     )
     assert second.startswith("planned: 13,500 runs, ")
+    assert power and all(line.startswith("power: ") for line in power)
 
 
 def test_an_empty_file_is_refused_by_both(tmp_path):
@@ -86,3 +87,27 @@ def test_every_shipped_config_passes_the_checks(configfile, capsys):
     usable as shipped: every class, kwarg, schedule, search and target checks out."""
     assert CHECKER_MODULE.main([str(configfile)]) == 0, capsys.readouterr().err
     assert capsys.readouterr().out.startswith("ok: ")
+
+
+def test_checker_states_that_five_seeds_cannot_separate_four_optimizers(tmp_path, capsys):
+    """Default grid (4 optimizers: 6 pairs per block) on 5 seeds: the smallest
+    Holm p is 6 * 2 / 2**5 = 0.375; 8 seeds give 6 * 2 / 2**8 = 0.047 < 0.05."""
+    change = tmp_path / "five.yaml"
+    change.write_text("seeds: [0, 1, 2, 3, 4]\n", encoding="utf-8")
+    assert CHECKER_MODULE.main([str(REPO / "config.yaml"), str(change)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("power")]
+    assert lines[0] == (
+        "power: pairwise tests (leaderboard ranks; Holm over 6 pairs) on linear/mse, "
+        "linear/l1, 5 evaluation seeds: no difference can be significant at n = 5 "
+        "(smallest reachable p 0.375 >= 0.05); 8 seeds needed"
+    )
+
+
+@pytest.mark.workflow
+def test_a_dry_run_states_the_power_of_its_tests_before_running(tmp_path):
+    process = snakemake(tmp_path, "-n", configfile=REPO / "tests" / "configs" / "diverging.yaml")
+    assert (
+        "power: pairwise tests (leaderboard ranks; one pair, uncorrected) on linear/mse, "
+        "2 evaluation seeds: no difference can be significant at n = 2 (smallest reachable "
+        "p 0.5 >= 0.05); 6 seeds needed"
+    ) in process.stderr

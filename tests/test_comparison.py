@@ -74,19 +74,29 @@ def test_two_diverged_runs_tie():
     assert all_tied["p_value"] == 1.0 and all_tied["better"] == ""
 
 
-def test_bootstrap_interval_matches_the_exact_bootstrap_distribution():
-    # For odd n the resampled median is <= x_(k) exactly when at least (n+1)/2 of
-    # the n draws are among the k smallest: P = Binomial(n, k/n).sf((n-1)/2).
-    n = 21
-    d = np.sort(np.random.default_rng(1).normal(size=n))
-    cdf = stats.binom.sf((n - 1) // 2, n, np.arange(1, n + 1) / n)
-    low_k, high_k = np.searchsorted(cdf, 0.025), np.searchsorted(cdf, 0.975)
-    # the design leaves Monte Carlo error (sd ~0.0016 at 10,000 resamples) no room
-    assert cdf[low_k - 1] < 0.02 and cdf[low_k] > 0.03
-    assert cdf[high_k - 1] < 0.97 and cdf[high_k] > 0.98
-    low, high = comparison.bootstrap_median_interval(d[::-1].copy())
-    assert (low, high) == (d[low_k], d[high_k])
-    assert comparison.bootstrap_median_interval(d[::-1].copy()) == (low, high)  # seeded
+def test_the_median_difference_interval_is_exact_order_statistics():
+    # n = 10: P(Binomial(10, 1/2) <= 1) = 11/1024 <= 0.025 < P(<= 2) = 56/1024, so the
+    # interval is [d_(2), d_(9)] with coverage 1 - 2 * 11/1024 for any distribution.
+    d = np.array([0.3, -1.0, 2.5, 0.1, -0.4, 1.7, 0.9, np.inf, -2.0, 0.6])
+    result = comparison.paired_test(d, np.zeros(10))
+    ordered = sorted(d)
+    assert (result["ci_low"], result["ci_high"]) == (ordered[1], ordered[8])
+    assert result["ci_method"] == (
+        f"exact order statistics x(2), x(9) of 10: coverage >= {100 * (1 - 2 * 11 / 1024):.1f} %"
+    )
+    # n = 8: P(B <= 0) = 1/256 <= 0.025 < P(B <= 1) = 9/256: [min, max]
+    result = comparison.paired_test(d[:8], np.zeros(8))
+    assert (result["ci_low"], result["ci_high"]) == (min(d[:8]), max(d[:8]))
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_no_median_difference_interval_below_six_pairs(n):
+    # Even [min, max] covers the median with probability 1 - 2 / 2**n < 95 % at n <= 5.
+    result = comparison.paired_test(np.arange(1.0, n + 1), np.zeros(n))
+    assert math.isnan(result["ci_low"]) and math.isnan(result["ci_high"])
+    assert result["ci_method"].startswith("n too small")
+    assert "needs >= 6" in result["ci_method"]
+    assert result["median_diff"] == np.median(np.arange(1.0, n + 1))  # the point stays
 
 
 def block(problem, loss, table):
@@ -137,6 +147,8 @@ def test_ranking_ties_where_the_corrected_tests_cannot_separate():
         "median_log10",
         "rank",
         "beaten_by",
+        "point_rank",
+        "note",
     ]
     assert list(ranking.index) == list(range(6)) and set(ranking["problem"]) == {"p"}
     mse = ranking[ranking["loss"] == "mse"].set_index("optimizer")
@@ -245,7 +257,16 @@ def test_missing_pairwise_columns_are_named():
 def test_empty_runs_give_empty_tables_with_their_columns():
     runs = pd.DataFrame(columns=comparison.RUN_COLUMNS)
     pairs = comparison.pairwise_table(runs)
-    assert list(pairs.columns) == ["problem", "loss", "a", "b", *comparison.PAIR_COLUMNS, "p_holm"]
+    assert list(pairs.columns) == [
+        "problem",
+        "loss",
+        "a",
+        "b",
+        *comparison.PAIR_COLUMNS,
+        "p_holm",
+        "winner",
+        "decided_by",
+    ]
     assert list(comparison.ranking_table(runs, pairs).columns) == [
         "problem",
         "loss",
@@ -255,6 +276,8 @@ def test_empty_runs_give_empty_tables_with_their_columns():
         "median_log10",
         "rank",
         "beaten_by",
+        "point_rank",
+        "note",
     ]
     assert list(comparison.win_probabilities(runs).columns) == [
         "problem",
@@ -266,16 +289,15 @@ def test_empty_runs_give_empty_tables_with_their_columns():
     ]
 
 
-def test_pairwise_rows_use_the_given_bootstrap_seed():
+def test_pairwise_rows_carry_the_exact_interval_and_its_method():
     runs = separated_blocks()
-    pairs = comparison.pairwise_table(runs, n_resamples=200, seed=7)
+    pairs = comparison.pairwise_table(runs)
     row = pairs[(pairs["loss"] == "l1") & (pairs["a"] == "a") & (pairs["b"] == "b")].iloc[0]
     a = np.log10(runs[(runs["loss"] == "l1") & (runs["optimizer"] == "a")]["final_loss"])
     b = np.log10(runs[(runs["loss"] == "l1") & (runs["optimizer"] == "b")]["final_loss"])
-    low, high = comparison.bootstrap_median_interval(
-        a.to_numpy() - b.to_numpy(), n_resamples=200, seed=7
-    )
-    assert (row["ci_low"], row["ci_high"]) == (low, high)
+    ordered = np.sort(a.to_numpy() - b.to_numpy())  # ten seeds: x(2) and x(9)
+    assert (row["ci_low"], row["ci_high"]) == (ordered[1], ordered[8])
+    assert row["ci_method"].startswith("exact order statistics x(2), x(9) of 10")
 
 
 def test_win_probabilities_of_three_use_shared_seeds_in_order_of_appearance():
@@ -350,9 +372,88 @@ def test_paired_test_when_every_pair_ties_and_with_differences_below_one():
     # d = a - b: a wins five pairs (d < 0) and loses one by 0.3 decades
     d = np.array([-0.5, -0.25, -0.125, 0.3, -0.7, -0.9])
     b = np.arange(6.0)
-    row = comparison.paired_test(b + d, b, n_resamples=100)
+    row = comparison.paired_test(b + d, b)
     assert row["p_a_better"] == pytest.approx(5 / 6)
     # |d| ranks 4, 2, 1, 3, 5, 6: R_a = 18, R_b = 3
     assert row["rank_biserial"] == pytest.approx((18 - 3) / 21)
     assert row["better"] == "a"
-    assert comparison.paired_test(b, b + d, n_resamples=100)["better"] == "b"
+    assert comparison.paired_test(b, b + d)["better"] == "b"
+
+
+def four_seed_block():
+    """SGD NaN on all 4 seeds beside two optimizers that converged on all 4."""
+    return block(
+        "p",
+        "mse",
+        {
+            "sgd": [math.nan] * 4,
+            "adam": [1e-3, 2e-3, 5e-4, 1e-3],
+            "mine": [1e-5, 2e-5, 3e-6, 1e-6],
+        },
+    )
+
+
+def test_an_optimizer_diverged_on_every_seed_ranks_last_even_at_n_4():
+    runs = four_seed_block()
+    pairs = comparison.pairwise_table(runs).set_index(["a", "b"])
+    # No test can separate 4 pairs after Holm over 3 (sign test 2 / 2**4 = 0.125, x 3) ...
+    assert pairs.loc[("sgd", "adam"), "p_value"] == pytest.approx(stats.binomtest(0, 4).pvalue)
+    assert pairs.loc[("sgd", "adam"), "p_holm"] == pytest.approx(0.375)
+    # ... but diverging on every seed against none decides the pair.
+    assert pairs.loc[("sgd", "adam"), ["winner", "decided_by"]].tolist() == ["adam", "divergence"]
+    assert pairs.loc[("sgd", "mine"), "winner"] == "mine"
+    assert pairs.loc[("adam", "mine"), ["winner", "decided_by"]].tolist() == ["", ""]
+    ranking = comparison.ranking_table(runs).set_index("optimizer")
+    assert ranking["rank"].to_dict() == {"mine": 1, "adam": 1, "sgd": 3}
+    assert ranking.loc["sgd", "beaten_by"] == "adam,mine"
+    assert ranking["point_rank"].to_dict() == {"mine": 1, "adam": 2, "sgd": 3}
+    assert ranking.loc["sgd", "note"] == "diverged on all 4 seeds"
+    # mine wins 4 of 4 seeds: visible as a win that is not significant, not a tie.
+    assert ranking.loc["mine", "note"] == (
+        "ahead of adam (4 of 4 seeds) on the median, not significant at n = 4 "
+        "(no difference can be: 7 seeds needed)"
+    )
+    assert ranking.loc["adam", "note"] == ""
+
+
+def test_a_diverged_optimizer_is_last_in_every_rank_statistic():
+    runs = four_seed_block()
+    wins = comparison.win_probabilities(runs).set_index(["row", "column"])["p_win"]
+    assert wins[("sgd", "adam")] == 0.0 and wins[("sgd", "mine")] == 0.0
+    assert wins[("adam", "sgd")] == 1.0 and wins[("mine", "sgd")] == 1.0
+    two_blocks = pd.concat([runs, runs.assign(loss="l1")])
+    average, _ = comparison.friedman(two_blocks)
+    assert average.set_index("optimizer")["average_rank"].to_dict() == {
+        "sgd": 3.0,
+        "adam": 2.0,
+        "mine": 1.0,
+    }
+
+
+def test_divergence_decides_only_when_one_side_diverged_on_every_shared_seed():
+    assert comparison.divergence_winner([1.0, 2.0], [math.inf, math.inf]) == "a"
+    assert comparison.divergence_winner([math.inf, math.inf], [1.0, 2.0]) == "b"
+    assert comparison.divergence_winner([1.0, math.inf], [math.inf, math.inf]) == ""
+    assert comparison.divergence_winner([math.inf], [math.inf]) == ""
+    # a seed missing on one side is not shared: it does not count
+    assert comparison.divergence_winner([1.0, math.nan], [math.inf, 3.0]) == "a"
+    assert comparison.divergence_winner([], []) == ""
+
+
+def test_a_run_diverged_in_training_is_worse_than_any_finite_one_whatever_the_metric():
+    from optbench.reporting import ranking_metric
+
+    runs = pd.DataFrame(
+        {
+            "problem": "p",
+            "loss": "mse",
+            "final_loss": [math.nan, 0.5],
+            # the diverged run still wrote a (meaningless) held-out loss
+            "first_nonfinite_step": [3.0, math.nan],
+            "heldout_loss": [0.1, 0.9],
+            "heldout_accuracy": [0.9, 0.5],
+        }
+    )
+    judged, used = ranking_metric.with_ranking_value(runs)
+    assert used == {("p", "mse"): "heldout_loss"}
+    assert math.isnan(judged["ranking_value"].iloc[0]) and judged["ranking_value"].iloc[1] == 0.9

@@ -208,3 +208,29 @@ def test_check_config_evaluates_nothing_in_a_config_file(tmp_path):
     process = check_config(yte)
     assert process.returncode == 1 and not marker.exists()
     assert "unknown config key(s) '__use_yte__'" in process.stderr
+
+
+def test_exponent_floats_are_numbers_in_a_config_file_and_on_the_command_line(project_dir):
+    """1e-4 as users write it: Snakemake reads config files with YAML 1.1, which leaves it
+    text, and --config gives text. A search range of 1e-4 to 1e-1 was refused ("low
+    and high must be numbers"); here the plan holds the drawn and swept rates."""
+    mine = project_dir / "mine.yaml"
+    mine.write_text(
+        "seeds: [0]\ntuning_seeds: [100]\nlosses: {mse: {class: MSELoss}}\n"
+        "optimizers:\n"
+        "  adam: {class: Adam, kwargs: {lr: 1e-4, eps: 1E-8},\n"
+        "         search: {trials: 2, space: {lr: {scale: log, low: 1e-4, high: 1e-1}}}}\n"
+        "  sgd: {class: SGD, kwargs: {lr: 5e-2}, sweep: {lr: [1e-2, 5e+0]}}\n"
+    )
+    assert check_config(mine).stdout.startswith("ok: 12 runs = 6 cells x 2 seeds ")
+    threshold = "thresholds={default: {relative: 1e-2}}"
+    process = snakemake(project_dir, "-n", "-p", "--configfile", str(mine), "--config", threshold)
+    text = process.stdout + process.stderr
+    variants = {}  # results/runs/linear/mse/OPTIMIZER/VARIANT/seedN.tsv
+    for path in planned_runs(process):
+        variants.setdefault(path.split("/")[4], set()).add(path.split("/")[5])
+    assert variants["sgd"] == {"base", "lr0.01", "lr5.0"}
+    drawn = [float(name.removeprefix("lr")) for name in variants["adam"] - {"base"}]
+    assert len(drawn) == 2 and all(1e-4 <= rate <= 1e-1 for rate in drawn)
+    assert '"base":{"eps":1e-08,"lr":0.0001}' in text
+    assert "relative:0.01" in text and "relative:0.001" not in text

@@ -3,7 +3,15 @@
 import pytest
 
 from conftest import CONFIGS, SCHEMA, snakemake
+from optbench import problems
 from optbench.planning import cost, settings
+
+
+def declared_costs(name: str) -> tuple:
+    """A built-in problem's microseconds per run-step, as its file declares them:
+    (the loop, batched, L-BFGS in the loop, the batched L-BFGS)."""
+    costs = problems.declaration(name).facts.run_step_us
+    return tuple(costs[engine] for engine in ("loop", "batched", "lbfgs_loop", "lbfgs_batched"))
 
 
 def test_job_bytes_counts_the_runs_held_together():
@@ -57,7 +65,7 @@ def test_the_dry_run_states_the_planned_work(tmp_path):
     ) in process.stderr
     # and, roughly, its time: 8 jobs' start-ups and 40 run-steps in the per-run loop
     # (one seed per job: nothing to batch)
-    expected = 8 * cost.JOB_START_SECONDS + 40 * cost.RUN_STEP_US["linear"][0] / 1e6
+    expected = 8 * cost.JOB_START_SECONDS + 40 * declared_costs("linear")[0] / 1e6
     assert f"; training takes roughly {expected:.0f} s on one core" in process.stderr
 
 
@@ -79,7 +87,7 @@ def test_the_training_time_estimate_follows_each_cells_engine():
         "lbfgs": {"class": "LBFGS", "kwargs": {}},
     }
     experiment = settings.validate(base, SCHEMA, memory_bytes=None)
-    linear, cnn = cost.RUN_STEP_US["linear"], cost.RUN_STEP_US["digits_cnn"]
+    linear, cnn = declared_costs("linear"), declared_costs("digits_cnn")
     run_steps = {"linear": 10 * 40, "digits_cnn": 10 * 40}  # 10 seeds, default steps 40
     expected = (
         linear[1] * run_steps["linear"]  # Adam on linear: batched
@@ -107,9 +115,7 @@ def test_the_training_time_estimate_follows_each_cells_engine():
     assert cost.training_seconds(batched, jobs) - cost.training_seconds(
         experiment, jobs
     ) == pytest.approx(
-        ((cost.LBFGS_BATCHED_US["linear"] - linear[2]) * run_steps["linear"] + linear[2] * 40)
-        / 1e6,
-        rel=1e-9,
+        ((linear[3] - linear[2]) * run_steps["linear"] + linear[2] * 40) / 1e6, rel=1e-9
     )
 
 
@@ -118,6 +124,7 @@ def test_a_problem_that_keeps_more_per_run_raises_the_job_estimate():
     config["losses"] = {"ce": {"class": "CrossEntropyLoss"}}
     plan = cost.plan_for(settings.validate(config, SCHEMA, memory_bytes=None))
     runs = plan.largest_runs
+    # text_transformer's file declares 4 MiB per run (its activations)
     assert plan.largest_bytes == cost.PROCESS_BYTES + runs * (
-        cost.STATE_BYTES_OF["text_transformer"] + plan.largest_steps * cost.STEP_BYTES
+        4 * 2**20 + plan.largest_steps * cost.STEP_BYTES
     )

@@ -351,8 +351,9 @@ def test_stray_files_under_runs_are_ignored(tiny_results, tmp_path):
 
 def test_diverging_optimizer_end_to_end(tmp_path):
     config = CONFIGS / "diverging.yaml"
-    snakemake(tmp_path, "--cores", "2", configfile=config)
+    process = snakemake(tmp_path, "--cores", "2", configfile=config)
     results = tmp_path / "results"
+    first_steps = []
     for seed in (0, 1):
         # The article's loop at lr=10 gives the run and its first inf/NaN step.
         losses = article_loop(seed, lambda p: torch.optim.SGD(p, lr=10.0), torch.nn.MSELoss(), 30)
@@ -361,15 +362,27 @@ def test_diverging_optimizer_end_to_end(tmp_path):
         assert tsv.read_bytes() == article_tsv(losses, 10.0)  # inf/nan kept as written
         meta = json.loads((results / f"runs/linear/mse/sgd_lr10/base/seed{seed}.json").read_text())
         assert meta["first_nonfinite_step"] == first_bad
+        first_steps.append(first_bad)
     steps = pd.read_csv(results / "summary/steps.tsv", sep="\t")
     wild = steps[steps["optimizer"] == "sgd_lr10"]
     assert wild["n_diverged"].iloc[-1] == 2 and math.isnan(wild["mean"].iloc[-1])
     assert (steps[steps["optimizer"] == "sgd"]["n_diverged"] == 0).all()
     board = pd.read_csv(results / "summary/leaderboard.tsv", sep="\t")
-    # Two seeds cannot separate two optimizers (the smallest two-sided sign-test
-    # p is 0.5), so both rank 1; the diverged one scores +inf and is listed last.
-    assert list(board["optimizer"]) == ["sgd", "sgd_lr10"] and set(board["rank"]) == {1}
+    # Two seeds cannot separate two optimizers by a test (the smallest two-sided
+    # sign-test p is 0.5), but diverging on every seed against none does: last.
+    assert list(board["optimizer"]) == ["sgd", "sgd_lr10"] and list(board["rank"]) == [1, 2]
+    assert board["beaten_by"].iloc[1] == "sgd" and list(board["point_rank"]) == [1, 2]
     assert board["median_log10"].iloc[1] == math.inf and board["n_diverged"].iloc[1] == 2
+    # The console (the summarize job's stderr, which Snakemake passes on) names it.
+    line = (
+        f"diverged: linear/mse/sgd_lr10/base: 2 of 2 runs (2 evaluation), first non-finite "
+        f"loss at step {min(first_steps)}"
+    )
+    assert line in process.stderr + process.stdout
+    # and that two seeds could not have separated them by a test (2 / 2**2 = 0.5)
+    power = pd.read_csv(results / "summary/power.tsv", sep="\t").set_index("family")
+    assert power.loc["pairwise", "min_p_adjusted"] == 0.5
+    assert not power.loc["pairwise", "can_be_significant"]
     svg = (results / "figures/losses/linear/mse.svg").read_text()
     assert "sgd_lr10 (2/2 diverged, excluded)" in svg
     assert (results / "figures/overview.png").stat().st_size > 0

@@ -182,17 +182,18 @@ def test_targets_come_from_the_config_else_the_builtin_defaults():
     }
     experiment = settings.validate(yaml.safe_load(yaml.safe_dump(config)), SCHEMA)
     text = {
-        pair: heldout_target_text(experiment.heldout_targets, *pair)
-        for pair in [
-            ("digits_mlp", "digits_mlp", "ce"),
-            ("cnn", "digits_cnn", "ce"),
-            ("linear", "linear", "mse"),
-        ]
+        (problem, loss): heldout_target_text(
+            experiment.heldout_targets,
+            problem,
+            experiment.problems[problem].facts.heldout_target,
+            loss,
+        )
+        for problem, loss in [("digits_mlp", "ce"), ("cnn", "ce"), ("linear", "mse")]
     }
     assert text == {
-        ("digits_mlp", "digits_mlp", "ce"): "accuracy:0.8",  # the config's
-        ("cnn", "digits_cnn", "ce"): "accuracy:0.9",  # digits_cnn's default
-        ("linear", "linear", "mse"): "",  # no held-out data, no target
+        ("digits_mlp", "ce"): "accuracy:0.8",  # the config's
+        ("cnn", "ce"): "accuracy:0.9",  # digits_cnn's default, declared in its file
+        ("linear", "mse"): "",  # no held-out data, no target
     }
     with pytest.raises(
         settings.ConfigError, match="heldout_targets.digits_mlp/mse: not a problem/loss"

@@ -106,3 +106,16 @@ def test_defaults_within_half_a_decade_of_tuning_support_the_crowded_valley_find
     runs, choice = runs_and_choice(0.25)
     untuned = literature.defaults_against_tuning(runs, choice.assign(n_candidates=1), None)
     assert untuned["verdict"].startswith("not testable: nothing is tuned")
+
+
+def test_a_grid_of_fewer_than_four_candidates_is_tested_at_the_budgets_it_has():
+    """Two candidates per optimizer: budgets 3 and 4 are not in the grid. They counted
+    as "0 of 0 pairs" with p = 1, so the finding could never be supported, and doubled
+    Holm's multiplier for k = 1 and 2."""
+    two = curve(lambda k: -3.0, lambda k: -2.0, budgets=2)
+    row = literature.small_budgets(two, CLASSES)
+    assert row["verdict"] == "supported"
+    assert row["p_value"] == pytest.approx(2 * 0.5**8)  # 8 of 8 pairs, Holm over 2 budgets
+    assert "k=3" not in row["numbers"] and "(the grid's budgets: k = 1..2)" in row["test"]
+    four = literature.small_budgets(curve(lambda k: -3.0, lambda k: -2.0), CLASSES)
+    assert four["test"] == "sign test across pairs per budget, one-sided, Holm across budgets"

@@ -2,6 +2,7 @@
 checks before any job, and the protocols each needs, against hand-written loops."""
 
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -288,3 +289,346 @@ def test_prodigy_fails_the_probe_and_trains_in_the_loop_saying_why(tmp_path):
         "pytorch_optimizer.Prodigy runs in the per-run loop: pytorch_optimizer.Prodigy 4.1.0 "
         "failed the run-independence probe" in refused.stderr
     ), refused.stderr
+
+
+# --------------------------------------------------- closure kinds and wrappers
+
+
+def recorded(spec, seed=0):
+    result = training.train_one(spec, seed, torch.device("cpu"))
+    return result.losses, result.evaluations
+
+
+def model_loss(spec, seed):
+    """(the run's instance, its loss at the current weights for a step's batch)."""
+    instance = training.build_instance(spec, seed)
+    criterion = torch.nn.MSELoss()
+
+    def loss_at(step):
+        inputs, targets = instance.batch(step)
+        return instance.loss(criterion, inputs, targets)
+
+    return instance, loss_at
+
+
+def test_sam_around_sgd_is_detected_and_trains_as_a_hand_written_sam():
+    """pytorch_optimizer.SAM's step(closure=None) refuses to run without a closure
+    and expects the gradients first: written out by hand (perturb the weights by
+    rho * g / |g|, the gradient there, back to the weights, SGD's step on that
+    gradient), 2 loss evaluations per step, the first pass's loss recorded."""
+    rho, lr, steps = 0.05, 0.05, 6
+    entry = {"class": "pytorch_optimizer.SAM", "base": "SGD", "kwargs": {"lr": lr, "rho": rho}}
+    spec = spec_for(entry, steps=steps)
+    assert optimizers.describe(pytorch_optimizer.SAM).closure == "second_pass"
+    instance, loss_at = model_loss(spec, 0)
+    weights = list(instance.model.parameters())
+    sgd = torch.optim.SGD(weights, lr=lr)
+    expected = []
+    for step in range(steps):
+        sgd.zero_grad()
+        loss = loss_at(step)
+        loss.backward()
+        expected.append(loss.item())
+        with torch.no_grad():
+            norm = torch.sqrt(sum((w.grad**2).sum() for w in weights)) + 1e-12
+            saved = [w.clone() for w in weights]
+            for w in weights:
+                w.add_(w.grad * (rho / norm))
+        sgd.zero_grad()
+        loss_at(step).backward()  # the gradient at the perturbed weights
+        with torch.no_grad():
+            for w, old in zip(weights, saved, strict=True):
+                w.copy_(old)
+        sgd.step()
+    losses, evaluations = recorded(spec)
+    assert evaluations == [2] * steps
+    assert losses == pytest.approx(expected, rel=1e-6)
+    # Bit for bit against SAM's documented use: backward, then step(closure).
+    instance, loss_at = model_loss(spec, 0)
+    sam = pytorch_optimizer.SAM(instance.model.parameters(), torch.optim.SGD, rho=rho, lr=lr)
+    documented = []
+    for step in range(steps):
+        sam.zero_grad()
+        loss = loss_at(step)
+        loss.backward()
+
+        def closure(step=step):
+            sam.zero_grad()
+            again = loss_at(step)
+            again.backward()
+            return again
+
+        sam.step(closure)
+        documented.append(loss.item())
+    assert losses == documented
+    # Without SAM's perturbation (plain SGD) the losses differ: SAM really ran.
+    assert recorded(spec_for({"class": "SGD", "kwargs": {"lr": lr}}, steps=steps))[0] != losses
+
+
+def test_lookahead_around_adamw_trains_as_a_hand_written_lookahead():
+    """Lookahead (k steps of AdamW, then the weights move alpha of the way from the
+    slow weights to the fast ones, and both become that point)."""
+    k, alpha, lr, steps = 3, 0.5, 0.05, 10
+    entry = {
+        "class": "pytorch_optimizer.Lookahead",
+        "base": "AdamW",
+        "kwargs": {"lr": lr, "k": k, "alpha": alpha, "weight_decay": 0.0},
+    }
+    spec = spec_for(entry, steps=steps)
+    instance, loss_at = model_loss(spec, 0)
+    weights = list(instance.model.parameters())
+    adamw = torch.optim.AdamW(weights, lr=lr, weight_decay=0.0)
+    slow = [w.detach().clone() for w in weights]
+    expected = []
+    for step in range(steps):
+        adamw.zero_grad()
+        loss = loss_at(step)
+        loss.backward()
+        adamw.step()
+        expected.append(loss.item())
+        if (step + 1) % k == 0:
+            with torch.no_grad():
+                for w, s in zip(weights, slow, strict=True):
+                    w.lerp_(s, 1.0 - alpha)
+                    s.copy_(w)
+    losses, evaluations = recorded(spec)
+    assert evaluations == [1] * steps
+    assert losses == expected
+    # Without the slow weights (AdamW alone) the losses part from step k on.
+    plain = recorded(
+        spec_for({"class": "AdamW", "kwargs": {"lr": lr, "weight_decay": 0.0}}, steps=steps)
+    )[0]
+    assert plain[:k] == losses[:k] and plain[k] != losses[k]
+
+
+def test_alig_evaluates_the_loss_itself_through_the_closure():
+    """AliG's step(closure=None) refuses to run without a closure and calls it first
+    (as L-BFGS does): one evaluation per step, the loss it returns recorded."""
+    steps = 6
+    spec = spec_for({"class": "pytorch_optimizer.AliG", "kwargs": {"max_lr": 0.1}}, steps=steps)
+    assert optimizers.describe(pytorch_optimizer.AliG).closure == "evaluates"
+    instance, loss_at = model_loss(spec, 0)
+    weights = list(instance.model.parameters())
+    expected = []
+    for step in range(steps):
+        loss = loss_at(step)
+        for w in weights:
+            w.grad = None
+        loss.backward()
+        # AliG: step size min(loss / (|g|^2 + eps), max_lr), then w -= step * g.
+        with torch.no_grad():
+            squared = sum((w.grad**2).sum() for w in weights)
+            size = min((loss / (squared + 1e-5)).item(), 0.1)
+            for w in weights:
+                w.add_(w.grad, alpha=-size)
+        expected.append(loss.item())
+    losses, evaluations = recorded(spec)
+    assert evaluations == [1] * steps
+    assert losses == pytest.approx(expected, rel=1e-5)
+
+
+USER_CLOSURE_OPTIMIZERS = '''
+import torch
+
+
+class Lookback(torch.optim.Optimizer):
+    """Gradient descent whose step evaluates the loss itself (closure first)."""
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is None:
+            raise RuntimeError("Lookback needs a closure")
+        with torch.enable_grad():
+            loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(p.grad, alpha=-group["lr"])
+        return loss
+
+
+class Extragradient(torch.optim.Optimizer):
+    """Extragradient: a half step along the gradients given, the gradient there,
+    then the step from the old weights along it."""
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def half_step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["old"] = p.clone()
+                p.add_(p.grad, alpha=-group["lr"])
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        assert closure is not None, "Extragradient needs a closure"
+        self.half_step()
+        with torch.enable_grad():
+            closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.copy_(self.state[p]["old"]).add_(p.grad, alpha=-group["lr"])
+'''
+
+
+def test_a_users_optimizer_that_refuses_a_missing_closure_gets_one(tmp_path):
+    """step(closure=None) that raises without a closure is a closure optimizer,
+    whatever the default; called first it evaluates, after a method of its own
+    (the extragradient's half step) it is given the gradients first."""
+    folder = tmp_path / "optimizers"
+    folder.mkdir()
+    (folder / "closures.py").write_text(USER_CLOSURE_OPTIMIZERS)
+    lr, steps = 0.05, 5
+    kinds = {
+        name: optimizers.describe(optimizers.resolve(f"closures.{name}", folder)).closure
+        for name in ("Lookback", "Extragradient")
+    }
+    assert kinds == {"Lookback": "evaluates", "Extragradient": "second_pass"}
+
+    spec = spec_for(
+        {"class": "closures.Lookback", "kwargs": {"lr": lr}}, steps=steps, optimizers_dir=folder
+    )
+    sgd = recorded(spec_for({"class": "SGD", "kwargs": {"lr": lr}}, steps=steps))
+    assert recorded(spec) == sgd  # gradient descent, one evaluation a step
+
+    spec = spec_for(
+        {"class": "closures.Extragradient", "kwargs": {"lr": lr}},
+        steps=steps,
+        optimizers_dir=folder,
+    )
+    instance, loss_at = model_loss(spec, 0)
+    weights = list(instance.model.parameters())
+    expected = []
+    for step in range(steps):
+        loss = loss_at(step)
+        gradients = torch.autograd.grad(loss, weights)
+        with torch.no_grad():
+            half = [w - lr * g for w, g in zip(weights, gradients, strict=True)]
+        for w, h in zip(weights, half, strict=True):
+            w.data, old = h, w.data
+            w.old = old
+        at_half = torch.autograd.grad(loss_at(step), weights)
+        with torch.no_grad():
+            for w, g in zip(weights, at_half, strict=True):
+                w.data = w.old - lr * g
+        expected.append(loss.item())
+    losses, evaluations = recorded(spec)
+    assert evaluations == [2] * steps
+    assert losses == pytest.approx(expected, rel=1e-6)
+
+
+def test_wrapper_and_closure_optimizers_train_in_the_loop_with_the_reason():
+    from optbench.engines import probe
+
+    for cls, base, why in (
+        (pytorch_optimizer.SAM, torch.optim.SGD, "a closure for a second pass"),
+        (pytorch_optimizer.Lookahead, torch.optim.AdamW, "(a wrapper)"),
+        (pytorch_optimizer.AliG, None, "a closure that re-evaluates the loss"),
+    ):
+        passed, reason = probe.independent(cls, [{}], base)
+        assert passed is None and why in reason, reason
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"class": "pytorch_optimizer.Lookahead", "kwargs": {"lr": 0.01}},
+            "pytorch_optimizer.Lookahead wraps a base optimizer (its optimizer argument), and "
+            "the entry names none. Fix: add base:",
+        ),
+        ({"class": "Adam", "base": "SGD"}, "optimizers.x.base: torch.optim.Adam takes no base"),
+        ({"class": "pytorch_optimizer.SAM", "base": "Sgd"}, "Did you mean 'SGD'?"),
+        (
+            {"class": "pytorch_optimizer.SAM", "base": "LBFGS"},
+            "torch.optim.LBFGS cannot be the base of pytorch_optimizer.SAM: it evaluates",
+        ),
+        (
+            {"class": "pytorch_optimizer.SAM", "base": "pytorch_optimizer.Lookahead"},
+            "it is itself a wrapper",
+        ),
+        (
+            {"class": "pytorch_optimizer.Lookahead", "base": "pytorch_optimizer.ScheduleFreeAdamW"},
+            "has train() and eval() modes",
+        ),
+        (
+            {"class": "pytorch_optimizer.SAM", "base": "SGD", "kwargs": {"betas": [0.9, 0.9]}},
+            "pytorch_optimizer.SAM around SGD does not accept 'betas'",
+        ),
+        (
+            {"class": "pytorch_optimizer.SAM", "base": "SGD", "kwargs": {"lr": "fast"}},
+            "optimizers.x.kwargs.lr: pytorch_optimizer.SAM around SGD takes a number here",
+        ),
+        (
+            {"class": "pytorch_optimizer.SAM", "base": "SGD", "kwargs": {"base_optimizer": "SGD"}},
+            "'base_optimizer' is supplied by the pipeline",
+        ),
+        ({"class": "pytorch_optimizer.GSAM", "base": "SGD"}, "needs model (the model itself)"),
+    ],
+)
+def test_wrapper_entries_are_checked_before_any_job(entry, message):
+    with pytest.raises(settings.ConfigError) as raised:
+        spec_for(entry)
+    assert message in str(raised.value)
+
+
+def test_base_enters_the_settings_only_where_given():
+    """An entry without base: keeps its settings (and digests) as they were."""
+    plain = spec_for({"class": "SGD", "kwargs": {"lr": 0.1}})
+    assert "base" not in plain["optimizer"]
+    wrapped = spec_for({"class": "pytorch_optimizer.SAM", "base": "torch.optim.SGD"})
+    assert wrapped["optimizer"]["base"] == "SGD"  # torch.optim.SGD is SGD
+
+
+WRAPPERS_CONFIG = """
+seeds: [0, 1]
+steps: 6
+device: cpu
+problems: {linear: {kwargs: {dim: 20}}}
+losses: {mse: {class: MSELoss}}
+optimizers:
+  sam_sgd: {class: pytorch_optimizer.SAM, base: SGD, kwargs: {lr: 0.05, rho: 0.05}}
+  lookahead_adamw:
+    class: pytorch_optimizer.Lookahead
+    base: AdamW
+    kwargs: {lr: 0.05, k: 3, alpha: 0.5}
+"""
+
+
+def test_sam_and_lookahead_entries_run_end_to_end_in_the_loop(tmp_path):
+    """snakemake on a config with both wrappers: each run's TSV holds the losses
+    and evaluation counts of the library's loop (tested above against hand
+    loops), and its sidecar says why it trained in the loop."""
+    from conftest import snakemake
+    from optbench import runfiles
+
+    config = tmp_path / "wrappers.yaml"
+    config.write_text(WRAPPERS_CONFIG)
+    targets = [
+        f"results/runs/linear/mse/{name}/base/seed{seed}.tsv"
+        for name in ("sam_sgd", "lookahead_adamw")
+        for seed in (0, 1)
+    ]
+    snakemake(tmp_path, "--cores", "2", *targets, configfile=config)
+    import yaml
+
+    entries = yaml.safe_load(WRAPPERS_CONFIG)["optimizers"]
+    for target in targets:
+        name, seed = target.split("/")[4], int(target[-5])
+        spec = spec_for(entries[name])
+        losses, evaluations = recorded(spec, seed)
+        table = (tmp_path / target).read_text()
+        assert table == runfiles.format_losses(losses, evaluations, [spec_lr(spec)] * 6)
+        meta = json.loads((tmp_path / target).with_suffix(".json").read_text())
+        assert meta["engine"] == "loop"
+        reason = "a closure for a second pass" if name == "sam_sgd" else "(a wrapper)"
+        assert reason in meta["engine_reason"], meta["engine_reason"]
+        assert meta["optimizer"]["base"] == entries[name]["base"]
+
+
+def spec_lr(spec):
+    return spec["optimizer"]["kwargs"]["lr"]

@@ -152,6 +152,12 @@ def test_declaration_read_by_ast_equals_the_imported_module(name):
         "limits": getattr(module, "LIMITS", {}),
     }
     assert imported == {key: getattr(decl, key) for key in imported}
+    facts = {
+        "heldout_target": getattr(module, "HELDOUT_TARGET", None),
+        "run_bytes": getattr(module, "RUN_BYTES", None),
+        "run_step_us": getattr(module, "RUN_STEP_US", {}),
+    }
+    assert facts == {key: getattr(decl.facts, key) for key in facts}
     signature = inspect.signature(module.build)
     defaults = {k: p.default for k, p in signature.parameters.items() if k not in ("seed", "steps")}
     assert defaults == decl.parameters  # build's defaults are the declared ones

@@ -225,6 +225,89 @@ def test_yaml_float_without_dot_is_read_as_number():
     assert settings.validate(config, SCHEMA).optimizers["adam"].kwargs == {"eps": 1e-9}
 
 
+# Exponent floats as users write them, and the value each is (Python's float syntax,
+# which YAML 1.2 and JSON share; PyYAML's YAML 1.1 leaves them text).
+EXPONENT_FLOATS = {"1e-4": 0.0001, "1E5": 100000.0, "-2e-3": -0.002, "5e+2": 500.0,
+                   ".5e-3": 0.0005, "2.5e-1": 0.25}  # fmt: skip
+
+
+@pytest.mark.parametrize("text", EXPONENT_FLOATS)
+def test_an_exponent_float_is_a_number_in_every_setting(text):
+    """As Snakemake hands the config over (it reads files with YAML 1.1: '1e-4' is text):
+    a search range refused it ("low and high must be numbers"), thresholds refused it
+    (not of type 'number') and parameter groups passed it on to torch as text."""
+    value = EXPONENT_FLOATS[text]
+    low, high = sorted((abs(value) / 10, abs(value) * 10))
+    given = {"low": f"{low:e}", "high": f"{high:e}"}  # e.g. '1.000000e-05': YAML 1.1 text
+    config = with_change(set_key("tuning_seeds", [100]))
+    config["thresholds"] = {"default": {"absolute": text.lstrip("-")}}
+    config["optimizers"] = {
+        "adamw": {"class": "AdamW", "kwargs": {"lr": text.lstrip("-"), "betas": [text, 0.99]},
+                  "groups": {"others": {"weight_decay": text}},
+                  "search": {"trials": 2, "space": {"lr": {"scale": "log", **given}}}},
+        "sgd": {"class": "SGD", "kwargs": {"lr": 0.1}, "sweep": {"momentum": [text, "1e-1"]}},
+    }  # fmt: skip
+    experiment = settings.validate(config, SCHEMA)
+    adamw, sgd = experiment.optimizers["adamw"], experiment.optimizers["sgd"]
+    assert adamw.kwargs["lr"] == abs(value) and adamw.kwargs["betas"] == [value, 0.99]
+    assert adamw.groups == {"others": {"weight_decay": value}}
+    drawn = [v.kwargs["lr"] for name, v in adamw.variants.items() if name != "base"]
+    assert len(drawn) == 2 and all(low <= lr <= high for lr in drawn)
+    assert sorted(v.kwargs["momentum"] for name, v in sgd.variants.items() if name != "base") == (
+        sorted([value, 0.1])
+    )
+    assert experiment.thresholds == {"default": {"absolute": abs(value)}}
+
+
+def test_the_config_loader_reads_yaml_1_2_floats(tmp_path):
+    """config_files.load_config_files (check_config, progress) reads a file as YAML 1.2
+    does: every exponent float a float; other text stays text."""
+    path = tmp_path / "mine.yaml"
+    numbers = ", ".join(EXPONENT_FLOATS)
+    path.write_text(f"floats: [{numbers}]\nquoted: '1e-4'\ntext: [1e, e5, 1e-4x, Adam, 1_0]\n"
+                    "ints: [10, -3]\n")  # fmt: skip
+    loaded = config_files.load_config_files([path])
+    assert loaded["floats"] == list(EXPONENT_FLOATS.values())
+    assert all(type(v) is float for v in loaded["floats"])
+    assert loaded["quoted"] == "1e-4"  # the loader keeps quotes; validate reads it too
+    assert loaded["text"] == ["1e", "e5", "1e-4x", "Adam", 10]  # 1_0: YAML 1.1's int
+    assert loaded["ints"] == [10, -3] and all(type(v) is int for v in loaded["ints"])
+    assert yaml.safe_load(path.read_text())["floats"][0] == "1e-4"  # PyYAML alone: text
+
+
+def test_exponent_floats_given_with_dash_dash_config_are_numbers():
+    """snakemake --config 'optimizers={adam: {..., search: ...}}' gives every scalar as
+    text; only its keys are read as numbers, and 1e-4 in a search range is one."""
+    entry = {"class": "Adam", "kwargs": {"lr": "1e-3", "eps": "1E-8"},
+             "search": {"trials": "2", "space": {"lr": {"scale": "log", "low": "1e-4",
+                                                        "high": "1e-1"}}}}  # fmt: skip
+    config = with_change(set_key("tuning_seeds", ["100", "101"]))
+    config["optimizers"] = {"adam": entry}
+    given = {"optimizers": {"adam": entry}, "tuning_seeds": config["tuning_seeds"]}
+    adam = settings.validate(config, SCHEMA, command_line=given).optimizers["adam"]
+    assert adam.kwargs == {"lr": 0.001, "eps": 1e-8}
+    drawn = [v.kwargs["lr"] for name, v in adam.variants.items() if name != "base"]
+    assert len(drawn) == 2 and all(1e-4 <= lr <= 1e-1 for lr in drawn)
+
+
+def test_text_that_is_no_number_stays_text_and_strict():
+    """Only exact exponent floats are read: other text where a number belongs is
+    refused with the key, and names that are text stay text."""
+    config = with_change(set_optimizer("sgd", {"class": "SGD", "kwargs": {"lr": "abc"}}))
+    with pytest.raises(settings.ConfigError, match="optimizers.sgd.kwargs.lr: torch.optim.SGD"):
+        settings.validate(config, SCHEMA)
+    for text in ("1e-4x", "1 e-4", "1e-4.5"):
+        config = with_change(set_optimizer("sgd", {"class": "SGD", "kwargs": {"lr": text}}))
+        with pytest.raises(settings.ConfigError, match="optimizers.sgd.kwargs.lr"):
+            settings.validate(config, SCHEMA)
+    config = with_change(set_loss("mse", {"class": "MSELoss", "kwargs": {"reduction": "sum"}}))
+    config["optimizers"]["e5"] = {"class": "SGD", "kwargs": {"lr": "1e-1"}}
+    experiment = settings.validate(config, SCHEMA)
+    assert experiment.losses["mse"].kwargs == {"reduction": "sum"}
+    assert experiment.optimizers["e5"].cls == "SGD"
+    assert experiment.optimizers["e5"].kwargs == {"lr": 0.1}
+
+
 def test_command_line_text_values_are_read_as_numbers():
     """snakemake --config seeds=[0,1] delivers strings inside lists and mappings."""
     config = with_change(set_key("seeds", ["2", "0", "1.0"]))

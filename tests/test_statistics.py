@@ -138,9 +138,10 @@ def test_log_summary_table_equals_log_describe_per_group():
     assert list(table.index) == list(dict.fromkeys(names))
     for name in table.index:
         described = log_describe(values[names == name])
+        assert table.loc[name, "ci_method"] == described.pop("ci_method")[0]
         expected = pd.Series({key: column[0] for key, column in described.items()}, dtype=float)
         pd.testing.assert_series_equal(
-            table.loc[name].astype(float), expected, check_names=False, rtol=1e-12
+            table.loc[name].drop("ci_method").astype(float), expected, check_names=False, rtol=1e-12
         )
 
 
@@ -216,3 +217,20 @@ def test_input_errors_say_what_is_wrong_and_the_fix():
         statistics.require_columns(
             pd.DataFrame({"optimizer": [], "role": []}), ["seed", "final_loss"], "x"
         )
+
+
+def test_every_interval_states_its_method():
+    # 5 finite runs: no 95 % order-statistic interval (needs 6); 10: x(2), x(9),
+    # coverage 1 - 2 * 11/1024 (Binomial(10, 1/2) <= 1).
+    five = log_describe(np.array([1e-3, 1e-2, 1e-1, 1.0, 10.0]))
+    assert (
+        five["ci_method"][0] == "geo: t on log10 (4 df; if log-normal); median: n too small (< 6)"
+    )
+    assert np.isnan(five["median_low"][0]) and np.isfinite(five["geo_low"][0])
+    ten = log_describe(10.0 ** -np.arange(10.0))
+    assert ten["ci_method"][0] == (
+        "geo: t on log10 (9 df; if log-normal); median: order statistics x(2), x(9), "
+        f"exact >= {100 * (1 - 2 * 11 / 1024):.1f} %"
+    )
+    one = log_describe(np.array([1.0, np.inf]))  # one finite run: no interval at all
+    assert one["ci_method"][0] == "geo: n too small; median: n too small (< 6)"

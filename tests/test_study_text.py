@@ -183,6 +183,19 @@ def test_planted_tables_are_worded_by_their_intervals(tmp_path):
     ]
 
 
+def test_tables_with_exact_intervals_say_so_and_too_few_seeds_give_no_interval(tmp_path):
+    tables = planted_tables(tmp_path / "tables")
+    baseline = pd.read_csv(tables / "baseline.tsv", sep="\t")
+    baseline["speedup_ci_method"] = "exact order statistics x(2), x(9) of 10 per-seed ratios"
+    # five seeds: a point, but no 95 % interval
+    baseline.loc[baseline["optimizer"] == "lion", ["speedup_low", "speedup_high"]] = NAN
+    baseline.to_csv(tables / "baseline.tsv", sep="\t", index=False)
+    text = study_text.render(tables)
+    assert "A speed-up is the median over the paired seeds of the per-seed ratio" in text
+    assert "percentile bootstrap" not in text
+    assert "no clear difference: lion 1.1x (no interval: n too small);" in text
+
+
 def test_the_section_is_replaced_between_its_markers_only():
     begin, end = study_text.SECTION.begin, study_text.SECTION.end
     document = f"# Head\n\nkept\n{begin}\nold text\n{end}\n\ntail kept\n"
@@ -191,3 +204,17 @@ def test_the_section_is_replaced_between_its_markers_only():
     )
     with pytest.raises(SystemExit, match="markers"):
         study_text.replace_section("# no markers\n", "new")
+
+
+def test_the_budget_finding_names_the_metric_the_study_ranked_by():
+    # tables from before the ranking_metric key: the final loss
+    assert study_text.metric_words(pd.DataFrame({"optimizer": ["a"]})) == "final loss"
+    mixed = pd.DataFrame({"ranking_metric": ["final_loss", "heldout_loss", "heldout_loss"]})
+    assert study_text.metric_words(mixed) == (
+        "held-out loss (final loss where a problem has no held-out data)"
+    )
+    budgets = pd.DataFrame(
+        {"problem": "p", "loss": "mse", "k": [1], "optimizer": ["a"], "rank": [1.0]}
+    )
+    text = study_text._budget_text(budgets, study_text.metric_words(mixed))
+    assert "lowest expected log10 held-out loss (final loss where" in text

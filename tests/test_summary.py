@@ -301,6 +301,10 @@ def test_confidence_interval_of_two_runs_uses_one_degree_of_freedom(tmp_path):
     last = table[table["step"] == 1].iloc[0]
     low, high = stats.t.interval(0.95, 1, loc=4.5, scale=stats.sem([2.0, 7.0]))
     assert (last["ci95_low"], last["ci95_high"]) == (pytest.approx(low), pytest.approx(high))
+    # the step table says how: t with 1 df, and no median interval from two runs
+    assert last["ci_method"] == (
+        "ci95: t (for the record); geo: t on log10 (1 df; if log-normal); median: n too small (< 6)"
+    )
 
 
 def test_no_runs_for_a_cell_is_an_error_naming_the_cell(tmp_path):

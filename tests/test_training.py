@@ -6,13 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from conftest import TRAIN_SCRIPT
 from optbench import problems
-from optbench.engines import numerics, training
+from optbench.engines import numerics, timing, training
 
 OPTIMIZERS = {
     "sgd": ("SGD", {"lr": 0.1}),
@@ -197,6 +198,43 @@ def test_different_seeds_give_different_runs():
     a = training.train_one(spec(), 0, torch.device("cpu")).losses
     b = training.train_one(spec(), 1, torch.device("cpu")).losses
     assert a != b
+
+
+class SlowOnceSGD(torch.optim.SGD):
+    """SGD that sleeps ``SLEEP`` seconds in its step number ``SLOW_STEP`` (counted
+    over the optimizer's life, so from the timing pass's warm-up on) and records how
+    long the sleep really took in ``slept``: a load spike on a shared machine, planted."""
+
+    SLEEP = 0.1
+    SLOW_STEP = timing.WARM + 3  # the third step of the first timed burst
+    slept: list[float] = []
+
+    def __init__(self, params, lr=0.1):
+        super().__init__(params, lr=lr)
+        self.calls = 0
+
+    def step(self, closure=None):
+        self.calls += 1
+        if self.calls == self.SLOW_STEP:
+            started = time.perf_counter()
+            time.sleep(self.SLEEP)
+            SlowOnceSGD.slept.append(time.perf_counter() - started)
+        return super().step(closure)
+
+
+def test_one_slow_step_does_not_move_the_timed_seconds_per_step(monkeypatch):
+    """The timing pass's step time is the median of its 20 timed steps, so one step
+    slowed by 100 ms moves it by at most one rank: it stays a normal step's time
+    (a fraction of a millisecond here), far below the slow step's share of a mean
+    (100 ms / 20 = 5 ms), which a load spike would put into every time-to-target."""
+    monkeypatch.setattr(SlowOnceSGD, "slept", [])
+    slow = {**spec("sgd"), "optimizer": {"name": "slow", "class": SlowOnceSGD, "kwargs": {}}}
+    (timed,) = timing.step_times([slow], torch.device("cpu"))
+    assert len(SlowOnceSGD.slept) == 1  # the slow step was taken, and timed
+    assert timed["timed_steps"] == timing.TIMED == 20
+    # A mean would be at least the sleep's share, measured here: the median is far below.
+    share_of_a_mean = SlowOnceSGD.slept[0] / timing.TIMED
+    assert 0 < timed["seconds_per_step"] < share_of_a_mean / 2
 
 
 # Each device path is tested on every machine: the no-GPU side by hiding the

@@ -291,16 +291,15 @@ def searched(tmp: Path, quick: bool) -> None:
 
 
 def run_step_costs(quick: bool) -> None:
-    """Each built-in problem's cost per run-step, as optbench.planning.cost.RUN_STEP_US
+    """Each built-in problem's cost per run-step, as its file's RUN_STEP_US
     records it for the dry run's time estimate: Adam in the loop (20 runs),
     batched (100 runs, engine auto) and L-BFGS with the line search (5 runs)."""
     import torch
 
     from optbench import problems
     from optbench.engines import batched
-    from optbench.planning import cost
 
-    print("k. per-run-step cost of each built-in problem (us), against cost.RUN_STEP_US")
+    print("k. per-run-step cost of each built-in problem (us), against its file's RUN_STEP_US")
     torch.set_num_threads(1)
     criteria = {
         "regression": torch.nn.MSELoss(),
@@ -328,7 +327,8 @@ def run_step_costs(quick: bool) -> None:
         started = time.perf_counter()
         batched.train_loop(built(5), criterion, "LBFGS", {"line_search_fn": "strong_wolfe"}, steps)
         closure = (time.perf_counter() - started) / (5 * steps) * 1e6
-        recorded = cost.RUN_STEP_US[name]
+        declared = problems.declaration(name).facts.run_step_us
+        recorded = [declared.get(engine) for engine in ("loop", "batched", "lbfgs_loop")]
         measured = (loop, together, closure)
         report(
             f"{name}: loop / batched / L-BFGS us per run-step (recorded)",

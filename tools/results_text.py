@@ -85,7 +85,7 @@ def _block_text(board, pairs, runs, problem, loss) -> str:
         runner_up = ranked[1]
         gain, low, high, p_holm = _gain(pairs, ranked[0], runner_up)
         parts.append(
-            f" {ranked[0]} vs {runner_up}: median paired gain {gain:.1f} decades (bootstrap "
+            f" {ranked[0]} vs {runner_up}: median paired gain {gain:.1f} decades (exact "
             f"95 % CI [{low:.1f}, {high:.1f}]), Holm p = {number(p_holm)}."
         )
     apart = pairs[pairs["p_holm"] >= ALPHA]
@@ -114,8 +114,8 @@ def render(summary_dir: Path) -> str:
         "What ten seeds say: the default run (`config.yaml`, CPU, `numerics: portable`, so "
         "the same on any x86-64 machine with AVX2), from `leaderboard.tsv`, `pairwise.tsv`, "
         "`runs.tsv` and `claims.tsv`. Intervals are 95 %: order-statistic for the median, "
-        "t on log10 for the geometric mean, bootstrap over seeds for paired gains (decades "
-        "of final loss).",
+        "t on log10 for the geometric mean, order-statistic for the median paired gains "
+        "(decades of final loss).",
         "",
     ]
     lines += [_block_text(board, pairs, runs, problem, loss) for problem, loss in blocks]

@@ -59,6 +59,21 @@ def _verdict(low: float, high: float) -> str:
     return "no clear difference"
 
 
+def _method_sentence(baseline: pd.DataFrame) -> str:
+    if "speedup_ci_method" not in baseline.columns:  # tables made before the exact intervals
+        return (
+            "A speed-up's interval is a percentile bootstrap over the paired seeds; runs that "
+            'never reach the target count as infinitely slow, and "missed it" means that on at '
+            "least half the seeds."
+        )
+    return (
+        "A speed-up is the median over the paired seeds of the per-seed ratio, with its exact "
+        "order-statistic 95 % interval (none below 6 seeds); runs that never reach the target "
+        'count as infinitely slow, "missed it" means that on at least half the seeds, and '
+        '"both missed it" that the seeds where neither reached it decide the median.'
+    )
+
+
 def _pair_text(rows: pd.DataFrame, problem: str, loss: str) -> str:
     baseline = rows["baseline"].iloc[0]
     measure = rows["measure"].iloc[0].removeprefix("steps_to_").replace("heldout", "held-out")
@@ -72,8 +87,12 @@ def _pair_text(rows: pd.DataFrame, problem: str, loss: str) -> str:
             low, high = getattr(row, f"{column}_low"), getattr(row, f"{column}_high")
             # Medians count a run that never reaches the target as infinitely slow:
             # a censored median means it was missed on at least half the seeds.
-            if np.isnan(value):  # both medians censored
+            if np.isnan(value):  # the seeds where both missed it decide the median
                 groups["no clear difference"].append(f"{row.optimizer} (both missed it)")
+            elif np.isnan(low):  # too few seeds for a 95 % interval
+                groups["no clear difference"].append(
+                    f"{row.optimizer} {number(value)}x (no interval: n too small)"
+                )
             elif high == 0:  # its median censored in every resample
                 groups["slower"].append(f"{row.optimizer} (missed it)")
             elif low == math.inf:  # the baseline's median censored in every resample
@@ -119,7 +138,27 @@ def _profile_text(scores: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _budget_text(budgets: pd.DataFrame) -> str:
+METRIC_WORDS = {
+    "final_loss": "final loss",
+    "heldout_loss": "held-out loss",
+    "heldout_accuracy": "held-out error rate",
+    "steps_to_target": "steps to target",
+    "time_to_target": "time to target",
+}
+
+
+def metric_words(board: pd.DataFrame) -> str:
+    """What the study ranked by, from the leaderboard's ``ranking_metric`` (tables
+    of versions before the key: the final loss)."""
+    if "ranking_metric" not in board.columns:
+        return METRIC_WORDS["final_loss"]
+    used = set(board["ranking_metric"])
+    if used == {"heldout_loss", "final_loss"}:  # ranking_metric: auto on a mixed grid
+        return "held-out loss (final loss where a problem has no held-out data)"
+    return " / ".join(METRIC_WORDS.get(m, m) for m in sorted(used))
+
+
+def _budget_text(budgets: pd.DataFrame, metric: str = METRIC_WORDS["final_loss"]) -> str:
     items = []
     for (problem, loss), block in budgets.groupby(["problem", "loss"], sort=False):
         winners = []
@@ -131,7 +170,7 @@ def _budget_text(budgets: pd.DataFrame) -> str:
             winners.append(f"k = {k}: {names(best)}")
         items.append(f"{problem}/{loss} ({', '.join(winners)})")
     return (
-        "- **Best at a tuning budget of k trials** (lowest expected log10 final loss of "
+        f"- **Best at a tuning budget of k trials** (lowest expected log10 {metric} of "
         "the best of k; an optimizer with one setting stays at it): " + "; ".join(items) + "."
     )
 
@@ -159,9 +198,7 @@ def render(tables_dir: Path) -> str:
         f"What the study's tables say ({len(pairs)} (problem, loss) pairs, "
         f"{board['optimizer'].nunique()} optimizers, {int(board['n'].max())} evaluation seeds; "
         "from `baseline.tsv`, `profile_scores.tsv`, `best_of_k.tsv` and `claims.tsv`, kept in "
-        "`docs/studies/modern/`). A speed-up's interval is a percentile bootstrap over the "
-        "paired seeds; runs that never reach the target count as infinitely slow, and "
-        '"missed it" means that on at least half the seeds.',
+        f"`docs/studies/modern/`). {_method_sentence(baseline)}",
         "",
     ]
     lines += [
@@ -170,7 +207,7 @@ def render(tables_dir: Path) -> str:
     ]
     lines.append(_step_times(baseline))
     lines += _profile_text(scores)
-    lines.append(_budget_text(budgets))
+    lines.append(_budget_text(budgets, metric_words(board)))
     lines += _claim_text(claims)
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ from optbench.reporting import outputs  # noqa: E402
 from optbench.reporting.analysis_context import (  # noqa: E402
     context_for,
     heldout_target_text,
+    power_lines,
     threshold_text,
 )
 
@@ -97,10 +98,14 @@ THRESHOLDS = {
     f"{problem}/{loss}": threshold_text(EXPERIMENT.thresholds, problem, loss)
     for problem, loss in PROBLEM_LOSSES
 }
-# Per (problem, loss): the held-out target, as the cell job takes it ("": none).
+# Per (problem, loss): the held-out target, as the cell job takes it ("": none):
+# the config's, else the one the problem's file declares.
 HELDOUT_TARGETS = {
     f"{problem}/{loss}": heldout_target_text(
-        EXPERIMENT.heldout_targets, problem, EXPERIMENT.problems[problem].problem, loss
+        EXPERIMENT.heldout_targets,
+        problem,
+        EXPERIMENT.problems[problem].facts.heldout_target,
+        loss,
     )
     for problem, loss in PROBLEM_LOSSES
 }
@@ -227,12 +232,33 @@ def table_paths():
 
 def report_table(table):
     """A table of the analysis (an optbench.reporting.outputs.Table), wrapped for the report
-    with its caption and category."""
+    with its caption and category: the TSV, which the report offers for download."""
     return report(
         f"{SUMMARY_DIR}/{table.file}",
         caption=f"../report/{table.caption}.rst",
         category=table.category,
-        labels={"table": table.file},
+        labels={"table": table.file, "format": "tsv (download)"},
+    )
+
+
+def report_page(table):
+    """The same table's HTML page (optbench.reporting.tablepages), which the report
+    opens as a sortable table, beside its TSV."""
+    return report(
+        f"{SUMMARY_DIR}/{outputs.page_file(table)}",
+        caption=f"../report/{table.caption}.rst",
+        category=table.category,
+        labels={"table": table.file, "format": "html (read here)"},
+    )
+
+
+def report_answer():
+    """The study's answer (optbench.reporting.answer): the report's first category."""
+    return report(
+        f"{SUMMARY_DIR}/{outputs.ANSWER_PAGE}",
+        caption=f"../report/{outputs.ANSWER_CAPTION}.rst",
+        category=outputs.ANSWER,
+        labels={"page": "answer"},
     )
 
 
@@ -298,5 +324,7 @@ if TRAINING_GPUS == gpus.DECIDED_BY_EXECUTOR:
 if not workflow.remote_exec:
     print(
         cost.plan_for(EXPERIMENT).describe(None if CLUSTER_RUN else cost.machine_bytes()),
+        *power_lines(EXPERIMENT),
+        sep="\n",
         file=sys.stderr,
     )

@@ -7,7 +7,11 @@ Usage (from the repository root):
 The files are merged in order, as ``snakemake --configfile FILE ...`` merges
 them, and keys they leave out take the schema's defaults; with no file,
 config.yaml is checked. Exits 0 and prints the grid's size when the
-configuration is usable, else 1 with one line per problem.
+configuration is usable, else 1 with one line per problem. The size comes
+with the plan (runs, memory, time) and the power of the planned tests: per
+family of tests, the smallest p-value these evaluation seeds can give after
+the multiplicity correction, and the seeds needed where no difference could
+be significant.
 
 Unlike Snakemake, which copies every mapping of a config file while it loads
 it, this reads each file with YAML aliases still shared and measures its size
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 
 from optbench.planning import cost, settings
+from optbench.reporting import analysis_context
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # The repository's folders of user problems and optimizers, as the workflow's.
@@ -42,6 +47,8 @@ def main(argv=None) -> int:
         return 1
     print(f"ok: {describe(experiment)}")
     print(cost.plan_for(experiment).describe(cost.machine_bytes()))
+    for line in analysis_context.power_lines(experiment):
+        print(line)
     return 0
 
 

@@ -10,7 +10,7 @@ both word a refusal with ``batch_policy.batched_refusal``.
 
 from __future__ import annotations
 
-from optbench.engines import optimizers, probe, training
+from optbench.engines import probe, training
 
 
 def class_verdict(entry: dict, optimizers_dir, kwargs_list) -> tuple[bool, str]:
@@ -19,18 +19,9 @@ def class_verdict(entry: dict, optimizers_dir, kwargs_list) -> tuple[bool, str]:
     it to the loop, else the probe decides. The reason is the probe's verdict
     where it passed, else one sentence saying that it runs in the per-run loop."""
     cls = training.optimizer_class(entry, optimizers_dir)
-    needs = [
-        what
-        for what, needed in (
-            ("a closure", optimizers.needs_closure(cls)),
-            ("train() and eval() modes", optimizers.has_train_eval(cls)),
-            ("backward(create_graph=True)", optimizers.needs_create_graph(cls)),
-        )
-        if needed
-    ]
-    if needs:
-        return False, f"optimizer {entry['class']} runs in the per-run loop: it needs {needs[0]}"
-    passed, verdict = probe.independent(cls, kwargs_list)
+    base = training.base_class(entry, optimizers_dir)
+    # None: a protocol the batched engine does not implement (not probed).
+    passed, verdict = probe.independent(cls, kwargs_list, base)
     if passed:
         return True, verdict
     return False, f"optimizer {entry['class']} runs in the per-run loop: {verdict}"

@@ -107,9 +107,14 @@ def _probe(cls, kwargs_json: str) -> tuple[bool, str]:
     )
 
 
-def independent(cls: type, kwargs_list) -> tuple[bool, str]:
-    """(whether ``cls`` steps stacked runs as it steps each alone, for every one of
-    the distinct ``kwargs_list``, why)."""
+def independent(cls: type, kwargs_list, base: type | None = None) -> tuple[bool | None, str]:
+    """(whether ``cls`` (around ``base``) steps stacked runs as it steps each alone,
+    for every one of the distinct ``kwargs_list``, why). None, with the reason,
+    where its protocol (optimizers.describe) is one only the per-run loop
+    implements: it is not probed."""
+    needs = optimizers.describe(cls, base).loop_reason()
+    if needs is not None:
+        return None, f"it needs {needs}"
     for kwargs in {json.dumps(k, sort_keys=True) for k in kwargs_list}:
         ok, reason = _probe(cls, kwargs)
         if not ok:

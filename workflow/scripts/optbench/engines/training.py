@@ -104,6 +104,8 @@ def _entry_error(kind: str, entry: dict, error: BaseException, when: str = "") -
     """The config entry whose class or kwargs torch refused, with torch's own reason."""
     module = "torch.optim" if kind == "optimizers" else "torch.nn"
     qualified = entry["class"] if "." in entry["class"] else f"{module}.{entry['class']}"
+    if kind == "optimizers" and entry.get("base") is not None:
+        qualified += f" around {entry['base']}"
     # An assert without text has only its type; torch's own full stop is dropped.
     reason = (str(error) or type(error).__name__).rstrip(".")
     # A failure in use can be the class itself (SparseAdam on dense weights).
@@ -177,10 +179,26 @@ def parameter_groups(entry: dict, parameters):
     return made
 
 
+def base_class(entry: dict, optimizers_dir=None) -> type | None:
+    """The base optimizer class a wrapper entry's ``base:`` names (None: no base)."""
+    if entry.get("base") is None:
+        return None
+    try:
+        return optimizers.resolve(entry["base"], optimizers_dir)
+    except optimizers.UnknownOptimizer as error:
+        raise RunError(
+            f"config key optimizers.{entry['name']}.base: {error}. Fix: name the optimizer "
+            "class the wrapper wraps, as class: is written (AdamW, pytorch_optimizer.Lion)."
+        ) from None
+
+
 def build_optimizer(entry: dict, parameters, optimizers_dir=None) -> torch.optim.Optimizer:
     cls = optimizer_class(entry, optimizers_dir)
+    base = base_class(entry, optimizers_dir)
     try:
-        return cls(parameter_groups(entry, parameters), **_as_tuples(entry["kwargs"]))
+        return optimizers.construct(
+            cls, parameter_groups(entry, parameters), _as_tuples(entry["kwargs"]), base
+        )
     except Exception as error:
         raise _entry_error("optimizers", entry, error) from error
 
@@ -277,6 +295,41 @@ def learning_rates(optimizer, schedule: dict | None, steps: int, entry_name: str
         raise RunError(str(error)) from error
 
 
+# One step function per closure kind (optimizers.CLOSURE_KINDS): each takes the
+# optimizer and the step's closure (zero_grad, forward, loss, backward; counted)
+# and returns the loss recorded for the step, the one at the weights before it.
+# A closure handed to step() computes gradients even where step() runs under
+# torch.no_grad() and calls it as it is (AliG, the SAM family's second pass).
+
+
+def step_gradients_first(optimizer, closure):
+    """closure none: the gradients, then ``step()``."""
+    loss = closure()
+    optimizer.step()
+    return loss
+
+
+def step_evaluates(optimizer, closure):
+    """closure evaluates (L-BFGS, AliG): ``step(closure)`` evaluates the loss itself;
+    the value it returns is the closure's first evaluation."""
+    return optimizer.step(torch.enable_grad()(closure))
+
+
+def step_second_pass(optimizer, closure):
+    """closure second_pass (the SAM family): the gradients, then ``step(closure)``,
+    which uses them and re-evaluates the loss (at its perturbed weights)."""
+    loss = closure()
+    optimizer.step(torch.enable_grad()(closure))
+    return loss
+
+
+STEPS = {
+    "none": step_gradients_first,
+    "evaluates": step_evaluates,
+    "second_pass": step_second_pass,
+}
+
+
 def train_instance(
     instance,
     criterion,
@@ -301,15 +354,17 @@ def train_instance(
     curve = []
     evaluate_after = evaluation_steps(steps, eval_every)
     untimed = 0.0
-    with_closure = optimizers.needs_closure(optimizer)
-    create_graph = optimizers.needs_create_graph(optimizer)
-    train_eval = optimizers.has_train_eval(optimizer)
+    protocol = optimizers.of(optimizer)
+    take_step = STEPS[protocol.closure]
+    create_graph = protocol.create_graph
+    train_eval = protocol.train_eval
     if train_eval:
         optimizer.train()  # schedule-free: steps are taken at the training point
     # Losses stay on the device and are copied to the host once, after the
     # loop: reading each one would make every step wait for the GPU.
     recorded = []
     evaluations = [0] * steps
+    completed = [False] * steps  # whether the step's last closure evaluation finished
     started = time.perf_counter()
     for step in range(steps):
         inputs, targets = instance.batch(step)
@@ -318,6 +373,7 @@ def train_instance(
 
         def closure(inputs=inputs, targets=targets, step=step):
             evaluations[step] += 1
+            completed[step] = False
             optimizer.zero_grad()
             loss = instance.loss(criterion, inputs, targets)
             if create_graph:
@@ -328,6 +384,7 @@ def train_instance(
                     loss.backward(create_graph=True)
             else:
                 loss.backward()
+            completed[step] = True
             return loss
 
         # Some values torch accepts at construction fail at first use (a
@@ -335,28 +392,17 @@ def train_instance(
         # the first step names the entry. Later failures are not the config's,
         # and out-of-memory never is. A try block costs nothing unless it raises.
         named = spec is not None and not step
-        if with_closure:
-            try:
-                # The value step() returns is the closure's first evaluation:
-                # the loss before this step's update, as for the other optimizers.
-                loss = optimizer.step(closure)
-            except Exception as error:
-                if not named or isinstance(error, torch.OutOfMemoryError):
-                    raise
-                raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
-        else:
-            try:
-                loss = closure()
-            except Exception as error:
-                if not named or isinstance(error, torch.OutOfMemoryError):
-                    raise
+        try:
+            loss = take_step(optimizer, closure)
+        except Exception as error:
+            if not named or isinstance(error, torch.OutOfMemoryError):
+                raise
+            # The loop's own forward/backward pass failed (not one the optimizer
+            # asked for): the loss entry's or the problem's; anything else the
+            # optimizer entry's.
+            if protocol.closure != "evaluates" and evaluations[step] == 1 and not completed[step]:
                 raise _first_loss_error(spec, error) from error
-            try:
-                optimizer.step()
-            except Exception as error:
-                if not named or isinstance(error, torch.OutOfMemoryError):
-                    raise
-                raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
+            raise _entry_error("optimizers", spec["optimizer"], error, FIRST_STEP) from error
         rates.after()
         recorded.append(loss.detach())
         if on_step is not None:

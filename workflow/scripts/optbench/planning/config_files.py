@@ -1,6 +1,7 @@
 """Config files: loading and merging them as Snakemake does, the size guard
 that measures a file before anything expands its YAML aliases, the schema's
-defaults and the reading of numbers given as text. Torch-free.
+defaults and the reading of numbers given as text (1e-4 is a number: YAML
+1.2's floats, whichever loader read the file). Torch-free.
 """
 
 from __future__ import annotations
@@ -10,8 +11,44 @@ from pathlib import Path
 
 import yaml
 
-# Float text that PyYAML's YAML 1.1 rules leave a string: '1e-9' has no dot.
-_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+# A float with an exponent, as YAML 1.2 (and JSON, and Python) reads it: 1e-4,
+# 1E5, -2e-3, 5e+2, .5e-3, 1.0e4. PyYAML follows YAML 1.1, whose floats need a
+# dot and a signed exponent, so it leaves most of these strings.
+FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading YAML 1.2's exponent floats as floats."""
+
+
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_TEXT, list("+-0123456789."))
+
+
+def read_yaml(stream):
+    """A YAML document (text or an open file) as the config loader reads it."""
+    return yaml.load(stream, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def numbers_from_text(value):
+    """Every string value that is exactly a YAML 1.2 exponent float, read as that
+    float, at any depth (mapping keys are left as they are).
+
+    Snakemake reads config files with PyYAML's YAML 1.1 rules before the
+    workflow sees them, and its ``--config`` values arrive as text, so "1e-4"
+    reaches the checks as a string wherever a user wrote it: a kwarg, a sweep,
+    a search range, a threshold, a parameter group. No setting takes a string
+    of that shape (names, classes and families never look like 1e-4), so every
+    one is converted, quoted or not: a loader cannot tell them apart once
+    Snakemake has read the file. Any other string stays a string, and the
+    checks refuse it where a number is expected.
+    """
+    if isinstance(value, str):
+        return float(value) if FLOAT_TEXT.match(value) else value
+    if isinstance(value, list | tuple):
+        return [numbers_from_text(item) for item in value]
+    if isinstance(value, dict):
+        return {key: numbers_from_text(item) for key, item in value.items()}
+    return value
 
 
 # Bounds on the configuration, far above any real experiment (the largest
@@ -114,23 +151,22 @@ def _size_problems(config: dict) -> list[str]:
 
 
 def _coerce_text(value, command_line: bool = True):
-    """Numbers and booleans that arrived as text, read as what they say.
+    """Numbers and booleans that arrived as text from the command line, read as
+    what they say.
 
-    Two sources give text where a number was meant: PyYAML reads '1e-9' (no
-    dot) as a string, and ``snakemake --config`` parses lists and mappings with
-    YAML's BaseLoader, which keeps every scalar a string (seeds=[0,1] gives
-    ['0', '1']). Torch hyper-parameters and seeds are never strings of that
-    shape, so they are converted; other strings are left alone. From a config
-    file (``command_line`` False) only the first kind is converted: there a
-    string such as "100" was quoted on purpose, and strict typing refuses it.
+    ``snakemake --config`` parses lists and mappings with YAML's BaseLoader,
+    which keeps every scalar a string (seeds=[0,1] gives ['0', '1']). Torch
+    hyper-parameters and seeds are never strings of that shape, so they are
+    converted; other strings are left alone. From a config file
+    (``command_line`` False) nothing is: there a string such as "100" was
+    quoted on purpose, and strict typing refuses it. (Exponent floats such as
+    1e-4 are read as numbers everywhere before this: ``numbers_from_text``.)
     """
     if isinstance(value, str):
-        if _FLOAT_TEXT.match(value):
-            return float(value)
         if not command_line:
             return value
         try:
-            parsed = yaml.safe_load(value)
+            parsed = read_yaml(value)
         except yaml.YAMLError:
             return value
         return parsed if isinstance(parsed, int | float | bool) else value
@@ -166,34 +202,14 @@ def _fill_defaults(config: dict, schema: dict) -> dict:
 
 
 def _with_numbers(config: dict, command_line=()) -> dict:
-    """Seeds, kwargs and `only` with text read as numbers (see _coerce_text): every
-    number-like text under the top-level keys given on the command line
-    (``command_line``), only YAML 1.1's dotless floats elsewhere."""
-    config = dict(config)
-
-    def read(value, key):
-        return _coerce_text(value, key in command_line)
-
-    for key in ("seeds", "tuning_seeds", "steps"):
-        config[key] = read(config[key], key)
-    if isinstance(config["only"], dict):
-        config["only"] = read(config["only"], "only")
-    for kind in ("optimizers", "losses", "problems"):
-        if isinstance(config[kind], dict):
-            config[kind] = {
-                name: {
-                    **entry,
-                    **{
-                        part: read(entry[part], kind)
-                        for part in ("kwargs", "sweep", "steps")
-                        if part in entry
-                    },
-                }
-                if isinstance(entry, dict)
-                else entry
-                for name, entry in config[kind].items()
-            }
-    return config
+    """The values of the top-level keys given on the command line (``command_line``)
+    with their text read as the numbers and booleans it says (``_coerce_text``),
+    at any depth: seeds, kwargs, sweeps, search ranges and trials, schedules,
+    thresholds. A config file's values are kept as written."""
+    return {
+        key: _coerce_text(value, True) if key in command_line else value
+        for key, value in config.items()
+    }
 
 
 def _merge(base: dict, new: dict) -> None:
@@ -228,7 +244,7 @@ def load_config_files(paths) -> dict:
     for path in paths:
         try:
             with open(path, encoding="utf-8") as handle:
-                loaded = yaml.safe_load(handle)
+                loaded = read_yaml(handle)
         except (OSError, yaml.YAMLError) as error:
             detail = " ".join(str(error).split())
             what = "cannot be read" if isinstance(error, OSError) else "not valid JSON or YAML"

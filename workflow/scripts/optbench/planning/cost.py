@@ -1,15 +1,19 @@
 """What a grid will cost, known before any job runs: runs, steps and each training job's memory.
 
-Torch-free, for planning. The memory of a training job is estimated from what
-the code keeps (an upper estimate, not a measurement):
+Torch-free, for planning. A problem's own figures are facts its file declares
+(``optbench.problems.Facts``: ``RUN_BYTES``, ``RUN_STEP_US``), read with its
+declaration; where a file leaves one out, the fallbacks here apply.
+
+The memory of a training job is estimated from what the code keeps (an upper
+estimate, not a measurement):
 
 - ``PROCESS_BYTES``: the process with torch imported (measured: about 300 MB
   on the CPU build; rounded up);
 - per run trained at once (the batched engine holds a chunk of at most
   ``MAX_BATCH`` runs, the loop one): its model, gradients, optimizer state and
-  data, ``STATE_BYTES`` (``digits_mlp`` measured 250 KiB per run; rounded up),
-  or a problem's own figure where it keeps more (``STATE_BYTES_OF``:
-  ``text_transformer``'s activations);
+  data, the problem's ``RUN_BYTES`` (``text_transformer`` keeps its
+  activations, 4 MiB), else ``STATE_BYTES`` (``digits_mlp``'s figure, measured
+  250 KiB per run and rounded up, above every other small problem's);
 - per run-step of those runs: the recorded loss as float32 on the device, as
   a Python float in a list, and as a line of text when the TSV is written,
   ``STEP_BYTES``.
@@ -17,11 +21,12 @@ the code keeps (an upper estimate, not a measurement):
 So ``steps: 1000000000`` on the default grid (40 runs a job) needs about
 40 x 1e9 x 120 B = 4.8 TB and is refused; the default job is about 420 MiB.
 
-The training time is estimated (``training_seconds``) from per-run-step
-costs measured on each built-in problem (``RUN_STEP_US``) for the engine each
-cell will use, plus each job's start-up: a rough figure (the machine, the
-optimizer and the problem's parameters move it by a factor of a few), said
-as such in the dry run.
+The training time is estimated (``training_seconds``) from the per-run-step
+costs each problem declares (``RUN_STEP_US``, measured on every built-in) for
+the engine each cell will use, plus each job's start-up: a rough figure (the
+machine, the optimizer and the problem's parameters move it by a factor of a
+few), said as such in the dry run. A cost a problem does not declare is
+guessed (``GUESSED_RUN_STEP_US``).
 """
 
 from __future__ import annotations
@@ -32,10 +37,8 @@ from pathlib import Path
 from optbench.planning import batch_policy
 
 PROCESS_BYTES = 400 * 2**20
+# Bytes per run trained together, for a problem that declares no RUN_BYTES.
 STATE_BYTES = 256 * 2**10
-# Problems that keep more per run trained together (measured bytes_per_run of
-# the batched engine, rounded up): text_transformer's activations, 3.2 MB.
-STATE_BYTES_OF = {"text_transformer": 4 * 2**20}
 STEP_BYTES = 120
 # Runs a training job trains together at most (train.py's chunk): the engine
 # keeps them all in memory (about 22 KiB per run on the reference problem,
@@ -43,36 +46,23 @@ STEP_BYTES = 120
 # (tools/benchmark_engines.py).
 MAX_BATCH = 1000
 
-# Microseconds per run-step of each built-in problem at its default parameters,
-# with Adam on one thread (2-core development machine, 2026-12-03;
-# tools/benchmark.py measures the engines side by side): (the per-run loop,
-# the batched engine at 100 runs or None where engine auto trains it in the
-# loop, L-BFGS with the strong-Wolfe line search in the loop).
-RUN_STEP_US = {
-    "linear": (221, 4.2, 310),
-    "quadratic": (214, 4.0, 1357),
-    "logistic": (302, 7.2, 576),
-    "rosenbrock": (281, 4.8, 1588),
-    "noisy_quadratic": (261, 4.7, 26523),
-    "digits_mlp": (660, 57.9, 42749),
-    "digits_cnn": (919, None, 50134),
-    "breast_cancer_mlp": (392, 19.6, 16772),
-    "text_transformer": (9732, None, 301244),
-}
-UNKNOWN_RUN_STEP_US = (1000, None, 20000)  # a user's problem: the loop, guessed
-# L-BFGS (strong Wolfe, 10 learning rates over 0.01..10) through the batched
-# L-BFGS at 100 runs, microseconds per run-step (tools/benchmark.py --only
-# lbfgs, 2026-12-03); problems absent here keep L-BFGS in the loop even under
-# engine batched (a history above engines.batched.LBFGS_BATCHED_HISTORY_MAX).
-LBFGS_BATCHED_US = {
-    "linear": 1165,
-    "quadratic": 1029,
-    "logistic": 1243,
-    "rosenbrock": 2051,
-    "noisy_quadratic": 2399,
-    "breast_cancer_mlp": 9790,
-}
+# Microseconds per run-step for an engine a problem's RUN_STEP_US leaves out
+# (a user's problem: guessed): the loop, no batched figure (the loop's cost is
+# taken), L-BFGS in the loop, no batched L-BFGS (the loop's L-BFGS is taken).
+GUESSED_RUN_STEP_US = {"loop": 1000, "batched": None, "lbfgs_loop": 20000, "lbfgs_batched": None}
 JOB_START_SECONDS = 2.5  # a training job's start-up: Python and torch imported
+
+
+def run_step_us(problem) -> dict:
+    """A problem entry's microseconds per run-step by engine (optbench.problems
+    RUN_STEP_ENGINES): what its file declares, else the guess."""
+    return {**GUESSED_RUN_STEP_US, **problem.facts.run_step_us}
+
+
+def run_bytes(problem) -> int:
+    """The bytes a run of a problem entry keeps while trained together with others."""
+    declared = problem.facts.run_bytes
+    return STATE_BYTES if declared is None else declared
 
 
 def job_bytes(runs: int, steps: int, state: int = STATE_BYTES) -> int:
@@ -138,12 +128,13 @@ def training_seconds(experiment, jobs: int) -> float:
     checks = len(experiment.seed_ranges())
     for cell in experiment.cells():
         problem = experiment.problems[cell.problem]
-        loop_us, batched_us, closure_us = RUN_STEP_US.get(problem.problem, UNKNOWN_RUN_STEP_US)
+        costs = run_step_us(problem)
+        loop_us, batched_us, closure_us = costs["loop"], costs["batched"], costs["lbfgs_loop"]
         optimizer = experiment.optimizers[cell.optimizer]
         loss = experiment.losses.get(cell.loss)
         if optimizer.cls == "LBFGS":
-            batched_lbfgs = experiment.engine == "batched" and problem.problem in LBFGS_BATCHED_US
-            cost_us = LBFGS_BATCHED_US[problem.problem] if batched_lbfgs else closure_us
+            batched_lbfgs = experiment.engine == "batched" and costs["lbfgs_batched"] is not None
+            cost_us = costs["lbfgs_batched"] if batched_lbfgs else closure_us
             if batched_lbfgs:
                 total += closure_us * problem.steps * checks / 1e6
         else:
@@ -166,10 +157,7 @@ def training_seconds(experiment, jobs: int) -> float:
 def plan_for(experiment) -> Plan:
     """The work of a settings.Experiment and its largest training job, as planned."""
     steps = {name: problem.steps for name, problem in experiment.problems.items()}
-    state = {
-        name: STATE_BYTES_OF.get(problem.problem, STATE_BYTES)
-        for name, problem in experiment.problems.items()
-    }
+    state = {name: run_bytes(problem) for name, problem in experiment.problems.items()}
     cells = experiment.cells()
     if experiment.job_scope != "cell":
         sizes = [

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from optbench import grid
 from optbench.planning import jobs
+from optbench.problems import Facts
 
 # The loss name of a problem that is minimised directly (KIND objective): it
 # stands in the loss position of paths and tables, so no configured loss may
@@ -46,6 +47,11 @@ class Optimizer:
     # SHA-256 of a user's optimizer file (None otherwise): part of the runs'
     # settings, so editing the file re-runs its runs, like a changed kwarg.
     source_sha256: str | None = None
+    # A wrapper's base optimizer class (base:), as class: is written, and the
+    # SHA-256 of its file where it is a user's; only where set, so that the
+    # settings of entries without one stay as they were.
+    base: str | None = None
+    base_source_sha256: str | None = None
 
     def as_dict(self, variant: str) -> dict:
         chosen = self.variants[variant]
@@ -56,6 +62,10 @@ class Optimizer:
             described["groups"] = self.groups
         if self.source_sha256 is not None:
             described["source_sha256"] = self.source_sha256
+        if self.base is not None:
+            described["base"] = self.base
+        if self.base_source_sha256 is not None:
+            described["base_source_sha256"] = self.base_source_sha256
         return described
 
 
@@ -72,6 +82,9 @@ class Problem:
     # SHA-256 of a user problem file (None for a built-in): part of the runs'
     # settings, so editing the file re-runs its runs, like a changed kwarg.
     source_sha256: str | None = None
+    # What its file declares for the estimates and the held-out target
+    # (optbench.problems.Facts); not a run setting, so not in as_dict.
+    facts: Facts = field(default_factory=Facts, compare=False)
 
     def as_dict(self) -> dict:
         described = {
@@ -113,6 +126,7 @@ class Experiment:
     eval_every: int = 0  # held-out metrics every k steps (0: after the last step only)
     heldout_targets: dict = field(default_factory=dict)  # "problem/loss" -> level
     baseline: str | None = None  # the optimizer every other is compared with
+    ranking_metric: str = "auto"  # what selection and ranking judge by (ranking_metric.py)
 
     @property
     def all_seeds(self) -> tuple[int, ...]:

@@ -42,8 +42,14 @@ PIP_NAMES = {
     "dadaptation": "dadaptation",
 }
 # What a user's file declares as a literal about its optimizer's protocol (the
-# rest is read from the class: a closure without default, train()/eval()).
-PROTOCOL_KEYS = {"create_graph"}
+# rest is read from the class: engines/optimizers.py), and the values each takes.
+PROTOCOL_KEYS = {"create_graph": (True, False), "closure": ("none", "evaluates", "second_pass")}
+# The __init__ keyword through which a wrapper takes its base optimizer's class
+# (the SAM family: base_optimizer; Lookahead, OrthoGrad, TRAC: optimizer).
+WRAPPER_KEYWORDS = ("base_optimizer", "optimizer")
+# __init__ arguments no config can give (an object, not a value): GSAM and
+# WSAM take the model itself.
+UNSUPPLIABLE = {"model": "the model itself", "rho_scheduler": "a scheduler object"}
 
 
 class SourceError(ValueError):
@@ -245,10 +251,34 @@ def declared_protocol(source: OptimizerSource) -> dict:
                 value = ast.literal_eval(node.value)
             except ValueError:
                 raise SourceError(f"{source.path}: PROTOCOL must be a literal dict") from None
-            if not isinstance(value, dict) or set(value) - PROTOCOL_KEYS:
+            allowed = "; ".join(
+                f"{key}: {' or '.join(map(str, values))}" for key, values in PROTOCOL_KEYS.items()
+            )
+            if not isinstance(value, dict) or any(
+                key not in PROTOCOL_KEYS or value[key] not in PROTOCOL_KEYS[key] for key in value
+            ):
                 raise SourceError(
-                    f"{source.path}: PROTOCOL takes the keys {', '.join(sorted(PROTOCOL_KEYS))} "
-                    "with true or false"
+                    f"{source.path}: PROTOCOL must be a dict with the keys and values "
+                    f"{allowed} (got {value!r}). Fix: declare only those"
                 )
             return value
     return {}
+
+
+def wrapper_keyword(signature: torch_catalog.Signature) -> str | None:
+    """The keyword through which a class takes its base optimizer, or None (not a wrapper)."""
+    return next((k for k in WRAPPER_KEYWORDS if k in signature.parameters), None)
+
+
+def wrapped_signature(
+    wrapper: torch_catalog.Signature, base: torch_catalog.Signature
+) -> torch_catalog.Signature:
+    """The keyword arguments an entry with ``base:`` takes: the wrapper's own and the
+    base's (the wrapper passes on what it does not take), never the base keyword."""
+    keyword = wrapper_keyword(wrapper)
+    names = dict.fromkeys(p for p in (*wrapper.parameters, *base.parameters) if p != keyword)
+    return torch_catalog.Signature(
+        tuple(names),
+        wrapper.accepts_any and base.accepts_any,
+        {**base.expected, **wrapper.expected},
+    )

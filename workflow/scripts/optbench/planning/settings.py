@@ -41,6 +41,7 @@ from optbench.planning.config_files import (
     _with_numbers,
     load_config_files,  # noqa: F401 (callers' entry point)
     load_schema,
+    numbers_from_text,
 )
 from optbench.planning.experiment import (
     GRID_AXES,
@@ -169,9 +170,16 @@ def _component_problems(
             optimizer_sources.declared_protocol(source)
         except optimizer_sources.SourceError as error:
             return [f"config key {key}.class: {error}."]
-        if signature is None:
+        if signature is None and entry.get("base") is None:
             return []
+        wrapper_problems, signature = _wrapper_problems(
+            key, entry, source, signature, catalog, optimizers_dir
+        )
+        if wrapper_problems or signature is None:
+            return wrapper_problems
         module, cls = source.module, source.name
+        if entry.get("base") is not None:
+            cls += f" around {entry['base']}"  # kwargs go to the wrapper and its base
     else:
         if catalog is None:
             return []
@@ -219,6 +227,79 @@ def _component_problems(
     if kind == "optimizers":
         problems += _schedule_problems(key, entry, catalog, source)
     return problems
+
+
+def _wrapper_problems(key: str, entry: dict, source, signature, catalog, optimizers_dir):
+    """(problems, the signature kwargs are checked against) of an entry's ``base:``:
+    given exactly where the class is a wrapper, a plain optimizer the loop can
+    drive inside it; kwargs then go to the wrapper and the base together."""
+    base = entry.get("base")
+    keyword = signature and optimizer_sources.wrapper_keyword(signature)
+    unsuppliable = [
+        f"{name} ({what})"
+        for name, what in optimizer_sources.UNSUPPLIABLE.items()
+        if signature is not None and name in signature.parameters
+    ]
+    if unsuppliable:
+        return [
+            f"config key {key}.class: {source.qualified} needs {unsuppliable[0]} as an argument, "
+            "which a config cannot give. Fix: use another class (pytorch_optimizer.SAM for "
+            "sharpness-aware minimisation)."
+        ], None
+    if base is None:
+        if keyword is None:
+            return [], signature
+        return [
+            f"config key {key}: {source.qualified} wraps a base optimizer (its {keyword} "
+            "argument), and the entry names none. Fix: add base: with the class it wraps, e.g. "
+            "base: AdamW (its kwargs go in the same kwargs)."
+        ], None
+    if signature is not None and keyword is None:
+        return [
+            f"config key {key}.base: {source.qualified} takes no base optimizer (it is not a "
+            f"wrapper: its __init__ has no {' or '.join(optimizer_sources.WRAPPER_KEYWORDS)} "
+            "argument). Fix: remove base, or use a wrapper class such as "
+            "pytorch_optimizer.Lookahead or pytorch_optimizer.SAM."
+        ], None
+    try:
+        base_source = optimizer_sources.locate(base, optimizers_dir)
+        base_signature = optimizer_sources.signature_of(base_source, catalog)
+    except optimizer_sources.SourceError as error:
+        return [f"config key {key}.base: {error}."], None
+    if base_signature is None or signature is None:
+        return [], None  # torch's source unreadable: the job checks
+    refused = _base_refusal(base_source, base_signature)
+    if refused:
+        return [
+            f"config key {key}.base: {base_source.qualified} cannot be the base of "
+            f"{source.qualified}: it {refused}. Fix: wrap an optimizer that steps on the "
+            "gradients it is given (AdamW, SGD, pytorch_optimizer.Lion)."
+        ], None
+    if keyword in entry["kwargs"]:
+        return [
+            f"config key {key}.kwargs: {keyword!r} is supplied by the pipeline (the base "
+            f"optimizer's class, from base:). Fix: remove it from kwargs."
+        ], None
+    return [], optimizer_sources.wrapped_signature(signature, base_signature)
+
+
+def _base_refusal(source, signature) -> str | None:
+    """Why a class cannot be a wrapper's base (None: it can)."""
+    if optimizer_sources.wrapper_keyword(signature):
+        return "is itself a wrapper"
+    if optimizer_sources.has_train_eval(source):
+        return "has train() and eval() modes (schedule-free), which a wrapper does not switch"
+    if source.origin == "torch" and source.name == "LBFGS":
+        return "evaluates the loss itself (a closure)"
+    if source.origin == "package":
+        from optbench.engines import optimizers  # the package's import brought torch
+
+        found = optimizers.describe(optimizers.resolve(source.qualified))
+        if found.closure != "none":
+            return "needs a closure"
+    elif optimizer_sources.declared_protocol(source).get("closure", "none") != "none":
+        return "needs a closure"
+    return None
 
 
 def _schedule_problems(key: str, entry: dict, catalog, source) -> list[str]:
@@ -450,7 +531,14 @@ def _problem_problems(
     resolved = problems.resolve_parameters(declaration, entry.get("kwargs") or {})
     source = None if problems.is_builtin(declaration.path) else declaration.sha256
     problem = Problem(
-        name, registered, declaration.kind, resolved, chosen, int(entry["steps"]), source
+        name,
+        registered,
+        declaration.kind,
+        resolved,
+        chosen,
+        int(entry["steps"]),
+        source,
+        declaration.facts,
     )
     return [], problem
 
@@ -625,6 +713,8 @@ def validate(
     if analysis_context.band_problems(config):
         config.pop("band")  # reported above with the new values; the schema adds the default
     schema = load_schema(schema_path)
+    # The workflow gets the config as Snakemake read it (YAML 1.1: 1e-4 is text).
+    config = numbers_from_text(config)
     config = _with_numbers(_fill_defaults(config, schema), set(command_line or ()))
     validator = jsonschema.Draft202012Validator(schema)
     schema_errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -661,6 +751,8 @@ def validate(
                 variants = _variants(entry)
                 # torch.optim.X is X: the same runs, files and batching.
                 cls = entry["class"].removeprefix(f"{optimizer_sources.TORCH_OPTIM}.")
+                base = entry.get("base")
+                base = base and base.removeprefix(f"{optimizer_sources.TORCH_OPTIM}.")
                 optimizers[name] = Optimizer(
                     name,
                     cls,
@@ -669,6 +761,8 @@ def validate(
                     {v.name: v for v in variants},
                     entry.get("groups") or None,
                     optimizer_sources.file_digest(entry["class"], optimizers_dir),
+                    base,
+                    base and optimizer_sources.file_digest(base, optimizers_dir),
                 )
     found += _seed_role_problems(config)
     found += analysis_context.candidate_count_problems(
@@ -690,6 +784,11 @@ def validate(
         found += analysis_context.threshold_problems(config["thresholds"], pairs)
     if "baseline" not in refused_keys:
         found += analysis_context.baseline_problems(config["baseline"], config["optimizers"])
+    if "ranking_metric" not in refused_keys:
+        found += analysis_context.ranking_metric_problems(
+            config["ranking_metric"],
+            {n: (p.problem, p.source_sha256 is None) for n, p in problem_entries.items()},
+        )
     if "heldout_targets" not in refused_keys:
         pairs = [(name, loss) for name, p in problem_entries.items() for loss in p.losses]
         found += analysis_context.heldout_target_problems(config["heldout_targets"], pairs)
@@ -736,6 +835,7 @@ def validate(
         eval_every=config["eval_every"],
         heldout_targets=config["heldout_targets"],
         baseline=config["baseline"],
+        ranking_metric=config["ranking_metric"],
     )
     found = _engine_problems(experiment, optimizers_dir) + _job_size_problems(experiment)
     if not found:

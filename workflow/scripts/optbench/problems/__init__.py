@@ -43,6 +43,30 @@ problem file declares what planning needs as module-level literals that
     the defaults updated with the given values. They are parsed, never
     evaluated as Python.
 
+A problem's *facts* (optional, ``Facts``) are what planning and reporting know
+of it beyond how to build it; each one left out takes its reader's fallback:
+
+``HELDOUT_TARGET``
+    ``{"accuracy": 0.9}`` (held-out accuracy at least 0.9, at most 1) or
+    ``{"loss": 2.5}`` (held-out loss at most 2.5, above 0): the default
+    held-out target of every entry of this problem, for a problem whose
+    instance has held-out data (config ``heldout_targets`` overrides it per
+    problem/loss). Left out: no target unless the config names one.
+``RUN_BYTES``
+    Bytes a run of this problem keeps while it is trained together with
+    others (model, gradients, optimizer state, data, activations), an int
+    above 0; the dry run's memory estimate (``planning/cost.py``). Left out:
+    ``cost.STATE_BYTES``.
+``RUN_STEP_US``
+    Microseconds per run-step at the default parameters, with Adam on one
+    thread, by engine: ``{"loop": ..., "batched": ..., "lbfgs_loop": ...,
+    "lbfgs_batched": ...}`` (the per-run loop; the batched engine at 100
+    runs; L-BFGS with the strong-Wolfe line search in the loop; the batched
+    L-BFGS at 100 runs). ``batched`` None: the estimate takes the loop's cost
+    (engine auto trains the problem in the loop); ``lbfgs_batched`` None: its
+    L-BFGS stays in the loop under every engine. The dry run's time estimate
+    (``planning/cost.py``); each key left out takes ``cost.GUESSED_RUN_STEP_US``.
+
 The module docstring is required; its first paragraph says what the problem
 stresses (it is the README's description). The file also defines
 ``build(seed: int, steps: int, **parameters) -> Instance`` (see
@@ -90,12 +114,29 @@ NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 _REQUIRED = ("KIND", "PARAMETERS", "STOCHASTIC", "OPTIMUM")
 _OPTIONAL = ("LIMITS", "CONSTRAINTS", "LOSSES")
+_FACTS = ("HELDOUT_TARGET", "RUN_BYTES", "RUN_STEP_US")
+# The engines RUN_STEP_US prices, and those that may be None (no figure: the
+# estimate falls back to the loop's).
+RUN_STEP_ENGINES = ("loop", "batched", "lbfgs_loop", "lbfgs_batched")
+_OPTIONAL_ENGINES = ("batched", "lbfgs_batched")
+HELDOUT_METRICS = ("loss", "accuracy")
 # build()'s own arguments; a parameter of the same name would be ambiguous.
 _RESERVED = {"seed", "steps"}
 
 
 class ProblemError(ValueError):
     """A problem cannot be found, read or used; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a problem file declares for planning and reporting (module docstring):
+    None or empty where the file leaves a fact out, so that each reader applies
+    its own fallback."""
+
+    heldout_target: dict | None = field(default=None, hash=False)  # {"accuracy": 0.9}
+    run_bytes: int | None = None
+    run_step_us: dict = field(default_factory=dict, hash=False)  # engine -> us or None
 
 
 @dataclass(frozen=True)
@@ -113,6 +154,7 @@ class Declaration:
     constraints: tuple[str, ...] = ()
     sha256: str = ""  # of the file's bytes
     declared_losses: tuple[str, ...] | None = None  # LOSSES, where the file narrows its kind's
+    facts: Facts = field(default_factory=Facts)
 
     @property
     def losses(self) -> tuple[str, ...]:
@@ -195,7 +237,7 @@ def _literals(tree: ast.Module, path: Path) -> dict:
         else:
             continue
         for target in targets:
-            if not isinstance(target, ast.Name) or target.id not in _REQUIRED + _OPTIONAL:
+            if not isinstance(target, ast.Name) or target.id not in _REQUIRED + _OPTIONAL + _FACTS:
                 continue
             if target.id in values:
                 raise ProblemError(
@@ -323,6 +365,72 @@ def _check_constraints_literal(constraints, parameters: dict, path: Path) -> Non
             raise ProblemError(f"{path}: the defaults break CONSTRAINTS entry {text!r}.")
 
 
+def _is_positive(value) -> bool:
+    return _is_number(value) and math.isfinite(value) and value > 0
+
+
+def _heldout_target_literal(target, path: Path) -> dict | None:
+    if target is None:
+        return None
+    valid = isinstance(target, dict) and len(target) == 1
+    if valid:
+        ((metric, value),) = target.items()
+        valid = metric in HELDOUT_METRICS and _is_positive(value)
+        valid = valid and not (metric == "accuracy" and value > 1)
+    if not valid:
+        raise ProblemError(
+            f"{path}: HELDOUT_TARGET must be one metric and its level, {{'accuracy': y}} "
+            f"(0 < y <= 1) or {{'loss': x}} (x > 0), got {target!r}. Fix: e.g. "
+            f'HELDOUT_TARGET = {{"accuracy": 0.9}}, or leave it out (no default target).'
+        )
+    return target
+
+
+def _run_bytes_literal(run_bytes, path: Path) -> int | None:
+    if run_bytes is None or (_is_positive(run_bytes) and isinstance(run_bytes, int)):
+        return run_bytes
+    raise ProblemError(
+        f"{path}: RUN_BYTES must be a whole number of bytes above 0 (what a run keeps while "
+        f"it is trained together with others), got {run_bytes!r}. Fix: write the number "
+        f"out, e.g. RUN_BYTES = 4194304 for 4 MiB (planning reads it without evaluating "
+        f"4 * 2**20), or leave it out."
+    )
+
+
+def _run_step_us_literal(costs, path: Path) -> dict:
+    if not isinstance(costs, dict):
+        wrong = [f"is {type(costs).__name__}, not a dict"]
+    else:
+        wrong = [
+            f"key {key!r} is not one of {', '.join(RUN_STEP_ENGINES)}"
+            for key in costs
+            if key not in RUN_STEP_ENGINES
+        ]
+        for key, value in costs.items():
+            none_ok = value is None and key in _OPTIONAL_ENGINES
+            if key in RUN_STEP_ENGINES and not (none_ok or _is_positive(value)):
+                wrong.append(
+                    f"{key!r}: {value!r} is not a number of microseconds above 0"
+                    + (" or None" if key in _OPTIONAL_ENGINES else "")
+                )
+    if wrong:
+        raise ProblemError(
+            f"{path}: RUN_STEP_US {'; '.join(wrong)}. Fix: a dict of microseconds per "
+            f'run-step by engine, e.g. RUN_STEP_US = {{"loop": 300, "batched": 6.0, '
+            f'"lbfgs_loop": 600, "lbfgs_batched": None}}; any key may be left out.'
+        )
+    return costs
+
+
+def _facts(values: dict, path: Path) -> Facts:
+    """The facts a file declares, each checked; an error names the file and the fix."""
+    return Facts(
+        heldout_target=_heldout_target_literal(values.get("HELDOUT_TARGET"), path),
+        run_bytes=_run_bytes_literal(values.get("RUN_BYTES"), path),
+        run_step_us=_run_step_us_literal(values.get("RUN_STEP_US", {}), path),
+    )
+
+
 def _build_signature_errors(tree: ast.Module, parameters: dict, path: Path) -> None:
     builds = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build"]
     if not builds:
@@ -405,6 +513,7 @@ def read_declaration(path: Path, name: str | None = None) -> Declaration:
             f"{path}: LOSSES must be a non-empty tuple of loss classes that fit KIND {kind!r} "
             f"({', '.join(LOSSES[kind]) or 'none'}), got {declared_losses!r}."
         )
+    facts = _facts(values, path)
     _build_signature_errors(tree, parameters, path)
     docstring = ast.get_docstring(tree)
     if not docstring or not docstring.strip():
@@ -425,6 +534,7 @@ def read_declaration(path: Path, name: str | None = None) -> Declaration:
         constraints=tuple(constraints),
         sha256=hashlib.sha256(source).hexdigest(),
         declared_losses=None if declared_losses is None else tuple(declared_losses),
+        facts=facts,
     )
 
 

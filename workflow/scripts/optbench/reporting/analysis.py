@@ -20,13 +20,20 @@ answers:
 5. ``candidates``, ``tuning_gain`` (one-shot base vs tuned, paired by seed) and
    ``best_of_k`` (expected result of a k-trial tuner): what tuning bought.
 6. ``pairwise`` (every pair per (problem, loss): Wilcoxon/sign test, Holm,
-   rank-biserial, bootstrap CI of the median paired difference) and
+   rank-biserial, exact order-statistic CI of the median paired difference) and
    ``leaderboard`` (ranking with ties by those tests, with the final loss's
    log-space statistics and the share of runs that reached the threshold).
 7. Across problems: ``ratios`` and ``profiles`` (Dolan-More performance
    profiles on steps and on loss evaluations to threshold), ``profile_scores`` (B_s), ``friedman``
    (average ranks and the test), ``win_probabilities`` and ``win_matrix``.
 8. ``claims``: the reference article's three testable claims.
+9. ``power``: per family of tests, the smallest p-value it can reach with
+   these seeds after its correction (``optbench.reporting.power``).
+
+Selection and every rank statistic judge each run by the configured ranking
+metric (``optbench.reporting.ranking_metric``: by default the held-out loss
+where a problem has held-out data, else the final training loss); a run
+whose training loss went non-finite is worse than any finite one throughout.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ from optbench.reporting import (
     literature,
     outputs,
     perfprofiles,
+    power,
+    ranking_metric,
     selection,
     statistics,
     summary,
@@ -79,7 +88,9 @@ def candidate_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[~(swept & (runs["variant"] == BASE_VARIANT))].reset_index(drop=True)
 
 
-def _leaderboard(chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFrame):
+def _leaderboard(
+    chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFrame, used: dict | None = None
+):
     finals = statistics.log_summary_table(chosen, ENTRY, "final_loss")
     reached = chosen.assign(
         _reached=chosen["steps_to_threshold"].notna(),
@@ -112,9 +123,23 @@ def _leaderboard(chosen: pd.DataFrame, ranking: pd.DataFrame, choice: pd.DataFra
     )
     extra = extra.reset_index()
     board = ranking.merge(choice[[*ENTRY, "variant"]], on=ENTRY, how="left")
+    keys = zip(board["problem"], board["loss"], strict=True)
+    metric = [(used or {}).get(key, "final_loss") for key in keys]
+    board.insert(board.columns.get_loc("median_log10") + 1, "ranking_metric", metric)
     board = board.merge(finals.drop(columns=["n", "n_diverged"]), on=ENTRY, how="left")
     board = board.merge(extra, on=ENTRY, how="left")
-    first = [*ENTRY, "variant", "rank", "beaten_by", "n", "n_diverged", "median_log10"]
+    first = [
+        *ENTRY,
+        "variant",
+        "rank",
+        "point_rank",
+        "beaten_by",
+        "note",
+        "n",
+        "n_diverged",
+        "median_log10",
+        "ranking_metric",
+    ]
     return board[first + [c for c in board.columns if c not in first]]
 
 
@@ -220,36 +245,31 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
         frames.append(summary.combine(tuning_paths, selection.TUNING)[1])
     runs = _with_identity(pd.concat(frames, ignore_index=True))
     steps = _with_identity(steps)
-    candidates = candidate_runs(runs)
+    # Selection and ranking judge by the configured metric (ranking_metric.VALUE).
+    judged, used = ranking_metric.with_ranking_value(runs, context.ranking_metric)
+    value = ranking_metric.VALUE
+    candidates = candidate_runs(judged)
     order = context.order
     if order is not None:
         order = [*order, *(v for v in dict.fromkeys(runs["variant"]) if v not in order)]
-    choice = selection.select_variants(candidates, order)
-    chosen = selection.tuned_evaluation_runs(runs, choice)
-    pairwise = comparison.pairwise_table(chosen)
-    ranking = comparison.ranking_table(chosen, pairwise)
+    choice = selection.select_variants(candidates, order, value=value)
+    chosen = selection.tuned_evaluation_runs(judged, choice)
+    pairwise = comparison.pairwise_table(chosen, value)
+    ranking = comparison.ranking_table(chosen, pairwise, value)
     ratios, profiles, scores = _profiles(chosen)
-    average_ranks, test = comparison.friedman(chosen)
+    average_ranks, test = comparison.friedman(chosen, value)
     friedman_table = average_ranks.assign(**{k: [v] * len(average_ranks) for k, v in test.items()})
-    probabilities = comparison.win_probabilities(chosen)
+    probabilities = comparison.win_probabilities(chosen, value)
     matrix = comparison.win_matrix(probabilities)
     matrix = matrix.rename_axis(index="optimizer", columns=None).reset_index()
-    claim_rows = claims.claims_from_runs(
-        chosen, context.mse_block, context.l1_block, context.claims_steps
-    )
     base_runs = runs[(runs["variant"] == BASE_VARIANT) & (runs["role"] == selection.EVALUATION)]
-    if not choice["variant"].eq(BASE_VARIANT).all() and len(base_runs):
-        # The article's claims are about its settings: check them on those too.
-        as_configured = claims.claims_from_runs(
-            base_runs,
-            context.mse_block,
-            context.l1_block,
-            context.claims_steps,
-            label=" (base variants)",
-        )
-        claim_rows = pd.concat([claim_rows, as_configured], ignore_index=True)
+    # The article's claims are about its settings: re-checked on those where tuning
+    # chose others (claims.article_claims).
+    claim_rows = claims.article_claims(
+        chosen, base_runs, context.mse_block, context.l1_block, context.claims_steps
+    )
     choice = choice.assign(range_edge=selection.range_edges(choice, candidates, context.swept))
-    budgets = selection.at_budgets(selection.tuning_curve(candidates, order))
+    budgets = selection.at_budgets(selection.tuning_curve(candidates, order, value=value))
     # Two published findings beside the article's claims (optbench.reporting.literature).
     published = literature.literature_claims(
         budgets, runs, choice, context.classes, context.baseline
@@ -261,10 +281,11 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
         "selection": choice,
         "sensitivity": _sensitivity(runs, candidates, context, choice),
         "candidates": selection.candidate_counts(candidates),
-        "tuning_gain": selection.tuning_gain(runs, choice, BASE_VARIANT),
+        "tuning_gain": selection.tuning_gain(judged, choice, BASE_VARIANT, value=value),
         "best_of_k": budgets,
         "pairwise": pairwise,
-        "leaderboard": _leaderboard(chosen, ranking, choice),
+        "leaderboard": _leaderboard(chosen, ranking, choice, used),
+        "power": power_table(chosen, choice, context),
         "baseline": baseline.baseline_table(chosen, context.baseline),
         "ratios": ratios,
         "profiles": profiles,
@@ -274,6 +295,40 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
         "win_matrix": matrix,
         "claims": claim_rows,
     }
+
+
+def power_table(chosen: pd.DataFrame, choice: pd.DataFrame, context: Context) -> pd.DataFrame:
+    """``power.tsv``: per family of tests the analysis made, the smallest p-value
+    it can reach with the evaluation seeds it had (``optbench.reporting.power``)."""
+    blocks, seeds = {}, {}
+    for key, block in chosen.groupby(["problem", "loss"], sort=False):
+        blocks[key] = block["optimizer"].nunique()
+        seeds[key] = int(block.groupby("optimizer")["seed"].nunique().max())
+    tuned = choice[choice["n_candidates"] > 1].groupby(["problem", "loss"], sort=False).size()
+    families = power.families_for(
+        blocks,
+        seeds,
+        baseline=bool(context.baseline) and context.baseline in set(chosen["optimizer"]),
+        swept={key: int(count) for key, count in tuned.items()},
+    )
+    return pd.DataFrame(power.table_rows(families), columns=power.COLUMNS)
+
+
+def divergence_lines(runs: pd.DataFrame) -> list[str]:
+    """One line per (problem, loss, optimizer, variant) with a diverged run (a
+    non-finite training loss): how many of its runs, and the first such step."""
+    bad = runs[runs["first_nonfinite_step"].notna()]
+    lines = []
+    totals = runs.groupby(summary.IDENTITY, sort=False).size()
+    for key, group in bad.groupby(summary.IDENTITY, sort=False):
+        roles = group["role"].value_counts() if "role" in group.columns else {}
+        split = ", ".join(f"{count} {role}" for role, count in roles.items())
+        lines.append(
+            f"diverged: {'/'.join(map(str, key))}: {len(group)} of {totals[key]} runs"
+            f"{f' ({split})' if split else ''}, first non-finite loss at step "
+            f"{int(group['first_nonfinite_step'].min())}"
+        )
+    return lines
 
 
 def range_edge_warnings(choice: pd.DataFrame) -> list[str]:

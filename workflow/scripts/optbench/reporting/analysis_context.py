@@ -22,8 +22,10 @@ class Context:
     ties in the selection; ``swept``: variant -> its swept values (for the
     sensitivity axis); ``mse_block``/``l1_block``: the (problem, loss) of the
     article's linear problem with MSE/L1 (None: not in the grid) and
-    ``claims_steps`` its run length; ``thresholds``: "problem/loss" -> the
-    threshold as the cell job takes it (for the captions and the tables)."""
+    ``claims_steps`` the run length of the L1 one (None: none); ``thresholds``:
+    "problem/loss" -> the threshold as the cell job takes it (for the captions
+    and the tables); ``ranking_metric``: what selection and ranking judge by
+    (``optbench.reporting.ranking_metric``)."""
 
     order: list[str] | None = None
     swept: dict[str, dict] = field(default_factory=dict)
@@ -33,6 +35,7 @@ class Context:
     thresholds: dict[str, str] = field(default_factory=dict)
     baseline: str | None = None  # the optimizer the baseline table compares with
     classes: dict[str, str] = field(default_factory=dict)  # optimizer -> its class
+    ranking_metric: str = "auto"
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Context:
@@ -71,8 +74,7 @@ def context_for(experiment, thresholds: dict | None = None) -> Context:
     for optimizer in experiment.optimizers.values():
         for name, variant in optimizer.variants.items():
             swept.setdefault(name, dict(variant.swept))
-    blocks = {}
-    steps = None
+    blocks, steps = {}, {}
     for problem in experiment.problems.values():
         if problem.problem != ARTICLE_PROBLEM:
             continue
@@ -81,17 +83,46 @@ def context_for(experiment, thresholds: dict | None = None) -> Context:
                 component = experiment.losses.get(loss)
                 if key not in blocks and component is not None and component.cls == cls:
                     blocks[key] = (problem.name, loss)
-                    steps = steps or problem.steps
+                    steps[key] = problem.steps
     return Context(
         order=variant_order(experiment),
         swept=swept,
         mse_block=blocks.get("mse_block"),
         l1_block=blocks.get("l1_block"),
-        claims_steps=steps,
+        # The run length the L1 claim names: that of the problem its runs come from.
+        claims_steps=steps.get("l1_block"),
         thresholds=dict(thresholds or {}),
         baseline=experiment.baseline if experiment.baseline in experiment.optimizers else None,
         classes={name: optimizer.cls for name, optimizer in experiment.optimizers.items()},
+        ranking_metric=experiment.ranking_metric,
     )
+
+
+def power_families(experiment) -> list:
+    """The families of tests the analysis of ``experiment`` makes, with their
+    power at its evaluation seeds (``optbench.reporting.power``)."""
+    from optbench.reporting import power
+
+    blocks = {
+        (problem.name, loss): len(experiment.optimizers)
+        for problem in experiment.problems.values()
+        for loss in problem.losses
+    }
+    tuned = sum(len(optimizer.variants) > 1 for optimizer in experiment.optimizers.values())
+    has_baseline = experiment.baseline in experiment.optimizers
+    return power.families_for(
+        blocks,
+        len(experiment.seeds),
+        baseline=has_baseline,
+        swept=dict.fromkeys(blocks, tuned) if experiment.tuning_seeds else None,
+    )
+
+
+def power_lines(experiment) -> list[str]:
+    """The plan-time summary's lines on power (one per kind of family and size)."""
+    from optbench.reporting import power
+
+    return power.plan_lines(power_families(experiment))
 
 
 # ---------------------------------------------------------------------------
@@ -117,15 +148,37 @@ def band_problems(config: dict) -> list[str]:
     return []
 
 
-# Held-out targets of the built-in problems with held-out data, by registered
-# problem (docs/problems.md): levels a well-tuned optimizer reaches within a
-# few hundred steps, so that steps to target separate optimizers.
-DEFAULT_HELDOUT_TARGETS = {
-    "digits_mlp": {"accuracy": 0.9},
-    "digits_cnn": {"accuracy": 0.9},
-    "breast_cancer_mlp": {"accuracy": 0.95},
-    "text_transformer": {"loss": 2.5},
-}
+# A problem's default held-out target is a fact its file declares
+# (HELDOUT_TARGET, optbench.problems.Facts), handed to heldout_target_text.
+
+
+# The built-in problems that evaluate a held-out split (their instance has
+# ``heldout``); tests/test_ranking_metric.py builds each built-in to keep this true.
+BUILTIN_HELDOUT = frozenset(
+    {"digits_mlp", "digits_cnn", "breast_cancer_mlp", "text_transformer", "noisy_quadratic"}
+)
+HELDOUT_METRICS = ("heldout_loss", "heldout_accuracy")
+
+
+def ranking_metric_problems(metric, problems: dict[str, tuple[str, bool]]) -> list[str]:
+    """A held-out ranking metric needs held-out data: refused for a built-in
+    problem without it (a user problem's is checked on its runs).
+    ``problems``: entry name -> (registered problem, built in?)."""
+    if metric not in HELDOUT_METRICS:
+        return []
+    lacking = [
+        f"{name} ({registered})" if name != registered else name
+        for name, (registered, builtin) in problems.items()
+        if builtin and registered not in BUILTIN_HELDOUT
+    ]
+    if not lacking:
+        return []
+    return [
+        f"config key ranking_metric: {metric} needs held-out data, which the problem(s) "
+        f"{', '.join(lacking)} do not have. Fix: use auto (held-out loss where there is "
+        "held-out data, else the final training loss) or final_loss, or keep only problems "
+        f"with a held-out split ({', '.join(sorted(BUILTIN_HELDOUT))})."
+    ]
 
 
 def heldout_target_problems(targets, problem_losses) -> list[str]:
@@ -141,10 +194,13 @@ def heldout_target_problems(targets, problem_losses) -> list[str]:
     ]
 
 
-def heldout_target_text(targets: dict | None, problem: str, registered: str, loss: str) -> str:
+def heldout_target_text(
+    targets: dict | None, problem: str, declared: dict | None, loss: str
+) -> str:
     """The cell job's --heldout-target for one (problem entry, loss): the config's,
-    else the built-in problem's default, else "" (none)."""
-    entry = (targets or {}).get(f"{problem}/{loss}") or DEFAULT_HELDOUT_TARGETS.get(registered)
+    else ``declared``, the target the problem's file declares (HELDOUT_TARGET;
+    None: none), else "" (none)."""
+    entry = (targets or {}).get(f"{problem}/{loss}") or declared
     if not entry:
         return ""
     ((metric, value),) = entry.items()

@@ -6,15 +6,21 @@ variants (the baseline tuned the same way):
 - the speed-up over the baseline in steps to the target: the held-out target
   where the pair has one (``steps_to_heldout_target``), else the loss
   threshold (``steps_to_threshold``), column ``measure``. Speed-up = the
-  baseline's median steps / the optimizer's, a run that never reached the
-  target counting as infinitely slow (censored): inf when only the baseline
-  never gets there in the median, 0 when only the optimizer does, NaN when
-  neither does. Its 95 % interval is a percentile bootstrap over the paired
-  seeds (the seeds resampled together, so each resample keeps the pairs);
+  median over the shared seeds of the per-seed ratio baseline steps /
+  optimizer steps (on a log scale: for an even count the geometric mean of the
+  two middle ratios), a run that never reached the target counting as
+  infinitely slow (censored): +inf on a seed where only the baseline missed
+  it, 0 where only the optimizer did, unknown where neither did. Its exact 95 %
+  order-statistic interval and the method (``speedup_ci_method``: the
+  coverage, "n too small" with NaN bounds below 6 pairs, "not estimable"
+  with a NaN speed-up when the seeds where neither reached the target decide
+  the median) come from ``intervals.speedup_interval``. ``n_reached`` and
+  ``baseline_n_reached`` count the runs that reached the target;
 - the same in time: ``step_time_ratio`` is the optimizer's median seconds
   per step over the baseline's (each measured alone in the loop,
   engines/timing.py), ``time_speedup`` the speed-up in time to the target
-  (steps times the step time), with its bootstrap interval;
+  (per seed: steps times the run's step time), with its interval and method
+  (NaN, "no step timing", where a run has no measured step time);
 - whether its final held-out loss is lower than the baseline's: the paired
   test of ``comparison.paired_test`` (median difference, p-value), said as
   ``better``, ``worse`` or ``no difference`` at the 5 % level.
@@ -25,7 +31,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from optbench.reporting.comparison import ALPHA, BOOTSTRAP_SEED, N_RESAMPLES, paired_test
+from optbench.reporting.comparison import ALPHA, paired_test
+from optbench.reporting.intervals import speedup_interval
 
 COLUMNS = [
     "problem",
@@ -34,47 +41,63 @@ COLUMNS = [
     "baseline",
     "measure",
     "n_pairs",
+    "baseline_n_reached",
+    "n_reached",
     "baseline_median_steps",
     "median_steps",
     "speedup",
     "speedup_low",
     "speedup_high",
+    "speedup_ci_method",
     "step_time_ratio",
     "time_speedup",
     "time_speedup_low",
     "time_speedup_high",
+    "time_speedup_ci_method",
     "heldout_median_diff",
     "heldout_p_value",
     "heldout_verdict",
 ]
 
 
-def _ratio(baseline, steps):
-    """Speed-up of medians, NaN-free inputs (inf = never reached)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(
-            np.isinf(baseline) & np.isinf(steps),
-            np.nan,
-            np.where(np.isinf(steps), 0.0, np.where(np.isinf(baseline), np.inf, baseline / steps)),
+def _never_reached_as_inf(values) -> np.ndarray:
+    """Steps (or seconds) to a target with NaN, never reached, as +inf: slower than any."""
+    return np.nan_to_num(np.asarray(values, dtype=float), nan=np.inf)
+
+
+def _median_steps(values) -> float:
+    values = _never_reached_as_inf(values)
+    return float(np.median(values)) if values.size else np.nan
+
+
+def speedup(baseline_steps, steps):
+    """(speed-up, low, high, method) of seed-aligned step counts (NaN = never reached)."""
+    return speedup_interval(_never_reached_as_inf(baseline_steps), _never_reached_as_inf(steps))
+
+
+def time_speedup(baseline_steps, baseline_seconds, steps, seconds):
+    """``speedup`` in time to the target: each run's steps times its seconds per step."""
+    seconds = np.asarray(seconds, dtype=float)
+    baseline_seconds = np.asarray(baseline_seconds, dtype=float)
+    if np.isnan(seconds).any() or np.isnan(baseline_seconds).any():
+        # A run without a measured step time is missing, not slow: no number.
+        return np.nan, np.nan, np.nan, "no step timing"
+    return speedup_interval(
+        _never_reached_as_inf(baseline_steps) * baseline_seconds,
+        _never_reached_as_inf(steps) * seconds,
+    )
+
+
+def _check_one_run_per_seed(block: pd.DataFrame) -> None:
+    duplicated = block.duplicated(["optimizer", "seed"])
+    if duplicated.any():
+        first = block[duplicated].iloc[0]
+        raise ValueError(
+            "the baseline table pairs runs by seed and needs one run per (problem, loss, "
+            f"optimizer, seed); {first['problem']}/{first['loss']}/{first['optimizer']} seed "
+            f"{first['seed']} appears more than once. Pass the evaluation runs of the chosen "
+            "variants only (selection.tuned_evaluation_runs)."
         )
-    return ratio
-
-
-def speedup(baseline_steps, steps, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED):
-    """(speed-up, low, high) of seed-aligned step counts (NaN = never reached)."""
-    baseline = np.nan_to_num(np.asarray(baseline_steps, dtype=float), nan=np.inf)
-    steps = np.nan_to_num(np.asarray(steps, dtype=float), nan=np.inf)
-    if baseline.size == 0:
-        return np.nan, np.nan, np.nan
-    point = float(_ratio(np.median(baseline), np.median(steps)))
-    rows = np.random.default_rng(seed).integers(0, baseline.size, (n_resamples, baseline.size))
-    ratios = _ratio(np.median(baseline[rows], axis=1), np.median(steps[rows], axis=1))
-    ratios = ratios[~np.isnan(ratios)]
-    if ratios.size == 0:
-        return point, np.nan, np.nan
-    # Order statistics, not interpolation: the bounds may be 0 or inf.
-    low, high = np.quantile(ratios, [0.025, 0.975], method="inverted_cdf")
-    return point, float(low), float(high)
 
 
 def _verdict(test: dict) -> str:
@@ -89,11 +112,11 @@ def baseline_table(chosen: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     rows = []
     for (problem, loss), block in chosen.groupby(["problem", "loss"], sort=False):
+        _check_one_run_per_seed(block)
         targeted = (
             block["heldout_target_loss"].notna() | block["heldout_target_accuracy"].notna()
         ).any()
         measure = "steps_to_heldout_target" if targeted else "steps_to_threshold"
-        in_time = "time_to_heldout_target" if targeted else "time_to_threshold"
         reference = block[block["optimizer"] == baseline].set_index("seed")
         if reference.empty:
             continue
@@ -102,18 +125,20 @@ def baseline_table(chosen: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
                 continue
             runs = runs.set_index("seed")
             seeds = runs.index.intersection(reference.index).sort_values()
-            point, low, high = speedup(reference.loc[seeds, measure], runs.loc[seeds, measure])
-            timed = speedup(reference.loc[seeds, in_time], runs.loc[seeds, in_time])
+            # Everything below reads both sides at the same ``seeds``: pairs by seed, never by row.
+            mine, theirs = runs.loc[seeds], reference.loc[seeds]
+            point, low, high, method = speedup(theirs[measure], mine[measure])
+            timed = time_speedup(
+                theirs[measure], theirs["seconds_per_step"], mine[measure], mine["seconds_per_step"]
+            )
             with np.errstate(divide="ignore", invalid="ignore"):
                 step_ratio = float(
-                    runs.loc[seeds, "seconds_per_step"].median()
-                    / reference.loc[seeds, "seconds_per_step"].median()
+                    mine["seconds_per_step"].median() / theirs["seconds_per_step"].median()
                 )
             test = paired_test(
-                runs.loc[seeds, "heldout_loss"].to_numpy(float),
-                reference.loc[seeds, "heldout_loss"].to_numpy(float),
+                mine["heldout_loss"].to_numpy(float), theirs["heldout_loss"].to_numpy(float)
             )
-            held = test["n_pairs"] and runs.loc[seeds, "heldout_loss"].notna().all()
+            held = test["n_pairs"] and mine["heldout_loss"].notna().all()
             rows.append(
                 {
                     "problem": problem,
@@ -122,17 +147,21 @@ def baseline_table(chosen: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
                     "baseline": baseline,
                     "measure": measure,
                     "n_pairs": len(seeds),
+                    "baseline_n_reached": int(theirs[measure].notna().sum()),
+                    "n_reached": int(mine[measure].notna().sum()),
                     "baseline_median_steps": float(
-                        reference.loc[seeds, measure].fillna(np.inf).median()
+                        np.median(_never_reached_as_inf(theirs[measure]))
                     ),
-                    "median_steps": float(runs.loc[seeds, measure].fillna(np.inf).median()),
+                    "median_steps": _median_steps(mine[measure]),
                     "speedup": point,
                     "speedup_low": low,
                     "speedup_high": high,
+                    "speedup_ci_method": method,
                     "step_time_ratio": step_ratio,
                     "time_speedup": timed[0],
                     "time_speedup_low": timed[1],
                     "time_speedup_high": timed[2],
+                    "time_speedup_ci_method": timed[3],
                     "heldout_median_diff": test["median_diff"] if held else np.nan,
                     "heldout_p_value": test["p_value"] if held else np.nan,
                     "heldout_verdict": _verdict(test) if held else "no held-out data",

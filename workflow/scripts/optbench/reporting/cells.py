@@ -188,12 +188,14 @@ class CellRuns:
     curves: list[list[dict]] | None = None  # per run, the sidecar's heldout_curve
     # Per run, its (problem, loss, optimizer)'s seconds per step (sidecar step_timing).
     step_seconds: list[float | None] | None = None
+    # The loss's keyword arguments: some change its order, so its floor (resolution.power).
+    loss_kwargs: dict | None = None
 
     def resolution_floors(self) -> np.ndarray | None:
         """Each run's resolution floor (optbench.reporting.resolution), None when unknown."""
         if self.loss_class == UNKNOWN_LOSS:
             return None
-        return resolution.floors(self.losses[:, 0], self.loss_class)
+        return resolution.floors(self.losses[:, 0], self.loss_class, kwargs=self.loss_kwargs)
 
 
 def sidecar_path(run_path) -> str:
@@ -231,6 +233,13 @@ def loss_class_of(metadata: dict | None) -> str | None:
     return None if loss is None else str(loss.get("class", UNKNOWN_LOSS))
 
 
+def loss_kwargs_of(metadata: dict | None) -> dict:
+    """The keyword arguments of the run's loss ({} for an objective or without a sidecar)."""
+    loss = (metadata or {}).get("loss")
+    kwargs = loss.get("kwargs") if isinstance(loss, dict) else None
+    return kwargs if isinstance(kwargs, dict) else {}
+
+
 def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> CellRuns:
     """The runs at ``paths``, checked to belong to the cell ``identity``, sorted by seed."""
     fields_in_order = list(path_regex(pattern).groupindex)
@@ -264,10 +273,13 @@ def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell
         ((sidecar or {}).get("step_timing") or {}).get("seconds_per_step") for sidecar in sidecars
     ]
     loss_classes = {loss_class_of(sidecar) for sidecar in sidecars}
-    if len(loss_classes) > 1:
+    # Compared as JSON text: kwargs are mappings, which a set cannot hold.
+    loss_kwargs = {json.dumps(loss_kwargs_of(sidecar), sort_keys=True) for sidecar in sidecars}
+    if len(loss_classes) > 1 or len(loss_kwargs) > 1:
+        named = sorted(map(str, loss_classes)) if len(loss_classes) > 1 else sorted(loss_kwargs)
         raise CellError(
             f"the runs of the cell {identity} name different losses in their sidecars "
-            f"({', '.join(sorted(map(str, loss_classes)))}). Delete the runs of this cell "
+            f"({', '.join(named)}). Delete the runs of this cell "
             "so that the pipeline trains them again."
         )
     return CellRuns(
@@ -279,6 +291,7 @@ def read_cell(paths, pattern: str, identity: dict[str, str], steps: int) -> Cell
         loss_classes.pop(),
         [c if isinstance(c, list) else [] for c in curves],
         [s if isinstance(s, int | float) else None for s in step_seconds],
+        json.loads(loss_kwargs.pop()),
     )
 
 

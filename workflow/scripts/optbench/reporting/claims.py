@@ -148,7 +148,7 @@ def _none(relative: dict, near: dict, n_seeds: int, steps: int, data: str, level
     else:
         verdict = "not shown"
     return {
-        "claim": f"no optimizer gets the loss near zero in {steps} steps",
+        "claim": none_claim_text(steps),
         "data": data,
         "test": f"last-step loss <= {level}; one-sided exact binomial test "
         "that fewer than half of the seeds get there, per optimizer, Holm",
@@ -231,6 +231,28 @@ def _block(runs: pd.DataFrame, block, names=None):
     return shared, {name: by_name[name].loc[shared] for name in names}
 
 
+def none_claim_text(steps: int | None) -> str:
+    """The L1 claim's wording; ``steps``: the L1 problem's run length (None: unknown,
+    e.g. the grid has no such problem, so no number is made up)."""
+    within = "within the run" if steps is None else f"in {steps} steps"
+    return f"no optimizer gets the loss near zero {within}"
+
+
+def _missing_reason(all_runs: pd.DataFrame, block, loss_name: str, among) -> str | None:
+    """Why ``block`` gives the article's claims no runs (None: it does)."""
+    if block is None:
+        return f"the grid has no linear problem with an {loss_name} loss"
+    rows = all_runs[(all_runs["problem"] == block[0]) & (all_runs["loss"] == block[1])]
+    if rows.empty:
+        return f"no evaluation runs of {block[0]}/{block[1]}"
+    if among is not None and not rows["optimizer"].isin(list(among)).any():
+        return (
+            f"{block[0]}/{block[1]} has none of the article's optimizers "
+            f"({', '.join(among)}); the claims are about those"
+        )
+    return None
+
+
 def claims_from_runs(
     runs: pd.DataFrame,
     mse_block=None,
@@ -249,32 +271,34 @@ def claims_from_runs(
     "Near zero" is the run's threshold (``threshold``; by default 1e-3 x its
     initial loss, the ``NEAR_ZERO`` of the curve-based checks). ``mse_block`` and
     ``l1_block`` are the (problem, loss) of the article's linear problem with MSE
-    and L1 (None: not in the grid); ``steps``: that problem's run length. A claim
-    whose data or optimizers are missing gets a row "not testable: why". The
-    claims are the article's about its own optimizers: only the optimizers named
-    in ``among`` (None: every one) take part.
+    and L1 (None: not in the grid); ``steps``: the L1 problem's run length (None:
+    unknown; the claim then names no number). A claim whose data or optimizers
+    are missing gets a row "not testable: why", the why being the first thing
+    missing: the problem and loss, then their runs, then the article's
+    optimizers among them. The claims are the article's about its own
+    optimizers: only the optimizers named in ``among`` (None: every one) take part.
     """
+    all_runs = runs
     if among is not None:
         runs = runs[runs["optimizer"].isin(list(among))]
     rows = []
     fastest_claim = f"{fastest} brings the loss to about zero fastest"
     damped_claim = f"{damped[0]} damps oscillation faster than {damped[1]}"
-    none_claim = f"no optimizer gets the loss near zero in {steps} steps"
-    present = {}
-    for block in (mse_block, l1_block):
-        if block is not None:
-            rows_of = runs[(runs["problem"] == block[0]) & (runs["loss"] == block[1])]
-            present[block] = list(dict.fromkeys(rows_of["optimizer"]))
+    none_claim = none_claim_text(steps)
     data = {
         name: f"{block[0]}/{block[1]}{label}" if block else ""
         for name, block in (("mse", mse_block), ("l1", l1_block))
     }
 
-    if mse_block is None or not present.get(mse_block):
-        reason = "the grid has no linear problem with an MSE loss"
-        rows += [_untestable(fastest_claim, "", reason), _untestable(damped_claim, "", reason)]
+    reason = _missing_reason(all_runs, mse_block, "MSE", among)
+    if reason is not None:
+        rows += [
+            _untestable(fastest_claim, data["mse"], reason),
+            _untestable(damped_claim, data["mse"], reason),
+        ]
     else:
-        names = present[mse_block]
+        rows_of = runs[(runs["problem"] == mse_block[0]) & (runs["loss"] == mse_block[1])]
+        names = list(dict.fromkeys(rows_of["optimizer"]))
         if fastest not in names or len(names) < 2:
             rows.append(
                 _untestable(fastest_claim, data["mse"], f"needs {fastest} and another optimizer")
@@ -296,8 +320,9 @@ def claims_from_runs(
             seeds, block = _block(runs, mse_block, list(damped))
             a, b = (block[name]["oscillation"].to_numpy(np.float64) for name in damped)
             rows.append(_damps(a, b, *damped, len(seeds), data["mse"], alpha))
-    if l1_block is None or not present.get(l1_block):
-        rows.append(_untestable(none_claim, "", "the grid has no linear problem with an L1 loss"))
+    reason = _missing_reason(all_runs, l1_block, "L1", among)
+    if reason is not None:
+        rows.append(_untestable(none_claim, data["l1"], reason))
     else:
         seeds, block = _block(runs, l1_block)
         relative, near = {}, {}
@@ -309,6 +334,53 @@ def claims_from_runs(
         level = _level_text(next(iter(block.values())))
         rows.append(_none(relative, near, len(seeds), steps, data["l1"], level, alpha))
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+BASE_LABEL = " (base variants)"
+
+
+def article_claims(
+    chosen: pd.DataFrame,
+    base_runs: pd.DataFrame,
+    mse_block=None,
+    l1_block=None,
+    steps=None,
+    alpha: float = ALPHA,
+    among=ARTICLE_OPTIMIZERS,
+    base_variant: str = "base",
+) -> pd.DataFrame:
+    """The claims rows of the report: each claim on the runs tuning chose, then
+    again on the configured (base) variants, each claim once per set of runs.
+
+    ``chosen``: the evaluation runs of the chosen variants; ``base_runs``: the
+    evaluation runs of the base variants. A claim is re-checked on the base
+    variants only where its tuned row was testable and tuning chose another
+    variant for one of the article's optimizers on its (problem, loss): a
+    re-check of the same runs, or of a claim the grid cannot test, would only
+    repeat a row.
+    """
+    rows = claims_from_runs(chosen, mse_block, l1_block, steps, alpha=alpha, among=among)
+    if base_runs is None or base_runs.empty:
+        return rows
+    again = claims_from_runs(
+        base_runs, mse_block, l1_block, steps, alpha=alpha, label=BASE_LABEL, among=among
+    )
+    tuned_blocks = set()
+    for block in (mse_block, l1_block):
+        if block is None:
+            continue
+        of_block = chosen[(chosen["problem"] == block[0]) & (chosen["loss"] == block[1])]
+        if among is not None:
+            of_block = of_block[of_block["optimizer"].isin(list(among))]
+        if (of_block["variant"] != base_variant).any():
+            tuned_blocks.add(block)
+    # Claims in claims_from_runs' order: two on the MSE block, one on the L1 block.
+    blocks = [mse_block, mse_block, l1_block]
+    keep = [
+        block in tuned_blocks and not str(verdict).startswith("not testable")
+        for block, verdict in zip(blocks, rows["verdict"], strict=True)
+    ]
+    return pd.concat([rows, again[keep]], ignore_index=True)
 
 
 def _level_text(table: pd.DataFrame) -> str:

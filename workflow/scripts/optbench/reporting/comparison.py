@@ -25,24 +25,38 @@ Effect sizes: ``rank_biserial`` = (R_a - R_b) / (R_a + R_b), the
 matched-pairs rank-biserial correlation, where R_a is the rank sum of the
 pairs a wins (d < 0); +1 means a wins every nonzero pair. ``p_a_better`` is
 the share of pairs a wins, ties counting one half. ``median_diff`` is the
-median of d with a percentile bootstrap interval: ``N_RESAMPLES`` resamples of
-the pairs, numpy Generator seeded with ``seed`` (fresh per pair, so a pair's
-interval does not depend on the others), interval ends taken as order
-statistics of the resampled medians (``inverted_cdf``), so infinite values
-never produce NaN through interpolation.
+median of d (tied pairs included) with the exact distribution-free 95 %
+interval of a median, two order statistics of d (``intervals.median_interval``:
+coverage >= 95 % for any distribution, infinite differences included, no
+random numbers); ``ci_method`` names the order statistics and the coverage, or
+says "n too small" (NaN bounds) below 6 pairs, where no such interval reaches
+95 %. (A percentile bootstrap, used before, covers far less than 95 % at
+3-5 pairs.)
 
 Holm correction (``holm``) is across the pairs of one (problem, loss).
 
+Divergence decides on its own (``divergence_winner``): where one side
+diverged on every shared seed and the other on none, the other wins the pair
+whatever the test says (with 4 seeds the sign test cannot go below 0.125, so
+an optimizer that diverged on all 4 seeds would otherwise share the first
+rank). ``pairwise_table`` states each pair's ``winner`` and what decided it
+(``decided_by``: "divergence", or "holm" for Holm-corrected p < alpha).
+
 Ranking rule (``ranking_table``): an optimizer's rank is 1 + the number of
-optimizers that beat it significantly (Holm-corrected p < alpha, in their
-favour). Optimizers that no test separates share a rank; the ranks need not
-be consecutive (1, 1, 3) and do not depend on any ordering or chaining. Rows
-are listed by rank, then median.
+optimizers that beat it: significantly (Holm-corrected p < alpha, in their
+favour) or by divergence (above). Optimizers that nothing separates share a
+rank; the ranks need not be consecutive (1, 1, 3) and do not depend on any
+ordering or chaining. Beside it, ``point_rank`` orders by the median alone
+(1 = lowest median; equal medians share the smaller rank), and ``note`` says
+where the two differ: which optimizers a row is ahead of on the median
+without a significant difference (with its wins out of the shared seeds),
+and, where no difference could be significant with these seeds
+(``optbench.reporting.power``), the seeds needed. Rows are listed by rank,
+then median.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import warnings
 
@@ -50,10 +64,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from optbench.reporting import power
+from optbench.reporting.intervals import median_interval
 from optbench.reporting.statistics import FLOOR, log10_or_inf, require_columns
 
-N_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 20_240_611
 ALPHA = 0.05
 RUN_COLUMNS = ["problem", "loss", "optimizer", "seed", "final_loss"]
 BLOCK = ["problem", "loss"]
@@ -69,6 +83,7 @@ PAIR_COLUMNS = [
     "median_diff",
     "ci_low",
     "ci_high",
+    "ci_method",
     "better",
 ]
 
@@ -108,39 +123,6 @@ def _differences(a, b) -> np.ndarray:
     return np.where(a == b, 0.0, d)  # inf - inf: both diverged, a tie
 
 
-@functools.lru_cache(maxsize=256)
-def _bootstrap_middle_ranks(n: int, n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """0-based ranks, in the sorted sample, of the two middle values of each resample.
-
-    A resample's median depends only on how many times each rank was drawn,
-    so the draws are made once per (n, n_resamples, seed) and reused.
-    """
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(n_resamples, n))
-    offsets = n * np.arange(n_resamples)[:, None]
-    counts = np.bincount((draws + offsets).ravel(), minlength=n * n_resamples)
-    cumulative = np.cumsum(counts.reshape(n_resamples, n), axis=1)
-    lower = np.argmax(cumulative >= (n + 1) // 2, axis=1)
-    upper = np.argmax(cumulative >= n // 2 + 1, axis=1)
-    lower.flags.writeable = upper.flags.writeable = False  # shared through the cache
-    return lower, upper
-
-
-def bootstrap_median_interval(
-    d, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the median of ``d`` (order statistics)."""
-    d = np.sort(np.asarray(d, dtype=np.float64))
-    if d.size == 0:
-        return float("nan"), float("nan")
-    lower, upper = _bootstrap_middle_ranks(d.size, n_resamples, seed)
-    with np.errstate(invalid="ignore"):
-        medians = (d[lower] + d[upper]) / 2.0  # -inf + inf: NaN, as numpy's median
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(medians, [tail, 1.0 - tail], method="inverted_cdf")
-    return float(low), float(high)
-
-
 def _wilcoxon(nonzero: np.ndarray, tied_magnitudes: bool):
     n = nonzero.size
     if not tied_magnitudes and n <= 50:
@@ -153,7 +135,7 @@ def _wilcoxon(nonzero: np.ndarray, tied_magnitudes: bool):
     return label, float(result.statistic), float(result.pvalue)
 
 
-def paired_test(a, b, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict:
+def paired_test(a, b) -> dict:
     """Compare two seed-aligned arrays of lower-is-better values (inf = failed).
 
     Returns the ``PAIR_COLUMNS`` (``better``: "a", "b" or "" by the direction of
@@ -167,6 +149,7 @@ def paired_test(a, b, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED
         "n_pairs": n,
         "n_ties": n - nonzero.size,
         "test": "none",
+        "ci_method": "no pairs",
         "better": "",
     }
     if n == 0:
@@ -174,7 +157,7 @@ def paired_test(a, b, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED
     row["p_a_better"] = (a_wins + 0.5 * (n - nonzero.size)) / n
     with np.errstate(invalid="ignore"):
         row["median_diff"] = float(np.median(d))
-    row["ci_low"], row["ci_high"] = bootstrap_median_interval(d, n_resamples, seed)
+    row["ci_low"], row["ci_high"], row["ci_method"] = median_interval(d)
     if nonzero.size == 0:
         row.update(test="none (all pairs tie)", statistic=0.0, p_value=1.0, rank_biserial=0.0)
         return row
@@ -194,6 +177,22 @@ def paired_test(a, b, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED
         direction = r_a - r_b
     row["better"] = "a" if direction > 0 else "b" if direction < 0 else ""
     return row
+
+
+def divergence_winner(a, b) -> str:
+    """ "a" when b diverged (+inf) on every shared seed and a on none, "b" the
+    other way round, else "" (seed-aligned log10 values, NaN = missing)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    shared = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[shared], b[shared]
+    if a.size == 0:
+        return ""
+    if np.isinf(b).all() and np.isfinite(a).all():
+        return "a"
+    if np.isinf(a).all() and np.isfinite(b).all():
+        return "b"
+    return ""
 
 
 def _check_runs(runs: pd.DataFrame, value: str) -> None:
@@ -223,8 +222,7 @@ def pairwise_table(
     runs: pd.DataFrame,
     value: str = "final_loss",
     floor: float = FLOOR,
-    n_resamples: int = N_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
+    alpha: float = ALPHA,
 ) -> pd.DataFrame:
     """Every pair (a, b) of optimizers per (problem, loss) on log10 ``value``.
 
@@ -232,18 +230,31 @@ def pairwise_table(
     (evaluation seeds, chosen variants). Pairs follow the optimizers' order of
     first appearance; ``p_holm`` is Holm-corrected across a block's pairs.
     ``median_diff`` and its interval are in log10 units (decades; a - b).
+    ``winner``: the optimizer that wins the pair (by ``decided_by``:
+    "divergence" or "holm", module doc), "" when none does.
     """
     rows = []
     for (problem, loss), table in _blocks(runs, value, floor):
         block_rows = []
         for a, b in itertools.combinations(table.columns, 2):
-            result = paired_test(table[a].to_numpy(), table[b].to_numpy(), n_resamples, seed)
-            block_rows.append({"problem": problem, "loss": loss, "a": a, "b": b} | result)
+            result = paired_test(table[a].to_numpy(), table[b].to_numpy())
+            diverged = divergence_winner(table[a].to_numpy(), table[b].to_numpy())
+            block_rows.append(
+                {"problem": problem, "loss": loss, "a": a, "b": b, "_diverged": diverged} | result
+            )
         adjusted = holm([r["p_value"] for r in block_rows])
         for r, p in zip(block_rows, adjusted, strict=True):
             r["p_holm"] = p
+            side = r.pop("_diverged")
+            if side:
+                r["decided_by"] = "divergence"
+            elif p < alpha and r["better"]:
+                side, r["decided_by"] = r["better"], "holm"
+            else:
+                r["decided_by"] = ""
+            r["winner"] = {"a": r["a"], "b": r["b"]}.get(side, "")
         rows.extend(block_rows)
-    columns = ["problem", "loss", "a", "b", *PAIR_COLUMNS, "p_holm"]
+    columns = ["problem", "loss", "a", "b", *PAIR_COLUMNS, "p_holm", "winner", "decided_by"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -255,19 +266,37 @@ def ranking_table(
     alpha: float = ALPHA,
 ) -> pd.DataFrame:
     """Per (problem, loss, optimizer): ``n``, ``n_diverged``, ``median_log10``
-    (diverged = +inf), ``rank`` (1 + number of optimizers that beat it with
-    Holm-corrected p < alpha) and ``beaten_by`` (those, comma-separated).
-    Blocks in order of first appearance; within a block by rank, then median."""
+    (median of log10 ``value``, diverged = +inf), ``rank`` (1 + number of
+    optimizers that beat it with Holm-corrected p < alpha or by divergence),
+    ``beaten_by`` (those, comma-separated), ``point_rank`` (by the median
+    alone) and ``note`` (module doc). Blocks in order of first appearance;
+    within a block by rank, then median."""
     if pairwise is None:
-        pairwise = pairwise_table(runs, value, floor)
+        pairwise = pairwise_table(runs, value, floor, alpha=alpha)
     require_columns(pairwise, [*BLOCK, "a", "b", "better", "p_holm"], "ranking_table")
     beaten: dict[tuple, list[str]] = {}
     for r in pairwise[(pairwise["p_holm"] < alpha) & (pairwise["better"] != "")].itertuples():
         winner, loser = (r.a, r.b) if r.better == "a" else (r.b, r.a)
         beaten.setdefault((r.problem, r.loss, loser), []).append(winner)
-    columns = [*BLOCK, "optimizer", "n", "n_diverged", "median_log10", "rank", "beaten_by"]
+    columns = [
+        *BLOCK,
+        "optimizer",
+        "n",
+        "n_diverged",
+        "median_log10",
+        "rank",
+        "beaten_by",
+        "point_rank",
+        "note",
+    ]
     frames = []
     for (problem, loss), table in _blocks(runs, value, floor):
+        for a, b in itertools.combinations(table.columns, 2):
+            side = divergence_winner(table[a].to_numpy(), table[b].to_numpy())
+            if side:
+                winner, loser = (a, b) if side == "a" else (b, a)
+                names = beaten.setdefault((problem, loss, loser), [])
+                names.extend([] if winner in names else [winner])
         rows = []
         for optimizer in table.columns:
             scores = table[optimizer].dropna().to_numpy()
@@ -284,12 +313,46 @@ def ranking_table(
                     "beaten_by": ",".join(winners),
                 }
             )
-        block = pd.DataFrame(rows, columns=columns)
+        block = pd.DataFrame(rows, columns=columns[:-2])
+        block["point_rank"] = (
+            block["median_log10"].rank(method="min", na_option="bottom").astype(int)
+        )
+        block["note"] = _notes(block, table, beaten, (problem, loss), alpha)
         block = block.sort_values(["rank", "median_log10"], kind="stable", na_position="last")
         frames.append(block)
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)
+
+
+def _notes(block: pd.DataFrame, table: pd.DataFrame, beaten: dict, key, alpha) -> list[str]:
+    """Per row of ``block``: what its significance rank does not show (module doc)."""
+    n = int(table.notna().sum(axis=0).max()) if table.size else 0
+    k = table.shape[1]
+    family = power.Family("pairwise", *key, n, k * (k - 1) // 2, alpha)
+    caveat = f"not significant at n = {n}"
+    if not family.can_be_significant:
+        caveat += f" (no difference can be: {family.n_needed:.0f} seeds needed)"
+    median = dict(zip(block["optimizer"], block["median_log10"], strict=True))
+    notes = []
+    for row in block.itertuples():
+        parts = []
+        if row.n and row.n_diverged == row.n:
+            parts.append(f"diverged on all {row.n} seeds")
+        ahead = []
+        for other in table.columns:
+            if other == row.optimizer or row.optimizer in beaten.get((*key, other), []):
+                continue
+            if not median[row.optimizer] < median[other]:
+                continue
+            x, y = table[row.optimizer].to_numpy(), table[other].to_numpy()
+            shared = ~(np.isnan(x) | np.isnan(y))
+            wins = int((x[shared] < y[shared]).sum())
+            ahead.append(f"{other} ({wins} of {int(shared.sum())} seeds)")
+        if ahead:
+            parts.append(f"ahead of {', '.join(ahead)} on the median, {caveat}")
+        notes.append("; ".join(parts))
+    return notes
 
 
 def win_probabilities(

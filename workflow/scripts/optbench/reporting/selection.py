@@ -1,9 +1,11 @@
 """Choosing each optimizer's variant on the tuning seeds, and what tuning bought.
 
 Criterion (``select_variants``): for each (problem, loss, optimizer), the
-variant with the lowest median over its *tuning* seeds of the final log10
-loss, a diverged run counting as +inf (so a setting that diverges on most
-seeds is never chosen over one that does not). Evaluation-seed runs are never
+variant with the lowest median over its *tuning* seeds of the log10 ranking
+value (``value``: the final loss by default; the pipeline passes the ranking
+metric of ``optbench.reporting.ranking_metric``), a diverged run counting as
++inf (so a setting that diverges on most seeds is never chosen over one that
+does not). Evaluation-seed runs are never
 read, so the comparison on the evaluation seeds is free of selection bias.
 Ties (equal medians, e.g. every candidate diverged) go to the preferred
 variant: the one earliest in ``order`` (pass the variants from the smallest /
@@ -45,12 +47,12 @@ ENTRY = list(grid.ENTRY_FIELDS)
 TUNING, EVALUATION = "tuning", "evaluation"
 
 
-def _scored(metrics: pd.DataFrame, floor: float) -> pd.DataFrame:
-    require_columns(metrics, [*ENTRY, "variant", "seed", "role", "final_loss"], "selection")
+def _scored(metrics: pd.DataFrame, floor: float, value: str = "final_loss") -> pd.DataFrame:
+    require_columns(metrics, [*ENTRY, "variant", "seed", "role", value], "selection")
     unknown = set(metrics["role"]) - {TUNING, EVALUATION}
     if unknown:
         raise ValueError(f"role must be {TUNING!r} or {EVALUATION!r}, got {sorted(unknown)}")
-    return metrics.assign(_score=log10_or_inf(metrics["final_loss"].to_numpy(np.float64), floor))
+    return metrics.assign(_score=log10_or_inf(metrics[value].to_numpy(np.float64), floor))
 
 
 def _preference(metrics: pd.DataFrame, order) -> dict[str, int]:
@@ -65,12 +67,16 @@ def _preference(metrics: pd.DataFrame, order) -> dict[str, int]:
 
 
 def variant_scores(
-    metrics: pd.DataFrame, role: str = TUNING, order=None, floor: float = FLOOR
+    metrics: pd.DataFrame,
+    role: str = TUNING,
+    order=None,
+    floor: float = FLOOR,
+    value: str = "final_loss",
 ) -> pd.DataFrame:
     """Per (problem, loss, optimizer, variant) on the seeds of ``role``:
-    ``n_seeds``, ``n_diverged`` and ``score`` (median final log10 loss,
+    ``n_seeds``, ``n_diverged`` and ``score`` (median log10 ``value``,
     diverged = +inf), variants in preference order within each entry."""
-    scored = _scored(metrics, floor)
+    scored = _scored(metrics, floor, value)
     scored = scored[scored["role"] == role].assign(_diverged=lambda f: np.isinf(f["_score"]))
     preference = _preference(metrics, order)
     table = (
@@ -87,13 +93,15 @@ def variant_scores(
     return table.drop(columns="_preference").reset_index(drop=True)
 
 
-def select_variants(metrics: pd.DataFrame, order=None, floor: float = FLOOR) -> pd.DataFrame:
+def select_variants(
+    metrics: pd.DataFrame, order=None, floor: float = FLOOR, value: str = "final_loss"
+) -> pd.DataFrame:
     """Per (problem, loss, optimizer): the chosen ``variant``, its ``score``,
     ``n_candidates``, ``n_tied`` (candidates sharing the best score) and
     ``n_tuning_seeds``. An entry with one variant and no tuning seeds keeps that
     variant (nothing to tune; score NaN); several variants without tuning runs
     are an error."""
-    scores = variant_scores(metrics, TUNING, order, floor)  # preference order within an entry
+    scores = variant_scores(metrics, TUNING, order, floor, value)  # preference order per entry
     entries = scores.groupby(ENTRY, sort=False)
     best = entries["score"].transform("min")
     at_best = scores[scores["score"] == best]
@@ -151,14 +159,19 @@ def sensitivity_table(metrics: pd.DataFrame, role: str = EVALUATION, floor: floa
 
 
 def tuning_gain(
-    metrics: pd.DataFrame, chosen: pd.DataFrame, base, floor: float = FLOOR
+    metrics: pd.DataFrame,
+    chosen: pd.DataFrame,
+    base,
+    floor: float = FLOOR,
+    value: str = "final_loss",
 ) -> pd.DataFrame:
     """One-shot (``base`` variant: a name, or a mapping optimizer -> name) beside
     the tuned (chosen) variant, per (problem, loss, optimizer), on the
     evaluation seeds, paired by seed: medians of final log10 loss, the median
     paired difference tuned - base (decades; negative = tuning helped) with
-    its bootstrap interval, and the paired test's p-value."""
-    scored = _scored(metrics, floor)
+    its exact order-statistic interval and ``ci_method`` ("n too small" below
+    6 pairs: NaN bounds), and the paired test's p-value (on log10 ``value``)."""
+    scored = _scored(metrics, floor, value)
     evaluation = scored[scored["role"] == EVALUATION]
     by_variant = {
         key: group.set_index("seed")["_score"]
@@ -184,6 +197,7 @@ def tuning_gain(
                 "median_diff": test["median_diff"],
                 "ci_low": test["ci_low"],
                 "ci_high": test["ci_high"],
+                "ci_method": test["ci_method"],
                 "test": test["test"],
                 "p_value": test["p_value"],
             }
@@ -227,13 +241,17 @@ def expected_best_of_k(select_values, report_values=None) -> tuple[np.ndarray, n
 
 
 def tuning_curve(
-    metrics: pd.DataFrame, order=None, report: str = EVALUATION, floor: float = FLOOR
+    metrics: pd.DataFrame,
+    order=None,
+    report: str = EVALUATION,
+    floor: float = FLOOR,
+    value: str = "final_loss",
 ) -> pd.DataFrame:
     """Per (problem, loss, optimizer) and k = 1..K: the expected and median
-    log10 final loss of the variant a k-trial tuner keeps (chosen by its
+    log10 ``value`` (final loss by default) of the variant a k-trial tuner keeps (chosen by its
     tuning median, reported by its ``report``-seed median)."""
-    tuning = variant_scores(metrics, TUNING, order, floor)
-    reported = variant_scores(metrics, report, order, floor)
+    tuning = variant_scores(metrics, TUNING, order, floor, value)
+    reported = variant_scores(metrics, report, order, floor, value)
     reported = reported[[*ENTRY, "variant", "score"]].rename(columns={"score": "score_r"})
     merged = tuning.merge(reported, on=[*ENTRY, "variant"], how="left")
     rows = []

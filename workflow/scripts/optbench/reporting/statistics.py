@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from optbench.reporting.intervals import minimum_n
 from optbench.reporting.logscale import (  # noqa: F401  (re-exported: one implementation)
     _LARGEST,
     FLOOR,
@@ -65,6 +66,7 @@ SUMMARY_COLUMNS = [
     "median_low",
     "median_high",
     "median_coverage",
+    "ci_method",
 ]
 
 
@@ -100,6 +102,36 @@ def t_values(n_finite, confidence: float = 0.95) -> np.ndarray:
     return _per_count(dof, lambda d: t_quantile(d, confidence))[:, 0]
 
 
+def _method_text(n_finite: int, confidence: float, record: bool) -> str:
+    record_part = "ci95: t (for the record); " if record else ""
+    if n_finite < 2:
+        t_part = f"{'ci95, ' if record else ''}geo: n too small"
+    else:
+        t_part = f"{record_part}geo: t on log10 ({n_finite - 1} df; if log-normal)"
+    lower, coverage = median_ranks(n_finite, confidence)
+    if lower == 0:
+        median_part = f"median: n too small (< {minimum_n(confidence)})"
+    else:
+        median_part = (
+            f"median: order statistics x({lower}), x({n_finite + 1 - lower}),"
+            f" exact >= {100 * coverage:.1f} %"
+        )
+    return f"{t_part}; {median_part}"
+
+
+def interval_methods(n_finite, confidence: float = 0.95, record: bool = False) -> np.ndarray:
+    """Per entry of ``n_finite``: how its intervals were made (the ``ci_method`` column).
+
+    The geometric mean's t-interval holds its level only where log10 losses
+    are normal; the median's order-statistic interval holds it for any
+    distribution. ``record``: also name the arithmetic mean's ``ci95`` (steps).
+    """
+    counts = np.asarray(n_finite, dtype=np.int64).ravel()
+    if counts.size == 0:
+        return np.array([], dtype=object)
+    return _per_count(counts, lambda n: _method_text(n, confidence, record))[:, 0].astype(object)
+
+
 def with_geo_interval(parts: dict, floor: float = FLOOR, confidence: float = 0.95) -> dict:
     """``logscale.log_parts`` with ``geo_low``/``geo_high`` added, in SUMMARY_COLUMNS order."""
     low, high = geo_interval(
@@ -109,7 +141,8 @@ def with_geo_interval(parts: dict, floor: float = FLOOR, confidence: float = 0.9
         t_values(parts["n_finite"], confidence),
         floor,
     )
-    full = dict(parts, geo_low=low, geo_high=high)
+    methods = interval_methods(parts["n_finite"], confidence)
+    full = dict(parts, geo_low=low, geo_high=high, ci_method=methods)
     return {name: full[name] for name in SUMMARY_COLUMNS}
 
 
@@ -124,9 +157,9 @@ def log_describe(losses, floor: float = FLOOR, confidence: float = 0.95) -> dict
     ``SUMMARY_COLUMNS``: counts; the arithmetic ``mean`` and ``var`` (ddof=1)
     of the raw values (for the table only, never for a ranking or a log band);
     ``log10_mean``/``log10_sd``; the geometric mean and its t-interval; the
-    median, its order-statistic interval and that interval's coverage. Every
-    bound is positive (clipped to [floor, float max]). A 1-D input is treated
-    as one step (one value per run).
+    median, its order-statistic interval and that interval's coverage, and
+    ``ci_method`` (``interval_methods``). Every bound is positive (clipped to
+    [floor, float max]). A 1-D input is treated as one step (one value per run).
     """
     raw = np.asarray(losses, dtype=np.float64)
     if raw.ndim == 1:

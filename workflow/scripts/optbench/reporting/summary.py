@@ -10,7 +10,9 @@ once for all cells): ``ci95_low``/``ci95_high``, the arithmetic mean's
 (mean -/+ t * sem; kept for the record, it goes negative for losses that span
 decades and drives no ranking or figure) and ``geo_low``/``geo_high``, the
 geometric mean's (10**(log10_mean -/+ t * log10_sd / sqrt(n_finite)),
-positive by construction). The comparison itself is made by
+positive by construction), and ``ci_method``, which says how each of the
+three intervals was made, or why one is missing ("n too small"). The
+comparison itself is made by
 ``optbench.reporting.analysis`` from the per-run table.
 """
 
@@ -31,11 +33,14 @@ def _with_after(names: list[str], anchor: str, added: list[str]) -> list[str]:
     return [*names[:position], *added, *names[position:]]
 
 
-STEP_STATISTICS = _with_after(
-    _with_after(cells.CELL_STATISTICS, "sem", ["ci95_low", "ci95_high"]),
-    "geo_mean",
-    ["geo_low", "geo_high"],
-)
+STEP_STATISTICS = [
+    *_with_after(
+        _with_after(cells.CELL_STATISTICS, "sem", ["ci95_low", "ci95_high"]),
+        "geo_mean",
+        ["geo_low", "geo_high"],
+    ),
+    "ci_method",
+]
 RUN_TABLE_COLUMNS = ["role", *IDENTITY, *cells.RUN_COLUMNS]
 
 
@@ -67,7 +72,7 @@ def combine(cell_paths, role: str | None = None) -> tuple[pd.DataFrame, pd.DataF
 
 
 def with_intervals(steps: pd.DataFrame) -> pd.DataFrame:
-    """Adds the arithmetic and the geometric mean's 95 % t intervals (module doc)."""
+    """Adds the arithmetic and the geometric mean's t intervals and ``ci_method`` (module doc)."""
     t = statistics.t_values(steps["n_finite"].to_numpy())
     half_width = t * steps["sem"].to_numpy()
     steps = steps.copy()
@@ -76,6 +81,7 @@ def with_intervals(steps: pd.DataFrame) -> pd.DataFrame:
     steps["geo_low"], steps["geo_high"] = statistics.geo_interval(
         steps["log10_mean"].to_numpy(), steps["log10_sd"].to_numpy(), steps["n_finite"], t
     )
+    steps["ci_method"] = statistics.interval_methods(steps["n_finite"].to_numpy(), record=True)
     return steps[identity_columns(steps) + ["step", *STEP_STATISTICS]]
 
 

@@ -39,6 +39,18 @@ LIMITS = {"channels": [1, None], "batch_size": [1, None], "heldout_fraction": [0
 STOCHASTIC = True
 OPTIMUM = None
 
+# Facts for planning and reporting (optbench.problems, docs/problems.md#facts).
+# Reached by Adam at lr 0.01 within about 100 steps (0.92).
+HELDOUT_TARGET = {"accuracy": 0.9}
+# Microseconds per run-step at the default parameters, one thread, 2-core
+# development machine, 2026-12-03: Adam in the loop and batched at 100 runs,
+# L-BFGS (strong Wolfe) in the loop and batched at 100 runs (tools/benchmark.py
+# --only runstep, --only lbfgs); the dry run's time estimate (planning/cost.py).
+# batched None: engine auto trains it in the loop (vmap's convolutions are
+# not the loop's bits); lbfgs_batched None: its L-BFGS history is above
+# engines.batched.LBFGS_BATCHED_HISTORY_MAX (1 MiB per run), so it stays in the loop.
+RUN_STEP_US = {"loop": 919, "batched": None, "lbfgs_loop": 50134, "lbfgs_batched": None}
+
 SIDE, KERNEL = 8, 3
 
 

@@ -30,6 +30,13 @@ LIMITS = {"dim": [1, None]}
 STOCHASTIC = False
 OPTIMUM = 0.0
 
+# Facts for planning and reporting (optbench.problems, docs/problems.md#facts).
+# Microseconds per run-step at the default parameters, one thread, 2-core
+# development machine, 2026-12-03: Adam in the loop and batched at 100 runs,
+# L-BFGS (strong Wolfe) in the loop and batched at 100 runs (tools/benchmark.py
+# --only runstep, --only lbfgs); the dry run's time estimate (planning/cost.py).
+RUN_STEP_US = {"loop": 221, "batched": 4.2, "lbfgs_loop": 310, "lbfgs_batched": 1165}
+
 
 def build(seed: int, steps: int, dim: int = 20) -> Instance:
     torch.manual_seed(seed)

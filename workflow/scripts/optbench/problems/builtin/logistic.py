@@ -44,6 +44,13 @@ LIMITS = {"dim": [1, None], "samples": [1, None], "label_noise": [0.0, 0.5]}
 STOCHASTIC = False
 OPTIMUM = None
 
+# Facts for planning and reporting (optbench.problems, docs/problems.md#facts).
+# Microseconds per run-step at the default parameters, one thread, 2-core
+# development machine, 2026-12-03: Adam in the loop and batched at 100 runs,
+# L-BFGS (strong Wolfe) in the loop and batched at 100 runs (tools/benchmark.py
+# --only runstep, --only lbfgs); the dry run's time estimate (planning/cost.py).
+RUN_STEP_US = {"loop": 302, "batched": 7.2, "lbfgs_loop": 576, "lbfgs_batched": 1243}
+
 
 def build(
     seed: int, steps: int, dim: int = 10, samples: int = 200, label_noise: float = 0.1

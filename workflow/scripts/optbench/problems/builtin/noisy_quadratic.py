@@ -59,6 +59,13 @@ LIMITS = {
 STOCHASTIC = True
 OPTIMUM = None
 
+# Facts for planning and reporting (optbench.problems, docs/problems.md#facts).
+# Microseconds per run-step at the default parameters, one thread, 2-core
+# development machine, 2026-12-03: Adam in the loop and batched at 100 runs,
+# L-BFGS (strong Wolfe) in the loop and batched at 100 runs (tools/benchmark.py
+# --only runstep, --only lbfgs); the dry run's time estimate (planning/cost.py).
+RUN_STEP_US = {"loop": 261, "batched": 4.7, "lbfgs_loop": 26523, "lbfgs_batched": 2399}
+
 
 def build(
     seed: int,

@@ -53,6 +53,13 @@ CONSTRAINTS = ["samples >= dim"]
 STOCHASTIC = False
 OPTIMUM = None
 
+# Facts for planning and reporting (optbench.problems, docs/problems.md#facts).
+# Microseconds per run-step at the default parameters, one thread, 2-core
+# development machine, 2026-12-03: Adam in the loop and batched at 100 runs,
+# L-BFGS (strong Wolfe) in the loop and batched at 100 runs (tools/benchmark.py
+# --only runstep, --only lbfgs); the dry run's time estimate (planning/cost.py).
+RUN_STEP_US = {"loop": 214, "batched": 4.0, "lbfgs_loop": 1357, "lbfgs_batched": 1029}
+
 
 def build(
     seed: int,

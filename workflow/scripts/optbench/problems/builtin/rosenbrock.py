@@ -29,6 +29,13 @@ LIMITS = {"dim": [2, None], "b": [0.0, None], "start_radius": [0.0, None]}
 STOCHASTIC = False
 OPTIMUM = 0.0
 
+# Facts for planning and reporting (optbench.problems, docs/problems.md#facts).
+# Microseconds per run-step at the default parameters, one thread, 2-core
+# development machine, 2026-12-03: Adam in the loop and batched at 100 runs,
+# L-BFGS (strong Wolfe) in the loop and batched at 100 runs (tools/benchmark.py
+# --only runstep, --only lbfgs); the dry run's time estimate (planning/cost.py).
+RUN_STEP_US = {"loop": 281, "batched": 4.8, "lbfgs_loop": 1588, "lbfgs_batched": 2051}
+
 
 class Rosenbrock(torch.nn.Module):
     """f(x) for the parameter vector x; forward() takes no input."""

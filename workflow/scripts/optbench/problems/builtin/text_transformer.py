@@ -78,6 +78,21 @@ LIMITS = {
 STOCHASTIC = True
 OPTIMUM = None
 
+# Facts for planning and reporting (optbench.problems, docs/problems.md#facts).
+# Nats per byte; reached by Adam at lr 0.003 within 200 steps (2.29).
+HELDOUT_TARGET = {"loss": 2.5}
+# The batched engine's bytes per run, 3.2 MB measured (its activations), rounded
+# up to 4 MiB.
+RUN_BYTES = 4194304
+# Microseconds per run-step at the default parameters, one thread, 2-core
+# development machine, 2026-12-03: Adam in the loop and batched at 100 runs,
+# L-BFGS (strong Wolfe) in the loop and batched at 100 runs (tools/benchmark.py
+# --only runstep, --only lbfgs); the dry run's time estimate (planning/cost.py).
+# batched None: engine auto trains it in the loop (vmap's attention is not the
+# loop's bits); lbfgs_batched None: its L-BFGS history is above
+# engines.batched.LBFGS_BATCHED_HISTORY_MAX (1 MiB per run), so it stays in the loop.
+RUN_STEP_US = {"loop": 9732, "batched": None, "lbfgs_loop": 301244, "lbfgs_batched": None}
+
 SYMBOLS = 256
 HELDOUT_WINDOWS = 256
 CORPUS_SHA256 = "2ba4aca8e1511cb2a38feef203f218a543abd6b2257cb76152cec2488b798a43"
