@@ -20,7 +20,7 @@ if EXPERIMENT.job_scope == "cell":
         output:
             CELL_SUMMARY,
         log:
-            "results/logs/summarize/{role}/{problem}/{loss}/{optimizer}/{variant}.log",
+            RESULTS + "/logs/summarize/{role}/{problem}/{loss}/{optimizer}/{variant}.log",
         localrule: True
         conda:
             ANALYSIS_ENV
@@ -72,7 +72,7 @@ rule summarize:
     output:
         **{table.name: report_table(table) for table in outputs.TABLES},
     log:
-        "results/logs/summarize.log",
+        f"{RESULTS}/logs/summarize.log",
     conda:
         ANALYSIS_ENV
     params:

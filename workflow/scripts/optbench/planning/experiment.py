@@ -137,9 +137,10 @@ class Experiment:
         """Every seed grouped by value into ranges of seeds_per_job."""
         return grid.seed_ranges(self.all_seeds, self.seeds_per_job)
 
-    def training_jobs(self) -> list[jobs.Job]:
-        """Every training job: cells grouped by job_scope, times the seed ranges."""
-        return jobs.plan(self.cells(), self.seed_ranges(), self.job_scope)
+    def training_jobs(self, root: str = "results") -> list[jobs.Job]:
+        """Every training job: cells grouped by job_scope, times the seed ranges;
+        their files under ``root``, the study's folder."""
+        return jobs.plan(self.cells(), self.seed_ranges(), self.job_scope, root)
 
     def run_spec(self, cell: Cell) -> dict:
         """The settings a training job needs for one cell."""
