@@ -89,9 +89,9 @@ STUDY_RECORD = f"{RESULTS}/{studies.RECORD}"
 
 
 def cell_job_file(kind, seeds, suffix):
-    """A job_scope cell training job's log, benchmark or manifest (``kind``), for
-    ``seeds`` (seed{seed} or seeds<label>), as a pattern of the cell's wildcards."""
-    return RESULTS + f"/{kind}/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/{seeds}{suffix}"
+    """A job_scope cell training job's log, benchmark or manifest (``kind``) for
+    ``seeds`` (seed{seed} or seeds<label>), a pattern of the cell's wildcards."""
+    return jobs.cell_job_file(RESULTS, kind, seeds, suffix)
 
 
 FIGURE_FORMATS = ("png", "svg")
@@ -264,7 +264,7 @@ def study_outputs():
 
 def final_outputs():
     # The study's record is made from all its outputs, so it comes last (study.smk).
-    return [STUDY_RECORD] + lost_cell_summaries() + lost_runs() + changed_run_jobs()
+    return [STUDY_RECORD] + lost_cell_summaries() + lost_runs() + SET_ASIDE_MANIFESTS
 
 
 def lost_runs():
@@ -346,37 +346,19 @@ if _building_report():
         refuse(_refusal)
 
 
-def planned_manifests():
-    """The manifest of every training job of the plan (each job writes one last)."""
-    if TRAINING_JOBS:
-        return [job.log("manifests", ".tsv") for job in TRAINING_JOBS]
-    seeds = (
-        [f"seed{seed}" for seed in EXPERIMENT.seeds + EXPERIMENT.tuning_seeds]
-        if EXPERIMENT.seeds_per_job == 1
-        else [f"seeds{seed_range.label}" for seed_range in SEED_RANGES]
-    )
-    return [
-        cell_job_file("manifests", label, ".tsv").format(**vars(cell))
-        for cell in CELLS
-        for label in seeds
-    ]
-
-
 # A run file changed by hand since its job wrote it (recovery.changed_runs):
 # its job's manifest is set aside (kept as <manifest>.previous, which the job
-# reads for the runs it may reuse), so the job, an output missing, runs again,
-# trains that run and reuses the others. Snakemake itself would say "Nothing to
-# be done". Checked in a dry run too, which then lists the job.
+# reads for the runs it may reuse) and asked for (final_outputs), so the job
+# runs again, trains that run and reuses the others. Snakemake itself would
+# say "Nothing to be done". Checked in a dry run too, which then lists the job.
+SET_ASIDE_MANIFESTS = []
 if not workflow.remote_exec and not _building_report():
-    for _manifest, _changed in recovery.changed_runs(planned_manifests()).items():
+    _manifests = EXPERIMENT.job_files(RESULTS, "manifests", ".tsv")
+    for _manifest, _changed in recovery.changed_runs(_manifests).items():
         print(
             f"changed since its training job wrote it (SHA-256 in {_manifest}), so "
             f"trained again: {', '.join(_changed)}",
             file=sys.stderr,
         )
         recovery.set_aside(_manifest)
-
-
-def changed_run_jobs():
-    """The manifests of the jobs with a changed run, set aside above: their jobs run."""
-    return recovery.set_aside_manifests(planned_manifests())
+    SET_ASIDE_MANIFESTS = recovery.set_aside_manifests(_manifests)

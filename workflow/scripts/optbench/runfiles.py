@@ -271,16 +271,22 @@ def read_manifest(path) -> list[tuple[str, str, str]]:
     return [(e.tsv, e.sidecar, e.tsv_sha256) for e in read_manifest_entries(path)]
 
 
-def unchanged_since(entry: ManifestEntry, root=".") -> bool:
-    """Whether the entry's TSV still holds what the manifest recorded: the same
-    size and modification time (one stat), else the same SHA-256 (a file copied
-    or touched without a change counts as unchanged). False when it is missing."""
+def unchanged_since(entry: ManifestEntry, root=".", manifest_mtime_ns: int | None = None) -> bool:
+    """Whether the entry's TSV still holds what the manifest recorded. Cheap first:
+    the same size and a modification time no later than the manifest's (Snakemake
+    touches a job's outputs in order after it ends, the manifest last, so the
+    recorded time itself is not kept) or equal to the recorded one; else the same
+    SHA-256 (a file touched or copied without a change counts as unchanged).
+    False when it is missing."""
     path = Path(root, entry.tsv)
     try:
         found = path.stat()
-        if (found.st_size, found.st_mtime_ns) == (entry.tsv_bytes, entry.tsv_mtime_ns):
-            return True
-        if entry.tsv_bytes is not None and found.st_size != entry.tsv_bytes:
+        if entry.tsv_bytes is not None and found.st_size == entry.tsv_bytes:
+            if found.st_mtime_ns == entry.tsv_mtime_ns or (
+                manifest_mtime_ns is not None and found.st_mtime_ns <= manifest_mtime_ns
+            ):
+                return True
+        elif entry.tsv_bytes is not None:
             return False
         return hashlib.sha256(path.read_bytes()).hexdigest() == entry.tsv_sha256
     except OSError:

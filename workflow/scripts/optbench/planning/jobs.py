@@ -76,6 +76,13 @@ class Job:
         return "/".join((self.root, kind, "train", *self.key, f"seeds{self.label}{suffix}"))
 
 
+def cell_job_file(root: str, kind: str, seeds: str, suffix: str) -> str:
+    """A job_scope cell training job's log, benchmark or manifest (``kind``) for
+    ``seeds`` (seed<seed>, or seeds<label> for a range), as a pattern of the
+    cell's fields: <root>/<kind>/train/<problem>/<loss>/<optimizer>/<variant>/..."""
+    return f"{root}/{kind}/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/{seeds}{suffix}"
+
+
 def plan(cells, seed_ranges, scope: str, root: str = "results") -> list[Job]:
     """The jobs of a grid: ``cells`` grouped by the first SCOPES[scope] fields, one job
     per group and seed range, groups in the order their first cell appears; their

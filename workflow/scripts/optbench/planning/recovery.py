@@ -64,9 +64,14 @@ def changed_runs(manifests, exists=os.path.exists) -> dict[str, list[str]]:
     for manifest in manifests:
         try:
             entries = runfiles.read_manifest_entries(manifest)
+            written = os.stat(manifest).st_mtime_ns
         except (OSError, runfiles.RunFileError):
             continue  # no manifest (a job never finished): nothing recorded to compare
-        found = [e.tsv for e in entries if exists(e.tsv) and not runfiles.unchanged_since(e)]
+        found = [
+            e.tsv
+            for e in entries
+            if exists(e.tsv) and not runfiles.unchanged_since(e, manifest_mtime_ns=written)
+        ]
         if found:
             changed[manifest] = found
     return changed
