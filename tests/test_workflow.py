@@ -48,8 +48,9 @@ def test_default_grid_dry_run_schedules_one_training_job_per_loss(workdir):
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "record_study": 1,
         "all": 1,
-        "total": 8,
+        "total": 9,
     }
 
 
@@ -105,11 +106,14 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
     for loss in ("mse", "l1"):
         manifest = tmp_path / f"results/manifests/train/linear/{loss}/seeds0-9.tsv"
         lines = manifest.read_text().splitlines()
-        assert lines[0] == "tsv\tsidecar\ttsv_sha256" and len(lines) == 41
+        header = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
+        assert lines[0] == header and len(lines) == 41
         listed = {}
         for line in lines[1:]:
-            tsv, sidecar, digest = line.split("\t")
+            tsv, sidecar, digest, size, _, settings = line.split("\t")
             assert sidecar == tsv.removesuffix(".tsv") + ".json"
+            assert int(size) == (tmp_path / tsv).stat().st_size
+            assert settings == json.loads((tmp_path / sidecar).read_text())["settings_sha256"]
             listed[tsv] = digest
         runs = sorted((tmp_path / f"results/runs/linear/{loss}").rglob("*.tsv"))
         assert sorted(listed) == [str(p.relative_to(tmp_path)) for p in runs]
@@ -125,8 +129,9 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "record_study": 1,
         "all": 1,
-        "total": 6,
+        "total": 7,
     }
 
 
@@ -343,8 +348,9 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "record_study": 1,
         "all": 1,
-        "total": 12,
+        "total": 13,
     }
     jobs = planned_job_details(process)
     assert len(jobs) == 12 and all("reason" in job for job in jobs)
@@ -407,8 +413,9 @@ def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "record_study": 1,
         "all": 1,
-        "total": 6,
+        "total": 7,
     }
     (cell,) = (job for job in planned_job_details(process) if job["rule"] == "summarize_cell")
     assert cell["wildcards"] == (
@@ -428,8 +435,9 @@ def test_a_lost_cell_summary_is_made_again_with_the_tables(tiny_results, tmp_pat
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "record_study": 1,
         "all": 1,
-        "total": 5,
+        "total": 6,
     }
 
 
