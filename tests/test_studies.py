@@ -102,7 +102,7 @@ def test_two_studies_in_one_folder_keep_apart_and_each_report_reads_its_own(tmp_
     )
     assert changed.returncode == 1 and not (tmp_path / "x.html").exists()
     assert "were made with another configuration" in changed.stderr
-    assert f"snakemake --report report.html --configfile {mine}" in changed.stderr
+    assert "snakemake --report report.html --configfile mine.yaml" in changed.stderr
 
 
 def write_progress(path, steps_done, steps_planned, state, started, updated):

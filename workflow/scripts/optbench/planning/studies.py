@@ -52,13 +52,15 @@ def name_problems(name: str) -> list[str]:
     """Why ``name`` cannot name a study's folder ([] when it can)."""
     if not _NAME.fullmatch(name) or name.endswith(".") or ".." in name:
         return [
-            f"config key study: {name!r} cannot name a folder under {RESULTS}/. Fix: use "
+            f"config key study (by default the config file's stem): {name!r} cannot name "
+            f"a folder under {RESULTS}/. Fix: use "
             "letters, digits, '.', '_', '-' or '+', starting with a letter or digit "
             "(study: my-study)."
         ]
     if name in RESERVED:
         return [
-            f"config key study: {name!r} is a folder of the default study "
+            f"config key study (by default the config file's stem): {name!r} is a folder "
+            "of the default study "
             f"({RESULTS}/{name}/), so this study's outputs would mix with it. Fix: set "
             f"study to another name (study: {name}-study), or rename the config file "
             "(the study defaults to its stem)."
@@ -92,8 +94,16 @@ def write_record(path, study: str, config_files, digest: str) -> None:
     runfiles.write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
+def _shown(path) -> str:
+    """A config file as a user would type it: relative where it is under the current folder."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _command(config_files, report: bool) -> str:
-    files = [str(f) for f in config_files]
+    files = [_shown(f) for f in config_files]
     given = f" --configfile {' '.join(files)}" if files else ""
     return f"snakemake {'--report report.html' if report else '--cores all'}{given}"
 
@@ -118,9 +128,10 @@ def report_refusal(root: str, study: str, config_files, digest: str) -> str | No
     made_by = record.get("config_files") or [DEFAULT_CONFIG]
     return (
         f"Cannot build the report of study {study!r}: its results in {root}/ were made "
-        f"with another configuration (config files {', '.join(map(str, made_by))}; "
+        f"with another configuration (config files {', '.join(map(_shown, made_by))}; "
         f"SHA-256 {str(record.get('config_sha256'))[:12]}, this one {digest[:12]}), so "
         "the report would describe one grid and show the tables of another. Fix: run "
-        f"`{run}` to bring the results up to date, or build the report with the config "
-        f"that made them: `{_command(made_by, report=True)}`."
+        f"`{run}` (with the same --config options, if any) to bring the results up to "
+        f"date, or build the report with the config that made them: "
+        f"`{_command(made_by, report=True)}`."
     )
