@@ -72,18 +72,20 @@ if studies.name_problems(STUDY):
     refuse(f"Invalid configuration (1 problem):\n{studies.name_problems(STUDY)[0]}")
 RESULTS = studies.results_root(STUDY)
 
-RUN_TSV = RESULTS + "/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
-RUN_SIDECAR = RESULTS + "/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.json"
+RUN_TSV = f"{RESULTS}/runs/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seed{{seed}}.tsv"
+RUN_SIDECAR = f"{RESULTS}/runs/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seed{{seed}}.json"
 # One summary per cell and seed role: evaluation seeds report the comparison,
 # tuning seeds pick each optimizer's variant.
-CELL_SUMMARY = RESULTS + "/summary/cells/{role}/{problem}/{loss}/{optimizer}/{variant}.json"
+CELL_SUMMARY = (
+    f"{RESULTS}/summary/cells/{{role}}/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}.json"
+)
 STEP_SUMMARY = f"{RESULTS}/summary/steps.tsv"
 LEADERBOARD = f"{RESULTS}/summary/leaderboard.tsv"
 SELECTION = f"{RESULTS}/summary/selection.tsv"
 SUMMARY_DIR = f"{RESULTS}/summary"
-LOSS_FIGURE = RESULTS + "/figures/losses/{problem}/{loss}.{ext}"
-OVERVIEW_FIGURE = RESULTS + "/figures/overview.{ext}"
-ANALYSIS_FIGURE = RESULTS + "/figures/{name}.png"
+LOSS_FIGURE = f"{RESULTS}/figures/losses/{{problem}}/{{loss}}.{{ext}}"
+OVERVIEW_FIGURE = f"{RESULTS}/figures/overview.{{ext}}"
+ANALYSIS_FIGURE = f"{RESULTS}/figures/{{name}}.png"
 # Written last, when the study's tables and figures are made (study.smk).
 STUDY_RECORD = f"{RESULTS}/{studies.RECORD}"
 

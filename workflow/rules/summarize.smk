@@ -20,7 +20,7 @@ if EXPERIMENT.job_scope == "cell":
         output:
             CELL_SUMMARY,
         log:
-            RESULTS + "/logs/summarize/{role}/{problem}/{loss}/{optimizer}/{variant}.log",
+            f"{RESULTS}/logs/summarize/{{role}}/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}.log",
         localrule: True
         conda:
             ANALYSIS_ENV
