@@ -87,7 +87,16 @@ def test_packed_job_logs_say_what_ran(packed_by_two):
                 # A block of one run goes through the loop (nothing to batch).
                 engine = "batched" if len(seeds) > 1 else "loop"
                 cells = [(loss, optimizer)]
-                assert_job_log(packed_by_two, log, cells, seeds, config["steps"], engine=engine)
+                manifest = log.replace("/logs/", "/manifests/").removesuffix(".log") + ".tsv"
+                assert_job_log(
+                    packed_by_two,
+                    log,
+                    cells,
+                    seeds,
+                    config["steps"],
+                    engine=engine,
+                    manifest=manifest,
+                )
 
 
 def test_all_seeds_in_one_job_are_byte_identical_to_single_runs(tmp_path, expected_tsvs):

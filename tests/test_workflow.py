@@ -275,7 +275,10 @@ def test_tiny_run_writes_every_output(tiny_results):
                 assert meta["torch_version"] == torch.__version__
                 log = f"results/logs/train/{stem}.log"
                 cells = [(loss, optimizer)]
-                assert_job_log(tiny_results, log, cells, [seed], steps=5, engine="loop")
+                manifest = f"results/manifests/train/{stem}.tsv"  # every job writes one
+                assert_job_log(
+                    tiny_results, log, cells, [seed], steps=5, engine="loop", manifest=manifest
+                )
                 benchmark = pd.read_csv(results / f"benchmarks/train/{stem}.tsv", sep="\t")
                 assert len(benchmark) == 1 and benchmark["s"].iloc[0] > 0
     steps = pd.read_csv(results / "summary/steps.tsv", sep="\t")
