@@ -256,7 +256,8 @@ PACKED_TRAINING_ONLY = ("--omit-from", "summarize_evaluation_linear_mse")
 
 def accept_finished(workdir):
     command = [sys.executable, str(ACCEPT), "--directory", str(workdir)]
-    command += ["--configfile", str(SLOW), *PACKED]
+    # The default study's folder, as the other runs of these tests (conftest.snakemake).
+    command += ["--configfile", str(SLOW), *PACKED, "study=config"]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -403,7 +404,17 @@ def test_hostile_argument_value_is_data_not_code(tmp_path):
         "seeds: [0]\n"
         "only: {optimizers: [sgd], losses: [mse]}\n"
     )
-    snakemake(workdir, "--cores", "1", *ONLY_TRAINING, "--configfile", str(TINY), str(passed))
+    snakemake(
+        workdir,
+        "--cores",
+        "1",
+        *ONLY_TRAINING,
+        "--configfile",
+        str(TINY),
+        str(passed),
+        "--config",
+        "study=config",
+    )
     sidecar = json.loads((workdir / "results/runs/linear/mse/sgd/base/seed0.json").read_text())
     assert sidecar["optimizer"]["kwargs"] == {"lr": 0.1, "foreach": "$(touch pwned)"}
     created = [p.name for p in tmp_path.rglob("pwned*")] + [p.name for p in REPO.rglob("pwned*")]
@@ -423,7 +434,13 @@ def bad_input_outcomes(tmp_path_factory, tiny_results):
     for index, case in enumerate(bad_input.cases()):
         change = changes / f"change{index}.yaml"
         change.write_text(case.change + "\n", encoding="utf-8")
-        configs = ("--configfile", str(REPO / "config.yaml"), str(change))
+        configs = (
+            "--configfile",
+            str(REPO / "config.yaml"),
+            str(change),
+            "--config",
+            "study=config",
+        )
         runs[case.name] = (workdir, ("--cores", "1", *configs))
     processes = snakemake_forked(runs, changes, parallel=os.cpu_count() or 2)
     return workdir, before, processes
@@ -479,6 +496,7 @@ def runtime_outcomes(tmp_path_factory):
         "--config",
         "seeds=[0,1]",
         "seeds_per_job=all",
+        "study=config",
         "--configfile",
         str(TINY),
         str(change),
