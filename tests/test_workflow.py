@@ -356,7 +356,7 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
         "total": 13,
     }
     jobs = planned_job_details(process)
-    assert len(jobs) == 12 and all("reason" in job for job in jobs)
+    assert len(jobs) == 13 and all("reason" in job for job in jobs)
     # Each cell reads its own runs only; the combine step reads one file per cell.
     for job in (job for job in jobs if job["rule"] == "summarize_cell"):
         wildcards = dict(item.split("=") for item in job["wildcards"].split(", "))
@@ -370,9 +370,9 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
     (combine,) = (job for job in jobs if job["rule"] == "summarize")
     assert combine["input"] == TINY_CELLS
     # The grid is no parameter any more: no reason line repeats it. (Rule all's
-    # reason lists the figures it asks for, and plot_analysis's the tables it
-    # reads: both grow with the report.)
-    jobs = [job for job in jobs if job["rule"] not in ("all", "plot_analysis")]
+    # reason lists the figures it asks for, plot_analysis's the tables it reads
+    # and record_study's the figures it follows: they grow with the report.)
+    jobs = [job for job in jobs if job["rule"] not in ("all", "plot_analysis", "record_study")]
     assert max(len(job["reason"]) for job in jobs) <= 300, max(jobs, key=lambda j: len(j["reason"]))
 
 
@@ -393,10 +393,12 @@ def test_changing_an_optimizer_reruns_only_its_runs_and_cells(tiny_results):
     ]
     # (a training job's reason shows its cell's settings before and after)
     aggregation = [job for job in jobs if not job["rule"].startswith("train")]
-    assert len(aggregation) == 6
+    assert len(aggregation) == 7  # the summaries, the figures, the study's record, all
     assert (
         max(
-            len(job["reason"]) for job in aggregation if job["rule"] not in ("all", "plot_analysis")
+            len(job["reason"])
+            for job in aggregation
+            if job["rule"] not in ("all", "plot_analysis", "record_study")
         )
         <= 300
     )
