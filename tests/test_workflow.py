@@ -457,6 +457,7 @@ def test_summaries_follow_the_library_code_that_makes_them(tiny_results, tmp_pat
     def dry_run():
         command = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile")]
         command += ["--directory", str(workdir), "--configfile", str(TINY), "-n"]
+        command += ["--config", "study=config"]  # tiny_results's study (conftest)
         # params only: the copy's paths alone change every command line
         command += ["--rerun-triggers", "params"]
         process = subprocess.run(command, capture_output=True, text=True)
@@ -608,6 +609,7 @@ def test_report_from_an_environment_of_requirements_txt_alone(tiny_results, tmp_
     workdir = copy_tree(tiny_results, tmp_path / "w")
     command = [str(venv / "bin/python"), "-m", "snakemake", "-s", str(REPO / "Snakefile")]
     command += ["--directory", str(workdir), "--configfile", str(TINY)]
+    command += ["--config", "study=config"]  # tiny_results's study (conftest)
     process = subprocess.run(
         [*command, "--report", "results/report.html"], capture_output=True, text=True
     )
