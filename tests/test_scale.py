@@ -129,7 +129,8 @@ def test_rule_graph_has_one_training_rule_per_block(tmp_path):
     )
     labels = [line for line in process.stdout.splitlines() if "label =" in line]
     training = [line for line in labels if "train" in line]
-    assert len(training) == 2 and len(labels) == 7  # + summarize_cell, summarize, 2 plots, all
+    # + summarize_cell, summarize, 2 plots, record_study, all
+    assert len(training) == 2 and len(labels) == 8
 
 
 def big_grid(path, optimizers=50, seeds=100):
