@@ -24,6 +24,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/summarize.smk"
 include: "workflow/rules/plot.smk"
+include: "workflow/rules/study.smk"
 
 
 rule all:

@@ -24,19 +24,42 @@ TRAIN_SCRIPT = REPO / "workflow" / "scripts" / "train.py"
 TINY_UMASK = 0o002
 
 
-def snakemake_command(workdir, *args, configfile=None, snakefile=SNAKEFILE) -> list[str]:
-    """The command line of snakemake on the repository's Snakefile in ``workdir``."""
+def snakemake_command(
+    workdir, *args, configfile=None, snakefile=SNAKEFILE, study="config"
+) -> list[str]:
+    """The command line of snakemake on the repository's Snakefile in ``workdir``.
+
+    With a ``configfile``, the run is the study ``study`` (config key study):
+    by default the default study, whose outputs are under results/ as the tests
+    read them (each test has a workdir of its own); None: the config file's
+    stem, as a user's run (tests/test_studies.py)."""
     command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir)]
+    args = list(args)
     if configfile is not None:
         command += ["--configfile", str(configfile)]
-    return command + list(args)
+        if study is not None:
+            # One --config option: a second would replace the first.
+            if "--config" in args:
+                args.insert(args.index("--config") + 1, f"study={study}")
+            else:
+                args += ["--config", f"study={study}"]
+    return command + args
 
 
 def snakemake(
-    workdir, *args, configfile=None, check=True, timeout=600, umask=-1, snakefile=SNAKEFILE
+    workdir,
+    *args,
+    configfile=None,
+    check=True,
+    timeout=600,
+    umask=-1,
+    snakefile=SNAKEFILE,
+    study="config",
 ):
     """Run snakemake on the repository's Snakefile in ``workdir``; returns the process."""
-    command = snakemake_command(workdir, *args, configfile=configfile, snakefile=snakefile)
+    command = snakemake_command(
+        workdir, *args, configfile=configfile, snakefile=snakefile, study=study
+    )
     process = subprocess.run(command, capture_output=True, text=True, timeout=timeout, umask=umask)
     if check and process.returncode != 0:
         raise AssertionError(

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from optbench import runfiles
+from optbench import reuse, runfiles
+from optbench.planning import studies
 from optbench.reporting import analysis, cells, figures, summary, tablepages
 
 SCRIPTS = REPO / "workflow" / "scripts"
@@ -29,8 +30,8 @@ RAW_WRITERS = {
     "optbench/reporting/figures.py:save",
 }
 # Files opened for writing that are not results: the rules' logs (stderr),
-# opened by joblog.logged_job for summarize.py and plot.py.
-LOG_OPENS = {"optbench/joblog.py:logged_job"}
+# opened by joblog.logged_job for summarize.py and plot.py, and by record_study.py.
+LOG_OPENS = {"optbench/joblog.py:logged_job", "record_study.py:<module>"}
 
 
 def raw_writes(path: Path) -> set[str]:
@@ -158,7 +159,20 @@ def _write_tsv(path):
     return path / "src" / "t.tsv"
 
 
+def _put_in_place(path):
+    """A run copied from another study's files (reuse.put_in_place), and indexed."""
+    source = path / "source"
+    runfiles.write_run(source / "s.tsv", [1.0], source / "s.json", {"settings_sha256": "ab"})
+    out = path / "copy"
+    place = {"tsv": str(source / "s.tsv"), "sidecar": str(source / "s.json")}
+    reuse.put_in_place(place, str(out / "s.tsv"), str(out / "s.json"))
+    reuse.remember(out / "index", "ab" * 32, str(out / "s.tsv"), str(out / "s.json"))
+    return out
+
+
 WRITERS = {
+    "reuse.put_in_place": _put_in_place,
+    "studies.write_record": lambda p: studies.write_record(p / "study.json", "s", [], "0" * 64),
     "runfiles.write_text_atomic": lambda p: runfiles.write_text_atomic(p / "a.txt", "x\n"),
     "runfiles.write_run": lambda p: runfiles.write_run(
         p / "s.tsv", [1.0, float("nan")], p / "s.json", {"seed": 1}
@@ -207,9 +221,10 @@ def test_manifest_lists_each_run_with_the_hash_of_its_tsv(tmp_path):
         runs.append((tsv, sidecar))
     runfiles.write_manifest(tmp_path / "manifest.tsv", runs)
     lines = (tmp_path / "manifest.tsv").read_text().splitlines()
-    assert lines[0] == "tsv\tsidecar\ttsv_sha256"
+    assert lines[0] == "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
     expected = [
         f"{tsv}\t{sidecar}\t{hashlib.sha256(Path(tsv).read_bytes()).hexdigest()}"
+        f"\t{len(Path(tsv).read_bytes())}\t{os.stat(tsv).st_mtime_ns}\t"
         for tsv, sidecar in runs
     ]
     assert lines[1:] == expected
@@ -224,7 +239,8 @@ def _manifested_runs(root, count=2):
         tsv, sidecar = f"runs/seed{seed}.tsv", f"runs/seed{seed}.json"
         runfiles.write_run(root / tsv, [1.0 + seed, 0.5], root / sidecar, {"seed": seed})
         runs.append((tsv, sidecar))
-    lines = [runfiles.MANIFEST_HEADER] + [
+    # The format manifests had before sizes, times and settings digests: still read.
+    lines = [runfiles.OLD_MANIFEST_HEADER] + [
         f"{tsv}\t{sidecar}\t{hashlib.sha256((root / tsv).read_bytes()).hexdigest()}"
         for tsv, sidecar in runs
     ]

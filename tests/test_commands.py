@@ -58,11 +58,13 @@ def test_commands_quote_paths_and_name_every_cell_field(tmp_path):
         "portable",
         "results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv",
         ("problem", "loss", "optimizer", "variant"),
+        "results/run index",
     )
-    words = shlex.split(made.train_packed_with_manifest.split(" > ")[0])
+    words = shlex.split(made.train_packed.split(" > ")[0])
     assert words[:2] == ["/opt/py 3/python", str(scripts / "train.py")]
     assert "--engine" in words and words[words.index("--numerics") + 1] == "portable"
-    assert "--manifest" in words
+    assert "--manifest" in words and "--manifest" in made.train_one_seed
+    assert words[words.index("--index") + 1] == "results/run index"
     assert words[words.index("--optimizers-dir") + 1] == str(tmp_path / "my optimizers")
     for field in ("problem", "loss", "optimizer", "variant"):
         assert f"--cell {field}={{wildcards.{field}:q}}" in made.summarize_cell

@@ -18,8 +18,9 @@ TINY = CONFIGS / "tiny.yaml"
 CHECK_CONFIG = REPO / "workflow" / "scripts" / "check_config.py"
 
 
-def planned_runs(process) -> set[str]:
-    """The run TSVs a dry run schedules, read from its jobs' `output:` lines."""
+def planned_runs(process, root="results") -> set[str]:
+    """The run TSVs a dry run schedules, read from its jobs' `output:` lines, in the
+    study folder ``root``."""
     runs = set()
     for line in (process.stdout + process.stderr).splitlines():
         match = re.match(r"\s+output: (.*)$", line)
@@ -27,14 +28,14 @@ def planned_runs(process) -> set[str]:
             # Training outputs carry Snakemake's "(update)" flag (train.smk).
             paths = [path.removesuffix(" (update)") for path in match.group(1).split(", ")]
             runs |= {
-                path for path in paths if path.startswith("results/runs/") and path.endswith(".tsv")
+                path for path in paths if path.startswith(f"{root}/runs/") and path.endswith(".tsv")
             }
     return runs
 
 
-def runs(losses, optimizers, seeds) -> set[str]:
+def runs(losses, optimizers, seeds, root="results") -> set[str]:
     return {
-        f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}.tsv"
+        f"{root}/runs/linear/{loss}/{optimizer}/base/seed{seed}.tsv"
         for loss in losses
         for optimizer in optimizers
         for seed in seeds
@@ -75,7 +76,10 @@ def test_configfiles_merge_in_order_and_missing_keys_take_the_defaults(project_d
     second.write_text("seeds: [3, 4]\noptimizers: {adam: {class: Adam}}\n")
     process = snakemake(project_dir, "-n", "--configfile", str(first), str(second))
     # config.yaml's nadam and huber are not used; losses are the schema's defaults.
-    assert planned_runs(process) == runs(["mse", "l1"], ["sgd", "adam"], [3, 4])
+    # The study is named after both files (docs/outputs.md, Studies).
+    assert planned_runs(process, "results/a+b") == runs(
+        ["mse", "l1"], ["sgd", "adam"], [3, 4], "results/a+b"
+    )
 
 
 def test_config_on_the_command_line_extends_config_yaml_and_only_picks_from_it(project_dir):
@@ -121,7 +125,8 @@ def test_only_in_a_config_file_and_on_the_command_line_combine(workdir):
         "only={seeds: [1]}",
         "seeds_per_job=2",
     )
-    assert planned_runs(process) == runs(["l1"], ["sgd", "adam"], [1])
+    folder = "results/tiny+selection"
+    assert planned_runs(process, folder) == runs(["l1"], ["sgd", "adam"], [1], folder)
     # Packed as for the whole grid: seed 1 stays in the job of seeds 0-1.
     assert re.findall(r"rule (train\S*):", process.stdout) == ["train_seeds_0-1"] * 2
 

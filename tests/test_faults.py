@@ -31,6 +31,7 @@ from conftest import (
     snakemake_forked,
     tree_bytes,
 )
+from optbench import runfiles
 from test_training import (
     ARTICLE_LOSSES,
     ARTICLE_LRS,
@@ -256,7 +257,8 @@ PACKED_TRAINING_ONLY = ("--omit-from", "summarize_evaluation_linear_mse")
 
 def accept_finished(workdir):
     command = [sys.executable, str(ACCEPT), "--directory", str(workdir)]
-    command += ["--configfile", str(SLOW), *PACKED]
+    # The default study's folder, as the other runs of these tests (conftest.snakemake).
+    command += ["--configfile", str(SLOW), *PACKED, "study=config"]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -315,12 +317,32 @@ def test_forced_rerun_on_one_core_gives_identical_runs(tiny_results, tmp_path):
         assert (modified != before[name][1]) == (name in forced), name  # re-ran: only those
 
 
-def test_tampered_run_file_stops_aggregation_with_file_and_line(tiny_results, tmp_path):
+def test_tampered_run_file_is_retrained_and_a_malformed_one_stops_aggregation_with_file_and_line(
+    tiny_results, tmp_path
+):
     workdir = copy_tree(tiny_results, tmp_path / "w")
     tampered = workdir / "results/runs/linear/l1/adam/base/seed1.tsv"
-    lines = tampered.read_text().splitlines()
-    lines[3] = "2\t0.5x\t1\t0.1"
-    tampered.write_text("\n".join(lines) + "\n")
+    original = tampered.read_bytes()
+
+    def tamper():
+        lines = original.decode().splitlines()
+        lines[3] = "2\t0.5x\t1\t0.1"
+        tampered.write_text("\n".join(lines) + "\n")
+
+    # Its job's manifest holds the TSV's SHA-256: the change is found and the run
+    # trained again (issue 31 point 9), before any summary reads it.
+    tamper()
+    process = snakemake(workdir, "--cores", "1", configfile=TINY)
+    assert "results/runs/linear/l1/adam/base/seed1.tsv" in process.stderr
+    assert "changed since its training job wrote it" in process.stderr
+    assert tampered.read_bytes() == original
+    # A malformed TSV that its manifest vouches for (as if its writer were
+    # wrong) stops its cell's summary, naming file and line.
+    tamper()
+    manifest = workdir / "results/manifests/train/linear/l1/adam/base/seed1.tsv"
+    runfiles.write_manifest(manifest, [(tampered, tampered.with_suffix(".json"))])
+    # The manifest's own paths are relative to the working directory, as a job writes them.
+    manifest.write_text(manifest.read_text().replace(f"{workdir}/", ""))
     process = snakemake(workdir, "--cores", "1", configfile=TINY, check=False)
     assert process.returncode != 0
     log = (workdir / "results/logs/summarize/evaluation/linear/l1/adam/base.log").read_text()
@@ -416,7 +438,17 @@ def test_hostile_argument_value_is_data_not_code(tmp_path):
         "seeds: [0]\n"
         "only: {optimizers: [sgd], losses: [mse]}\n"
     )
-    snakemake(workdir, "--cores", "1", *ONLY_TRAINING, "--configfile", str(TINY), str(passed))
+    snakemake(
+        workdir,
+        "--cores",
+        "1",
+        *ONLY_TRAINING,
+        "--configfile",
+        str(TINY),
+        str(passed),
+        "--config",
+        "study=config",
+    )
     sidecar = json.loads((workdir / "results/runs/linear/mse/sgd/base/seed0.json").read_text())
     assert sidecar["optimizer"]["kwargs"] == {"lr": 0.1, "foreach": "$(touch pwned)"}
     created = [p.name for p in tmp_path.rglob("pwned*")] + [p.name for p in REPO.rglob("pwned*")]
@@ -436,7 +468,13 @@ def bad_input_outcomes(tmp_path_factory, tiny_results):
     for index, case in enumerate(bad_input.cases()):
         change = changes / f"change{index}.yaml"
         change.write_text(case.change + "\n", encoding="utf-8")
-        configs = ("--configfile", str(REPO / "config.yaml"), str(change))
+        configs = (
+            "--configfile",
+            str(REPO / "config.yaml"),
+            str(change),
+            "--config",
+            "study=config",
+        )
         runs[case.name] = (workdir, ("--cores", "1", *configs))
     processes = snakemake_forked(runs, changes, parallel=os.cpu_count() or 2)
     return workdir, before, processes
@@ -492,6 +530,7 @@ def runtime_outcomes(tmp_path_factory):
         "--config",
         "seeds=[0,1]",
         "seeds_per_job=all",
+        "study=config",
         "--configfile",
         str(TINY),
         str(change),

@@ -124,9 +124,9 @@ def test_the_progress_command_follows_a_real_grid(tmp_path):
     assert final.strip().endswith(
         "grid: 40,000 of 40,000 run-steps of the grid (100%); 0 job(s) running, 1 finished"
     )
-    log = (workdir / "results/logs/train/linear/mse/seeds0-1.log").read_text()
+    log = (workdir / "results/grid/logs/train/linear/mse/seeds0-1.log").read_text()
     assert "progress: 2 of 2 runs, 40,000 of 40,000 run-steps (100%)" in log
     record = json.loads(
-        (workdir / "results/logs/train/linear/mse/seeds0-1.log.progress.json").read_text()
+        (workdir / "results/grid/logs/train/linear/mse/seeds0-1.log.progress.json").read_text()
     )
     assert record["state"] == "done"

@@ -129,3 +129,108 @@ def test_growing_a_packed_job_trains_only_the_new_runs(tmp_path):
         tmp_path, "--cores", "1", *TRAIN_ONLY, "--config", "numerics=native", configfile=config
     )
     assert DONE.search((tmp_path / LOG).read_text()).groups() == ("12", "12", "0")
+
+
+# Issue 31 point 7: the default packing (seeds_per_job all, job_scope loss)
+# names a job by its seed range, so growing the seeds makes a new job whose
+# manifest lists nothing; the run index (settings digest -> files) reuses runs.
+GROWING = {
+    "steps": 6,
+    "device": "cpu",
+    "problems": {"linear": {"kwargs": {"dim": 20}, "losses": ["mse"]}},
+    "losses": {"mse": {"class": "MSELoss"}},
+    "optimizers": {"sgd": {"class": "SGD", "kwargs": {"lr": 0.01}}},
+}
+
+
+def tsv_states(workdir, root="results") -> dict:
+    """Run TSV -> (its bytes, its sidecar's bytes, its inode). A run trained again
+    has another sidecar (its timings); Snakemake touches every output of a job
+    it runs, so modification times cannot tell."""
+    found = {}
+    for path in sorted((workdir / root / "runs").rglob("seed*.tsv")):
+        found[path.relative_to(workdir / root)] = (
+            path.read_bytes(),
+            path.with_suffix(".json").read_bytes(),
+            path.stat().st_ino,
+        )
+    return found
+
+
+def article_sgd_tsv(seed: int) -> bytes:
+    losses = article_loop(seed, lambda p: torch.optim.SGD(p, lr=0.01), ARTICLE_LOSSES["mse"], 6)
+    return article_tsv(losses, 0.01)
+
+
+def train_seeds(workdir, config, seeds, scope, **options):
+    grid = {**GROWING, "seeds": list(seeds), "job_scope": scope}
+    config.write_text(yaml.safe_dump(grid))
+    label = f"{seeds[0]}-{seeds[-1]}"
+    rule = f"train_linear_mse_seeds_{label}" if scope == "loss" else f"train_seeds_{label}"
+    return snakemake(workdir, "--cores", "1", "--until", rule, configfile=config, **options)
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("scope", ["loss", "cell"])
+def test_growing_the_seeds_trains_only_the_new_runs(tmp_path, scope):
+    """Seeds 0-5 -> 0-11 -> 0-12 trains 6, then 1 (issue 31: 36 of 36, then 39 of 39)."""
+    config = tmp_path / "config.yaml"
+    train_seeds(tmp_path, config, range(6), scope)
+    first = tsv_states(tmp_path)
+    assert len(first) == 6
+    train_seeds(tmp_path, config, range(12), scope)
+    second = tsv_states(tmp_path)
+    assert {path: second[path] for path in first} == first  # not rewritten
+    train_seeds(tmp_path, config, range(13), scope)
+    third = tsv_states(tmp_path)
+    assert {path: third[path] for path in second} == second
+    assert len(third) == 13
+    for path, (data, _, _) in third.items():
+        assert data == article_sgd_tsv(int(path.stem.removeprefix("seed"))), path
+    folder = "linear/mse" if scope == "loss" else "linear/mse/sgd/base"
+    log = (tmp_path / f"results/logs/train/{folder}/seeds0-12.log").read_text()
+    assert DONE.search(log).groups() == ("13", "1", "12"), log
+
+
+@pytest.mark.workflow
+def test_a_run_edited_by_hand_is_retrained_and_another_study_copies_identical_runs(tmp_path):
+    config = tmp_path / "config.yaml"
+    train_seeds(tmp_path, config, range(4), "loss")
+    before = tsv_states(tmp_path)
+
+    # A run edited by hand (same size, one digit changed): the next
+    # invocation's dry run schedules its job ("Nothing to be done" before),
+    # which retrains that run and reuses the others in place.
+    edited = tmp_path / "results/runs/linear/mse/sgd/base/seed2.tsv"
+    original = edited.read_bytes()
+    text = original.decode()
+    digit = text.index("\n1\t") - 1  # the last digit of step 0's row
+    changed_text = text[:digit] + str((int(text[digit]) + 1) % 10) + text[digit + 1 :]
+    edited.write_bytes(changed_text.encode())
+    dry = snakemake(tmp_path, "-n", "--until", "train_linear_mse_seeds_0-3", configfile=config)
+    assert "rule train_linear_mse_seeds_0-3:" in dry.stdout, dry.stdout + dry.stderr
+    assert "results/runs/linear/mse/sgd/base/seed2.tsv" in dry.stderr
+    train_seeds(tmp_path, config, range(4), "loss")
+    assert edited.read_bytes() == original == article_sgd_tsv(2)
+    after = tsv_states(tmp_path)
+    assert [path for path in before if after[path] != before[path]] == [
+        edited.relative_to(tmp_path / "results")
+    ]
+    log = (tmp_path / "results/logs/train/linear/mse/seeds0-3.log").read_text()
+    assert DONE.search(log).groups() == ("4", "1", "3"), log
+    again = snakemake(tmp_path, "-n", "--until", "train_linear_mse_seeds_0-3", configfile=config)
+    assert "rule train_" not in again.stdout and "changed since" not in again.stderr
+    before = after
+
+    # Study "copy" (its file's stem), the same settings and one more seed:
+    # four runs are copied, one trained; the copies follow the umask.
+    other = tmp_path / "copy.yaml"
+    train_seeds(tmp_path, other, range(5), "loss", study=None, umask=0o027)
+    copied = tsv_states(tmp_path, "results/copy")
+    assert len(copied) == 5
+    for path, (data, sidecar, inode) in before.items():
+        assert copied[path][:2] == (data, sidecar) and copied[path][2] != inode
+        assert (tmp_path / "results/copy" / path).stat().st_mode & 0o777 == 0o640
+    log = (tmp_path / "results/copy/logs/train/linear/mse/seeds0-4.log").read_text()
+    assert DONE.search(log).groups() == ("5", "1", "4"), log
+    assert tsv_states(tmp_path) == before  # the default study's runs untouched

@@ -87,7 +87,16 @@ def test_packed_job_logs_say_what_ran(packed_by_two):
                 # A block of one run goes through the loop (nothing to batch).
                 engine = "batched" if len(seeds) > 1 else "loop"
                 cells = [(loss, optimizer)]
-                assert_job_log(packed_by_two, log, cells, seeds, config["steps"], engine=engine)
+                manifest = log.replace("/logs/", "/manifests/").removesuffix(".log") + ".tsv"
+                assert_job_log(
+                    packed_by_two,
+                    log,
+                    cells,
+                    seeds,
+                    config["steps"],
+                    engine=engine,
+                    manifest=manifest,
+                )
 
 
 def test_all_seeds_in_one_job_are_byte_identical_to_single_runs(tmp_path, expected_tsvs):
@@ -120,7 +129,8 @@ def test_rule_graph_has_one_training_rule_per_block(tmp_path):
     )
     labels = [line for line in process.stdout.splitlines() if "label =" in line]
     training = [line for line in labels if "train" in line]
-    assert len(training) == 2 and len(labels) == 7  # + summarize_cell, summarize, 2 plots, all
+    # + summarize_cell, summarize, 2 plots, record_study, all
+    assert len(training) == 2 and len(labels) == 8
 
 
 def big_grid(path, optimizers=50, seeds=100):

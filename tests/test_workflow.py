@@ -48,8 +48,9 @@ def test_default_grid_dry_run_schedules_one_training_job_per_loss(workdir):
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "record_study": 1,
         "all": 1,
-        "total": 8,
+        "total": 9,
     }
 
 
@@ -105,11 +106,14 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
     for loss in ("mse", "l1"):
         manifest = tmp_path / f"results/manifests/train/linear/{loss}/seeds0-9.tsv"
         lines = manifest.read_text().splitlines()
-        assert lines[0] == "tsv\tsidecar\ttsv_sha256" and len(lines) == 41
+        header = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
+        assert lines[0] == header and len(lines) == 41
         listed = {}
         for line in lines[1:]:
-            tsv, sidecar, digest = line.split("\t")
+            tsv, sidecar, digest, size, _, settings = line.split("\t")
             assert sidecar == tsv.removesuffix(".tsv") + ".json"
+            assert int(size) == (tmp_path / tsv).stat().st_size
+            assert settings == json.loads((tmp_path / sidecar).read_text())["settings_sha256"]
             listed[tsv] = digest
         runs = sorted((tmp_path / f"results/runs/linear/{loss}").rglob("*.tsv"))
         assert sorted(listed) == [str(p.relative_to(tmp_path)) for p in runs]
@@ -125,8 +129,9 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "record_study": 1,
         "all": 1,
-        "total": 6,
+        "total": 7,
     }
 
 
@@ -270,7 +275,10 @@ def test_tiny_run_writes_every_output(tiny_results):
                 assert meta["torch_version"] == torch.__version__
                 log = f"results/logs/train/{stem}.log"
                 cells = [(loss, optimizer)]
-                assert_job_log(tiny_results, log, cells, [seed], steps=5, engine="loop")
+                manifest = f"results/manifests/train/{stem}.tsv"  # every job writes one
+                assert_job_log(
+                    tiny_results, log, cells, [seed], steps=5, engine="loop", manifest=manifest
+                )
                 benchmark = pd.read_csv(results / f"benchmarks/train/{stem}.tsv", sep="\t")
                 assert len(benchmark) == 1 and benchmark["s"].iloc[0] > 0
     steps = pd.read_csv(results / "summary/steps.tsv", sep="\t")
@@ -343,11 +351,12 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "record_study": 1,
         "all": 1,
-        "total": 12,
+        "total": 13,
     }
     jobs = planned_job_details(process)
-    assert len(jobs) == 12 and all("reason" in job for job in jobs)
+    assert len(jobs) == 13 and all("reason" in job for job in jobs)
     # Each cell reads its own runs only; the combine step reads one file per cell.
     for job in (job for job in jobs if job["rule"] == "summarize_cell"):
         wildcards = dict(item.split("=") for item in job["wildcards"].split(", "))
@@ -361,9 +370,9 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
     (combine,) = (job for job in jobs if job["rule"] == "summarize")
     assert combine["input"] == TINY_CELLS
     # The grid is no parameter any more: no reason line repeats it. (Rule all's
-    # reason lists the figures it asks for, and plot_analysis's the tables it
-    # reads: both grow with the report.)
-    jobs = [job for job in jobs if job["rule"] not in ("all", "plot_analysis")]
+    # reason lists the figures it asks for, plot_analysis's the tables it reads
+    # and record_study's the figures it follows: they grow with the report.)
+    jobs = [job for job in jobs if job["rule"] not in ("all", "plot_analysis", "record_study")]
     assert max(len(job["reason"]) for job in jobs) <= 300, max(jobs, key=lambda j: len(j["reason"]))
 
 
@@ -384,10 +393,12 @@ def test_changing_an_optimizer_reruns_only_its_runs_and_cells(tiny_results):
     ]
     # (a training job's reason shows its cell's settings before and after)
     aggregation = [job for job in jobs if not job["rule"].startswith("train")]
-    assert len(aggregation) == 6
+    assert len(aggregation) == 7  # the summaries, the figures, the study's record, all
     assert (
         max(
-            len(job["reason"]) for job in aggregation if job["rule"] not in ("all", "plot_analysis")
+            len(job["reason"])
+            for job in aggregation
+            if job["rule"] not in ("all", "plot_analysis", "record_study")
         )
         <= 300
     )
@@ -407,8 +418,9 @@ def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "record_study": 1,
         "all": 1,
-        "total": 6,
+        "total": 7,
     }
     (cell,) = (job for job in planned_job_details(process) if job["rule"] == "summarize_cell")
     assert cell["wildcards"] == (
@@ -428,8 +440,9 @@ def test_a_lost_cell_summary_is_made_again_with_the_tables(tiny_results, tmp_pat
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "record_study": 1,
         "all": 1,
-        "total": 5,
+        "total": 6,
     }
 
 
@@ -444,6 +457,7 @@ def test_summaries_follow_the_library_code_that_makes_them(tiny_results, tmp_pat
     def dry_run():
         command = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile")]
         command += ["--directory", str(workdir), "--configfile", str(TINY), "-n"]
+        command += ["--config", "study=config"]  # tiny_results's study (conftest)
         # params only: the copy's paths alone change every command line
         command += ["--rerun-triggers", "params"]
         process = subprocess.run(command, capture_output=True, text=True)
@@ -595,6 +609,7 @@ def test_report_from_an_environment_of_requirements_txt_alone(tiny_results, tmp_
     workdir = copy_tree(tiny_results, tmp_path / "w")
     command = [str(venv / "bin/python"), "-m", "snakemake", "-s", str(REPO / "Snakefile")]
     command += ["--directory", str(workdir), "--configfile", str(TINY)]
+    command += ["--config", "study=config"]  # tiny_results's study (conftest)
     process = subprocess.run(
         [*command, "--report", "results/report.html"], capture_output=True, text=True
     )

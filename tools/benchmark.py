@@ -194,9 +194,19 @@ def _training_seconds(workdir: Path, config: Path, *extra: str) -> float:
     return timed(snakemake(workdir, "--cores", "2", *args, "--until", *until))
 
 
+def study_folder(workdir: Path) -> Path:
+    """Where the run in ``workdir`` wrote: results/ for config.yaml, else the one
+    study folder results/<study>/ (docs/outputs.md, Studies)."""
+    results = workdir / "results"
+    if (results / "runs").is_dir():
+        return results
+    found = [path.parent for path in results.glob("*/runs")]
+    return found[0] if len(found) == 1 else results
+
+
 def _benchmark_rows(workdir: Path) -> list[dict]:
     rows = []
-    for path in (workdir / "results/benchmarks/train").rglob("*.tsv"):
+    for path in (study_folder(workdir) / "benchmarks/train").rglob("*.tsv"):
         lines = path.read_text().splitlines()
         header = lines[0].split("\t")
         rows.append(dict(zip(header, lines[1].split("\t"), strict=True)) | {"path": str(path)})
@@ -280,7 +290,7 @@ def searched(tmp: Path, quick: bool) -> None:
     for name, config in configs.items():
         workdir = tmp / f"searched-{name.split()[0]}"
         seconds[name] = _training_seconds(workdir, config, "--config", *subset)
-        runs = len(list((workdir / "results/runs").rglob("*.tsv")))
+        runs = len(list((study_folder(workdir) / "runs").rglob("*.tsv")))
         report(f"tuned.yaml training, {name}", f"{seconds[name]:.1f} s, {runs:,} runs", "-")
     before, now = seconds["grid (before)"], seconds["search (now)"]
     report(
@@ -472,7 +482,7 @@ def sweep(tmp: Path) -> None:
     workdir = tmp / "sweep"
     workdir.mkdir()
     seconds = timed(snakemake(workdir, "--cores", "2", "--configfile", str(config)))
-    runs = len(list((workdir / "results/runs").rglob("*.tsv")))
+    runs = len(list((study_folder(workdir) / "runs").rglob("*.tsv")))
     rows = _benchmark_rows(workdir)
     largest = max(rows, key=lambda r: float(r["max_rss"]))
     report(

@@ -1,7 +1,7 @@
 """Write the findings of the modern-optimizer study in docs/optimizers.md from its tables.
 
     python3 -m snakemake --cores 2 --configfile configs/modern.yaml
-    python3 tools/study_text.py --snapshot results/summary   # copy its tables, rewrite the text
+    python3 tools/study_text.py --snapshot results/modern/summary  # copy its tables, rewrite text
     python3 tools/study_text.py                              # rewrite the text from the copy
     python3 tools/study_text.py --check                      # exit 1 when the text is stale
 

@@ -8,7 +8,7 @@ from pathlib import Path
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from optbench.planning import commands, cost, gpus, jobs, recovery, settings  # noqa: E402
+from optbench.planning import commands, cost, gpus, jobs, recovery, settings, studies  # noqa: E402
 from optbench import grid  # noqa: E402
 from optbench.reporting import outputs  # noqa: E402
 from optbench.reporting.analysis_context import (  # noqa: E402
@@ -64,18 +64,39 @@ except settings.ConfigError as error:
     _count = len(error.problems)
     refuse(f"Invalid configuration ({_count} problem{'s' if _count > 1 else ''}):\n{error}")
 
-RUN_TSV = "results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
-RUN_SIDECAR = "results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.json"
+# The study (optbench.planning.studies): config key study, else the config
+# file's stem. Everything it writes goes under RESULTS: results/ for the
+# default config.yaml (study config), results/<study>/ for any other.
+CONFIG_FILES = [str(path) for path in workflow.config_settings.configfiles]
+STUDY = studies.study_name(config.get("study"), CONFIG_FILES)
+if studies.name_problems(STUDY):
+    refuse(f"Invalid configuration (1 problem):\n{studies.name_problems(STUDY)[0]}")
+RESULTS = studies.results_root(STUDY)
+
+RUN_TSV = f"{RESULTS}/runs/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seed{{seed}}.tsv"
+RUN_SIDECAR = f"{RESULTS}/runs/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seed{{seed}}.json"
 # One summary per cell and seed role: evaluation seeds report the comparison,
 # tuning seeds pick each optimizer's variant.
-CELL_SUMMARY = "results/summary/cells/{role}/{problem}/{loss}/{optimizer}/{variant}.json"
-STEP_SUMMARY = "results/summary/steps.tsv"
-LEADERBOARD = "results/summary/leaderboard.tsv"
-SELECTION = "results/summary/selection.tsv"
-SUMMARY_DIR = "results/summary"
-LOSS_FIGURE = "results/figures/losses/{problem}/{loss}.{ext}"
-OVERVIEW_FIGURE = "results/figures/overview.{ext}"
-ANALYSIS_FIGURE = "results/figures/{name}.png"
+CELL_SUMMARY = (
+    f"{RESULTS}/summary/cells/{{role}}/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}.json"
+)
+STEP_SUMMARY = f"{RESULTS}/summary/steps.tsv"
+LEADERBOARD = f"{RESULTS}/summary/leaderboard.tsv"
+SELECTION = f"{RESULTS}/summary/selection.tsv"
+SUMMARY_DIR = f"{RESULTS}/summary"
+LOSS_FIGURE = f"{RESULTS}/figures/losses/{{problem}}/{{loss}}.{{ext}}"
+OVERVIEW_FIGURE = f"{RESULTS}/figures/overview.{{ext}}"
+ANALYSIS_FIGURE = f"{RESULTS}/figures/{{name}}.png"
+# Written last, when the study's tables and figures are made (study.smk).
+STUDY_RECORD = f"{RESULTS}/{studies.RECORD}"
+
+
+def cell_job_file(kind, seeds, suffix):
+    """A job_scope cell training job's log, benchmark or manifest (``kind``) for
+    ``seeds`` (seed{seed} or seeds<label>), a pattern of the cell's wildcards."""
+    return jobs.cell_job_file(RESULTS, kind, seeds, suffix)
+
+
 FIGURE_FORMATS = ("png", "svg")
 # The tables of the analysis and the comparison figures, each declared once
 # (optbench.reporting.outputs, standard library only: parsing the rules imports no pandas).
@@ -112,7 +133,7 @@ HELDOUT_TARGETS = {
 # What the analysis job needs from the config, one JSON-able param.
 ANALYSIS_CONTEXT = jobs.DigestedMapping(context_for(EXPERIMENT, THRESHOLDS).as_dict())
 # Jobs of a job_scope coarser than one cell; each gets its own rule (train.smk).
-TRAINING_JOBS = EXPERIMENT.training_jobs() if EXPERIMENT.job_scope != "cell" else []
+TRAINING_JOBS = EXPERIMENT.training_jobs(RESULTS) if EXPERIMENT.job_scope != "cell" else []
 
 
 # Packed layouts: one summary job per seed role and training-job key, whose
@@ -262,12 +283,16 @@ def report_answer():
     )
 
 
-def final_outputs():
+def study_outputs():
     # Every figure: Snakemake re-makes a missing file only when it is asked
     # for. The tables are inputs of the figures, so they are made without
     # being listed here (which keeps a dry run's lines shorter).
-    figures = overview_figures() + loss_figures() + analysis_figures()
-    return [LEADERBOARD] + figures + lost_cell_summaries() + lost_runs()
+    return [LEADERBOARD] + overview_figures() + loss_figures() + analysis_figures()
+
+
+def final_outputs():
+    # The study's record is made from all its outputs, so it comes last (study.smk).
+    return [STUDY_RECORD] + lost_cell_summaries() + lost_runs() + SET_ASIDE_MANIFESTS
 
 
 def lost_runs():
@@ -295,6 +320,7 @@ COMMANDS = commands.commands(
     EXPERIMENT.numerics,
     RUN_TSV,
     CELL_FIELDS,
+    studies.RUN_INDEX,
 )
 TRAIN_ENV = commands.TRAIN_ENVS[EXPERIMENT.torch_build]
 ANALYSIS_ENV = commands.ANALYSIS_ENV
@@ -328,3 +354,41 @@ if not workflow.remote_exec:
         sep="\n",
         file=sys.stderr,
     )
+
+
+# What this study computes (studies.config_digest): recorded with its results
+# (study.smk), compared when a report is built.
+CONFIG_DIGEST = studies.config_digest(config, RUN_SPECS.values())
+
+
+def _building_report():
+    # Snakemake parses this file before it is told what to do with it, so the
+    # command line tells; --report-after-run first runs the workflow, which
+    # brings the record up to date.
+    words = sys.argv[1:]
+    asked = any(word == "--report" or word.startswith("--report=") for word in words)
+    return asked and "--report-after-run" not in words
+
+
+if _building_report():
+    _refusal = studies.report_refusal(RESULTS, STUDY, CONFIG_FILES, CONFIG_DIGEST)
+    if _refusal:
+        refuse(_refusal)
+
+
+# A run file changed by hand since its job wrote it (recovery.changed_runs):
+# its job's manifest is set aside (kept as <manifest>.previous, which the job
+# reads for the runs it may reuse) and asked for (final_outputs), so the job
+# runs again, trains that run and reuses the others. Snakemake itself would
+# say "Nothing to be done". Checked in a dry run too, which then lists the job.
+SET_ASIDE_MANIFESTS = []
+if not workflow.remote_exec and not _building_report():
+    _manifests = EXPERIMENT.job_files(RESULTS, "manifests", ".tsv")
+    for _manifest, _changed in recovery.changed_runs(_manifests).items():
+        print(
+            f"changed since its training job wrote it (SHA-256 in {_manifest}), so "
+            f"trained again: {', '.join(_changed)}",
+            file=sys.stderr,
+        )
+        recovery.set_aside(_manifest)
+    SET_ASIDE_MANIFESTS = recovery.set_aside_manifests(_manifests)

@@ -36,7 +36,7 @@ rule plot_curves:
             for ext in FIGURE_FORMATS
         ],
     log:
-        "results/logs/plot/curves.log",
+        f"{RESULTS}/logs/plot/curves.log",
     conda:
         ANALYSIS_ENV
     params:
@@ -63,7 +63,7 @@ rule plot_analysis:
             for figure in outputs.FIGURES
         },
     log:
-        "results/logs/plot/analysis.log",
+        f"{RESULTS}/logs/plot/analysis.log",
     conda:
         ANALYSIS_ENV
     params:

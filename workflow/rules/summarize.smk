@@ -20,7 +20,7 @@ if EXPERIMENT.job_scope == "cell":
         output:
             CELL_SUMMARY,
         log:
-            "results/logs/summarize/{role}/{problem}/{loss}/{optimizer}/{variant}.log",
+            f"{RESULTS}/logs/summarize/{{role}}/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}.log",
         localrule: True
         conda:
             ANALYSIS_ENV
@@ -75,7 +75,7 @@ rule summarize:
         answer=report_answer(),
         answer_text=f"{SUMMARY_DIR}/{outputs.ANSWER_TEXT}",
     log:
-        "results/logs/summarize.log",
+        f"{RESULTS}/logs/summarize.log",
     conda:
         ANALYSIS_ENV
     params:

@@ -14,10 +14,11 @@
 # seed range, e.g. train_linear_mse_seeds_0-9. Ranges follow seed values, not
 # positions, so adding a seed re-runs only the range it falls in. A packed
 # job's command names its cells and seeds once and the path patterns, never
-# every path (common.smk job_argument), and a job of a coarser scope writes a
-# manifest of its runs last (results/manifests/train/...), which its summary
-# jobs take as input instead of thousands of run files. The command lines are
-# in common.smk.
+# every path (common.smk job_argument). Every job writes a manifest of its runs
+# last (<study folder>/manifests/train/...: what each TSV held, which finds a
+# run changed by hand, common.smk); the summary jobs of coarser scopes take it
+# as input instead of thousands of run files. The command lines are in
+# common.smk.
 #
 # The runs are update() outputs: Snakemake leaves the previous runs in place
 # while their job re-runs (train.py replaces each file atomically) and, if
@@ -31,10 +32,11 @@ if EXPERIMENT.job_scope == "cell" and EXPERIMENT.seeds_per_job == 1:
         output:
             tsv=update(RUN_TSV),
             sidecar=update(RUN_SIDECAR),
+            manifest=update(cell_job_file("manifests", "seed{seed}", ".tsv")),
         log:
-            "results/logs/train/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.log",
+            cell_job_file("logs", "seed{seed}", ".log"),
         benchmark:
-            "results/benchmarks/train/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv"
+            cell_job_file("benchmarks", "seed{seed}", ".tsv")
         conda:
             TRAIN_ENV
         threads: 1
@@ -55,10 +57,11 @@ elif EXPERIMENT.job_scope == "cell":
             output:
                 tsv=update(expand(RUN_TSV, seed=seed_range.seeds, allow_missing=True)),
                 sidecar=update(expand(RUN_SIDECAR, seed=seed_range.seeds, allow_missing=True)),
+                manifest=update(cell_job_file("manifests", f"seeds{seed_range.label}", ".tsv")),
             log:
-                f"results/logs/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seeds{seed_range.label}.log",
+                cell_job_file("logs", f"seeds{seed_range.label}", ".log"),
             benchmark:
-                f"results/benchmarks/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/seeds{seed_range.label}.tsv"
+                cell_job_file("benchmarks", f"seeds{seed_range.label}", ".tsv")
             conda:
                 TRAIN_ENV
             threads: 1
@@ -108,4 +111,4 @@ else:
                 # pattern (the argument holds the path patterns' braces).
                 job=lambda wildcards, text=job_argument(job.cells, job.seeds): text,
             shell:
-                COMMANDS.train_packed_with_manifest
+                COMMANDS.train_packed

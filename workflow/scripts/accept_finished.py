@@ -26,7 +26,8 @@ from pathlib import Path
 from optbench import runfiles
 
 SNAKEFILE = Path(__file__).resolve().parents[2] / "Snakefile"
-MANIFESTS = Path("results") / "manifests" / "train"
+# Every study's: results/manifests/train (config.yaml), results/<study>/manifests/train.
+MANIFESTS = ("results/manifests/train/**/*.tsv", "results/*/manifests/train/**/*.tsv")
 # Snakemake's IncompleteFilesException ends with this line, then one file per line.
 LIST_HEADING = "Incomplete files:"
 
@@ -65,7 +66,9 @@ def main(argv=None) -> int:
         print("nothing to accept: Snakemake holds no file incomplete")
         return 0
     workdir = _workdir(options)
-    manifests = sorted(path.relative_to(workdir) for path in (workdir / MANIFESTS).rglob("*.tsv"))
+    manifests = sorted(
+        {path.relative_to(workdir) for pattern in MANIFESTS for path in workdir.glob(pattern)}
+    )
     proven, unproven = runfiles.proven_by_manifests(listed, manifests, root=workdir)
     if proven:
         # It exits 1 when a file has no other metadata (Snakemake never recorded

@@ -55,6 +55,11 @@ def parse_args(argv=None):
         "--manifest", help="with --job: after every run, list the files written here"
     )
     parser.add_argument(
+        "--index",
+        help="the run index shared by all studies (optbench.reuse): runs found there are "
+        "reused, runs trained are listed there",
+    )
+    parser.add_argument(
         "--progress", help="keep the job's progress here as it trains (optbench.progress)"
     )
     parser.add_argument("--engine", choices=("auto", "batched", "loop"), default="auto")
@@ -357,13 +362,12 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
         "code": commands.training_code_digest(Path(__file__).resolve().parent),
     }
     digests = {id(run): reuse.settings_digest(run.spec, run.seed, context) for run in runs}
-    kept = [
-        run for run in runs if reuse.unchanged(run.tsv, run.sidecar, digests[id(run)], previous)
-    ]
+    kept, copied = reused_runs(runs, digests, previous, args.index)
     if kept:
         print(
-            f"reused: {len(kept)} run(s) that the job's last finished start wrote with these "
-            "settings and code (their files and SHA-256 unchanged)",
+            f"reused: {len(kept)} run(s) trained before with these settings and code (their "
+            f"files and SHA-256 unchanged), {copied} of them copied from another job or "
+            "study's files",
             file=log,
             flush=True,
         )
@@ -412,13 +416,18 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
             for run, result, engine, engine_reason, details in trained:
                 engine_run = (engine, engine_reason, details, step_timing)
                 write(run, result, engine_run, environment, digests[id(run)], started, log)
+                reuse.remember(args.index, digests[id(run)], run.tsv, run.sidecar)
                 tracker.runs(1)
         except training.RunError as error:
             seed = getattr(error, "seed", None)
             print(f"error: {'' if seed is None else f'seed {seed}: '}{error}", file=log)
             return 2
     if args.manifest:
-        runfiles.write_manifest(args.manifest, [(run.tsv, run.sidecar) for run in runs])
+        runfiles.write_manifest(
+            args.manifest, [(run.tsv, run.sidecar, digests[id(run)]) for run in runs]
+        )
+        # A manifest set aside for a changed run (reuse.PREVIOUS) has served.
+        Path(f"{args.manifest}{reuse.PREVIOUS}").unlink(missing_ok=True)
         print(f"manifest: {args.manifest}", file=log, flush=True)
     print(
         f"done: {len(runs)} run(s) ({len(to_train)} trained, {len(kept)} reused) in "
@@ -426,6 +435,28 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
         file=log,
     )
     return 0
+
+
+def reused_runs(runs, digests, previous, index) -> tuple[list, int]:
+    """The runs already trained with these settings (reuse.py): the job's own, as its
+    last manifest lists them, else any the run index lists, copied into place when
+    elsewhere; and how many were copied. Each is listed in the index at its path."""
+    kept, copied = [], 0
+    for run in runs:
+        digest = digests[id(run)]
+        if reuse.unchanged(run.tsv, run.sidecar, digest, previous):
+            place = {"tsv": run.tsv}
+        else:
+            place = reuse.find(index, digest, run.tsv, run.sidecar)
+            if place is None:
+                continue
+            copied += reuse.put_in_place(place, run.tsv, run.sidecar)
+        kept.append(run)
+        if place["tsv"] != run.tsv or not any(
+            listed["tsv"] == run.tsv for listed in reuse.locations(index, digest)
+        ):
+            reuse.remember(index, digest, run.tsv, run.sidecar)
+    return kept, copied
 
 
 def write(run, result, engine_run, environment, settings_sha256, started, log):

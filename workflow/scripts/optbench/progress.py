@@ -81,7 +81,9 @@ def describe(record: dict, now: float) -> str:
     """One line: runs and run-steps done of planned, elapsed and remaining time
     (the run-steps still to do at the rate since the first step finished)."""
     done, planned = record["steps_done"], record["steps_planned"]
-    elapsed = now - record["started"]
+    # A job that ended stopped its clock when it last wrote.
+    ended = record["state"] != RUNNING
+    elapsed = (float(record.get("updated", now)) if ended else now) - record["started"]
     since, done_then = record.get("rate_from") or (now, done)
     if record["state"] != RUNNING:
         remaining = ""

@@ -12,6 +12,7 @@ import math
 import os
 import secrets
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 HEADER = "step\tloss\tevaluations\tlr"
@@ -189,41 +190,107 @@ def read_run(path: str | os.PathLike, steps: int | None = None) -> list[float]:
     return read_run_columns(path, steps)[0]
 
 
-MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256"
+MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
+# Written before TSV sizes, times and settings digests were recorded; still read.
+OLD_MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256"
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One run of a manifest: its files, the SHA-256 of its TSV and, in manifests
+    of this format, the TSV's size and modification time (a cheap first check
+    that it is unchanged) and the run's settings digest (optbench.reuse)."""
+
+    tsv: str
+    sidecar: str
+    tsv_sha256: str
+    tsv_bytes: int | None = None
+    tsv_mtime_ns: int | None = None
+    settings_sha256: str | None = None
 
 
 def write_manifest(path, runs) -> None:
-    """A packed training job's last output: one line per run it wrote (TSV path,
-    sidecar path, SHA-256 of the TSV's bytes), header ``MANIFEST_HEADER``.
+    """A training job's last output: one line per run it holds (header
+    ``MANIFEST_HEADER``): TSV path, sidecar path, SHA-256 of the TSV's bytes, the
+    TSV's size and modification time (ns) as found after writing it, and the
+    run's settings digest ("" when not given).
 
     The summary jobs of packed layouts take the manifests as input rather than
     thousands of run files (Snakemake's planning and bookkeeping cost grows with
     inputs x outputs per job); written last, a manifest exists only when every
-    run of its job does, and it records what the runs held when they were made.
-    ``runs``: (tsv path, sidecar path) pairs.
+    run of its job does, and it records what the runs held when they were made,
+    which is how a run changed by hand is found (recovery.changed_runs).
+    ``runs``: (tsv path, sidecar path[, settings digest]) tuples.
     """
     lines = [MANIFEST_HEADER]
-    for tsv, sidecar in runs:
+    for tsv, sidecar, *settings in runs:
         digest = hashlib.sha256(Path(tsv).read_bytes()).hexdigest()
-        lines.append(f"{tsv}\t{sidecar}\t{digest}")
+        found = os.stat(tsv)
+        settings_digest = settings[0] if settings else ""
+        lines.append(
+            f"{tsv}\t{sidecar}\t{digest}\t{found.st_size}\t{found.st_mtime_ns}\t{settings_digest}"
+        )
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def read_manifest(path) -> list[tuple[str, str, str]]:
-    """A manifest's (TSV path, sidecar path, TSV SHA-256) lines; a manifest that
-    is not one (another header, a short line) raises RunFileError."""
+def read_manifest_entries(path) -> list[ManifestEntry]:
+    """A manifest's runs; a manifest that is not one (another header, a short
+    line) raises RunFileError."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
-    if not lines or lines[0] != MANIFEST_HEADER:
+    header = lines[0] if lines else ""
+    if header not in (MANIFEST_HEADER, OLD_MANIFEST_HEADER):
         raise _bad(path, 1, f"expected the header {MANIFEST_HEADER!r}")
+    width = len(header.split("\t"))
     entries = []
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
-        if len(fields) != 3:
+        if len(fields) != width:
             raise _bad(
-                path, number, f"expected a TSV path, a sidecar path and a SHA-256, found {line!r}"
+                path,
+                number,
+                f"expected {width} tab-separated fields ({header.replace(chr(9), ', ')}), "
+                f"found {line!r}",
             )
-        entries.append((fields[0], fields[1], fields[2]))
+        if width == 3:
+            entries.append(ManifestEntry(*fields))
+            continue
+        try:
+            size, mtime = int(fields[3]), int(fields[4])
+        except ValueError:
+            raise _bad(
+                path, number, f"expected whole numbers of bytes and ns, found {line!r}"
+            ) from None
+        entries.append(
+            ManifestEntry(fields[0], fields[1], fields[2], size, mtime, fields[5] or None)
+        )
     return entries
+
+
+def read_manifest(path) -> list[tuple[str, str, str]]:
+    """A manifest's (TSV path, sidecar path, TSV SHA-256) lines (read_manifest_entries)."""
+    return [(e.tsv, e.sidecar, e.tsv_sha256) for e in read_manifest_entries(path)]
+
+
+def unchanged_since(entry: ManifestEntry, root=".", manifest_mtime_ns: int | None = None) -> bool:
+    """Whether the entry's TSV still holds what the manifest recorded. Cheap first:
+    the same size and a modification time no later than the manifest's (Snakemake
+    touches a job's outputs in order after it ends, the manifest last, so the
+    recorded time itself is not kept) or equal to the recorded one; else the same
+    SHA-256 (a file touched or copied without a change counts as unchanged).
+    False when it is missing."""
+    path = Path(root, entry.tsv)
+    try:
+        found = path.stat()
+        if entry.tsv_bytes is not None and found.st_size == entry.tsv_bytes:
+            if found.st_mtime_ns == entry.tsv_mtime_ns or (
+                manifest_mtime_ns is not None and found.st_mtime_ns <= manifest_mtime_ns
+            ):
+                return True
+        elif entry.tsv_bytes is not None:
+            return False
+        return hashlib.sha256(path.read_bytes()).hexdigest() == entry.tsv_sha256
+    except OSError:
+        return False
 
 
 def proven_by_manifests(files, manifests, root=".") -> tuple[list[str], list[str]]:

@@ -37,9 +37,9 @@ _SUMMARY_TO_LOG = _to_log("summary")
 
 @dataclass(frozen=True)
 class Commands:
+    # Every training job writes a manifest of its runs last (runfiles.write_manifest).
     train_one_seed: str  # job_scope cell, one seed per job
-    train_packed: str  # job_scope cell, a range of seeds per job
-    train_packed_with_manifest: str  # coarser scopes: the job writes a manifest last
+    train_packed: str  # a range of seeds of one cell or more per job
     summarize_cell: str  # one cell and seed role (job_scope cell)
     summarize_group: str  # several cells (packed layouts)
 
@@ -53,13 +53,16 @@ def commands(
     numerics: str,
     run_pattern: str,
     cell_fields,
+    run_index: str,
 ) -> Commands:
-    """Every job command for this invocation's interpreter, paths and config."""
+    """Every job command for this invocation's interpreter, paths and config;
+    ``run_index``: the folder of the run index all studies share (optbench.reuse)."""
     train = (
         f"{shlex.quote(python)} {shlex.quote(str(Path(scripts) / 'train.py'))}"
         f" --problems-dir {shlex.quote(str(problems_dir))}"
         f" --optimizers-dir {shlex.quote(str(optimizers_dir))}"
         f" --engine {engine} --numerics {numerics} --threads {{threads}}"
+        f" --index {shlex.quote(run_index)} --manifest {{output.manifest:q}}"
         # Beside the log: workflow/scripts/progress.py reads it (optbench.progress).
         f" --progress {{log:q}}{PROGRESS_SUFFIX}"
     )
@@ -74,9 +77,6 @@ def commands(
             f" {{output.sidecar:q}}{_TO_LOG}"
         ),
         train_packed=f"{train} --job {{params.job:q}}{_TO_LOG}",
-        train_packed_with_manifest=(
-            f"{train} --job {{params.job:q}} --manifest {{output.manifest:q}}{_TO_LOG}"
-        ),
         summarize_cell=(
             f"{summarize} --pattern {pattern} --steps {{params.steps}} {cell}"
             " --threshold {params.threshold:q} --heldout-target={params.heldout_target:q}"

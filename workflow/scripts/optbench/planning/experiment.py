@@ -151,9 +151,25 @@ class Experiment:
         """Every seed grouped by value into ranges of seeds_per_job."""
         return grid.seed_ranges(self.all_seeds, self.seeds_per_job)
 
-    def training_jobs(self) -> list[jobs.Job]:
-        """Every training job: cells grouped by job_scope, times the seed ranges."""
-        return jobs.plan(self.cells(), self.seed_ranges(), self.job_scope)
+    def training_jobs(self, root: str = "results") -> list[jobs.Job]:
+        """Every training job: cells grouped by job_scope, times the seed ranges;
+        their files under ``root``, the study's folder."""
+        return jobs.plan(self.cells(), self.seed_ranges(), self.job_scope, root)
+
+    def job_files(self, root: str, kind: str, suffix: str) -> list[str]:
+        """The log, benchmark or manifest (``kind``) of every training job of every
+        layout, as the rules name them, under ``root`` (the study's folder)."""
+        if self.job_scope != "cell":
+            return [job.log(kind, suffix) for job in self.training_jobs(root)]
+        if self.seeds_per_job == 1:
+            labels = [f"seed{seed}" for seed in self.seeds + self.tuning_seeds]
+        else:
+            labels = [f"seeds{seed_range.label}" for seed_range in self.seed_ranges()]
+        return [
+            jobs.cell_job_file(root, kind, label, suffix).format(**vars(cell))
+            for cell in self.cells()
+            for label in labels
+        ]
 
     def run_spec(self, cell: Cell) -> dict:
         """The settings a training job needs for one cell."""

@@ -68,15 +68,25 @@ class Job:
         return self.name or "_".join(("train", *self.key, "seeds", self.label))
 
     name: str = ""  # set by plan() only where two jobs' default names clash
+    root: str = "results"  # its study's folder (planning.studies.results_root)
 
     def log(self, kind: str = "logs", suffix: str = ".log") -> str:
-        """Where its log (or benchmark) goes: results/<kind>/train/<key...>/seeds<label><suffix>."""
-        return "/".join(("results", kind, "train", *self.key, f"seeds{self.label}{suffix}"))
+        """Where its log (or benchmark, manifest) goes:
+        <root>/<kind>/train/<key...>/seeds<label><suffix>."""
+        return "/".join((self.root, kind, "train", *self.key, f"seeds{self.label}{suffix}"))
 
 
-def plan(cells, seed_ranges, scope: str) -> list[Job]:
+def cell_job_file(root: str, kind: str, seeds: str, suffix: str) -> str:
+    """A job_scope cell training job's log, benchmark or manifest (``kind``) for
+    ``seeds`` (seed<seed>, or seeds<label> for a range), as a pattern of the
+    cell's fields: <root>/<kind>/train/<problem>/<loss>/<optimizer>/<variant>/..."""
+    return f"{root}/{kind}/train/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}/{seeds}{suffix}"
+
+
+def plan(cells, seed_ranges, scope: str, root: str = "results") -> list[Job]:
     """The jobs of a grid: ``cells`` grouped by the first SCOPES[scope] fields, one job
-    per group and seed range, groups in the order their first cell appears."""
+    per group and seed range, groups in the order their first cell appears; their
+    files under ``root``, the study's folder."""
     width = SCOPES[scope]
     groups: dict[tuple, list] = {}
     for cell in cells:
@@ -84,7 +94,7 @@ def plan(cells, seed_ranges, scope: str) -> list[Job]:
             cell
         )
     planned = [
-        Job(key, seeds.label, tuple(members), tuple(seeds.seeds))
+        Job(key, seeds.label, tuple(members), tuple(seeds.seeds), root=root)
         for key, members in groups.items()
         for seeds in seed_ranges
     ]
@@ -95,7 +105,7 @@ def plan(cells, seed_ranges, scope: str) -> list[Job]:
         name = job.rule_name()
         if name in seen:
             name = f"{name}_{index}"
-            planned[index] = Job(job.key, job.label, job.cells, job.seeds, name)
+            planned[index] = Job(job.key, job.label, job.cells, job.seeds, name, root)
         seen.add(name)
     return planned
 
@@ -216,16 +226,19 @@ class SummaryJob:
     # thousands of runs they list; Snakemake's planning and bookkeeping time
     # grows with inputs x outputs per job).
     manifests: tuple
+    root: str = "results"  # its study's folder
 
     @property
     def log(self) -> str:
-        return "/".join(("results", "logs", "summarize", self.role, *self.key)) + ".log"
+        return "/".join((self.root, "logs", "summarize", self.role, *self.key)) + ".log"
 
 
 def plan_summaries(training_jobs, roles: dict) -> list[SummaryJob]:
     """The summary jobs of packed training jobs: per seed role with seeds (``roles``:
     role -> seeds), one per training-job key, in the order the keys first appear."""
     groups: dict[tuple, tuple[dict, list]] = {}
+    roots = {job.root for job in training_jobs}
+    root = roots.pop() if len(roots) == 1 else "results"
     for job in training_jobs:
         cells, manifests = groups.setdefault(job.key, ({}, []))
         cells.update(dict.fromkeys(job.cells))
@@ -238,7 +251,7 @@ def plan_summaries(training_jobs, roles: dict) -> list[SummaryJob]:
             name = "_".join(("summarize", role, *key))
             name = name if name not in seen else f"{name}_{len(seen)}"
             seen.add(name)
-            planned.append(SummaryJob(name, role, key, tuple(cells), tuple(manifests)))
+            planned.append(SummaryJob(name, role, key, tuple(cells), tuple(manifests), root))
     return planned
 
 
