@@ -103,6 +103,22 @@ def test_bad_ranges_are_refused_naming_the_key(space, message):
     assert "config key optimizers.x.search.space." in text and message in text
 
 
+@pytest.mark.parametrize("schedule", [None, {"family": "warmup_cosine", "warmup": 0.1}])
+def test_a_range_with_other_keys_is_refused_with_or_without_a_schedule(schedule):
+    """A guess such as {low, high, log: true} (with a schedule family the variants
+    were drawn before the range was checked: a KeyError traceback)."""
+    entry = {
+        "class": "AdamW",
+        "kwargs": {"lr": 1e-3},
+        "search": {"trials": 4, "space": {"lr": {"low": 1e-4, "high": 0.1, "log": True}}},
+    }
+    if schedule:
+        entry["schedule"] = schedule
+    text = refused(entry)
+    assert "config key optimizers.x.search.space.lr: a range is {scale:" in text
+    assert "Fix: give exactly these three keys" in text
+
+
 def test_a_search_is_one_way_to_tune_and_gets_the_same_budget_as_the_others():
     entry = {"class": "SGD", "kwargs": {"lr": 0.1}, "search": {"trials": 4, "space": SPACE_LR}}
     assert "both sweep and search" in refused(entry | {"sweep": {"lr": [0.1, 0.2]}})

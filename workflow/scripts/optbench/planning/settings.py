@@ -744,7 +744,8 @@ def validate(
             if ("optimizers", name) in refused or not isinstance(entry, dict):
                 continue
             entry_problems = _component_problems("optimizers", name, entry, catalog, optimizers_dir)
-            entry_problems += _variant_problems(name, entry)
+            if not entry_problems:  # variants are drawn only from a search space that checks out
+                entry_problems += _variant_problems(name, entry)
             found += entry_problems
             if not entry_problems:
                 sweep = entry.get("sweep") or {}
