@@ -148,6 +148,50 @@ def test_the_answer_names_the_winner_the_margin_and_how_sure():
     assert "no pair here is significant" in second.sureness
 
 
+def test_the_answer_names_the_ranking_metric_and_who_never_reached_the_target():
+    """Found on a new user's study: the held-out loss was called "final loss", a
+    baseline speed-up of 0 (never reached where the baseline did) read "0x the
+    speed", and the power sentence ended in two full stops."""
+    tables = planted_tables()
+    tables["leaderboard"] = tables["leaderboard"].assign(ranking_metric="heldout_loss")
+    tables["power"] = pd.DataFrame(
+        {
+            "family": ["pairwise"] * 2,
+            "problem": ["p", "q"],
+            "loss": ["mse", "l1"],
+            "min_p_adjusted": [0.375, 0.375],
+            "can_be_significant": [False, False],
+            "n_needed": [8, 8],
+        }
+    )
+    tables["baseline"] = pd.DataFrame(
+        {
+            "problem": ["q", "q", "q"],
+            "loss": ["l1"] * 3,
+            "optimizer": ["mine", "sgd_huge", "lion"],
+            "baseline": ["adamw"] * 3,
+            "measure": ["steps_to_heldout_target"] * 3,
+            "speedup": [0.0, math.inf, 1.5],
+            "speedup_low": [math.nan, math.nan, 1.2],
+            "speedup_high": [math.nan, math.nan, 2.0],
+        }
+    )
+    first, second = answer.headlines(tables)
+    assert "decades of held-out loss" in first.margin
+    assert "final loss" not in first.margin + second.verdict
+    assert second.verdict.endswith("has the lowest median held-out loss")
+    assert second.baseline == [
+        "mine vs adamw in steps to the held-out target: on the median paired seed adamw "
+        "reached it and mine never did",
+        "sgd_huge vs adamw in steps to the held-out target: on the median paired seed "
+        "sgd_huge reached it and adamw never did",
+        "lion: 1.5x the speed of adamw in steps to the held-out target [1.2, 2]",
+    ]
+    text = answer.to_rst([first, second])
+    assert ".." not in text.replace("...", "")
+    assert "8 seeds would be needed." in text
+
+
 def test_the_answer_quotes_power_and_interval_method_columns_once_they_exist():
     tables = planted_tables()
     tables["pairwise"] = tables["pairwise"].assign(ci_method="exact order statistic")
@@ -324,6 +368,7 @@ def test_a_failed_summary_command_shows_the_end_of_its_log(tmp_path):
         "portable",
         "results/runs/{problem}/{loss}/{optimizer}/{variant}/seed{seed}.tsv",
         ("problem", "loss", "optimizer", "variant"),
+        "results/run-index",
     )
     # Snakemake formats {params.group:q} and {log:q}; here by hand, the way it quotes.
     log = tmp_path / "summary.log"

@@ -143,7 +143,7 @@ def _power_note(block_tables: list[pd.DataFrame], n_pairs: int | None) -> str:
             )
         if parts:
             seeds = f" with {n_pairs} paired seeds" if n_pairs else ""
-            return "Power" + seeds + ": " + ", ".join(parts) + "."
+            return "Power" + seeds + ": " + ", ".join(parts)  # the page adds the full stop
     return ""
 
 
@@ -189,11 +189,45 @@ def _range_edges(selection: pd.DataFrame | None, problem: str, loss: str) -> lis
     ]
 
 
+# What a speed-up is measured to (baseline.tsv's measure column).
+TARGETS = {
+    "steps_to_heldout_target": "steps to the held-out target",
+    "steps_to_threshold": "steps to the loss threshold",
+}
+# What the ranking metric (the leaderboard's ranking_metric column) is called in words.
+METRIC_WORDS = {
+    "final_loss": "final loss",
+    "heldout_loss": "held-out loss",
+    "heldout_accuracy": "held-out error rate",
+    "steps_to_target": "steps to target",
+    "time_to_target": "time to target",
+}
+
+
+def _metric_words(board: pd.DataFrame) -> str:
+    """The ranking metric of a leaderboard block, in words (final loss without the column)."""
+    if "ranking_metric" not in board.columns or board.empty:
+        return "final loss"
+    name = _text(board["ranking_metric"].iloc[0])
+    return METRIC_WORDS.get(name, name.replace("_", " ") or "final loss")
+
+
 def _baseline_lines(table: pd.DataFrame | None, problem: str, loss: str) -> list[str]:
     rows = _in_block(table, problem, loss)
     lines = []
     for row in rows.itertuples(index=False):
         speedup = _number(getattr(row, "speedup", math.nan))
+        target = TARGETS.get(_text(getattr(row, "measure", "")), "steps to target")
+        if speedup == 0 or speedup == math.inf:
+            # A ratio of 0 or inf is no factor: say who reached the target and who did not.
+            slower, faster = (
+                (row.optimizer, row.baseline) if speedup == 0 else (row.baseline, row.optimizer)
+            )
+            lines.append(
+                f"{row.optimizer} vs {row.baseline} in {target}: on the median paired seed "
+                f"{faster} reached it and {slower} never did"
+            )
+            continue
         if not math.isfinite(speedup):
             continue
         low, high = (
@@ -203,7 +237,7 @@ def _baseline_lines(table: pd.DataFrame | None, problem: str, loss: str) -> list
         interval = f" [{low:.3g}, {high:.3g}]" if math.isfinite(low) and math.isfinite(high) else ""
         method = _text(getattr(row, "speedup_ci_method", getattr(row, "speedup_method", "")))
         lines.append(
-            f"{row.optimizer}: {speedup:.3g}x the speed of {row.baseline} in steps to target"
+            f"{row.optimizer}: {speedup:.3g}x the speed of {row.baseline} in {target}"
             f"{interval}{f' ({method})' if method else ''}"
         )
     return lines
@@ -228,6 +262,7 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
         if point_column:
             order = order.sort_values(point_column, kind="stable")
         names = list(order["optimizer"])
+        metric = _metric_words(board)
         ranks = pd.to_numeric(board["rank"], errors="coerce")
         top = list(board.loc[ranks == ranks.min(), "optimizer"])
         leader = names[0]
@@ -241,7 +276,7 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
         else:
             verdict = (
                 f"no paired test separates {', '.join(top)} (they share rank 1); "
-                f"{leader} has the lowest median final loss"
+                f"{leader} has the lowest median {metric}"
             )
         runner_up = names[1]
         margin = sureness = ""
@@ -260,7 +295,7 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
                 interval = f" (no 95 % interval: {method})"
             margin = (
                 f"{leader} vs {runner_up}: median paired difference ({leader} - {runner_up}) "
-                f"{_decades(diff)} decades of final loss{interval}"
+                f"{_decades(diff)} decades of {metric}{interval}"
             )
             if math.isfinite(share_won) and n_pairs:
                 won = share_won * n_pairs
