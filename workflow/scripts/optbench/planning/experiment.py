@@ -85,6 +85,13 @@ class Problem:
     # What its file declares for the estimates and the held-out target
     # (optbench.problems.Facts); not a run setting, so not in as_dict.
     facts: Facts = field(default_factory=Facts, compare=False)
+    # The size and budget axes (settings.expand_entry): the config entry this
+    # problem comes from where that entry has sizes: or budgets: (None: no
+    # axis), its size's name and the declared parameter count (PARAMETER_COUNT)
+    # at its parameters.
+    family: str | None = None
+    size: str | None = None
+    parameter_count: int | None = None
 
     def as_dict(self) -> dict:
         described = {
@@ -95,6 +102,11 @@ class Problem:
         }
         if self.source_sha256 is not None:
             described["source_sha256"] = self.source_sha256
+        # Only on the size axis, so that other runs keep their settings; the
+        # sidecar records them (train.py writes the spec).
+        if self.size is not None:
+            described["size"] = self.size
+            described["parameter_count"] = self.parameter_count
         return described
 
 
