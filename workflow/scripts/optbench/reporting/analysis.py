@@ -54,6 +54,7 @@ from optbench.reporting import (
     perfprofiles,
     power,
     ranking_metric,
+    scaling,
     selection,
     statistics,
     summary,
@@ -275,6 +276,11 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
         budgets, runs, choice, context.classes, context.baseline
     )
     claim_rows = pd.concat([claim_rows, published], ignore_index=True)
+    # Across sizes and budgets (optbench.reporting.scaling): empty without a family.
+    scaling_table = scaling.speedup_table(chosen, context.scaling, context.baseline, used)
+    chosen_steps = steps.merge(choice[[*ENTRY, "variant"]], on=[*ENTRY, "variant"])
+    curves = scaling.curve_table(cell_paths, choice) if context.scaling else None
+    flips = scaling.rank_flip_table(chosen, chosen_steps, context.scaling, used, curves)
     return {
         "runs": runs[summary.RUN_TABLE_COLUMNS],
         "steps": steps,
@@ -294,6 +300,8 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
         "win_probabilities": probabilities,
         "win_matrix": matrix,
         "claims": claim_rows,
+        "scaling": scaling_table,
+        "rank_flips": flips,
     }
 
 

@@ -69,6 +69,8 @@ TABLES = (
     Table("win_probabilities", "win_probabilities.tsv", "win_probabilities", ACROSS),
     Table("win_matrix", "win_matrix.tsv", "win_matrix", ACROSS),
     Table("claims", "claims.tsv", "claims", CLAIMS),
+    Table("scaling", "scaling.tsv", "scaling", ACROSS),
+    Table("rank_flips", "rank_flips.tsv", "rank_flips", ACROSS),
 )
 
 # Every comparison figure reads these: the runs give each optimizer its colour

@@ -1,0 +1,135 @@
+"""The size and budget axes: problems declare sizes and parameter counts, a
+config entry expands over them, each budget is its own run whose schedule ends
+at its own last step.
+
+References: the parameters of the models actually built (torch's numel), and
+the warm-up + cosine rate written out by hand for each budget's own length.
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import optbench.problems as problems
+from conftest import SCHEMA, TRAIN_SCRIPT
+from optbench.planning import settings
+
+
+@pytest.mark.parametrize("name", ["text_transformer", "digits_mlp"])
+def test_each_declared_size_has_the_parameter_count_of_the_model_built(name):
+    declaration = problems.declaration(name)
+    assert len(declaration.facts.sizes) >= 3
+    counts = []
+    for size, kwargs in declaration.facts.sizes.items():
+        model = problems.build(name, 0, 2, kwargs).model
+        built = sum(parameter.numel() for parameter in model.parameters())
+        declared = declaration.facts.count_at({**declaration.parameters, **kwargs})
+        assert declared == built, size
+        counts.append(built)
+    assert counts == sorted(counts)  # smallest first
+    assert counts[-1] / counts[0] >= 8
+
+
+def validate(problem_entry: dict, **extra):
+    config = {
+        "problems": {"text": problem_entry},
+        "losses": {"ce": {"class": "CrossEntropyLoss"}},
+        "optimizers": {"adamw": {"class": "AdamW", "kwargs": {"lr": 0.001}}},
+        **extra,
+    }
+    return settings.validate(
+        yaml.safe_load(yaml.safe_dump(config)), SCHEMA, check_torch=False, memory_bytes=None
+    )
+
+
+def test_an_entry_expands_into_one_problem_per_size_and_budget():
+    experiment = validate(
+        {"problem": "text_transformer", "sizes": ["m", "xs"], "budgets": [200, 50]}
+    )
+    names = list(experiment.problems)
+    # Sizes in the file's order (smallest first), budgets ascending.
+    assert names == ["text-xs-b50", "text-xs-b200", "text-m-b50", "text-m-b200"]
+    large = experiment.problems["text-m-b200"]
+    assert (large.family, large.size, large.steps) == ("text", "m", 200)
+    assert (large.kwargs["width"], large.kwargs["layers"]) == (64, 2)
+    assert large.parameter_count == 135168
+    # The size and its count are run settings, so the sidecar records them.
+    spec = experiment.run_spec(next(c for c in experiment.cells() if c.problem == large.name))
+    assert (spec["problem"]["size"], spec["problem"]["parameter_count"]) == ("m", 135168)
+    assert spec["steps"] == 200
+    # only: names the entry, which keeps its whole family.
+    kept = validate({"problem": "text_transformer", "sizes": "all"}, only={"problems": ["text"]})
+    assert list(kept.problems) == ["text-xs", "text-s", "text-m", "text-l"]
+
+
+def test_an_entry_without_axes_keeps_its_name_and_settings():
+    experiment = validate({"problem": "text_transformer", "steps": 30})
+    (problem,) = experiment.problems.values()
+    assert (problem.name, problem.family, problem.size) == ("text", None, None)
+    assert "size" not in problem.as_dict() and "parameter_count" not in problem.as_dict()
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ({"problem": "text_transformer", "sizes": ["huge"]}, "'huge' not among the sizes"),
+        ({"problem": "linear", "sizes": ["s"]}, "declares no sizes"),
+        (
+            {"problem": "text_transformer", "sizes": ["s"], "kwargs": {"width": 8}},
+            "width is set by size 's' too",
+        ),
+        ({"problem": "text_transformer", "budgets": [10], "steps": 10}, "both steps and budgets"),
+    ],
+)
+def test_axes_that_cannot_be_used_are_refused_with_the_fix(entry, said):
+    with pytest.raises(settings.ConfigError) as error:
+        validate(entry)
+    assert said in str(error.value) and "Fix" in str(error.value)
+
+
+def test_each_budget_is_its_own_run_whose_schedule_ends_at_its_last_step(tmp_path):
+    """The lr column of a 10-step and a 20-step run of one entry: each warms up
+    and decays over its own length (a shorter budget is not a truncated longer
+    run), and their seed's losses start from the same weights."""
+    experiment = validate(
+        {"problem": "digits_mlp", "sizes": ["xs"], "budgets": [10, 20]},
+        optimizers={
+            "adamw": {
+                "class": "AdamW",
+                "kwargs": {"lr": 0.01},
+                "schedule": {"family": "warmup_cosine", "warmup": 0.1},
+            }
+        },
+    )
+    columns = {}
+    for cell in experiment.cells():
+        tsv, sidecar = tmp_path / f"{cell.problem}.tsv", tmp_path / f"{cell.problem}.json"
+        process = subprocess.run(
+            [sys.executable, str(TRAIN_SCRIPT), "--spec", experiment.run_spec_json(cell)]
+            + ["--run", "0", str(tsv), str(sidecar)],
+            capture_output=True,
+            text=True,
+        )
+        assert process.returncode == 0, process.stderr
+        rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
+        columns[experiment.problems[cell.problem].steps] = rows
+        assert json.loads(sidecar.read_text())["problem"]["parameter_count"] == 610
+    for steps, rows in columns.items():
+        warmup = round(0.1 * steps)
+
+        def by_hand(t, steps=steps, warmup=warmup):
+            if t < warmup:
+                return 0.01 * (t + 1) / warmup
+            return 0.01 * (1 + math.cos(math.pi * (t - warmup) / (steps - warmup))) / 2
+
+        assert len(rows) == steps
+        assert [float(row[3]) for row in rows] == pytest.approx(
+            [by_hand(t) for t in range(steps)], rel=1e-12
+        )
+    # Step 5 of the short run is deep in its decay; the long run is at its peak there.
+    assert float(columns[10][5][3]) < 0.006 < float(columns[20][5][3])
+    assert columns[10][0][1] == columns[20][0][1]  # same seed: same initial loss
