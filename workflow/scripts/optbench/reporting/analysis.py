@@ -26,9 +26,12 @@ answers:
 7. Across problems: ``ratios`` and ``profiles`` (Dolan-More performance
    profiles on steps and on loss evaluations to threshold), ``profile_scores`` (B_s), ``friedman``
    (average ranks and the test), ``win_probabilities`` and ``win_matrix``.
-8. ``claims``: the reference article's three testable claims.
+8. ``claims``: the reference article's three testable claims, two published
+   findings on tuning (``literature``) and two on scale (``scaling_claims``).
 9. ``power``: per family of tests, the smallest p-value it can reach with
    these seeds after its correction (``optbench.reporting.power``).
+10. ``scaling`` and ``rank_flips``: across the sizes and budgets of a problem
+    entry with ``sizes:`` or ``budgets:`` (``optbench.reporting.scaling``).
 
 Selection and every rank statistic judge each run by the configured ranking
 metric (``optbench.reporting.ranking_metric``: by default the held-out loss
@@ -55,6 +58,7 @@ from optbench.reporting import (
     power,
     ranking_metric,
     scaling,
+    scaling_claims,
     selection,
     statistics,
     summary,
@@ -281,6 +285,10 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
     chosen_steps = steps.merge(choice[[*ENTRY, "variant"]], on=[*ENTRY, "variant"])
     curves = scaling.curve_table(cell_paths, choice) if context.scaling else None
     flips = scaling.rank_flip_table(chosen, chosen_steps, context.scaling, used, curves)
+    at_scale = scaling_claims.scaling_claims(
+        chosen, flips, context.scaling, context.baseline, context.classes, curves
+    )
+    claim_rows = pd.concat([claim_rows, at_scale], ignore_index=True)
     return {
         "runs": runs[summary.RUN_TABLE_COLUMNS],
         "steps": steps,

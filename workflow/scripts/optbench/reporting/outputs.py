@@ -92,6 +92,8 @@ FIGURES = (
     ),
     Figure("win_matrix", "win_matrix", "win_matrix_figure", ACROSS, ("win_matrix",)),
     Figure("best_of_k", "best_of_k", "best_of_k_figure", TUNING, ("best_of_k",)),
+    Figure("scaling", "scaling", "scaling_figure", ACROSS, ("scaling",)),
+    Figure("rank_flips", "rank_flips", "rank_flips_figure", ACROSS, ("rank_flips",)),
 )
 
 # Table name -> file name under results/summary/.
