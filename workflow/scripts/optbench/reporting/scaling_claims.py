@@ -100,7 +100,7 @@ def speedup_shrinks(
     runs = chosen.merge(members, on="problem")
     seeds_needed = intervals.minimum_n()
     rng = np.random.default_rng(scaling.BOOTSTRAP_SEED)
-    tests, p_down, p_up, too_few = [], [], [], []
+    tests, p_down, p_up, too_few, undetermined = [], [], [], [], []
     for (family, loss), block in runs.groupby(["family", "loss"], sort=False):
         sizes = list(dict.fromkeys(block.sort_values("parameters")["size"]))
         if len(sizes) < 2:
@@ -133,10 +133,15 @@ def speedup_shrinks(
                 with np.errstate(divide="ignore", invalid="ignore"):
                     d = np.log(boot[0]) - np.log(boot[1])
                     d_point = np.log(point[0]) - np.log(point[1])
+                where = f"{family}/{loss}/{optimizer} at {budget} steps"
+                if np.isnan(d_point):
+                    # Censored the same way at both sizes: no direction to test.
+                    undetermined.append(f"{where}: {point[0]:g}x and {point[1]:g}x, censored")
+                    continue
                 p_down.append(float(np.mean(~(d > 0))))  # NaN (undetermined) counts against
                 p_up.append(float(np.mean(~(d < 0))))
                 tests.append(
-                    f"{family}/{loss}/{optimizer} at {budget} steps: "
+                    f"{where}: "
                     f"{point[0]:.3g}x ({sizes[0]}) -> {point[1]:.3g}x ({sizes[-1]}), "
                     f"log ratio {d_point:+.2f}"
                 )
@@ -144,6 +149,9 @@ def speedup_shrinks(
         reason = (
             f"fewer than {seeds_needed} evaluation seeds ({'; '.join(too_few)})"
             if too_few
+            else "the speed-up is censored the same way at both sizes at every budget "
+            f"({'; '.join(undetermined)}): widen the budgets"
+            if undetermined
             else f"no family has runs of {baseline} and a matrix-based optimizer at two sizes"
         )
         return _untestable(SHRINKS, reason)
@@ -157,7 +165,7 @@ def speedup_shrinks(
     numbers = "; ".join(
         f"{text} (Holm p {p:.3g} shrinks, {q:.3g} grows)"
         for text, p, q in zip(tests, down, up, strict=True)
-    )
+    ) + (f"; not tested, censored at both sizes: {'; '.join(undetermined)}" if undetermined else "")
     return _row(
         SHRINKS,
         f"{len(tests)} tests (family, loss, optimizer, budget), smallest vs largest size, "
