@@ -86,17 +86,17 @@ def speedup_shrinks(
 ) -> dict:
     """Finding 1 (module doc) on the tuned evaluation runs with ``ranking_value``."""
     members = scaling._members(context_scaling)
-    if baseline is None or not adam_family(classes.get(baseline, "")):
-        return _untestable(SHRINKS, "needs an Adam-family baseline (config key baseline: adamw)")
-    matrix = [name for name, cls in classes.items() if matrix_based(cls)]
-    if not matrix:
-        return _untestable(SHRINKS, "the grid has no matrix-based optimizer (Muon, SOAP)")
     if members.empty or members.groupby("family")["size"].nunique().max() < 2:
         return _untestable(SHRINKS, "the grid has no size axis (a problem entry with 2+ sizes:)")
     if members.groupby(["family", "size"])["budget"].nunique().max() < 2:
         return _untestable(
             SHRINKS, "the grid has no budget axis (2+ budgets: the baseline's loss-budget curve)"
         )
+    if baseline is None or not adam_family(classes.get(baseline, "")):
+        return _untestable(SHRINKS, "needs an Adam-family baseline (config key baseline: adamw)")
+    matrix = [name for name, cls in classes.items() if matrix_based(cls)]
+    if not matrix:
+        return _untestable(SHRINKS, "the grid has no matrix-based optimizer (Muon, SOAP)")
     runs = chosen.merge(members, on="problem")
     seeds_needed = intervals.minimum_n()
     rng = np.random.default_rng(scaling.BOOTSTRAP_SEED)
