@@ -133,3 +133,63 @@ def test_each_budget_is_its_own_run_whose_schedule_ends_at_its_last_step(tmp_pat
     # Step 5 of the short run is deep in its decay; the long run is at its peak there.
     assert float(columns[10][5][3]) < 0.006 < float(columns[20][5][3])
     assert columns[10][0][1] == columns[20][0][1]  # same seed: same initial loss
+
+
+def test_tune_at_marks_the_tuned_blocks_and_refuses_names_off_the_axes():
+    experiment = validate(
+        {
+            "problem": "digits_mlp",
+            "sizes": ["xs", "s", "m"],
+            "budgets": [50, 200],
+            "tune_at": {"sizes": ["xs"], "budgets": [50]},
+        }
+    )
+    tuned = [name for name, problem in experiment.problems.items() if problem.tuned]
+    assert tuned == ["text-xs-b50"]  # the entry is named text in validate()
+    with pytest.raises(settings.ConfigError) as error:
+        validate({"problem": "digits_mlp", "budgets": [50], "tune_at": {"budgets": [100]}})
+    assert "tune_at.budgets: 100 not among the entry's budgets" in str(error.value)
+
+
+def test_untuned_blocks_take_the_setting_of_the_nearest_tuned_size_and_budget():
+    import pandas as pd
+
+    from optbench.reporting import scaling
+
+    members = {
+        f"f-{size}-b{budget}": {
+            "family": "f",
+            "size": size,
+            "budget": budget,
+            "parameters": count,
+            "tuned": (size, budget) in {("xs", 50), ("m", 50)},
+        }
+        for size, count in (("xs", 610), ("s", 2410), ("m", 9610))
+        for budget in (50, 200)
+    }
+    # s (2,410) is 3.95x above xs (610) and 3.99x below m (9,610): xs is nearer.
+    assert scaling.transfer_sources(members) == {
+        "f-xs-b200": "f-xs-b50",
+        "f-s-b50": "f-xs-b50",
+        "f-s-b200": "f-xs-b50",
+        "f-m-b200": "f-m-b50",
+    }
+    choice = pd.DataFrame(
+        {
+            "problem": list(members),
+            "loss": "ce",
+            "optimizer": "adamw",
+            "variant": [f"t{i}" for i in range(6)],
+            "score": [0.1 * i for i in range(6)],
+            "n_candidates": 8,
+            "n_tied": 1,
+            "n_tuning_seeds": 3,
+        }
+    )
+    moved = scaling.transfer_selection(choice, members).set_index("problem")
+    assert moved.loc["f-m-b200", "variant"] == "t4"  # f-m-b50's
+    assert moved.loc["f-s-b200", ["variant", "tuned_at"]].tolist() == ["t0", "f-xs-b50"]
+    assert moved.loc["f-xs-b50", ["variant", "tuned_at"]].tolist() == ["t0", "f-xs-b50"]
+    # Tuned everywhere: the selection is left as it is, without the column.
+    everywhere = {name: {**facts, "tuned": True} for name, facts in members.items()}
+    assert scaling.transfer_selection(choice, everywhere).equals(choice)

@@ -92,6 +92,9 @@ class Problem:
     family: str | None = None
     size: str | None = None
     parameter_count: int | None = None
+    # Whether selection tunes here (tune_at:; False: the setting is transferred
+    # from the nearest tuned size and budget). Not a run setting.
+    tuned: bool = field(default=True, compare=False)
 
     def as_dict(self) -> dict:
         described = {

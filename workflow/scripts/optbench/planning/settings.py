@@ -515,6 +515,39 @@ def _size_axis(name: str, entry: dict, declaration) -> tuple[list[str], dict]:
     return found, {size: declared[size] for size in declared if size in names}
 
 
+def _tune_at_problems(key: str, entry: dict, axis: dict) -> list[str]:
+    """tune_at: names sizes and budgets of the entry's own axes."""
+    tune_at = entry.get("tune_at")
+    if tune_at is None:
+        return []
+    found = []
+    if "sizes" in tune_at:
+        unknown = [size for size in tune_at["sizes"] if size not in axis]
+        if unknown:
+            sizes = ", ".join(s for s in axis if s is not None) or "none"
+            found.append(
+                f"config key {key}.tune_at.sizes: {', '.join(map(str, unknown))} not among the "
+                f"entry's sizes. Fix: choose from its sizes: ({sizes})."
+            )
+    if "budgets" in tune_at:
+        budgets = entry.get("budgets") or []
+        unknown = [b for b in tune_at["budgets"] if b not in budgets]
+        if unknown:
+            found.append(
+                f"config key {key}.tune_at.budgets: {', '.join(map(str, unknown))} not among the "
+                f"entry's budgets. Fix: choose from its budgets: "
+                f"({', '.join(map(str, budgets)) or 'none'})."
+            )
+    return found
+
+
+def _tuned_here(entry: dict, size: str | None, budget: int | None) -> bool:
+    tune_at = entry.get("tune_at") or {}
+    return (size is None or size in tune_at.get("sizes", [size])) and (
+        budget is None or budget in tune_at.get("budgets", [budget])
+    )
+
+
 def expanded_name(entry: str, size: str | None, budget: int | None) -> str:
     """The problem name of one (size, budget) of an entry: <entry>[-<size>][-b<steps>]."""
     return (
@@ -537,6 +570,7 @@ def _problem_problems(
     except problems.ProblemError as error:
         return [f"config key {key}.problem: {error}"], []
     found, axis = _size_axis(name, entry, declaration)
+    found += _tune_at_problems(key, entry, axis)
     if "budgets" in entry and "steps" in entry:
         found.append(
             f"config key {key}: both steps and budgets. Fix: give budgets (each its own run "
@@ -608,6 +642,7 @@ def _problem_problems(
                     family=name if on_axis else None,
                     size=size,
                     parameter_count=count,
+                    tuned=_tuned_here(entry, size, budget),
                 )
             )
     return [], made

@@ -258,6 +258,8 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
     if order is not None:
         order = [*order, *(v for v in dict.fromkeys(runs["variant"]) if v not in order)]
     choice = selection.select_variants(candidates, order, value=value)
+    # tune_at: untuned sizes and budgets take the setting of the nearest tuned one.
+    choice = scaling.transfer_selection(choice, context.scaling)
     chosen = selection.tuned_evaluation_runs(judged, choice)
     pairwise = comparison.pairwise_table(chosen, value)
     ranking = comparison.ranking_table(chosen, pairwise, value)

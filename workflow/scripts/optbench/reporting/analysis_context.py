@@ -37,7 +37,7 @@ class Context:
     classes: dict[str, str] = field(default_factory=dict)  # optimizer -> its class
     ranking_metric: str = "auto"
     # Problems on a size or budget axis (optbench.reporting.scaling): problem ->
-    # {family, size, budget, parameters}.
+    # {family, size, budget, parameters, tuned}.
     scaling: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
@@ -104,6 +104,7 @@ def context_for(experiment, thresholds: dict | None = None) -> Context:
                 "size": problem.size,
                 "budget": problem.steps,
                 "parameters": problem.parameter_count,
+                "tuned": problem.tuned,
             }
             for problem in experiment.problems.values()
             if problem.family is not None

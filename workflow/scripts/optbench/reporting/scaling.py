@@ -216,11 +216,54 @@ def _seed_matrix(runs: pd.DataFrame, problems: list[str], optimizer: str, seeds:
 
 def _members(context_scaling: dict) -> pd.DataFrame:
     frame = pd.DataFrame(
-        [{"problem": name, **facts} for name, facts in context_scaling.items()],
-        columns=["problem", "family", "size", "budget", "parameters"],
+        [{"tuned": True, "problem": name, **facts} for name, facts in context_scaling.items()],
+        columns=["problem", "family", "size", "budget", "parameters", "tuned"],
     )
     frame["size"] = frame["size"].fillna("")
     return frame
+
+
+def transfer_sources(context_scaling: dict) -> dict[str, str]:
+    """Untuned problem (``tune_at``) -> the tuned problem whose setting it takes:
+    of its family, the nearest size by parameter count, then the nearest budget
+    in log steps, ties to the smaller."""
+    members = _members(context_scaling)
+    sources = {}
+    for _, member in members[~members["tuned"].astype(bool)].iterrows():
+        tuned = members[(members["family"] == member["family"]) & members["tuned"].astype(bool)]
+        if tuned.empty:
+            continue
+
+        def distance(row, member=member):
+            counts = [row["parameters"], member["parameters"]]
+            size_gap = abs(math.log(counts[0] / counts[1])) if all(counts) else 0.0
+            budget_gap = abs(math.log(row["budget"] / member["budget"]))
+            return (size_gap, row["parameters"] or 0, budget_gap, row["budget"])
+
+        best = min(tuned.itertuples(index=False), key=lambda r: distance(r._asdict()))
+        sources[member["problem"]] = best.problem
+    return sources
+
+
+def transfer_selection(choice: pd.DataFrame, context_scaling: dict) -> pd.DataFrame:
+    """The selection with each untuned block's variant and score taken from its
+    source block (``transfer_sources``) for the same loss and optimizer, and the
+    column ``tuned_at`` (the problem whose tuning seeds chose it); unchanged
+    where every block is tuned."""
+    sources = transfer_sources(context_scaling)
+    if not sources:
+        return choice
+    choice = choice.assign(tuned_at=choice["problem"])
+    keyed = choice.set_index(["problem", "loss", "optimizer"])
+    for position, row in choice.iterrows():
+        source = sources.get(row["problem"])
+        key = (source, row["loss"], row["optimizer"])
+        if source is None or key not in keyed.index:
+            continue
+        for column in ("variant", "score", "n_tied", "n_tuning_seeds"):
+            choice.at[position, column] = keyed.at[key, column]
+        choice.at[position, "tuned_at"] = source
+    return choice
 
 
 def speedup_table(
