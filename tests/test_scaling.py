@@ -107,18 +107,20 @@ def test_the_point_estimate_recovers_a_planted_speedup_without_noise():
     assert result["low"] == pytest.approx(1.6) and result["high"] == pytest.approx(1.6)
 
 
-def test_the_interval_holds_its_coverage_on_planted_power_laws():
+@pytest.mark.parametrize(("confidence", "band"), [(0.95, (0.94, 0.99)), (0.8, (0.75, 0.88))])
+def test_the_interval_holds_its_coverage_on_planted_power_laws(confidence, band):
     """1,000 simulated studies of 10 seeds and 4 budgets, true speed-up 1.6:
-    the 95 % interval holds it in 93-99 % of them (measured 96.5 %)."""
+    the 95 % interval holds it in 94-99 % of them (measured 96.5 %), the 80 %
+    one in 75-88 % (a method that is merely wide fails the second)."""
     rng = np.random.default_rng(1)
     budgets, k, hits, repetitions = [100, 200, 400, 800], 1.6, 0, 1000
     for _ in range(repetitions):
         base, optimizer = planted(rng, budgets, k, 200, 10)
         result = scaling.speedup_with_interval(
-            budgets, base, optimizer, 200, resamples=500, rng=rng
+            budgets, base, optimizer, 200, confidence=confidence, resamples=500, rng=rng
         )
         hits += result["low"] <= k <= result["high"]
-    assert 0.93 <= hits / repetitions <= 0.99
+    assert band[0] <= hits / repetitions <= band[1]
 
 
 def test_below_six_seeds_the_interval_is_withheld():
@@ -180,11 +182,12 @@ def test_the_table_pairs_seeds_across_budgets_and_scales_by_step_time():
 
 
 def test_kendall_tau_and_the_flipped_pairs_of_a_planted_case():
-    early = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
-    end = {"a": 2.0, "b": 1.0, "c": 3.0, "d": 0.5}
-    # Pairs: ab flips, ac keeps, ad flips, bc keeps, bd flips, cd flips: 2 concordant, 4 not.
+    early = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 4.0}
+    end = {"a": 2.0, "b": 1.0, "c": 3.0, "d": 0.5, "e": 5.0}
+    # Counted by hand: ac, ae, bc, be, ce concordant (5); ab, ad, bd, cd discordant (4);
+    # de tied mid-run, so no flip. tau-b = (5 - 4) / sqrt((10 - 1) (10 - 0)).
     assert scaling.flipped_pairs(early, end) == [("a", "b"), ("a", "d"), ("b", "d"), ("c", "d")]
-    assert scaling.kendall_tau(early, end) == pytest.approx((2 - 4) / 6)
+    assert scaling.kendall_tau(early, end) == pytest.approx(1 / math.sqrt(90))
 
 
 def test_the_rank_flip_table_reads_the_longest_runs_at_the_shorter_budget():

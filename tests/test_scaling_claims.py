@@ -72,7 +72,7 @@ def test_grids_without_the_axes_or_optimizers_say_why_not():
     assert "fewer than 6 evaluation seeds" in verdict(few)
 
 
-def flip_case(flip: bool):
+def flip_case(flip: bool, end_split: int = 10):
     """Two optimizers at 100 and 400 steps; mid-run (step 100 of the 400-step
     runs) a leads by 0.3 decades; at the end of the 100-step runs b leads (flip)
     or a does (no flip), on every seed."""
@@ -85,6 +85,8 @@ def flip_case(flip: bool):
     for seed in range(10):
         jitter = 10 ** rng.normal(0, 0.01, 4)
         end_a, end_b = (1.0, 0.5) if flip else (0.5, 1.0)
+        if seed >= end_split:  # these seeds order the end the other way
+            end_b = 2.0
         for optimizer, value in (("a", end_a * jitter[0]), ("b", end_b * jitter[1])):
             rows.append(
                 {
@@ -147,3 +149,13 @@ def test_no_flip_shows_nothing_and_no_curves_is_not_testable():
     empty = scaling.rank_flip_table(runs, runs.iloc[:0], {}, {}, None)
     row = scaling_claims.rankings_flip(runs, empty, {}, None)
     assert row["verdict"].startswith("not testable: the grid has no budget axis")
+
+
+def test_a_flip_of_the_medians_that_no_test_confirms_shows_nothing():
+    # At the end b leads on 6 seeds by 0.3 decades and trails on 4 by 0.3: its
+    # median leads (a flip in rank_flips.tsv), but no paired test can tell.
+    runs, flips, members, curves = flip_case(flip=True, end_split=6)
+    assert flips["n_flipped"].tolist() == [1]
+    row = scaling_claims.rankings_flip(runs, flips, members, curves)
+    assert row["verdict"] == "not shown"
+    assert "1 flipped pairs, 0 significant" in row["numbers"]

@@ -624,10 +624,7 @@ def _problem_problems(
         resolved = problems.resolve_parameters(
             declaration, {**(entry.get("kwargs") or {}), **size_kwargs}
         )
-        try:
-            count = declaration.facts.count_at(resolved)
-        except problems.sizes.SizeError as error:
-            return [f"config key {key}: {error}"], []
+        count = declaration.facts.count_at(resolved)
         for budget in sorted(budgets) if budgets is not None else [None]:
             made.append(
                 Problem(
