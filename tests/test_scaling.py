@@ -229,6 +229,8 @@ def test_the_rank_flip_table_reads_the_longest_runs_at_the_shorter_budget():
     assert row["flipped_pairs"] == "adamw/lion"
     assert row["kendall_tau"] == pytest.approx(-1.0)
     assert row["intermediate_metric"] == "heldout_loss (curve)"
+    (warning,) = scaling.truncation_warnings(table)
+    assert "f/ce/s: the ranking after 100 of 400 steps flips adamw/lion" in warning
     # Without curves the training loss at that step decides: adamw leads there, no flip.
     table = scaling.rank_flip_table(runs_frame(levels), steps, FAMILY, used, None)
     assert table["n_flipped"].tolist() == [0]

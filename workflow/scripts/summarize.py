@@ -2,7 +2,7 @@
 
 import sys
 
-from optbench.reporting import analysis
+from optbench.reporting import analysis, scaling
 
 # Errors and warnings go to the rule's log; the file stays open until exit so
 # that a traceback is written there too.
@@ -13,6 +13,10 @@ tables = analysis.build_tables(
 analysis.write_tables(tables, paths={name: snakemake.output[name] for name in tables})
 for line in analysis.range_edge_warnings(tables["selection"]):
     print(line, file=sys.stderr)
+# Rankings read mid-run that the ends of shorter runs contradict (size/budget axes).
+for line in scaling.truncation_warnings(tables["rank_flips"]):
+    print(line, file=sys.stderr)
+    print(line, file=sys.__stderr__)
 # Divergence on the console too (the job's own stderr, which Snakemake shows),
 # not only in the log: a diverged run changes the ranking.
 for line in analysis.divergence_lines(tables["runs"]):

@@ -445,3 +445,17 @@ def curve_table(cell_paths, choice: pd.DataFrame) -> pd.DataFrame | None:
         if "curves" in data and key in chosen:
             frames.append(pd.DataFrame(data["curves"]).assign(**identity))
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def truncation_warnings(flips: pd.DataFrame) -> list[str]:
+    """One line per (family, loss, size, budget) whose mid-run ranking disagrees
+    with the ranking at the end of runs of that budget: a comparison read off
+    the truncated longer runs would have answered differently."""
+    return [
+        f"warning: {row.family}/{row.loss}{f'/{row.size}' if row.size else ''}: the ranking "
+        f"after {row.budget} of {row.longest_budget} steps flips {row.flipped_pairs} against "
+        f"runs trained for {row.budget} steps (Kendall's tau {row.kendall_tau:.2f}): do not "
+        "read a comparison off truncated runs"
+        for row in flips.itertuples(index=False)
+        if row.n_flipped
+    ]
