@@ -234,3 +234,41 @@ def test_the_rank_flip_table_reads_the_longest_runs_at_the_shorter_budget():
     # Without curves the training loss at that step decides: adamw leads there, no flip.
     table = scaling.rank_flip_table(runs_frame(levels), steps, FAMILY, used, None)
     assert table["n_flipped"].tolist() == [0]
+
+
+def test_held_out_curves_travel_through_the_cell_summaries(tmp_path):
+    """The rank flips read the runs' held-out curves from the cell summaries: each
+    point (seed, step, held-out loss) as the sidecars gave it; none without curves."""
+    from optbench.reporting import cells
+
+    identity = {"problem": "f-b400", "loss": "ce", "optimizer": "adamw", "variant": "base"}
+    curves = [
+        [
+            {"step": 100, "heldout_loss": 1.5, "heldout_accuracy": 0.5},
+            {"step": 200, "heldout_loss": 1.0},
+        ],
+        [{"step": 100, "heldout_loss": float("inf")}],
+    ]
+    run = cells.CellRuns(
+        identity,
+        [3, 7],
+        np.array([[2.0, 1.0], [2.0, 1.5]]),
+        None,
+        [None, None],
+        "CrossEntropyLoss",
+        curves,
+        [None, None],
+        {},
+    )
+    path = tmp_path / "cell.json"
+    cells.write_cell_summary(run, path)
+    choice = pd.DataFrame([identity])
+    table = scaling.curve_table([path], choice)
+    assert table[["seed", "step"]].values.tolist() == [[3, 100], [3, 200], [7, 100]]
+    assert table["heldout_loss"].tolist() == [1.5, 1.0, math.inf]
+    assert (table["optimizer"] == "adamw").all()
+    # Another variant was chosen: its curves are not this cell's.
+    assert scaling.curve_table([path], choice.assign(variant="lr0.1")) is None
+    plain = cells.CellRuns(identity, [3], np.array([[2.0, 1.0]]), None, [None], "CrossEntropyLoss")
+    cells.write_cell_summary(plain, path)
+    assert "curves" not in path.read_text()
