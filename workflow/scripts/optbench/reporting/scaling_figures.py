@@ -57,7 +57,9 @@ def plot_scaling(table: pd.DataFrame, colors, paths) -> None:
         ax.set_title(f"{family}, {loss}, {budget} steps", fontsize="medium")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle("Speed-up at matched loss against model size (band: 95 % bootstrap)")
+    fig.suptitle(
+        "Speed-up at matched loss against model size (band: 95 % bootstrap)", fontsize="medium"
+    )
     fig.tight_layout()
     save(fig, paths)
 
@@ -89,12 +91,15 @@ def plot_rank_flips(table: pd.DataFrame, paths) -> None:
                     ax.annotate(f"{flipped} flipped", (budget, tau), fontsize="x-small")
         ax.axhline(1.0, color="0.4", linestyle="--", linewidth=1)
         ax.set_xscale("log")
+        budgets = sorted(set(rows["budget"]))
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
         ax.set_ylim(-1.05, 1.05)
         ax.set_xlabel("budget (steps) where the longest runs are read")
         ax.set_ylabel("Kendall's tau, mid-run vs end of own run")
         ax.set_title(f"{family}, {loss}", fontsize="medium")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle("Rank flips: rankings read mid-run against rankings at the end of training")
+    fig.suptitle("Rank flips: mid-run rankings against ends of training", fontsize="medium")
     fig.tight_layout()
     save(fig, paths)
