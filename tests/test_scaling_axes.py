@@ -193,3 +193,16 @@ def test_untuned_blocks_take_the_setting_of_the_nearest_tuned_size_and_budget():
     # Tuned everywhere: the selection is left as it is, without the column.
     everywhere = {name: {**facts, "tuned": True} for name, facts in members.items()}
     assert scaling.transfer_selection(choice, everywhere).equals(choice)
+
+
+def test_the_dry_run_prices_a_larger_size_by_its_parameter_count():
+    from optbench.planning import cost
+
+    def seconds(sizes):
+        experiment = validate({"problem": "digits_mlp", "sizes": sizes, "steps": 100})
+        return cost.training_seconds(experiment, jobs=0)
+
+    # hidden 128 has 9,610 parameters, the default (hidden 32) 2,410; xs (610) is
+    # priced as the default, not below it (start-up costs dominate small models).
+    assert seconds(["m"]) == pytest.approx(seconds(["s"]) * 9610 / 2410, rel=1e-12)
+    assert seconds(["xs"]) == pytest.approx(seconds(["s"]), rel=1e-12)

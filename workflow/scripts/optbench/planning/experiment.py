@@ -95,6 +95,9 @@ class Problem:
     # Whether selection tunes here (tune_at:; False: the setting is transferred
     # from the nearest tuned size and budget). Not a run setting.
     tuned: bool = field(default=True, compare=False)
+    # Its parameter count over the default's, at least 1: the dry run prices a
+    # larger size's run-steps at RUN_STEP_US (measured at the defaults) times it.
+    step_cost_factor: float = field(default=1.0, compare=False)
 
     def as_dict(self) -> dict:
         described = {

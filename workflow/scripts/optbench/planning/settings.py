@@ -625,6 +625,8 @@ def _problem_problems(
             declaration, {**(entry.get("kwargs") or {}), **size_kwargs}
         )
         count = declaration.facts.count_at(resolved)
+        default_count = declaration.facts.count_at(declaration.parameters)
+        factor = max(1.0, count / default_count) if count and default_count else 1.0
         for budget in sorted(budgets) if budgets is not None else [None]:
             made.append(
                 Problem(
@@ -640,6 +642,7 @@ def _problem_problems(
                     size=size,
                     parameter_count=count,
                     tuned=_tuned_here(entry, size, budget),
+                    step_cost_factor=factor,
                 )
             )
     return [], made
