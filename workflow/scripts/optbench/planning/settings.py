@@ -867,8 +867,8 @@ def validate(
     clashes = sorted({name for name in made_names if made_names.count(name) > 1})
     if clashes:
         found.append(
-            f"config key problems: {', '.join(clashes)} name both an entry and a size or budget "
-            "of another entry. Fix: rename the entry."
+            f"config key problems: {', '.join(clashes)}: each names both an entry and a size or "
+            "budget of another entry. Fix: rename the entry."
         )
 
     if "thresholds" not in refused_keys:
