@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO
 from optbench import runfiles
-from optbench.reporting import analysis, cells, figures, summary
+from optbench.reporting import analysis, cells, figures, summary, tablepages
 
 SCRIPTS = REPO / "workflow" / "scripts"
 
@@ -28,8 +28,9 @@ RAW_WRITERS = {
     "optbench/reporting/summary.py:write_tsv",
     "optbench/reporting/figures.py:save",
 }
-# Files opened for writing that are not results: the rules' logs (stderr).
-LOG_OPENS = {"plot.py:<module>", "summarize.py:<module>"}
+# Files opened for writing that are not results: the rules' logs (stderr),
+# opened by joblog.logged_job for summarize.py and plot.py.
+LOG_OPENS = {"optbench/joblog.py:logged_job"}
 
 
 def raw_writes(path: Path) -> set[str]:
@@ -152,6 +153,11 @@ def _write_manifest(path):
     return out
 
 
+def _write_tsv(path):
+    summary.write_tsv(_table(), path / "src" / "t.tsv")
+    return path / "src" / "t.tsv"
+
+
 WRITERS = {
     "runfiles.write_text_atomic": lambda p: runfiles.write_text_atomic(p / "a.txt", "x\n"),
     "runfiles.write_run": lambda p: runfiles.write_run(
@@ -162,6 +168,9 @@ WRITERS = {
     "analysis.write_tables": lambda p: analysis.write_tables({"runs": _table()}, p),
     "cells.write_cell_summary": _write_cell_summary,
     "figures.save": _figure,
+    "tablepages.write_pages": lambda p: tablepages.write_pages(
+        {"t": _write_tsv(p)}, {"t": p / "pages" / "t.html"}
+    ),
 }
 
 

@@ -144,7 +144,8 @@ def test_one_curve_per_optimizer_at_its_log_space_statistic_with_the_configured_
         assert bands["band_mse_steady"].get_facecolor()[0][:3] == pytest.approx(
             matplotlib.colors.to_rgb(line.get_color())
         )  # the band in its curve's colour
-    assert ax.get_title() == f"mse: {title}"
+    # (a long title wraps to the panel's width)
+    assert ax.get_title().replace("\n", " ") == f"mse: {title}"
     plt.close(fig)
 
 
@@ -268,7 +269,15 @@ def check_svg(svg, loss, optimizers, config, band):
     texts = svg_texts(svg)
     for optimizer in optimizers:
         assert f"{optimizer} (n={len(config['seeds'])})" in texts
-    assert f"linear, {loss}: {BANDS[band][2]}" in texts
+    # The panel's title says what its curve and band are: the single figure in
+    # its title (wrapped to the panel's width: one text per line), the overview
+    # once above its panels.
+    joined = " ".join(texts)
+    assert (
+        f"linear, {loss}: {BANDS[band][2]}" in joined
+        or f"linear, {loss}" in texts
+        and f"Optimizer comparison across seeds: {BANDS[band][2]}" in texts
+    ), texts
 
 
 @pytest.mark.workflow
@@ -328,7 +337,10 @@ def test_ecdf_draws_the_share_reached_and_says_when_none_did(monkeypatch):
     assert [t.get_text() for t in reached_panel.texts] == []
     assert reached_panel.get_xlim() == (0.0, 39.0)
     # a panel where no run reached the level: a note, a real step axis
-    assert [t.get_text() for t in none_panel.texts] == ["no run reached the threshold\nin 39 steps"]
+    # runs of 40 steps: steps 0..39 recorded, so the horizon 39 is 40 steps
+    assert [t.get_text() for t in none_panel.texts] == [
+        "no run reached the threshold\nin its 40 steps"
+    ]
     assert none_panel.get_xlim() == (0.0, 39.0)
     assert all(list(line.get_ydata()) == [0.0, 0.0] for line in none_panel.get_lines())
     plt.close(fig)
@@ -400,4 +412,150 @@ def test_finals_draw_the_resolution_floor_and_count_the_runs_at_it(monkeypatch):
     assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [floor, floor]
     assert [t.get_text() for t in ax.texts] == ["float32 resolution floor (2 of 4 runs)"]
     assert "resolution floor" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+# --- Issue 31: diverged runs, empty panels, titles (point 2's figures, point 10) ---
+
+
+def diverging_table() -> pd.DataFrame:
+    """A converged optimizer (loss 1 -> 0.01) and one whose 3 runs blow up to
+    1e28 by step 2 and are NaN from step 3 (the issue's SGD at lr 1e6)."""
+    good = np.array([[1.0, 0.5, 0.1, 0.05, 0.01]] * 3) * np.array([[1.0], [1.2], [0.9]])
+    bad = np.array([[1.0, 1e14, 1e28, np.inf, np.inf]] * 3)
+    table = pd.concat(
+        [column_statistics("mse", "adam", good), column_statistics("mse", "sgd_huge", bad)],
+        ignore_index=True,
+    )
+    # the step table's curve of a diverging cell: its runs until they diverge
+    huge = table["optimizer"] == "sgd_huge"
+    table.loc[huge, "n_diverged"] = [0, 0, 0, 3, 3]
+    return table
+
+
+def test_loss_axes_follow_the_finite_runs_and_mark_the_diverged_ones():
+    table = diverging_table()
+    fig, ax = drawn(table, "mse", "geomean_ci95")
+    low, high = ax.get_ylim()
+    good = table[table["optimizer"] == "adam"][["geo_mean", "geo_low", "geo_high"]].to_numpy()
+    # the converged curve and its band fill the axis (within a factor 2 margin) ...
+    assert np.nanmax(good) <= high <= 2.0 * np.nanmax(good) + 1e-12
+    assert np.nanmin(good) / 2.0 - 1e-12 <= low <= np.nanmin(good)
+    # ... and the diverging one is marked where it leaves the axis (step 1: 1e14 > top)
+    marks = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert len(marks) == 1
+    assert list(marks[0].get_xdata()) == [1.0] and list(marks[0].get_ydata()) == [high]
+    assert [t.get_text() for t in ax.texts] == ["diverged"]
+    plt.close(fig)
+
+
+def test_overview_panel_titles_do_not_overlap_three_in_a_row(monkeypatch):
+    rng = np.random.default_rng(0)
+    runs = 1.0 + rng.random((4, 6))
+    table = pd.concat(
+        [
+            column_statistics(loss, "adam", runs).assign(problem=problem)
+            for problem, loss in [
+                ("text_transformer", "cross_entropy"),
+                ("digits_mlp", "cross_entropy"),
+                ("noisy_quadratic", "mse"),
+            ]
+        ],
+        ignore_index=True,
+    )
+    panels = [
+        ("text_transformer", "cross_entropy"),
+        ("digits_mlp", "cross_entropy"),
+        ("noisy_quadratic", "mse"),
+    ]
+    for band in BANDS:
+        fig = drawn_figure(
+            monkeypatch, lambda band=band: figures.plot_overview(table, panels, band, [])
+        )
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+        for left, right in zip(boxes, boxes[1:], strict=False):
+            assert left.x1 <= right.x0, (band, [ax.get_title() for ax in fig.axes])
+        # the band is described once, above the panels
+        assert BANDS[band][2] in fig._suptitle.get_text()
+        plt.close(fig)
+
+
+def test_finals_title_says_why_no_median_interval_is_drawn(monkeypatch):
+    # The order-statistic interval (min, max) of n runs covers the median with
+    # probability 1 - 2 / 2**n: 0.75 at n = 3; the first n reaching 0.95 is 6.
+    needed = next(n for n in range(1, 20) if 1 - 2 * 0.5**n >= 0.95)
+    assert figures.MEDIAN_INTERVAL_MIN_RUNS == needed == 6
+    runs = pd.DataFrame(
+        {
+            "problem": ["p"] * 6,
+            "loss": ["mse"] * 6,
+            "optimizer": ["a"] * 3 + ["b"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "final_loss": [0.1, 0.2, 0.3, 0.01, 0.02, 0.03],
+        }
+    )
+    board = pd.DataFrame(
+        {
+            "problem": ["p", "p"],
+            "loss": ["mse", "mse"],
+            "optimizer": ["a", "b"],
+            "n": [3, 3],
+            "median": [0.2, 0.02],
+            "median_low": [np.nan, np.nan],
+            "median_high": [np.nan, np.nan],
+        }
+    )
+    fig = drawn_figure(
+        monkeypatch, lambda: figures.plot_finals(runs, board, {"a": "C0", "b": "C1"}, [])
+    )
+    title = fig._suptitle.get_text()
+    assert "its 95 % interval needs >= 6 runs (not drawn at n = 3)" in title, title
+    plt.close(fig)
+    # with the interval there, the title promises it, as drawn
+    board = board.assign(median_low=[0.1, 0.01], median_high=[0.3, 0.03], n=[8, 8])
+    assert "bar: median and its 95 % interval;" in figures.finals_title(board)
+
+
+def test_empty_performance_profile_panels_say_why(monkeypatch):
+    profiles = pd.DataFrame(
+        {
+            "cost": ["steps"] * 4 + ["time"] * 2,
+            "tau": [1.0, 4.0, 1.0, 4.0, 1.0, 4.0],
+            "optimizer": ["a", "a", "b", "b", "a", "b"],
+            "rho": [0.0, 0.0, 0.0, 0.0, 0.5, 1.0],
+        }
+    )
+    scores = pd.DataFrame(
+        {
+            "cost": ["steps", "steps", "time", "time"],
+            "optimizer": ["a", "b", "a", "b"],
+            "score": [0.0, 0.0, 0.4, 0.8],
+            "n_blocks": [2, 2, 2, 2],
+            "n_reached": [0, 0, 1, 2],
+        }
+    )
+    fig = drawn_figure(
+        monkeypatch,
+        lambda: figures.plot_profiles(profiles, scores, {"a": "C0", "b": "C1"}, []),
+    )
+    empty, full = fig.axes
+    assert [t.get_text() for t in empty.texts] == [
+        "no optimizer reached the threshold\non any (problem, loss) pair:\nno steps to compare"
+    ]
+    assert [t.get_text() for t in full.texts] == []
+    plt.close(fig)
+
+
+def test_an_optimizer_with_some_diverged_runs_keeps_its_survivors_on_the_axis(table):
+    # "wild": one of three runs diverges at step 2; from then on its curve is
+    # the two finite runs' and must stay inside the axis, as must "steady"
+    fig, ax = drawn(table, "mse", "geomean_ci95")
+    low, high = ax.get_ylim()
+    rows = table[table["loss"] == "mse"]
+    wild = rows[(rows["optimizer"] == "wild") & (rows["step"] >= 2)]
+    steady = rows[rows["optimizer"] == "steady"]
+    for values in (wild["geo_mean"], steady["geo_mean"], steady["geo_high"]):
+        assert ((values >= low) & (values <= high)).all()
     plt.close(fig)

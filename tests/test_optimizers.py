@@ -284,7 +284,11 @@ def test_prodigy_fails_the_probe_and_trains_in_the_loop_saying_why(tmp_path):
     assert "Prodigy 4.1.0 failed the run-independence probe" in process.stderr
     refused, _ = run_job(tmp_path / "batched", grid_of(prodigy, seeds=(0, 1), steps=5), "batched")
     assert refused.returncode == 2
-    assert "config key engine: batched, but optimizers.prodigy cannot be" in refused.stderr
+    assert (
+        "config key engine: batched, but linear/mse/prodigy cannot be: optimizer "
+        "pytorch_optimizer.Prodigy runs in the per-run loop: pytorch_optimizer.Prodigy 4.1.0 "
+        "failed the run-independence probe" in refused.stderr
+    ), refused.stderr
 
 
 # --------------------------------------------------- closure kinds and wrappers

@@ -75,6 +75,11 @@ TIMING_LINE = re.compile(
     r"\(median of 20, 1 thread\(s\)\)"
 )
 ENGINE_LINE = re.compile(r"engine (batched|loop): (\d+) run\(s\) of linear/(\w+)/(\w+)[ ;].*")
+# A batch is verified: its variant's lowest seed re-trained in the loop, bit-identical.
+VERIFIED_LINE = re.compile(
+    r"verified: 1 of (\d+) batched run\(s\) re-trained in the per-run loop \(seed (\d+) "
+    r"\(base\)\) in [0-9.]+ s, against [0-9.]+ s batched: bit-identical"
+)
 
 
 def assert_job_log(
@@ -90,8 +95,9 @@ def assert_job_log(
 ):
     """A training job's log says what ran: its cells ((loss, optimizer) pairs of
     the linear problem, base variants), its seeds, the device, the engine of
-    each (loss, optimizer) group, per run the final loss (the article loop's,
-    exactly), time and files, in that order, then its manifest if it writes one."""
+    each (loss, optimizer) group (a batched one verified against the loop), per
+    run the final loss (the article loop's, exactly), time and files, in that
+    order, then its manifest if it writes one."""
     # Progress lines come at most once a second, wherever a job is (optbench.progress).
     lines = [
         line
@@ -126,6 +132,11 @@ def assert_job_log(
         match = ENGINE_LINE.fullmatch(rest[0])
         assert match, rest[0]
         assert match.groups() == (engine, str(len(seeds)), loss, optimizer), rest[0]
+        if engine == "batched":
+            verified = VERIFIED_LINE.fullmatch(rest[1])
+            assert verified, rest[1]
+            assert verified.groups() == (str(len(seeds)), str(min(seeds))), rest[1]
+            rest = rest[1:]
         for line, seed in zip(rest[1 : 1 + len(seeds)], seeds, strict=True):
             match = JOB_RUN_LINE.fullmatch(line)
             assert match, line

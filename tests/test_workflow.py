@@ -317,7 +317,7 @@ def test_report_holds_every_table_and_figure_with_its_caption(tiny_results, tmp_
     for name in declared:
         assert name in html, name
     captions = sorted(set((REPO / "workflow/report").glob("*.rst")) - {LANDING})
-    assert len(captions) == len(TABLES) + len(FIGURES) + 2  # + loss figure, overview
+    assert len(captions) == len(TABLES) + len(FIGURES) + 3  # + loss figure, overview, answer
     for caption in captions:
         # each caption's bold title, as written (rendered by docutils as <strong>)
         title = caption.read_text().split("**")[1]

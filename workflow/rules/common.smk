@@ -232,12 +232,33 @@ def table_paths():
 
 def report_table(table):
     """A table of the analysis (an optbench.reporting.outputs.Table), wrapped for the report
-    with its caption and category."""
+    with its caption and category: the TSV, which the report offers for download."""
     return report(
         f"{SUMMARY_DIR}/{table.file}",
         caption=f"../report/{table.caption}.rst",
         category=table.category,
-        labels={"table": table.file},
+        labels={"table": table.file, "format": "tsv (download)"},
+    )
+
+
+def report_page(table):
+    """The same table's HTML page (optbench.reporting.tablepages), which the report
+    opens as a sortable table, beside its TSV."""
+    return report(
+        f"{SUMMARY_DIR}/{outputs.page_file(table)}",
+        caption=f"../report/{table.caption}.rst",
+        category=table.category,
+        labels={"table": table.file, "format": "html (read here)"},
+    )
+
+
+def report_answer():
+    """The study's answer (optbench.reporting.answer): the report's first category."""
+    return report(
+        f"{SUMMARY_DIR}/{outputs.ANSWER_PAGE}",
+        caption=f"../report/{outputs.ANSWER_CAPTION}.rst",
+        category=outputs.ANSWER,
+        labels={"page": "answer"},
     )
 
 

@@ -71,6 +71,9 @@ rule summarize:
         tuning=cell_summaries("tuning"),
     output:
         **{table.name: report_table(table) for table in outputs.TABLES},
+        **{f"page_{table.name}": report_page(table) for table in outputs.TABLES},
+        answer=report_answer(),
+        answer_text=f"{SUMMARY_DIR}/{outputs.ANSWER_TEXT}",
     log:
         "results/logs/summarize.log",
     conda:

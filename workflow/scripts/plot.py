@@ -1,31 +1,30 @@
 """Rules plot_curves and plot_analysis: every figure, drawn in one process per rule."""
 
-import sys
-
+from optbench import joblog
 from optbench.reporting import figures, summary
 
-# Errors and warnings go to the rule's log; the file stays open until exit so
-# that a traceback is written there too.
-sys.stderr = open(snakemake.log[0], "w", encoding="utf-8")  # noqa: SIM115
-if snakemake.rule == "plot_curves":
-    # Outputs: each (problem, loss)'s figure in every format, then the overview's.
-    formats = list(snakemake.params.formats)
-    paths = list(snakemake.output)
-    outputs = {}
-    for index, panel in enumerate(snakemake.params.panels):
-        outputs[tuple(panel)] = paths[index * len(formats) : (index + 1) * len(formats)]
-    outputs["overview"] = paths[len(outputs) * len(formats) :]
-    figures.draw_curves(
-        summary.read_tsv(snakemake.input.steps),
-        summary.read_tsv(snakemake.input.selection),
-        snakemake.params.band,
-        outputs,
-    )
-else:
-    tables = {name: summary.read_tsv(path) for name, path in snakemake.input.items()}
-    horizons = {
-        tuple(key.split("/", 1)): float(value) for key, value in snakemake.params.horizons.items()
-    }
-    figures.draw_analysis(
-        tables, {name: [snakemake.output[name]] for name in figures.ANALYSIS_FIGURES}, horizons
-    )
+# Errors and warnings go to the rule's log (a failure's reason to the console too).
+with joblog.logged_job(snakemake.log[0], "plot"):
+    if snakemake.rule == "plot_curves":
+        # Outputs: each (problem, loss)'s figure in every format, then the overview's.
+        formats = list(snakemake.params.formats)
+        paths = list(snakemake.output)
+        outputs = {}
+        for index, panel in enumerate(snakemake.params.panels):
+            outputs[tuple(panel)] = paths[index * len(formats) : (index + 1) * len(formats)]
+        outputs["overview"] = paths[len(outputs) * len(formats) :]
+        figures.draw_curves(
+            summary.read_tsv(snakemake.input.steps),
+            summary.read_tsv(snakemake.input.selection),
+            snakemake.params.band,
+            outputs,
+        )
+    else:
+        tables = {name: summary.read_tsv(path) for name, path in snakemake.input.items()}
+        horizons = {
+            tuple(key.split("/", 1)): float(value)
+            for key, value in snakemake.params.horizons.items()
+        }
+        figures.draw_analysis(
+            tables, {name: [snakemake.output[name]] for name in figures.ANALYSIS_FIGURES}, horizons
+        )

@@ -33,7 +33,13 @@ NUMERICS_FOUND = (
 import torch  # noqa: E402
 
 from optbench import progress, reuse, runfiles  # noqa: E402
-from optbench.engines import batched, probe, timing, training  # noqa: E402
+from optbench.engines import (  # noqa: E402
+    batched,
+    eligibility,
+    timing,
+    training,
+    verification,
+)
 from optbench.planning import batch_policy, commands, jobs  # noqa: E402
 from optbench.planning.cost import MAX_BATCH  # noqa: E402  (runs trained together at most)
 
@@ -155,20 +161,16 @@ def choose_engine(requested: str, runs: list[jobs.Run]) -> tuple[bool, str, bool
     )
     if not loss_ok:
         return False, loss_reason, False
-    cls = training.optimizer_class(spec["optimizer"], spec.get("optimizers_dir"))
-    base = training.base_class(spec["optimizer"], spec.get("optimizers_dir"))
     kwargs = [training.optimizer_kwargs(run.spec["optimizer"]) for run in runs]
-    passed, verdict = probe.independent(cls, kwargs, base)
-    if passed is None:  # a protocol the batched engine does not implement
-        return False, f"optimizer {name} runs in the per-run loop: {verdict}", False
+    # The same verdict the config check gave engine batched before any job.
+    passed, verdict = eligibility.class_verdict(
+        spec["optimizer"], spec.get("optimizers_dir"), kwargs
+    )
     if passed:
         return True, f"batched: {verdict}; {loss_reason}", True
     if requested == "batched":
-        raise training.RunError(
-            f"config key engine: batched, but optimizers.{spec['optimizer']['name']} cannot "
-            f"be: {verdict}. Fix: set engine to auto (the per-run loop where it must)"
-        )
-    return False, f"optimizer {name} runs in the per-run loop: {verdict}", False
+        raise training.RunError(batch_policy.batched_refusal(["/".join(_group_key(spec))], verdict))
+    return False, verdict, False
 
 
 def _for_seed(seed, build, *args):
@@ -281,6 +283,20 @@ def train_batched(runs, device, log, exact_only=False, probed=None, on_step=None
             )
 
 
+def verified(trained, device, log, fall_back: bool):
+    """The batched runs of one group, after a sample of them was re-trained in the
+    loop and compared byte for byte (engines/verification.py): under engine auto
+    (``fall_back``) the group is re-trained in the loop on any difference."""
+    written, line = verification.check_group(
+        list(trained),
+        lambda run: _for_seed(run.seed, training.train_one, run.spec, run.seed, device),
+        fall_back,
+    )
+    if line:
+        print(line, file=log, flush=True)
+    yield from written
+
+
 def main(argv=None) -> int:
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -387,6 +403,7 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
                 probed=reason if probed else None,
                 on_step=tracker.steps,
             )
+            trained = verified(trained, device, log, fall_back=args.engine == "auto")
         else:
             name = "/".join(map(str, _group_key(group[0].spec)))
             print(f"engine loop: {len(group)} run(s) of {name}; {reason}", file=log, flush=True)

@@ -103,9 +103,21 @@ def loss_batchable(
     return True, f"{loss_class_name} reduced per run ({reduction})"
 
 
+def batched_refusal(cells: list[str], reason: str) -> str:
+    """The message refusing ``engine: batched`` for ``cells`` (problem/loss/optimizer),
+    which the config check and the training job both give."""
+    return (
+        f"config key engine: batched, but {', '.join(dict.fromkeys(cells))} cannot be: "
+        f"{reason}. Fix: set engine to auto (batched where it is safe, the per-run loop "
+        "elsewhere) or leave these entries out."
+    )
+
+
 def needs_probe(optimizer_class_name: str) -> bool:
     """A class from a package or a file (module.Class): batched only after the
-    training job's run-independence probe (engines/probe.py) passes."""
+    run-independence probe (engines/probe.py) passes, which the config check
+    runs under engine batched and the training job under engine auto
+    (engines/eligibility.py)."""
     return "." in optimizer_class_name
 
 

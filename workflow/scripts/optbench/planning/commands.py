@@ -21,12 +21,18 @@ from optbench.progress import SUFFIX as PROGRESS_SUFFIX
 TRAIN_ENVS = {"cuda": "../../envs/train-cuda.yaml", "cpu": "../../envs/train-cpu.yaml"}
 ANALYSIS_ENV = "../../envs/analysis.yaml"
 
-# The log takes everything; a failed job also shows its log's last lines in the
-# console (why it failed), not only the log's path.
-_TO_LOG = (
-    " > {log:q} 2>&1 || {{ status=$?; echo 'training job failed; the end of {log}:' >&2;"
-    " tail -n 5 {log:q} >&2; exit $status; }}"
-)
+
+def _to_log(job: str) -> str:
+    """The log takes everything; a failed job also shows its log's last lines in
+    the console (why it failed), not only the log's path."""
+    return (
+        f" > {{log:q}} 2>&1 || {{{{ status=$?; echo '{job} job failed; the end of {{log}}:' >&2;"
+        " tail -n 5 {log:q} >&2; exit $status; }}"
+    )
+
+
+_TO_LOG = _to_log("training")
+_SUMMARY_TO_LOG = _to_log("summary")
 
 
 @dataclass(frozen=True)
@@ -74,9 +80,9 @@ def commands(
         summarize_cell=(
             f"{summarize} --pattern {pattern} --steps {{params.steps}} {cell}"
             " --threshold {params.threshold:q} --heldout-target={params.heldout_target:q}"
-            " --out {output:q} {input.runs:q} > {log:q} 2>&1"
+            f" --out {{output:q}} {{input.runs:q}}{_SUMMARY_TO_LOG}"
         ),
-        summarize_group=f"{summarize} --group {{params.group:q}} > {{log:q}} 2>&1",
+        summarize_group=f"{summarize} --group {{params.group:q}}{_SUMMARY_TO_LOG}",
     )
 
 

@@ -119,9 +119,13 @@ def training_seconds(experiment, jobs: int) -> float:
     """The training time of ``experiment`` on one core, roughly: each cell's
     run-steps at the measured cost of its problem under the engine it will use
     (the batched engine where the policy allows it; a class the job's probe
-    decides: the loop), plus ``jobs`` start-ups."""
+    decides: the loop), with the runs that verify each batch in the loop, plus
+    ``jobs`` start-ups."""
     total = jobs * JOB_START_SECONDS
     seeds = len(experiment.all_seeds)
+    # A batched cell's job re-trains one run of it in the loop to verify the
+    # batch (engines/verification.py): one run per seed range.
+    checks = len(experiment.seed_ranges())
     for cell in experiment.cells():
         problem = experiment.problems[cell.problem]
         costs = run_step_us(problem)
@@ -131,6 +135,8 @@ def training_seconds(experiment, jobs: int) -> float:
         if optimizer.cls == "LBFGS":
             batched_lbfgs = experiment.engine == "batched" and costs["lbfgs_batched"] is not None
             cost_us = costs["lbfgs_batched"] if batched_lbfgs else closure_us
+            if batched_lbfgs:
+                total += closure_us * problem.steps * checks / 1e6
         else:
             batched, _ = batch_policy.choose(
                 experiment.engine,
@@ -142,6 +148,8 @@ def training_seconds(experiment, jobs: int) -> float:
                 grouped=bool(optimizer.groups),
             )
             cost_us = batched_us if batched and batched_us is not None else loop_us
+            if batched and batched_us is not None:
+                total += loop_us * problem.step_cost_factor * problem.steps * checks / 1e6
         # A larger model size: its run-steps cost more than the defaults' measured ones.
         total += cost_us * problem.step_cost_factor * problem.steps * seeds / 1e6
     return total

@@ -674,33 +674,55 @@ def _seeds_per_job(value, seeds: tuple[int, ...]) -> int:
     return int(value)
 
 
-def _engine_problems(experiment: Experiment) -> list[str]:
-    """engine: batched promises that every cell trains batched; say which cannot, before any job."""
+def _engine_problems(experiment: Experiment, optimizers_dir: Path | None) -> list[str]:
+    """engine: batched promises that every cell trains batched; say which cannot, before any job.
+
+    A class from a package or a file is probed here (engines/eligibility.py,
+    which imports torch and the class) with every variant's kwargs, as the job
+    would probe it: the refusal comes before any job, in the job's words."""
     if experiment.engine != "batched":
         return []
     refused = {}
+    verdicts = {}  # optimizer name -> (ok, reason): one probe per entry
     for cell in experiment.cells():
         problem = experiment.problems[cell.problem]
         optimizer = experiment.optimizers[cell.optimizer]
-        if batch_policy.needs_probe(optimizer.cls) and not optimizer.groups:
-            continue  # the job's probe decides (engines/probe.py), and refuses if it fails
         loss = None if cell.loss == OBJECTIVE else experiment.losses[cell.loss]
-        ok, reason = batch_policy.choose(
-            "batched",
-            optimizer.cls,
-            problem.kind,
-            loss and loss.cls,
-            loss and loss.kwargs,
-            grouped=bool(optimizer.groups),
-        )
+        if batch_policy.needs_probe(optimizer.cls) and not optimizer.groups:
+            ok, reason = batch_policy.loss_batchable(
+                problem.kind, loss and loss.cls, loss and loss.kwargs
+            )
+            if ok:
+                if cell.optimizer not in verdicts:
+                    verdicts[cell.optimizer] = _probe_verdict(experiment, cell, optimizers_dir)
+                ok, reason = verdicts[cell.optimizer]
+        else:
+            ok, reason = batch_policy.choose(
+                "batched",
+                optimizer.cls,
+                problem.kind,
+                loss and loss.cls,
+                loss and loss.kwargs,
+                grouped=bool(optimizer.groups),
+            )
         if not ok:
             refused.setdefault(reason, []).append(f"{cell.problem}/{cell.loss}/{cell.optimizer}")
-    return [
-        f"config key engine: batched, but {', '.join(dict.fromkeys(cells))} cannot be: {reason}. "
-        "Fix: set engine to auto (batched where it is safe, the per-run loop elsewhere) "
-        "or leave these entries out."
-        for reason, cells in refused.items()
+    return [batch_policy.batched_refusal(cells, reason) for reason, cells in refused.items()]
+
+
+def _probe_verdict(experiment: Experiment, cell: Cell, optimizers_dir) -> tuple[bool, str]:
+    """The training job's verdict on a package's or a file's class, at plan time."""
+    from optbench.engines import eligibility, training  # torch: only for such a class
+
+    entries = [
+        experiment.run_spec(dataclasses.replace(cell, variant=variant))["optimizer"]
+        for variant in experiment.optimizers[cell.optimizer].variants
     ]
+    kwargs = [training.optimizer_kwargs(entry) for entry in entries]
+    try:
+        return eligibility.class_verdict(entries[0], optimizers_dir, kwargs)
+    except training.RunError as error:
+        return False, str(error)
 
 
 def _job_size_problems(experiment: Experiment) -> list[str]:
@@ -931,7 +953,7 @@ def validate(
         baseline=config["baseline"],
         ranking_metric=config["ranking_metric"],
     )
-    found = _engine_problems(experiment) + _job_size_problems(experiment)
+    found = _engine_problems(experiment, optimizers_dir) + _job_size_problems(experiment)
     if not found:
         limit = cost.machine_bytes() if memory_bytes == "machine" else memory_bytes
         too_large = cost.too_large(cost.plan_for(experiment), limit)

@@ -16,6 +16,8 @@ matplotlib.use("Agg")  # jobs run without a display
 matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, editable
 matplotlib.rcParams["svg.hashsalt"] = "optbench"  # stable element ids between runs
 
+import textwrap  # noqa: E402
+
 import matplotlib.colors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -67,7 +69,81 @@ def optimizer_colors(table: pd.DataFrame) -> dict[str, str]:
     return {name: cycle[index % len(cycle)] for index, name in enumerate(names)}
 
 
-def draw_loss(ax, table: pd.DataFrame, loss: str, band: str, problem: str | None = None) -> None:
+# A diverging curve's values up to this factor above the trusted ones still
+# set the axis (its first steps, before it blows up, are ordinary losses).
+DIVERGING_HEADROOM = 10.0
+
+
+def finite_curve_values(rows: pd.DataFrame, curve_column: str, band_columns) -> np.ndarray:
+    """The curve (and band) values the y axis must show: every value of the
+    optimizers none of whose runs diverged, and of the others the steps after
+    their last divergence (then the curve is over the runs that stayed finite),
+    plus their earlier values that stay within ``DIVERGING_HEADROOM`` of those."""
+    columns = [curve_column, *(band_columns or ())]
+    per_optimizer = rows.groupby("optimizer", sort=False)["n_diverged"].transform("max")
+    trusted = rows[(per_optimizer == 0) | (rows["n_diverged"] >= per_optimizer)]
+    values = trusted[columns].to_numpy(np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size:
+        rest = rows.drop(trusted.index)[columns].to_numpy(np.float64).ravel()
+        top = values.max()
+        near = rest[np.isfinite(rest) & (rest <= (top * DIVERGING_HEADROOM if top > 0 else top))]
+        values = np.concatenate([values, near])
+    return values
+
+
+def curve_limits(values: np.ndarray, log: bool):
+    """y limits around ``values`` with a margin (a factor on a log axis), or None."""
+    if log:
+        values = values[values > 0]
+    if values.size == 0:
+        return None
+    low, high = float(values.min()), float(values.max())
+    if log:
+        return low / 2.0, high * 2.0
+    pad = 0.05 * (high - low) if high > low else max(abs(high), 1.0) * 0.05
+    return low - pad, high + pad
+
+
+def mark_divergence(ax, rows: pd.DataFrame, curve_column: str, top: float, colors) -> None:
+    """An x at the axis' top where each diverging optimizer's curve leaves it
+    (goes above ``top`` or stops being finite), labelled "diverged"."""
+    for optimizer, cell in rows.groupby("optimizer", sort=False):
+        if int(cell["n_diverged"].max()) == 0:
+            continue
+        cell = cell.sort_values("step")
+        values = cell[curve_column].to_numpy(np.float64)
+        gone = ~np.isfinite(values) | (values > top)
+        if not gone.any():
+            continue
+        step = float(cell["step"].to_numpy()[int(np.argmax(gone))])
+        ax.plot([step], [top], "x", color=colors[optimizer], markersize=9, clip_on=False)
+        ax.annotate(
+            "diverged",
+            (step, top),
+            textcoords="offset points",
+            xytext=(6, -10),
+            fontsize="x-small",
+            color=colors[optimizer],
+        )
+
+
+def wrapped(text: str, ax) -> str:
+    """``text`` broken into lines that fit ``ax``'s width (panel titles side by
+    side must not run into each other)."""
+    width_inches = ax.get_position().width * ax.figure.get_figwidth()
+    characters = max(20, int(width_inches * 11))  # ~11 medium characters per inch
+    return "\n".join(textwrap.wrap(text, characters)) or text
+
+
+def draw_loss(
+    ax,
+    table: pd.DataFrame,
+    loss: str,
+    band: str,
+    problem: str | None = None,
+    with_band_in_title: bool = True,
+) -> None:
     colors = optimizer_colors(table)
     rows = table[table["loss"] == loss]
     if problem is not None:
@@ -97,10 +173,24 @@ def draw_loss(ax, table: pd.DataFrame, loss: str, band: str, problem: str | None
                 steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0
             )
             band_patch.set_gid(f"band_{prefix}_{optimizer}")
-    if wants_log_scale(rows[curve_column].to_numpy()):
+    # The scale follows the curves (README: more than 100x between them), of the
+    # optimizers that stayed finite where a blow-up would decide it; the limits
+    # take their bands in too.
+    curves = finite_curve_values(rows, curve_column, None)
+    if wants_log_scale(curves if curves.size else rows[curve_column].to_numpy()):
         ax.set_yscale("log")
+    kept = finite_curve_values(rows, curve_column, BANDS[band][1])
+    limits = curve_limits(kept, ax.get_yscale() == "log")
+    if limits is not None and (rows["n_diverged"] > 0).any():
+        # A diverging optimizer's curve climbs to 1e30 before it ends: the axis
+        # follows the curves that stayed finite, and the diverged ones are
+        # marked where they leave it.
+        ax.set_ylim(*limits)
+        mark_divergence(ax, rows, curve_column, limits[1], colors)
     title = loss if problem is None else f"{problem}, {loss}"
-    ax.set_title(f"{title}: {BANDS[band][2]}", fontsize="medium")
+    if with_band_in_title:
+        title = f"{title}: {BANDS[band][2]}"
+    ax.set_title(wrapped(title, ax), fontsize="medium")
     ax.set_xlabel("step")
     ax.set_ylabel(f"{loss} loss")
     ax.grid(True, which="both", alpha=0.3)
@@ -133,10 +223,13 @@ def plot_overview(table: pd.DataFrame, panels, band: str, paths) -> None:
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(6.0 * columns, 4.4 * rows), squeeze=False)
     for ax, (problem, loss) in zip(axes.flat, panels, strict=False):
-        draw_loss(ax, table, loss, band, problem)
+        draw_loss(ax, table, loss, band, problem, with_band_in_title=False)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    fig.suptitle("Optimizer comparison across seeds")
+    # The band's description once, not in every panel's title (three long
+    # titles in a row ran into each other).
+    fig.suptitle(f"Optimizer comparison across seeds: {BANDS[band][2]}")
+    fig.tight_layout()
     save(fig, paths)
 
 
@@ -215,12 +308,35 @@ def plot_finals(runs: pd.DataFrame, board: pd.DataFrame, colors, paths) -> None:
         ax.set_title(f"{block[0]}, {block[1]}", fontsize="medium")
         ax.set_ylabel("final loss")
         ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(
-        "Final loss per evaluation seed; bar: median and its 95 % interval;"
-        " dashed: float32 resolution floor"
-    )
+    fig.suptitle(finals_title(board))
     fig.tight_layout()
     save(fig, paths)
+
+
+# The fewest runs whose order-statistic 95 % interval of the median exists:
+# the widest such interval, (min, max), covers with 1 - 2 * 0.5**n >= 0.95.
+MEDIAN_INTERVAL_MIN_RUNS = 6
+
+
+def finals_title(board: pd.DataFrame) -> str:
+    """The finals figure's title: what its bar shows, and why a bar has no
+    interval where the runs are too few for one."""
+    medians = pd.to_numeric(board["median"], errors="coerce")
+    lows = pd.to_numeric(board["median_low"], errors="coerce")
+    missing = board[np.isfinite(medians) & ~np.isfinite(lows)]
+    bar = "bar: median and its 95 % interval"
+    if len(missing):
+        counts = pd.to_numeric(missing.get("n", pd.Series(dtype=float)), errors="coerce")
+        runs = ", ".join(str(n) for n in sorted({int(n) for n in counts.dropna()}))
+        at = f" at n = {runs}" if runs else ""
+        bar = (
+            f"bar: median; its 95 % interval needs >= {MEDIAN_INTERVAL_MIN_RUNS} runs"
+            f" (not drawn{at})"
+            if len(missing) == len(board[np.isfinite(medians)])
+            else f"bar: median and its 95 % interval (none{at}:"
+            f" it needs >= {MEDIAN_INTERVAL_MIN_RUNS} runs)"
+        )
+    return f"Final loss per evaluation seed; {bar}; x: diverged; dashed: float32 resolution floor"
 
 
 def plot_ranks(board: pd.DataFrame, paths) -> None:
@@ -396,7 +512,7 @@ def plot_ecdf(runs: pd.DataFrame, colors, paths, horizons: dict | None = None) -
             ax.text(
                 0.5,
                 0.5,
-                f"no run reached the threshold\nin {horizon:g} steps",
+                no_run_reached(horizon, block in horizons),
                 transform=ax.transAxes,
                 ha="center",
                 va="center",
@@ -411,6 +527,14 @@ def plot_ecdf(runs: pd.DataFrame, colors, paths, horizons: dict | None = None) -
     fig.suptitle("Steps to threshold: empirical CDF over evaluation seeds")
     fig.tight_layout()
     save(fig, paths)
+
+
+def no_run_reached(last_step: float, known: bool) -> str:
+    """The empty ECDF panel's words. ``last_step`` is the last recorded step
+    index (steps count from 0): a run of 40 steps ends at step 39."""
+    if not known:
+        return "no run reached the threshold"
+    return f"no run reached the threshold\nin its {last_step + 1:g} steps"
 
 
 def ecdf_horizons(steps: pd.DataFrame) -> dict:
@@ -441,8 +565,26 @@ def plot_profiles(profiles: pd.DataFrame, scores: pd.DataFrame, colors, paths) -
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
         n = int(score_of["n_blocks"].iloc[0]) if len(score_of) else 0
-        ax.set_title(f"Performance profiles on {cost} ({n} pairs)", fontsize="medium")
+        reason = empty_profile_reason(rows_of, score_of, cost)
+        if reason:
+            ax.text(0.5, 0.5, reason, transform=ax.transAxes, ha="center", va="center")
+        ax.set_title(wrapped(f"Performance profiles on {cost} ({n} pairs)", ax), fontsize="medium")
+    fig.tight_layout()
     save(fig, paths)
+
+
+def empty_profile_reason(rows: pd.DataFrame, scores: pd.DataFrame, cost: str) -> str:
+    """Why a profile panel has no curve above 0, or "" when it has one: no
+    optimizer reached the threshold (or the held-out target) on any pair."""
+    rho = pd.to_numeric(rows["rho"], errors="coerce")
+    if len(rows) and (rho > 0).any():
+        return ""
+    target = "held-out target" if "heldout" in cost else "threshold"
+    if "n_reached" in scores and len(scores) and (scores["n_reached"] == 0).all():
+        return (
+            f"no optimizer reached the {target}\non any (problem, loss) pair:\nno {cost} to compare"
+        )
+    return f"no optimizer reached the {target}:\nno {cost} to compare"
 
 
 def plot_win_matrix(matrix: pd.DataFrame, paths) -> None:

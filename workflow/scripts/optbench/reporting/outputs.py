@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Report categories, in reading order.
-RUNS, TUNING, PER_PROBLEM, ACROSS, CLAIMS = (
+# Report categories, in reading order: the answer first.
+ANSWER, RUNS, TUNING, PER_PROBLEM, ACROSS, CLAIMS = (
+    "0 Answer",
     "1 Runs and steps",
     "2 Tuning",
     "3 Per problem",
     "4 Across problems",
     "5 Claims check",
 )
-CATEGORIES = (RUNS, TUNING, PER_PROBLEM, ACROSS, CLAIMS)
+CATEGORIES = (ANSWER, RUNS, TUNING, PER_PROBLEM, ACROSS, CLAIMS)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,23 @@ TABLES = (
     Table("rank_flips", "rank_flips.tsv", "rank_flips", ACROSS),
 )
 
+# The study's answer (optbench.reporting.answer), written by the summarize rule
+# beside the tables: a page of its own in the report's first category, and its
+# reStructuredText twin, which the landing page (workflow/report/workflow.rst)
+# includes. Its caption: workflow/report/answer.rst.
+ANSWER_PAGE = "answer.html"
+ANSWER_TEXT = "answer.rst"
+ANSWER_CAPTION = "answer"
+# Each table's page (optbench.reporting.tablepages): the table as the report
+# shows it, under results/summary/, beside the TSV the report offers for download.
+PAGES_FOLDER = "pages"
+
+
+def page_file(table: Table) -> str:
+    """The file of ``table``'s HTML page, relative to results/summary/."""
+    return f"{PAGES_FOLDER}/{table.file.rsplit('.', 1)[0]}.html"
+
+
 # Every comparison figure reads these: the runs give each optimizer its colour
 # and, with the selection, the evaluation runs of the chosen variants.
 SHARED_FIGURE_TABLES = ("runs", "selection")
@@ -98,6 +116,8 @@ FIGURES = (
 
 # Table name -> file name under results/summary/.
 TABLE_FILES = {table.name: table.file for table in TABLES}
+# Table name -> its page's file name under results/summary/.
+PAGE_FILES = {table.name: page_file(table) for table in TABLES}
 # Figure name -> file stem under results/figures/.
 ANALYSIS_FIGURES = {figure.name: figure.stem for figure in FIGURES}
 # Every table the comparison figures read, in the order of TABLES.

@@ -1,0 +1,123 @@
+"""Each analysis table as a page the report opens: an HTML table, sortable by a
+click on a column's header, with the TSV itself one click away.
+
+Snakemake's report offers a registered TSV for download only; an HTML file it
+shows inside the report. So every table of ``outputs.TABLES`` gets a page
+beside its TSV (results/summary/pages/NAME.html), written from the TSV's own
+text (numbers shown to 4 digits, each cell's full text on hover and in the
+TSV). Self-contained: the sorting script and the style are inline (the report
+opens offline; no CDN), and the
+TSV rides along as a data: link, so the page alone gives the file back.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from pathlib import Path
+
+from optbench import runfiles
+
+# Sorts by the clicked column: numbers (inf, -inf, nan included) as numbers,
+# other text alphabetically; a second click reverses. Empty and nan cells go last.
+SORT_SCRIPT = """
+function cellValue(row, index) {
+  var cell = row.cells[index];
+  var text = (cell.getAttribute("data-v") || cell.textContent).trim();
+  var lower = text.toLowerCase();
+  if (lower === "inf" || lower === "+inf") return [0, Infinity];
+  if (lower === "-inf") return [0, -Infinity];
+  if (text === "" || lower === "nan") return [2, 0];
+  var number = Number(text);
+  return isNaN(number) ? [1, text] : [0, number];
+}
+function sortBy(header) {
+  var table = header.closest("table"), body = table.tBodies[0];
+  var index = Array.prototype.indexOf.call(header.parentNode.cells, header);
+  var ascending = header.getAttribute("data-order") !== "asc";
+  Array.prototype.forEach.call(header.parentNode.cells, function (c) {
+    c.removeAttribute("data-order");
+  });
+  header.setAttribute("data-order", ascending ? "asc" : "desc");
+  var rows = Array.prototype.slice.call(body.rows);
+  rows.sort(function (x, y) {
+    var a = cellValue(x, index), b = cellValue(y, index);
+    if (a[0] !== b[0]) return a[0] - b[0];
+    if (a[0] === 2) return 0;
+    var order = a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0;
+    return ascending ? order : -order;
+  });
+  rows.forEach(function (row) { body.appendChild(row); });
+}
+"""
+
+STYLE = (
+    "body{font-family:sans-serif;margin:1em;font-size:13px}"
+    "table{border-collapse:collapse}"
+    "th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}"
+    "th{background:#eee;cursor:pointer;position:sticky;top:0}"
+    "th[data-order=asc]::after{content:' \\25B2'}th[data-order=desc]::after{content:' \\25BC'}"
+    "td.text{text-align:left}tbody tr:nth-child(even){background:#fafafa}"
+    "tbody tr:hover{background:#eef4ff}"
+)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# Shown digits of a number with a fraction; the full value sorts the column
+# and shows on hover, and the TSV keeps it.
+SHOWN_DIGITS = 4
+
+
+def short(text: str) -> str:
+    """A number's text as shown: integers and inf/nan as written, others to
+    ``SHOWN_DIGITS`` significant digits."""
+    if text.lstrip("+-").isdigit() or text.lower().lstrip("+-") in ("inf", "nan"):
+        return text
+    return f"{float(text):.{SHOWN_DIGITS}g}"
+
+
+def page(tsv_text: str, file_name: str, caption: str = "") -> str:
+    """The HTML page of one table, from its TSV text; ``caption`` (HTML) above it."""
+    rows = list(csv.reader(io.StringIO(tsv_text), delimiter="\t"))
+    header, body = (rows[0], rows[1:]) if rows else ([], [])
+    data = base64.b64encode(tsv_text.encode("utf-8")).decode("ascii")
+    parts = [
+        '<!DOCTYPE html><html><head><meta charset="utf-8">',
+        f"<title>{html.escape(file_name)}</title><style>{STYLE}</style>",
+        f"<script>{SORT_SCRIPT}</script></head><body>",
+        f"<p><b>{html.escape(file_name)}</b>: {len(body)} rows, {len(header)} columns."
+        " Click a column's name to sort by it. "
+        f'<a download="{html.escape(file_name)}" '
+        f'href="data:text/tab-separated-values;base64,{data}">Download the TSV</a></p>',
+    ]
+    if caption:
+        parts.append(f"<div>{caption}</div>")
+    parts.append("<table><thead><tr>")
+    parts += [f'<th onclick="sortBy(this)">{html.escape(name)}</th>' for name in header]
+    parts.append("</tr></thead><tbody>")
+    for row in body:
+        cells = [
+            f'<td data-v="{html.escape(cell)}" title="{html.escape(cell)}">{short(cell)}</td>'
+            if _is_number(cell)
+            else f'<td class="text">{html.escape(cell)}</td>'
+            for cell in row
+        ]
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table></body></html>\n")
+    return "\n".join(parts)
+
+
+def write_pages(tsv_paths: dict, page_paths: dict) -> None:
+    """``tsv_paths``/``page_paths``: table name -> path. Writes each page atomically."""
+    for name, out in page_paths.items():
+        tsv = Path(tsv_paths[name])
+        runfiles.write_text_atomic(out, page(tsv.read_text(encoding="utf-8"), tsv.name))
