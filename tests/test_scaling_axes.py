@@ -206,3 +206,29 @@ def test_the_dry_run_prices_a_larger_size_by_its_parameter_count():
     # priced as the default, not below it (start-up costs dominate small models).
     assert seconds(["m"]) == pytest.approx(seconds(["s"]) * 9610 / 2410, rel=1e-12)
     assert seconds(["xs"]) == pytest.approx(seconds(["s"]), rel=1e-12)
+
+
+def test_the_scaling_study_meets_the_issues_minimums():
+    """configs/scaling.yaml: tuned AdamW with warm-up + cosine as the baseline
+    against Muon, SOAP and Lion, equal searches of at least 8 trials, 3+ sizes
+    spanning 8x+ in parameters, 3+ budgets spanning 4x+, 3+ tuning and 10+
+    evaluation seeds."""
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "configs" / "scaling.yaml").read_text())
+    experiment = settings.validate(config, SCHEMA, check_torch=False, memory_bytes=None)
+    assert experiment.baseline == "adamw"
+    adamw = experiment.optimizers["adamw"]
+    assert adamw.cls == "AdamW"
+    assert {v.schedule["family"] for v in adamw.variants.values()} == {"warmup_cosine"}
+    classes = {o.cls.rsplit(".", 1)[-1] for o in experiment.optimizers.values()}
+    assert {"Muon", "SOAP", "Lion"} <= classes
+    trials = {name: len(o.variants) - 1 for name, o in experiment.optimizers.items()}
+    assert len(set(trials.values())) == 1 and min(trials.values()) >= 8
+    counts = sorted({p.parameter_count for p in experiment.problems.values()})
+    budgets = sorted({p.steps for p in experiment.problems.values()})
+    assert len(counts) >= 3 and counts[-1] / counts[0] >= 8
+    assert len(budgets) >= 3 and budgets[-1] / budgets[0] >= 4
+    assert len(experiment.tuning_seeds) >= 3 and len(experiment.seeds) >= 10
+    # the shorter budgets are read mid-run from held-out curves
+    assert all(budget % experiment.eval_every == 0 for budget in budgets[:-1])
