@@ -272,3 +272,33 @@ def test_held_out_curves_travel_through_the_cell_summaries(tmp_path):
     plain = cells.CellRuns(identity, [3], np.array([[2.0, 1.0]]), None, [None], "CrossEntropyLoss")
     cells.write_cell_summary(plain, path)
     assert "curves" not in path.read_text()
+
+
+def test_the_landing_page_warns_on_the_longest_runs_whose_mid_run_ranking_flips():
+    flips = pd.DataFrame(
+        [
+            {
+                "family": "f",
+                "loss": "ce",
+                "size": "s",
+                "budget": 100,
+                "longest_budget": 400,
+                "n_flipped": 1,
+                "flipped_pairs": "adamw/lion",
+            },
+            {
+                "family": "f",
+                "loss": "ce",
+                "size": "l",
+                "budget": 100,
+                "longest_budget": 400,
+                "n_flipped": 0,
+                "flipped_pairs": "",
+            },
+        ]
+    )
+    (note,) = scaling.truncation_notes(flips, "f-s-b400", "ce")
+    assert "read after 100 of its 400 steps, these runs rank adamw/lion the other way" in note
+    assert scaling.truncation_notes(flips, "f-l-b400", "ce") == []  # no flip there
+    assert scaling.truncation_notes(flips, "f-s-b100", "ce") == []  # not the truncated runs
+    assert scaling.truncation_notes(None, "f-s-b400", "ce") == []

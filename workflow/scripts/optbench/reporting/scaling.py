@@ -459,3 +459,23 @@ def truncation_warnings(flips: pd.DataFrame) -> list[str]:
         for row in flips.itertuples(index=False)
         if row.n_flipped
     ]
+
+
+def truncation_notes(flips: pd.DataFrame | None, problem: str, loss: str) -> list[str]:
+    """For the landing page: where ``problem`` is the longest budget of a family
+    and reading its runs mid-way flips pairs against runs trained for that
+    budget, one warning per such budget."""
+    if flips is None or flips.empty:
+        return []
+    notes = []
+    for row in flips[(flips["loss"] == loss) & (flips["n_flipped"] > 0)].itertuples(index=False):
+        size = f"-{row.size}" if isinstance(row.size, str) and row.size else ""
+        if f"{row.family}{size}-b{row.longest_budget}" != problem:
+            continue
+        notes.append(
+            f"read after {row.budget} of its {row.longest_budget} steps, these runs rank "
+            f"{row.flipped_pairs} the other way round from runs trained for {row.budget} steps "
+            "(rank_flips.tsv): compare optimizers at the end of their own budgets, not at "
+            "intermediate checkpoints"
+        )
+    return notes
