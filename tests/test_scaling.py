@@ -110,8 +110,10 @@ def test_the_point_estimate_recovers_a_planted_speedup_without_noise():
 @pytest.mark.parametrize(("confidence", "band"), [(0.95, (0.94, 0.99)), (0.8, (0.75, 0.88))])
 def test_the_interval_holds_its_coverage_on_planted_power_laws(confidence, band):
     """1,000 simulated studies of 10 seeds and 4 budgets, true speed-up 1.6:
-    the 95 % interval holds it in 94-99 % of them (measured 96.5 %), the 80 %
-    one in 75-88 % (a method that is merely wide fails the second)."""
+    the 95 % interval holds it in 94-99 % of them (measured 98.1 % here, 96.5 %
+    with 1,000 resamples), the 80 % one in 75-88 % (measured 85.4 %): the
+    percentile bootstrap of medians is somewhat conservative at 10 seeds, and a
+    method that is merely wide fails the second."""
     rng = np.random.default_rng(1)
     budgets, k, hits, repetitions = [100, 200, 400, 800], 1.6, 0, 1000
     for _ in range(repetitions):
