@@ -319,6 +319,8 @@ def test_claims_the_grid_cannot_test_say_why(tmp_path):
         "not testable: the grid has no linear problem with an L1 loss",
         "not testable: nothing is tuned (every optimizer has one candidate)",
         "not testable: nothing is tuned (every optimizer has one candidate)",
+        "not testable: the grid has no size axis (a problem entry with 2+ sizes:)",
+        "not testable: the grid has no budget axis (a problem entry with 2+ budgets:)",
     ]
 
 

@@ -192,10 +192,12 @@ def _fill_defaults(config: dict, schema: dict) -> dict:
                 name: {"kwargs": {}, **entry} if isinstance(entry, dict) else entry
                 for name, entry in filled[kind].items()
             }
-    # A problem's steps default to the top-level steps.
+    # A problem's steps default to the top-level steps (budgets: stand in for them).
     if isinstance(filled["problems"], dict):
         filled["problems"] = {
-            name: {"steps": filled["steps"], **entry} if isinstance(entry, dict) else entry
+            name: {"steps": filled["steps"], **entry}
+            if isinstance(entry, dict) and "budgets" not in entry
+            else entry
             for name, entry in filled["problems"].items()
         }
     return filled

@@ -149,8 +149,9 @@ def training_seconds(experiment, jobs: int) -> float:
             )
             cost_us = batched_us if batched and batched_us is not None else loop_us
             if batched and batched_us is not None:
-                total += loop_us * problem.steps * checks / 1e6
-        total += cost_us * problem.steps * seeds / 1e6
+                total += loop_us * problem.step_cost_factor * problem.steps * checks / 1e6
+        # A larger model size: its run-steps cost more than the defaults' measured ones.
+        total += cost_us * problem.step_cost_factor * problem.steps * seeds / 1e6
     return total
 
 

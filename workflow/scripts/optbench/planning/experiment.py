@@ -85,6 +85,19 @@ class Problem:
     # What its file declares for the estimates and the held-out target
     # (optbench.problems.Facts); not a run setting, so not in as_dict.
     facts: Facts = field(default_factory=Facts, compare=False)
+    # The size and budget axes (settings.expand_entry): the config entry this
+    # problem comes from where that entry has sizes: or budgets: (None: no
+    # axis), its size's name and the declared parameter count (PARAMETER_COUNT)
+    # at its parameters.
+    family: str | None = None
+    size: str | None = None
+    parameter_count: int | None = None
+    # Whether selection tunes here (tune_at:; False: the setting is transferred
+    # from the nearest tuned size and budget). Not a run setting.
+    tuned: bool = field(default=True, compare=False)
+    # Its parameter count over the default's, at least 1: the dry run prices a
+    # larger size's run-steps at RUN_STEP_US (measured at the defaults) times it.
+    step_cost_factor: float = field(default=1.0, compare=False)
 
     def as_dict(self) -> dict:
         described = {
@@ -95,6 +108,11 @@ class Problem:
         }
         if self.source_sha256 is not None:
             described["source_sha256"] = self.source_sha256
+        # Only on the size axis, so that other runs keep their settings; the
+        # sidecar records them (train.py writes the spec).
+        if self.size is not None:
+            described["size"] = self.size
+            described["parameter_count"] = self.parameter_count
         return described
 
 

@@ -480,22 +480,110 @@ def _variant_problems(name: str, entry: dict) -> list[str]:
     return []
 
 
+def _size_axis(name: str, entry: dict, declaration) -> tuple[list[str], dict]:
+    """The entry's sizes (size name -> its parameters; {None: {}} without a size
+    axis), or why they cannot be used."""
+    key = f"problems.{name}"
+    wanted = entry.get("sizes")
+    if wanted is None:
+        return [], {None: {}}
+    declared = declaration.facts.sizes
+    if not declared:
+        return [
+            f"config key {key}.sizes: problem {declaration.name!r} declares no sizes (SIZES in "
+            f"{declaration.path}). Fix: remove sizes, or declare SIZES and PARAMETER_COUNT "
+            "there (docs/problems.md#sizes)."
+        ], {}
+    names = list(declared) if wanted == "all" else wanted
+    unknown = [size for size in names if size not in declared]
+    if unknown:
+        return [
+            f"config key {key}.sizes: {', '.join(map(repr, unknown))} not among the sizes of "
+            f"problem {declaration.name!r}. Fix: choose from {', '.join(declared)}, or all."
+        ], {}
+    given = entry.get("kwargs") or {}
+    found = []
+    for size in names:
+        clash = sorted(set(declared[size]) & set(given))
+        if clash:
+            found.append(
+                f"config key {key}.kwargs: {', '.join(clash)} {'is' if len(clash) == 1 else 'are'}"
+                f" set by size {size!r} too. Fix: leave {', '.join(clash)} to the sizes, or "
+                "remove sizes."
+            )
+    # In the file's order (smallest first), whatever the order of the list.
+    return found, {size: declared[size] for size in declared if size in names}
+
+
+def _tune_at_problems(key: str, entry: dict, axis: dict) -> list[str]:
+    """tune_at: names sizes and budgets of the entry's own axes."""
+    tune_at = entry.get("tune_at")
+    if tune_at is None:
+        return []
+    found = []
+    if "sizes" in tune_at:
+        unknown = [size for size in tune_at["sizes"] if size not in axis]
+        if unknown:
+            sizes = ", ".join(s for s in axis if s is not None) or "none"
+            found.append(
+                f"config key {key}.tune_at.sizes: {', '.join(map(str, unknown))} not among the "
+                f"entry's sizes. Fix: choose from its sizes: ({sizes})."
+            )
+    if "budgets" in tune_at:
+        budgets = entry.get("budgets") or []
+        unknown = [b for b in tune_at["budgets"] if b not in budgets]
+        if unknown:
+            found.append(
+                f"config key {key}.tune_at.budgets: {', '.join(map(str, unknown))} not among the "
+                f"entry's budgets. Fix: choose from its budgets: "
+                f"({', '.join(map(str, budgets)) or 'none'})."
+            )
+    return found
+
+
+def _tuned_here(entry: dict, size: str | None, budget: int | None) -> bool:
+    tune_at = entry.get("tune_at") or {}
+    return (size is None or size in tune_at.get("sizes", [size])) and (
+        budget is None or budget in tune_at.get("budgets", [budget])
+    )
+
+
+def expanded_name(entry: str, size: str | None, budget: int | None) -> str:
+    """The problem name of one (size, budget) of an entry: <entry>[-<size>][-b<steps>]."""
+    return (
+        entry
+        + (f"-{size}" if size is not None else "")
+        + (f"-b{budget}" if budget is not None else "")
+    )
+
+
 def _problem_problems(
     name: str, entry: dict, losses: dict, user_dir
-) -> tuple[list[str], Problem | None]:
-    """A problem entry's checks (registered name, parameters, losses), and the entry."""
+) -> tuple[list[str], list[Problem]]:
+    """A problem entry's checks (registered name, parameters, losses), and its
+    problems: the entry itself, or one per (size, budget) where it has sizes:
+    or budgets: (docs/configuration.md#sizes-and-budgets)."""
     key = f"problems.{name}"
     registered = entry.get("problem", name)
     try:
         declaration = problems.declaration(registered, user_dir)
     except problems.ProblemError as error:
-        return [f"config key {key}.problem: {error}"], None
-    found = [
-        f"config key {problem}"
-        for problem in problems.check_parameters(
-            declaration, entry.get("kwargs") or {}, key=f"{key}.kwargs"
+        return [f"config key {key}.problem: {error}"], []
+    found, axis = _size_axis(name, entry, declaration)
+    found += _tune_at_problems(key, entry, axis)
+    if "budgets" in entry and "steps" in entry:
+        found.append(
+            f"config key {key}: both steps and budgets. Fix: give budgets (each its own run "
+            "length) or steps, not both."
         )
-    ]
+    for size, size_kwargs in axis.items():
+        where = f"{key}.kwargs" if size is None else f"{key}.sizes.{size}"
+        found += [
+            f"config key {problem}"
+            for problem in problems.check_parameters(
+                declaration, {**(entry.get("kwargs") or {}), **size_kwargs}, key=where
+            )
+        ]
     listed = entry.get("losses")
     if declaration.kind == "objective":
         if listed:
@@ -527,20 +615,37 @@ def _problem_problems(
             if mismatch:
                 found.append(f"config key {key}.losses: {loss!r}: {mismatch}")
     if found:
-        return found, None
-    resolved = problems.resolve_parameters(declaration, entry.get("kwargs") or {})
+        return found, []
     source = None if problems.is_builtin(declaration.path) else declaration.sha256
-    problem = Problem(
-        name,
-        registered,
-        declaration.kind,
-        resolved,
-        chosen,
-        int(entry["steps"]),
-        source,
-        declaration.facts,
-    )
-    return [], problem
+    budgets = entry.get("budgets")
+    on_axis = budgets is not None or entry.get("sizes") is not None
+    made = []
+    for size, size_kwargs in axis.items():
+        resolved = problems.resolve_parameters(
+            declaration, {**(entry.get("kwargs") or {}), **size_kwargs}
+        )
+        count = declaration.facts.count_at(resolved)
+        default_count = declaration.facts.count_at(declaration.parameters)
+        factor = max(1.0, count / default_count) if count and default_count else 1.0
+        for budget in sorted(budgets) if budgets is not None else [None]:
+            made.append(
+                Problem(
+                    expanded_name(name, size, budget) if on_axis else name,
+                    registered,
+                    declaration.kind,
+                    resolved,
+                    chosen,
+                    int(entry["steps"] if budget is None else budget),
+                    source,
+                    declaration.facts,
+                    family=name if on_axis else None,
+                    size=size,
+                    parameter_count=count,
+                    tuned=_tuned_here(entry, size, budget),
+                    step_cost_factor=factor,
+                )
+            )
+    return [], made
 
 
 def _selection(axes: dict[str, tuple], only: dict) -> tuple[dict[str, tuple], list[str]]:
@@ -770,15 +875,24 @@ def validate(
         {name: len(o.variants) - 1 for name, o in optimizers.items()}
     )
 
-    problem_entries: dict[str, Problem] = {}
+    # Config entry -> its problems (several where it has sizes: or budgets:).
+    entry_problems_of: dict[str, list[Problem]] = {}
     if isinstance(config["problems"], dict) and "losses" not in refused_keys:
         for name, entry in config["problems"].items():
             if ("problems", name) in refused or not isinstance(entry, dict):
                 continue
-            entry_problems, problem = _problem_problems(name, entry, losses, problems_dir)
+            entry_problems, made = _problem_problems(name, entry, losses, problems_dir)
             found += entry_problems
-            if problem is not None:
-                problem_entries[name] = problem
+            if made:
+                entry_problems_of[name] = made
+    problem_entries = {p.name: p for made in entry_problems_of.values() for p in made}
+    made_names = [p.name for made in entry_problems_of.values() for p in made]
+    clashes = sorted({name for name in made_names if made_names.count(name) > 1})
+    if clashes:
+        found.append(
+            f"config key problems: {', '.join(clashes)}: each names both an entry and a size or "
+            "budget of another entry. Fix: rename the entry."
+        )
 
     if "thresholds" not in refused_keys:
         pairs = [(name, loss) for name, p in problem_entries.items() for loss in p.losses]
@@ -813,11 +927,13 @@ def validate(
     )
     kept_losses = set(selected["losses"])
     kept_problems = {}
-    for name in selected["problems"]:
-        problem = problem_entries[name]
-        chosen = tuple(loss for loss in problem.losses if loss in kept_losses or loss == OBJECTIVE)
-        if chosen:
-            kept_problems[name] = dataclasses.replace(problem, losses=chosen)
+    for name in selected["problems"]:  # config entries: an entry keeps all its sizes and budgets
+        for problem in entry_problems_of[name]:
+            chosen = tuple(
+                loss for loss in problem.losses if loss in kept_losses or loss == OBJECTIVE
+            )
+            if chosen:
+                kept_problems[problem.name] = dataclasses.replace(problem, losses=chosen)
     experiment = Experiment(
         seeds=tuple(int(seed) for seed in config["seeds"] if int(seed) in kept_seeds),
         tuning_seeds=tuple(int(seed) for seed in config["tuning_seeds"] if int(seed) in kept_seeds),

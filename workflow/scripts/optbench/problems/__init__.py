@@ -66,6 +66,11 @@ of it beyond how to build it; each one left out takes its reader's fallback:
     (engine auto trains the problem in the loop); ``lbfgs_batched`` None: its
     L-BFGS stays in the loop under every engine. The dry run's time estimate
     (``planning/cost.py``); each key left out takes ``cost.GUESSED_RUN_STEP_US``.
+``SIZES`` and ``PARAMETER_COUNT``
+    The model sizes a config entry can expand over (``sizes:``), each a
+    mapping of the parameters that make it, and the trained-parameter count
+    as arithmetic over the parameters (``optbench.problems.sizes``). Left out:
+    the problem has no size axis.
 
 The module docstring is required; its first paragraph says what the problem
 stresses (it is the README's description). The file also defines
@@ -91,6 +96,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optbench.problems import sizes
+
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
 KINDS = ("regression", "binary", "classification", "objective")
@@ -114,7 +121,7 @@ NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 _REQUIRED = ("KIND", "PARAMETERS", "STOCHASTIC", "OPTIMUM")
 _OPTIONAL = ("LIMITS", "CONSTRAINTS", "LOSSES")
-_FACTS = ("HELDOUT_TARGET", "RUN_BYTES", "RUN_STEP_US")
+_FACTS = ("HELDOUT_TARGET", "RUN_BYTES", "RUN_STEP_US", "SIZES", "PARAMETER_COUNT")
 # The engines RUN_STEP_US prices, and those that may be None (no figure: the
 # estimate falls back to the loop's).
 RUN_STEP_ENGINES = ("loop", "batched", "lbfgs_loop", "lbfgs_batched")
@@ -137,6 +144,14 @@ class Facts:
     heldout_target: dict | None = field(default=None, hash=False)  # {"accuracy": 0.9}
     run_bytes: int | None = None
     run_step_us: dict = field(default_factory=dict, hash=False)  # engine -> us or None
+    # SIZES and PARAMETER_COUNT (optbench.problems.sizes): size name -> its
+    # parameters, and the count's formula over the parameters.
+    sizes: dict = field(default_factory=dict, hash=False)
+    parameter_count: str | None = None
+
+    def count_at(self, values: dict) -> int | None:
+        """The declared parameter count at these parameter values (None: not declared)."""
+        return sizes.parameter_count(self.parameter_count, values)
 
 
 @dataclass(frozen=True)
@@ -424,10 +439,18 @@ def _run_step_us_literal(costs, path: Path) -> dict:
 
 def _facts(values: dict, path: Path) -> Facts:
     """The facts a file declares, each checked; an error names the file and the fix."""
+    try:
+        declared_sizes = sizes.check_literals(
+            values.get("SIZES"), values.get("PARAMETER_COUNT"), values["PARAMETERS"], path
+        )
+    except sizes.SizeError as error:
+        raise ProblemError(str(error)) from None
     return Facts(
         heldout_target=_heldout_target_literal(values.get("HELDOUT_TARGET"), path),
         run_bytes=_run_bytes_literal(values.get("RUN_BYTES"), path),
         run_step_us=_run_step_us_literal(values.get("RUN_STEP_US", {}), path),
+        sizes=declared_sizes,
+        parameter_count=values.get("PARAMETER_COUNT"),
     )
 
 

@@ -26,9 +26,12 @@ answers:
 7. Across problems: ``ratios`` and ``profiles`` (Dolan-More performance
    profiles on steps and on loss evaluations to threshold), ``profile_scores`` (B_s), ``friedman``
    (average ranks and the test), ``win_probabilities`` and ``win_matrix``.
-8. ``claims``: the reference article's three testable claims.
+8. ``claims``: the reference article's three testable claims, two published
+   findings on tuning (``literature``) and two on scale (``scaling_claims``).
 9. ``power``: per family of tests, the smallest p-value it can reach with
    these seeds after its correction (``optbench.reporting.power``).
+10. ``scaling`` and ``rank_flips``: across the sizes and budgets of a problem
+    entry with ``sizes:`` or ``budgets:`` (``optbench.reporting.scaling``).
 
 Selection and every rank statistic judge each run by the configured ranking
 metric (``optbench.reporting.ranking_metric``: by default the held-out loss
@@ -54,6 +57,8 @@ from optbench.reporting import (
     perfprofiles,
     power,
     ranking_metric,
+    scaling,
+    scaling_claims,
     selection,
     statistics,
     summary,
@@ -253,6 +258,8 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
     if order is not None:
         order = [*order, *(v for v in dict.fromkeys(runs["variant"]) if v not in order)]
     choice = selection.select_variants(candidates, order, value=value)
+    # tune_at: untuned sizes and budgets take the setting of the nearest tuned one.
+    choice = scaling.transfer_selection(choice, context.scaling)
     chosen = selection.tuned_evaluation_runs(judged, choice)
     pairwise = comparison.pairwise_table(chosen, value)
     ranking = comparison.ranking_table(chosen, pairwise, value)
@@ -275,6 +282,15 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
         budgets, runs, choice, context.classes, context.baseline
     )
     claim_rows = pd.concat([claim_rows, published], ignore_index=True)
+    # Across sizes and budgets (optbench.reporting.scaling): empty without a family.
+    scaling_table = scaling.speedup_table(chosen, context.scaling, context.baseline, used)
+    chosen_steps = steps.merge(choice[[*ENTRY, "variant"]], on=[*ENTRY, "variant"])
+    curves = scaling.curve_table(cell_paths, choice) if context.scaling else None
+    flips = scaling.rank_flip_table(chosen, chosen_steps, context.scaling, used, curves)
+    at_scale = scaling_claims.scaling_claims(
+        chosen, flips, context.scaling, context.baseline, context.classes, curves
+    )
+    claim_rows = pd.concat([claim_rows, at_scale], ignore_index=True)
     return {
         "runs": runs[summary.RUN_TABLE_COLUMNS],
         "steps": steps,
@@ -294,6 +310,8 @@ def build_tables(cell_paths, tuning_paths=(), context: Context | dict | None = N
         "win_probabilities": probabilities,
         "win_matrix": matrix,
         "claims": claim_rows,
+        "scaling": scaling_table,
+        "rank_flips": flips,
     }
 
 

@@ -36,6 +36,9 @@ class Context:
     baseline: str | None = None  # the optimizer the baseline table compares with
     classes: dict[str, str] = field(default_factory=dict)  # optimizer -> its class
     ranking_metric: str = "auto"
+    # Problems on a size or budget axis (optbench.reporting.scaling): problem ->
+    # {family, size, budget, parameters, tuned}.
+    scaling: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Context:
@@ -95,6 +98,17 @@ def context_for(experiment, thresholds: dict | None = None) -> Context:
         baseline=experiment.baseline if experiment.baseline in experiment.optimizers else None,
         classes={name: optimizer.cls for name, optimizer in experiment.optimizers.items()},
         ranking_metric=experiment.ranking_metric,
+        scaling={
+            problem.name: {
+                "family": problem.family,
+                "size": problem.size,
+                "budget": problem.steps,
+                "parameters": problem.parameter_count,
+                "tuned": problem.tuned,
+            }
+            for problem in experiment.problems.values()
+            if problem.family is not None
+        },
     )
 
 

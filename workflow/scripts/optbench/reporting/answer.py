@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from optbench.reporting import scaling
+
 # The significance level of the paired tests (optbench.reporting.comparison).
 ALPHA = 0.05
 
@@ -319,6 +321,7 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
             )
         warnings = _diverged(board, tables.get("runs"), problem, loss)
         warnings += _range_edges(tables.get("selection"), problem, loss)
+        warnings += scaling.truncation_notes(tables.get("rank_flips"), problem, loss)
         found.append(
             Headline(
                 problem,

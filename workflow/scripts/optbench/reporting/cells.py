@@ -387,13 +387,31 @@ def cell_summary(
     logscale.check_non_negative(cell.losses)
     statistics = describe(surviving(cell.losses))
     steps = cell.losses.shape[1]
-    return {
+    summary = {
         "cell": cell.identity,
         "threshold": str(threshold),
         "steps": {"step": list(range(steps))}
         | {name: [_json_number(v) for v in statistics[name]] for name in CELL_STATISTICS},
         "runs": run_table(cell, threshold, target),
     }
+    curves = curve_points(cell)
+    if curves["step"]:  # only where runs recorded held-out curves (eval_every)
+        summary["curves"] = curves
+    return summary
+
+
+def curve_points(cell: CellRuns) -> dict[str, list]:
+    """The runs' held-out curves as columns (seed, step, heldout_loss): what the
+    rank flips read at intermediate steps (optbench.reporting.scaling)."""
+    columns: dict[str, list] = {"seed": [], "step": [], "heldout_loss": []}
+    for seed, curve in zip(cell.seeds, cell.curves or [[] for _ in cell.seeds], strict=True):
+        for point in curve:
+            if isinstance(point, dict) and "step" in point:
+                columns["seed"].append(seed)
+                columns["step"].append(int(point["step"]))
+                loss = point.get("heldout_loss")
+                columns["heldout_loss"].append(_json_number(math.nan if loss is None else loss))
+    return columns
 
 
 def format_cell_summary(summary: dict) -> str:
@@ -410,7 +428,9 @@ def format_cell_summary(summary: dict) -> str:
         f'{{\n  "cell": {json.dumps(summary["cell"])},\n'
         f'  "threshold": {json.dumps(summary.get("threshold", str(Threshold())))},\n'
         f'  "steps": {block(summary["steps"])},\n'
-        f'  "runs": {block(summary["runs"])}\n}}\n'
+        f'  "runs": {block(summary["runs"])}'
+        + (f',\n  "curves": {block(summary["curves"])}' if "curves" in summary else "")
+        + "\n}\n"
     )
 
 
@@ -430,4 +450,6 @@ def read_cell_summary(path) -> dict:
     for table, names in FLOAT_COLUMNS.items():
         for name in names:
             data[table][name] = [float(value) for value in data[table][name]]
+    if "curves" in data:
+        data["curves"]["heldout_loss"] = [float(v) for v in data["curves"]["heldout_loss"]]
     return data

@@ -651,6 +651,8 @@ ANALYSIS_FIGURES = outputs.ANALYSIS_FIGURES
 def draw_analysis(tables: dict, outputs: dict, horizons: dict | None = None) -> None:
     """Every comparison figure; ``outputs``: figure name -> its paths; ``horizons``:
     (problem, loss) -> its last step (else the ECDF ends at the last step reached)."""
+    from optbench.reporting import scaling_figures  # it imports this module
+
     runs, choice = tables["runs"], tables["selection"]
     colors = optimizer_colors(runs)
     chosen = runs[runs["role"] == "evaluation"].merge(
@@ -667,6 +669,8 @@ def draw_analysis(tables: dict, outputs: dict, horizons: dict | None = None) -> 
         "win_matrix": lambda p: plot_win_matrix(tables["win_matrix"], p),
         "best_of_k": lambda p: plot_best_of_k(tables["best_of_k"], colors, p),
         "baseline": lambda p: plot_baseline(tables["baseline"], colors, p),
+        "scaling": lambda p: scaling_figures.plot_scaling(tables["scaling"], colors, p),
+        "rank_flips": lambda p: scaling_figures.plot_rank_flips(tables["rank_flips"], p),
     }
     for name, paths in outputs.items():
         drawers[name](paths)

@@ -70,6 +70,8 @@ TABLES = (
     Table("win_probabilities", "win_probabilities.tsv", "win_probabilities", ACROSS),
     Table("win_matrix", "win_matrix.tsv", "win_matrix", ACROSS),
     Table("claims", "claims.tsv", "claims", CLAIMS),
+    Table("scaling", "scaling.tsv", "scaling", ACROSS),
+    Table("rank_flips", "rank_flips.tsv", "rank_flips", ACROSS),
 )
 
 # The study's answer (optbench.reporting.answer), written by the summarize rule
@@ -108,6 +110,8 @@ FIGURES = (
     ),
     Figure("win_matrix", "win_matrix", "win_matrix_figure", ACROSS, ("win_matrix",)),
     Figure("best_of_k", "best_of_k", "best_of_k_figure", TUNING, ("best_of_k",)),
+    Figure("scaling", "scaling", "scaling_figure", ACROSS, ("scaling",)),
+    Figure("rank_flips", "rank_flips", "rank_flips_figure", ACROSS, ("rank_flips",)),
 )
 
 # Table name -> file name under results/summary/.

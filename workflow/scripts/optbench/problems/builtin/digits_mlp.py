@@ -53,6 +53,11 @@ RUN_BYTES = 262144
 # lbfgs_batched None: its L-BFGS history (1.8 MiB per run) is above
 # engines.batched.LBFGS_BATCHED_HISTORY_MAX, so it stays in the loop.
 RUN_STEP_US = {"loop": 660, "batched": 57.9, "lbfgs_loop": 42749, "lbfgs_batched": None}
+# Model sizes a config entry can expand over (sizes:, docs/problems.md#sizes),
+# smallest first, and the trained parameters: Linear(64, hidden) and
+# Linear(hidden, 10) with biases. xs 610, s 2,410 (the default), m 9,610, l 38,410.
+SIZES = {"xs": {"hidden": 8}, "s": {"hidden": 32}, "m": {"hidden": 128}, "l": {"hidden": 512}}
+PARAMETER_COUNT = "75 * hidden + 10"
 
 
 def build(

@@ -92,6 +92,18 @@ RUN_BYTES = 4194304
 # loop's bits); lbfgs_batched None: its L-BFGS history is above
 # engines.batched.LBFGS_BATCHED_HISTORY_MAX (1 MiB per run), so it stays in the loop.
 RUN_STEP_US = {"loop": 9732, "batched": None, "lbfgs_loop": 301244, "lbfgs_batched": None}
+# Model sizes a config entry can expand over (sizes:, docs/problems.md#sizes),
+# smallest first, and the trained parameters at any parameter values: per block
+# two LayerNorms (4 w), qkv (3 w^2 + 3 w), out (w^2 + w), up (4 w^2 + 4 w) and
+# down (4 w^2 + w); embeddings (256 w + context w), final LayerNorm (2 w), head
+# (256 w + 256). xs 12,272, s 43,136 (the defaults), m 135,168, l 863,232.
+SIZES = {
+    "xs": {"width": 16, "layers": 1},
+    "s": {"width": 32, "layers": 2},
+    "m": {"width": 64, "layers": 2},
+    "l": {"width": 128, "layers": 4},
+}
+PARAMETER_COUNT = "12 * layers * width**2 + 13 * layers * width + (514 + context) * width + 256"
 
 SYMBOLS = 256
 HELDOUT_WINDOWS = 256
