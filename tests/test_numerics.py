@@ -204,9 +204,11 @@ def test_batched_jobs_on_every_builtin_same_bytes_on_simulated_hosts(tmp_path):
     assert files_avx2 == files_avx512 == files_scalar
     written = sidecars(avx2)
     assert {s["problem"]["name"] for s in written} == set(EVERY_PROBLEM["problems"])
-    # Vmapped convolutions and attention are not the loop's bits: those train in the loop.
+    # Vmapped convolutions and attention are not the loop's bits, nor cross entropy's
+    # per-sample sum: those train in the loop (engine auto promises the loop's bits).
     engines = {s["problem"]["name"]: s["engine"] for s in written}
     assert engines.pop("digits_cnn") == engines.pop("text_transformer") == "loop"
+    assert engines.pop("digits_mlp") == "loop"
     assert set(engines.values()) == {"batched"}
     assert all(s["engine_details"].get("kernels_exact", True) for s in written)
 
