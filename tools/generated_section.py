@@ -1,12 +1,14 @@
 """A section of a documentation page that a tool writes from tables, between two markers.
 
-tools/results_text.py and tools/study_text.py each own one such section: the
+tools/results_text.py, tools/study_text.py and tools/scaling_text.py each own one such section: the
 text between the markers is theirs, the rest of the page is hand-written.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +64,30 @@ class Section:
         self.doc.write_text(updated, encoding="utf-8")
         print(f"wrote {name}")
         return 0
+
+
+def copy_tables(summary: Path, into: Path, tables, run_command: str) -> None:
+    """Copy a study's ``tables`` from a run's summary folder into the documentation;
+    refused, naming ``run_command``, while any is missing."""
+    missing = [name for name in tables if not (summary / name).is_file()]
+    if missing:
+        raise SystemExit(
+            f"{summary}: {', '.join(missing)} missing; run the study first ({run_command})"
+        )
+    into.mkdir(parents=True, exist_ok=True)
+    for name in tables:
+        shutil.copyfile(summary / name, into / name)
+
+
+def study_main(section: Section, render, snapshot, default_tables: Path, description: str, argv):
+    """The command line both study-text tools share: --snapshot SUMMARY, --check."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--check", action="store_true", help="only say whether it is stale")
+    parser.add_argument(
+        "--snapshot", type=Path, metavar="SUMMARY", help="first copy the tables of this run"
+    )
+    parser.add_argument("--tables", type=Path, default=default_tables, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.snapshot is not None:
+        snapshot(args.snapshot, args.tables)
+    return section.write_or_check(render(args.tables), args.tables, args.check)

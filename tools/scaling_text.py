@@ -15,15 +15,13 @@ says so.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generated_section import Section, names, number  # noqa: E402
+from generated_section import Section, copy_tables, names, number, study_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "optimizers.md"
@@ -124,22 +122,13 @@ def render(tables_dir: Path) -> str:
 
 
 def snapshot(summary: Path, into: Path = SNAPSHOT) -> None:
-    into.mkdir(parents=True, exist_ok=True)
-    for name in TABLES:
-        shutil.copyfile(summary / name, into / name)
+    """Copy the study's tables from a run's summary folder into the documentation."""
+    run = "python3 -m snakemake --cores 2 --configfile configs/scaling.yaml"
+    copy_tables(summary, into, TABLES, run)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only say whether it is stale")
-    parser.add_argument(
-        "--snapshot", type=Path, metavar="SUMMARY", help="first copy the tables of this run"
-    )
-    parser.add_argument("--tables", type=Path, default=SNAPSHOT, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.snapshot is not None:
-        snapshot(args.snapshot, args.tables)
-    return SECTION.write_or_check(render(args.tables), args.tables, args.check)
+    return study_main(SECTION, render, snapshot, SNAPSHOT, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ so neither the text nor the renderer can drift from the tables.
 
 from __future__ import annotations
 
-import argparse
 import math
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generated_section import Section, names, number  # noqa: E402
+from generated_section import Section, copy_tables, names, number, study_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "optimizers.md"
@@ -218,28 +216,12 @@ def replace_section(document: str, text: str) -> str:
 
 def snapshot(summary: Path, into: Path = SNAPSHOT) -> None:
     """Copy the study's tables from a run's summary folder into the documentation."""
-    missing = [name for name in TABLES if not (summary / name).is_file()]
-    if missing:
-        raise SystemExit(
-            f"{summary}: {', '.join(missing)} missing; run the study first "
-            "(python3 -m snakemake --cores 2 --configfile configs/modern.yaml)"
-        )
-    into.mkdir(parents=True, exist_ok=True)
-    for name in TABLES:
-        shutil.copyfile(summary / name, into / name)
+    run = "python3 -m snakemake --cores 2 --configfile configs/modern.yaml"
+    copy_tables(summary, into, TABLES, run)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only say whether it is stale")
-    parser.add_argument(
-        "--snapshot", type=Path, metavar="SUMMARY", help="first copy the tables of this run"
-    )
-    parser.add_argument("--tables", type=Path, default=SNAPSHOT, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.snapshot is not None:
-        snapshot(args.snapshot, args.tables)
-    return SECTION.write_or_check(render(args.tables), args.tables, args.check)
+    return study_main(SECTION, render, snapshot, SNAPSHOT, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
