@@ -232,10 +232,8 @@ def test_exponent_floats_are_numbers_in_a_config_file_and_on_the_command_line(pr
     process = snakemake(project_dir, "-n", "-p", "--configfile", str(mine), "--config", threshold)
     text = process.stdout + process.stderr
     variants = {}  # results/mine/runs/linear/mse/OPTIMIZER/VARIANT/seedN.tsv
-    for path in planned_runs(process):
-        parts = path.split("/")
-        where = parts.index("runs")
-        variants.setdefault(parts[where + 3], set()).add(parts[where + 4])
+    for path in planned_runs(process, root="results/mine"):
+        variants.setdefault(path.split("/")[5], set()).add(path.split("/")[6])
     assert variants["sgd"] == {"base", "lr0.01", "lr5.0"}
     drawn = [float(name.removeprefix("lr")) for name in variants["adam"] - {"base"}]
     assert len(drawn) == 2 and all(1e-4 <= rate <= 1e-1 for rate in drawn)

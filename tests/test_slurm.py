@@ -31,8 +31,6 @@ except ValueError as error:
 SKIPPED = None if MODE == "error" else slurm_cluster.unavailable_reason(MODE)
 pytestmark = [
     pytest.mark.slurm,
-    # One worker runs them all (pytest-xdist --dist loadgroup): one cluster, one install.
-    pytest.mark.xdist_group("slurm"),
     pytest.mark.workflow,
     pytest.mark.skipif(SKIPPED is not None, reason=SKIPPED or ""),
 ]
