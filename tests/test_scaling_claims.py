@@ -58,6 +58,32 @@ def test_a_speedup_that_grows_with_size_contradicts_it():
     assert verdict(planted_runs({"s": 1.1, "l": 1.8})) == "contradicted"
 
 
+def test_muon_and_soap_disagreeing_get_a_verdict_each():
+    # Muon's speed-up shrinks from 1.8x to 1.1x; SOAP's grows from 1.1x to 1.8x.
+    muon = planted_runs({"s": 1.8, "l": 1.1})
+    soap = planted_runs({"s": 1.1, "l": 1.8}, rng=np.random.default_rng(1))
+    soap = soap[soap["optimizer"] == "muon"].assign(optimizer="soap")
+    classes = CLASSES | {"soap": "SOAP"}
+    assert verdict(pd.concat([muon, soap]), classes=classes) == (
+        "contradicted: supported for muon, contradicted for soap"
+    )
+
+
+def test_censored_speedups_print_as_bounds_and_p_values_are_never_zero():
+    # Muon at 4x the baseline's speed at the small size: beyond the largest
+    # budget at 400 and 800 steps, so the point is "> 2x" there, not "infx".
+    row = scaling_claims.speedup_shrinks(
+        planted_runs({"s": 4.0, "l": 1.1}), family(), "adamw", CLASSES, resamples=400
+    )
+    assert "inf" not in row["numbers"]
+    assert "f/ce/muon at 400 steps: > 2x (s) -> " in row["numbers"]
+    assert "log ratio > 0" in row["numbers"]
+    assert "at 800 steps: > 1x and > 1x" in row["numbers"]  # censored alike: untested
+    # Every resample shrinks in the 3 tests: the smallest p 400 resamples can
+    # give, 1/401, times Holm's 3.
+    assert row["p_value"] == 3 / 401
+
+
 def test_grids_without_the_axes_or_optimizers_say_why_not():
     runs = planted_runs({"s": 1.8, "l": 1.1})
     assert verdict(runs, classes={"adamw": "AdamW", "muon": "Lion"}) == (

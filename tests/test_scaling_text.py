@@ -103,6 +103,17 @@ def test_the_section_states_what_the_tables_say(tmp_path):
     assert "10 evaluation seeds" in text
 
 
+def test_a_finding_held_for_one_optimizer_only_says_which(tmp_path):
+    planted(tmp_path)
+    claims = pd.read_csv(tmp_path / "claims.tsv", sep="\t")
+    claims.loc[0, "verdict"] = "not shown: supported for muon, not shown for soap"
+    claims.to_csv(tmp_path / "claims.tsv", sep="\t", index=False)
+    assert scaling_text.render(tmp_path).endswith(
+        "speed-up shrinks with size: reproduced for muon only (not shown: supported for muon, "
+        "not shown for soap); rank flips: reproduced (supported)."
+    )
+
+
 def test_without_the_study_the_section_says_it_has_not_run(tmp_path):
     assert scaling_text.render(tmp_path) == scaling_text.NOT_RUN
     document = scaling_text.DOC.read_text(encoding="utf-8")

@@ -1,9 +1,9 @@
 """Write the findings of the scaling study in docs/optimizers.md from its tables.
 
     python3 -m snakemake --cores 2 --configfile configs/scaling.yaml
-    python3 tools/scaling_text.py --snapshot results/summary   # copy its tables, rewrite the text
-    python3 tools/scaling_text.py                              # rewrite the text from the copy
-    python3 tools/scaling_text.py --check                      # exit 1 when the text is stale
+    python3 tools/scaling_text.py --snapshot results/scaling/summary  # copy tables, write text
+    python3 tools/scaling_text.py            # rewrite the text from the copy
+    python3 tools/scaling_text.py --check    # exit 1 when the text is stale
 
 Like tools/study_text.py for the modern study: the tables the findings rest
 on (scaling.tsv, rank_flips.tsv, claims.tsv) are kept in
@@ -37,7 +37,7 @@ SECTION = Section(
 )
 NOT_RUN = (
     "The study has not been run yet, so this section has no findings: run it, then "
-    "`python3 tools/scaling_text.py --snapshot results/summary`."
+    "`python3 tools/scaling_text.py --snapshot results/scaling/summary`."
 )
 FINDINGS = {"decreases with model size": "speed-up shrinks with size", "can differ": "rank flips"}
 
@@ -93,11 +93,19 @@ def _claim_lines(claims: pd.DataFrame) -> tuple[list[str], list[str]]:
             f'- **Published finding** "{row["claim"]}": **{row["verdict"]}**. {row["numbers"]}'
         )
         verdict = row["verdict"]
+        # "not shown: supported for muon, not shown for soap": each optimizer's own verdict.
+        held_for = [
+            part.removeprefix("supported for ")
+            for part in verdict.partition(": ")[2].split(", ")
+            if part.startswith("supported for ")
+        ]
         reproduced = (
             "reproduced"
             if verdict == "supported"
             else "not tested"
             if verdict.startswith("not testable")
+            else f"reproduced for {names(held_for)} only"
+            if held_for
             else "not reproduced"
         )
         closing.append(f"{short}: {reproduced} ({row['verdict']})")

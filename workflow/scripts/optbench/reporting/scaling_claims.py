@@ -12,11 +12,13 @@ grid cannot test says why ("not testable: ..."). Wen, Hall, Ma and Liang,
    with a percentile bootstrap over seeds drawn once for both sizes (runs of
    one seed share their seed at every size); a censored resample keeps its
    bound direction (0 or inf), and an undetermined d (both censored the same
-   way) counts against the direction tested. One-sided p-values (share of
-   resamples with d <= 0, resp. >= 0), Holm across the tests: supported when
-   the speed-up shrinks significantly in every test, contradicted when it
-   grows significantly in some, else not shown. Needs a size axis (2+ sizes),
-   a budget axis (2+ budgets: the baseline's curve) and 6+ seeds.
+   way) counts against the direction tested. One-sided p-values ((count + 1)
+   / (resamples + 1) of resamples with d <= 0, resp. >= 0), Holm across the
+   tests: supported when the speed-up shrinks significantly in every test,
+   contradicted when it grows significantly in some, else not shown; where
+   Muon and SOAP differ, the verdict adds each one's by the same rule on its
+   own tests, e.g. "not shown: supported for muon, not shown for soap".
+   Needs a size axis (2+ sizes), a budget axis (2+ budgets: the baseline's curve) and 6+ seeds.
 2. Rankings read at intermediate checkpoints can differ from rankings at the
    end of training. Per family, loss, size and shorter budget b, each pair
    that flips in ``rank_flips.tsv`` is tested twice, paired by seed on log10
@@ -66,15 +68,47 @@ def _untestable(claim: str, reason: str) -> dict:
     return _row(claim, "", "", np.nan, np.nan, "", f"not testable: {reason}")
 
 
-def _bootstrap_ratios(budgets, base, values, budget, draws) -> np.ndarray:
-    """Per resample (rows of ``draws``), the speed-up with censored ones at 0 / inf."""
+def _matched_ratios(budgets, base, values, budget, draws) -> tuple[np.ndarray, np.ndarray]:
+    """Per resample (rows of ``draws``), the matched speed-up and its censoring code."""
     curves = scaling._log_median(base[:, draws])
     targets = scaling._log_median(values[draws])
     matched, codes = scaling.matched_budgets(budgets, curves, targets)
-    ratios = matched / budget
+    return matched / budget, codes
+
+
+def _bootstrap_ratios(budgets, base, values, budget, draws) -> np.ndarray:
+    """Per resample (rows of ``draws``), the speed-up with censored ones at 0 / inf."""
+    ratios, codes = _matched_ratios(budgets, base, values, budget, draws)
     return np.where(
         codes == scaling.AT_MOST, 0.0, np.where(codes == scaling.MORE_THAN, np.inf, ratios)
     )
+
+
+def _point_text(budgets, base, values, budget) -> str:
+    """The full-sample speed-up as the tables print it: "1.4x", "> 2x", "< 0.5x"."""
+    everyone = np.arange(base.shape[1])[None, :]
+    ratios, codes = _matched_ratios(budgets, base, values, budget, everyone)
+    mark = scaling.CENSOR_TEXT[int(codes[0])]
+    return f"{mark + ' ' if mark else ''}{ratios[0]:.3g}x"
+
+
+def _one_sided_p(hits: np.ndarray) -> float:
+    """Bootstrap p-value (count + 1) / (resamples + 1): never 0 from finitely many resamples."""
+    return float((np.count_nonzero(hits) + 1) / (hits.size + 1))
+
+
+def _verdicts_by_optimizer(optimizers, down, up) -> dict[str, str]:
+    """Each matrix optimizer's own verdict, by the claim's rule on its tests alone."""
+    verdicts = {}
+    for name in dict.fromkeys(optimizers):
+        mine = [i for i, o in enumerate(optimizers) if o == name]
+        if all(down[i] < ALPHA for i in mine):
+            verdicts[name] = "supported"
+        elif any(up[i] < ALPHA for i in mine):
+            verdicts[name] = "contradicted"
+        else:
+            verdicts[name] = "not shown"
+    return verdicts
 
 
 def speedup_shrinks(
@@ -100,7 +134,7 @@ def speedup_shrinks(
     runs = chosen.merge(members, on="problem")
     seeds_needed = intervals.minimum_n()
     rng = np.random.default_rng(scaling.BOOTSTRAP_SEED)
-    tests, p_down, p_up, too_few, undetermined = [], [], [], [], []
+    tests, tested, p_down, p_up, too_few, undetermined = [], [], [], [], [], []
     for (family, loss), block in runs.groupby(["family", "loss"], sort=False):
         sizes = list(dict.fromkeys(block.sort_values("parameters")["size"]))
         if len(sizes) < 2:
@@ -120,7 +154,7 @@ def speedup_shrinks(
             budget_sets = [set(budgets) for _, _, budgets in ends.values()]
             for budget in sorted(set.intersection(*budget_sets)):
                 draws = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
-                point, boot = [], []
+                point, boot, text = [], [], []
                 for rows, problems, budgets in ends.values():
                     base = scaling._seed_matrix(rows, problems, baseline, seeds)
                     values = scaling._seed_matrix(rows, problems, optimizer, seeds)
@@ -130,20 +164,24 @@ def speedup_shrinks(
                         _bootstrap_ratios(budgets, base, values[position], budget, full)[0]
                     )
                     boot.append(_bootstrap_ratios(budgets, base, values[position], budget, draws))
+                    text.append(_point_text(budgets, base, values[position], budget))
                 with np.errstate(divide="ignore", invalid="ignore"):
                     d = np.log(boot[0]) - np.log(boot[1])
                     d_point = np.log(point[0]) - np.log(point[1])
                 where = f"{family}/{loss}/{optimizer} at {budget} steps"
                 if np.isnan(d_point):
                     # Censored the same way at both sizes: no direction to test.
-                    undetermined.append(f"{where}: {point[0]:g}x and {point[1]:g}x, censored")
+                    undetermined.append(f"{where}: {text[0]} and {text[1]}")
                     continue
-                p_down.append(float(np.mean(~(d > 0))))  # NaN (undetermined) counts against
-                p_up.append(float(np.mean(~(d < 0))))
+                p_down.append(_one_sided_p(~(d > 0)))  # NaN (undetermined) counts against
+                p_up.append(_one_sided_p(~(d < 0)))
+                # A censored end makes the log ratio a bound, not a value.
+                ratio = (
+                    f"{d_point:+.2f}" if np.isfinite(d_point) else ("> 0" if d_point > 0 else "< 0")
+                )
+                tested.append(optimizer)
                 tests.append(
-                    f"{where}: "
-                    f"{point[0]:.3g}x ({sizes[0]}) -> {point[1]:.3g}x ({sizes[-1]}), "
-                    f"log ratio {d_point:+.2f}"
+                    f"{where}: {text[0]} ({sizes[0]}) -> {text[1]} ({sizes[-1]}), log ratio {ratio}"
                 )
     if not tests:
         reason = (
@@ -156,12 +194,16 @@ def speedup_shrinks(
         )
         return _untestable(SHRINKS, reason)
     down, up = holm(p_down), holm(p_up)
+    by_optimizer = _verdicts_by_optimizer(tested, down, up)
     if all(p < ALPHA for p in down):
         verdict = "supported"
     elif any(p < ALPHA for p in up):
         verdict = "contradicted"
     else:
         verdict = "not shown"
+    if len(set(by_optimizer.values())) > 1:
+        # The claim names two optimizers: say for which one it holds.
+        verdict += ": " + ", ".join(f"{v} for {o}" for o, v in by_optimizer.items())
     numbers = "; ".join(
         f"{text} (Holm p {p:.3g} shrinks, {q:.3g} grows)"
         for text, p, q in zip(tests, down, up, strict=True)
