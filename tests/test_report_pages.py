@@ -311,6 +311,22 @@ def test_a_table_page_holds_every_cell_of_its_tsv_and_the_tsv_itself():
     assert not re.search(r"<script[^>]+src=", page) and "http" not in page.replace("http-equiv", "")
 
 
+def test_a_long_table_page_shows_its_first_rows_and_leaves_the_rest_to_the_tsv():
+    rows = tablepages.PAGE_ROWS + 500
+    # wide enough rows that the TSV passes the size up to which a page links it
+    width = tablepages.LINKED_TSV_BYTES // tablepages.PAGE_ROWS
+    tsv = "step\tnote\n" + "".join(f"{i}\t{'x' * width}\n" for i in range(rows))
+    page = tablepages.page(tsv, "steps.tsv")
+    parsed = _Table()
+    parsed.feed(page)
+    assert len(parsed.rows) == 1 + tablepages.PAGE_ROWS  # header and the first rows
+    assert parsed.rows[-1][0] == str(tablepages.PAGE_ROWS - 1)
+    assert f"{rows:,} rows, 2 columns; the first {tablepages.PAGE_ROWS:,} are shown" in page
+    assert "data:" not in page and len(page) < len(tsv)  # no second copy of the table
+    small = tablepages.page("step\n1\n", "steps.tsv")
+    assert "data:text/tab-separated-values" in small and "are shown" not in small
+
+
 def test_the_sort_script_orders_numbers_as_numbers(tmp_path):
     node = subprocess.run(["which", "node"], capture_output=True, text=True).stdout.strip()
     if not node:

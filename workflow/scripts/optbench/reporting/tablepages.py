@@ -85,26 +85,49 @@ def short(text: str) -> str:
     return f"{float(text):.{SHOWN_DIGITS}g}"
 
 
+# A page shows at most this many rows, and carries its TSV as a link only up
+# to this size: the per-step table of a large study (tens of MB) would
+# otherwise make the report itself too big to open. Longer tables show their
+# first rows, say so, and leave the whole table to the TSV, which the report
+# offers for download beside the page.
+PAGE_ROWS = 2000
+LINKED_TSV_BYTES = 1_000_000
+
+
 def page(tsv_text: str, file_name: str, caption: str = "") -> str:
     """The HTML page of one table, from its TSV text; ``caption`` (HTML) above it."""
     rows = list(csv.reader(io.StringIO(tsv_text), delimiter="\t"))
     header, body = (rows[0], rows[1:]) if rows else ([], [])
-    data = base64.b64encode(tsv_text.encode("utf-8")).decode("ascii")
+    shown = body[:PAGE_ROWS]
+    name = html.escape(file_name)
+    if len(shown) < len(body):
+        extent = (
+            f"{len(body):,} rows, {len(header)} columns; the first {len(shown):,} are shown "
+            f"(sorting sorts these). The whole table: {name} in the report's download list, "
+            "or in the study's summary folder."
+        )
+    else:
+        extent = f"{len(body)} rows, {len(header)} columns. Click a column's name to sort by it."
+    encoded = tsv_text.encode("utf-8")
+    link = ""
+    if len(encoded) <= LINKED_TSV_BYTES:
+        data = base64.b64encode(encoded).decode("ascii")
+        link = (
+            f' <a download="{name}" '
+            f'href="data:text/tab-separated-values;base64,{data}">Download the TSV</a>'
+        )
     parts = [
         '<!DOCTYPE html><html><head><meta charset="utf-8">',
-        f"<title>{html.escape(file_name)}</title><style>{STYLE}</style>",
+        f"<title>{name}</title><style>{STYLE}</style>",
         f"<script>{SORT_SCRIPT}</script></head><body>",
-        f"<p><b>{html.escape(file_name)}</b>: {len(body)} rows, {len(header)} columns."
-        " Click a column's name to sort by it. "
-        f'<a download="{html.escape(file_name)}" '
-        f'href="data:text/tab-separated-values;base64,{data}">Download the TSV</a></p>',
+        f"<p><b>{name}</b>: {extent}{link}</p>",
     ]
     if caption:
         parts.append(f"<div>{caption}</div>")
     parts.append("<table><thead><tr>")
     parts += [f'<th onclick="sortBy(this)">{html.escape(name)}</th>' for name in header]
     parts.append("</tr></thead><tbody>")
-    for row in body:
+    for row in shown:
         cells = [
             f'<td data-v="{html.escape(cell)}" title="{html.escape(cell)}">{short(cell)}</td>'
             if _is_number(cell)
