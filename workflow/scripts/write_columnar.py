@@ -1,0 +1,17 @@
+"""Rule columnar: the study's runs as Parquet tables (optbench.reporting.columnar)."""
+
+import sys
+
+from optbench import joblog
+from optbench.reporting import columnar, summary
+
+with joblog.logged_job(snakemake.log[0], "columnar"):
+    runs = columnar.planned_runs(
+        snakemake.params.cells,
+        snakemake.params.seeds,
+        snakemake.params.tsv_pattern,
+        snakemake.params.sidecar_pattern,
+    )
+    tables = columnar.build_tables(runs, summary.read_tsv(snakemake.input.runs))
+    for path in columnar.write_tables(tables, snakemake.params.folder):
+        print(f"columnar: {path}", file=sys.stderr)
