@@ -142,33 +142,34 @@ def build_tables(runs, runs_table=None) -> dict[str, pa.Table]:
     runs = list(runs)
     sidecars = [_read_sidecar(run.sidecar) for run in runs]
     per_run = _settings_frame(runs, sidecars)
-    curve_columns: dict[str, list] = {name: [] for name in per_run}
-    curve_columns |= {"step": [], "train_loss": [], "evaluations": [], "lr": []}
-    heldout_columns: dict[str, list] = {name: [] for name in per_run}
-    heldout_columns |= {"step": [], "heldout_loss": [], "heldout_accuracy": []}
+    settings = pa.table(_arrow_columns(per_run))
+    steps: dict[str, list] = {"step": [], "train_loss": [], "evaluations": [], "lr": []}
+    points: dict[str, list] = {"step": [], "heldout_loss": [], "heldout_accuracy": []}
+    step_owner, point_owner = [], []  # the row of ``settings`` each row belongs to
     for index, (run, sidecar) in enumerate(zip(runs, sidecars, strict=True)):
         losses, evaluations, rates = read_run_rows(run.tsv)
-        for name, values in per_run.items():
-            curve_columns[name].extend([values[index]] * len(losses))
-        curve_columns["step"].extend(range(len(losses)))
-        curve_columns["train_loss"].extend(losses)
-        curve_columns["evaluations"].extend(evaluations)
-        curve_columns["lr"].extend(rates)
-        points = sidecar.get("heldout_curve") or []
-        for name, values in per_run.items():
-            heldout_columns[name].extend([values[index]] * len(points))
-        heldout_columns["step"].extend(int(point["step"]) for point in points)
+        step_owner.extend([index] * len(losses))
+        steps["step"].extend(range(len(losses)))
+        steps["train_loss"].extend(losses)
+        steps["evaluations"].extend(evaluations)
+        steps["lr"].extend(rates)
+        curve = sidecar.get("heldout_curve") or []
+        point_owner.extend([index] * len(curve))
+        points["step"].extend(int(point["step"]) for point in curve)
         for column in ("heldout_loss", "heldout_accuracy"):
-            heldout_columns[column].extend(
-                None if point.get(column) is None else float(point[column]) for point in points
+            points[column].extend(
+                None if point.get(column) is None else float(point[column]) for point in curve
             )
-    typed = {"train_loss": pa.float64(), "lr": pa.float64(), "heldout_loss": pa.float64()}
-    typed |= {"heldout_accuracy": pa.float64(), "step": pa.int64(), "evaluations": pa.int64()}
+    types = {"step": pa.int64(), "evaluations": pa.int64()}
+    # Each run's settings repeated on its rows by Arrow (a take), not as Python lists.
     tables = {}
-    for name, columns in ((CURVES, curve_columns), (HELDOUT, heldout_columns)):
-        arrays = _arrow_columns({k: v for k, v in columns.items() if k not in typed})
-        arrays |= {k: pa.array(v, type=typed[k]) for k, v in columns.items() if k in typed}
-        tables[name] = pa.table({k: arrays[k] for k in columns})
+    for name, owner, columns in ((CURVES, step_owner, steps), (HELDOUT, point_owner, points)):
+        table = settings.take(pa.array(owner, type=pa.int64()))
+        for column, values in columns.items():
+            table = table.append_column(
+                column, pa.array(values, type=types.get(column, pa.float64()))
+            )
+        tables[name] = table
     tables[RUNS] = _runs_table(per_run, runs_table)
     return tables
 
