@@ -67,16 +67,6 @@ def planned_runs(cells, seeds_by_role: dict, tsv_pattern: str, sidecar_pattern: 
     ]
 
 
-def read_run_rows(path) -> tuple[list[float], list[int], list[float | None]]:
-    """A run TSV's losses, evaluations and learning rates (None where empty),
-    checked as strictly as the summaries read it (``runfiles.read_run_columns``)."""
-    losses, evaluations = runfiles.read_run_columns(path)
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.read().split("\n")[1 : 1 + len(losses)]
-    rates = [float(field) if field else None for field in (line.split("\t")[3] for line in lines)]
-    return losses, evaluations, rates
-
-
 def settings_columns(sidecar: dict) -> dict:
     """The run's settings from its sidecar, flat: what a filter or a group-by needs."""
     problem = sidecar.get("problem") or {}
@@ -147,7 +137,7 @@ def build_tables(runs, runs_table=None) -> dict[str, pa.Table]:
     points: dict[str, list] = {"step": [], "heldout_loss": [], "heldout_accuracy": []}
     step_owner, point_owner = [], []  # the row of ``settings`` each row belongs to
     for index, (run, sidecar) in enumerate(zip(runs, sidecars, strict=True)):
-        losses, evaluations, rates = read_run_rows(run.tsv)
+        losses, evaluations, rates = runfiles.read_run_rows(run.tsv)
         step_owner.extend([index] * len(losses))
         steps["step"].extend(range(len(losses)))
         steps["train_loss"].extend(losses)
