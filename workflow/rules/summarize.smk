@@ -111,7 +111,6 @@ rule columnar:
         # Functions: a plain string would be formatted as a wildcard pattern.
         tsv_pattern=lambda wildcards: RUN_TSV,
         sidecar_pattern=lambda wildcards: RUN_SIDECAR,
-        folder=COLUMNAR_DIR,
         code=commands.code_digest(SCRIPTS, "write_columnar.py"),
     script:
         "../scripts/write_columnar.py"
