@@ -331,9 +331,8 @@ def merge(bundle_paths, into, index=None, prefer: str | None = None) -> Comparis
     for tsv, (bundle, _, _) in comparison.kept.items():
         run = bundle.runs[tsv]
         for name in (run.sidecar, run.heldout, run.tsv):  # the TSV last, as the jobs write
-            if name in bundle.files:
-                with runfiles.atomic_path(into / name) as temporary:
-                    temporary.write_bytes(bundle.files[name])
+            if name in bundle.files:  # UTF-8 text, written back byte for byte
+                runfiles.write_text_atomic(into / name, bundle.files[name].decode("utf-8"))
         if index is not None and run.settings_sha256:
             reuse.remember(index, run.settings_sha256, str(into / run.tsv), str(into / run.sidecar))
     _write_tables(into / MERGE_FOLDER, bundles, comparison)
