@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONFIGS, REPO, SCHEMA, TRAIN_SCRIPT
+from conftest import CONFIGS, REPO, SCHEMA, TRAIN_SCRIPT, planned_jobs, snakemake
 from optbench import bundles, reuse, runfiles
 from optbench.engines import numerics
 from optbench.planning import jobs, settings
@@ -112,6 +112,12 @@ def test_two_hosts_merge_with_no_differing_run(two_hosts, tmp_path):
     assert record["host"] == "server" and record["numerics_modes"] == ["portable"]
     assert len(record["code_sha256"]) == 12 and record["torch_versions"]
     assert len(record["runs"]) == 8
+    # The pipeline on the merged study (seeds 0-2) makes the analysis and trains nothing.
+    dry = snakemake(
+        tmp_path, "-n", "--config", "seeds=[0,1,2]", configfile=CONFIGS / "tiny.yaml", study="both"
+    )
+    planned = planned_jobs(dry)
+    assert "train" not in planned and planned["summarize_cell"] == 4, planned
 
 
 @pytest.mark.skipif(not X86, reason="the portable promise covers x86-64 hosts")
