@@ -106,8 +106,8 @@ rule columnar:
     conda:
         ANALYSIS_ENV
     params:
-        cells=[vars(cell) for cell in CELLS],
-        seeds=ROLES,
+        # By its digest in Snakemake's records: a dry run's reasons stay short.
+        grid=jobs.DigestedMapping({"cells": [vars(cell) for cell in CELLS], "seeds": ROLES}),
         # Functions: a plain string would be formatted as a wildcard pattern.
         tsv_pattern=lambda wildcards: RUN_TSV,
         sidecar_pattern=lambda wildcards: RUN_SIDECAR,

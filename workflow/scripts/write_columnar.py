@@ -8,8 +8,8 @@ from optbench.reporting import columnar, summary
 
 with joblog.logged_job(snakemake.log[0], "columnar"):
     runs = columnar.planned_runs(
-        snakemake.params.cells,
-        snakemake.params.seeds,
+        snakemake.params.grid["cells"],
+        snakemake.params.grid["seeds"],
         snakemake.params.tsv_pattern,
         snakemake.params.sidecar_pattern,
     )
