@@ -14,20 +14,22 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from optbench import reuse, runfiles
+from optbench import bundles, reuse, runfiles
 from optbench.planning import studies
-from optbench.reporting import analysis, cells, figures, summary, tablepages
+from optbench.reporting import analysis, cells, columnar, figures, summary, tablepages
 
 SCRIPTS = REPO / "workflow" / "scripts"
 
 # Calls that put bytes into a file, by the called attribute's name.
-RAW_WRITES = {"to_csv", "savefig", "write_text", "write_bytes", "to_json", "imsave"}
+RAW_WRITES = {"to_csv", "savefig", "write_text", "write_bytes", "to_json", "imsave", "write_table"}
 # The functions that make those calls, each on the temporary of runfiles.atomic_path;
 # every other writer goes through one of them (and is listed in WRITERS below).
 RAW_WRITERS = {
     "optbench/runfiles.py:write_text_atomic",
     "optbench/reporting/summary.py:write_tsv",
     "optbench/reporting/figures.py:save",
+    "optbench/reporting/columnar.py:write_tables",
+    "optbench/bundles.py:export",
 }
 # Files opened for writing that are not results: the rules' logs (stderr),
 # opened by joblog.logged_job for summarize.py and plot.py, and by record_study.py.
@@ -170,7 +172,32 @@ def _put_in_place(path):
     return out
 
 
+def _columnar(path):
+    run = path / "runs" / "seed0.tsv"
+    runfiles.write_run(run, [1.0, 0.5], run.with_suffix(".json"), {"seed": 0})
+    sidecar = str(run.with_suffix(".json"))
+    files = columnar.RunFiles("p", "l", "o", "base", 0, "evaluation", str(run), sidecar)
+    columnar.write_tables(columnar.build_tables([files]), path / "columnar")
+    return path / "columnar"
+
+
+def _bundle(path):
+    run = path / "study" / "runs" / "p" / "l" / "o" / "base" / "seed0.tsv"
+    runfiles.write_run(run, [1.0, 0.5], run.with_suffix(".json"), {"settings_sha256": "ab"})
+    bundles.export(path / "study", path / "bundle" / "b.tar.gz", "host", "code")
+    return path / "bundle"
+
+
+def _merge(path):
+    bundle = _bundle(path)
+    bundles.merge([bundle / "b.tar.gz"], path / "merged", index=path / "merged" / "index")
+    return path / "merged"
+
+
 WRITERS = {
+    "columnar.write_tables": _columnar,
+    "bundles.export": _bundle,
+    "bundles.merge": _merge,
     "reuse.put_in_place": _put_in_place,
     "studies.write_record": lambda p: studies.write_record(p / "study.json", "s", [], "0" * 64),
     "runfiles.write_text_atomic": lambda p: runfiles.write_text_atomic(p / "a.txt", "x\n"),

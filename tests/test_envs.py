@@ -159,7 +159,13 @@ def third_party_imports(*paths) -> set[str]:
         (TRAIN_CPU, ["train.py", *TRAINING_MODULES]),
         (
             ANALYSIS,
-            ["summarize.py", "summarize_cell.py", "plot.py", *REPORTING_MODULES],
+            [
+                "summarize.py",
+                "summarize_cell.py",
+                "plot.py",
+                "write_columnar.py",
+                *REPORTING_MODULES,
+            ],
         ),
     ],
 )

@@ -129,8 +129,8 @@ def test_rule_graph_has_one_training_rule_per_block(tmp_path):
     )
     labels = [line for line in process.stdout.splitlines() if "label =" in line]
     training = [line for line in labels if "train" in line]
-    # + summarize_cell, summarize, 2 plots, record_study, all
-    assert len(training) == 2 and len(labels) == 8
+    # + summarize_cell, summarize, 2 plots, columnar, record_study, all
+    assert len(training) == 2 and len(labels) == 9
 
 
 def big_grid(path, optimizers=50, seeds=100):

@@ -87,6 +87,8 @@ SUMMARY_DIR = f"{RESULTS}/summary"
 LOSS_FIGURE = f"{RESULTS}/figures/losses/{{problem}}/{{loss}}.{{ext}}"
 OVERVIEW_FIGURE = f"{RESULTS}/figures/overview.{{ext}}"
 ANALYSIS_FIGURE = f"{RESULTS}/figures/{{name}}.png"
+# The runs as Parquet tables (rule columnar, optbench.reporting.columnar).
+COLUMNAR_DIR = f"{RESULTS}/{outputs.COLUMNAR_FOLDER}"
 # Written last, when the study's tables and figures are made (study.smk).
 STUDY_RECORD = f"{RESULTS}/{studies.RECORD}"
 
@@ -287,7 +289,13 @@ def study_outputs():
     # Every figure: Snakemake re-makes a missing file only when it is asked
     # for. The tables are inputs of the figures, so they are made without
     # being listed here (which keeps a dry run's lines shorter).
-    return [LEADERBOARD] + overview_figures() + loss_figures() + analysis_figures()
+    return (
+        [LEADERBOARD] + overview_figures() + loss_figures() + analysis_figures() + columnar_tables()
+    )
+
+
+def columnar_tables():
+    return [f"{COLUMNAR_DIR}/{name}" for name in outputs.COLUMNAR_FILES]
 
 
 def final_outputs():

@@ -87,3 +87,30 @@ rule summarize:
         code=COMBINE_CODE,
     script:
         "../scripts/summarize.py"
+
+
+# The study's runs as Parquet tables (optbench.reporting.columnar): per-step
+# curves in long form with each run's settings as columns, the per-run table
+# and the held-out curves, for pandas, polars or DuckDB (docs/outputs.md).
+# After summarize: runs.tsv is proof that every run of the grid is made. The
+# runs are named by params (the cells and seeds), not inputs: listing every
+# run file as an input would cost Snakemake's planning time on large grids.
+rule columnar:
+    input:
+        runs=f"{SUMMARY_DIR}/runs.tsv",
+    output:
+        columnar_tables(),
+    log:
+        f"{RESULTS}/logs/columnar.log",
+    localrule: True
+    conda:
+        ANALYSIS_ENV
+    params:
+        # By its digest in Snakemake's records: a dry run's reasons stay short.
+        grid=jobs.DigestedMapping({"cells": [vars(cell) for cell in CELLS], "seeds": ROLES}),
+        # Functions: a plain string would be formatted as a wildcard pattern.
+        tsv_pattern=lambda wildcards: RUN_TSV,
+        sidecar_pattern=lambda wildcards: RUN_SIDECAR,
+        code=commands.code_digest(SCRIPTS, "write_columnar.py"),
+    script:
+        "../scripts/write_columnar.py"

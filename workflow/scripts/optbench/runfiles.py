@@ -190,6 +190,16 @@ def read_run(path: str | os.PathLike, steps: int | None = None) -> list[float]:
     return read_run_columns(path, steps)[0]
 
 
+def read_run_rows(path: str | os.PathLike) -> tuple[list[float], list[int], list[float | None]]:
+    """A run TSV's losses, loss evaluations and learning rates (None where the
+    field is empty), checked as strictly as ``read_run_columns`` checks them."""
+    losses, evaluations = read_run_columns(path)
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().split("\n")[1 : 1 + len(losses)]
+    rates = [float(field) if field else None for field in (line.split("\t")[3] for line in lines)]
+    return losses, evaluations, rates
+
+
 MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
 # Written before TSV sizes, times and settings digests were recorded; still read.
 OLD_MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256"

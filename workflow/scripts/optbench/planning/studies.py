@@ -34,7 +34,10 @@ DEFAULT_STUDY = Path(DEFAULT_CONFIG).stem
 RUN_INDEX = f"{RESULTS}/run-index"
 # The default study's own folders under results/ (and the shared index): a
 # study of that name would write into them.
-RESERVED = ("runs", "manifests", "summary", "figures", "logs", "benchmarks", "run-index")
+# (columnar: the Parquet tables; merge: what tools/bundle.py's merge records;
+# the shared run-index last.)
+RESERVED = ("runs", "manifests", "summary", "figures", "logs", "benchmarks", "columnar", "merge")
+RESERVED += ("run-index",)
 RECORD = "study.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 

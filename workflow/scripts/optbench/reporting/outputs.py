@@ -91,6 +91,13 @@ def page_file(table: Table) -> str:
     return f"{PAGES_FOLDER}/{table.file.rsplit('.', 1)[0]}.html"
 
 
+# The study's runs as Parquet tables (optbench.reporting.columnar), under
+# results/columnar/: not in the report (too large to inline), for analysis
+# elsewhere (docs/outputs.md shows pandas, polars and DuckDB reading them).
+COLUMNAR_FOLDER = "columnar"
+COLUMNAR_FILES = ("curves.parquet", "runs.parquet", "heldout.parquet")
+
+
 # Every comparison figure reads these: the runs give each optimizer its colour
 # and, with the selection, the evaluation runs of the chosen variants.
 SHARED_FIGURE_TABLES = ("runs", "selection")
