@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from optbench import grid
 from optbench.planning import jobs
+from optbench.planning.run_settings import RunSettings
 from optbench.problems import Facts
 
 # The loss name of a problem that is minimised directly (KIND objective): it
@@ -189,19 +190,23 @@ class Experiment:
             for label in labels
         ]
 
-    def run_spec(self, cell: Cell) -> dict:
+    def run_settings(self, cell: Cell) -> RunSettings:
         """The settings a training job needs for one cell."""
         problem = self.problems[cell.problem]
-        return {
-            "problem": problem.as_dict(),
-            "steps": problem.steps,
-            "loss": None if cell.loss == OBJECTIVE else self.losses[cell.loss].as_dict(),
-            "optimizer": self.optimizers[cell.optimizer].as_dict(cell.variant),
-            "variant": cell.variant,
-            "device": self.device,
-            # Only where set, so that runs without a curve keep their settings.
-            **({"eval_every": self.eval_every} if self.eval_every else {}),
-        }
+        return RunSettings(
+            problem=problem.as_dict(),
+            steps=problem.steps,
+            loss=None if cell.loss == OBJECTIVE else self.losses[cell.loss].as_dict(),
+            optimizer=self.optimizers[cell.optimizer].as_dict(cell.variant),
+            variant=cell.variant,
+            device=self.device,
+            # 0 leaves it out of the mapping, so that runs without a curve keep their settings.
+            eval_every=self.eval_every,
+        )
+
+    def run_spec(self, cell: Cell) -> dict:
+        """``run_settings`` as a plain dict (its JSON form: a ``--spec`` argument)."""
+        return self.run_settings(cell).as_dict()
 
     def run_spec_json(self, cell: Cell) -> str:
         return json.dumps(self.run_spec(cell), sort_keys=True)

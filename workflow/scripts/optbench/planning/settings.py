@@ -677,9 +677,10 @@ def _seeds_per_job(value, seeds: tuple[int, ...]) -> int:
 def _engine_problems(experiment: Experiment, optimizers_dir: Path | None) -> list[str]:
     """engine: batched promises that every cell trains batched; say which cannot, before any job.
 
-    A class from a package or a file is probed here (engines/eligibility.py,
-    which imports torch and the class) with every variant's kwargs, as the job
-    would probe it: the refusal comes before any job, in the job's words."""
+    Asks batch_policy.choose_engine as the job does; a class from a package or a
+    file is probed here (engines/probe.py, which imports torch and the class)
+    with every variant's kwargs, as the job would probe it: the refusal comes
+    before any job, in the job's words."""
     if experiment.engine != "batched":
         return []
     refused = {}
@@ -688,31 +689,31 @@ def _engine_problems(experiment: Experiment, optimizers_dir: Path | None) -> lis
         problem = experiment.problems[cell.problem]
         optimizer = experiment.optimizers[cell.optimizer]
         loss = None if cell.loss == OBJECTIVE else experiment.losses[cell.loss]
-        if batch_policy.needs_probe(optimizer.cls) and not optimizer.groups:
-            ok, reason = batch_policy.loss_batchable(
-                problem.kind, loss and loss.cls, loss and loss.kwargs
+
+        def probe(cell=cell):
+            if cell.optimizer not in verdicts:
+                verdicts[cell.optimizer] = _probe_verdict(experiment, cell, optimizers_dir)
+            return verdicts[cell.optimizer]
+
+        choice = batch_policy.choose_engine(
+            "batched",
+            optimizer.cls,
+            problem.kind,
+            loss and loss.cls,
+            loss and loss.kwargs,
+            grouped=bool(optimizer.groups),
+            probe=probe,
+        )
+        if not choice.batched:
+            refused.setdefault(choice.reason, []).append(
+                f"{cell.problem}/{cell.loss}/{cell.optimizer}"
             )
-            if ok:
-                if cell.optimizer not in verdicts:
-                    verdicts[cell.optimizer] = _probe_verdict(experiment, cell, optimizers_dir)
-                ok, reason = verdicts[cell.optimizer]
-        else:
-            ok, reason = batch_policy.choose(
-                "batched",
-                optimizer.cls,
-                problem.kind,
-                loss and loss.cls,
-                loss and loss.kwargs,
-                grouped=bool(optimizer.groups),
-            )
-        if not ok:
-            refused.setdefault(reason, []).append(f"{cell.problem}/{cell.loss}/{cell.optimizer}")
     return [batch_policy.batched_refusal(cells, reason) for reason, cells in refused.items()]
 
 
 def _probe_verdict(experiment: Experiment, cell: Cell, optimizers_dir) -> tuple[bool, str]:
     """The training job's verdict on a package's or a file's class, at plan time."""
-    from optbench.engines import eligibility, training  # torch: only for such a class
+    from optbench.engines import probe, training  # torch: only for such a class
 
     entries = [
         experiment.run_spec(dataclasses.replace(cell, variant=variant))["optimizer"]
@@ -720,7 +721,7 @@ def _probe_verdict(experiment: Experiment, cell: Cell, optimizers_dir) -> tuple[
     ]
     kwargs = [training.optimizer_kwargs(entry) for entry in entries]
     try:
-        return eligibility.class_verdict(entries[0], optimizers_dir, kwargs)
+        return probe.class_verdict(entries[0], optimizers_dir, kwargs)
     except training.RunError as error:
         return False, str(error)
 
