@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from optbench import grid
 from optbench.planning import jobs
-from optbench.planning.run_settings import RunSettings
+from optbench.planning.run_settings import JOB_WIDE, RunSettings
 from optbench.problems import Facts
 
 # The loss name of a problem that is minimised directly (KIND objective): it
@@ -199,9 +199,8 @@ class Experiment:
             loss=None if cell.loss == OBJECTIVE else self.losses[cell.loss].as_dict(),
             optimizer=self.optimizers[cell.optimizer].as_dict(cell.variant),
             variant=cell.variant,
-            device=self.device,
-            # 0 leaves it out of the mapping, so that runs without a curve keep their settings.
-            eval_every=self.eval_every,
+            # device, eval_every, ...: the Experiment's fields of the same names.
+            **{key: getattr(self, key) for key in JOB_WIDE},
         )
 
     def run_spec(self, cell: Cell) -> dict:

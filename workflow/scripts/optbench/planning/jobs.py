@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 
 from optbench import grid
-from optbench.planning.run_settings import RunSettings
+from optbench.planning.run_settings import JOB_WIDE, RunSettings
 
 # A job's key: the leading fields of grid.CELL_FIELDS that
 # all its runs share. cell: one variant of one optimizer; optimizer: all its
@@ -140,9 +140,11 @@ PER_VARIANT = ("kwargs", "schedule")
 def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -> str:
     """The JSON a training job receives: everything ``expand`` needs, each thing once."""
     problems, losses, optimizers = {}, {}, {}
-    listed = []
+    listed, shared_by_all = [], {}
     for cell in cells:
         settings = experiment.run_settings(cell)
+        # device, eval_every, ... (the study's): left out while at their defaults.
+        shared_by_all = {key: value for key, value in settings.items() if key in JOB_WIDE}
         problems[cell.problem] = {"problem": settings.problem, "steps": settings.steps}
         losses[cell.loss] = settings.loss
         # The entry once (name, class, groups, source digest), each variant's
@@ -156,8 +158,7 @@ def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -
         listed.append([cell.problem, cell.loss, cell.optimizer, cell.variant])
     return json.dumps(
         {
-            "device": experiment.device,
-            **({"eval_every": experiment.eval_every} if experiment.eval_every else {}),
+            **shared_by_all,
             "problems": problems,
             "losses": losses,
             "optimizers": optimizers,
@@ -193,8 +194,7 @@ def expand(text: str) -> list[Run]:
             | {"kwargs": entry["v"][variant]}
             | ({"schedule": entry["s"][variant]} if variant in entry.get("s", {}) else {}),
             variant=variant,
-            device=job["device"],
-            eval_every=job.get("eval_every", 0),
+            **{key: job[key] for key in JOB_WIDE if key in job},
         )
         fields = {"problem": problem, "loss": loss, "optimizer": optimizer, "variant": variant}
         for seed in parse_seed_ranges(job["seeds"]):

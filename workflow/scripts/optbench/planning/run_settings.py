@@ -8,10 +8,17 @@ instead of copying a dict's keys by hand.
 
 The settings also read as the mapping they replace (``settings["optimizer"]``,
 ``settings.get("eval_every", 0)``, ``{**settings}``), with the keys that mapping
-had: ``eval_every`` only where set and the two folders only once located. So
-the JSON a sidecar holds and the text a ``settings_sha256`` hashes stay byte
-for byte what they were, and the runs users have finished stay reusable
-(tests/test_run_settings.py rebuilds both by hand). Standard library only.
+had: the cell's and the device always, every later key (``eval_every``, the
+two folders) only where it differs from its default. So the JSON a sidecar
+holds and the text a ``settings_sha256`` hashes stay byte for byte what they
+were, and the runs users have finished stay reusable (tests/test_run_settings.py
+rebuilds both by hand); a key added later keeps them so while it has its default.
+
+A per-run config key (docs/development.md, "How to add ..."): a field here with
+its default, the Experiment field of the same name (read from the config by
+settings.validate), and the engine code that uses it; a job's argument carries
+every field outside ``PER_CELL`` and ``LOCATION_KEYS`` (``JOB_WIDE``) by itself.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ from typing import Any
 
 # Where the job runs from, not what it computes: never part of the digest.
 LOCATION_KEYS = ("problems_dir", "optimizers_dir")
+# What a job's argument gives per cell (jobs.argument); the other fields but the
+# folders are the same for every run of a study (JOB_WIDE, below the class).
+PER_CELL = ("problem", "steps", "loss", "optimizer", "variant")
+# In the mapping whatever their value: the keys the first runs were digested with.
+ALWAYS = (*PER_CELL, "device")
 
 
 def digested(settings: Mapping) -> dict:
@@ -76,12 +88,9 @@ class RunSettings(Mapping):
     # ----------------------------------------------------- the mapping view
 
     def _present(self) -> Iterator[str]:
-        yield from ("problem", "steps", "loss", "optimizer", "variant", "device")
-        if self.eval_every:
-            yield "eval_every"
-        for key in LOCATION_KEYS:
-            if getattr(self, key) is not None:
-                yield key
+        for field in dataclasses.fields(self):
+            if field.name in ALWAYS or getattr(self, field.name) != field.default:
+                yield field.name
 
     def __getitem__(self, key: str) -> Any:
         if key not in self._present():
@@ -93,3 +102,11 @@ class RunSettings(Mapping):
 
     def __len__(self) -> int:
         return sum(1 for _ in self._present())
+
+
+# Settings every run of a study shares (config keys), given once per job argument.
+JOB_WIDE = tuple(
+    field.name
+    for field in dataclasses.fields(RunSettings)
+    if field.name not in PER_CELL + LOCATION_KEYS
+)
