@@ -40,7 +40,7 @@ PROCESS_BYTES = 400 * 2**20
 # Bytes per run trained together, for a problem that declares no RUN_BYTES.
 STATE_BYTES = 256 * 2**10
 STEP_BYTES = 120
-# Runs a training job trains together at most (train.py's chunk): the engine
+# Runs a training job trains together at most (group_training's chunk): the engine
 # keeps them all in memory (about 22 KiB per run on the reference problem,
 # 250 KiB on digits_mlp), and the speed-up levels off well before this
 # (tools/benchmark_engines.py).

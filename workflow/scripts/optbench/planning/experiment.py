@@ -110,7 +110,7 @@ class Problem:
         if self.source_sha256 is not None:
             described["source_sha256"] = self.source_sha256
         # Only on the size axis, so that other runs keep their settings; the
-        # sidecar records them (train.py writes the spec).
+        # sidecar records them (engines/job.py writes the run settings).
         if self.size is not None:
             described["size"] = self.size
             described["parameter_count"] = self.parameter_count
@@ -139,7 +139,7 @@ class Experiment:
     problems: dict[str, Problem]
     optimizers: dict[str, Optimizer]
     losses: dict[str, Component]
-    engine: str = "auto"  # auto, batched or loop (training.py, train.py)
+    engine: str = "auto"  # auto, batched or loop (batch_policy.choose_engine)
     job_scope: str = "cell"  # cell, optimizer, loss or problem (jobs.SCOPES)
     numerics: str = "portable"  # portable or native (numerics.py)
     eval_every: int = 0  # held-out metrics every k steps (0: after the last step only)

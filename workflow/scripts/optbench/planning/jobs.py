@@ -1,7 +1,7 @@
 """Training jobs: which runs each job holds, and the compact argument that describes them.
 
 Torch-free and cheap: Snakemake plans jobs with it in every invocation, and
-``train.py`` expands the same argument back into runs.
+the training job (engines/job.py) expands the same argument back into runs.
 
 A job holds the runs of a set of cells (config ``job_scope``) for one range of
 seed values (config ``seeds_per_job``). Its command line must stay short
