@@ -643,22 +643,66 @@ def test_auto_trains_in_the_loop_where_no_stacked_kernel_is_exact(monkeypatch):
 
 
 def test_one_engine_decision_for_every_caller():
-    """batch_policy.choose: loop when asked, the policy otherwise, auto leaves one run
-    to the loop; the config check, the job and the engine all ask it."""
+    """batch_policy.choose_engine: loop when asked, the policy otherwise, auto leaves one
+    run to the loop; the config check, the estimate, the job and the engine all ask it."""
 
-    assert batch_policy.choose("loop", "SGD", "regression", "MSELoss", runs=8)[0] is False
-    assert batch_policy.choose("auto", "SGD", "regression", "MSELoss", runs=8)[0] is True
-    single = batch_policy.choose("auto", "SGD", "regression", "MSELoss", runs=1)
+    def choice(*args, **kwargs):
+        made = batch_policy.choose_engine(*args, **kwargs)
+        return made.batched, made.reason
+
+    assert choice("loop", "SGD", "regression", "MSELoss", runs=8)[0] is False
+    assert choice("auto", "SGD", "regression", "MSELoss", runs=8)[0] is True
+    single = choice("auto", "SGD", "regression", "MSELoss", runs=1)
     assert single == (False, "a single run: the per-run loop (batching one run gains nothing)")
-    assert batch_policy.choose("batched", "SGD", "regression", "MSELoss", runs=1)[0] is True
-    assert batch_policy.choose("auto", "LBFGS", "regression", "MSELoss", runs=8) == (
+    assert choice("batched", "SGD", "regression", "MSELoss", runs=1)[0] is True
+    assert choice("auto", "LBFGS", "regression", "MSELoss", runs=8) == (
         False,
         batch_policy.LBFGS_UNDER_AUTO,
     )
-    assert batch_policy.choose("batched", "LBFGS", "regression", "MSELoss", runs=8) == (
+    assert choice("batched", "LBFGS", "regression", "MSELoss", runs=8) == (
         True,
         can_batch("LBFGS", "regression", "MSELoss")[1],
     )
+
+
+def test_the_engine_choice_probes_a_package_class_only_where_it_decides():
+    """A class from a package or a file: the probe is asked only where its verdict
+    decides (not under loop, for one run under auto, with parameter groups or a loss
+    the engine cannot reduce per run), and without a probe (the estimate) it is the loop."""
+    asked = []
+
+    def probe(passed):
+        def verdict():
+            asked.append(passed)
+            return passed, "the probe's verdict"
+
+        return verdict
+
+    name = "pytorch_optimizer.Lion"
+    for requested, runs, grouped, loss in (
+        ("loop", 8, False, "MSELoss"),
+        ("auto", 1, False, "MSELoss"),
+        ("auto", 8, True, "MSELoss"),
+        ("auto", 8, False, "PoissonNLLLoss"),
+    ):
+        made = batch_policy.choose_engine(
+            requested, name, "regression", loss, runs=runs, grouped=grouped, probe=probe(True)
+        )
+        assert not made.batched and not made.probed, (requested, runs, grouped, loss)
+    assert asked == []
+    estimate = batch_policy.choose_engine("auto", name, "regression", "MSELoss", runs=8)
+    assert not estimate.batched and "run-independence probe" in estimate.reason
+    passed = batch_policy.choose_engine(
+        "batched", name, "regression", "MSELoss", runs=1, probe=probe(True)
+    )
+    assert passed == batch_policy.EngineChoice(
+        True, "batched: the probe's verdict; MSELoss reduced per run (mean)", probed=True
+    )
+    failed = batch_policy.choose_engine(
+        "auto", name, "regression", "MSELoss", runs=8, probe=probe(False)
+    )
+    assert failed == batch_policy.EngineChoice(False, "the probe's verdict")
+    assert asked == [True, False]
 
 
 def test_one_optimizer_lookup_and_closure_test():

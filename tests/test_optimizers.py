@@ -188,10 +188,10 @@ def test_where_a_class_comes_from(tmp_path):
 def test_package_and_file_classes_train_in_the_loop_with_the_reason():
     from optbench.planning import batch_policy
 
-    ok, reason = batch_policy.choose("auto", "pytorch_optimizer.Lion", "regression", "MSELoss")
-    assert not ok and "only where the run-independence probe passes" in reason
-    ok, reason = batch_policy.choose("auto", "Adam", "regression", "MSELoss", grouped=True)
-    assert not ok and "parameter groups" in reason
+    choice = batch_policy.choose_engine("auto", "pytorch_optimizer.Lion", "regression", "MSELoss")
+    assert not choice.batched and "only where the run-independence probe passes" in choice.reason
+    choice = batch_policy.choose_engine("auto", "Adam", "regression", "MSELoss", grouped=True)
+    assert not choice.batched and "parameter groups" in choice.reason
 
 
 def test_checking_torch_optim_classes_imports_no_torch_and_a_package_class_does():

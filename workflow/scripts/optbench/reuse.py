@@ -30,18 +30,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from optbench import runfiles
-
-# Spec keys that say where the job runs from, not what it computes.
-_LOCATION_KEYS = ("problems_dir", "optimizers_dir")
+from optbench.planning.run_settings import digested
 
 
-def settings_digest(spec: dict, seed: int, context: dict) -> str:
-    """SHA-256 of everything that determines one run's numbers."""
-    settings = {key: value for key, value in spec.items() if key not in _LOCATION_KEYS}
-    text = json.dumps({"spec": settings, "seed": seed, **context}, sort_keys=True)
+def settings_digest(settings: Mapping, seed: int, context: dict) -> str:
+    """SHA-256 of everything that determines one run's numbers: its settings
+    (planning.run_settings, where it runs from left out), seed and job context."""
+    text = json.dumps({"spec": digested(settings), "seed": seed, **context}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

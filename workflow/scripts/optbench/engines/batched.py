@@ -485,9 +485,10 @@ def train_batched(
     the loop's bit for bit on this CPU (``calibrate``), train in the loop
     instead (``engine: auto``); else train batched at float32 rounding level
     and say so in ``details["kernels_exact"]`` (``engine: batched``).
-    ``probed``: for a class outside torch.optim, the verdict of the passed
-    run-independence probe (engines/probe.py), which stands in for the policy's
-    list of element-wise classes. ``schedules``: the learning-rate schedule
+    ``probed``: for a class outside torch.optim, the reason the training job's
+    engine choice gave with a passed run-independence probe (engines/probe.py),
+    which stands in for the policy's list of element-wise classes; None: the
+    engine asks batch_policy.choose_engine itself. ``schedules``: the learning-rate schedule
     (optbench.schedules) of all runs, or one per run (None: none); runs of one
     variant share it, and its rates are applied to the variant's optimizer.
     ``eval_every``: take each run's held-out metrics every that many steps and
@@ -508,16 +509,19 @@ def train_batched(
     kind = instances[0].kind
     loss_name = None if criterion is None else type(criterion).__name__
     loss_kwargs = None if criterion is None else {"reduction": criterion.reduction}
-    if probed is None:
-        ok, reason = batch_policy.choose("batched", cls.__name__, kind, loss_name, loss_kwargs)
-    else:  # a class the run-independence probe passed (engines/probe.py)
-        ok, loss_reason = batch_policy.loss_batchable(kind, loss_name, loss_kwargs)
-        reason = probed if ok else loss_reason
+    if probed is None:  # called directly: the one decision, as the job would make it
+        choice = batch_policy.choose_engine("batched", cls.__name__, kind, loss_name, loss_kwargs)
+        ok, reason = choice.batched, choice.reason
+    else:  # the job chose it, with a passed run-independence probe (engines/probe.py)
+        ok, reason = True, probed
     lbfgs = cls is torch.optim.LBFGS
     if ok and optimizers.needs_closure(cls) and not lbfgs:
         ok, reason = False, f"optimizer {cls.__name__} runs in the per-run loop: it needs a closure"
-    if ok and lbfgs and exact_only:
-        ok, reason = False, batch_policy.LBFGS_UNDER_AUTO
+    # exact_only is engine auto's promise at the level of kernels; of auto's
+    # policy rules only the optimizer's (L-BFGS) concerns a cell's whole run here.
+    kept = batch_policy.kept_in_loop_under_auto(cls.__name__) if ok and exact_only else None
+    if kept:
+        ok, reason = False, kept
     if ok and any(i.kind != kind for i in instances):
         ok, reason = False, "the runs are of different problem kinds"
     layout = _same_layout(instances) if ok else None

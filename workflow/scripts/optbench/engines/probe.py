@@ -27,7 +27,7 @@ import json
 
 import torch
 
-from optbench.engines import optimizers
+from optbench.engines import optimizers, training
 
 RUNS = 2
 STEPS = 8
@@ -120,3 +120,18 @@ def independent(cls: type, kwargs_list, base: type | None = None) -> tuple[bool 
         if not ok:
             return ok, reason
     return ok, reason
+
+
+def class_verdict(entry: dict, optimizers_dir, kwargs_list) -> tuple[bool, str]:
+    """(whether the batched engine may train optimizer ``entry``'s class, from a
+    package or a file, with each of ``kwargs_list``, why): the probe's verdict
+    where it passed, else one sentence saying that it runs in the per-run loop.
+    The ``probe`` that batch_policy.choose_engine asks, in the config check and
+    in the training job alike."""
+    cls = training.optimizer_class(entry, optimizers_dir)
+    base = training.base_class(entry, optimizers_dir)
+    # None: a protocol the batched engine does not implement (not probed).
+    passed, verdict = independent(cls, kwargs_list, base)
+    if passed:
+        return True, verdict
+    return False, f"optimizer {entry['class']} runs in the per-run loop: {verdict}"

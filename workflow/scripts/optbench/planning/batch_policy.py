@@ -7,14 +7,17 @@ the optimizer acts on each element of a tensor by itself (its state and update
 of element ``i`` depend on element ``i`` of the parameter and gradient only,
 and on per-group scalars such as the step count), and where the loss can be
 reduced per run so that each run's gradient is exactly its solo gradient.
-``can_batch`` says whether a cell qualifies and ``choose`` which engine trains
-a group of runs under config ``engine``: the one decision, which the config
-check (engine: batched), the training job and the batched engine itself all
-ask. Everything else runs in the per-run loop, and the caller logs the reason
-and records it in the sidecar.
+``can_batch`` says whether a cell qualifies and ``choose_engine`` which engine
+trains a group of runs under config ``engine``: the one decision, which the
+config check (engine: batched), the dry run's estimate, the training job and
+the batched engine itself all ask. Everything else runs in the per-run loop,
+and the caller logs the reason and records it in the sidecar.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 # Optimizers whose update is element by element within each tensor: stacking
 # runs along a new leading dimension changes nothing a run sees. Checked by
@@ -126,8 +129,8 @@ def batched_refusal(cells: list[str], reason: str) -> str:
 def needs_probe(optimizer_class_name: str) -> bool:
     """A class from a package or a file (module.Class): batched only after the
     run-independence probe (engines/probe.py) passes, which the config check
-    runs under engine batched and the training job under engine auto
-    (engines/eligibility.py)."""
+    runs under engine batched and the training job under auto and batched
+    (``choose_engine``'s ``probe``)."""
     return "." in optimizer_class_name
 
 
@@ -170,7 +173,33 @@ def can_batch(
     return True, f"batched: {optimizer_class_name} is element-wise; {reason}"
 
 
-def choose(
+def kept_in_loop_under_auto(
+    optimizer_class_name: str, loss_class_name: str | None = None
+) -> str | None:
+    """Why engine auto, which promises the loop's bits, keeps a batchable cell in the
+    loop (None: it need not): the batched L-BFGS and losses of one value per sample
+    agree with the loop to float32 rounding only. The batched engine asks it with
+    the optimizer alone under ``exact_only`` (its L-BFGS rule)."""
+    if optimizer_class_name in CLOSURE_BATCHED:
+        return LBFGS_UNDER_AUTO
+    if PER_RUN_REDUCTION.get(loss_class_name) == "samples":
+        return SAMPLE_LOSSES_UNDER_AUTO.format(loss=loss_class_name)
+    return None
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """Which engine trains a group of runs, and the sentence saying why (the job's
+    log and each run's sidecar, ``engine_reason``)."""
+
+    batched: bool
+    reason: str
+    # A class from a package or a file that the run-independence probe passed:
+    # its verdict stands in for the list of element-wise classes.
+    probed: bool = False
+
+
+def choose_engine(
     requested: str,
     optimizer_class_name: str,
     problem_kind: str,
@@ -178,13 +207,50 @@ def choose(
     loss_kwargs: dict | None = None,
     runs: int | None = None,
     grouped: bool = False,
+    probe: Callable[[], tuple[bool, str]] | None = None,
+) -> EngineChoice:
+    """The one engine decision for ``runs`` runs of one cell under config ``engine`` =
+    ``requested`` (auto, batched or loop). Asked by the config check (settings.py,
+    engine: batched, before any job), the dry run's estimate (cost.py), the training
+    job (engines/job.py, before a group trains) and the batched engine called
+    directly (batched.train_batched).
+
+    The other arguments are those of ``can_batch``; ``grouped``: the entry has
+    parameter groups (roles), which the batched engine does not stack. ``probe``:
+    for a class from a package or a file, a callable giving the run-independence
+    probe's (passed, verdict) (engines/probe.py ``class_verdict``); None where it
+    cannot run (the estimate, torch-free: such a class counts as the loop).
+    ``batched`` asks for the engine wherever it is safe (the config check refuses
+    the rest before any job); ``auto`` also keeps what is not bit-exact to the
+    loop in the loop and leaves a single run to the loop, where batching gains
+    nothing."""
+    ok, reason = _by_name(
+        requested, optimizer_class_name, problem_kind, loss_class_name, loss_kwargs, runs, grouped
+    )
+    single = requested == "auto" and runs == 1
+    if ok or requested == "loop" or grouped or single or probe is None:
+        return EngineChoice(ok, reason)
+    if not needs_probe(optimizer_class_name):
+        return EngineChoice(ok, reason)
+    loss_ok, loss_reason = loss_batchable(problem_kind, loss_class_name, loss_kwargs)
+    if not loss_ok:
+        return EngineChoice(False, loss_reason)
+    passed, verdict = probe()
+    if passed:
+        return EngineChoice(True, f"batched: {verdict}; {loss_reason}", probed=True)
+    return EngineChoice(False, verdict)
+
+
+def _by_name(
+    requested: str,
+    optimizer_class_name: str,
+    problem_kind: str,
+    loss_class_name: str | None,
+    loss_kwargs: dict | None,
+    runs: int | None,
+    grouped: bool,
 ) -> tuple[bool, str]:
-    """(batched?, why) for a group of ``runs`` runs of one cell under config
-    ``engine`` = ``requested`` (auto, batched or loop); the other arguments are
-    those of ``can_batch``; ``grouped``: the entry has parameter groups
-    (roles), which the batched engine does not stack. ``batched`` asks for the engine wherever it is
-    safe (the config check refuses the rest before any job); ``auto`` also
-    leaves a single run to the loop, where batching gains nothing."""
+    """``choose_engine`` for what its names tell, before any probe."""
     if requested == "loop":
         return False, "engine loop was asked for (config key engine)"
     if grouped:
@@ -192,10 +258,10 @@ def choose(
             f"optimizer {optimizer_class_name} with parameter groups runs in the per-run loop"
         )
     ok, reason = can_batch(optimizer_class_name, problem_kind, loss_class_name, loss_kwargs)
-    if ok and requested == "auto" and optimizer_class_name in CLOSURE_BATCHED:
-        return False, LBFGS_UNDER_AUTO
-    if ok and requested == "auto" and PER_RUN_REDUCTION.get(loss_class_name) == "samples":
-        return False, SAMPLE_LOSSES_UNDER_AUTO.format(loss=loss_class_name)
+    if ok and requested == "auto":
+        kept = kept_in_loop_under_auto(optimizer_class_name, loss_class_name)
+        if kept:
+            return False, kept
     if ok and runs == 1 and requested == "auto":
         return False, "a single run: the per-run loop (batching one run gains nothing)"
     return ok, reason

@@ -40,7 +40,7 @@ PROCESS_BYTES = 400 * 2**20
 # Bytes per run trained together, for a problem that declares no RUN_BYTES.
 STATE_BYTES = 256 * 2**10
 STEP_BYTES = 120
-# Runs a training job trains together at most (train.py's chunk): the engine
+# Runs a training job trains together at most (group_training's chunk): the engine
 # keeps them all in memory (about 22 KiB per run on the reference problem,
 # 250 KiB on digits_mlp), and the speed-up levels off well before this
 # (tools/benchmark_engines.py).
@@ -129,27 +129,25 @@ def training_seconds(experiment, jobs: int) -> float:
     for cell in experiment.cells():
         problem = experiment.problems[cell.problem]
         costs = run_step_us(problem)
-        loop_us, batched_us, closure_us = costs["loop"], costs["batched"], costs["lbfgs_loop"]
         optimizer = experiment.optimizers[cell.optimizer]
         loss = experiment.losses.get(cell.loss)
-        if optimizer.cls == "LBFGS":
-            batched_lbfgs = experiment.engine == "batched" and costs["lbfgs_batched"] is not None
-            cost_us = costs["lbfgs_batched"] if batched_lbfgs else closure_us
-            if batched_lbfgs:
-                total += closure_us * problem.steps * checks / 1e6
-        else:
-            batched, _ = batch_policy.choose(
-                experiment.engine,
-                optimizer.cls,
-                problem.kind,
-                loss and loss.cls,
-                loss and loss.kwargs,
-                seeds,
-                grouped=bool(optimizer.groups),
-            )
-            cost_us = batched_us if batched and batched_us is not None else loop_us
-            if batched and batched_us is not None:
-                total += loop_us * problem.step_cost_factor * problem.steps * checks / 1e6
+        # No probe at plan time: a class the job's probe decides counts as the loop.
+        batched = batch_policy.choose_engine(
+            experiment.engine,
+            optimizer.cls,
+            problem.kind,
+            loss and loss.cls,
+            loss and loss.kwargs,
+            seeds,
+            grouped=bool(optimizer.groups),
+        ).batched
+        lbfgs = optimizer.cls == "LBFGS"  # its own costs: several evaluations per step
+        loop_us = costs["lbfgs_loop"] if lbfgs else costs["loop"]
+        batched_us = costs["lbfgs_batched"] if lbfgs else costs["batched"]
+        batched = batched and batched_us is not None
+        cost_us = batched_us if batched else loop_us
+        if batched:
+            total += loop_us * problem.step_cost_factor * problem.steps * checks / 1e6
         # A larger model size: its run-steps cost more than the defaults' measured ones.
         total += cost_us * problem.step_cost_factor * problem.steps * seeds / 1e6
     return total

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from optbench import grid
 from optbench.planning import jobs
+from optbench.planning.run_settings import JOB_WIDE, RunSettings
 from optbench.problems import Facts
 
 # The loss name of a problem that is minimised directly (KIND objective): it
@@ -109,7 +110,7 @@ class Problem:
         if self.source_sha256 is not None:
             described["source_sha256"] = self.source_sha256
         # Only on the size axis, so that other runs keep their settings; the
-        # sidecar records them (train.py writes the spec).
+        # sidecar records them (engines/job.py writes the run settings).
         if self.size is not None:
             described["size"] = self.size
             described["parameter_count"] = self.parameter_count
@@ -138,7 +139,7 @@ class Experiment:
     problems: dict[str, Problem]
     optimizers: dict[str, Optimizer]
     losses: dict[str, Component]
-    engine: str = "auto"  # auto, batched or loop (training.py, train.py)
+    engine: str = "auto"  # auto, batched or loop (batch_policy.choose_engine)
     job_scope: str = "cell"  # cell, optimizer, loss or problem (jobs.SCOPES)
     numerics: str = "portable"  # portable or native (numerics.py)
     eval_every: int = 0  # held-out metrics every k steps (0: after the last step only)
@@ -189,19 +190,22 @@ class Experiment:
             for label in labels
         ]
 
-    def run_spec(self, cell: Cell) -> dict:
+    def run_settings(self, cell: Cell) -> RunSettings:
         """The settings a training job needs for one cell."""
         problem = self.problems[cell.problem]
-        return {
-            "problem": problem.as_dict(),
-            "steps": problem.steps,
-            "loss": None if cell.loss == OBJECTIVE else self.losses[cell.loss].as_dict(),
-            "optimizer": self.optimizers[cell.optimizer].as_dict(cell.variant),
-            "variant": cell.variant,
-            "device": self.device,
-            # Only where set, so that runs without a curve keep their settings.
-            **({"eval_every": self.eval_every} if self.eval_every else {}),
-        }
+        return RunSettings(
+            problem=problem.as_dict(),
+            steps=problem.steps,
+            loss=None if cell.loss == OBJECTIVE else self.losses[cell.loss].as_dict(),
+            optimizer=self.optimizers[cell.optimizer].as_dict(cell.variant),
+            variant=cell.variant,
+            # device, eval_every, ...: the Experiment's fields of the same names.
+            **{key: getattr(self, key) for key in JOB_WIDE},
+        )
+
+    def run_spec(self, cell: Cell) -> dict:
+        """``run_settings`` as a plain dict (its JSON form: a ``--spec`` argument)."""
+        return self.run_settings(cell).as_dict()
 
     def run_spec_json(self, cell: Cell) -> str:
         return json.dumps(self.run_spec(cell), sort_keys=True)

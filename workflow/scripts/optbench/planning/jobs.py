@@ -1,7 +1,7 @@
 """Training jobs: which runs each job holds, and the compact argument that describes them.
 
 Torch-free and cheap: Snakemake plans jobs with it in every invocation, and
-``train.py`` expands the same argument back into runs.
+the training job (engines/job.py) expands the same argument back into runs.
 
 A job holds the runs of a set of cells (config ``job_scope``) for one range of
 seed values (config ``seeds_per_job``). Its command line must stay short
@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 
 from optbench import grid
+from optbench.planning.run_settings import JOB_WIDE, RunSettings
 
 # A job's key: the leading fields of grid.CELL_FIELDS that
 # all its runs share. cell: one variant of one optimizer; optimizer: all its
@@ -139,14 +140,16 @@ PER_VARIANT = ("kwargs", "schedule")
 def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -> str:
     """The JSON a training job receives: everything ``expand`` needs, each thing once."""
     problems, losses, optimizers = {}, {}, {}
-    listed = []
+    listed, shared_by_all = [], {}
     for cell in cells:
-        spec = experiment.run_spec(cell)
-        problems[cell.problem] = {"problem": spec["problem"], "steps": spec["steps"]}
-        losses[cell.loss] = spec["loss"]
+        settings = experiment.run_settings(cell)
+        # device, eval_every, ... (the study's): left out while at their defaults.
+        shared_by_all = {key: value for key, value in settings.items() if key in JOB_WIDE}
+        problems[cell.problem] = {"problem": settings.problem, "steps": settings.steps}
+        losses[cell.loss] = settings.loss
         # The entry once (name, class, groups, source digest), each variant's
         # kwargs and, where it has one, its schedule.
-        described = spec["optimizer"]
+        described = settings.optimizer
         shared = {key: value for key, value in described.items() if key not in PER_VARIANT}
         entry = optimizers.setdefault(cell.optimizer, shared | {"v": {}})
         entry["v"][cell.variant] = described["kwargs"]
@@ -155,8 +158,7 @@ def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -
         listed.append([cell.problem, cell.loss, cell.optimizer, cell.variant])
     return json.dumps(
         {
-            "device": experiment.device,
-            **({"eval_every": experiment.eval_every} if experiment.eval_every else {}),
+            **shared_by_all,
             "problems": problems,
             "losses": losses,
             "optimizers": optimizers,
@@ -172,7 +174,7 @@ def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -
 
 @dataclass(frozen=True)
 class Run:
-    spec: dict  # the cell's settings, as settings.Experiment.run_spec gives them
+    spec: RunSettings  # the cell's settings (shared by its runs), as Experiment.run_settings
     seed: int
     tsv: str
     sidecar: str
@@ -184,22 +186,21 @@ def expand(text: str) -> list[Run]:
     runs = []
     for problem, loss, optimizer, variant in job["cells"]:
         entry = job["optimizers"][optimizer]
-        spec = {
-            "problem": job["problems"][problem]["problem"],
-            "steps": job["problems"][problem]["steps"],
-            "loss": job["losses"][loss],
-            "optimizer": {key: value for key, value in entry.items() if key not in ("v", "s")}
+        settings = RunSettings(
+            problem=job["problems"][problem]["problem"],
+            steps=job["problems"][problem]["steps"],
+            loss=job["losses"][loss],
+            optimizer={key: value for key, value in entry.items() if key not in ("v", "s")}
             | {"kwargs": entry["v"][variant]}
             | ({"schedule": entry["s"][variant]} if variant in entry.get("s", {}) else {}),
-            "variant": variant,
-            "device": job["device"],
-            **({"eval_every": job["eval_every"]} if "eval_every" in job else {}),
-        }
+            variant=variant,
+            **{key: job[key] for key in JOB_WIDE if key in job},
+        )
         fields = {"problem": problem, "loss": loss, "optimizer": optimizer, "variant": variant}
         for seed in parse_seed_ranges(job["seeds"]):
             runs.append(
                 Run(
-                    spec,
+                    settings,
                     seed,
                     job["tsv"].format(seed=seed, **fields),
                     job["sidecar"].format(seed=seed, **fields),

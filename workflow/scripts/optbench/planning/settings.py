@@ -148,7 +148,7 @@ def _what(value) -> str:
     return _shorten(f"{kind} {value!r}", 80)
 
 
-def _component_problems(
+def _component_errors(
     kind: str, name: str, entry: dict, catalog, optimizers_dir: Path | None = None
 ) -> list[str]:
     """Class, keyword and keyword-type checks against the class's signature: torch's
@@ -172,11 +172,11 @@ def _component_problems(
             return [f"config key {key}.class: {error}."]
         if signature is None and entry.get("base") is None:
             return []
-        wrapper_problems, signature = _wrapper_problems(
+        wrapper_errors, signature = _wrapper_errors(
             key, entry, source, signature, catalog, optimizers_dir
         )
-        if wrapper_problems or signature is None:
-            return wrapper_problems
+        if wrapper_errors or signature is None:
+            return wrapper_errors
         module, cls = source.module, source.name
         if entry.get("base") is not None:
             cls += f" around {entry['base']}"  # kwargs go to the wrapper and its base
@@ -191,20 +191,20 @@ def _component_problems(
                 f"Fix: use one of {', '.join(sorted(catalog.losses))}."
             ]
         signature = catalog.losses[cls]
-    problems = []
+    errors = []
     if kind == "optimizers" and "params" in kwargs:
-        problems.append(
+        errors.append(
             f"config key {key}.kwargs: 'params' is supplied by the pipeline (the model's "
             "weights). Fix: remove it from kwargs."
         )
     unknown = [arg for arg in signature.unknown(kwargs) if arg != "params"]
     if unknown:
         accepted = [p for p in signature.parameters if p != "params"]
-        problems.append(
+        errors.append(
             f"config key {key}.kwargs: {module}.{cls} does not accept "
             f"{', '.join(map(repr, unknown))}. Fix: use only {', '.join(accepted)}."
         )
-    problems += _type_problems(f"{key}.kwargs", module, cls, signature, kwargs)
+    errors += _type_errors(f"{key}.kwargs", module, cls, signature, kwargs)
     sweep = {
         arg: values
         for arg, values in (entry.get("sweep") or {}).items()
@@ -213,24 +213,24 @@ def _component_problems(
     unknown = [arg for arg in signature.unknown(sweep) if arg != "params"]
     if unknown or "params" in sweep:
         accepted = [p for p in signature.parameters if p != "params"]
-        problems.append(
+        errors.append(
             f"config key {key}.sweep: {module}.{cls} does not accept "
             f"{', '.join(map(repr, unknown or ['params']))}. Fix: sweep only "
             f"{', '.join(accepted)}."
         )
     for arg, values in sweep.items():
-        problems += _type_problems(
+        errors += _type_errors(
             f"{key}.sweep", module, cls, signature, {f"{arg}.{i}": v for i, v in enumerate(values)}
         )
     if kind == "optimizers" and entry.get("search"):
-        problems += _search_problems(key, module, cls, signature, entry)
+        errors += _search_errors(key, module, cls, signature, entry)
     if kind == "optimizers":
-        problems += _schedule_problems(key, entry, catalog, source)
-    return problems
+        errors += _schedule_errors(key, entry, catalog, source)
+    return errors
 
 
-def _wrapper_problems(key: str, entry: dict, source, signature, catalog, optimizers_dir):
-    """(problems, the signature kwargs are checked against) of an entry's ``base:``:
+def _wrapper_errors(key: str, entry: dict, source, signature, catalog, optimizers_dir):
+    """(errors, the signature kwargs are checked against) of an entry's ``base:``:
     given exactly where the class is a wrapper, a plain optimizer the loop can
     drive inside it; kwargs then go to the wrapper and the base together."""
     base = entry.get("base")
@@ -302,7 +302,7 @@ def _base_refusal(source, signature) -> str | None:
     return None
 
 
-def _schedule_problems(key: str, entry: dict, catalog, source) -> list[str]:
+def _schedule_errors(key: str, entry: dict, catalog, source) -> list[str]:
     """The entry's schedule, and the schedule parameters its sweep or search varies."""
     schedule = entry.get("schedule")
     varied = [
@@ -324,7 +324,7 @@ def _schedule_problems(key: str, entry: dict, catalog, source) -> list[str]:
         found = schedules.family_problems(key, schedule)
         taken = schedules.FAMILIES.get(schedule["family"], {})
     else:
-        found, taken = _scheduler_class_problems(key, schedule, catalog)
+        found, taken = _scheduler_class_errors(key, schedule, catalog)
     for name in varied:
         parameter = name.removeprefix(grid.SCHEDULE_PREFIX)
         if taken is not None and parameter not in taken:
@@ -343,8 +343,8 @@ def _schedule_problems(key: str, entry: dict, catalog, source) -> list[str]:
     return found
 
 
-def _scheduler_class_problems(key: str, schedule: dict, catalog):
-    """(problems, parameters it takes or None when unknown) of a
+def _scheduler_class_errors(key: str, schedule: dict, catalog):
+    """(errors, parameters it takes or None when unknown) of a
     torch.optim.lr_scheduler class and its keyword arguments."""
     name = schedule["class"]
     if catalog is None:
@@ -371,37 +371,37 @@ def _scheduler_class_problems(key: str, schedule: dict, catalog):
             f"{', '.join(map(repr, unknown))} (the optimizer is supplied by the pipeline). "
             f"Fix: use only {', '.join(taken)}."
         )
-    found += _type_problems(key, "torch.optim.lr_scheduler", name, signature, kwargs)
+    found += _type_errors(key, "torch.optim.lr_scheduler", name, signature, kwargs)
     return found, taken
 
 
-def _search_problems(key: str, module: str, cls: str, signature, entry: dict) -> list[str]:
+def _search_errors(key: str, module: str, cls: str, signature, entry: dict) -> list[str]:
     """A search's ranges, and that each names an argument the class takes, of its kind."""
     if entry.get("sweep"):
         return [
             f"config key {key}: both sweep and search. Fix: keep one (a search draws its "
             "values; a sweep lists them)."
         ]
-    problems = []
+    errors = []
     space_key = f"{key}.search.space"
     for name, spec in entry["search"]["space"].items():
         found = search.range_problems(space_key, name, spec)
         if found:
-            problems += found
+            errors += found
             continue
         if name.startswith(grid.SCHEDULE_PREFIX):
-            continue  # a schedule parameter (_schedule_problems)
+            continue  # a schedule parameter (_schedule_errors)
         argument, index = search.argument_of(name)
         if signature.unknown([argument]) or argument == "params":
             accepted = [p for p in signature.parameters if p != "params"]
-            problems.append(
+            errors.append(
                 f"config key {space_key}.{name}: {module}.{cls} does not accept {argument!r}. "
                 f"Fix: search only {', '.join(accepted)}."
             )
             continue
         given = entry["kwargs"].get(argument)
         if index is not None and not (isinstance(given, list) and index < len(given)):
-            problems.append(
+            errors.append(
                 f"config key {space_key}.{name}: searches element {index} of {argument}, but "
                 f"kwargs gives no {argument} with that element. Fix: give the whole tuple in "
                 f"kwargs, e.g. {argument}: [0.9, 0.999]."
@@ -412,31 +412,31 @@ def _search_problems(key: str, module: str, cls: str, signature, entry: dict) ->
             items = expected.items or ()
             expected = items[index] if index < len(items) else None
         if spec["scale"] == "integer" and expected is not None and expected.kind == "number":
-            problems.append(
+            errors.append(
                 f"config key {space_key}.{name}: an integer range, but {module}.{cls}'s "
                 f"{name} is a float (not annotated int; its default is {expected.default}). "
                 "Fix: use scale log or linear."
             )
-    return problems
+    return errors
 
 
-def _type_problems(key: str, module: str, cls: str, signature, kwargs: dict) -> list[str]:
+def _type_errors(key: str, module: str, cls: str, signature, kwargs: dict) -> list[str]:
     """Keyword values whose type differs from what torch's default tells.
 
     Keys may carry a list position (``lr.2`` for the third swept value); the
     argument is the part before the dot.
     """
-    problems = []
+    errors = []
     for label, value in kwargs.items():
         arg = label.split(".")[0]
         expected = signature.wrong_type(arg, value)
         if expected is not None:
-            problems.append(
+            errors.append(
                 f"config key {key}.{label}: {module}.{cls} takes {expected.describe()} "
                 f"here (its default is {_yaml_text(expected.default)}), not {_what(value)}. "
                 f"Fix: give {expected.describe()}, e.g. {arg}: {_yaml_text(expected.default)}."
             )
-    return problems
+    return errors
 
 
 def _variants(entry: dict) -> list[grid.Variant]:
@@ -446,7 +446,7 @@ def _variants(entry: dict) -> list[grid.Variant]:
     return grid.expand_sweep(entry["kwargs"], entry.get("sweep") or {}, entry.get("schedule"))
 
 
-def _variant_problems(name: str, entry: dict) -> list[str]:
+def _variant_errors(name: str, entry: dict) -> list[str]:
     """Sweep values that cannot name a variant (file-name-safe, distinct), and
     varied schedule parameters out of their range."""
     schedule = entry.get("schedule")
@@ -515,7 +515,7 @@ def _size_axis(name: str, entry: dict, declaration) -> tuple[list[str], dict]:
     return found, {size: declared[size] for size in declared if size in names}
 
 
-def _tune_at_problems(key: str, entry: dict, axis: dict) -> list[str]:
+def _tune_at_errors(key: str, entry: dict, axis: dict) -> list[str]:
     """tune_at: names sizes and budgets of the entry's own axes."""
     tune_at = entry.get("tune_at")
     if tune_at is None:
@@ -557,10 +557,10 @@ def expanded_name(entry: str, size: str | None, budget: int | None) -> str:
     )
 
 
-def _problem_problems(
+def _checked_problem_entry(
     name: str, entry: dict, losses: dict, user_dir
 ) -> tuple[list[str], list[Problem]]:
-    """A problem entry's checks (registered name, parameters, losses), and its
+    """A problem entry's errors (registered name, parameters, losses), and its
     problems: the entry itself, or one per (size, budget) where it has sizes:
     or budgets: (docs/configuration.md#sizes-and-budgets)."""
     key = f"problems.{name}"
@@ -570,7 +570,7 @@ def _problem_problems(
     except problems.ProblemError as error:
         return [f"config key {key}.problem: {error}"], []
     found, axis = _size_axis(name, entry, declaration)
-    found += _tune_at_problems(key, entry, axis)
+    found += _tune_at_errors(key, entry, axis)
     if "budgets" in entry and "steps" in entry:
         found.append(
             f"config key {key}: both steps and budgets. Fix: give budgets (each its own run "
@@ -650,7 +650,7 @@ def _problem_problems(
 
 def _selection(axes: dict[str, tuple], only: dict) -> tuple[dict[str, tuple], list[str]]:
     """The part of the grid that ``only`` keeps, axis by axis, in configured order."""
-    selected, problems = {}, []
+    selected, errors = {}, []
     for axis, values in axes.items():
         wanted = only.get(axis)
         if wanted is None:
@@ -658,13 +658,13 @@ def _selection(axes: dict[str, tuple], only: dict) -> tuple[dict[str, tuple], li
             continue
         missing = [value for value in wanted if value not in values]
         if missing:
-            problems.append(
+            errors.append(
                 f"config key only.{axis}: {', '.join(map(repr, missing))} "
                 f"{'is' if len(missing) == 1 else 'are'} not in the configured grid. "
                 f"Fix: choose from {', '.join(map(str, values))}."
             )
         selected[axis] = tuple(value for value in values if value in wanted)
-    return selected, problems
+    return selected, errors
 
 
 def _seeds_per_job(value, seeds: tuple[int, ...]) -> int:
@@ -674,12 +674,13 @@ def _seeds_per_job(value, seeds: tuple[int, ...]) -> int:
     return int(value)
 
 
-def _engine_problems(experiment: Experiment, optimizers_dir: Path | None) -> list[str]:
+def _engine_errors(experiment: Experiment, optimizers_dir: Path | None) -> list[str]:
     """engine: batched promises that every cell trains batched; say which cannot, before any job.
 
-    A class from a package or a file is probed here (engines/eligibility.py,
-    which imports torch and the class) with every variant's kwargs, as the job
-    would probe it: the refusal comes before any job, in the job's words."""
+    Asks batch_policy.choose_engine as the job does; a class from a package or a
+    file is probed here (engines/probe.py, which imports torch and the class)
+    with every variant's kwargs, as the job would probe it: the refusal comes
+    before any job, in the job's words."""
     if experiment.engine != "batched":
         return []
     refused = {}
@@ -688,31 +689,31 @@ def _engine_problems(experiment: Experiment, optimizers_dir: Path | None) -> lis
         problem = experiment.problems[cell.problem]
         optimizer = experiment.optimizers[cell.optimizer]
         loss = None if cell.loss == OBJECTIVE else experiment.losses[cell.loss]
-        if batch_policy.needs_probe(optimizer.cls) and not optimizer.groups:
-            ok, reason = batch_policy.loss_batchable(
-                problem.kind, loss and loss.cls, loss and loss.kwargs
+
+        def probe(cell=cell):
+            if cell.optimizer not in verdicts:
+                verdicts[cell.optimizer] = _probe_verdict(experiment, cell, optimizers_dir)
+            return verdicts[cell.optimizer]
+
+        choice = batch_policy.choose_engine(
+            "batched",
+            optimizer.cls,
+            problem.kind,
+            loss and loss.cls,
+            loss and loss.kwargs,
+            grouped=bool(optimizer.groups),
+            probe=probe,
+        )
+        if not choice.batched:
+            refused.setdefault(choice.reason, []).append(
+                f"{cell.problem}/{cell.loss}/{cell.optimizer}"
             )
-            if ok:
-                if cell.optimizer not in verdicts:
-                    verdicts[cell.optimizer] = _probe_verdict(experiment, cell, optimizers_dir)
-                ok, reason = verdicts[cell.optimizer]
-        else:
-            ok, reason = batch_policy.choose(
-                "batched",
-                optimizer.cls,
-                problem.kind,
-                loss and loss.cls,
-                loss and loss.kwargs,
-                grouped=bool(optimizer.groups),
-            )
-        if not ok:
-            refused.setdefault(reason, []).append(f"{cell.problem}/{cell.loss}/{cell.optimizer}")
     return [batch_policy.batched_refusal(cells, reason) for reason, cells in refused.items()]
 
 
 def _probe_verdict(experiment: Experiment, cell: Cell, optimizers_dir) -> tuple[bool, str]:
     """The training job's verdict on a package's or a file's class, at plan time."""
-    from optbench.engines import eligibility, training  # torch: only for such a class
+    from optbench.engines import probe, training  # torch: only for such a class
 
     entries = [
         experiment.run_spec(dataclasses.replace(cell, variant=variant))["optimizer"]
@@ -720,12 +721,12 @@ def _probe_verdict(experiment: Experiment, cell: Cell, optimizers_dir) -> tuple[
     ]
     kwargs = [training.optimizer_kwargs(entry) for entry in entries]
     try:
-        return eligibility.class_verdict(entries[0], optimizers_dir, kwargs)
+        return probe.class_verdict(entries[0], optimizers_dir, kwargs)
     except training.RunError as error:
         return False, str(error)
 
 
-def _job_size_problems(experiment: Experiment) -> list[str]:
+def _job_size_errors(experiment: Experiment) -> list[str]:
     """A job whose argument would not fit on a command line (jobs.MAX_ARGUMENT)."""
     if experiment.job_scope == "cell":
         return []  # one cell's argument is a few hundred bytes
@@ -747,7 +748,7 @@ def _torch_build(value: str, device: str) -> str:
     return "cpu" if device == "cpu" else "cuda"
 
 
-def _moved_key_problems(config: dict) -> list[str]:
+def _moved_key_errors(config: dict) -> list[str]:
     """Keys of earlier versions that have a new place, with where to put them."""
     if "dim" in config:
         return [
@@ -758,7 +759,7 @@ def _moved_key_problems(config: dict) -> list[str]:
     return []
 
 
-def _seed_role_problems(config: dict) -> list[str]:
+def _seed_role_errors(config: dict) -> list[str]:
     """Tuning and evaluation seeds must be disjoint, and a sweep needs tuning seeds."""
     found = []
     seeds, tuning = config["seeds"], config["tuning_seeds"]
@@ -813,7 +814,7 @@ def validate(
     oversized = _size_problems(config)
     if oversized:
         raise ConfigError(oversized)
-    moved = _moved_key_problems(config) + analysis_context.band_problems(config)
+    moved = _moved_key_errors(config) + analysis_context.band_problems(config)
     config = {key: value for key, value in config.items() if key != "dim"}
     if analysis_context.band_problems(config):
         config.pop("band")  # reported above with the new values; the schema adds the default
@@ -842,17 +843,17 @@ def validate(
                     "that an objective problem minimises directly. Fix: rename this loss."
                 )
                 continue
-            found += _component_problems("losses", name, entry, catalog)
+            found += _component_errors("losses", name, entry, catalog)
             losses[name] = Component(name, entry["class"], entry["kwargs"])
     if isinstance(config["optimizers"], dict):
         for name, entry in config["optimizers"].items():
             if ("optimizers", name) in refused or not isinstance(entry, dict):
                 continue
-            entry_problems = _component_problems("optimizers", name, entry, catalog, optimizers_dir)
-            if not entry_problems:  # variants are drawn only from a search space that checks out
-                entry_problems += _variant_problems(name, entry)
-            found += entry_problems
-            if not entry_problems:
+            entry_errors = _component_errors("optimizers", name, entry, catalog, optimizers_dir)
+            if not entry_errors:  # variants are drawn only from a search space that checks out
+                entry_errors += _variant_errors(name, entry)
+            found += entry_errors
+            if not entry_errors:
                 sweep = entry.get("sweep") or {}
                 variants = _variants(entry)
                 # torch.optim.X is X: the same runs, files and batching.
@@ -870,7 +871,7 @@ def validate(
                     base,
                     base and optimizer_sources.file_digest(base, optimizers_dir),
                 )
-    found += _seed_role_problems(config)
+    found += _seed_role_errors(config)
     found += analysis_context.candidate_count_problems(
         {name: len(o.variants) - 1 for name, o in optimizers.items()}
     )
@@ -881,8 +882,8 @@ def validate(
         for name, entry in config["problems"].items():
             if ("problems", name) in refused or not isinstance(entry, dict):
                 continue
-            entry_problems, made = _problem_problems(name, entry, losses, problems_dir)
-            found += entry_problems
+            entry_errors, made = _checked_problem_entry(name, entry, losses, problems_dir)
+            found += entry_errors
             if made:
                 entry_problems_of[name] = made
     problem_entries = {p.name: p for made in entry_problems_of.values() for p in made}
@@ -954,7 +955,7 @@ def validate(
         baseline=config["baseline"],
         ranking_metric=config["ranking_metric"],
     )
-    found = _engine_problems(experiment, optimizers_dir) + _job_size_problems(experiment)
+    found = _engine_errors(experiment, optimizers_dir) + _job_size_errors(experiment)
     if not found:
         limit = cost.machine_bytes() if memory_bytes == "machine" else memory_bytes
         too_large = cost.too_large(cost.plan_for(experiment), limit)

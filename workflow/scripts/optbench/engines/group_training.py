@@ -1,0 +1,204 @@
+"""How a training job trains one group of runs: two engines behind one ``train``.
+
+A group is the runs of one (problem, loss, optimizer) that a job trains
+(``groups_of``). ``engine_for`` turns the job's engine choice
+(batch_policy.choose_engine) into a ``Loop`` or a ``Batched``; both have
+
+    train(runs, on_step=None) -> iterator of Trained
+
+which yields each run with its result, the engine that trained it and why:
+the loop each run as it finishes (the job writes it at once, so a killed job
+keeps what it finished), the batched engine its group once verified against
+the loop (verification.py). ``on_step(n)`` is called after every step with
+the run-steps it finished (the job's progress; a per-step hook such as a
+checkpoint fits there too). Library level: ``training.train_one`` is one run
+in the loop, ``batched.train_batched`` one chunk of runs stacked.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from optbench.engines import batched, training, verification
+from optbench.planning.batch_policy import EngineChoice
+from optbench.planning.cost import MAX_BATCH  # runs trained together at most
+
+# The details of a batch that its runs' sidecars record (engine_details).
+BATCH_DETAILS = (
+    "forward",
+    "variants",
+    "runs",
+    "batches",
+    "kernels_exact",
+    "bytes_per_run",
+    "probe",
+)
+
+
+class Trained(NamedTuple):
+    """One run as trained: what the job writes (verification.check_group's tuple)."""
+
+    run: object  # jobs.Run
+    result: training.RunResult
+    engine: str  # "batched" or "loop"
+    reason: str
+    details: dict
+
+
+def group_key(settings) -> tuple:
+    """Runs that one batched call may train together: one (problem, loss, optimizer)."""
+    # An objective problem has no loss; its runs' paths say "objective" (settings.OBJECTIVE).
+    loss = "objective" if settings["loss"] is None else settings["loss"]["name"]
+    return settings["problem"]["name"], loss, settings["optimizer"]["name"]
+
+
+def group_name(settings) -> str:
+    return "/".join(map(str, group_key(settings)))
+
+
+def groups_of(runs: list) -> list[list]:
+    """The job's runs grouped by ``group_key``, in the order groups first appear."""
+    grouped: dict[tuple, list] = {}
+    for run in runs:
+        grouped.setdefault(group_key(run.spec), []).append(run)
+    return list(grouped.values())
+
+
+def for_seed(seed, build, *args):
+    """build(*args), a RunError telling which seed failed (the job's log names it)."""
+    try:
+        return build(*args)
+    except training.RunError as error:
+        error.seed = seed
+        raise
+
+
+class Loop:
+    """The per-run loop: the group's runs one after another (training.train_one)."""
+
+    def __init__(self, device: torch.device, log, reason: str):
+        self.device, self.log, self.reason = device, log, reason
+
+    def train(self, runs: list, on_step=None):
+        for run in runs:
+            result = for_seed(
+                run.seed, training.train_one, run.spec, run.seed, self.device, on_step
+            )
+            yield Trained(run, result, "loop", self.reason, {})
+
+
+class Batched:
+    """The batched engine: the group's runs stacked in chunks of MAX_BATCH
+    (batched.train_batched), each chunk verified against the loop."""
+
+    def __init__(self, device: torch.device, log, requested: str, choice: EngineChoice):
+        self.device, self.log = device, log
+        # engine auto promises the loop's bits: inexact kernels and a batch that
+        # differs from the loop send the runs to the loop.
+        self.exact_only = requested == "auto"
+        self.probed = choice.reason if choice.probed else None
+
+    def train(self, runs: list, on_step=None):
+        # The whole group is trained before a sample of it is re-trained in the
+        # loop: one sample per group (at least one run per variant).
+        trained = [
+            entry
+            for start in range(0, len(runs), MAX_BATCH)
+            for entry in self._chunk(runs[start : start + MAX_BATCH], on_step)
+        ]
+        written, line = verification.check_group(
+            trained,
+            lambda run: for_seed(run.seed, training.train_one, run.spec, run.seed, self.device),
+            fall_back=self.exact_only,
+        )
+        if line:
+            print(line, file=self.log, flush=True)
+        yield from (Trained(*entry) for entry in written)
+
+    def _chunk(self, chunk: list, on_step):
+        settings = chunk[0].spec
+        criterion = None
+        if settings["loss"] is not None:
+            criterion = for_seed(chunk[0].seed, training.build_loss, settings["loss"])
+        instances = [
+            for_seed(run.seed, training.build_instance, run.spec, run.seed) for run in chunk
+        ]
+        kwargs = []
+        checked = set()
+        for run, instance in zip(chunk, instances, strict=True):
+            entry = run.spec["optimizer"]
+            if run.spec["variant"] not in checked:
+                # Bad kwargs fail here with the loop's message naming the entry.
+                for_seed(
+                    run.seed,
+                    training.build_optimizer,
+                    entry,
+                    instance.model.parameters(),
+                    run.spec.get("optimizers_dir"),
+                )
+                checked.add(run.spec["variant"])
+            kwargs.append(training.optimizer_kwargs(entry))
+        cls = training.optimizer_class(settings["optimizer"], settings.get("optimizers_dir"))
+        try:
+            result = batched.train_batched(
+                instances,
+                criterion,
+                cls,
+                kwargs,
+                settings["steps"],
+                self.device,
+                exact_only=self.exact_only,
+                probed=self.probed,
+                schedules=[run.spec["optimizer"].get("schedule") for run in chunk],
+                eval_every=settings.get("eval_every", 0),
+                on_step=on_step,
+            )
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:
+            # A value torch accepts at construction and refuses in use (a Huber
+            # delta of 0) fails here; the loop runs the chunk again, so the
+            # error is reported as an unbatched job reports it (naming the entry).
+            reason = f"the batched engine failed ({type(error).__name__}: {error}); ran the loop"
+            print(f"engine: {reason}", file=self.log, flush=True)
+            yield from Loop(self.device, self.log, reason).train(chunk, on_step)
+            return
+        details = {key: result.details[key] for key in BATCH_DETAILS if key in result.details}
+        details["batch_seconds"] = result.seconds
+        print(
+            f"engine {result.engine}: {len(chunk)} run(s) of {group_name(settings)}"
+            f" together in {result.seconds:.3f} s; {result.reason}"
+            + (f"; forward {details['forward']}" if "forward" in details else "")
+            + (f", kernels exact {details['kernels_exact']}" if "kernels_exact" in details else ""),
+            file=self.log,
+            flush=True,
+        )
+        share = result.seconds / len(chunk)
+        for run, instance, outcome in zip(chunk, instances, result.runs, strict=True):
+            # Each instance holds its run's final weights, as after the loop.
+            heldout = instance.evaluate(criterion)
+            yield Trained(
+                run,
+                training.RunResult(
+                    run.seed,
+                    outcome.losses,
+                    share,
+                    outcome.evaluations,
+                    heldout,
+                    outcome.lrs,
+                    instance.info,
+                    outcome.curve,
+                ),
+                result.engine,
+                result.reason,
+                details,
+            )
+
+
+def engine_for(choice: EngineChoice, requested: str, device: torch.device, log):
+    """The engine that trains a group, as ``choice`` says."""
+    if choice.batched:
+        return Batched(device, log, requested, choice)
+    return Loop(device, log, choice.reason)
