@@ -148,6 +148,27 @@ def test_the_answer_names_the_winner_the_margin_and_how_sure():
     assert "no pair here is significant" in second.sureness
 
 
+def test_the_answer_says_how_the_settings_were_tuned_and_flags_unequal_budgets():
+    tables = planted_tables()
+    tables["selection"] = tables["selection"].assign(
+        n_candidates=[1, 8, 1, 8, 4], n_tuning_seeds=[0, 3, 0, 3, 3]
+    )
+    first, second = answer.headlines(tables)
+    # p: only adamw was searched (the others are single settings): one protocol
+    assert first.tuning == "Tuning: adamw each chose from 8 trials on 3 tuning seeds, at p"
+    assert not any("unequal" in w for w in first.warnings)
+    # q: adamw had 8 trials, mine 4: named as unequal
+    assert (
+        "unequal tuning budgets (adamw 8 trials on 3 seeds; mine 4 trials on 3 seeds)"
+        in (second.warnings[-1])
+    )
+    # settings chosen at another block (tune_at) say so
+    tables["selection"] = tables["selection"].assign(tuned_at=["", "p-big", "", "", ""])
+    first, _ = answer.headlines(tables)
+    assert first.tuning.endswith("at p-big, transferred here")
+    assert "Tuning\\: adamw each chose" in answer.to_rst([first])
+
+
 def test_the_answer_names_the_ranking_metric_and_who_never_reached_the_target():
     """Found on a new user's study: the held-out loss was called "final loss", a
     baseline speed-up of 0 (never reached where the baseline did) read "0x the

@@ -58,6 +58,7 @@ class Headline:
     sureness: str = ""
     warnings: list[str] = field(default_factory=list)
     baseline: list[str] = field(default_factory=list)
+    tuning: str = ""
 
     @property
     def title(self) -> str:
@@ -191,6 +192,38 @@ def _range_edges(selection: pd.DataFrame | None, problem: str, loss: str) -> lis
     ]
 
 
+def _tuning_protocol(selection: pd.DataFrame | None, problem: str, loss: str) -> tuple[str, list]:
+    """How the compared settings were chosen here, and a warning where the
+    optimizers had unequal tuning budgets (trials or tuning seeds)."""
+    rows = _in_block(selection, problem, loss)
+    if rows.empty or "n_candidates" not in rows.columns:
+        return "", []
+    trials = pd.to_numeric(rows["n_candidates"], errors="coerce").fillna(0).astype(int)
+    seeds = pd.to_numeric(rows.get("n_tuning_seeds", 0), errors="coerce").fillna(0).astype(int)
+    tuned = rows[trials > 1]
+    if tuned.empty:
+        return "", []
+    effort = {
+        name: (int(trials[i]), int(seeds[i])) for i, name in tuned["optimizer"].astype(str).items()
+    }
+    where = set()
+    if "tuned_at" in rows.columns:
+        where = {_text(v) for v in tuned["tuned_at"] if _text(v) and _text(v) != problem}
+    place = f"at {', '.join(sorted(where))}, transferred here" if where else f"at {problem}"
+    if len(set(effort.values())) == 1:
+        n_trials, n_seeds = next(iter(effort.values()))
+        return (
+            f"Tuning: {', '.join(effort)} each chose from {n_trials} trials on {n_seeds} "
+            f"tuning seeds, {place}",
+            [],
+        )
+    budgets = "; ".join(f"{name} {t} trials on {s} seeds" for name, (t, s) in effort.items())
+    return (
+        f"Tuning: settings chosen {place}",
+        [f"unequal tuning budgets ({budgets}): a fair comparison gives each optimizer the same"],
+    )
+
+
 # What a speed-up is measured to (baseline.tsv's measure column).
 TARGETS = {
     "steps_to_heldout_target": "steps to the held-out target",
@@ -322,6 +355,8 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
         warnings = _diverged(board, tables.get("runs"), problem, loss)
         warnings += _range_edges(tables.get("selection"), problem, loss)
         warnings += scaling.truncation_notes(tables.get("rank_flips"), problem, loss)
+        tuning, unequal = _tuning_protocol(tables.get("selection"), problem, loss)
+        warnings += unequal
         found.append(
             Headline(
                 problem,
@@ -332,6 +367,7 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
                 sureness,
                 warnings,
                 _baseline_lines(tables.get("baseline"), problem, loss),
+                tuning,
             )
         )
     return found
@@ -349,7 +385,7 @@ def to_rst(items: list[Headline]) -> str:
     lines = []
     for item in items:
         lines += [f"- **{_rst_escape(item.title)}**: {_rst_escape(item.verdict)}."]
-        for text in (item.margin, item.sureness):
+        for text in (item.margin, item.sureness, item.tuning):
             if text:
                 lines += ["", f"  - {_rst_escape(text)}."]
         for text in item.baseline:
@@ -374,7 +410,7 @@ def to_html(items: list[Headline], title: str = "The answer") -> str:
         body.append("<p>No (problem, loss) pair in the leaderboard: nothing to answer.</p>")
     for item in items:
         body.append(f"<h2>{html.escape(item.title)}</h2><p>{html.escape(item.verdict)}.</p><ul>")
-        for text in (item.margin, item.sureness):
+        for text in (item.margin, item.sureness, item.tuning):
             if text:
                 body.append(f"<li>{html.escape(text)}.</li>")
         for text in item.baseline:
