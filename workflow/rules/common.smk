@@ -87,6 +87,7 @@ SUMMARY_DIR = f"{RESULTS}/summary"
 LOSS_FIGURE = f"{RESULTS}/figures/losses/{{problem}}/{{loss}}.{{ext}}"
 OVERVIEW_FIGURE = f"{RESULTS}/figures/overview.{{ext}}"
 ANALYSIS_FIGURE = f"{RESULTS}/figures/{{name}}.png"
+EXPLORER = f"{SUMMARY_DIR}/{outputs.EXPLORER_PAGE}"
 # Written last, when the study's tables and figures are made (study.smk).
 STUDY_RECORD = f"{RESULTS}/{studies.RECORD}"
 
@@ -229,6 +230,7 @@ def lost_cell_summaries():
 CELL_SUMMARY_CODE = commands.code_digest(SCRIPTS, "summarize_cell.py")
 COMBINE_CODE = commands.code_digest(SCRIPTS, "summarize.py")
 PLOT_CODE = commands.code_digest(SCRIPTS, "plot.py")
+EXPLORER_CODE = commands.code_digest(SCRIPTS, "explore.py")
 
 
 def loss_figures():
@@ -287,7 +289,7 @@ def study_outputs():
     # Every figure: Snakemake re-makes a missing file only when it is asked
     # for. The tables are inputs of the figures, so they are made without
     # being listed here (which keeps a dry run's lines shorter).
-    return [LEADERBOARD] + overview_figures() + loss_figures() + analysis_figures()
+    return [LEADERBOARD, EXPLORER] + overview_figures() + loss_figures() + analysis_figures()
 
 
 def final_outputs():

@@ -7,6 +7,7 @@
 localrules:
     plot_curves,
     plot_analysis,
+    explorer,
 
 
 rule plot_curves:
@@ -79,3 +80,29 @@ rule plot_analysis:
         code=PLOT_CODE,
     script:
         "../scripts/plot.py"
+
+
+# The interactive explorer (optbench.reporting.explorer): one offline HTML page
+# from the cell summaries of both seed roles and a few tables.
+rule explorer:
+    input:
+        evaluation=cell_summaries("evaluation"),
+        tuning=cell_summaries("tuning"),
+        **{name: f"{SUMMARY_DIR}/{TABLE_FILES[name]}" for name in outputs.EXPLORER_TABLES},
+    output:
+        report(
+            EXPLORER,
+            caption=f"../report/{outputs.EXPLORER_CAPTION}.rst",
+            category=outputs.ANSWER,
+            labels={"page": "explorer"},
+        ),
+    log:
+        f"{RESULTS}/logs/plot/explorer.log",
+    conda:
+        ANALYSIS_ENV
+    params:
+        band=EXPERIMENT.band,
+        title=STUDY,
+        code=EXPLORER_CODE,
+    script:
+        "../scripts/explore.py"
