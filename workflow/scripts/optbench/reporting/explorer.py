@@ -96,7 +96,9 @@ def training_curve(data: dict, band: str) -> dict:
         )
     seeds = sorted(set(lines["seed"]))
     steps = sorted(set(lines["step"]))
-    values = {(s, t): v for s, t, v in zip(lines["seed"], lines["step"], lines["loss"], strict=True)}
+    values = {
+        (s, t): v for s, t, v in zip(lines["seed"], lines["step"], lines["loss"], strict=True)
+    }
     table = summary.with_intervals(
         pd.DataFrame({"problem": 0, "step": data["steps"]["step"]} | data["steps"])
     ).set_index("step")
@@ -191,4 +193,6 @@ def page(data: dict, plotly_js: str) -> str:
 
 def write_explorer(path, cell_paths, table_paths: dict, band: str, title: str) -> None:
     tables = {name: summary.read_tsv(table_paths[name]) for name in EXPLORER_TABLES}
-    runfiles.write_text_atomic(path, page(payload(cell_paths, tables, band, title), plotly_bundle()))
+    runfiles.write_text_atomic(
+        path, page(payload(cell_paths, tables, band, title), plotly_bundle())
+    )

@@ -300,9 +300,14 @@ function drawSpeedups() {
           return h === null || !isFinite(h) ? 0 : h - y; }),
         arrayminus: kept.map(function (r) { var l = num(r[pair[0] + "_low"]), y = num(r[pair[0]]);
           return l === null || !isFinite(l) ? 0 : y - l; })},
+      customdata: kept.map(function (r) {
+        var l = num(r[pair[0] + "_low"]), h = num(r[pair[0] + "_high"]);
+        return l === null || h === null ? "no interval: " + r[pair[0] + "_ci_method"] :
+          "interval " + l.toPrecision(3) + " .. " + h.toPrecision(3) + " (" +
+          r[pair[0] + "_ci_method"] + ")"; }),
       mode: "markers", type: "scatter", name: "speed-up in " + pair[1],
       marker: {size: 10, symbol: i ? "diamond" : "circle"},
-      hovertemplate: "%{x}<br>%{y:.3g}x<extra>" + pair[1] + "</extra>"});
+      hovertemplate: "%{x}<br>%{y:.3g}x, %{customdata}<extra>" + pair[1] + "</extra>"});
   });
   var baseline = rows.length ? rows[0].baseline : "";
   Plotly.react(document.getElementById("speedups"), traces, {
