@@ -17,12 +17,12 @@ import json
 import re
 from pathlib import Path
 
+import browser
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-import browser
 from conftest import CONFIGS, snakemake
 
 CONFIG = CONFIGS / "explorer.yaml"
@@ -64,7 +64,8 @@ def page(study, driver, tmp_path_factory):
     driver.get(path.as_uri())
     browser.wait_for(
         driver,
-        "return document.body.getAttribute('data-ready') || document.body.getAttribute('data-error')",
+        "var b = document.body; return b.getAttribute('data-ready') || "
+        "b.getAttribute('data-error')",
     )
     assert driver.execute_script("return document.body.getAttribute('data-error')") is None
     return driver
@@ -189,7 +190,8 @@ def test_speedups_are_drawn_with_their_intervals(page, study):
     baseline = pd.read_csv(study / "results/summary/baseline.tsv", sep="\t")
     traces = page.execute_script(
         "return document.getElementById('speedups').data.map(t => ({name: t.name, "
-        "y: Array.from(t.y), plus: Array.from(t.error_y.array), minus: Array.from(t.error_y.arrayminus)}))"
+        "y: Array.from(t.y), plus: Array.from(t.error_y.array), "
+        "minus: Array.from(t.error_y.arrayminus)}))"
     )
     steps = next(trace for trace in traces if trace["name"] == "speed-up in steps")
     finite = baseline[np.isfinite(baseline["speedup"])]

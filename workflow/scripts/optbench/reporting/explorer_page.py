@@ -147,7 +147,9 @@ function curveTraces(cells) {
     var cell = entry.cell;
     var label = cell.optimizer + " " + cell.variant;
     DATA.fields.forEach(function (f) {
-      if (["problem", "loss", "optimizer", "variant"].indexOf(f) < 0) label += " " + f + "=" + cell[f];
+      if (["problem", "loss", "optimizer", "variant"].indexOf(f) < 0) {
+        label += " " + f + "=" + cell[f];
+      }
     });
     var list = variantsOf[cell.optimizer] = variantsOf[cell.optimizer] || [];
     if (list.indexOf(cell.variant) < 0) list.push(cell.variant);
@@ -156,7 +158,8 @@ function curveTraces(cells) {
     if (state.seeds === "band") {
       if (curve.low) {
         traces.push({x: curve.step, y: curve.low, mode: "lines", line: {width: 0, color: color},
-                     showlegend: false, legendgroup: label, hoverinfo: "skip", name: label + " band"});
+                     showlegend: false, legendgroup: label, hoverinfo: "skip",
+                     name: label + " band"});
         traces.push({x: curve.step, y: curve.high, mode: "lines", line: {width: 0, color: color},
                      fill: "tonexty", opacity: 0.2, fillcolor: color + "33", showlegend: false,
                      legendgroup: label, hoverinfo: "skip", name: label + " band"});
@@ -222,7 +225,8 @@ function drawSensitivity() {
   var select = document.getElementById("parameter");
   if (parameters.indexOf(state.parameter) < 0) state.parameter = parameters[0] || null;
   select.innerHTML = parameters.map(function (p) {
-    return "<option" + (p === state.parameter ? " selected" : "") + ">" + p + "</option>"; }).join("");
+    return "<option" + (p === state.parameter ? " selected" : "") + ">" + p + "</option>";
+  }).join("");
   var div = document.getElementById("sensitivity");
   var centre = DATA.band.indexOf("median") === 0 ? "median" : "geo_mean";
   var traces = [];
@@ -235,10 +239,12 @@ function drawSensitivity() {
     var g = groups[key];
     traces.push({x: g.map(function (r) { return num(r.value); }),
                  y: g.map(function (r) { return num(r[centre]); }),
-                 customdata: g.map(function (r) { return [r.problem, r.loss, r.optimizer, r.variant]; }),
+                 customdata: g.map(function (r) {
+                   return [r.problem, r.loss, r.optimizer, r.variant]; }),
                  mode: "markers", name: key,
                  marker: {color: colorOf(g[0].optimizer), size: 9,
-                          symbol: g.map(function (r) { return r.selected === "True" ? "star" : "circle"; })},
+                          symbol: g.map(function (r) {
+                            return r.selected === "True" ? "star" : "circle"; })},
                  hovertemplate: "%{customdata[2]} %{customdata[3]}<br>" + state.parameter +
                    " = %{x:.4g}<br>" + centre + " = %{y:.4g}<extra>click: its runs</extra>"});
   });
@@ -387,7 +393,8 @@ function buildTable(name) {
   Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, index) {
     th.addEventListener("click", function () {
       var ascending = th.getAttribute("data-order") !== "asc";
-      Array.prototype.forEach.call(th.parentNode.cells, function (c) { c.removeAttribute("data-order"); });
+      Array.prototype.forEach.call(th.parentNode.cells, function (c) {
+        c.removeAttribute("data-order"); });
       th.setAttribute("data-order", ascending ? "asc" : "desc");
       var rows = Array.prototype.slice.call(table.tBodies[0].rows);
       rows.sort(function (x, y) {
@@ -449,7 +456,8 @@ async function start() {
     document.body.setAttribute("data-ready", "1");
   } catch (error) {
     document.getElementById("status").textContent = "The explorer could not start: " + error +
-      ". It needs a browser with DecompressionStream (Chrome/Edge 80+, Firefox 113+, Safari 16.4+).";
+      ". It needs a browser with DecompressionStream " +
+      "(Chrome/Edge 80+, Firefox 113+, Safari 16.4+).";
     document.body.setAttribute("data-error", String(error));
     throw error;
   }
