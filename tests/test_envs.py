@@ -159,7 +159,7 @@ def third_party_imports(*paths) -> set[str]:
         (TRAIN_CPU, ["train.py", *TRAINING_MODULES]),
         (
             ANALYSIS,
-            ["summarize.py", "summarize_cell.py", "plot.py", *REPORTING_MODULES],
+            ["summarize.py", "summarize_cell.py", "plot.py", "explore.py", *REPORTING_MODULES],
         ),
     ],
 )
