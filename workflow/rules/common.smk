@@ -86,7 +86,7 @@ SELECTION = f"{RESULTS}/summary/selection.tsv"
 SUMMARY_DIR = f"{RESULTS}/summary"
 LOSS_FIGURE = f"{RESULTS}/figures/losses/{{problem}}/{{loss}}.{{ext}}"
 OVERVIEW_FIGURE = f"{RESULTS}/figures/overview.{{ext}}"
-ANALYSIS_FIGURE = f"{RESULTS}/figures/{{name}}.png"
+ANALYSIS_FIGURE = f"{RESULTS}/figures/{{name}}.{{ext}}"
 EXPLORER = f"{SUMMARY_DIR}/{outputs.EXPLORER_PAGE}"
 # Written last, when the study's tables and figures are made (study.smk).
 STUDY_RECORD = f"{RESULTS}/{studies.RECORD}"
@@ -98,7 +98,7 @@ def cell_job_file(kind, seeds, suffix):
     return jobs.cell_job_file(RESULTS, kind, seeds, suffix)
 
 
-FIGURE_FORMATS = ("png", "svg")
+FIGURE_FORMATS = ("png", "svg", "pdf")
 # The tables of the analysis and the comparison figures, each declared once
 # (optbench.reporting.outputs, standard library only: parsing the rules imports no pandas).
 TABLE_FILES = outputs.TABLE_FILES
@@ -246,7 +246,11 @@ def overview_figures():
 
 
 def analysis_figures():
-    return [ANALYSIS_FIGURE.format(name=stem) for stem in ANALYSIS_FIGURES.values()]
+    return [
+        ANALYSIS_FIGURE.format(name=stem, ext=ext)
+        for stem in ANALYSIS_FIGURES.values()
+        for ext in FIGURE_FORMATS
+    ]
 
 
 def table_paths():
