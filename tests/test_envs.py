@@ -284,7 +284,7 @@ def test_training_rule_resolves_to_the_configured_env(tmp_path, overrides, expec
         "summarize_evaluation_linear_l1",
         "summarize_evaluation_linear_mse",
     ]
-    for rule in (*summaries, "summarize", "plot_curves", "plot_analysis"):
+    for rule in (*summaries, "summarize", "plot_curves", "plot_analysis", "explorer"):
         assert envs[rule] == [str(ANALYSIS.resolve())]
     assert envs["all"] == [None]  # no command, no env
 

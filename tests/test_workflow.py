@@ -48,9 +48,10 @@ def test_default_grid_dry_run_schedules_one_training_job_per_loss(workdir):
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "explorer": 1,
         "record_study": 1,
         "all": 1,
-        "total": 9,
+        "total": 10,
     }
 
 
@@ -129,9 +130,10 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "explorer": 1,
         "record_study": 1,
         "all": 1,
-        "total": 7,
+        "total": 8,
     }
 
 
@@ -351,12 +353,13 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "explorer": 1,
         "record_study": 1,
         "all": 1,
-        "total": 13,
+        "total": 14,
     }
     jobs = planned_job_details(process)
-    assert len(jobs) == 13 and all("reason" in job for job in jobs)
+    assert len(jobs) == 14 and all("reason" in job for job in jobs)
     # Each cell reads its own runs only; the combine step reads one file per cell.
     for job in (job for job in jobs if job["rule"] == "summarize_cell"):
         wildcards = dict(item.split("=") for item in job["wildcards"].split(", "))
@@ -370,9 +373,13 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
     (combine,) = (job for job in jobs if job["rule"] == "summarize")
     assert combine["input"] == TINY_CELLS
     # The grid is no parameter any more: no reason line repeats it. (Rule all's
-    # reason lists the figures it asks for, plot_analysis's the tables it reads
-    # and record_study's the figures it follows: they grow with the report.)
-    jobs = [job for job in jobs if job["rule"] not in ("all", "plot_analysis", "record_study")]
+    # reason lists the figures it asks for, plot_analysis's and explorer's the tables
+    # they read and record_study's the figures it follows: they grow with the report.)
+    jobs = [
+        job
+        for job in jobs
+        if job["rule"] not in ("all", "plot_analysis", "explorer", "record_study")
+    ]
     assert max(len(job["reason"]) for job in jobs) <= 300, max(jobs, key=lambda j: len(j["reason"]))
 
 
@@ -393,12 +400,12 @@ def test_changing_an_optimizer_reruns_only_its_runs_and_cells(tiny_results):
     ]
     # (a training job's reason shows its cell's settings before and after)
     aggregation = [job for job in jobs if not job["rule"].startswith("train")]
-    assert len(aggregation) == 7  # the summaries, the figures, the study's record, all
+    assert len(aggregation) == 8  # the summaries, figures, explorer, study's record, all
     assert (
         max(
             len(job["reason"])
             for job in aggregation
-            if job["rule"] not in ("all", "plot_analysis", "record_study")
+            if job["rule"] not in ("all", "plot_analysis", "explorer", "record_study")
         )
         <= 300
     )
@@ -418,9 +425,10 @@ def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "explorer": 1,
         "record_study": 1,
         "all": 1,
-        "total": 7,
+        "total": 8,
     }
     (cell,) = (job for job in planned_job_details(process) if job["rule"] == "summarize_cell")
     assert cell["wildcards"] == (
@@ -440,9 +448,10 @@ def test_a_lost_cell_summary_is_made_again_with_the_tables(tiny_results, tmp_pat
         "summarize": 1,
         "plot_curves": 1,
         "plot_analysis": 1,
+        "explorer": 1,
         "record_study": 1,
         "all": 1,
-        "total": 6,
+        "total": 7,
     }
 
 
