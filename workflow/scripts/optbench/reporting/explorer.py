@@ -6,9 +6,15 @@ curves and the held-out curves, the seeds as the study's band or as one line
 per seed; the sensitivity view (each trial's hyper-parameter against its final
 metric), whose points select that trial's runs; the speed-ups over the
 baseline with their intervals and the best-of-k curves; and the tables, each
-sortable and filterable. The page works offline: Plotly's JavaScript and the
-data ride inside it, gzip-compressed and base64-encoded (the browser inflates
-them with its DecompressionStream), so no file or network is needed.
+sortable and filterable. The page works offline: its script and the data
+ride inside it (the data gzip-compressed and base64-encoded; the browser
+inflates them with its DecompressionStream), so no file or network is needed.
+
+Curve values travel as ``encoded``: log10 of the loss in steps of
+1/``LOG_STEPS`` decade (0.12 %), each the difference from the line's previous
+value, which compresses to about two thirds of 4-digit decimals. Size matters:
+Snakemake's single-file report opens a result as a data: URL, and Chromium
+opens none over 2 MiB (``PAGE_LIMIT``).
 
 The data: the cell summaries of both seed roles (their per-step statistics,
 each run's loss at the steps ``downsample.kept_steps`` keeps, the held-out
@@ -22,13 +28,13 @@ import base64
 import gzip
 import json
 import math
-from pathlib import Path
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from optbench import runfiles
-from optbench.reporting import cells, downsample, explorer_page, statistics, summary
+from optbench.reporting import cells, downsample, explorer_page, logscale, statistics, summary
 from optbench.reporting.outputs import EXPLORER_TABLES
 
 # band config value -> (centre column, band columns) of a step table: the same
@@ -50,29 +56,43 @@ class ExplorerError(ValueError):
     """Input the explorer cannot draw; the message names the problem and the fix."""
 
 
-def plotly_bundle() -> str:
-    """plotly.js as the pinned plotly package ships it (requirements.txt)."""
-    try:
-        import plotly
-    except ImportError:
-        raise ExplorerError(
-            "the explorer needs the plotly package (it ships plotly.js): "
-            "pip install -r requirements.txt, or use the analysis conda env (envs/analysis.yaml)."
-        ) from None
-    return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text("utf-8")
+# Curve values: log10 in steps of 1 / LOG_STEPS decade.
+LOG_STEPS = 2000
+# Chromium opens no data: URL longer than 2 MiB; the report's URL of the page is
+# its bytes in base64 (4/3 as long), so the page must stay under this.
+PAGE_LIMIT = 2 * 1024 * 1024 * 3 // 4
 
 
-def _number(value):
-    """A value for the page: rounded (``downsample.rounded``), None where not finite
-    (the chart leaves a gap: a diverged run's line stops at its first inf or nan)."""
-    if value is None:
-        return None
-    value = float(value)
-    return downsample.rounded(value) if math.isfinite(value) else None
+def encoded(values) -> list:
+    """A curve for the page: each value as round(log10(value) * LOG_STEPS) minus the
+    previous finite value's (the first from 0); None where not finite (the chart
+    leaves a gap: a diverged run's line stops at its first inf or nan). A loss of
+    0 is raised to ``logscale.FLOOR``, as the figures do."""
+    out, previous = [], 0
+    for value in values:
+        value = math.nan if value is None else float(value)
+        if not math.isfinite(value):
+            out.append(None)
+            continue
+        level = round(math.log10(max(value, logscale.FLOOR)) * LOG_STEPS)
+        out.append(level - previous)
+        previous = level
+    return out
 
 
-def _numbers(values) -> list:
-    return [_number(v) for v in values]
+def decoded(codes) -> list:
+    """``encoded``'s values back, to 1/LOG_STEPS decade (what the page's script does)."""
+    out, level = [], 0
+    for code in codes:
+        if code is None:
+            out.append(None)
+            continue
+        level += code
+        out.append(10 ** (level / LOG_STEPS))
+    return out
+
+
+_numbers = encoded
 
 
 def _band(statistics_at: dict, band: str) -> dict:
@@ -176,6 +196,7 @@ def payload(cell_paths: dict[str, list], tables: dict[str, pd.DataFrame], band: 
             "max_points": downsample.MAX_POINTS,
             "digits": downsample.SIGNIFICANT_DIGITS,
         },
+        "log_steps": LOG_STEPS,
     }
 
 
@@ -185,14 +206,21 @@ def packed(text: str) -> str:
     return base64.b64encode(gzip.compress(text.encode("utf-8"), mtime=0)).decode("ascii")
 
 
-def page(data: dict, plotly_js: str) -> str:
-    """The explorer's HTML page: ``data`` (``payload``) and ``plotly_js`` inside."""
+def page(data: dict) -> str:
+    """The explorer's HTML page, ``data`` (``payload``) inside."""
     text = json.dumps(data, allow_nan=False, separators=(",", ":"))
-    return explorer_page.render(data["title"], packed(text), packed(plotly_js))
+    return explorer_page.render(data["title"], packed(text))
 
 
 def write_explorer(path, cell_paths, table_paths: dict, band: str, title: str) -> None:
     tables = {name: summary.read_tsv(table_paths[name]) for name in EXPLORER_TABLES}
-    runfiles.write_text_atomic(
-        path, page(payload(cell_paths, tables, band, title), plotly_bundle())
-    )
+    text = page(payload(cell_paths, tables, band, title))
+    if len(text.encode("utf-8")) > PAGE_LIMIT:
+        # Written all the same: it opens on its own and from a zipped report.
+        warnings.warn(
+            f"{path}: {len(text) / 2**20:.1f} MiB, above the {PAGE_LIMIT / 2**20:.1f} MiB "
+            "that Chromium opens from the single-file report (a 2 MiB data: URL). Open "
+            "the file itself, or build the report as a zip (--report report.zip).",
+            stacklevel=2,
+        )
+    runfiles.write_text_atomic(path, text)

@@ -1,9 +1,10 @@
 """The explorer's page: HTML, style and script (optbench.reporting.explorer fills it).
 
-The script inflates the packed plotly.js and data (gzip, base64) with the
-browser's DecompressionStream, then draws. What it draws, the browser test
-reads back (tests/test_browser.py): every chart is a div of class ``chart``
-whose ``data`` is Plotly's list of traces, and ``document.body`` gets
+The script inflates the packed data (gzip, base64) with the browser's
+DecompressionStream, then draws with ``CHARTS``, a small SVG drawer with the
+part of Plotly's interface it needs. What it draws, the browser test reads
+back (tests/test_browser.py): every chart is a div of class ``chart`` whose
+``data`` is its list of traces (x, y, names), and ``document.body`` gets
 ``data-ready="1"`` once the first drawing is done (``data-error`` on failure).
 """
 
@@ -28,6 +29,290 @@ td.text{text-align:left}tbody tr:nth-child(even){background:#fafafa}
 #status{color:#a00}
 """
 
+# A small SVG chart drawer (no third-party code: the report's single HTML file
+# opens each result as a data: URL, which Chromium caps at 2 MB, so plotly.js
+# (4.8 MB) cannot ride inside the page).
+CHARTS = r"""
+// A small SVG chart drawer with the part of Plotly's interface the explorer
+// uses: Charts.react(div, traces, layout) keeps the traces as div.data and the
+// layout as div.layout (what the browser test reads back) and draws lines,
+// markers, bands (fill "tonexty"), error bars, log or linear axes, a legend,
+// hover values and click events (div.on("plotly_click", f)).
+var Charts = (function () {
+  var NS = "http://www.w3.org/2000/svg";
+
+  function el(name, attrs, parent) {
+    var node = document.createElementNS(NS, name);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (parent) parent.appendChild(node);
+    return node;
+  }
+
+  function usable(v, log) {
+    return typeof v === "number" && isFinite(v) && (!log || v > 0);
+  }
+
+  function format(v, spec) {
+    if (typeof v !== "number") return String(v);
+    var digits = spec ? parseInt(spec.replace(/[^0-9]/g, ""), 10) || 4 : 6;
+    return Number(v.toPrecision(digits)).toString();
+  }
+
+  function fill(template, trace, i) {
+    var text = template.replace(/<extra>.*?<\/extra>/g, "").replace(/<br>/g, "\n");
+    var field = /%\{([a-zA-Z_.]+)(\[(\d+)\])?(:[^}]*)?\}/g;
+    return text.replace(field, function (_, key, __, index, spec) {
+      var value;
+      if (key === "x") value = trace.x[i];
+      else if (key === "y") value = trace.y[i];
+      else if (key === "customdata") {
+        value = trace.customdata[i];
+        if (index !== undefined) value = value[+index];
+      } else if (key === "fullData.name") value = trace.name;
+      return format(value, spec);
+    });
+  }
+
+  function niceStep(span, count) {
+    var raw = span / count, power = Math.pow(10, Math.floor(Math.log10(raw)));
+    var steps = [1, 2, 2.5, 5, 10];
+    for (var i = 0; i < steps.length; i++) if (steps[i] * power >= raw) return steps[i] * power;
+    return 10 * power;
+  }
+
+  function axis(values, type, categories) {
+    if (categories) return {categories: categories, lo: -0.5, hi: categories.length - 0.5};
+    var log = type === "log";
+    var kept = values.filter(function (v) { return usable(v, log); });
+    var lo = kept.length ? Math.min.apply(null, kept) : (log ? 0.1 : 0);
+    var hi = kept.length ? Math.max.apply(null, kept) : (log ? 10 : 1);
+    if (log) {
+      lo = Math.log10(lo); hi = Math.log10(hi);
+      if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+      var pad = (hi - lo) * 0.05;
+      return {log: true, lo: lo - pad, hi: hi + pad};
+    }
+    if (hi - lo < 1e-12) { lo -= 0.5; hi += 0.5; }
+    var margin = (hi - lo) * 0.05;
+    return {log: false, lo: lo - margin, hi: hi + margin};
+  }
+
+  function position(ax, v, a, b) {
+    var u;
+    if (ax.categories) u = ax.categories.indexOf(String(v));
+    else if (ax.log) u = v > 0 ? Math.log10(v) : NaN;
+    else u = v;
+    return a + (u - ax.lo) / (ax.hi - ax.lo) * (b - a);
+  }
+
+  function tickValues(ax) {
+    if (ax.categories) return ax.categories.map(function (c) { return [c, c]; });
+    if (ax.log) {
+      var out = [], first = Math.ceil(ax.lo), last = Math.floor(ax.hi);
+      var every = Math.max(1, Math.ceil((last - first + 1) / 8));
+      // Under two decades: 1, 2 and 5 times each power of ten, else the powers.
+      var multiples = ax.hi - ax.lo < 2 ? [1, 2, 5] : [1];
+      for (var p = Math.floor(ax.lo); p <= last; p += every) {
+        multiples.forEach(function (m) {
+          var v = m * Math.pow(10, p), u = Math.log10(v);
+          if (u >= ax.lo && u <= ax.hi) out.push([v, m === 1 && multiples.length === 1 ?
+            "1e" + p : format(v, "3")]);
+        });
+      }
+      var middle = Math.pow(10, (ax.lo + ax.hi) / 2);
+      if (!out.length) out.push([middle, format(middle, "3")]);
+      return out;
+    }
+    var step = niceStep(ax.hi - ax.lo, 6), ticks = [];
+    for (var v = Math.ceil(ax.lo / step) * step; v <= ax.hi + 1e-12; v += step) {
+      ticks.push([v, format(Math.abs(v) < step * 1e-9 ? 0 : v, "4")]);
+    }
+    return ticks;
+  }
+
+  function draw(div) {
+    var traces = div.data, layout = div.layout || {};
+    div.innerHTML = "";
+    div.style.position = "relative";
+    var width = div.clientWidth || 900, height = div.clientHeight || 420;
+    var legend = traces.filter(function (t) { return t.showlegend !== false && t.name; });
+    var margin = {l: 70, r: legend.length ? 230 : 20, t: 40,
+                  b: (layout.margin && layout.margin.b) || 50};
+    var svg = el("svg", {width: width, height: height, "class": "main-svg"}, div);
+    var x0 = margin.l, x1 = width - margin.r, y0 = height - margin.b, y1 = margin.t;
+    var xType = (layout.xaxis || {}).type, yType = (layout.yaxis || {}).type;
+    var categorical = traces.some(function (t) { return typeof t.x[0] === "string"; });
+    var categories = null;
+    if (categorical) {
+      categories = [];
+      traces.forEach(function (t) { t.x.forEach(function (v) {
+        if (categories.indexOf(String(v)) < 0) categories.push(String(v)); }); });
+    }
+    var xs = [], ys = [];
+    traces.forEach(function (t) {
+      xs = xs.concat(t.x);
+      t.y.forEach(function (v, i) {
+        ys.push(v);
+        if (t.error_y && typeof v === "number") {
+          ys.push(v + (t.error_y.array[i] || 0), v - (t.error_y.arrayminus[i] || 0));
+        }
+      });
+    });
+    (layout.shapes || []).forEach(function (s) { ys.push(s.y0); });
+    var xa = axis(xs, xType, categories), ya = axis(ys, yType, null);
+    var X = function (v) { return position(xa, v, x0, x1); };
+    var Y = function (v) { return position(ya, v, y0, y1); };
+    var title = layout.title && layout.title.text;
+    if (title) {
+      el("text", {x: (x0 + x1) / 2, y: 20, "text-anchor": "middle", "font-size": 13,
+                  "class": "gtitle"}, svg).textContent = title;
+    }
+    var grid = el("g", {stroke: "#e5e5e5"}, svg);
+    var labels = el("g", {"font-size": 11, fill: "#444"}, svg);
+    tickValues(xa).forEach(function (t) {
+      var x = X(t[0]);
+      el("line", {x1: x, x2: x, y1: y0, y2: y1}, grid);
+      var anchor = categorical ? "end" : "middle";
+      var label = el("text", {x: x, y: y0 + 15, "text-anchor": anchor}, labels);
+      if (categorical) label.setAttribute("transform", "rotate(-30 " + x + " " + (y0 + 15) + ")");
+      label.textContent = t[1];
+    });
+    tickValues(ya).forEach(function (t) {
+      var y = Y(t[0]);
+      el("line", {x1: x0, x2: x1, y1: y, y2: y}, grid);
+      el("text", {x: x0 - 6, y: y + 4, "text-anchor": "end"}, labels).textContent = t[1];
+    });
+    el("rect", {x: x0, y: y1, width: x1 - x0, height: y0 - y1, fill: "none", stroke: "#888"}, svg);
+    var xTitle = ((layout.xaxis || {}).title || {}).text;
+    var yTitle = ((layout.yaxis || {}).title || {}).text;
+    if (xTitle && !categorical) {
+      el("text", {x: (x0 + x1) / 2, y: height - 10, "text-anchor": "middle", "font-size": 12}, svg)
+        .textContent = xTitle;
+    }
+    if (yTitle) {
+      el("text", {x: 14, y: (y0 + y1) / 2, "text-anchor": "middle", "font-size": 12,
+                  transform: "rotate(-90 14 " + (y0 + y1) / 2 + ")"}, svg).textContent = yTitle;
+    }
+    el("clipPath", {id: div.id + "-clip"}, el("defs", {}, svg)).appendChild(
+      el("rect", {x: x0, y: y1, width: x1 - x0, height: y0 - y1}));
+    var plot = el("g", {"clip-path": "url(#" + div.id + "-clip)", "class": "scatterlayer"}, svg);
+    (layout.shapes || []).forEach(function (s) {
+      el("line", {x1: x0, x2: x1, y1: Y(s.y0), y2: Y(s.y0), stroke: "#555",
+                  "stroke-dasharray": "3,3"}, plot);
+    });
+    var points = [];  // [px, py, trace, index] for hover
+    var previous = null;
+    traces.forEach(function (t, ti) {
+      var color = (t.line && t.line.color) || (t.marker && t.marker.color) ||
+        ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"][ti % 4];
+      var pairs = t.x.map(function (v, i) {
+        return usable(t.y[i], ya.log) ? [X(v), Y(t.y[i]), i] : null; });
+      if (t.fill === "tonexty" && previous) {
+        var upper = pairs.filter(Boolean), lower = previous.filter(Boolean).reverse();
+        if (upper.length && lower.length) {
+          el("polygon", {points: upper.concat(lower).map(function (p) { return p[0] + "," + p[1]; })
+            .join(" "), fill: color, "fill-opacity": 0.2, stroke: "none"}, plot);
+        }
+      }
+      previous = pairs;
+      var mode = t.mode || "lines";
+      var width = t.line && t.line.width !== undefined ? t.line.width : 2;
+      if (mode.indexOf("lines") >= 0 && width > 0) {
+        var d = "", pen = false;
+        pairs.forEach(function (p) {
+          if (!p) { pen = false; return; }
+          d += (pen ? "L" : "M") + p[0].toFixed(1) + "," + p[1].toFixed(1);
+          pen = true;
+        });
+        var dash = {dash: "6,4", dot: "2,3", dashdot: "6,3,2,3", longdash: "10,4",
+                    longdashdot: "10,3,2,3"}[(t.line && t.line.dash) || "solid"];
+        var path = el("path", {d: d, fill: "none", stroke: color, "stroke-width": width,
+                               "class": "trace"}, plot);
+        if (dash) path.setAttribute("stroke-dasharray", dash);
+      }
+      if (t.error_y) {
+        pairs.forEach(function (p) {
+          if (!p) return;
+          var v = t.y[p[2]];
+          var top = Y(v + (t.error_y.array[p[2]] || 0));
+          var bottom = Y(v - (t.error_y.arrayminus[p[2]] || 0));
+          el("line", {x1: p[0], x2: p[0], y1: isFinite(top) ? top : p[1],
+                      y2: isFinite(bottom) ? bottom : p[1], stroke: color,
+                      "stroke-width": 1.5}, plot);
+        });
+      }
+      if (mode.indexOf("markers") >= 0) {
+        pairs.forEach(function (p) {
+          if (!p) return;
+          var symbol = t.marker && t.marker.symbol;
+          symbol = Array.isArray(symbol) ? symbol[p[2]] : symbol;
+          var size = (t.marker && t.marker.size) || 8;
+          var point = el(symbol === "star" || symbol === "diamond" ? "rect" : "circle",
+            symbol === "star" || symbol === "diamond" ?
+              {x: p[0] - size / 2, y: p[1] - size / 2, width: size, height: size, fill: color,
+               transform: "rotate(45 " + p[0] + " " + p[1] + ")", "class": "point"} :
+              {cx: p[0], cy: p[1], r: size / 2, fill: color, "class": "point"}, plot);
+          point.style.cursor = "pointer";
+          point.addEventListener("click", function () {
+            (div._listeners.plotly_click || []).forEach(function (f) {
+              f({points: [{x: t.x[p[2]], y: t.y[p[2]], pointIndex: p[2], data: t,
+                           customdata: t.customdata ? t.customdata[p[2]] : undefined}]});
+            });
+          });
+        });
+      }
+      if (t.hoverinfo !== "skip") {
+        pairs.forEach(function (p) { if (p) points.push([p[0], p[1], t, p[2]]); });
+      }
+    });
+    var box = el("g", {"font-size": 11}, svg);
+    legend.forEach(function (t, i) {
+      var y = margin.t + 10 + i * 16;
+      var color = (t.line && t.line.color) || (t.marker && t.marker.color) ||
+        ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"][traces.indexOf(t) % 4];
+      el("line", {x1: x1 + 10, x2: x1 + 30, y1: y, y2: y, stroke: color, "stroke-width": 2}, box);
+      el("text", {x: x1 + 35, y: y + 4}, box).textContent = t.name;
+    });
+    var tip = document.createElement("div");
+    tip.className = "hovertext";
+    tip.style.cssText = "position:absolute;display:none;pointer-events:none;background:#fff;" +
+      "border:1px solid #888;padding:2px 5px;font-size:11px;white-space:pre";
+    div.appendChild(tip);
+    svg.addEventListener("mousemove", function (event) {
+      var r = svg.getBoundingClientRect(), mx = event.clientX - r.left, my = event.clientY - r.top;
+      var best = null, distance = 400;
+      points.forEach(function (p) {
+        var d = (p[0] - mx) * (p[0] - mx) + (p[1] - my) * (p[1] - my);
+        if (d < distance) { distance = d; best = p; }
+      });
+      if (!best) { tip.style.display = "none"; return; }
+      var t = best[2];
+      tip.textContent = t.hovertemplate ? fill(t.hovertemplate, t, best[3]) :
+        t.name + "\n" + format(t.x[best[3]]) + ", " + format(t.y[best[3]], "4");
+      tip.style.left = (best[0] + 10) + "px"; tip.style.top = (best[1] + 10) + "px";
+      tip.style.display = "block";
+    });
+    svg.addEventListener("mouseleave", function () { tip.style.display = "none"; });
+  }
+
+  function react(div, traces, layout) {
+    div.data = traces;
+    div.layout = layout;
+    div._listeners = div._listeners || {};
+    div.on = function (name, f) { (div._listeners[name] = div._listeners[name] || []).push(f); };
+    div.removeAllListeners = function (name) { div._listeners[name] = []; };
+    draw(div);
+  }
+
+  function purge(div) {
+    div.innerHTML = "";
+    div.data = [];
+  }
+
+  return {react: react, purge: purge};
+})();
+"""
+
 SCRIPT = r"""
 "use strict";
 var DATA = null;
@@ -43,6 +328,17 @@ async function inflate(id) {
   for (var i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
   var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
   return await new Response(stream).text();
+}
+
+// Curve values come as steps of 1/log_steps decade, each from the previous
+// finite value (optbench.reporting.explorer.encoded).
+function decode(codes) {
+  var level = 0;
+  return codes.map(function (code) {
+    if (code === null) return null;
+    level += code;
+    return Math.pow(10, level / DATA.log_steps);
+  });
 }
 
 function distinct(values) {
@@ -187,7 +483,7 @@ function drawCurves() {
     (groups[key] = groups[key] || []).push(c);
   });
   var keys = Object.keys(groups);
-  Array.prototype.forEach.call(box.querySelectorAll(".chart"), function (d) { Plotly.purge(d); });
+  Array.prototype.forEach.call(box.querySelectorAll(".chart"), function (d) { Charts.purge(d); });
   box.innerHTML = keys.length ? "" : "<p class='note'>No cell matches the selection.</p>";
   var what = state.metric === "train" ? "training loss" : "held-out loss";
   keys.forEach(function (key, i) {
@@ -198,7 +494,7 @@ function drawCurves() {
     var title = key + ": " + what + " (" + state.role + " seeds; " +
       (state.seeds === "band" ? DATA.band : "one line per seed") + ")";
     if (!traces.length) title += ": no " + what + " recorded (eval_every)";
-    Plotly.react(div, traces, {
+    Charts.react(div, traces, {
       title: {text: title, font: {size: 13}},
       xaxis: {title: {text: "step"}, type: state.xlog ? "log" : "linear"},
       yaxis: {title: {text: what}, type: state.ylog ? "log" : "linear", exponentformat: "e"},
@@ -252,7 +548,7 @@ function drawSensitivity() {
     return v !== null; });
   var logx = values.length && Math.min.apply(null, values) > 0 &&
     Math.max.apply(null, values) / Math.min.apply(null, values) > 100;
-  Plotly.react(div, traces, {
+  Charts.react(div, traces, {
     title: {text: traces.length ? "Every trial: " + state.parameter + " against the final " +
       centre + " of its ranking metric (star: chosen); click a trial to show its runs" :
       "No searched or swept hyper-parameter in the selection", font: {size: 13}},
@@ -316,7 +612,7 @@ function drawSpeedups() {
       hovertemplate: "%{x}<br>%{y:.3g}x, %{customdata}<extra>" + pair[1] + "</extra>"});
   });
   var baseline = rows.length ? rows[0].baseline : "";
-  Plotly.react(document.getElementById("speedups"), traces, {
+  Charts.react(document.getElementById("speedups"), traces, {
     title: {text: traces.length ? "Speed-up over " + baseline +
       " (bars: the interval of baseline.tsv; 1 = as fast)" :
       "No speed-up over a baseline in the selection (config key baseline)", font: {size: 13}},
@@ -337,7 +633,7 @@ function drawSpeedups() {
             mode: "lines+markers", name: key, line: {color: colorOf(g[0].optimizer)},
             hovertemplate: key + "<br>k = %{x}<br>expected log10 = %{y:.4g}<extra></extra>"};
   });
-  Plotly.react(document.getElementById("bestofk"), kTraces, {
+  Charts.react(document.getElementById("bestofk"), kTraces, {
     title: {text: kTraces.length ? "Best of k trials: expected log10 of the best trial's metric" :
       "No search in the selection (best_of_k.tsv is empty)", font: {size: 13}},
     xaxis: {title: {text: "k (trials)"}}, yaxis: {title: {text: "expected log10"}},
@@ -439,11 +735,16 @@ function wire() {
 
 async function start() {
   try {
-    var code = await inflate("plotly-packed");
-    var script = document.createElement("script");
-    script.textContent = code;
-    document.head.appendChild(script);
     DATA = JSON.parse(await inflate("data-packed"));
+    DATA.cells.forEach(function (c) {
+      [c.train, c.heldout].forEach(function (curve) {
+        if (!curve) return;
+        ["center", "low", "high"].forEach(function (k) {
+          if (curve[k]) curve[k] = decode(curve[k]);
+        });
+        curve.lines = curve.lines.map(decode);
+      });
+    });
     state.chosen = defaultChoice();
     buildControls();
     wire();
@@ -452,7 +753,8 @@ async function start() {
     document.getElementById("limits").textContent = "Curves longer than " +
       DATA.downsampling.max_points + " steps are drawn at " + DATA.downsampling.max_points +
       " steps at most (evenly and geometrically spaced, the first and last included), values to " +
-      DATA.downsampling.digits + " significant digits; the tables and run files keep every value.";
+      (100 * (Math.pow(10, 0.5 / DATA.log_steps) - 1)).toFixed(2) +
+      " %; the tables and run files keep every value.";
     document.body.setAttribute("data-ready", "1");
   } catch (error) {
     document.getElementById("status").textContent = "The explorer could not start: " + error +
@@ -501,16 +803,16 @@ first non-finite loss. <span id="limits"></span> <b id="trial-note"></b></p>
 """
 
 
-def render(title: str, data_packed: str, plotly_packed: str) -> str:
-    """The page, with the packed data and plotly.js (base64 of gzip) inside."""
+def render(title: str, data_packed: str) -> str:
+    """The page, with the packed data (base64 of gzip) inside."""
     return "\n".join(
         [
             '<!DOCTYPE html><html><head><meta charset="utf-8">',
             f"<title>Explorer: {html.escape(title)}</title><style>{STYLE}</style></head><body>",
             f"<h1 style='font-size:17px'>Explorer: {html.escape(title)}</h1>",
             BODY,
-            f'<script type="application/octet-stream" id="plotly-packed">{plotly_packed}</script>',
             f'<script type="application/octet-stream" id="data-packed">{data_packed}</script>',
+            f"<script>{CHARTS}</script>",
             f"<script>{SCRIPT}</script>",
             "</body></html>\n",
         ]
