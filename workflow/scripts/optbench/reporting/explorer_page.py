@@ -205,8 +205,10 @@ var Charts = (function () {
     traces.forEach(function (t, ti) {
       var color = (t.line && t.line.color) || (t.marker && t.marker.color) ||
         ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"][ti % 4];
+      // A point off a log axis (step 0, a loss of 0) leaves a gap, as a non-finite one.
       var pairs = t.x.map(function (v, i) {
-        return usable(t.y[i], ya.log) ? [X(v), Y(t.y[i]), i] : null; });
+        var px = X(v);
+        return usable(t.y[i], ya.log) && isFinite(px) ? [px, Y(t.y[i]), i] : null; });
       if (t.fill === "tonexty" && previous) {
         var upper = pairs.filter(Boolean), lower = previous.filter(Boolean).reverse();
         if (upper.length && lower.length) {
