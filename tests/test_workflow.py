@@ -324,10 +324,12 @@ def test_report_holds_every_table_and_figure_with_its_caption(tiny_results, tmp_
     snakemake(workdir, "--report", "results/report.html", configfile=TINY)
     html = (workdir / "results/report.html").read_text()
     declared = [*TABLES, *FIGURES, "overview.svg", "overview.png", "mse.png", "l1.svg"]
+    declared += ["overview.pdf", "explorer.html"]
     for name in declared:
         assert name in html, name
     captions = sorted(set((REPO / "workflow/report").glob("*.rst")) - {LANDING})
-    assert len(captions) == len(TABLES) + len(FIGURES) + 3  # + loss figure, overview, answer
+    # + loss figure, overview, answer, explorer
+    assert len(captions) == len(TABLES) + len(FIGURES) + 4
     for caption in captions:
         # each caption's bold title, as written (rendered by docutils as <strong>)
         title = caption.read_text().split("**")[1]
