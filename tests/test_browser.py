@@ -49,10 +49,11 @@ def study(tmp_path_factory, driver):
     return workdir
 
 
-def embedded_explorer(report: Path) -> str:
-    """The explorer page as the report carries it (a base64 data: URL)."""
-    found = re.search(r"filename=explorer\.html;base64,([A-Za-z0-9+/=]+)", report.read_text())
-    assert found, "the report does not carry explorer.html"
+def embedded_explorer(report: Path, name: str = "explorer.html") -> str:
+    """A page as the report carries it (a base64 data: URL): by default the explorer."""
+    pattern = f"filename={re.escape(name)};base64,([A-Za-z0-9+/=]+)"
+    found = re.search(pattern, report.read_text())
+    assert found, f"the report does not carry {name}"
     return base64.b64decode(found.group(1)).decode("utf-8")
 
 
@@ -262,3 +263,28 @@ def test_a_screenshot_is_kept(page, tmp_path_factory):
     # Not a blank page: the charts put many colours on it.
     assert len(np.unique(pixels.reshape(-1, pixels.shape[-1])[:, :3], axis=0)) > 50
     print(f"screenshot: {shot}")
+
+
+def test_every_table_page_of_the_report_sorts_and_filters(study, driver, tmp_path):
+    """The report's own table pages (optbench.reporting.tablepages), not only the
+    explorer's tables: the sensitivity page, filtered and sorted in the browser."""
+    path = tmp_path / "sensitivity.html"
+    path.write_text(embedded_explorer(study / "results/report.html", "sensitivity.html"))
+    driver.get(path.as_uri())
+    table = pd.read_csv(study / "results/summary/sensitivity.tsv", sep="\t", keep_default_na=False)
+    words = table.astype(str).agg(" ".join, axis=1).str.lower()
+    driver.find_element("id", "filter").send_keys("adam LR")
+    visible = (
+        "Array.from(document.querySelectorAll('tbody tr')).filter(r => r.style.display !== 'none')"
+    )
+    shown = driver.execute_script(f"return {visible}.length")
+    assert shown == int((words.str.contains("adam") & words.str.contains("lr")).sum()) > 0
+    assert driver.find_element("id", "shown").text == f"{shown} of {len(table)} rows shown"
+    column = list(table.columns).index("geo_mean")
+    driver.find_elements("css selector", "thead th")[column].click()
+    order = driver.execute_script(
+        f"return {visible}.map(r => Number(r.cells[{column}].getAttribute('data-v')))"
+    )
+    kept = table[words.str.contains("adam") & words.str.contains("lr")]
+    assert order == sorted(pd.to_numeric(kept["geo_mean"]).tolist())
+    assert browser.errors(driver) == []

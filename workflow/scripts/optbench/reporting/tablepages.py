@@ -1,5 +1,6 @@
 """Each analysis table as a page the report opens: an HTML table, sortable by a
-click on a column's header, with the TSV itself one click away.
+click on a column's header and filtered by the words typed in its box, with
+the TSV itself one click away.
 
 Snakemake's report offers a registered TSV for download only; an HTML file it
 shows inside the report. So every table of ``outputs.TABLES`` gets a page
@@ -51,6 +52,19 @@ function sortBy(header) {
   });
   rows.forEach(function (row) { body.appendChild(row); });
 }
+// Keeps the rows whose cells hold every word typed (case aside), and counts them.
+function filterRows(box) {
+  var words = box.value.toLowerCase().split(/\\s+/).filter(Boolean);
+  var body = document.querySelector("table").tBodies[0], shown = 0;
+  Array.prototype.forEach.call(body.rows, function (row) {
+    var text = Array.prototype.map.call(row.cells, function (c) {
+      return c.getAttribute("data-v") || c.textContent; }).join(" ").toLowerCase();
+    var keep = words.every(function (w) { return text.indexOf(w) >= 0; });
+    row.style.display = keep ? "" : "none";
+    if (keep) shown++;
+  });
+  document.getElementById("shown").textContent = shown + " of " + body.rows.length + " rows shown";
+}
 """
 
 STYLE = (
@@ -95,10 +109,14 @@ def page(tsv_text: str, file_name: str, caption: str = "") -> str:
         f"<title>{html.escape(file_name)}</title><style>{STYLE}</style>",
         f"<script>{SORT_SCRIPT}</script></head><body>",
         f"<p><b>{html.escape(file_name)}</b>: {len(body)} rows, {len(header)} columns."
-        " Click a column's name to sort by it. "
+        " Click a column's name to sort by it; type words to keep the rows holding them. "
         f'<a download="{html.escape(file_name)}" '
         f'href="data:text/tab-separated-values;base64,{data}">Download the TSV</a></p>',
     ]
+    parts.append(
+        '<p><input type="search" id="filter" size="50" placeholder="filter: words every row '
+        'shown holds" oninput="filterRows(this)"> <span id="shown"></span></p>'
+    )
     if caption:
         parts.append(f"<div>{caption}</div>")
     parts.append("<table><thead><tr>")
