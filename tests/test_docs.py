@@ -125,6 +125,7 @@ def test_the_report_page_lists_every_table_and_figure_the_registry_declares():
     page = (REPO / "docs" / "report.md").read_text()
     missing = [t.file for t in outputs.TABLES if f"`{t.file}`" not in page]
     missing += [f"{f.stem}.png" for f in outputs.FIGURES if f"`{f.stem}.png`" not in page]
+    missing += [name for name in [outputs.EXPLORER_PAGE] if f"`{name}`" not in page]
     assert not missing, f"docs/report.md does not describe {missing}"
 
 

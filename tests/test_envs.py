@@ -164,6 +164,7 @@ def third_party_imports(*paths) -> set[str]:
                 "summarize_cell.py",
                 "plot.py",
                 "write_columnar.py",
+                "explore.py",
                 *REPORTING_MODULES,
             ],
         ),
@@ -290,7 +291,7 @@ def test_training_rule_resolves_to_the_configured_env(tmp_path, overrides, expec
         "summarize_evaluation_linear_l1",
         "summarize_evaluation_linear_mse",
     ]
-    for rule in (*summaries, "summarize", "plot_curves", "plot_analysis"):
+    for rule in (*summaries, "summarize", "plot_curves", "plot_analysis", "explorer"):
         assert envs[rule] == [str(ANALYSIS.resolve())]
     assert envs["all"] == [None]  # no command, no env
 

@@ -49,6 +49,7 @@ def test_default_grid_dry_run_schedules_one_training_job_per_loss(workdir):
         "plot_curves": 1,
         "plot_analysis": 1,
         "columnar": 1,
+        "explorer": 1,
         "record_study": 1,
         "all": 1,
         "total": 10,
@@ -131,6 +132,7 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
         "plot_curves": 1,
         "plot_analysis": 1,
         "columnar": 1,
+        "explorer": 1,
         "record_study": 1,
         "all": 1,
         "total": 8,
@@ -324,10 +326,12 @@ def test_report_holds_every_table_and_figure_with_its_caption(tiny_results, tmp_
     snakemake(workdir, "--report", "results/report.html", configfile=TINY)
     html = (workdir / "results/report.html").read_text()
     declared = [*TABLES, *FIGURES, "overview.svg", "overview.png", "mse.png", "l1.svg"]
+    declared += ["overview.pdf", "explorer.html"]
     for name in declared:
         assert name in html, name
     captions = sorted(set((REPO / "workflow/report").glob("*.rst")) - {LANDING})
-    assert len(captions) == len(TABLES) + len(FIGURES) + 3  # + loss figure, overview, answer
+    # + loss figure, overview, answer, explorer
+    assert len(captions) == len(TABLES) + len(FIGURES) + 4
     for caption in captions:
         # each caption's bold title, as written (rendered by docutils as <strong>)
         title = caption.read_text().split("**")[1]
@@ -354,6 +358,7 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
         "plot_curves": 1,
         "plot_analysis": 1,
         "columnar": 1,
+        "explorer": 1,
         "record_study": 1,
         "all": 1,
         "total": 14,
@@ -373,9 +378,13 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
     (combine,) = (job for job in jobs if job["rule"] == "summarize")
     assert combine["input"] == TINY_CELLS
     # The grid is no parameter any more: no reason line repeats it. (Rule all's
-    # reason lists the figures it asks for, plot_analysis's the tables it reads
-    # and record_study's the figures it follows: they grow with the report.)
-    jobs = [job for job in jobs if job["rule"] not in ("all", "plot_analysis", "record_study")]
+    # reason lists the figures it asks for, plot_analysis's and explorer's the tables
+    # they read and record_study's the figures it follows: they grow with the report.)
+    jobs = [
+        job
+        for job in jobs
+        if job["rule"] not in ("all", "plot_analysis", "explorer", "record_study")
+    ]
     assert max(len(job["reason"]) for job in jobs) <= 300, max(jobs, key=lambda j: len(j["reason"]))
 
 
@@ -396,12 +405,12 @@ def test_changing_an_optimizer_reruns_only_its_runs_and_cells(tiny_results):
     ]
     # (a training job's reason shows its cell's settings before and after)
     aggregation = [job for job in jobs if not job["rule"].startswith("train")]
-    assert len(aggregation) == 8  # the summaries, the figures, the tables, the record, all
+    assert len(aggregation) == 9  # the summaries, figures, tables, explorer, record, all
     assert (
         max(
             len(job["reason"])
             for job in aggregation
-            if job["rule"] not in ("all", "plot_analysis", "record_study")
+            if job["rule"] not in ("all", "plot_analysis", "explorer", "record_study")
         )
         <= 300
     )
@@ -422,6 +431,7 @@ def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
         "plot_curves": 1,
         "plot_analysis": 1,
         "columnar": 1,
+        "explorer": 1,
         "record_study": 1,
         "all": 1,
         "total": 8,
@@ -445,6 +455,7 @@ def test_a_lost_cell_summary_is_made_again_with_the_tables(tiny_results, tmp_pat
         "plot_curves": 1,
         "plot_analysis": 1,
         "columnar": 1,
+        "explorer": 1,
         "record_study": 1,
         "all": 1,
         "total": 7,

@@ -86,7 +86,8 @@ SELECTION = f"{RESULTS}/summary/selection.tsv"
 SUMMARY_DIR = f"{RESULTS}/summary"
 LOSS_FIGURE = f"{RESULTS}/figures/losses/{{problem}}/{{loss}}.{{ext}}"
 OVERVIEW_FIGURE = f"{RESULTS}/figures/overview.{{ext}}"
-ANALYSIS_FIGURE = f"{RESULTS}/figures/{{name}}.png"
+ANALYSIS_FIGURE = f"{RESULTS}/figures/{{name}}.{{ext}}"
+EXPLORER = f"{SUMMARY_DIR}/{outputs.EXPLORER_PAGE}"
 # The runs as Parquet tables (rule columnar, optbench.reporting.columnar).
 COLUMNAR_DIR = f"{RESULTS}/{outputs.COLUMNAR_FOLDER}"
 # Written last, when the study's tables and figures are made (study.smk).
@@ -99,7 +100,7 @@ def cell_job_file(kind, seeds, suffix):
     return jobs.cell_job_file(RESULTS, kind, seeds, suffix)
 
 
-FIGURE_FORMATS = ("png", "svg")
+FIGURE_FORMATS = ("png", "svg", "pdf")
 # The tables of the analysis and the comparison figures, each declared once
 # (optbench.reporting.outputs, standard library only: parsing the rules imports no pandas).
 TABLE_FILES = outputs.TABLE_FILES
@@ -231,6 +232,7 @@ def lost_cell_summaries():
 CELL_SUMMARY_CODE = commands.code_digest(SCRIPTS, "summarize_cell.py")
 COMBINE_CODE = commands.code_digest(SCRIPTS, "summarize.py")
 PLOT_CODE = commands.code_digest(SCRIPTS, "plot.py")
+EXPLORER_CODE = commands.code_digest(SCRIPTS, "explore.py")
 
 
 def loss_figures():
@@ -246,7 +248,11 @@ def overview_figures():
 
 
 def analysis_figures():
-    return [ANALYSIS_FIGURE.format(name=stem) for stem in ANALYSIS_FIGURES.values()]
+    return [
+        ANALYSIS_FIGURE.format(name=stem, ext=ext)
+        for stem in ANALYSIS_FIGURES.values()
+        for ext in FIGURE_FORMATS
+    ]
 
 
 def table_paths():
@@ -290,7 +296,11 @@ def study_outputs():
     # for. The tables are inputs of the figures, so they are made without
     # being listed here (which keeps a dry run's lines shorter).
     return (
-        [LEADERBOARD] + overview_figures() + loss_figures() + analysis_figures() + columnar_tables()
+        [LEADERBOARD, EXPLORER]
+        + overview_figures()
+        + loss_figures()
+        + analysis_figures()
+        + columnar_tables()
     )
 
 

@@ -7,6 +7,7 @@
 localrules:
     plot_curves,
     plot_analysis,
+    explorer,
 
 
 rule plot_curves:
@@ -54,13 +55,14 @@ rule plot_analysis:
         **{name: f"{SUMMARY_DIR}/{TABLE_FILES[name]}" for name in outputs.FIGURE_TABLES},
     output:
         **{
-            figure.name: report(
-                ANALYSIS_FIGURE.format(name=figure.stem),
+            f"{figure.name}_{ext}": report(
+                ANALYSIS_FIGURE.format(name=figure.stem, ext=ext),
                 caption=f"../report/{figure.caption}.rst",
                 category=figure.category,
-                labels={"figure": f"{figure.stem}.png"},
+                labels={"figure": f"{figure.stem}.{ext}"},
             )
             for figure in outputs.FIGURES
+            for ext in FIGURE_FORMATS
         },
     log:
         f"{RESULTS}/logs/plot/analysis.log",
@@ -76,6 +78,33 @@ rule plot_analysis:
             for problem, loss in PROBLEM_LOSSES
         },
         context=ANALYSIS_CONTEXT,
+        formats=FIGURE_FORMATS,
         code=PLOT_CODE,
     script:
         "../scripts/plot.py"
+
+
+# The interactive explorer (optbench.reporting.explorer): one offline HTML page
+# from the cell summaries of both seed roles and a few tables.
+rule explorer:
+    input:
+        **{name: f"{SUMMARY_DIR}/{TABLE_FILES[name]}" for name in outputs.EXPLORER_TABLES},
+        evaluation=cell_summaries("evaluation"),
+        tuning=cell_summaries("tuning"),
+    output:
+        report(
+            EXPLORER,
+            caption=f"../report/{outputs.EXPLORER_CAPTION}.rst",
+            category=outputs.ANSWER,
+            labels={"page": "explorer"},
+        ),
+    log:
+        f"{RESULTS}/logs/plot/explorer.log",
+    conda:
+        ANALYSIS_ENV
+    params:
+        band=EXPERIMENT.band,
+        title=STUDY,
+        code=EXPLORER_CODE,
+    script:
+        "../scripts/explore.py"

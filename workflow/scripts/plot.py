@@ -25,6 +25,8 @@ with joblog.logged_job(snakemake.log[0], "plot"):
             tuple(key.split("/", 1)): float(value)
             for key, value in snakemake.params.horizons.items()
         }
-        figures.draw_analysis(
-            tables, {name: [snakemake.output[name]] for name in figures.ANALYSIS_FIGURES}, horizons
-        )
+        outputs = {
+            name: [snakemake.output[f"{name}_{ext}"] for ext in snakemake.params.formats]
+            for name in figures.ANALYSIS_FIGURES
+        }
+        figures.draw_analysis(tables, outputs, horizons)

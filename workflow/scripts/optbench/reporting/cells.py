@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from optbench import runfiles
-from optbench.reporting import logscale, resolution, runmetrics
+from optbench.reporting import downsample, logscale, resolution, runmetrics
 
 # Per-step statistics of a cell summary, in the column order of the step
 # summary table, where the combine step adds ci95_low and ci95_high after sem
@@ -397,7 +397,20 @@ def cell_summary(
     curves = curve_points(cell)
     if curves["step"]:  # only where runs recorded held-out curves (eval_every)
         summary["curves"] = curves
+    summary["lines"] = seed_lines(cell)
     return summary
+
+
+def seed_lines(cell: CellRuns) -> dict[str, list]:
+    """Each run's loss at the steps the explorer keeps (optbench.reporting.downsample),
+    as columns (seed, step, loss): the explorer's individual seed lines."""
+    steps = downsample.kept_steps(cell.losses.shape[1])
+    columns: dict[str, list] = {"seed": [], "step": [], "loss": []}
+    for seed, losses in zip(cell.seeds, cell.losses, strict=True):
+        columns["seed"] += [seed] * len(steps)
+        columns["step"] += steps
+        columns["loss"] += [downsample.rounded(losses[step]) for step in steps]
+    return columns
 
 
 def curve_points(cell: CellRuns) -> dict[str, list]:
@@ -430,6 +443,7 @@ def format_cell_summary(summary: dict) -> str:
         f'  "steps": {block(summary["steps"])},\n'
         f'  "runs": {block(summary["runs"])}'
         + (f',\n  "curves": {block(summary["curves"])}' if "curves" in summary else "")
+        + (f',\n  "lines": {block(summary["lines"])}' if "lines" in summary else "")
         + "\n}\n"
     )
 
@@ -452,4 +466,6 @@ def read_cell_summary(path) -> dict:
             data[table][name] = [float(value) for value in data[table][name]]
     if "curves" in data:
         data["curves"]["heldout_loss"] = [float(v) for v in data["curves"]["heldout_loss"]]
+    if "lines" in data:
+        data["lines"]["loss"] = [float(v) for v in data["lines"]["loss"]]
     return data

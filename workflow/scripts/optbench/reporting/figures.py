@@ -197,12 +197,99 @@ def draw_loss(
     ax.legend(fontsize="small")
 
 
+# Figures for papers: every figure is also written as vector PDF and SVG, drawn
+# again in one style (PAPER_STYLE: 8 pt text, thin lines, fonts embedded as
+# TrueType in PDF and kept as text in SVG) at a journal's sizes: a figure of
+# one panel one column wide (ONE_COLUMN), a wider one (several panels) the
+# width of two columns (TWO_COLUMNS), its height scaled with its width. The PNGs
+# stay as the report shows them. docs/report.md, "Figures for papers".
+ONE_COLUMN, TWO_COLUMNS = 3.5, 7.16  # inches: IEEE / ACM / Springer two-column pages
+PAGE_HEIGHT = 9.0  # inches: the tallest a figure may be on a page
+VECTOR_FORMATS = ("pdf", "svg")
+PAPER_STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "figure.titlesize": 9,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "lines.linewidth": 1.0,
+    "lines.markersize": 4,
+    "axes.linewidth": 0.6,
+    "grid.linewidth": 0.4,
+    "pdf.fonttype": 42,  # TrueType: journals refuse Type 3 fonts
+    "svg.fonttype": "none",
+    "savefig.pad_inches": 0.02,
+}
+# A figure drawn wider than this (inches, before resizing) gets two columns.
+WIDE = 7.0
+_paper = {"on": False}
+
+
+def paper_width(width: float) -> float:
+    """The column width (inches) for a figure drawn ``width`` inches wide."""
+    return TWO_COLUMNS if width > WIDE else ONE_COLUMN
+
+
+def fit_width(fig, target: float) -> None:
+    """Resizes ``fig`` (its height in proportion, at most PAGE_HEIGHT) so that
+    what it draws, labels and legends outside the axes included (what
+    ``bbox_inches="tight"`` keeps), is ``target`` inches wide. Text keeps its
+    size in points, so the canvas is solved for, not scaled: a few passes."""
+    for _ in range(3):
+        width, height = fig.get_size_inches()
+        fold_titles(fig, target / width)
+        drawn = fig.get_tightbbox(fig.canvas.get_renderer()).width
+        new = max(target / 2, width + target - drawn)
+        fig.set_size_inches(new, min(PAGE_HEIGHT, height * new / width))
+
+
+def fold_titles(fig, scale: float) -> None:
+    """Titles folded onto lines that fit their axes (the figure's) once it is
+    ``scale`` times as wide: a title's text keeps its size when the figure shrinks."""
+
+    def fold(text, inches: float, points: float) -> str:
+        # About 0.55 em per character of a sans-serif font.
+        chars = max(12, int(inches * 72 / (0.55 * points)))
+        return textwrap.fill(" ".join(text.get_text().split()), chars)
+
+    for ax in fig.axes:
+        title = ax.title
+        if ax.get_visible() and title.get_text():
+            inches = ax.get_position().width * fig.get_figwidth() * scale
+            title.set_text(fold(title, inches, title.get_fontsize()))
+    if fig._suptitle is not None:
+        suptitle = fig._suptitle
+        suptitle.set_text(fold(suptitle, fig.get_figwidth() * scale, suptitle.get_fontsize()))
+
+
+def _format(path) -> str:
+    return str(path).rsplit(".", 1)[-1].lower()
+
+
+def in_both_styles(draw, paths) -> None:
+    """``draw(paths)``: once for the raster files (the report's style), once in
+    ``PAPER_STYLE`` at a paper's size for the vector ones."""
+    raster = [p for p in paths if _format(p) not in VECTOR_FORMATS]
+    vector = [p for p in paths if _format(p) in VECTOR_FORMATS]
+    if raster:
+        draw(raster)
+    if vector:
+        _paper["on"] = True
+        try:
+            with matplotlib.rc_context(PAPER_STYLE):
+                draw(vector)
+        finally:
+            _paper["on"] = False
+
+
 def save(fig, paths) -> None:
+    if _paper["on"]:
+        fit_width(fig, paper_width(fig.get_figwidth()))
     for path in paths:
         with runfiles.atomic_path(path) as temporary:
-            fig.savefig(
-                temporary, format=str(path).rsplit(".", 1)[-1], dpi=120, bbox_inches="tight"
-            )
+            fig.savefig(temporary, format=_format(path), dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -673,7 +760,7 @@ def draw_analysis(tables: dict, outputs: dict, horizons: dict | None = None) -> 
         "rank_flips": lambda p: scaling_figures.plot_rank_flips(tables["rank_flips"], p),
     }
     for name, paths in outputs.items():
-        drawers[name](paths)
+        in_both_styles(drawers[name], paths)
 
 
 def draw_curves(steps: pd.DataFrame, choice: pd.DataFrame, band: str, outputs: dict) -> None:
@@ -684,12 +771,16 @@ def draw_curves(steps: pd.DataFrame, choice: pd.DataFrame, band: str, outputs: d
     table = selected_rows(steps, choice)
     panels = [key for key in outputs if key != "overview"]
     for (problem, loss), paths in ((k, v) for k, v in outputs.items() if k != "overview"):
-        plot_loss(table, loss, band, paths, problem)
+        in_both_styles(
+            lambda p, loss=loss, problem=problem: plot_loss(table, loss, band, p, problem), paths
+        )
     if "overview" in outputs:
-        plot_overview(table, panels or _blocks(table), band, outputs["overview"])
+        in_both_styles(
+            lambda p: plot_overview(table, panels or _blocks(table), band, p), outputs["overview"]
+        )
 
 
-def draw_all(tables: dict, folder, band: str, formats=("png", "svg")) -> None:
+def draw_all(tables: dict, folder, band: str, formats=("png", "svg", "pdf")) -> None:
     """Every figure the pipeline draws, in-process, at the pipeline's paths under
     ``folder`` (results/figures): what the rules plot_curves and plot_analysis do."""
     from pathlib import Path
@@ -704,6 +795,9 @@ def draw_all(tables: dict, folder, band: str, formats=("png", "svg")) -> None:
     draw_curves(tables["steps"], tables["selection"], band, curves)
     draw_analysis(
         tables,
-        {name: [folder / f"{stem}.png"] for name, stem in ANALYSIS_FIGURES.items()},
+        {
+            name: [folder / f"{stem}.{ext}" for ext in formats]
+            for name, stem in ANALYSIS_FIGURES.items()
+        },
         ecdf_horizons(tables["steps"]),
     )

@@ -81,6 +81,13 @@ TABLES = (
 ANSWER_PAGE = "answer.html"
 ANSWER_TEXT = "answer.rst"
 ANSWER_CAPTION = "answer"
+# The interactive explorer (optbench.reporting.explorer), written by the
+# explorer rule (workflow/rules/plot.smk) beside the tables from the cell
+# summaries and EXPLORER_TABLES: a page of the report's first category.
+# Its caption: workflow/report/explorer.rst.
+EXPLORER_PAGE = "explorer.html"
+EXPLORER_CAPTION = "explorer"
+EXPLORER_TABLES = ("leaderboard", "baseline", "best_of_k", "sensitivity", "selection")
 # Each table's page (optbench.reporting.tablepages): the table as the report
 # shows it, under results/summary/, beside the TSV the report offers for download.
 PAGES_FOLDER = "pages"

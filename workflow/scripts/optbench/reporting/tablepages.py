@@ -1,5 +1,6 @@
 """Each analysis table as a page the report opens: an HTML table, sortable by a
-click on a column's header, with the TSV itself one click away.
+click on a column's header and filtered by the words typed in its box, with
+the TSV itself one click away.
 
 Snakemake's report offers a registered TSV for download only; an HTML file it
 shows inside the report. So every table of ``outputs.TABLES`` gets a page
@@ -51,6 +52,19 @@ function sortBy(header) {
   });
   rows.forEach(function (row) { body.appendChild(row); });
 }
+// Keeps the rows whose cells hold every word typed (case aside), and counts them.
+function filterRows(box) {
+  var words = box.value.toLowerCase().split(/\\s+/).filter(Boolean);
+  var body = document.querySelector("table").tBodies[0], shown = 0;
+  Array.prototype.forEach.call(body.rows, function (row) {
+    var text = Array.prototype.map.call(row.cells, function (c) {
+      return c.getAttribute("data-v") || c.textContent; }).join(" ").toLowerCase();
+    var keep = words.every(function (w) { return text.indexOf(w) >= 0; });
+    row.style.display = keep ? "" : "none";
+    if (keep) shown++;
+  });
+  document.getElementById("shown").textContent = shown + " of " + body.rows.length + " rows shown";
+}
 """
 
 STYLE = (
@@ -85,29 +99,31 @@ def short(text: str) -> str:
     return f"{float(text):.{SHOWN_DIGITS}g}"
 
 
-# A page shows at most this many rows, and carries its TSV as a link only up
-# to this size: the per-step table of a large study (tens of MB) would
-# otherwise make the report itself too big to open. Longer tables show their
-# first rows, say so, and leave the whole table to the TSV, which the report
-# offers for download beside the page.
-PAGE_ROWS = 2000
-LINKED_TSV_BYTES = 1_000_000
+# Chromium opens a report entry as a data: URL and refuses one over 2 MB
+# (the entry stays blank), so a page stays under this many bytes: it carries
+# its TSV as a download link only while the TSV is small, and shows the rows
+# that fit, saying so; the whole table is the TSV, which the report offers
+# for download beside the page (the scaling study's steps.tsv, 19 MB, made an
+# 87 MB page before).
+PAGE_BYTES = 1_500_000
+LINKED_TSV_BYTES = 400_000
+
+
+def _row_html(row: list[str]) -> str:
+    cells = [
+        f'<td data-v="{html.escape(cell)}" title="{html.escape(cell)}">{short(cell)}</td>'
+        if _is_number(cell)
+        else f'<td class="text">{html.escape(cell)}</td>'
+        for cell in row
+    ]
+    return "<tr>" + "".join(cells) + "</tr>"
 
 
 def page(tsv_text: str, file_name: str, caption: str = "") -> str:
     """The HTML page of one table, from its TSV text; ``caption`` (HTML) above it."""
     rows = list(csv.reader(io.StringIO(tsv_text), delimiter="\t"))
     header, body = (rows[0], rows[1:]) if rows else ([], [])
-    shown = body[:PAGE_ROWS]
     name = html.escape(file_name)
-    if len(shown) < len(body):
-        extent = (
-            f"{len(body):,} rows, {len(header)} columns; the first {len(shown):,} are shown "
-            f"(sorting sorts these). The whole table: {name} in the report's download list, "
-            "or in the study's summary folder."
-        )
-    else:
-        extent = f"{len(body)} rows, {len(header)} columns. Click a column's name to sort by it."
     encoded = tsv_text.encode("utf-8")
     link = ""
     if len(encoded) <= LINKED_TSV_BYTES:
@@ -116,25 +132,41 @@ def page(tsv_text: str, file_name: str, caption: str = "") -> str:
             f' <a download="{name}" '
             f'href="data:text/tab-separated-values;base64,{data}">Download the TSV</a>'
         )
+    budget = PAGE_BYTES - len(link) - len(caption) - len(SORT_SCRIPT) - 4000
+    shown = []
+    for row in body:
+        line = _row_html(row)
+        budget -= len(line.encode("utf-8")) + 1
+        if budget < 0:
+            break
+        shown.append(line)
+    if len(shown) < len(body):
+        extent = (
+            f"{len(body):,} rows, {len(header)} columns; the first {len(shown):,} are shown "
+            f"(sorting and the filter act on these). The whole table: {name} in the report's "
+            "download list, or in the study's summary folder."
+        )
+    else:
+        extent = (
+            f"{len(body)} rows, {len(header)} columns. Click a column's name to sort by it; "
+            "type words to keep the rows holding them."
+        )
     parts = [
         '<!DOCTYPE html><html><head><meta charset="utf-8">',
         f"<title>{name}</title><style>{STYLE}</style>",
         f"<script>{SORT_SCRIPT}</script></head><body>",
         f"<p><b>{name}</b>: {extent}{link}</p>",
     ]
+    parts.append(
+        '<p><input type="search" id="filter" size="50" placeholder="filter: words every row '
+        'shown holds" oninput="filterRows(this)"> <span id="shown"></span></p>'
+    )
     if caption:
         parts.append(f"<div>{caption}</div>")
     parts.append("<table><thead><tr>")
     parts += [f'<th onclick="sortBy(this)">{html.escape(name)}</th>' for name in header]
     parts.append("</tr></thead><tbody>")
-    for row in shown:
-        cells = [
-            f'<td data-v="{html.escape(cell)}" title="{html.escape(cell)}">{short(cell)}</td>'
-            if _is_number(cell)
-            else f'<td class="text">{html.escape(cell)}</td>'
-            for cell in row
-        ]
-        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts += shown
     parts.append("</tbody></table></body></html>\n")
     return "\n".join(parts)
 
