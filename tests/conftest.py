@@ -1,6 +1,9 @@
 """Shared helpers: the repository's paths and a way to run snakemake on it."""
 
+import contextlib
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -55,12 +58,17 @@ def snakemake(
     umask=-1,
     snakefile=SNAKEFILE,
     study="config",
+    env=None,
 ):
-    """Run snakemake on the repository's Snakefile in ``workdir``; returns the process."""
+    """Run snakemake on the repository's Snakefile in ``workdir``; returns the process.
+
+    ``env``: its environment (and its jobs'), by default this process's."""
     command = snakemake_command(
         workdir, *args, configfile=configfile, snakefile=snakefile, study=study
     )
-    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout, umask=umask)
+    process = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, umask=umask, env=env
+    )
     if check and process.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} exited {process.returncode}\n"
@@ -84,18 +92,57 @@ def wait_for_one_of(children) -> tuple[int, int]:
         time.sleep(0.01)
 
 
+# What common.smk imports (the config check, the grid, the outputs).
+PLANNING_MODULES = (
+    "optbench.grid",
+    "optbench.planning.settings",
+    "optbench.planning.commands",
+    "optbench.planning.cost",
+    "optbench.planning.gpus",
+    "optbench.planning.jobs",
+    "optbench.planning.recovery",
+    "optbench.planning.studies",
+    "optbench.reporting.outputs",
+    "optbench.reporting.analysis_context",
+)
+
+
+def warm_up_for_forks():
+    """Do once in this process what every snakemake start repeats before it reads
+    a config, so that forked children inherit it: building the command-line
+    parser (which collects every installed plugin and imports the report
+    modules), importing smart_open (Snakemake's path handling), the modules
+    common.smk imports, and reading torch's catalogue of classes from its
+    source (cached). About 0.5 s of CPU of the 0.65 s a refused row costs a
+    child that starts cold. A module missing here is only a slower child."""
+    import importlib
+
+    import snakemake.cli
+
+    snakemake.cli.get_argument_parser()
+    for name in ("smart_open", *PLANNING_MODULES):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    with contextlib.suppress(ImportError):
+        from optbench.planning import torch_catalog
+
+        torch_catalog.load()
+
+
 def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2) -> dict:
     """``{key: (workdir, args)}`` -> ``{key: CompletedProcess}``: snakemake's command
     line run in children forked from this process, at most ``parallel`` at a time.
 
     For long tables of refused configurations (docs/bad-input.md): the parent
-    imports Snakemake once, so each row costs its own parsing and checks, not
-    Snakemake's start-up (about 1.4 s of the 2.5 s a row takes as a fresh
-    process). Children are forked from the main thread only, write their output
-    to files in ``scratch`` and never return into pytest (os._exit).
+    imports Snakemake and warms it up once (warm_up_for_forks), so each row
+    costs its own parsing and checks, not Snakemake's start-up (a row took
+    2.5 s as a fresh process, 0.65 s of CPU forked cold, 0.12 s forked warm).
+    Children are forked from the main thread only, write their output to files
+    in ``scratch`` and never return into pytest (os._exit).
     """
     import snakemake.cli
 
+    warm_up_for_forks()
     pending = list(enumerate(runs.items()))
     running: dict[int, tuple] = {}
     done = {}
@@ -193,15 +240,84 @@ def no_stray_slurm_lookup():
         os.environ["SLURM_CONF"] = previous
 
 
+@contextlib.contextmanager
+def exclusive(lock_file: Path):
+    """Hold an exclusive lock on ``lock_file`` (created if missing) for the block."""
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def made_once_per_session(tmp_path_factory, name: str, make) -> Path:
+    """The folder ``name``, filled by ``make(folder)`` once per test session.
+
+    Under pytest-xdist each worker has its own session fixtures, so a session
+    fixture alone would make the folder once per worker. The folder lives
+    instead in the temporary directory the workers share (the parent of each
+    worker's own), under a lock: the first worker to ask makes it, the others
+    wait for it and reuse it. A marker written after ``make`` returns tells a
+    finished folder from one a failed attempt left half-made (made again)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # pytest-of-<user>/pytest-<n>/, above popen-gw<i>/
+    folder, finished = base / name, base / f"{name}.finished"
+    with exclusive(base / f"{name}.lock"):
+        if not finished.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            finished.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_results(tmp_path_factory):
-    """The tiny config run once with four cores; copy it before changing anything.
+    """The tiny config run once per test session with four cores, shared by the
+    xdist workers: read it or dry-run it, but copy it (copy_tree) before changing
+    anything.
 
     Run under umask 002 (group-writable), which is neither the usual 022 nor the
     0600 of a private temporary file, so that file modes can be checked on it."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    snakemake(workdir, "--cores", "4", configfile=CONFIGS / "tiny.yaml", umask=TINY_UMASK)
+
+    def run(workdir):
+        snakemake(workdir, "--cores", "4", configfile=CONFIGS / "tiny.yaml", umask=TINY_UMASK)
+
+    return made_once_per_session(tmp_path_factory, "tiny", run)
+
+
+# Stand-ins for other CPUs (tests/test_numerics.py): an AVX2 laptop and an
+# AVX-512 server, as environment variables that make the libraries take their
+# code paths.
+AVX2_HOST = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+AVX512_HOST = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512"}
+
+
+def host_environment(host: dict) -> dict:
+    """This process's environment without its numerics pins, plus a simulated host's variables."""
+    kept = {k: v for k, v in os.environ.items() if k not in numerics.STEERING_VARIABLES}
+    return kept | host
+
+
+def run_default_command(workdir: Path, host: dict) -> Path:
+    """README's first command under a simulated ``host``: config.yaml copied into
+    ``workdir`` (as in a clone) and `snakemake --cores 2` there, no --configfile."""
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    snakemake(workdir, "--cores", "2", timeout=900, env=host_environment(host))
     return workdir
+
+
+@pytest.fixture(scope="session")
+def default_results(tmp_path_factory):
+    """The default config (80 runs of 40 steps) run once per test session by the
+    README's first command on the simulated AVX2 host, shared by the xdist
+    workers (tests/test_workflow.py, tests/test_numerics.py): copy it before
+    changing anything."""
+    return made_once_per_session(
+        tmp_path_factory, "default", lambda workdir: run_default_command(workdir, AVX2_HOST)
+    )
 
 
 def copy_tree(source: Path, target: Path) -> Path:

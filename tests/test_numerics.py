@@ -12,15 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SCHEMA, TRAIN_SCRIPT, snakemake
+from conftest import (
+    AVX2_HOST,
+    AVX512_HOST,
+    REPO,
+    SCHEMA,
+    TRAIN_SCRIPT,
+    host_environment,
+    run_default_command,
+)
 from optbench.engines import numerics
 from optbench.planning import jobs, settings
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 
-# Stand-ins for other CPUs: an AVX2 laptop and an AVX-512 server.
-AVX2_HOST = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-AVX512_HOST = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512"}
+# Stand-ins for other CPUs: an AVX2 laptop and an AVX-512 server (AVX2_HOST,
+# AVX512_HOST in conftest, where the default run on the first is shared).
 # ATen's scalar kernels, which every x86-64 CPU can run: their bits differ from the
 # AVX2 kernels' on any host with AVX2, so this host shows that a simulation bites.
 SCALAR_HOST = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AVX2"}
@@ -123,12 +130,6 @@ def test_host_instruction_sets_and_promise():
 # ------------------------------------------------------- simulated hosts
 
 
-def host_environment(host: dict) -> dict:
-    """This process's environment without its pins, plus the simulated host's variables."""
-    kept = {k: v for k, v in os.environ.items() if k not in numerics.STEERING_VARIABLES}
-    return kept | host
-
-
 def run_files(workdir: Path) -> dict[str, str]:
     """SHA-256 of every run TSV under results/runs."""
     return {
@@ -139,21 +140,6 @@ def run_files(workdir: Path) -> dict[str, str]:
 
 def sidecars(workdir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((workdir / "results/runs").rglob("*.json"))]
-
-
-def pipeline_under(tmp_path, name, config, host):
-    """The whole pipeline on ``config`` (a path) under a simulated host; its run files."""
-    workdir = tmp_path / name
-    workdir.mkdir()
-    old, simulated = dict(os.environ), host_environment(host)
-    os.environ.clear()
-    os.environ.update(simulated)
-    try:  # snakemake and its jobs inherit this environment
-        snakemake(workdir, "--cores", "2", configfile=config, timeout=900)
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-    return workdir, run_files(workdir)
 
 
 def job_under(tmp_path, name, grid, host, numerics_mode="portable"):
@@ -171,10 +157,12 @@ def job_under(tmp_path, name, grid, host, numerics_mode="portable"):
 
 @pytest.mark.workflow
 @pytest.mark.skipif(not X86, reason="the portable promise covers x86-64 hosts")
-def test_default_config_same_bytes_on_simulated_hosts(tmp_path):
-    config = REPO / "config.yaml"
-    avx2, files_avx2 = pipeline_under(tmp_path, "avx2", config, AVX2_HOST)
-    avx512, files_avx512 = pipeline_under(tmp_path, "avx512", config, AVX512_HOST)
+def test_default_config_same_bytes_on_simulated_hosts(default_results, tmp_path):
+    """The whole pipeline on config.yaml (README's first command) under the AVX2
+    host (the session's shared default run) and under the AVX-512 host."""
+    avx2, files_avx2 = default_results, run_files(default_results)
+    avx512 = run_default_command(tmp_path, AVX512_HOST)
+    files_avx512 = run_files(avx512)
     assert len(files_avx2) == 80
     assert files_avx2 == files_avx512
     recorded = sidecars(avx512)[0]["numerics"]

@@ -56,13 +56,16 @@ def test_default_grid_dry_run_schedules_one_training_job_per_loss(workdir):
     }
 
 
-def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_path):
+def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(
+    default_results, tmp_path
+):
     """README's first command on config.yaml (in a clone-like directory): one
     training job per loss, each training its 40 runs with the batched engine,
-    and every run's TSV byte for byte the article's loop."""
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    snakemake(tmp_path, "--cores", "2")
-    logs = sorted(p.relative_to(tmp_path) for p in (tmp_path / "results/logs/train").rglob("*"))
+    and every run's TSV byte for byte the article's loop. (The run is the
+    session's shared one, conftest.default_results: made on the simulated AVX2
+    host, whose bits tests/test_numerics.py compares with an AVX-512 host's.)"""
+    run = default_results
+    logs = sorted(p.relative_to(run) for p in (run / "results/logs/train").rglob("*"))
     assert [str(p) for p in logs if p.suffix == ".log"] == [
         "results/logs/train/linear/l1/seeds0-9.log",
         "results/logs/train/linear/mse/seeds0-9.log",
@@ -72,12 +75,10 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
         cells = [(loss, optimizer) for optimizer in optimizers]
         log = f"results/logs/train/linear/{loss}/seeds0-9.log"
         manifest = f"results/manifests/train/linear/{loss}/seeds0-9.tsv"
-        assert_job_log(
-            tmp_path, log, cells, list(range(10)), 40, requested="auto", manifest=manifest
-        )
+        assert_job_log(run, log, cells, list(range(10)), 40, requested="auto", manifest=manifest)
         for optimizer in optimizers:
             for seed in range(10):
-                stem = tmp_path / f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}"
+                stem = run / f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}"
                 expected = article_loop(
                     seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps=40
                 )
@@ -88,9 +89,9 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
                 details = meta["engine_details"]
                 assert (meta["engine"], details["runs"], details["variants"]) == ("batched", 10, 1)
                 assert details["forward"] == "bmm" and details["kernels_exact"] is True
-    assert (tmp_path / "results/summary/leaderboard.tsv").exists()
+    assert (run / "results/summary/leaderboard.tsv").exists()
     # The documentation's numbers about the default run are this run's numbers.
-    summary_dir = tmp_path / "results/summary"
+    summary_dir = run / "results/summary"
     document = (REPO / "docs/outputs.md").read_text()
     assert results_text.replace_section(document, results_text.render(summary_dir)) == document, (
         "docs/outputs.md 'What ten seeds say' is stale: run the default config, then "
@@ -106,7 +107,7 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
     assert results_text.main(["--check", "--summary", str(changed)]) == 1
     # Each job's manifest lists its 40 runs with the SHA-256 of each TSV.
     for loss in ("mse", "l1"):
-        manifest = tmp_path / f"results/manifests/train/linear/{loss}/seeds0-9.tsv"
+        manifest = run / f"results/manifests/train/linear/{loss}/seeds0-9.tsv"
         lines = manifest.read_text().splitlines()
         header = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
         assert lines[0] == header and len(lines) == 41
@@ -114,17 +115,18 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
         for line in lines[1:]:
             tsv, sidecar, digest, size, _, settings = line.split("\t")
             assert sidecar == tsv.removesuffix(".tsv") + ".json"
-            assert int(size) == (tmp_path / tsv).stat().st_size
-            assert settings == json.loads((tmp_path / sidecar).read_text())["settings_sha256"]
+            assert int(size) == (run / tsv).stat().st_size
+            assert settings == json.loads((run / sidecar).read_text())["settings_sha256"]
             listed[tsv] = digest
-        runs = sorted((tmp_path / f"results/runs/linear/{loss}").rglob("*.tsv"))
-        assert sorted(listed) == [str(p.relative_to(tmp_path)) for p in runs]
+        runs = sorted((run / f"results/runs/linear/{loss}").rglob("*.tsv"))
+        assert sorted(listed) == [str(p.relative_to(run)) for p in runs]
         for path in runs:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            assert listed[str(path.relative_to(tmp_path))] == digest
+            assert listed[str(path.relative_to(run))] == digest
     # A lost run re-runs its job (not the other loss's), then that loss's summaries.
-    (tmp_path / "results/runs/linear/l1/adam/base/seed3.json").unlink()
-    planned = planned_jobs(snakemake(tmp_path, "-n"))
+    workdir = copy_tree(run, tmp_path / "w")
+    (workdir / "results/runs/linear/l1/adam/base/seed3.json").unlink()
+    planned = planned_jobs(snakemake(workdir, "-n"))
     assert planned == {
         "train_linear_l1_seeds_0-9": 1,
         "summarize_evaluation_linear_l1": 1,
@@ -619,8 +621,13 @@ def test_report_from_an_environment_of_requirements_txt_alone(tiny_results, tmp_
     """README: after command 1 the report builds; its dependencies (Snakemake's
     reports extra) come from requirements.txt, not from the test tools."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    install = [str(venv / "bin/pip"), "install", "-q", "-r", str(REPO / "requirements.txt")]
+    # The venv gets requirements.txt and nothing else, installed by this
+    # environment's pip (--python): the venv's own pip would add nothing the
+    # report uses and cost its install. --no-compile: the packages' .pyc files
+    # are written when first imported instead of all of torch's up front.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    install = [sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install"]
+    install += ["-q", "--no-compile", "-r", str(REPO / "requirements.txt")]
     subprocess.run(install, check=True, timeout=1200, capture_output=True)
     workdir = copy_tree(tiny_results, tmp_path / "w")
     command = [str(venv / "bin/python"), "-m", "snakemake", "-s", str(REPO / "Snakefile")]
