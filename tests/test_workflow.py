@@ -366,7 +366,7 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
         "total": 15,
     }
     jobs = planned_job_details(process)
-    assert len(jobs) == 14 and all("reason" in job for job in jobs)
+    assert len(jobs) == 15 and all("reason" in job for job in jobs)
     # Each cell reads its own runs only; the combine step reads one file per cell.
     for job in (job for job in jobs if job["rule"] == "summarize_cell"):
         wildcards = dict(item.split("=") for item in job["wildcards"].split(", "))
