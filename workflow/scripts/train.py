@@ -424,7 +424,8 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
             return 2
     if args.manifest:
         runfiles.write_manifest(
-            args.manifest, [(run.tsv, run.sidecar, digests[id(run)]) for run in runs]
+            args.manifest,
+            [(run.tsv, run.sidecar, digests[id(run)], jobs.cell_digest(run.spec)) for run in runs],
         )
         # A manifest set aside for a changed run (reuse.PREVIOUS) has served.
         Path(f"{args.manifest}{reuse.PREVIOUS}").unlink(missing_ok=True)
