@@ -333,8 +333,10 @@ def test_tampered_run_file_is_retrained_and_a_malformed_one_stops_aggregation_wi
     # trained again (issue 31 point 9), before any summary reads it.
     tamper()
     process = snakemake(workdir, "--cores", "1", configfile=TINY)
-    assert "results/runs/linear/l1/adam/base/seed1.tsv" in process.stderr
-    assert "changed since its training job wrote it" in process.stderr
+    # The plan says which job and why, in words (optbench.planning.status).
+    assert "  linear/l1/adam/base seeds 1: 1 run, 1 to train, 0 reused (1 run changed by hand)" in (
+        process.stderr
+    )
     assert tampered.read_bytes() == original
     # A malformed TSV that its manifest vouches for (as if its writer were
     # wrong) stops its cell's summary, naming file and line.

@@ -106,11 +106,12 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
     for loss in ("mse", "l1"):
         manifest = tmp_path / f"results/manifests/train/linear/{loss}/seeds0-9.tsv"
         lines = manifest.read_text().splitlines()
-        header = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
+        header = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256\tcell_sha256"
         assert lines[0] == header and len(lines) == 41
         listed = {}
         for line in lines[1:]:
-            tsv, sidecar, digest, size, _, settings = line.split("\t")
+            tsv, sidecar, digest, size, _, settings, cell = line.split("\t")
+            assert len(cell) == 16 and int(cell, 16) >= 0
             assert sidecar == tsv.removesuffix(".tsv") + ".json"
             assert int(size) == (tmp_path / tsv).stat().st_size
             assert settings == json.loads((tmp_path / sidecar).read_text())["settings_sha256"]

@@ -266,7 +266,7 @@ def job_line(status: JobStatus) -> str:
     """One job, at most MAX_LINE characters: its name, runs, what it trains, why."""
     kept = status.counts[KEPT]
     head = (
-        f"  {status.job.label}: {status.job.runs:,} runs, {status.to_train:,} to train, "
+        f"  {status.job.label}: {_plural(status.job.runs, 'run')}, {status.to_train:,} to train, "
         f"{kept:,} reused"
     )
     line = f"{head} ({'; '.join(status.reasons)})" if status.reasons else head
@@ -314,16 +314,17 @@ def describe(statuses, steps_of, plan=None, limit=None) -> list[str]:
         reasons = Counter(reason for status in hidden for reason in status.reasons)
         common = ", ".join(f"{reason} ({count:,})" for reason, count in reasons.most_common(3))
         lines.append(
-            f"  ... and {len(hidden):,} more jobs, {sum(s.to_train for s in hidden):,} runs "
-            f"to train ({common})"[:MAX_LINE]
+            f"  ... and {_plural(len(hidden), 'more job')}, "
+            f"{_plural(sum(s.to_train for s in hidden), 'run')} to train ({common})"[:MAX_LINE]
         )
     if not running:
         lines = ["training jobs to run: none (every run is reused)"]
     found = totals(statuses, steps_of)
     lines.append(
-        f"totals: {found.runs:,} runs ({found.run_steps:,} run-steps) in {found.jobs:,} "
-        f"training jobs; {found.jobs_to_run:,} jobs run, {found.to_train:,} runs "
-        f"({found.train_steps:,} run-steps) to train, {found.reused:,} reused"
+        f"totals: {_plural(found.runs, 'run')} ({found.run_steps:,} run-steps) in "
+        f"{_plural(found.jobs, 'training job')}; {_plural(found.jobs_to_run, 'job')} to run, "
+        f"{_plural(found.to_train, 'run')} ({found.train_steps:,} run-steps) to train, "
+        f"{found.reused:,} reused"
     )
     if plan is not None:
         lines.append(plan.describe(limit, share=found.train_steps / max(found.run_steps, 1)))
