@@ -51,3 +51,38 @@ def test_a_packed_job_killed_half_way_keeps_its_finished_runs(tmp_path, slow_ref
     log = (workdir / "results/logs/train/linear/mse/seeds0-3.log").read_text()
     (trained, reused) = re.search(r"done: 4 run\(s\) \((\d+) trained, (\d+) reused\)", log).groups()
     assert (int(trained), int(reused)) == (4 - len(done), len(done))
+
+
+def test_the_longest_training_jobs_have_the_highest_priority(tmp_path):
+    """Snakemake starts the ready jobs of the highest priority first: a job's is its
+    estimated time, so 4 runs of 3,000 steps come before 4 runs of 30."""
+    config = tmp_path / "two.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "seeds": [0, 1],
+                "problems": {"linear": {"steps": 30}, "quadratic": {"steps": 3000}},
+                "optimizers": {"sgd": {"class": "SGD", "kwargs": {"lr": 0.01}}},
+                "losses": {"mse": {"class": "MSELoss"}, "l1": {"class": "L1Loss"}},
+                "device": "cpu",
+            }
+        )
+    )
+    process = snakemake(tmp_path, "-n", configfile=config)
+    priority, rule = {}, None
+    for line in (process.stdout + process.stderr).splitlines():
+        if line.startswith("rule "):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("priority: ") and rule.startswith("train_"):
+            priority[rule] = int(line.split(": ")[1])
+    assert sorted(priority) == [
+        "train_linear_l1_seeds_0-1",
+        "train_linear_mse_seeds_0-1",
+        "train_quadratic_l1_seeds_0-1",
+        "train_quadratic_mse_seeds_0-1",
+    ]
+    # A job's start-up (2.5 s) is the floor; the long ones add their steps.
+    assert min(priority.values()) >= 2500
+    assert min(priority[f"train_quadratic_{loss}_seeds_0-1"] for loss in ("mse", "l1")) > max(
+        priority[f"train_linear_{loss}_seeds_0-1"] for loss in ("mse", "l1")
+    )

@@ -659,20 +659,21 @@ def trivial_snakefile(jobs: int) -> str:
     return TRIVIAL_SNAKEFILE.replace("range(10000)", f"range({jobs})")
 
 
-def measured(command, cwd=None) -> tuple[float, float, int]:
-    """Wall seconds, peak memory (MB, GNU time's maximum resident set) and the
-    bytes the command printed."""
+def measured(command, cwd=None) -> tuple[float, float, float, int]:
+    """Wall seconds, CPU seconds (user + system: what a busy machine does not
+    inflate), peak memory (MB, GNU time's maximum resident set) and the bytes
+    the command printed."""
     process = subprocess.run(
-        ["/usr/bin/time", "-f", "%e %M", *command],
+        ["/usr/bin/time", "-f", "%e %U %S %M", *command],
         cwd=cwd,
         check=True,
         capture_output=True,
         text=True,
     )
     *printed, last = process.stderr.rstrip("\n").split("\n")
-    seconds, kilobytes = last.split()
+    seconds, user, system, kilobytes = last.split()
     size = len(process.stdout.encode()) + len("\n".join(printed).encode())
-    return float(seconds), int(kilobytes) / 1024, size
+    return float(seconds), float(user) + float(system), int(kilobytes) / 1024, size
 
 
 # Goals of issue 33 per grid size: seconds and MB of a dry run.
@@ -684,29 +685,36 @@ def planning_scale(tmp: Path, sizes) -> None:
     trivial = tmp / "trivial8"
     trivial.mkdir(exist_ok=True)
     (trivial / "Snakefile").write_text(trivial_snakefile(8))
-    floor, floor_mb, _ = measured([sys.executable, "-m", "snakemake", "-n", "-q"], cwd=trivial)
-    report("trivial 8-job Snakefile dry run", f"{floor:.1f} s, {floor_mb:.0f} MB", "-")
+    floor, floor_cpu, floor_mb, _ = measured(
+        [sys.executable, "-m", "snakemake", "-n", "-q"], cwd=trivial
+    )
+    report(
+        "trivial 8-job Snakefile dry run",
+        f"{floor:.1f} s ({floor_cpu:.1f} s CPU), {floor_mb:.0f} MB",
+        "-",
+    )
     found = []
     for runs in sizes:
         config = planning_grid_config(tmp / f"plan{runs}.yaml", runs)
         workdir = tmp / f"plan{runs}"
         workdir.mkdir(exist_ok=True)
         command = snakemake(workdir, "-n", "--quiet", "rules", "--configfile", str(config))
-        seconds, mb, size = measured(command)
-        found.append((runs, seconds, mb))
+        seconds, cpu, mb, size = measured(command)
+        found.append((runs, cpu, mb))
         goal = PLANNING_GOALS.get(runs)
         report(
             f"{runs:,}-run grid dry run (8 jobs) / trivial",
-            f"{seconds:.1f} s ({seconds / floor:.1f}x), {mb:.0f} MB, printed {size / 1e3:.0f} kB",
+            f"{seconds:.1f} s ({cpu:.1f} s CPU, {cpu / floor_cpu:.1f}x), {mb:.0f} MB, "
+            f"printed {size / 1e3:.0f} kB",
             "-" if goal is None else f"< {goal[0]} s, < {goal[1]} MB, printed < 100 kB",
         )
     if len(found) > 1:
-        (small, s_seconds, s_mb), (large, l_seconds, l_mb) = found[0], found[-1]
-        per_run_us = (l_seconds - s_seconds) / (large - small) * 1e6
+        (small, s_cpu, s_mb), (large, l_cpu, l_mb) = found[0], found[-1]
+        per_run_us = (l_cpu - s_cpu) / (large - small) * 1e6
         per_run_bytes = (l_mb - s_mb) * 2**20 / (large - small)
         report(
-            "planning slope (largest vs smallest grid)",
-            f"{per_run_us:.1f} us and {per_run_bytes:.0f} bytes per run",
+            "planning slope (largest vs smallest grid, CPU)",
+            f"{per_run_us:.2f} us and {per_run_bytes:.0f} bytes per run",
             "at most linear",
         )
 

@@ -218,8 +218,9 @@ def range_job_argument(wildcards, seeds):
 
 
 def job_priority(cells, seeds):
-    """A training job's priority: its estimated seconds on one core (rounded up)."""
-    return math.ceil(cost.job_seconds(EXPERIMENT, cells, seeds))
+    """A training job's priority: its estimated milliseconds on one core (rounded
+    up; whole seconds would tie every short job)."""
+    return math.ceil(1000 * cost.job_seconds(EXPERIMENT, cells, seeds))
 
 
 def cell_job_priority(wildcards, seeds=1):

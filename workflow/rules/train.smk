@@ -34,7 +34,7 @@
 # it for the runs it may reuse) and puts it back if the job fails.
 #
 # Priorities: Snakemake starts the ready jobs of the highest priority first;
-# a job's is its estimated training seconds (optbench.planning.cost), so the
+# a job's is its estimated training milliseconds (optbench.planning.cost), so the
 # longest jobs start first instead of after every small one.
 
 
