@@ -38,9 +38,10 @@ def refuse(message):
 
 class _NothingToRestore(logging.Filter):
     """Training outputs are flagged update() (train.smk): Snakemake keeps the
-    previous runs while their job re-runs and puts them back if it fails. A
-    run made for the first time had no previous version; Snakemake's line
-    saying so, once per file of a failed job, would drown the reason."""
+    previous version (a manifest; a one-run job's run files) while their job
+    re-runs and puts it back if it fails. A file made for the first time had
+    no previous version; Snakemake's line saying so, once per file of a failed
+    job, would drown the reason."""
 
     def filter(self, record):
         return not str(record.msg).endswith(": no backup found.")
