@@ -123,7 +123,14 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(tmp_pa
             assert listed[str(path.relative_to(tmp_path))] == digest
     # A lost run re-runs its job (not the other loss's), then that loss's summaries.
     (tmp_path / "results/runs/linear/l1/adam/base/seed3.json").unlink()
-    planned = planned_jobs(snakemake(tmp_path, "-n"))
+    process = snakemake(tmp_path, "-n")
+    planned = planned_jobs(process)
+    # (the plan says which job and why: the job's only output is its manifest)
+    assert (
+        "  linear/l1 seeds 0-9: 40 runs, 1 to train, 39 reused (1 run with a file missing)\n"
+        "totals: 80 runs (3,200 run-steps) in 2 training jobs; 1 job to run, 1 run (40 run-steps)"
+        " to train, 79 reused\n"
+    ) in process.stderr
     assert planned == {
         "train_linear_l1_seeds_0-9": 1,
         "summarize_evaluation_linear_l1": 1,
