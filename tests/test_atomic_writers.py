@@ -248,10 +248,12 @@ def test_manifest_lists_each_run_with_the_hash_of_its_tsv(tmp_path):
         runs.append((tsv, sidecar))
     runfiles.write_manifest(tmp_path / "manifest.tsv", runs)
     lines = (tmp_path / "manifest.tsv").read_text().splitlines()
-    assert lines[0] == "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
+    assert lines[0] == (
+        "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256\tcell_sha256"
+    )
     expected = [
         f"{tsv}\t{sidecar}\t{hashlib.sha256(Path(tsv).read_bytes()).hexdigest()}"
-        f"\t{len(Path(tsv).read_bytes())}\t{os.stat(tsv).st_mtime_ns}\t"
+        f"\t{len(Path(tsv).read_bytes())}\t{os.stat(tsv).st_mtime_ns}\t\t"
         for tsv, sidecar in runs
     ]
     assert lines[1:] == expected

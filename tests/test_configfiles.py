@@ -2,6 +2,7 @@
 and `only:` to run part of the grid; config bombs refused while Snakemake starts."""
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import psutil
 import pytest
 
 from conftest import CONFIGS, REPO, snakemake, snakemake_command
+from optbench.planning import jobs
 
 pytestmark = pytest.mark.workflow
 TINY = CONFIGS / "tiny.yaml"
@@ -19,10 +21,16 @@ CHECK_CONFIG = REPO / "workflow" / "scripts" / "check_config.py"
 
 
 def planned_runs(process, root="results") -> set[str]:
-    """The run TSVs a dry run schedules, read from its jobs' `output:` lines, in the
-    study folder ``root``."""
+    """The run TSVs a dry run (with -p) schedules in the study folder ``root``: a
+    packed job's, expanded from the --job argument of its printed command (its
+    only output is its manifest); a one-run job's, read from its `output:` line."""
     runs = set()
     for line in (process.stdout + process.stderr).splitlines():
+        if "train.py" in line and " --job " in line:
+            arguments = shlex.split(line)
+            expanded = jobs.expand(arguments[arguments.index("--job") + 1])
+            runs |= {run.tsv for run in expanded if run.tsv.startswith(f"{root}/runs/")}
+            continue
         match = re.match(r"\s+output: (.*)$", line)
         if match:
             # Training outputs carry Snakemake's "(update)" flag (train.smk).
@@ -74,7 +82,7 @@ def test_configfiles_merge_in_order_and_missing_keys_take_the_defaults(project_d
     first, second = project_dir / "a.yaml", project_dir / "b.yaml"
     first.write_text("seeds: [0]\noptimizers: {sgd: {class: SGD, kwargs: {lr: 0.1}}}\n")
     second.write_text("seeds: [3, 4]\noptimizers: {adam: {class: Adam}}\n")
-    process = snakemake(project_dir, "-n", "--configfile", str(first), str(second))
+    process = snakemake(project_dir, "-n", "-p", "--configfile", str(first), str(second))
     # config.yaml's nadam and huber are not used; losses are the schema's defaults.
     # The study is named after both files (docs/outputs.md, Studies).
     assert planned_runs(process, "results/a+b") == runs(
@@ -90,19 +98,19 @@ def test_config_on_the_command_line_extends_config_yaml_and_only_picks_from_it(p
         "optimizers: {sgd: {class: SGD, kwargs: {lr: 0.1}}}\n"
     )
     adamw = "optimizers={adamw: {class: AdamW, kwargs: {lr: 0.01}}}"
-    process = snakemake(project_dir, "-n", "--config", adamw)
+    process = snakemake(project_dir, "-n", "-p", "--config", adamw)
     assert planned_runs(process) == runs(["huber"], ["sgd", "adamw"], [2, 5])
-    process = snakemake(project_dir, "-n", "--config", adamw, "only={optimizers: [adamw]}")
+    process = snakemake(project_dir, "-n", "-p", "--config", adamw, "only={optimizers: [adamw]}")
     assert planned_runs(process) == runs(["huber"], ["adamw"], [2, 5])
 
 
 def test_only_schedules_exactly_the_chosen_cells(project_dir):
     process = snakemake(
-        project_dir, "-n", "--config", "only={optimizers: [sgd, adam], losses: [mse]}"
+        project_dir, "-n", "-p", "--config", "only={optimizers: [sgd, adam], losses: [mse]}"
     )
     assert planned_runs(process) == runs(["mse"], ["sgd", "adam"], range(10))
     process = snakemake(
-        project_dir, "-n", "--config", "only={optimizers: [adam], losses: [l1], seeds: [7]}"
+        project_dir, "-n", "-p", "--config", "only={optimizers: [adam], losses: [l1], seeds: [7]}"
     )
     assert planned_runs(process) == {"results/runs/linear/l1/adam/base/seed7.tsv"}
     text = process.stdout + process.stderr
@@ -118,6 +126,7 @@ def test_only_in_a_config_file_and_on_the_command_line_combine(workdir):
     process = snakemake(
         workdir,
         "-n",
+        "-p",
         "--configfile",
         str(TINY),
         str(selection),

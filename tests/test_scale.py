@@ -174,7 +174,7 @@ def test_ten_thousand_run_grid_dry_runs(tmp_path, per_job, scope, train_jobs):
     if scope == "problem":
         # One job of 10,000 runs: its command stays far below Linux's 128 KiB per
         # argument (bash -c gets the whole command), and the runs it expands to
-        # are exactly the outputs the rule declares.
+        # are all distinct; its one output is its manifest.
         assert_command_expands_to_outputs(process.stdout + process.stderr, runs=10_000)
         # Its summary job reads all 10,000 runs; its command names patterns too.
         (command,) = [line for line in process.stdout.splitlines() if "summarize_cell.py" in line]
@@ -189,16 +189,14 @@ def assert_command_expands_to_outputs(text, runs):
     expanded = jobs.expand(arguments[arguments.index("--job") + 1])
     (rule,) = [i for i, line in enumerate(lines) if line.startswith("rule train")]
     outputs = next(line.strip() for line in lines[rule:] if line.strip().startswith("output: "))
-    # Training outputs carry Snakemake's "(update)" flag (train.smk): every one of them.
-    flagged = outputs.removeprefix("output: ").split(", ")
-    assert all(path.endswith(" (update)") for path in flagged)
-    declared = [path.removesuffix(" (update)") for path in flagged]
-    manifests = [path for path in declared if path.startswith("results/manifests/train/")]
-    assert len(manifests) == 1 and f"--manifest {manifests[0]}" in command, manifests
-    declared.remove(manifests[0])
+    # A packed job's one output is its manifest, an update() output (train.smk),
+    # whatever its number of runs: the runs are written beside it, not declared.
+    (declared,) = outputs.removeprefix("output: ").split(", ")
+    assert declared.endswith(" (update)")
+    manifest = declared.removesuffix(" (update)")
+    assert manifest.startswith("results/manifests/train/") and f"--manifest {manifest}" in command
     tsvs = [run.tsv for run in expanded]
     assert len(tsvs) == runs and len(set(tsvs)) == runs
-    assert sorted(tsvs + [run.sidecar for run in expanded]) == sorted(declared)
 
 
 def test_summary_of_ten_thousand_runs(tmp_path):
@@ -234,3 +232,48 @@ def test_summary_of_ten_thousand_runs(tmp_path):
         assert medians[(loss, f"o{oi}")] == pytest.approx(np.median(finals), rel=1e-12)
     # 50 optimizers per loss: every pair tested, Holm across the 1,225 pairs
     assert len(pd.read_csv(tmp_path / "summary" / "pairwise.tsv", sep="\t")) == 2 * 1225
+
+
+def hundred_thousand_run_grid(path):
+    """Issue 33's grid: linear, 4 optimizers x 25 learning rates x 2 losses x 500
+    seeds, 125 seeds a job, the default job_scope (loss): 8 jobs of 12,500 runs."""
+    classes = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+    config = {
+        "seeds": list(range(500)),
+        "seeds_per_job": 125,
+        "steps": 40,
+        "device": "cpu",
+        "optimizers": {
+            f"{name}_{i}": {"class": cls, "kwargs": {"lr": round(0.001 * (i + 1), 3)}}
+            for name, cls in classes.items()
+            for i in range(25)
+        },
+        "losses": {"mse": {"class": "MSELoss"}, "l1": {"class": "L1Loss"}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_hundred_thousand_run_grid_dry_run_prints_under_100_kb(tmp_path):
+    config = hundred_thousand_run_grid(tmp_path / "big.yaml")
+    # Snakemake's own job blocks: each training job declares its manifest only.
+    plain = snakemake(tmp_path, "-n", configfile=config)
+    assert len((plain.stdout + plain.stderr).encode()) < 100_000
+    assert planned_jobs(plain)["total"] == 15  # 8 training, 2 summaries, 5 more
+    # The readable form: our plan, Snakemake's counts. One line per job, each
+    # under 300 characters, and the totals (40 steps a run).
+    quiet = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=config)
+    printed = quiet.stdout + quiet.stderr
+    assert len(printed.encode()) < 10_000
+    lines = [line for line in printed.splitlines() if line.startswith("  linear/")]
+    assert lines == [
+        f"  linear/{loss} seeds {first}-{first + 124}: 12,500 runs, 12,500 to train, 0 reused "
+        "(not trained yet)"
+        for loss in ("l1", "mse")  # the config's order: yaml.safe_dump sorts the keys
+        for first in (0, 125, 250, 375)
+    ]
+    assert (
+        "totals: 100,000 runs (4,000,000 run-steps) in 8 training jobs; 8 jobs to run, "
+        "100,000 runs (4,000,000 run-steps) to train, 0 reused"
+    ) in printed.splitlines()
+    assert "rule train" not in printed  # no job blocks

@@ -50,6 +50,13 @@ TEST_OVERRIDES = [
     "--latency-wait",
     "5",
 ]
+# profiles/slurm submits the jobs of a rule as job arrays; a rule name that
+# matches no rule submits every job on its own.
+NO_ARRAYS = ("--slurm-array-jobs", "none")
+SUBMITTED_ARRAY = re.compile(
+    r"Submitted array job with Snakemake IDs (\S+) and SLURM job ID (\d+)\. "
+    r"The individual task IDs are (\d+)-(\d+)\."
+)
 SUBMITTED = re.compile(r"Job \S+ has been submitted with SLURM jobid (\d+) \(log: ([^)]+)\)")
 # Where Slurm and munge keep configuration, keys, sockets, state and logs on
 # a Debian machine: the suite writes to none of them.
@@ -233,8 +240,10 @@ def gpu_run(cluster, tmp_path_factory, sgd_grid):
     node with two, so jobs must queue for them."""
     workdir = tmp_path_factory.mktemp("cluster")
     started = time.monotonic()
+    # One sbatch call per job (the profile's arrays off): what one job asks of
+    # Slurm is checked here; arrays are tested below.
     process, output, submitted, records = submit(
-        cluster, workdir, "slurm", "--config", "device=auto", configfile=sgd_grid
+        cluster, workdir, "slurm", *NO_ARRAYS, "--config", "device=auto", configfile=sgd_grid
     )
     assert process.returncode == 0, output[-8000:] + cluster.logs()
     return workdir, output, submitted, records, time.monotonic() - started
@@ -318,3 +327,45 @@ def test_grouped_profile_makes_fewer_slurm_jobs_with_identical_results(
     assert len(sidecars) == 4 and len({m["cuda_visible_devices"] for m in sidecars}) == 1
     runs = run_tsvs(workdir)
     assert len(runs) == 4 and runs == {name: local_runs[name] for name in runs}
+
+
+def test_fifty_two_jobs_go_to_slurm_as_arrays_with_the_results_of_a_local_run(cluster, tmp_path):
+    """profiles/slurm submits the 52 one-run jobs of rule train (job_scope cell,
+    one seed a job) as job arrays, not 52 sbatch calls; each task trains its run,
+    byte for byte what a local run of the same grid writes."""
+    config = yaml.safe_load(TINY.read_text())
+    config["seeds"] = list(range(13))  # 2 optimizers x 2 losses x 13 seeds
+    grid = tmp_path / "fifty.yaml"
+    grid.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "cluster"
+    process, output, submitted, records = submit(
+        cluster, workdir, "slurm", configfile=grid, seconds=1200
+    )
+    assert process.returncode == 0, output[-8000:] + cluster.logs()
+    arrays = SUBMITTED_ARRAY.findall(output)
+    members = [int(jobid) for ids, *_ in arrays for jobid in ids.split(",")]
+    tasks = sum(int(last) - int(first) + 1 for *_, first, last in arrays)
+    print(f"array run: {len(arrays)} array job(s), {len(members)} tasks; {len(submitted)} single")
+    assert len(members) == len(set(members)) == tasks == 52, output[-4000:]
+    assert not submitted  # no training job went on its own
+    # Slurm ran every task to completion (its completion log: one record per
+    # task; this run submitted nothing else).
+    assert len(records) == 52, records
+    assert {record["JobState"] for record in records.values()} == {"COMPLETED"}
+    # The same grid trained locally, packed into one job per loss.
+    local = tmp_path / "local"
+    subprocess.run(
+        snakemake_command(
+            local,
+            "--cores",
+            "2",
+            "--config",
+            "job_scope=loss",
+            "seeds_per_job=all",
+            configfile=grid,
+        ),
+        check=True,
+        capture_output=True,
+    )
+    runs, expected = run_tsvs(workdir), run_tsvs(local)
+    assert len(runs) == 52 and runs == expected

@@ -109,11 +109,12 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(
     for loss in ("mse", "l1"):
         manifest = run / f"results/manifests/train/linear/{loss}/seeds0-9.tsv"
         lines = manifest.read_text().splitlines()
-        header = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
+        header = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256\tcell_sha256"
         assert lines[0] == header and len(lines) == 41
         listed = {}
         for line in lines[1:]:
-            tsv, sidecar, digest, size, _, settings = line.split("\t")
+            tsv, sidecar, digest, size, _, settings, cell = line.split("\t")
+            assert len(cell) == 16 and int(cell, 16) >= 0
             assert sidecar == tsv.removesuffix(".tsv") + ".json"
             assert int(size) == (run / tsv).stat().st_size
             assert settings == json.loads((run / sidecar).read_text())["settings_sha256"]
@@ -126,7 +127,14 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(
     # A lost run re-runs its job (not the other loss's), then that loss's summaries.
     workdir = copy_tree(run, tmp_path / "w")
     (workdir / "results/runs/linear/l1/adam/base/seed3.json").unlink()
-    planned = planned_jobs(snakemake(workdir, "-n"))
+    process = snakemake(workdir, "-n")
+    planned = planned_jobs(process)
+    # (the plan says which job and why: the job's only output is its manifest)
+    assert (
+        "  linear/l1 seeds 0-9: 40 runs, 1 to train, 39 reused (1 run with a file missing)\n"
+        "totals: 80 runs (3,200 run-steps) in 2 training jobs; 1 job to run, 1 run (40 run-steps)"
+        " to train, 79 reused\n"
+    ) in process.stderr
     assert planned == {
         "train_linear_l1_seeds_0-9": 1,
         "summarize_evaluation_linear_l1": 1,
@@ -667,7 +675,18 @@ def test_packed_dry_runs_stay_readable(tmp_path, scope):
         ),
         (f"optimizers={{{sgd}}}, {adam}, rms: {{class: RMSprop}}}}",),
     ]
-    for case in cases:
+    # Our plan (optbench.planning.status), per training job: its runs, how many
+    # train and how many are reused, and why in words. Worked out by hand: per
+    # (problem, loss) 2 optimizers x 2 seeds were trained; a seed adds 2 runs,
+    # the sweep replaces sgd's one variant by 2 (lr=0.1, lr=0.2) over seeds
+    # 0, 1 and 7 (6 new runs; adam gains seed 7), an optimizer adds 2 runs.
+    losses = ("mse", "l1") if scope == "loss" else ("mse/l1",)
+    said = [
+        ("1 seed added", 6, 2),
+        ("2 variants of sgd added; 1 seed added", 12, 8),
+        ("optimizer rms added", 6, 2),
+    ]
+    for case, (reasons, runs, train) in zip(cases, said, strict=True):
         process = snakemake(workdir, "-n", "--config", *case, configfile=config)
         jobs = planned_job_details(process)
         assert jobs, process.stderr[-2000:]
@@ -677,3 +696,21 @@ def test_packed_dry_runs_stay_readable(tmp_path, scope):
             said = [p for p in parts if not p.startswith(FILE_LISTS)]
             assert len("; ".join(said)) <= 300, job
             assert '"cells"' not in job["reason"], job
+        per_job = len(losses)
+        lines = [line for line in process.stderr.splitlines() if line.startswith("  linear")]
+        expected = []
+        for loss in losses:
+            key = "linear" if scope == "problem" else f"linear/{loss}"
+            n, t = runs * (2 if scope == "problem" else 1), train * (2 if scope == "problem" else 1)
+            seeds = "0-7" if "sgd" in reasons else ("0-2" if "seed" in reasons else "0-1")
+            expected.append(
+                f"  {key} seeds {seeds}: {n} runs, {t} to train, {n - t} reused ({reasons})"
+            )
+        assert lines == expected, process.stderr[-3000:]
+        trains = sum(n for rule, n in planned_jobs(process).items() if rule.startswith("train"))
+        assert trains == per_job  # one line per job that Snakemake runs
+        total = runs * 2
+        assert (
+            f"{2 if scope == 'loss' else 1} job{'s' if scope == 'loss' else ''} to run, "
+            f"{train * 2} runs ({train * 2 * 5} run-steps) to train, {total - train * 2} reused"
+        ) in process.stderr

@@ -631,6 +631,94 @@ def dry_run_scale(tmp: Path, reps: int) -> None:
     )
 
 
+def planning_grid_config(path: Path, runs: int) -> Path:
+    """The issue's grid (issue 33): linear, 4 optimizers x 25 learning rates x 2
+    losses x ``runs`` / 200 seeds, default job_scope (loss), seeds in 4 ranges:
+    8 training jobs whatever the number of runs."""
+    seeds = runs // 200
+    classes = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+    optimizers = {
+        f"{name}_{i}": {"class": cls, "kwargs": {"lr": round(0.001 * (i + 1), 3)}}
+        for name, cls in classes.items()
+        for i in range(25)
+    }
+    config = {
+        "seeds": list(range(seeds)),
+        "seeds_per_job": seeds // 4,
+        "steps": 40,
+        "device": "cpu",
+        "optimizers": optimizers,
+        "losses": {"mse": {"class": "MSELoss"}, "l1": {"class": "L1Loss"}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def trivial_snakefile(jobs: int) -> str:
+    """A Snakefile of ``jobs`` jobs doing nothing: Snakemake's own floor."""
+    return TRIVIAL_SNAKEFILE.replace("range(10000)", f"range({jobs})")
+
+
+def measured(command, cwd=None) -> tuple[float, float, float, int]:
+    """Wall seconds, CPU seconds (user + system: what a busy machine does not
+    inflate), peak memory (MB, GNU time's maximum resident set) and the bytes
+    the command printed."""
+    process = subprocess.run(
+        ["/usr/bin/time", "-f", "%e %U %S %M", *command],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    *printed, last = process.stderr.rstrip("\n").split("\n")
+    seconds, user, system, kilobytes = last.split()
+    size = len(process.stdout.encode()) + len("\n".join(printed).encode())
+    return float(seconds), float(user) + float(system), int(kilobytes) / 1024, size
+
+
+# Goals of issue 33 per grid size: seconds and MB of a dry run.
+PLANNING_GOALS = {10_000: None, 100_000: (10, 300), 1_000_000: (60, 1000)}
+
+
+def planning_scale(tmp: Path, sizes) -> None:
+    print("n. planning (dry run) of 10^4-10^6-run grids (8 jobs) beside a trivial 8-job Snakefile")
+    trivial = tmp / "trivial8"
+    trivial.mkdir(exist_ok=True)
+    (trivial / "Snakefile").write_text(trivial_snakefile(8))
+    floor, floor_cpu, floor_mb, _ = measured(
+        [sys.executable, "-m", "snakemake", "-n", "-q"], cwd=trivial
+    )
+    report(
+        "trivial 8-job Snakefile dry run",
+        f"{floor:.1f} s ({floor_cpu:.1f} s CPU), {floor_mb:.0f} MB",
+        "-",
+    )
+    found = []
+    for runs in sizes:
+        config = planning_grid_config(tmp / f"plan{runs}.yaml", runs)
+        workdir = tmp / f"plan{runs}"
+        workdir.mkdir(exist_ok=True)
+        command = snakemake(workdir, "-n", "--quiet", "rules", "--configfile", str(config))
+        seconds, cpu, mb, size = measured(command)
+        found.append((runs, cpu, mb))
+        goal = PLANNING_GOALS.get(runs)
+        report(
+            f"{runs:,}-run grid dry run (8 jobs) / trivial",
+            f"{seconds:.1f} s ({cpu:.1f} s CPU, {cpu / floor_cpu:.1f}x), {mb:.0f} MB, "
+            f"printed {size / 1e3:.0f} kB",
+            "-" if goal is None else f"< {goal[0]} s, < {goal[1]} MB, printed < 100 kB",
+        )
+    if len(found) > 1:
+        (small, s_cpu, s_mb), (large, l_cpu, l_mb) = found[0], found[-1]
+        per_run_us = (l_cpu - s_cpu) / (large - small) * 1e6
+        per_run_bytes = (l_mb - s_mb) * 2**20 / (large - small)
+        report(
+            "planning slope (largest vs smallest grid, CPU)",
+            f"{per_run_us:.2f} us and {per_run_bytes:.0f} bytes per run",
+            "at most linear",
+        )
+
+
 SUMMARIZE = textwrap.dedent(
     """
     import json, resource, sys, time
@@ -769,6 +857,7 @@ SECTIONS = {
     "runstep": "k. per-run-step cost of each built-in problem (the dry run's time estimate)",
     "lbfgs": "l. batched L-BFGS vs the loop per run-step at 10/100/1,000 runs",
     "tunedlbfgs": "m. configs/tuned.yaml end to end, L-BFGS in the loop / batched (a subset)",
+    "planning": "n. dry runs of 10^4, 10^5, 10^6-run grids / a trivial Snakefile, their slope",
 }
 
 
@@ -797,6 +886,9 @@ def main() -> None:
         "gpu": lambda: gpu(reps),
         "loop": lambda: training_loop(reps),
         "dryrun": lambda: dry_run_scale(tmp, 1 if args.quick else 2),
+        "planning": lambda: planning_scale(
+            tmp, (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)
+        ),
         "summary": lambda: aggregation_scale(tmp),
         "numerics": lambda: numerics_cost(args.quick),
         "searched": lambda: searched(tmp, args.quick),

@@ -1,6 +1,7 @@
 # Configuration check, grid and paths shared by all rules. Runs in every
 # snakemake invocation, so it stays torch-free and does no per-job work.
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -8,7 +9,16 @@ from pathlib import Path
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from optbench.planning import commands, cost, gpus, jobs, recovery, settings, studies  # noqa: E402
+from optbench.planning import (  # noqa: E402
+    commands,
+    cost,
+    gpus,
+    jobs,
+    recovery,
+    settings,
+    status,
+    studies,
+)
 from optbench import grid  # noqa: E402
 from optbench.reporting import outputs  # noqa: E402
 from optbench.reporting.analysis_context import (  # noqa: E402
@@ -28,9 +38,10 @@ def refuse(message):
 
 class _NothingToRestore(logging.Filter):
     """Training outputs are flagged update() (train.smk): Snakemake keeps the
-    previous runs while their job re-runs and puts them back if it fails. A
-    run made for the first time had no previous version; Snakemake's line
-    saying so, once per file of a failed job, would drown the reason."""
+    previous version (a manifest; a one-run job's run files) while their job
+    re-runs and puts it back if it fails. A file made for the first time had
+    no previous version; Snakemake's line saying so, once per file of a failed
+    job, would drown the reason."""
 
     def filter(self, record):
         return not str(record.msg).endswith(": no backup found.")
@@ -144,19 +155,42 @@ TRAINING_JOBS = EXPERIMENT.training_jobs(RESULTS) if EXPERIMENT.job_scope != "ce
 SUMMARY_JOBS = jobs.plan_summaries(TRAINING_JOBS, ROLES)
 
 
+def _summary_settings(cell):
+    """A cell as a summary job takes it: identity, steps, threshold, held-out target."""
+    return (
+        vars(cell),
+        EXPERIMENT.problems[cell.problem].steps,
+        THRESHOLDS[f"{cell.problem}/{cell.loss}"],
+        HELDOUT_TARGETS[f"{cell.problem}/{cell.loss}"],
+    )
+
+
 def summary_job_argument(job):
-    cells_settings = [
-        (
-            vars(cell),
-            EXPERIMENT.problems[cell.problem].steps,
-            THRESHOLDS[f"{cell.problem}/{cell.loss}"],
-            HELDOUT_TARGETS[f"{cell.problem}/{cell.loss}"],
-        )
-        for cell in job.cells
-    ]
+    cells_settings = [_summary_settings(cell) for cell in job.cells]
     return jobs.DigestedText(
         jobs.summary_argument(cells_settings, ROLES[job.role], RUN_TSV, CELL_SUMMARY, job.role)
     )
+
+
+def _wildcard_cell(wildcards):
+    return settings.Cell(*(getattr(wildcards, field) for field in CELL_FIELDS))
+
+
+def cell_summary_argument(wildcards):
+    """The --group JSON of one cell's summary (job_scope cell, packed seed ranges)."""
+    cell = _wildcard_cell(wildcards)
+    role = wildcards.role
+    return jobs.DigestedText(
+        jobs.summary_argument([_summary_settings(cell)], ROLES[role], RUN_TSV, CELL_SUMMARY, role)
+    )
+
+
+def cell_manifests(wildcards):
+    """The manifests of the seed ranges holding a cell's seeds of one role."""
+    seeds = set(ROLES[wildcards.role])
+    stems = [f"seeds{r.label}" for r in SEED_RANGES if seeds.intersection(r.seeds)]
+    fields = vars(_wildcard_cell(wildcards))
+    return [cell_job_file("manifests", stem, ".tsv").format(**fields) for stem in stems]
 
 
 def cell_spec(wildcards):
@@ -184,8 +218,23 @@ def job_argument(cells, seeds):
 
 def range_job_argument(wildcards, seeds):
     """The --job JSON of one cell's range of seeds (job_scope cell)."""
-    cell = settings.Cell(*(getattr(wildcards, field) for field in CELL_FIELDS))
-    return job_argument([cell], seeds)
+    return job_argument([_wildcard_cell(wildcards)], seeds)
+
+
+def job_priority(cells, seeds):
+    """A training job's priority: its estimated milliseconds on one core (rounded
+    up; whole seconds would tie every short job)."""
+    return math.ceil(1000 * cost.job_seconds(EXPERIMENT, cells, seeds))
+
+
+def cell_job_priority(wildcards, seeds=1):
+    """The priority of a job_scope cell job of ``seeds`` seeds, by its wildcards."""
+    return job_priority([_wildcard_cell(wildcards)], seeds)
+
+
+def range_job_priority(seeds):
+    """The priority function of the job_scope cell rule of ranges of ``seeds`` seeds."""
+    return lambda wildcards: cell_job_priority(wildcards, seeds)
 
 
 def _alternatives(names):
@@ -310,11 +359,7 @@ def columnar_tables():
 
 def final_outputs():
     # The study's record is made from all its outputs, so it comes last (study.smk).
-    return [STUDY_RECORD] + lost_cell_summaries() + lost_runs() + SET_ASIDE_MANIFESTS
-
-
-def lost_runs():
-    return recovery.lost_runs(TRAINING_JOBS, (RUN_TSV, RUN_SIDECAR))
+    return [STUDY_RECORD] + lost_cell_summaries() + SET_ASIDE_MANIFESTS
 
 
 def _python():
@@ -363,17 +408,6 @@ if TRAINING_GPUS == gpus.DECIDED_BY_EXECUTOR:
     TRAINING_GPUS = _auto_device_gpus
 
 
-# The planned work, stated before any job (a grid whose largest job cannot fit
-# in this machine's memory was refused by settings.validate above).
-if not workflow.remote_exec:
-    print(
-        cost.plan_for(EXPERIMENT).describe(None if CLUSTER_RUN else cost.machine_bytes()),
-        *power_lines(EXPERIMENT),
-        sep="\n",
-        file=sys.stderr,
-    )
-
-
 # What this study computes (studies.config_digest): recorded with its results
 # (study.smk), compared when a report is built.
 CONFIG_DIGEST = studies.config_digest(config, RUN_SPECS.values())
@@ -394,19 +428,34 @@ if _building_report():
         refuse(_refusal)
 
 
-# A run file changed by hand since its job wrote it (recovery.changed_runs):
-# its job's manifest is set aside (kept as <manifest>.previous, which the job
-# reads for the runs it may reuse) and asked for (final_outputs), so the job
-# runs again, trains that run and reuses the others. Snakemake itself would
-# say "Nothing to be done". Checked in a dry run too, which then lists the job.
+# What each training job holds and will train (optbench.planning.status): a
+# packed job's only output is its manifest, so a run file deleted or changed by
+# hand since its job wrote it (size and mtime against the manifest, SHA-256
+# where those moved) is found here. That job's manifest is set aside (kept as
+# <manifest>.previous, which the job reads for the runs it may reuse) and asked
+# for (final_outputs): the job runs again, trains that run and reuses the
+# others; Snakemake itself would say "Nothing to be done". Then the plan is
+# stated before any job, one line per job that runs, with the totals (a grid
+# whose largest job cannot fit in this machine's memory was refused by
+# settings.validate above). Checked in a dry run too.
+PLANNED_JOBS = status.planned_jobs(EXPERIMENT, RESULTS)
 SET_ASIDE_MANIFESTS = []
-if not workflow.remote_exec and not _building_report():
-    _manifests = EXPERIMENT.job_files(RESULTS, "manifests", ".tsv")
-    for _manifest, _changed in recovery.changed_runs(_manifests).items():
-        print(
-            f"changed since its training job wrote it (SHA-256 in {_manifest}), so "
-            f"trained again: {', '.join(_changed)}",
-            file=sys.stderr,
+if not workflow.remote_exec:
+    _plan = cost.plan_for(EXPERIMENT)
+    _limit = None if CLUSTER_RUN else cost.machine_bytes()
+    if _building_report():
+        _lines = [_plan.describe(_limit)]
+    else:
+        _statuses = status.check(
+            PLANNED_JOBS,
+            {cell: jobs.cell_digest(EXPERIMENT.run_spec(cell)) for cell in CELLS},
+            (RUN_TSV, RUN_SIDECAR),
+            status.known_runs(status.study_manifests(RESULTS)),
         )
-        recovery.set_aside(_manifest)
-    SET_ASIDE_MANIFESTS = recovery.set_aside_manifests(_manifests)
+        for _status in _statuses:
+            if _status.set_aside:
+                recovery.set_aside(_status.job.manifest)
+        SET_ASIDE_MANIFESTS = recovery.set_aside_manifests(job.manifest for job in PLANNED_JOBS)
+        _steps = {name: problem.steps for name, problem in EXPERIMENT.problems.items()}
+        _lines = status.describe(_statuses, _steps, _plan, _limit)
+    print(*_lines, *power_lines(EXPERIMENT), sep="\n", file=sys.stderr)

@@ -1,7 +1,8 @@
 # Analysis in two steps: a summary per grid cell and seed role, reading only
 # that cell's runs (TSVs and sidecars, once: per-step statistics and per-run
 # metrics), made by one job per cell (job_scope cell: adding a seed
-# re-summarises only the cells it touches) or by one job per training job's
+# re-summarises only the cells it touches; its inputs are the runs with one
+# seed a job, else the manifests of the cell's jobs) or by one job per training job's
 # group of cells (coarser scopes: few jobs on large grids); then ONE job
 # computing every table from the cell summaries (optbench.reporting.analysis).
 # Both are light, so they run on the submitting host.
@@ -11,7 +12,7 @@ localrules:
     summarize,
 
 
-if EXPERIMENT.job_scope == "cell":
+if EXPERIMENT.job_scope == "cell" and EXPERIMENT.seeds_per_job == 1:
 
     rule summarize_cell:
         input:
@@ -31,6 +32,27 @@ if EXPERIMENT.job_scope == "cell":
             code=CELL_SUMMARY_CODE,
         shell:
             COMMANDS.summarize_cell
+
+elif EXPERIMENT.job_scope == "cell":
+
+    # Packed ranges of one cell's seeds: the training jobs' only outputs are
+    # their manifests (train.smk), so a cell's summary takes the manifests of
+    # the ranges holding its role's seeds and reads the runs by their pattern.
+    rule summarize_cell:
+        input:
+            cell_manifests,
+        output:
+            CELL_SUMMARY,
+        log:
+            f"{RESULTS}/logs/summarize/{{role}}/{{problem}}/{{loss}}/{{optimizer}}/{{variant}}.log",
+        localrule: True
+        conda:
+            ANALYSIS_ENV
+        params:
+            group=cell_summary_argument,
+            code=CELL_SUMMARY_CODE,
+        shell:
+            COMMANDS.summarize_group
 
 else:
 

@@ -14,16 +14,28 @@
 # seed range, e.g. train_linear_mse_seeds_0-9. Ranges follow seed values, not
 # positions, so adding a seed re-runs only the range it falls in. A packed
 # job's command names its cells and seeds once and the path patterns, never
-# every path (common.smk job_argument). Every job writes a manifest of its runs
-# last (<study folder>/manifests/train/...: what each TSV held, which finds a
-# run changed by hand, common.smk); the summary jobs of coarser scopes take it
-# as input instead of thousands of run files. The command lines are in
-# common.smk.
+# every path (common.smk job_argument). The command lines are in common.smk.
 #
-# The runs are update() outputs: Snakemake leaves the previous runs in place
-# while their job re-runs (train.py replaces each file atomically) and, if
-# the job fails, puts the previous version of every file back (from copies in
-# .snakemake/backups), so a failed re-run loses no valid result.
+# Outputs per job, not per run: a packed job's only output is its manifest
+# (<study folder>/manifests/train/...), written last, listing every run's TSV
+# and sidecar with what the TSV held. So the DAG holds one file per job however
+# many runs it has (Snakemake's planning cost grows with the files it tracks:
+# 41 s and 1.25 GB to dry-run 100,000 runs when it tracked two per run); the
+# runs' TSVs and sidecars are written beside it as before. The summary jobs
+# take the manifests as input. A run file deleted or changed by hand is found
+# against its manifest in every invocation (optbench.planning.status, common.smk),
+# and its job runs again, training that run and reusing the others. A job
+# killed half-way keeps its finished runs: they are no outputs, so Snakemake
+# removes none of them, and the run index (optbench.reuse) hands them to the
+# next start. Only the generic one-run rule `train` still lists its run files.
+#
+# The manifest (and the one-run rule's files) are update() outputs: Snakemake
+# leaves the previous version in place while the job re-runs (train.py reads
+# it for the runs it may reuse) and puts it back if the job fails.
+#
+# Priorities: Snakemake starts the ready jobs of the highest priority first;
+# a job's is its estimated training milliseconds (optbench.planning.cost), so the
+# longest jobs start first instead of after every small one.
 
 
 if EXPERIMENT.job_scope == "cell" and EXPERIMENT.seeds_per_job == 1:
@@ -37,6 +49,7 @@ if EXPERIMENT.job_scope == "cell" and EXPERIMENT.seeds_per_job == 1:
             cell_job_file("logs", "seed{seed}", ".log"),
         benchmark:
             cell_job_file("benchmarks", "seed{seed}", ".tsv")
+        priority: cell_job_priority
         conda:
             TRAIN_ENV
         threads: 1
@@ -55,13 +68,12 @@ elif EXPERIMENT.job_scope == "cell":
             name:
                 f"train_seeds_{seed_range.label}"
             output:
-                tsv=update(expand(RUN_TSV, seed=seed_range.seeds, allow_missing=True)),
-                sidecar=update(expand(RUN_SIDECAR, seed=seed_range.seeds, allow_missing=True)),
                 manifest=update(cell_job_file("manifests", f"seeds{seed_range.label}", ".tsv")),
             log:
                 cell_job_file("logs", f"seeds{seed_range.label}", ".log"),
             benchmark:
                 cell_job_file("benchmarks", f"seeds{seed_range.label}", ".tsv")
+            priority: range_job_priority(len(seed_range.seeds))
             conda:
                 TRAIN_ENV
             threads: 1
@@ -82,25 +94,12 @@ else:
             name:
                 job.rule_name()
             output:
-                tsv=update(
-                    [
-                        RUN_TSV.format(seed=seed, **vars(cell))
-                        for cell in job.cells
-                        for seed in job.seeds
-                    ]
-                ),
-                sidecar=update(
-                    [
-                        RUN_SIDECAR.format(seed=seed, **vars(cell))
-                        for cell in job.cells
-                        for seed in job.seeds
-                    ]
-                ),
                 manifest=update(job.log("manifests", ".tsv")),
             log:
                 job.log(),
             benchmark:
                 job.log("benchmarks", ".tsv")
+            priority: job_priority(job.cells, len(job.seeds))
             conda:
                 TRAIN_ENV
             threads: 1

@@ -200,7 +200,10 @@ def read_run_rows(path: str | os.PathLike) -> tuple[list[float], list[int], list
     return losses, evaluations, rates
 
 
-MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
+MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256\tcell_sha256"
+# Written before the cell digest was recorded (a dry run then cannot say which
+# cell changed); still read.
+MANIFEST_HEADER_6 = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
 # Written before TSV sizes, times and settings digests were recorded; still read.
 OLD_MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256"
 
@@ -217,28 +220,32 @@ class ManifestEntry:
     tsv_bytes: int | None = None
     tsv_mtime_ns: int | None = None
     settings_sha256: str | None = None
+    # The digest of the run's cell settings as planned (planning.jobs.cell_digest):
+    # how a dry run tells "optimizer adamw changed" without torch.
+    cell_sha256: str | None = None
 
 
 def write_manifest(path, runs) -> None:
     """A training job's last output: one line per run it holds (header
     ``MANIFEST_HEADER``): TSV path, sidecar path, SHA-256 of the TSV's bytes, the
-    TSV's size and modification time (ns) as found after writing it, and the
-    run's settings digest ("" when not given).
+    TSV's size and modification time (ns) as found after writing it, the run's
+    settings digest and its cell's planned digest (each "" when not given).
 
     The summary jobs of packed layouts take the manifests as input rather than
     thousands of run files (Snakemake's planning and bookkeeping cost grows with
     inputs x outputs per job); written last, a manifest exists only when every
     run of its job does, and it records what the runs held when they were made,
     which is how a run changed by hand is found (recovery.changed_runs).
-    ``runs``: (tsv path, sidecar path[, settings digest]) tuples.
+    ``runs``: (tsv path, sidecar path[, settings digest[, cell digest]]) tuples.
     """
     lines = [MANIFEST_HEADER]
-    for tsv, sidecar, *settings in runs:
+    for tsv, sidecar, *digests in runs:
         digest = hashlib.sha256(Path(tsv).read_bytes()).hexdigest()
         found = os.stat(tsv)
-        settings_digest = settings[0] if settings else ""
+        settings_digest, cell_digest = (list(digests) + ["", ""])[:2]
         lines.append(
-            f"{tsv}\t{sidecar}\t{digest}\t{found.st_size}\t{found.st_mtime_ns}\t{settings_digest}"
+            f"{tsv}\t{sidecar}\t{digest}\t{found.st_size}\t{found.st_mtime_ns}"
+            f"\t{settings_digest}\t{cell_digest}"
         )
     write_text_atomic(path, "\n".join(lines) + "\n")
 
@@ -248,7 +255,7 @@ def read_manifest_entries(path) -> list[ManifestEntry]:
     line) raises RunFileError."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     header = lines[0] if lines else ""
-    if header not in (MANIFEST_HEADER, OLD_MANIFEST_HEADER):
+    if header not in (MANIFEST_HEADER, MANIFEST_HEADER_6, OLD_MANIFEST_HEADER):
         raise _bad(path, 1, f"expected the header {MANIFEST_HEADER!r}")
     width = len(header.split("\t"))
     entries = []
@@ -270,8 +277,11 @@ def read_manifest_entries(path) -> list[ManifestEntry]:
             raise _bad(
                 path, number, f"expected whole numbers of bytes and ns, found {line!r}"
             ) from None
+        cell = fields[6] if width > 6 else ""
         entries.append(
-            ManifestEntry(fields[0], fields[1], fields[2], size, mtime, fields[5] or None)
+            ManifestEntry(
+                fields[0], fields[1], fields[2], size, mtime, fields[5] or None, cell or None
+            )
         )
     return entries
 

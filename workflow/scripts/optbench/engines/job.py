@@ -234,7 +234,8 @@ def _train_runs(request, runs, previous, started, log, tracker) -> int:
             return 2
     if request.manifest:
         runfiles.write_manifest(
-            request.manifest, [(run.tsv, run.sidecar, digests[id(run)]) for run in runs]
+            request.manifest,
+            [(run.tsv, run.sidecar, digests[id(run)], jobs.cell_digest(run.spec)) for run in runs],
         )
         # A manifest set aside for a changed run (reuse.PREVIOUS) has served.
         Path(f"{request.manifest}{reuse.PREVIOUS}").unlink(missing_ok=True)

@@ -93,13 +93,17 @@ class Plan:
     largest_bytes: int
     seconds: float | None = None  # training time on one core, estimated (rough)
 
-    def describe(self, limit: int | None) -> str:
+    def describe(self, limit: int | None, share: float | None = None) -> str:
+        """The plan in one line; ``share``: the fraction of its run-steps still to
+        train (the rest reused), which scales the time estimate where given."""
         have = f" (this machine: {_size(limit)})" if limit else ""
         time = (
             ""
             if self.seconds is None
             else f"; training takes roughly {_duration(self.seconds)} on one core"
         )
+        if self.seconds is not None and share is not None and share < 1:
+            time += f" ({_duration(self.seconds * share)} for the runs to train)"
         return (
             f"planned: {self.runs:,} runs, {self.run_steps:,} run-steps in {self.jobs:,} "
             f"training job(s); the largest job, {self.largest_runs:,} runs of "
@@ -121,36 +125,49 @@ def training_seconds(experiment, jobs: int) -> float:
     (the batched engine where the policy allows it; a class the job's probe
     decides: the loop), with the runs that verify each batch in the loop, plus
     ``jobs`` start-ups."""
-    total = jobs * JOB_START_SECONDS
-    seeds = len(experiment.all_seeds)
     # A batched cell's job re-trains one run of it in the loop to verify the
     # batch (engines/verification.py): one run per seed range.
     checks = len(experiment.seed_ranges())
-    for cell in experiment.cells():
-        problem = experiment.problems[cell.problem]
-        costs = run_step_us(problem)
-        optimizer = experiment.optimizers[cell.optimizer]
-        loss = experiment.losses.get(cell.loss)
-        # No probe at plan time: a class the job's probe decides counts as the loop.
-        batched = batch_policy.choose_engine(
-            experiment.engine,
-            optimizer.cls,
-            problem.kind,
-            loss and loss.cls,
-            loss and loss.kwargs,
-            seeds,
-            grouped=bool(optimizer.groups),
-        ).batched
-        lbfgs = optimizer.cls == "LBFGS"  # its own costs: several evaluations per step
-        loop_us = costs["lbfgs_loop"] if lbfgs else costs["loop"]
-        batched_us = costs["lbfgs_batched"] if lbfgs else costs["batched"]
-        batched = batched and batched_us is not None
-        cost_us = batched_us if batched else loop_us
-        if batched:
-            total += loop_us * problem.step_cost_factor * problem.steps * checks / 1e6
-        # A larger model size: its run-steps cost more than the defaults' measured ones.
-        total += cost_us * problem.step_cost_factor * problem.steps * seeds / 1e6
-    return total
+    seeds = len(experiment.all_seeds)
+    return jobs * JOB_START_SECONDS + sum(
+        cell_seconds(experiment, cell, seeds, checks) for cell in experiment.cells()
+    )
+
+
+def job_seconds(experiment, cells, seeds: int) -> float:
+    """One training job's time on one core, roughly: ``cells`` for ``seeds`` seeds
+    each, its start-up and the one run per cell that verifies a batch."""
+    return JOB_START_SECONDS + sum(cell_seconds(experiment, cell, seeds, 1) for cell in cells)
+
+
+def cell_seconds(experiment, cell, seeds: int, checks: int) -> float:
+    """One cell's training time for ``seeds`` runs, with ``checks`` runs that verify
+    its batches in the loop where it trains batched (the engine as the policy
+    chooses it for the grid's number of seeds)."""
+    problem = experiment.problems[cell.problem]
+    costs = run_step_us(problem)
+    optimizer = experiment.optimizers[cell.optimizer]
+    loss = experiment.losses.get(cell.loss)
+    # No probe at plan time: a class the job's probe decides counts as the loop.
+    batched = batch_policy.choose_engine(
+        experiment.engine,
+        optimizer.cls,
+        problem.kind,
+        loss and loss.cls,
+        loss and loss.kwargs,
+        len(experiment.all_seeds),
+        grouped=bool(optimizer.groups),
+    ).batched
+    lbfgs = optimizer.cls == "LBFGS"  # its own costs: several evaluations per step
+    loop_us = costs["lbfgs_loop"] if lbfgs else costs["loop"]
+    batched_us = costs["lbfgs_batched"] if lbfgs else costs["batched"]
+    batched = batched and batched_us is not None
+    cost_us = batched_us if batched else loop_us
+    total = 0.0
+    if batched:
+        total += loop_us * problem.step_cost_factor * problem.steps * checks / 1e6
+    # A larger model size: its run-steps cost more than the defaults' measured ones.
+    return total + cost_us * problem.step_cost_factor * problem.steps * seeds / 1e6
 
 
 def plan_for(experiment) -> Plan:

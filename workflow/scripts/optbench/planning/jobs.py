@@ -172,6 +172,19 @@ def argument(experiment, cells, seeds, tsv_pattern: str, sidecar_pattern: str) -
     )
 
 
+# Spec keys that say where a job runs from, not what it computes (train.py adds them).
+LOCATION_KEYS = ("problems_dir", "optimizers_dir")
+
+
+def cell_digest(spec: dict) -> str:
+    """A short digest of a cell's settings as planned (settings.Experiment.run_spec,
+    or a Run's spec: the same dict), without torch: recorded per run in the
+    manifest, it lets a dry run say which cell changed (planning.status)."""
+    settings = {key: value for key, value in spec.items() if key not in LOCATION_KEYS}
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Run:
     spec: RunSettings  # the cell's settings (shared by its runs), as Experiment.run_settings
