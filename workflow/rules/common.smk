@@ -310,7 +310,10 @@ def table_paths():
 
 def report_table(table):
     """A table of the analysis (an optbench.reporting.outputs.Table), wrapped for the report
-    with its caption and category: the TSV, which the report offers for download."""
+    with its caption and category: the TSV, which the report offers for download
+    (not a table too big to download from a report: outputs.Table.downloadable)."""
+    if not table.downloadable:
+        return f"{SUMMARY_DIR}/{table.file}"
     return report(
         f"{SUMMARY_DIR}/{table.file}",
         caption=f"../report/{table.caption}.rst",
