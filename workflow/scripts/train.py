@@ -15,6 +15,7 @@ else one after another in the per-run loop; the log and each sidecar say which.
 """
 
 import argparse
+import dataclasses
 import json
 import platform
 import signal
@@ -35,6 +36,7 @@ import torch  # noqa: E402
 from optbench import progress, reuse, runfiles  # noqa: E402
 from optbench.engines import (  # noqa: E402
     batched,
+    checkpoints,
     eligibility,
     timing,
     training,
@@ -78,6 +80,22 @@ def parse_args(argv=None):
         default="",
         help="the folder of users' optimizer files (optimizers/ of the repo)",
     )
+    parser.add_argument(
+        "--checkpoint",
+        help="the job's checkpoint file (default: <manifest>.checkpoint; none without either)",
+    )
+    parser.add_argument(
+        "--checkpoint-steps",
+        type=int,
+        default=0,
+        help="save a checkpoint after this many steps trained (0: no step trigger)",
+    )
+    parser.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=checkpoints.DEFAULT_SECONDS,
+        help="save a checkpoint after this many seconds since the last (0: no time trigger)",
+    )
     args = parser.parse_args(argv)
     if bool(args.job) == bool(args.spec) or bool(args.spec) != bool(args.run):
         parser.error("give --job, or --spec with one or more --run")
@@ -86,7 +104,8 @@ def parse_args(argv=None):
 
 def _exit_on_sigterm(signum, frame):
     # Snakemake and Slurm stop jobs with SIGTERM; exiting through SystemExit
-    # lets the atomic writers remove their temporary files.
+    # lets the atomic writers remove their temporary files. Once the job knows
+    # its runs, checkpoints.JobCheckpoint.on_signal takes over (saves, exits 75).
     raise SystemExit(128 + signum)
 
 
@@ -187,13 +206,32 @@ def _for_seed(seed, build, *args):
         raise
 
 
-def train_loop(runs, device, reason, on_step=None):
+def train_loop(runs, device, reason, on_step=None, job=None):
     for run in runs:
-        result = _for_seed(run.seed, training.train_one, run.spec, run.seed, device, on_step)
+        if job is not None and job.stored(run.tsv):
+            yield from _stored(job, run.tsv, [run], on_step)
+            continue
+        hook = None if job is None else job.unit(run.tsv)
+        result = _for_seed(run.seed, training.train_one, run.spec, run.seed, device, on_step, hook)
+        if job is not None:
+            job.finish(run.tsv, [_kept(result, "loop", reason, {})])
         yield run, result, "loop", reason, {}
 
 
-def train_batched(runs, device, log, exact_only=False, probed=None, on_step=None):
+def _kept(result, engine, reason, details) -> dict:
+    """What a checkpoint keeps of a trained run to write its files after a restart."""
+    return {"result": dataclasses.asdict(result), "engine": [engine, reason, details]}
+
+
+def _stored(job, unit, runs, on_step):
+    """The runs of a unit the checkpoint holds as trained, as the engines yield them."""
+    for run, kept in zip(runs, job.stored(unit), strict=True):
+        if on_step is not None:
+            on_step(run.spec["steps"])
+        yield run, training.RunResult(**kept["result"]), *kept["engine"]
+
+
+def train_batched(runs, device, log, exact_only=False, probed=None, on_step=None, job=None):
     """The group's runs through the batched engine, in chunks of MAX_BATCH runs."""
     spec = runs[0].spec
     criterion = None
@@ -201,91 +239,109 @@ def train_batched(runs, device, log, exact_only=False, probed=None, on_step=None
         criterion = _for_seed(runs[0].seed, training.build_loss, spec["loss"])
     for start in range(0, len(runs), MAX_BATCH):
         chunk = runs[start : start + MAX_BATCH]
-        instances = [
-            _for_seed(run.seed, training.build_instance, run.spec, run.seed) for run in chunk
-        ]
-        kwargs = []
-        checked = set()
-        for run, instance in zip(chunk, instances, strict=True):
-            entry = run.spec["optimizer"]
-            if run.spec["variant"] not in checked:
-                # Bad kwargs fail here with the loop's message naming the entry.
-                _for_seed(
-                    run.seed,
-                    training.build_optimizer,
-                    entry,
-                    instance.model.parameters(),
-                    run.spec.get("optimizers_dir"),
-                )
-                checked.add(run.spec["variant"])
-            kwargs.append(training.optimizer_kwargs(entry))
-        cls = training.optimizer_class(spec["optimizer"], spec.get("optimizers_dir"))
-        try:
-            result = batched.train_batched(
-                instances,
-                criterion,
-                cls,
-                kwargs,
-                spec["steps"],
-                device,
-                exact_only=exact_only,
-                probed=probed,
-                schedules=[run.spec["optimizer"].get("schedule") for run in chunk],
-                eval_every=spec.get("eval_every", 0),
-                on_step=on_step,
-            )
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as error:
-            # A value torch accepts at construction and refuses in use (a Huber
-            # delta of 0) fails here; the loop runs the chunk again, so the
-            # error is reported as an unbatched job reports it (naming the entry).
-            reason = f"the batched engine failed ({type(error).__name__}: {error}); ran the loop"
-            print(f"engine: {reason}", file=log, flush=True)
-            yield from train_loop(chunk, device, reason, on_step)
+        unit = f"{len(chunk)} run(s) from {chunk[0].tsv}"
+        if job is not None and job.stored(unit):
+            yield from _stored(job, unit, chunk, on_step)
             continue
-        details = {
-            key: result.details[key]
-            for key in (
-                "forward",
-                "variants",
-                "runs",
-                "batches",
-                "kernels_exact",
-                "bytes_per_run",
-                "probe",
+        hook = None if job is None else job.unit(unit)
+        yielded = _train_chunk(chunk, criterion, device, log, exact_only, probed, on_step, hook)
+        if job is None:
+            yield from yielded
+            continue
+        trained = list(yielded)
+        job.finish(unit, [_kept(*outcome[1:]) for outcome in trained])
+        yield from trained
+
+
+def _train_chunk(chunk, criterion, device, log, exact_only, probed, on_step, hook):
+    """One chunk's runs through the batched engine (the loop where it fails)."""
+    spec = chunk[0].spec
+    instances = [
+        _for_seed(run.seed, training.build_instance, run.spec, run.seed) for run in chunk
+    ]
+    kwargs = []
+    checked = set()
+    for run, instance in zip(chunk, instances, strict=True):
+        entry = run.spec["optimizer"]
+        if run.spec["variant"] not in checked:
+            # Bad kwargs fail here with the loop's message naming the entry.
+            _for_seed(
+                run.seed,
+                training.build_optimizer,
+                entry,
+                instance.model.parameters(),
+                run.spec.get("optimizers_dir"),
             )
-            if key in result.details
-        }
-        details["batch_seconds"] = result.seconds
-        print(
-            f"engine {result.engine}: {len(chunk)} run(s) of {'/'.join(map(str, _group_key(spec)))}"
-            f" together in {result.seconds:.3f} s; {result.reason}"
-            + (f"; forward {details['forward']}" if "forward" in details else "")
-            + (f", kernels exact {details['kernels_exact']}" if "kernels_exact" in details else ""),
-            file=log,
-            flush=True,
+            checked.add(run.spec["variant"])
+        kwargs.append(training.optimizer_kwargs(entry))
+    cls = training.optimizer_class(spec["optimizer"], spec.get("optimizers_dir"))
+    try:
+        result = batched.train_batched(
+            instances,
+            criterion,
+            cls,
+            kwargs,
+            spec["steps"],
+            device,
+            exact_only=exact_only,
+            probed=probed,
+            schedules=[run.spec["optimizer"].get("schedule") for run in chunk],
+            eval_every=spec.get("eval_every", 0),
+            on_step=on_step,
+            checkpoint=hook,
         )
-        share = result.seconds / len(chunk)
-        for run, instance, outcome in zip(chunk, instances, result.runs, strict=True):
-            # Each instance holds its run's final weights, as after the loop.
-            heldout = instance.evaluate(criterion)
-            yield (
-                run,
-                training.RunResult(
-                    run.seed,
-                    outcome.losses,
-                    share,
-                    outcome.evaluations,
-                    heldout,
-                    outcome.lrs,
-                    instance.info,
-                    outcome.curve,
-                ),
-                result.engine,
-                result.reason,
-                details,
-            )
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:
+        # A value torch accepts at construction and refuses in use (a Huber
+        # delta of 0) fails here; the loop runs the chunk again, so the
+        # error is reported as an unbatched job reports it (naming the entry).
+        reason = f"the batched engine failed ({type(error).__name__}: {error}); ran the loop"
+        print(f"engine: {reason}", file=log, flush=True)
+        yield from train_loop(chunk, device, reason, on_step)
+        return
+    details = {
+        key: result.details[key]
+        for key in (
+            "forward",
+            "variants",
+            "runs",
+            "batches",
+            "kernels_exact",
+            "bytes_per_run",
+            "probe",
+        )
+        if key in result.details
+    }
+    details["batch_seconds"] = result.seconds
+    print(
+        f"engine {result.engine}: {len(chunk)} run(s) of {'/'.join(map(str, _group_key(spec)))}"
+        f" together in {result.seconds:.3f} s; {result.reason}"
+        + (f"; forward {details['forward']}" if "forward" in details else "")
+        + (f", kernels exact {details['kernels_exact']}" if "kernels_exact" in details else ""),
+        file=log,
+        flush=True,
+    )
+    share = result.seconds / len(chunk)
+    for run, instance, outcome in zip(chunk, instances, result.runs, strict=True):
+        # Each instance holds its run's final weights, as after the loop.
+        heldout = instance.evaluate(criterion)
+        yield (
+            run,
+            training.RunResult(
+                run.seed,
+                outcome.losses,
+                share,
+                outcome.evaluations,
+                heldout,
+                outcome.lrs,
+                instance.info,
+                outcome.curve,
+            ),
+            result.engine,
+            result.reason,
+            details,
+        )
 
 
 def verified(trained, device, log, fall_back: bool):
@@ -304,7 +360,8 @@ def verified(trained, device, log, fall_back: bool):
 
 def main(argv=None) -> int:
     started = time.perf_counter()
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, _exit_on_sigterm)
     args = parse_args(argv)
     # The runs the job's last finished start wrote (reuse.py), read before the
     # manifest goes: a manifest then exists only if the job's latest start ran
@@ -371,6 +428,14 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
             file=log,
             flush=True,
         )
+    job = checkpoints.JobCheckpoint(
+        args.checkpoint or checkpoints.path_for(args.manifest),
+        checkpoints.job_key([digests[id(run)] for run in runs]),
+        checkpoints.Interval(args.checkpoint_steps, args.checkpoint_seconds),
+        log,
+    )
+    job.load()
+    job.install()  # SIGTERM/SIGUSR1 from now on: save, then exit EXIT_PREEMPTED
     kept_ids = {id(run) for run in kept}
     to_train = [run for run in runs if id(run) not in kept_ids]
     tracker.runs(len(kept))
@@ -406,12 +471,13 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
                 exact_only=args.engine == "auto",
                 probed=reason if probed else None,
                 on_step=tracker.steps,
+                job=job,
             )
             trained = verified(trained, device, log, fall_back=args.engine == "auto")
         else:
             name = "/".join(map(str, _group_key(group[0].spec)))
             print(f"engine loop: {len(group)} run(s) of {name}; {reason}", file=log, flush=True)
-            trained = train_loop(group, device, reason, tracker.steps)
+            trained = train_loop(group, device, reason, tracker.steps, job)
         try:
             for run, result, engine, engine_reason, details in trained:
                 engine_run = (engine, engine_reason, details, step_timing)
@@ -429,6 +495,7 @@ def train_runs(args, runs, previous, started, log, tracker) -> int:
         # A manifest set aside for a changed run (reuse.PREVIOUS) has served.
         Path(f"{args.manifest}{reuse.PREVIOUS}").unlink(missing_ok=True)
         print(f"manifest: {args.manifest}", file=log, flush=True)
+    job.remove()  # every file is written: the checkpoint has served
     print(
         f"done: {len(runs)} run(s) ({len(to_train)} trained, {len(kept)} reused) in "
         f"{time.perf_counter() - started:.3f} s",
