@@ -5,6 +5,10 @@
         N-th step boundary begins (checkpoints.JobCheckpoint.boundary), before
         any save that boundary would make.
 
+    python kill_injection.py signal N -- TRAIN_ARGS...
+        Run it and send it SIGTERM as its N-th step boundary begins (it is
+        expected to save there and exit with checkpoints.EXIT_PREEMPTED).
+
     python kill_injection.py write N -- TRAIN_ARGS...
         Run it and SIGKILL it during its N-th checkpoint write: the temporary
         file holds half the bytes and has not been renamed into place.
@@ -24,11 +28,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
 _replace = os.replace
 
 
-def _die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def at_step(count: int) -> None:
+def at_step(count: int, signum=signal.SIGKILL) -> None:
     seen = 0
 
     def profile(frame, event, arg):
@@ -43,7 +43,17 @@ def at_step(count: int) -> None:
         ):
             seen += 1
             if seen == count:
-                _die()
+                # The steps this kill loses: those since the job's last save,
+                # the one just finished included (the test reads this line).
+                lost = frame.f_locals["self"].steps_since + 1
+                print(
+                    f"kill_injection: {signum.name} at step boundary {seen}, {lost} step(s) "
+                    "since the last save",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                sys.setprofile(None)
+                os.kill(os.getpid(), signum)
 
     sys.setprofile(profile)
 
@@ -58,7 +68,12 @@ def during_write(count: int) -> None:
             if seen == count:
                 size = os.path.getsize(src)
                 os.truncate(src, size // 2)
-                _die()
+                print(
+                    f"kill_injection: SIGKILL during checkpoint write {seen}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os.kill(os.getpid(), signal.SIGKILL)
         return _replace(src, dst, *args, **kwargs)
 
     os.replace = replace
@@ -67,7 +82,10 @@ def during_write(count: int) -> None:
 if __name__ == "__main__":
     mode, count, separator, *train_args = sys.argv[1:]
     assert separator == "--", sys.argv
-    {"step": at_step, "write": during_write}[mode](int(count))
+    if mode == "signal":
+        at_step(int(count), signal.SIGTERM)
+    else:
+        {"step": at_step, "write": during_write}[mode](int(count))
     sys.path.insert(0, str(SCRIPTS))
     sys.argv = [str(SCRIPTS / "train.py"), *train_args]
     runpy.run_path(str(SCRIPTS / "train.py"), run_name="__main__")

@@ -256,9 +256,7 @@ def train_batched(runs, device, log, exact_only=False, probed=None, on_step=None
 def _train_chunk(chunk, criterion, device, log, exact_only, probed, on_step, hook):
     """One chunk's runs through the batched engine (the loop where it fails)."""
     spec = chunk[0].spec
-    instances = [
-        _for_seed(run.seed, training.build_instance, run.spec, run.seed) for run in chunk
-    ]
+    instances = [_for_seed(run.seed, training.build_instance, run.spec, run.seed) for run in chunk]
     kwargs = []
     checked = set()
     for run, instance in zip(chunk, instances, strict=True):

@@ -67,7 +67,10 @@ class Interval:
         return not self.steps and not self.seconds
 
     def describe(self) -> str:
-        parts = [f"{self.steps} steps" if self.steps else "", f"{self.seconds:g} s" if self.seconds else ""]
+        parts = [
+            f"{self.steps} steps" if self.steps else "",
+            f"{self.seconds:g} s" if self.seconds else "",
+        ]
         said = " or ".join(part for part in parts if part)
         return f"every {said}" if said else "off (only on SIGTERM/SIGUSR1)"
 
@@ -312,8 +315,7 @@ class JobCheckpoint:
             f", unit {self.partial['unit']} at step {self.partial['step']}" if self.partial else ""
         )
         self.say(
-            f"checkpoint: resuming from {self.path} ({len(self.finished)} unit(s) finished"
-            f"{where})"
+            f"checkpoint: resuming from {self.path} ({len(self.finished)} unit(s) finished{where})"
         )
 
     # -- the units of the job ----------------------------------------------
@@ -372,7 +374,9 @@ class JobCheckpoint:
             return False
         if self.interval.steps and self.steps_since >= self.interval.steps:
             return True
-        return bool(self.interval.seconds) and self.clock() - self.last_save >= self.interval.seconds
+        return (
+            bool(self.interval.seconds) and self.clock() - self.last_save >= self.interval.seconds
+        )
 
     # -- saving, signals and the end ---------------------------------------
 
@@ -420,7 +424,6 @@ class JobCheckpoint:
     def say(self, line: str) -> None:
         if self.log is not None:
             print(line, file=self.log, flush=True)
-
 
     def unit(self, unit: str) -> Unit:
         """The hook a unit's loop calls (``begin`` is called now, before its build)."""
