@@ -406,6 +406,10 @@ class JobCheckpoint:
     def on_signal(self, signum, frame) -> None:
         """SIGTERM/SIGUSR1: inside a loop, save at the next step boundary and exit
         there; between units, save what is finished and exit now."""
+        if self.path is None:
+            # No checkpoint to save (a --spec job without --manifest or --checkpoint):
+            # stop at once, as a plain stopped process (128 + the signal).
+            raise SystemExit(128 + signum)
         self.signalled = signum
         self.say(f"checkpoint: got {signal.Signals(signum).name}; saving and stopping")
         if not self.training:
