@@ -1,8 +1,8 @@
 """Checkpoints and resume (engines/checkpoints.py): a training job killed at any step
 and started again writes the same bytes as a job never killed.
 
-The job under test packs stochastic and deterministic problems (noisy_quadratic's
-fresh mini-batches, the article's linear problem, a tiny text_transformer) with
+The jobs under test pack a stochastic problem (noisy_quadratic's fresh
+mini-batches) and a tiny text_transformer with
 optimizers whose state goes beyond weights: Adam under a warm-up-cosine
 family, SGD with momentum under torch's StepLR, L-BFGS (closure), a
 schedule-free AdamW (train/eval), Prodigy (its own step-size estimate), Muon
@@ -34,7 +34,36 @@ EVERY = 4  # checkpoint_every steps in these jobs
 TIMED = ("train_seconds", "job_seconds_before_this_run", "step_timing")
 
 
-def config(optimizers_dir: Path) -> dict:
+OPTIMIZERS = {
+    "adam": {
+        "class": "Adam",
+        "kwargs": {"lr": 0.01},
+        "schedule": {"family": "warmup_cosine", "warmup": 0.2},
+    },
+    "sgd": {
+        "class": "SGD",
+        "kwargs": {"lr": 0.01, "momentum": 0.9},
+        "schedule": {"class": "StepLR", "step_size": 3, "gamma": 0.5},
+    },
+    "lbfgs": {"class": "LBFGS", "kwargs": {"lr": 0.5}},
+    "signum": {"class": "signum.Signum", "kwargs": {"lr": 0.01, "momentum": 0.9}},
+    # From pytorch_optimizer, whose import costs each job start about 2.7 s:
+    # a job of their own, killed fewer times.
+    "schedule_free": {"class": "pytorch_optimizer.ScheduleFreeAdamW", "kwargs": {"lr": 0.01}},
+    "prodigy": {"class": "pytorch_optimizer.Prodigy", "kwargs": {}},
+    "muon": {
+        "class": "pytorch_optimizer.Muon",
+        "kwargs": {"lr": 0.02, "adamw_lr": 0.001},
+        "groups": {"matrices": {"use_muon": True}, "others": {"use_muon": False}},
+    },
+}
+SETS = {
+    "torch": ("adam", "sgd", "lbfgs", "signum"),
+    "packages": ("schedule_free", "prodigy", "muon"),
+}
+
+
+def config(optimizers_dir: Path, names) -> dict:
     shutil.copy(REPO / "optimizers" / "_template.py", optimizers_dir / "signum.py")
     return {
         "seeds": [0, 1],
@@ -43,46 +72,25 @@ def config(optimizers_dir: Path) -> dict:
         "eval_every": 4,
         "problems": {
             "noisy_quadratic": {"kwargs": {"dim": 6, "heldout_samples": 50}},
-            "linear": {"kwargs": {"dim": 5}},
             "text_transformer": {
                 "kwargs": {"context": 8, "width": 8, "layers": 1, "batch_size": 4},
                 "losses": ["ce"],
             },
         },
         "losses": {"mse": {"class": "MSELoss"}, "ce": {"class": "CrossEntropyLoss"}},
-        "optimizers": {
-            "adam": {
-                "class": "Adam",
-                "kwargs": {"lr": 0.01},
-                "schedule": {"family": "warmup_cosine", "warmup": 0.2},
-            },
-            "sgd": {
-                "class": "SGD",
-                "kwargs": {"lr": 0.01, "momentum": 0.9},
-                "schedule": {"class": "StepLR", "step_size": 3, "gamma": 0.5},
-            },
-            "lbfgs": {"class": "LBFGS", "kwargs": {"lr": 0.5}},
-            "schedule_free": {
-                "class": "pytorch_optimizer.ScheduleFreeAdamW",
-                "kwargs": {"lr": 0.01},
-            },
-            "prodigy": {"class": "pytorch_optimizer.Prodigy", "kwargs": {}},
-            "muon": {
-                "class": "pytorch_optimizer.Muon",
-                "kwargs": {"lr": 0.02, "adamw_lr": 0.001},
-                "groups": {"matrices": {"use_muon": True}, "others": {"use_muon": False}},
-            },
-            "signum": {"class": "signum.Signum", "kwargs": {"lr": 0.01, "momentum": 0.9}},
-        },
+        "optimizers": {name: OPTIMIZERS[name] for name in names},
     }
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    """(optimizers folder, the job's cells) of the job every test here trains."""
-    folder = tmp_path_factory.mktemp("optimizers")
-    grid = settings.validate(config(folder), SCHEMA, optimizers_dir=folder)
-    return folder, grid
+def jobs_of(tmp_path_factory):
+    """optimizer set -> (optimizers folder, the job's grid)."""
+    made = {}
+    for name, optimizers in SETS.items():
+        folder = tmp_path_factory.mktemp("optimizers")
+        grid = settings.validate(config(folder, optimizers), SCHEMA, optimizers_dir=folder)
+        made[name] = folder, grid
+    return made
 
 
 def train(root: Path, job, engine: str, kill: tuple = ()) -> subprocess.CompletedProcess:
@@ -115,31 +123,38 @@ def written(root: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(job, tmp_path_factory):
-    """engine -> the files of the job run once, never killed."""
+def uninterrupted(jobs_of, tmp_path_factory):
+    """(optimizer set, engine) -> the files of the job run once, never killed."""
     made = {}
-    for engine in ("loop", "auto"):
-        root = tmp_path_factory.mktemp(f"uninterrupted-{engine}")
-        process = train(root, job, engine)
+    for optimizers, engine in (("torch", "loop"), ("torch", "auto"), ("packages", "loop")):
+        root = tmp_path_factory.mktemp(f"uninterrupted-{optimizers}-{engine}")
+        process = train(root, jobs_of[optimizers], engine)
         assert process.returncode == 0, process.stderr
         assert "checkpoint: saved" in process.stderr  # every EVERY steps
         assert not (root / "manifest.tsv.checkpoint").exists()  # removed at the end
-        made[engine] = written(root)
-    # 3 problems' cells x 2 seeds: TSV, sidecar, and a held-out table where there is one.
-    assert len(made["loop"]) == (7 + 7 + 7) * 2 * 2 + (7 + 7) * 2
+        made[optimizers, engine] = written(root)
+        # 2 problems x the set's optimizers x 2 seeds: TSV, sidecar and held-out table.
+        assert len(made[optimizers, engine]) == 2 * len(SETS[optimizers]) * 2 * 3
     return made
 
 
-# Per engine: SIGKILLs at random step boundaries, one of them during a
-# checkpoint write, then SIGTERM; each start after the first resumes.
-KILLS = [("step", None)] * 4 + [("write", 2)] + [("step", None)] * 6 + [("signal", None)]
+# SIGKILLs at random step boundaries, one of them during a checkpoint write,
+# then SIGTERM; each start after the first resumes. 11 SIGKILLs per engine for
+# the torch.optim and file optimizers, 2 for those of pytorch_optimizer.
+KILLS = {
+    "torch": [("step", None)] * 4 + [("write", 2)] + [("step", None)] * 6 + [("signal", None)],
+    "packages": [("step", None), ("write", 2), ("signal", None)],
+}
 
 
-@pytest.mark.parametrize("engine", ["loop", "auto"])
-def test_killed_jobs_resume_to_the_same_bytes(job, uninterrupted, engine, tmp_path):
-    chooser = random.Random(f"kills-{engine}")
+@pytest.mark.parametrize(
+    "optimizers, engine", [("torch", "loop"), ("torch", "auto"), ("packages", "loop")]
+)
+def test_killed_jobs_resume_to_the_same_bytes(jobs_of, uninterrupted, optimizers, engine, tmp_path):
+    job = jobs_of[optimizers]
+    chooser = random.Random(f"kills-{optimizers}-{engine}")
     sigkills = 0
-    for mode, at in KILLS:
+    for mode, at in KILLS[optimizers]:
         at = at or chooser.randint(1, 25)
         process = train(tmp_path, job, engine, kill=(mode, str(at)))
         log = process.stderr
@@ -158,19 +173,18 @@ def test_killed_jobs_resume_to_the_same_bytes(job, uninterrupted, engine, tmp_pa
             assert list(tmp_path.glob(".manifest.tsv.checkpoint.*.part"))
             checkpoints.decode((tmp_path / "manifest.tsv.checkpoint").read_bytes())
         else:
-            lost = int(
-                log.split("kill_injection: SIGKILL at step boundary ")[1].split(", ")[1].split()[0]
-            )
+            said = log.split("kill_injection: SIGKILL at step boundary ")[1]
+            lost = int(said.split(", ")[1].split()[0])
             # Logged by the kill: what the next start must train again.
-            print(f"{engine}: SIGKILL at boundary {at}, {lost} step(s) per run redone")
+            print(f"{optimizers}/{engine}: SIGKILL at boundary {at}, {lost} step(s) per run redone")
             assert 1 <= lost <= EVERY
-    assert sigkills == 11
+    assert sigkills == sum(mode != "signal" for mode, _ in KILLS[optimizers])
     final = train(tmp_path, job, engine)
     assert final.returncode == 0, final.stderr[-3000:]
     assert "checkpoint: resuming from" in final.stderr
     assert "resumed from step" in final.stderr
     assert not (tmp_path / "manifest.tsv.checkpoint").exists()
-    assert written(tmp_path) == uninterrupted[engine]
+    assert written(tmp_path) == uninterrupted[optimizers, engine]
 
 
 # ---- the checkpoint file, in process ----------------------------------------
