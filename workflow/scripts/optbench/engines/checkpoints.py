@@ -286,6 +286,8 @@ class JobCheckpoint:
         self.steps_since = 0
         self.last_save = clock()
         self.saves = 0
+        self.seconds_saving = 0.0  # all saves together (tools/benchmark.py reads these)
+        self.last_bytes = 0
         self.resumed_from: dict[str, int] = {}  # unit -> step it resumed from
 
     # -- loading -----------------------------------------------------------
@@ -397,6 +399,8 @@ class JobCheckpoint:
         self.saves += 1
         self.steps_since = 0
         self.last_save = self.clock()
+        self.seconds_saving += self.last_save - started
+        self.last_bytes = len(data)
         where = f"{partial['unit']} at step {partial['step']}" if partial else "between units"
         self.say(
             f"checkpoint: saved {len(data):,} bytes in {self.last_save - started:.3f} s "
