@@ -318,3 +318,71 @@ def test_grouped_profile_makes_fewer_slurm_jobs_with_identical_results(
     assert len(sidecars) == 4 and len({m["cuda_visible_devices"] for m in sidecars}) == 1
     runs = run_tsvs(workdir)
     assert len(runs) == 4 and runs == {name: local_runs[name] for name in runs}
+
+
+def test_a_signalled_training_job_resumes_on_its_retry_with_the_same_bytes(cluster, tmp_path):
+    """Preemption on Slurm (docs/reliability.md#checkpoints-and-preemption): a
+    running training job gets SIGTERM through Slurm (scancel --signal, as Slurm's
+    warning signal and its time limit send it to the job step), saves a
+    checkpoint and exits 75; Snakemake's retry submits it again, and it resumes
+    from the checkpoint and writes the bytes of an uninterrupted run."""
+    config = yaml.safe_load((CONFIGS / "slow.yaml").read_text())
+    config.update(seeds=[0], steps=60000, checkpoint_every={"steps": 5000, "seconds": 0})
+    path = tmp_path / "preempted.yaml"
+    path.write_text(yaml.safe_dump(config))
+    reference = tmp_path / "uninterrupted"
+    local = subprocess.run(
+        snakemake_command(reference, "--cores", "1", configfile=path),
+        capture_output=True,
+        text=True,
+    )
+    assert local.returncode == 0, local.stderr[-4000:]
+    workdir = tmp_path / "work"
+    cluster.wait_idle()
+    command = slurm_cluster.bounded(
+        300,
+        *snakemake_command(
+            workdir,
+            "--workflow-profile",
+            str(PROFILES / "slurm"),
+            *TEST_OVERRIDES,
+            "--retries",
+            "1",  # after TEST_OVERRIDES' 0: the retry that resumes the job
+            configfile=path,
+        ),
+    )
+    log = workdir / "results/logs/train/linear/mse/sgd/base/seed0.log"
+    progress = Path(f"{log}.progress.json")
+    before = {record["JobId"] for record in cluster.completed_jobs()}
+    with open(tmp_path / "snakemake.out", "w") as out:
+        run = subprocess.Popen(command, env=cluster.env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # Once the job has trained a while, Slurm signals its job step.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            record = json.loads(progress.read_text()) if progress.exists() else {}
+            if record.get("steps_done", 0) >= 10000:
+                break
+            time.sleep(0.2)
+        jobs = cluster.command(10, "squeue", "--noheader", "--format=%i").stdout.split()
+        assert len(jobs) == 1, (jobs, (tmp_path / "snakemake.out").read_text()[-4000:])
+        cluster.command(10, "scancel", "--signal=TERM", jobs[0])
+        assert run.wait(timeout=240) == 0, (tmp_path / "snakemake.out").read_text()[-8000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    output = (tmp_path / "snakemake.out").read_text()
+    records = [r for r in cluster.completed_jobs() if r["JobId"] not in before]
+    # Slurm ran the job twice: signalled (failed), then resumed.
+    assert sorted(r["JobState"] for r in records) == ["COMPLETED", "FAILED"], records
+    # The signalled attempt's Slurm log ends with the end of the job's log:
+    # it saved its checkpoint on SIGTERM and exited 75.
+    slurm_logs = "".join(p.read_text() for p in workdir.rglob("slurm_logs/**/*.log"))
+    assert "checkpoint: stopped by SIGTERM, exit 75" in slurm_logs, (
+        output[-4000:] + slurm_logs[-4000:]
+    )
+    text = log.read_text()  # the retry's log
+    assert "checkpoint: resuming from" in text and "resumed from step" in text, text[-3000:]
+    assert run_tsvs(workdir) == run_tsvs(reference)
+    assert not list((workdir / "results/manifests").rglob("*.checkpoint"))

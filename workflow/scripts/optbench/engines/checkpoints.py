@@ -360,7 +360,7 @@ class JobCheckpoint:
             return
         self.save(partial={"unit": unit, "step": done, "runs": runs, "state": state.capture(done)})
         if self.signalled is not None:
-            raise Preempted(self.signalled)
+            self.stop(f"{unit} at step {done}")
 
     def finish(self, unit: str, results: list) -> None:
         """``unit`` trained: keep what its files are written from."""
@@ -369,7 +369,7 @@ class JobCheckpoint:
         if self.signalled is not None or self._due():
             self.save()
         if self.signalled is not None:
-            raise Preempted(self.signalled)
+            self.stop("the next unit")
 
     def _due(self) -> bool:
         if self.path is None or self.interval.off:
@@ -418,7 +418,15 @@ class JobCheckpoint:
         self.say(f"checkpoint: got {signal.Signals(signum).name}; saving and stopping")
         if not self.training:
             self.save()
-            raise Preempted(signum)
+            self.stop("the next unit")
+
+    def stop(self, where: str) -> None:
+        """Exit with EXIT_PREEMPTED after a signal, the checkpoint saved."""
+        name = signal.Signals(self.signalled).name
+        self.say(
+            f"checkpoint: stopped by {name}, exit {EXIT_PREEMPTED}: a retry resumes from {where}"
+        )
+        raise Preempted(self.signalled)
 
     def install(self) -> None:
         for signum in SIGNALS:
