@@ -287,3 +287,36 @@ def test_an_optimizers_plain_attributes_and_generator_resume():
     checkpoints.restore_optimizer(second, saved)
     assert second.calls == 7
     assert torch.equal(torch.rand(3, generator=second.noise), expected)
+
+
+# ---- config key checkpoint_every ---------------------------------------------
+
+
+def grid_with(**extra):
+    base = {
+        "seeds": [0],
+        "steps": 5,
+        "optimizers": {"sgd": {"class": "SGD", "kwargs": {"lr": 0.1}}},
+        "losses": {"mse": {"class": "MSELoss"}},
+    }
+    return settings.validate({**base, **extra}, SCHEMA)
+
+
+def test_checkpoint_every_defaults_to_120_seconds_and_reaches_the_job_command():
+    from optbench.planning import commands
+
+    assert grid_with().checkpoint_every == (0, 120.0)
+    assert grid_with(checkpoint_every={"steps": 500}).checkpoint_every == (500, 120.0)
+    assert grid_with(checkpoint_every={"steps": 0, "seconds": 0}).checkpoint_every == (0, 0.0)
+    made = commands.commands(
+        "python", Path("s"), Path("p"), Path("o"), "auto", "portable", "{x}", [], "i", (500, 30.0)
+    )
+    for command in (made.train_packed, made.train_one_seed):
+        assert "--checkpoint-steps 500 --checkpoint-seconds 30.0" in command
+
+
+def test_a_misspelt_checkpoint_every_key_is_refused_naming_it():
+    with pytest.raises(settings.ConfigError) as error:
+        grid_with(checkpoint_every={"step": 5})
+    assert "config key checkpoint_every: unknown key(s) 'step'" in str(error.value)
+    assert "did you mean 'step' -> 'steps'" in str(error.value)
