@@ -232,114 +232,117 @@ def _stored(job, unit, runs, on_step):
 
 
 def train_batched(runs, device, log, exact_only=False, probed=None, on_step=None, job=None):
-    """The group's runs through the batched engine, in chunks of MAX_BATCH runs."""
+    """The group's runs through the batched engine, in chunks of MAX_BATCH runs;
+    ``job`` (checkpoints.JobCheckpoint): each chunk is one unit of its checkpoint."""
     spec = runs[0].spec
     criterion = None
     if spec["loss"] is not None:
         criterion = _for_seed(runs[0].seed, training.build_loss, spec["loss"])
     for start in range(0, len(runs), MAX_BATCH):
         chunk = runs[start : start + MAX_BATCH]
-        unit = f"{len(chunk)} run(s) from {chunk[0].tsv}"
+        unit = f"{len(chunk)} run(s) from {chunk[0].tsv}"  # its name in the checkpoint
         if job is not None and job.stored(unit):
             yield from _stored(job, unit, chunk, on_step)
             continue
         hook = None if job is None else job.unit(unit)
-        yielded = _train_chunk(chunk, criterion, device, log, exact_only, probed, on_step, hook)
-        if job is None:
-            yield from yielded
-            continue
-        trained = list(yielded)
-        job.finish(unit, [_kept(*outcome[1:]) for outcome in trained])
-        yield from trained
-
-
-def _train_chunk(chunk, criterion, device, log, exact_only, probed, on_step, hook):
-    """One chunk's runs through the batched engine (the loop where it fails)."""
-    spec = chunk[0].spec
-    instances = [_for_seed(run.seed, training.build_instance, run.spec, run.seed) for run in chunk]
-    kwargs = []
-    checked = set()
-    for run, instance in zip(chunk, instances, strict=True):
-        entry = run.spec["optimizer"]
-        if run.spec["variant"] not in checked:
-            # Bad kwargs fail here with the loop's message naming the entry.
-            _for_seed(
-                run.seed,
-                training.build_optimizer,
-                entry,
-                instance.model.parameters(),
-                run.spec.get("optimizers_dir"),
+        instances = [
+            _for_seed(run.seed, training.build_instance, run.spec, run.seed) for run in chunk
+        ]
+        kwargs = []
+        checked = set()
+        for run, instance in zip(chunk, instances, strict=True):
+            entry = run.spec["optimizer"]
+            if run.spec["variant"] not in checked:
+                # Bad kwargs fail here with the loop's message naming the entry.
+                _for_seed(
+                    run.seed,
+                    training.build_optimizer,
+                    entry,
+                    instance.model.parameters(),
+                    run.spec.get("optimizers_dir"),
+                )
+                checked.add(run.spec["variant"])
+            kwargs.append(training.optimizer_kwargs(entry))
+        cls = training.optimizer_class(spec["optimizer"], spec.get("optimizers_dir"))
+        try:
+            result = batched.train_batched(
+                instances,
+                criterion,
+                cls,
+                kwargs,
+                spec["steps"],
+                device,
+                exact_only=exact_only,
+                probed=probed,
+                schedules=[run.spec["optimizer"].get("schedule") for run in chunk],
+                eval_every=spec.get("eval_every", 0),
+                on_step=on_step,
+                checkpoint=hook,
             )
-            checked.add(run.spec["variant"])
-        kwargs.append(training.optimizer_kwargs(entry))
-    cls = training.optimizer_class(spec["optimizer"], spec.get("optimizers_dir"))
-    try:
-        result = batched.train_batched(
-            instances,
-            criterion,
-            cls,
-            kwargs,
-            spec["steps"],
-            device,
-            exact_only=exact_only,
-            probed=probed,
-            schedules=[run.spec["optimizer"].get("schedule") for run in chunk],
-            eval_every=spec.get("eval_every", 0),
-            on_step=on_step,
-            checkpoint=hook,
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:
+            # A value torch accepts at construction and refuses in use (a Huber
+            # delta of 0) fails here; the loop runs the chunk again, so the
+            # error is reported as an unbatched job reports it (naming the entry).
+            reason = f"the batched engine failed ({type(error).__name__}: {error}); ran the loop"
+            print(f"engine: {reason}", file=log, flush=True)
+            yield from _finished(job, unit, train_loop(chunk, device, reason, on_step))
+            continue
+        details = {
+            key: result.details[key]
+            for key in (
+                "forward",
+                "variants",
+                "runs",
+                "batches",
+                "kernels_exact",
+                "bytes_per_run",
+                "probe",
+            )
+            if key in result.details
+        }
+        details["batch_seconds"] = result.seconds
+        print(
+            f"engine {result.engine}: {len(chunk)} run(s) of {'/'.join(map(str, _group_key(spec)))}"
+            f" together in {result.seconds:.3f} s; {result.reason}"
+            + (f"; forward {details['forward']}" if "forward" in details else "")
+            + (f", kernels exact {details['kernels_exact']}" if "kernels_exact" in details else ""),
+            file=log,
+            flush=True,
         )
-    except torch.OutOfMemoryError:
-        raise
-    except Exception as error:
-        # A value torch accepts at construction and refuses in use (a Huber
-        # delta of 0) fails here; the loop runs the chunk again, so the
-        # error is reported as an unbatched job reports it (naming the entry).
-        reason = f"the batched engine failed ({type(error).__name__}: {error}); ran the loop"
-        print(f"engine: {reason}", file=log, flush=True)
-        yield from train_loop(chunk, device, reason, on_step)
-        return
-    details = {
-        key: result.details[key]
-        for key in (
-            "forward",
-            "variants",
-            "runs",
-            "batches",
-            "kernels_exact",
-            "bytes_per_run",
-            "probe",
-        )
-        if key in result.details
-    }
-    details["batch_seconds"] = result.seconds
-    print(
-        f"engine {result.engine}: {len(chunk)} run(s) of {'/'.join(map(str, _group_key(spec)))}"
-        f" together in {result.seconds:.3f} s; {result.reason}"
-        + (f"; forward {details['forward']}" if "forward" in details else "")
-        + (f", kernels exact {details['kernels_exact']}" if "kernels_exact" in details else ""),
-        file=log,
-        flush=True,
-    )
-    share = result.seconds / len(chunk)
-    for run, instance, outcome in zip(chunk, instances, result.runs, strict=True):
-        # Each instance holds its run's final weights, as after the loop.
-        heldout = instance.evaluate(criterion)
-        yield (
-            run,
-            training.RunResult(
-                run.seed,
-                outcome.losses,
-                share,
-                outcome.evaluations,
-                heldout,
-                outcome.lrs,
-                instance.info,
-                outcome.curve,
-            ),
-            result.engine,
-            result.reason,
-            details,
-        )
+        share = result.seconds / len(chunk)
+        trained = []
+        for run, instance, outcome in zip(chunk, instances, result.runs, strict=True):
+            # Each instance holds its run's final weights, as after the loop.
+            heldout = instance.evaluate(criterion)
+            trained.append(
+                (
+                    run,
+                    training.RunResult(
+                        run.seed,
+                        outcome.losses,
+                        share,
+                        outcome.evaluations,
+                        heldout,
+                        outcome.lrs,
+                        instance.info,
+                        outcome.curve,
+                    ),
+                    result.engine,
+                    result.reason,
+                    details,
+                )
+            )
+        yield from _finished(job, unit, trained)
+
+
+def _finished(job, unit, trained):
+    """A chunk's trained runs, kept in the job's checkpoint as its unit ``unit``."""
+    trained = list(trained)
+    if job is not None:
+        job.finish(unit, [_kept(*outcome[1:]) for outcome in trained])
+    yield from trained
 
 
 def verified(trained, device, log, fall_back: bool):
