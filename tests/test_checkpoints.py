@@ -124,18 +124,23 @@ def written(root: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(jobs_of, tmp_path_factory):
-    """(optimizer set, engine) -> the files of the job run once, never killed."""
+    """(optimizer set, engine) -> the files of the job run once, never killed
+    (made when a test first asks, so that one test alone runs one job)."""
     made = {}
-    for optimizers, engine in (("torch", "loop"), ("torch", "auto"), ("packages", "loop")):
-        root = tmp_path_factory.mktemp(f"uninterrupted-{optimizers}-{engine}")
-        process = train(root, jobs_of[optimizers], engine)
-        assert process.returncode == 0, process.stderr
-        assert "checkpoint: saved" in process.stderr  # every EVERY steps
-        assert not (root / "manifest.tsv.checkpoint").exists()  # removed at the end
-        made[optimizers, engine] = written(root)
-        # 2 problems x the set's optimizers x 2 seeds: TSV, sidecar and held-out table.
-        assert len(made[optimizers, engine]) == 2 * len(SETS[optimizers]) * 2 * 3
-    return made
+
+    def files(optimizers, engine):
+        if (optimizers, engine) not in made:
+            root = tmp_path_factory.mktemp(f"uninterrupted-{optimizers}-{engine}")
+            process = train(root, jobs_of[optimizers], engine)
+            assert process.returncode == 0, process.stderr
+            assert "checkpoint: saved" in process.stderr  # every EVERY steps
+            assert not (root / "manifest.tsv.checkpoint").exists()  # removed at the end
+            made[optimizers, engine] = written(root)
+            # 2 problems x the set's optimizers x 2 seeds: TSV, sidecar and held-out table.
+            assert len(made[optimizers, engine]) == 2 * len(SETS[optimizers]) * 2 * 3
+        return made[optimizers, engine]
+
+    return files
 
 
 # SIGKILLs at random step boundaries, one of them during a checkpoint write,
@@ -184,7 +189,7 @@ def test_killed_jobs_resume_to_the_same_bytes(jobs_of, uninterrupted, optimizers
     assert "checkpoint: resuming from" in final.stderr
     assert "resumed from step" in final.stderr
     assert not (tmp_path / "manifest.tsv.checkpoint").exists()
-    assert written(tmp_path) == uninterrupted[optimizers, engine]
+    assert written(tmp_path) == uninterrupted(optimizers, engine)
 
 
 # ---- the checkpoint file, in process ----------------------------------------
