@@ -236,7 +236,9 @@ def _bytes_per_run(stacked: dict, optimizers: list, data, runs: int) -> int:
     def size(tensor):
         return tensor.numel() * tensor.element_size() if isinstance(tensor, torch.Tensor) else 0
 
-    total = sum(size(t) + size(t.grad) for t in stacked.values())
+    # Each weight's gradient has its shape: counted so, it is the same whether or
+    # not this process took a step (a job resumed at its last step takes none).
+    total = sum(2 * size(t) for t in stacked.values())
     total += sum(
         size(value)
         for optimizer in optimizers
