@@ -13,13 +13,16 @@ job run once without interruption; the kills come from tests/kill_injection.py.
 import json
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+import test_training
 from conftest import REPO, SCHEMA, TRAIN_SCRIPT
 from optbench.engines import checkpoints
 from optbench.planning import jobs, settings
@@ -327,3 +330,74 @@ def test_a_misspelt_checkpoint_every_key_is_refused_naming_it():
         grid_with(checkpoint_every={"step": 5})
     assert "config key checkpoint_every: unknown key(s) 'step'" in str(error.value)
     assert "did you mean 'step' -> 'steps'" in str(error.value)
+
+
+def signalled_job(tmp_path, signum, *extra) -> tuple[int, list, str]:
+    """One 20,000-step run by hand (--spec, no manifest) sent ``signum`` once it has
+    trained 2,000 steps: its exit status, its command and its log."""
+    runs = tmp_path / "runs"
+    runs.mkdir(exist_ok=True)
+    progress = tmp_path / "job.progress"
+    command = [sys.executable, str(TRAIN_SCRIPT), "--spec", json.dumps(LONG_RUN)]
+    command += ["--run", "0", str(runs / "seed0.tsv"), str(runs / "seed0.json"), *extra]
+    log = tmp_path / "job.log"
+    with open(log, "w") as stderr:
+        job = subprocess.Popen([*command, "--progress", str(progress)], stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while job.poll() is None and time.monotonic() < deadline:
+            if progress.exists() and json.loads(progress.read_text())["steps_done"] >= 2000:
+                break
+            time.sleep(0.05)
+        assert job.poll() is None, f"the job ended before the signal:\n{log.read_text()}"
+        job.send_signal(signum)
+        returncode = job.wait(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    return returncode, command, log.read_text()
+
+
+# Plain SGD on the linear problem (tests/test_training.py's spec), long enough to signal.
+LONG_RUN = test_training.spec("sgd", "mse", steps=20000)
+
+
+def test_sigusr1_saves_exits_75_and_the_retry_writes_the_uninterrupted_bytes(tmp_path):
+    """Slurm's warning signal (--signal=USR1@...) to a job with a checkpoint file:
+    it saves, exits checkpoints.EXIT_PREEMPTED (75), and its next start resumes
+    from the saved step and writes the TSV of a job never signalled."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    whole = subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT), "--spec", json.dumps(LONG_RUN), "--run", "0"]
+        + [str(reference / "seed0.tsv"), str(reference / "seed0.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    saved = tmp_path / "job.checkpoint"
+    returncode, command, log = signalled_job(
+        tmp_path, signal.SIGUSR1, "--checkpoint", str(saved), "--checkpoint-seconds", "0"
+    )
+    assert returncode == checkpoints.EXIT_PREEMPTED == 75, log[-3000:]
+    assert "got SIGUSR1; saving and stopping" in log and saved.exists()
+    assert not (tmp_path / "runs" / "seed0.tsv").exists()
+    retry = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    step = int(retry.stderr.split("resumed from step ")[1].split()[0])
+    assert 2000 <= step < 20000
+    tsv = (tmp_path / "runs" / "seed0.tsv").read_bytes()
+    assert tsv == (reference / "seed0.tsv").read_bytes()
+    assert not saved.exists()  # removed once the files are written
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["TERM", "USR1"])
+def test_a_job_without_a_checkpoint_file_stops_as_a_plain_process(tmp_path, signum):
+    """A job run by hand with neither --manifest nor --checkpoint has nowhere to
+    save: a signal stops it at once with 128 + the signal (143 for SIGTERM)."""
+    returncode, _, log = signalled_job(tmp_path, signum)
+    assert returncode == 128 + signum, log[-3000:]
+    assert "checkpoint: saved" not in log
+    assert sorted(p.name for p in tmp_path.rglob("*checkpoint*")) == []
