@@ -57,6 +57,7 @@ SUBMITTED_ARRAY = re.compile(
     r"Submitted array job with Snakemake IDs (\S+) and SLURM job ID (\d+)\. "
     r"The individual task IDs are (\d+)-(\d+)\."
 )
+TRAINING_ONLY = ["--omit-from", "summarize_cell"]
 SUBMITTED = re.compile(r"Job \S+ has been submitted with SLURM jobid (\d+) \(log: ([^)]+)\)")
 # Where Slurm and munge keep configuration, keys, sockets, state and logs on
 # a Debian machine: the suite writes to none of them.
@@ -369,3 +370,81 @@ def test_fifty_two_jobs_go_to_slurm_as_arrays_with_the_results_of_a_local_run(cl
     )
     runs, expected = run_tsvs(workdir), run_tsvs(local)
     assert len(runs) == 52 and runs == expected
+
+
+def test_a_signalled_training_job_resumes_on_its_retry_with_the_same_bytes(cluster, tmp_path):
+    """Preemption on Slurm (docs/reliability.md#checkpoints-and-preemption): a
+    running training job gets SIGTERM through Slurm (scancel --signal, as Slurm's
+    warning signal and its time limit send it to the job step), saves a
+    checkpoint and exits 75; Snakemake's retry submits it again, and it resumes
+    from the checkpoint and writes the bytes of an uninterrupted run."""
+    config = yaml.safe_load((CONFIGS / "slow.yaml").read_text())
+    # No periodic saves: the only checkpoint the retry can find is the one the
+    # signal made.
+    config.update(seeds=[0], steps=20000, checkpoint_every={"steps": 0, "seconds": 0})
+    path = tmp_path / "preempted.yaml"
+    path.write_text(yaml.safe_dump(config))
+    reference = tmp_path / "uninterrupted"
+    local = subprocess.run(
+        # Training only: the summaries and figures add nothing here.
+        snakemake_command(reference, "--cores", "1", *TRAINING_ONLY, configfile=path),
+        capture_output=True,
+        text=True,
+    )
+    assert local.returncode == 0, local.stderr[-4000:]
+    workdir = tmp_path / "work"
+    cluster.wait_idle()
+    command = slurm_cluster.bounded(
+        600,
+        *snakemake_command(
+            workdir,
+            "--workflow-profile",
+            str(PROFILES / "slurm"),
+            *TEST_OVERRIDES,
+            "--retries",
+            "1",  # after TEST_OVERRIDES' 0: the retry that resumes the job
+            *TRAINING_ONLY,
+            configfile=path,
+        ),
+    )
+    log = workdir / "results/logs/train/linear/mse/sgd/base/seed0.log"
+    progress = Path(f"{log}.progress.json")
+    before = {record["JobId"] for record in cluster.completed_jobs()}
+    with open(tmp_path / "snakemake.out", "w") as out:
+        run = subprocess.Popen(command, env=cluster.env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # Once the job has trained a while, Slurm signals its job step.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            record = json.loads(progress.read_text()) if progress.exists() else {}
+            if record.get("steps_done", 0) >= 4000:
+                break
+            time.sleep(0.2)
+        jobs = cluster.command(10, "squeue", "--noheader", "--format=%i").stdout.split()
+        assert len(jobs) == 1, (jobs, (tmp_path / "snakemake.out").read_text()[-4000:])
+        cluster.command(10, "scancel", "--signal=TERM", jobs[0])
+        finished = run.wait(timeout=500)
+        if finished != 0:
+            slurm_logs = "".join(p.read_text() for p in workdir.rglob("slurm_logs/**/*.log"))
+            job_log = log.read_text() if log.exists() else "(no job log)"
+            raise AssertionError(
+                (tmp_path / "snakemake.out").read_text()[-6000:]
+                + slurm_logs[-4000:]
+                + job_log[-3000:]
+            )
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    output = (tmp_path / "snakemake.out").read_text()
+    records = [r for r in cluster.completed_jobs() if r["JobId"] not in before]
+    # Slurm ran the job twice: signalled (failed), then resumed.
+    assert sorted(r["JobState"] for r in records) == ["COMPLETED", "FAILED"], records
+    assert "Trying to restart job" in output  # Snakemake's retry
+    text = log.read_text()  # the retry's log: it went on from the signal's checkpoint
+    assert "checkpoint: resuming from" in text and "resumed from step" in text, text[-3000:]
+    resumed = int(text.split("resumed from step ")[1].split()[0])
+    print(f"Slurm: the signalled job saved at step {resumed:,} of 20,000; its retry went on")
+    assert 4000 <= resumed < 20000
+    assert run_tsvs(workdir) == run_tsvs(reference)
+    assert not list((workdir / "results/manifests").rglob("*.checkpoint"))

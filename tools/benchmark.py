@@ -14,6 +14,7 @@ so the ratios hold even where absolute times are noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -837,6 +838,101 @@ def numerics_cost(quick: bool) -> None:
             )
 
 
+def checkpoint_cost(tmp: Path, quick: bool) -> None:
+    """What checkpoints cost (engines/checkpoints.py), per run of text_transformer and
+    digits_cnn (defaults, AdamW, the loop): training time with no checkpoint, at the
+    default interval and every 10 % of the steps; the checkpoint's size; and the
+    steps a resume trains again after a kill at a random step."""
+    import random
+
+    import torch
+
+    from optbench import problems
+    from optbench.engines import checkpoints, training
+
+    print("o. checkpoints: overhead, size per run, steps redone after a kill (loop, AdamW)")
+    torch.set_num_threads(1)
+    steps = 100 if quick else 400
+    criterion = torch.nn.CrossEntropyLoss()
+    chooser = random.Random(0)
+
+    class Killed(Exception):
+        pass
+
+    for name in ("text_transformer", "digits_cnn"):
+        path = tmp / f"{name}.checkpoint"
+
+        def once(interval, kill_at=None, path=path, name=name):
+            instance = problems.build(name, 0, steps, {})
+            optimizer = torch.optim.AdamW(instance.model.parameters(), lr=1e-3)
+            job = None
+            if interval is not None:
+                job = checkpoints.JobCheckpoint(path, "benchmark", interval)
+                job.load()
+            done = [0]
+
+            def on_step(count):
+                done[0] += count
+                if done[0] == kill_at:
+                    raise Killed  # after the step, before its boundary: as a SIGKILL there
+
+            started = time.perf_counter()
+            looped = training.train_instance(
+                instance,
+                criterion,
+                optimizer,
+                steps,
+                None,
+                None,
+                0,
+                on_step,
+                None if job is None else job.unit(name),
+            )
+            return time.perf_counter() - started, job, looped
+
+        once(None)  # warm-up: the first loop of a process pays for torch's first kernels
+        default = checkpoints.Interval(seconds=checkpoints.DEFAULT_SECONDS)
+        plain, at_default, saves = [], [], 0
+        for _ in range(3):  # taking turns, so that a busy machine slows both alike
+            plain.append(once(None)[0])
+            path.unlink(missing_ok=True)
+            seconds, job, _ = once(default)
+            at_default.append(seconds)
+            saves = max(saves, job.saves)
+        plain, at_default = min(plain), min(at_default)
+        dense = checkpoints.Interval(steps=steps // 10)
+        path.unlink(missing_ok=True)
+        seconds, dense_job, reference = once(dense)
+        path.unlink(missing_ok=True)
+        per_save = dense_job.seconds_saving / dense_job.saves
+        report(
+            f"{name}: training with checkpoints at the default interval ({default.describe()}) "
+            "/ without",
+            f"{at_default:.2f} s / {plain:.2f} s = {at_default / plain:.3f}x ({saves} saves; "
+            f"one save {per_save * 1e3:.1f} ms = {per_save / checkpoints.DEFAULT_SECONDS:.3%} "
+            "of the default interval)",
+            "<= 1.05x",
+        )
+        report(
+            f"{name}: every {dense.steps} steps ({dense_job.saves} saves) / without",
+            f"{seconds:.2f} s / {plain:.2f} s = {seconds / plain:.3f}x",
+            "-",
+        )
+        report(f"{name}: checkpoint size of one run", f"{dense_job.last_bytes:,} bytes", "-")
+        kill_at = chooser.randint(1, steps - 1)
+        with contextlib.suppress(Killed):
+            once(dense, kill_at)
+        _, resumed, looped = once(dense)
+        redone = kill_at - resumed.resumed_from.get(name, 0)
+        same = looped.losses == reference.losses
+        report(
+            f"{name}: steps redone after a kill at step {kill_at} (every {dense.steps})",
+            f"{redone} (losses identical to an uninterrupted run: {same})",
+            f"<= {dense.steps}",
+        )
+        path.unlink(missing_ok=True)
+
+
 def _pins() -> tuple[str, ...]:
     from optbench.engines import numerics
 
@@ -858,6 +954,7 @@ SECTIONS = {
     "lbfgs": "l. batched L-BFGS vs the loop per run-step at 10/100/1,000 runs",
     "tunedlbfgs": "m. configs/tuned.yaml end to end, L-BFGS in the loop / batched (a subset)",
     "planning": "n. dry runs of 10^4, 10^5, 10^6-run grids / a trivial Snakefile, their slope",
+    "checkpoints": "o. checkpoint overhead, size per run, steps redone after a kill",
 }
 
 
@@ -895,6 +992,7 @@ def main() -> None:
         "runstep": lambda: run_step_costs(args.quick),
         "lbfgs": lambda: lbfgs_engines(args.quick),
         "tunedlbfgs": lambda: tuned_lbfgs(tmp, args.quick),
+        "checkpoints": lambda: checkpoint_cost(tmp, args.quick),
     }
     try:
         for name in sections:

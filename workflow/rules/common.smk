@@ -387,6 +387,7 @@ COMMANDS = commands.commands(
     RUN_TSV,
     CELL_FIELDS,
     studies.RUN_INDEX,
+    EXPERIMENT.checkpoint_every,
 )
 TRAIN_ENV = commands.TRAIN_ENVS[EXPERIMENT.torch_build]
 ANALYSIS_ENV = commands.ANALYSIS_ENV

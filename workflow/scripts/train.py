@@ -26,7 +26,7 @@ NUMERICS_FOUND = (
     numerics.pin(numerics.mode_from_argv(sys.argv[1:])) if __name__ == "__main__" else {}
 )
 
-from optbench.engines import job  # noqa: E402  (imports torch)
+from optbench.engines import checkpoints, job  # noqa: E402  (imports torch)
 
 
 def parse_args(argv=None):
@@ -63,6 +63,18 @@ def parse_args(argv=None):
         default="",
         help="the folder of users' optimizer files (optimizers/ of the repo)",
     )
+    parser.add_argument(
+        "--checkpoint", help="the job's checkpoint file (default: <manifest>.checkpoint)"
+    )
+    parser.add_argument(
+        "--checkpoint-steps", type=int, default=0, help="save after this many steps (0: never)"
+    )
+    parser.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=checkpoints.DEFAULT_SECONDS,
+        help="save after this many seconds since the last save (0: never)",
+    )
     args = parser.parse_args(argv)
     if bool(args.job) == bool(args.spec) or bool(args.spec) != bool(args.run):
         parser.error("give --job, or --spec with one or more --run")
@@ -71,12 +83,14 @@ def parse_args(argv=None):
 
 def _exit_on_sigterm(signum, frame):
     # Snakemake and Slurm stop jobs with SIGTERM; exiting through SystemExit
-    # lets the atomic writers remove their temporary files.
+    # lets the atomic writers remove their temporary files. Once the job knows
+    # its runs, checkpoints.JobCheckpoint.on_signal takes over (saves, exits 75).
     raise SystemExit(128 + signum)
 
 
 def main(argv=None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    for signum in (signal.SIGTERM, signal.SIGUSR1):  # Slurm's warning signals too
+        signal.signal(signum, _exit_on_sigterm)
     args = parse_args(argv)
     return job.run(
         job.JobRequest(
@@ -92,6 +106,9 @@ def main(argv=None) -> int:
             problems_dir=args.problems_dir,
             optimizers_dir=args.optimizers_dir,
             numerics_found=NUMERICS_FOUND,
+            checkpoint=args.checkpoint,
+            checkpoint_steps=args.checkpoint_steps,
+            checkpoint_seconds=args.checkpoint_seconds,
         )
     )
 

@@ -81,7 +81,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from optbench.engines import batched_lbfgs, optimizers
+from optbench.engines import batched_lbfgs, checkpoints, optimizers
 from optbench.engines.per_run_losses import PerRunLoss
 from optbench.engines.scheduling import LearningRates
 from optbench.engines.stacked_layers import BmmForward, vmap_forward
@@ -236,7 +236,9 @@ def _bytes_per_run(stacked: dict, optimizers: list, data, runs: int) -> int:
     def size(tensor):
         return tensor.numel() * tensor.element_size() if isinstance(tensor, torch.Tensor) else 0
 
-    total = sum(size(t) + size(t.grad) for t in stacked.values())
+    # Each weight's gradient has its shape: counted so, it is the same whether or
+    # not this process took a step (a job resumed at its last step takes none).
+    total = sum(2 * size(t) for t in stacked.values())
     total += sum(
         size(value)
         for optimizer in optimizers
@@ -303,7 +305,17 @@ def _fallback(
 
 
 def _first_order_steps(
-    views, stacked, names, data, steps, losses_of, evaluate_held_out, eval_every, on_step
+    views,
+    stacked,
+    names,
+    data,
+    steps,
+    losses_of,
+    evaluate_held_out,
+    eval_every,
+    on_step,
+    checkpoint=None,
+    curves=None,
 ):
     """Train an element-wise optimizer's runs: each step one forward and backward of
     all runs and one optimizer step per variant. Returns (each run's losses, each
@@ -315,8 +327,10 @@ def _first_order_steps(
     ones = torch.ones(runs, dtype=recorded.dtype, device=first.device)
     evaluate_after = evaluation_steps(steps, eval_every)
     untimed = 0.0
+    state = checkpoints.BatchedState(stacked, views, recorded, lrs, curves)
+    first = 0 if checkpoint is None else checkpoint.resume(state, on_step)
     started = time.perf_counter()
-    for step in range(steps):
+    for step in range(first, steps):
         for tensor in stacked.values():
             tensor.grad = None
         losses = losses_of(*data.batch(step))
@@ -336,6 +350,8 @@ def _first_order_steps(
             paused = time.perf_counter()
             evaluate_held_out(step + 1)
             untimed += time.perf_counter() - paused
+        if checkpoint is not None:
+            checkpoint.boundary(step + 1, state, runs)
     per_run = recorded.T.tolist()  # the one copy to the host
     seconds = time.perf_counter() - started - untimed
     return per_run, [[1] * steps for _ in range(runs)], lrs, seconds, {}
@@ -470,6 +486,7 @@ def train_batched(
     schedules=None,
     eval_every: int = 0,
     on_step=None,
+    checkpoint=None,
 ) -> EngineResult:
     """Train the runs of one cell together, or in the loop where that is not safe.
 
@@ -494,6 +511,9 @@ def train_batched(
     ``eval_every``: take each run's held-out metrics every that many steps and
     after the last (0: never), from its weights at that step, untimed.
     ``on_step(n)``: called after each step with the run-steps it finished.
+    ``checkpoint`` (checkpoints.Unit): the first-order batched loop starts where
+    a saved state ends and offers a save at each step boundary (the batched
+    L-BFGS and the loop fallback save between chunks only).
 
     Returns the runs in the order given, each as the loop records it, and the
     engine that ran with its reason. On return every instance is on
@@ -643,10 +663,24 @@ def train_batched(
         _evaluate_runs(ordered, stacked, names, criterion, done, curves)
 
     curves: list[list[dict]] = [[] for _ in range(runs)]
-    steps_of = _lbfgs_steps if cls is torch.optim.LBFGS else _first_order_steps
-    per_run, evaluations, lrs, seconds, extra = steps_of(
-        views, stacked, names, data, steps, losses_of, evaluate_held_out, eval_every, on_step
-    )
+    if cls is torch.optim.LBFGS:
+        per_run, evaluations, lrs, seconds, extra = _lbfgs_steps(
+            views, stacked, names, data, steps, losses_of, evaluate_held_out, eval_every, on_step
+        )
+    else:
+        per_run, evaluations, lrs, seconds, extra = _first_order_steps(
+            views,
+            stacked,
+            names,
+            data,
+            steps,
+            losses_of,
+            evaluate_held_out,
+            eval_every,
+            on_step,
+            checkpoint,
+            curves,
+        )
 
     with torch.no_grad():
         for position, instance in enumerate(ordered):

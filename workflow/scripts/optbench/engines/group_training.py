@@ -4,19 +4,23 @@ A group is the runs of one (problem, loss, optimizer) that a job trains
 (``groups_of``). ``engine_for`` turns the job's engine choice
 (batch_policy.choose_engine) into a ``Loop`` or a ``Batched``; both have
 
-    train(runs, on_step=None) -> iterator of Trained
+    train(runs, on_step=None, checkpoint=None) -> iterator of Trained
 
 which yields each run with its result, the engine that trained it and why:
 the loop each run as it finishes (the job writes it at once, so a killed job
 keeps what it finished), the batched engine its group once verified against
 the loop (verification.py). ``on_step(n)`` is called after every step with
-the run-steps it finished (the job's progress; a per-step hook such as a
-checkpoint fits there too). Library level: ``training.train_one`` is one run
-in the loop, ``batched.train_batched`` one chunk of runs stacked.
+the run-steps it finished (the job's progress). ``checkpoint`` is the job's
+checkpoints.JobCheckpoint (None: none): each run of the loop, each chunk of the
+batched engine is one unit of it, resumed where a saved state ends, and a unit
+it holds as finished is yielded from it without training. Library level:
+``training.train_one`` is one run in the loop, ``batched.train_batched`` one
+chunk of runs stacked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import torch
@@ -75,18 +79,48 @@ def for_seed(seed, build, *args):
         raise
 
 
+def _kept(trained: Trained) -> dict:
+    """What a checkpoint keeps of a trained run to write its files after a restart."""
+    return {
+        "result": dataclasses.asdict(trained.result),
+        "engine": [trained.engine, trained.reason, trained.details],
+    }
+
+
+def _stored(checkpoint, unit: str, runs: list, on_step):
+    """The runs of a unit the checkpoint holds as finished, as the engines yield them."""
+    for run, kept in zip(runs, checkpoint.stored(unit), strict=True):
+        if on_step is not None:
+            on_step(run.spec["steps"])
+        yield Trained(run, training.RunResult(**kept["result"]), *kept["engine"])
+
+
+def _finished(checkpoint, unit: str, trained):
+    """A unit's trained runs, kept in the job's checkpoint as finished."""
+    trained = list(trained)
+    if checkpoint is not None:
+        checkpoint.finish(unit, [_kept(entry) for entry in trained])
+    yield from trained
+
+
 class Loop:
     """The per-run loop: the group's runs one after another (training.train_one)."""
 
     def __init__(self, device: torch.device, log, reason: str):
         self.device, self.log, self.reason = device, log, reason
 
-    def train(self, runs: list, on_step=None):
+    def train(self, runs: list, on_step=None, checkpoint=None):
         for run in runs:
+            unit = run.tsv  # the run's name in the checkpoint
+            if checkpoint is not None and checkpoint.stored(unit):
+                yield from _stored(checkpoint, unit, [run], on_step)
+                continue
+            hook = None if checkpoint is None else checkpoint.unit(unit)
             result = for_seed(
-                run.seed, training.train_one, run.spec, run.seed, self.device, on_step
+                run.seed, training.train_one, run.spec, run.seed, self.device, on_step, hook
             )
-            yield Trained(run, result, "loop", self.reason, {})
+            trained = Trained(run, result, "loop", self.reason, {})
+            yield from _finished(checkpoint, unit, [trained])
 
 
 class Batched:
@@ -100,14 +134,18 @@ class Batched:
         self.exact_only = requested == "auto"
         self.probed = choice.reason if choice.probed else None
 
-    def train(self, runs: list, on_step=None):
+    def train(self, runs: list, on_step=None, checkpoint=None):
         # The whole group is trained before a sample of it is re-trained in the
         # loop: one sample per group (at least one run per variant).
-        trained = [
-            entry
-            for start in range(0, len(runs), MAX_BATCH)
-            for entry in self._chunk(runs[start : start + MAX_BATCH], on_step)
-        ]
+        trained = []
+        for start in range(0, len(runs), MAX_BATCH):
+            chunk = runs[start : start + MAX_BATCH]
+            unit = f"{len(chunk)} run(s) from {chunk[0].tsv}"  # its name in the checkpoint
+            if checkpoint is not None and checkpoint.stored(unit):
+                trained += _stored(checkpoint, unit, chunk, on_step)
+            else:
+                hook = None if checkpoint is None else checkpoint.unit(unit)
+                trained += _finished(checkpoint, unit, self._chunk(chunk, on_step, hook))
         written, line = verification.check_group(
             trained,
             lambda run: for_seed(run.seed, training.train_one, run.spec, run.seed, self.device),
@@ -117,7 +155,7 @@ class Batched:
             print(line, file=self.log, flush=True)
         yield from (Trained(*entry) for entry in written)
 
-    def _chunk(self, chunk: list, on_step):
+    def _chunk(self, chunk: list, on_step, hook=None):
         settings = chunk[0].spec
         criterion = None
         if settings["loss"] is not None:
@@ -154,6 +192,7 @@ class Batched:
                 schedules=[run.spec["optimizer"].get("schedule") for run in chunk],
                 eval_every=settings.get("eval_every", 0),
                 on_step=on_step,
+                checkpoint=hook,
             )
         except torch.OutOfMemoryError:
             raise

@@ -15,6 +15,11 @@ and calls ``run``; everything a job does after that is here, in order:
 4. each run written as it comes (``write``: TSV and sidecar), listed in the
    run index, and the job's manifest last.
 
+From step 3 on the job keeps a checkpoint (checkpoints.py, ``<manifest>.checkpoint``
+unless ``checkpoint`` names one): saved every ``checkpoint_steps`` steps or
+``checkpoint_seconds`` seconds and on SIGTERM/SIGUSR1 (then the job exits 75),
+resumed by the job's next start, removed once the manifest is written.
+
 Imports torch and the standard library only (no Snakemake, pandas or
 matplotlib): start-up time is most of a small job's cost.
 """
@@ -31,7 +36,7 @@ from pathlib import Path
 import torch
 
 from optbench import progress, reuse, runfiles
-from optbench.engines import group_training, numerics, probe, timing, training
+from optbench.engines import checkpoints, group_training, numerics, probe, timing, training
 from optbench.planning import batch_policy, commands, jobs
 from optbench.planning.run_settings import RunSettings
 
@@ -56,6 +61,10 @@ class JobRequest:
     optimizers_dir: str = ""  # the folder of users' optimizer files
     # What numerics.pin found before torch was imported (train.py pins first).
     numerics_found: dict = field(default_factory=dict)
+    checkpoint: str | None = None  # the checkpoint file (default: <manifest>.checkpoint)
+    checkpoint_steps: int = 0  # save after this many steps trained (0: no step trigger)
+    # save after this many seconds since the last save (0: no time trigger)
+    checkpoint_seconds: float = checkpoints.DEFAULT_SECONDS
 
 
 def run(request: JobRequest, log=None) -> int:
@@ -193,6 +202,14 @@ def _train_runs(request, runs, previous, started, log, tracker) -> int:
             file=log,
             flush=True,
         )
+    checkpoint = checkpoints.JobCheckpoint(
+        request.checkpoint or checkpoints.path_for(request.manifest),
+        checkpoints.job_key([digests[id(run)] for run in runs]),
+        checkpoints.Interval(request.checkpoint_steps, request.checkpoint_seconds),
+        log,
+    )
+    checkpoint.load()
+    checkpoint.install()  # SIGTERM/SIGUSR1 from now on: save, then exit EXIT_PREEMPTED
     kept_ids = {id(run) for run in kept}
     to_train = [run for run in runs if id(run) not in kept_ids]
     tracker.runs(len(kept))
@@ -222,7 +239,7 @@ def _train_runs(request, runs, previous, started, log, tracker) -> int:
                 name = group_training.group_name(group[0].spec)
                 line = f"engine loop: {len(group)} run(s) of {name}; {choice.reason}"
                 print(line, file=log, flush=True)
-            for trained in engine.train(group, on_step=tracker.steps):
+            for trained in engine.train(group, tracker.steps, checkpoint):
                 write(trained, environment, digests[id(trained.run)], step_timing, started, log)
                 reuse.remember(
                     request.index, digests[id(trained.run)], trained.run.tsv, trained.run.sidecar
@@ -240,6 +257,7 @@ def _train_runs(request, runs, previous, started, log, tracker) -> int:
         # A manifest set aside for a changed run (reuse.PREVIOUS) has served.
         Path(f"{request.manifest}{reuse.PREVIOUS}").unlink(missing_ok=True)
         print(f"manifest: {request.manifest}", file=log, flush=True)
+    checkpoint.remove()  # every file is written: the checkpoint has served
     print(
         f"done: {len(runs)} run(s) ({len(to_train)} trained, {len(kept)} reused) in "
         f"{time.perf_counter() - started:.3f} s",

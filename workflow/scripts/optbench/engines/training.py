@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from optbench import problems
-from optbench.engines import optimizers, scheduling
+from optbench.engines import checkpoints, optimizers, scheduling
 
 
 class RunError(RuntimeError):
@@ -224,8 +224,11 @@ def build_instance(spec: dict, seed: int):
         raise RunError(f"config key problems.{problem['name']}: {error}") from error
 
 
-def train_one(spec: dict, seed: int, device: torch.device, on_step=None) -> RunResult:
-    """One seeded run: the per-step losses, recorded before each update."""
+def train_one(
+    spec: dict, seed: int, device: torch.device, on_step=None, checkpoint=None
+) -> RunResult:
+    """One seeded run: the per-step losses, recorded before each update.
+    ``checkpoint``: its job's hook (checkpoints.Unit), None outside a job."""
     # The loss draws no random numbers, so building it first keeps each
     # problem's documented draw order (the article's for the linear problem).
     criterion = None if spec["loss"] is None else build_loss(spec["loss"])
@@ -242,6 +245,7 @@ def train_one(spec: dict, seed: int, device: torch.device, on_step=None) -> RunR
         spec["optimizer"].get("schedule"),
         spec.get("eval_every", 0),
         on_step,
+        checkpoint,
     )
     heldout = instance.evaluate(criterion)
     return RunResult(
@@ -339,6 +343,7 @@ def train_instance(
     schedule: dict | None = None,
     eval_every: int = 0,
     on_step=None,
+    checkpoint=None,
 ) -> LoopResult:
     """The per-run loop on a built instance and optimizer (``LoopResult``): the
     losses, evaluations, seconds, each step's learning rate and, every
@@ -348,6 +353,8 @@ def train_instance(
     The one loop of the project: ``train_one`` and the batched engine's
     fallback (``batched.train_loop``) both run it. With ``spec``, a failure of
     the first step is a RunError naming the config entry; without, torch's own.
+    ``checkpoint`` (checkpoints.Unit): the loop starts where a saved state ends
+    and offers a save at each step boundary.
     """
     rates = learning_rates(optimizer, schedule, steps, spec and spec["optimizer"]["name"])
     lrs = []
@@ -365,8 +372,12 @@ def train_instance(
     recorded = []
     evaluations = [0] * steps
     completed = [False] * steps  # whether the step's last closure evaluation finished
+    state = checkpoints.LoopState(
+        instance.model, optimizer, rates, recorded, evaluations, lrs, curve
+    )
+    first = 0 if checkpoint is None else checkpoint.resume(state, on_step)
     started = time.perf_counter()
-    for step in range(steps):
+    for step in range(first, steps):
         inputs, targets = instance.batch(step)
         rates.before(step)
         lrs.append(rates.current())
@@ -412,6 +423,8 @@ def train_instance(
             point = evaluated_at(instance, criterion, optimizer if train_eval else None, step + 1)
             curve += [point] if point else []
             untimed += time.perf_counter() - paused
+        if checkpoint is not None:
+            checkpoint.boundary(step + 1, state)
     losses = torch.stack(recorded).tolist() if recorded else []
     seconds = time.perf_counter() - started - untimed
     if train_eval:

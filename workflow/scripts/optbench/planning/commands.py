@@ -54,15 +54,19 @@ def commands(
     run_pattern: str,
     cell_fields,
     run_index: str,
+    checkpoint_every: tuple[int, float] = (0, 120.0),
 ) -> Commands:
     """Every job command for this invocation's interpreter, paths and config;
-    ``run_index``: the folder of the run index all studies share (optbench.reuse)."""
+    ``run_index``: the folder of the run index all studies share (optbench.reuse);
+    ``checkpoint_every``: (steps, seconds) between a job's checkpoints (0: off)."""
+    steps, seconds = checkpoint_every
     train = (
         f"{shlex.quote(python)} {shlex.quote(str(Path(scripts) / 'train.py'))}"
         f" --problems-dir {shlex.quote(str(problems_dir))}"
         f" --optimizers-dir {shlex.quote(str(optimizers_dir))}"
         f" --engine {engine} --numerics {numerics} --threads {{threads}}"
         f" --index {shlex.quote(run_index)} --manifest {{output.manifest:q}}"
+        f" --checkpoint-steps {int(steps)} --checkpoint-seconds {float(seconds)!r}"
         # Beside the log: workflow/scripts/progress.py reads it (optbench.progress).
         f" --progress {{log:q}}{PROGRESS_SUFFIX}"
     )

@@ -143,6 +143,8 @@ class Experiment:
     job_scope: str = "cell"  # cell, optimizer, loss or problem (jobs.SCOPES)
     numerics: str = "portable"  # portable or native (numerics.py)
     eval_every: int = 0  # held-out metrics every k steps (0: after the last step only)
+    # A training job's checkpoint interval (engines/checkpoints.py): steps, seconds (0: off).
+    checkpoint_every: tuple[int, float] = (0, 120.0)
     heldout_targets: dict = field(default_factory=dict)  # "problem/loss" -> level
     baseline: str | None = None  # the optimizer every other is compared with
     ranking_metric: str = "auto"  # what selection and ranking judge by (ranking_metric.py)

@@ -667,6 +667,11 @@ def _selection(axes: dict[str, tuple], only: dict) -> tuple[dict[str, tuple], li
     return selected, errors
 
 
+def _checkpoint_every(value: dict) -> tuple[int, float]:
+    """(steps, seconds) of config key checkpoint_every; a key left out takes its default."""
+    return int(value.get("steps", 0)), float(value.get("seconds", 120))
+
+
 def _seeds_per_job(value, seeds: tuple[int, ...]) -> int:
     """Range size K of the seed packing; "all" is one range spanning every seed."""
     if value == "all":
@@ -951,6 +956,7 @@ def validate(
         job_scope=config["job_scope"],
         numerics=config["numerics"],
         eval_every=config["eval_every"],
+        checkpoint_every=_checkpoint_every(config["checkpoint_every"]),
         heldout_targets=config["heldout_targets"],
         baseline=config["baseline"],
         ranking_metric=config["ranking_metric"],
