@@ -6,6 +6,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -116,6 +117,36 @@ def test_heldout_points_and_the_per_run_table_join_on_the_run(planted, tmp_path)
     assert runs["optimizer"].tolist() == ["sgd", "adam"]
     assert runs["settings_sha256"].tolist() == ["digest-sgd-3", "digest-adam-0"]
     assert runs["final_loss"].iloc[0] == 7.0 and math.isnan(runs["final_loss"].iloc[1])
+
+
+def test_a_text_setting_only_some_runs_have_is_missing_in_the_others(planted, tmp_path):
+    # An objective has no loss class: after the join with runs.tsv the column
+    # holds text and a missing value (test_grid_workflow's rosenbrock).
+    bowl = {"problem": "rosenbrock", "loss": "objective", "optimizer": "sgd", "variant": "base"}
+    plant_run(tmp_path, bowl, 1, [2.0, 1.0], [1.0, 1.0])
+    sidecar = Path(files(tmp_path, bowl, 1)["sidecar"])
+    record = json.loads(sidecar.read_text())
+    record["loss"] = None
+    sidecar.write_text(json.dumps(record))
+    runs = [
+        *planted,
+        columnar.RunFiles(**bowl, seed=1, role="evaluation", **files(tmp_path, bowl, 1)),
+    ]
+    per_run = pd.DataFrame(
+        {
+            "role": ["evaluation", "tuning", "evaluation"],
+            "problem": ["linear", "linear", "rosenbrock"],
+            "loss": ["mse", "mse", "objective"],
+            "optimizer": ["adam", "sgd", "sgd"],
+            "variant": ["base", "lr0.1", "base"],
+            "seed": [0, 3, 1],
+            "final_loss": [math.nan, 7.0, 1.0],
+        }
+    )
+    columnar.write_tables(columnar.build_tables(runs, per_run), tmp_path / "out")
+    table = pd.read_parquet(tmp_path / "out/runs.parquet")
+    assert table["loss_class"].tolist()[:2] == ["MSELoss", "MSELoss"]
+    assert pd.isna(table["loss_class"].iloc[2])
 
 
 def test_a_failed_write_leaves_the_previous_table_whole(planted, tmp_path, monkeypatch):

@@ -518,10 +518,10 @@ def runtime_outcomes(tmp_path_factory):
     change = workdir.parent / f"{workdir.name}-change.yaml"
     change.write_text(yaml.safe_dump(changes), encoding="utf-8")
     cells = [runtime_targets(case) for case in bad_input.runtime_cases()] + [("mse", "sgd")]
+    # Each training job's output is its manifest (job_scope cell, seeds 0 and 1 one job).
     targets = [
-        f"results/runs/linear/{loss}/{optimizer}/base/seed{seed}.tsv"
+        f"results/manifests/train/linear/{loss}/{optimizer}/base/seeds0-1.tsv"
         for loss, optimizer in cells
-        for seed in (0, 1)
     ]
     process = snakemake(
         workdir,

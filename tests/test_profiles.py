@@ -69,8 +69,8 @@ def dry_run(tmp_path_factory):
             training = [resources for rule, resources in jobs if rule == "train"]
             # every job printed its resources: a changed format cannot pass as "no GPU"
             assert len(training) == TRAINING_JOBS, output[-4000:]
-            # 4 cell summaries, summarize, 2 plot jobs, the study's record, all
-            assert len(jobs) == TRAINING_JOBS + 9, output[-4000:]
+            # 4 cell summaries, summarize, 2 plot jobs, columnar, explorer, the record, all
+            assert len(jobs) == TRAINING_JOBS + 11, output[-4000:]
             done[key] = jobs, training
         return done[key]
 

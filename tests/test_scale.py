@@ -129,8 +129,8 @@ def test_rule_graph_has_one_training_rule_per_block(tmp_path):
     )
     labels = [line for line in process.stdout.splitlines() if "label =" in line]
     training = [line for line in labels if "train" in line]
-    # + summarize_cell, summarize, 2 plots, columnar, record_study, all
-    assert len(training) == 2 and len(labels) == 9
+    # + summarize_cell, summarize, 2 plots, columnar, explorer, record_study, all
+    assert len(training) == 2 and len(labels) == 10
 
 
 def big_grid(path, optimizers=50, seeds=100):
@@ -259,7 +259,7 @@ def test_a_hundred_thousand_run_grid_dry_run_prints_under_100_kb(tmp_path):
     # Snakemake's own job blocks: each training job declares its manifest only.
     plain = snakemake(tmp_path, "-n", configfile=config)
     assert len((plain.stdout + plain.stderr).encode()) < 100_000
-    assert planned_jobs(plain)["total"] == 15  # 8 training, 2 summaries, 5 more
+    assert planned_jobs(plain)["total"] == 17  # 8 training, 2 summaries, 7 more
     # The readable form: our plan, Snakemake's counts. One line per job, each
     # under 300 characters, and the totals (40 steps a run).
     quiet = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=config)

@@ -19,6 +19,7 @@ reader never sees half a table.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,7 +175,15 @@ def _runs_table(per_run: dict[str, list], runs_table) -> pa.Table:
     joined = metrics.merge(
         settings[list(RUN_KEY) + extra], on=list(RUN_KEY), how="left", validate="one_to_one"
     )
-    return pa.table(_arrow_columns({name: joined[name].tolist() for name in joined.columns}))
+    # A settings column that only some runs have (a keyword argument of one
+    # optimizer) comes out of the merge with NaN in the others: a missing value.
+    columns = {}
+    for name in joined.columns:
+        values = joined[name].tolist()
+        if not pd.api.types.is_numeric_dtype(joined[name]):
+            values = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+        columns[name] = values
+    return pa.table(_arrow_columns(columns))
 
 
 def write_tables(tables: dict[str, pa.Table], folder) -> list[Path]:
