@@ -30,6 +30,7 @@ RAW_WRITERS = {
     "optbench/reporting/figures.py:save",
     "optbench/reporting/columnar.py:write_tables",
     "optbench/bundles.py:export",
+    "optbench/engines/checkpoints.py:save",
 }
 # Files opened for writing that are not results: the rules' logs (stderr),
 # opened by joblog.logged_job for summarize.py and plot.py, and by record_study.py.
@@ -194,7 +195,15 @@ def _merge(path):
     return path / "merged"
 
 
+def _checkpoint(path):
+    from optbench.engines import checkpoints
+
+    job = checkpoints.JobCheckpoint(path / "job.checkpoint", "key", checkpoints.Interval(steps=1))
+    job.save()
+
+
 WRITERS = {
+    "checkpoints.JobCheckpoint.save": _checkpoint,
     "columnar.write_tables": _columnar,
     "bundles.export": _bundle,
     "bundles.merge": _merge,
