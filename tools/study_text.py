@@ -25,6 +25,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generated_section import Section, copy_tables, names, number, study_main  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+# What the ranking metric is called in words: as the report's answer says it.
+from optbench.reporting.answer import METRIC_WORDS  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "optimizers.md"
 SNAPSHOT = REPO / "docs" / "studies" / "modern"
@@ -134,15 +138,6 @@ def _profile_text(scores: pd.DataFrame) -> list[str]:
         items = ", ".join(f"{row.optimizer} {row.score:.2f}" for row in rows.itertuples())
         lines.append(f"- **Across the problems, {words}** (performance-profile score): {items}.")
     return lines
-
-
-METRIC_WORDS = {
-    "final_loss": "final loss",
-    "heldout_loss": "held-out loss",
-    "heldout_accuracy": "held-out error rate",
-    "steps_to_target": "steps to target",
-    "time_to_target": "time to target",
-}
 
 
 def metric_words(board: pd.DataFrame) -> str:
