@@ -70,3 +70,39 @@ def test_commands_quote_paths_and_name_every_cell_field(tmp_path):
         assert f"--cell {field}={{wildcards.{field}:q}}" in made.summarize_cell
     # the run pattern's braces are doubled: Snakemake formats the command once more
     assert "{{problem}}" in made.summarize_cell and "tail -n 5" in made.train_one_seed
+
+
+def test_imports_are_found_at_any_depth_as_a_full_walk_of_the_tree_finds_them(tmp_path):
+    """The digest's import scan walks statements only; a walk of every node
+    (ast.walk) is the reference, over every module of the library and a file
+    that hides imports in functions, classes, try/except, with, match and loops."""
+    import ast
+
+    def reference(path):
+        found = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                found += [alias.name for alias in node.names]
+        return sorted(found)
+
+    hidden = tmp_path / "hidden.py"
+    hidden.write_text(
+        "import a\n"
+        "def f():\n    import b.c\n    class K:\n        from d import e\n"
+        "try:\n    import g\nexcept ImportError:\n    import h\nelse:\n    import i\n"
+        "finally:\n    import j\n"
+        "with open(x):\n    for k in y:\n        while z:\n            import m\n"
+        "        else:\n            import n\n"
+        "match v:\n    case 1:\n        import o as p\n"
+        "if q:\n    pass\nelif r:\n    from s import (t,\n        u)\n"
+        "from . import relative\n"
+    )
+    files = [hidden, *SCRIPTS.rglob("*.py")]
+    for path in files:
+        assert sorted(commands._imported_modules(path)) == reference(path), path
+    assert len(commands._imported_modules(hidden)) == 14  # a, b.c, d, d.e, g ... s, s.t, s.u
+    # an edit is seen: the cache is keyed by the file's size and time
+    hidden.write_text(hidden.read_text() + "import w\n")
+    assert "w" in commands._imported_modules(hidden)
