@@ -362,9 +362,7 @@ def test_a_study_sized_table_page_keeps_to_the_reports_budget_and_says_what_it_s
     rows = 3055
     values = rng.lognormal(size=(rows, 25))
     tsv = "optimizer\t" + "\t".join(f"c{i}" for i in range(25)) + "\n"
-    tsv += "".join(
-        "adamw\t" + "\t".join(repr(float(v)) for v in row) + "\n" for row in values
-    )
+    tsv += "".join("adamw\t" + "\t".join(repr(float(v)) for v in row) + "\n" for row in values)
     page = tablepages.page(tsv, "runs.tsv")
     assert len(page.encode()) <= PAGE_BUDGET
     parsed = _Table()
@@ -384,14 +382,18 @@ def test_the_hover_script_shows_a_numbers_full_value(tmp_path):
     node = subprocess.run(["which", "node"], capture_output=True, text=True).stdout.strip()
     if not node:
         pytest.skip("no node to run the page's script")
-    script = textwrap.dedent("""
+    script = (
+        textwrap.dedent("""
         var handler;
         var document = {addEventListener: function (name, f) { handler = f; }};
-        """) + tablepages.HOVER_SCRIPT + textwrap.dedent("""
+        """)
+        + tablepages.HOVER_SCRIPT
+        + textwrap.dedent("""
         var cell = {title: "", getAttribute: function () { return "0.12345678"; }};
         handler({target: {closest: function () { return cell; }}});
         console.log(cell.title);
         """)
+    )
     path = tmp_path / "hover.js"
     path.write_text(script)
     shown = subprocess.run([node, str(path)], capture_output=True, text=True, check=True)

@@ -8,7 +8,8 @@ beside its TSV (results/summary/pages/NAME.html), written from the TSV's own
 text (numbers shown to 4 digits, each cell's full text on hover and in the
 TSV), within the report's budget for a page (``PAGE_BYTES``).
 Self-contained: the sorting script and the style are inline (the report
-opens offline; no CDN), and a small TSV rides along as a data: link, so the page alone gives the file back.
+opens offline; no CDN), and a small TSV rides along as a data: link, so the
+page alone gives the file back.
 """
 
 from __future__ import annotations
