@@ -119,6 +119,8 @@ def report_figure(path, ext, **wrapping):
     labels) where the report carries its format (outputs.in_report: the PNG),
     else a plain file on disk (its SVG and PDF twins)."""
     return report(path, **wrapping) if outputs.in_report(ext) else path
+
+
 # The tables of the analysis and the comparison figures, each declared once
 # (optbench.reporting.outputs, standard library only: parsing the rules imports no pandas).
 TABLE_FILES = outputs.TABLE_FILES
