@@ -288,7 +288,10 @@ def test_a_screenshot_is_kept(page, tmp_path_factory):
 
 def test_every_table_page_of_the_report_sorts_and_filters(study, driver, tmp_path):
     """The report's own table pages (optbench.reporting.tablepages), not only the
-    explorer's tables: the sensitivity page, filtered and sorted in the browser."""
+    explorer's tables: the sensitivity page, filtered and sorted in the browser,
+    a number's full value shown under the pointer."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
     path = tmp_path / "sensitivity.html"
     path.write_text(embedded_explorer(study / "results/report.html", "sensitivity.html"))
     driver.get(path.as_uri())
@@ -308,6 +311,12 @@ def test_every_table_page_of_the_report_sorts_and_filters(study, driver, tmp_pat
     )
     kept = table[words.str.contains("adam") & words.str.contains("lr")]
     assert order == sorted(pd.to_numeric(kept["geo_mean"]).tolist())
+    # The pointer on a number shows its full value (written once, as data-v).
+    cell = driver.execute_script(f"return {visible}[0].cells[{column}]")
+    assert cell.get_attribute("title") in ("", None)
+    ActionChains(driver).move_to_element(cell).perform()
+    assert cell.get_attribute("title") == cell.get_attribute("data-v") != cell.text
+    assert float(cell.get_attribute("title")) == min(pd.to_numeric(kept["geo_mean"]))
     assert browser.errors(driver) == []
 
 
