@@ -7,7 +7,10 @@ held-out curves, a search, a baseline) is run once with ``--report``. The
 report loads with no JavaScript error; the explorer page it carries starts,
 and what its charts draw after a selection is read back from the page and
 checked against the run files themselves (numpy/scipy, not the explorer's
-code); a screenshot is kept under pytest's temporary folder.
+code); a screenshot is kept under pytest's temporary folder. The report of
+README's first command (the session's shared default run, conftest's
+``default_results``) is opened the same way, its explorer's curves checked
+against the run files.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import browser
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats
 
-from conftest import CONFIGS, snakemake
+from conftest import CONFIGS, copy_tree, snakemake
 
 CONFIG = CONFIGS / "explorer.yaml"
 RUNS = Path("results/runs/breast_cancer_mlp/bce")
@@ -229,6 +233,23 @@ def test_speedups_are_drawn_with_their_intervals(page, study):
     assert steps["minus"] == pytest.approx(list(finite["speedup"] - finite["speedup_low"]))
 
 
+def test_best_of_k_is_drawn_with_its_intervals(page, study):
+    table = pd.read_csv(study / "results/summary/best_of_k.tsv", sep="\t")
+    traces = page.execute_script(
+        "return document.getElementById('bestofk').data.map(t => ({name: t.name, "
+        "y: Array.from(t.y), plus: Array.from(t.error_y.array), "
+        "minus: Array.from(t.error_y.arrayminus), hover: Array.from(t.customdata)}))"
+    )
+    adam = table[table["optimizer"] == "adam"]
+    (drawn_adam,) = [trace for trace in traces if trace["name"].startswith("adam ")]
+    # 6 evaluation and 2 tuning seeds (tests/configs/explorer.yaml): an interval at every k
+    assert adam["ci_method"].str.startswith("percentile bootstrap").all()
+    assert drawn_adam["y"] == pytest.approx(list(adam["expected_log10"]))
+    assert drawn_adam["plus"] == pytest.approx(list(adam["expected_high"] - adam["expected_log10"]))
+    assert drawn_adam["minus"] == pytest.approx(list(adam["expected_log10"] - adam["expected_low"]))
+    assert all("percentile bootstrap over seeds" in text for text in drawn_adam["hover"])
+
+
 def test_tables_sort_and_filter(page, study):
     table = pd.read_csv(study / "results/summary/sensitivity.tsv", sep="\t", keep_default_na=False)
     box = page.find_element("id", "filter-sensitivity")
@@ -267,7 +288,10 @@ def test_a_screenshot_is_kept(page, tmp_path_factory):
 
 def test_every_table_page_of_the_report_sorts_and_filters(study, driver, tmp_path):
     """The report's own table pages (optbench.reporting.tablepages), not only the
-    explorer's tables: the sensitivity page, filtered and sorted in the browser."""
+    explorer's tables: the sensitivity page, filtered and sorted in the browser,
+    a number's full value shown under the pointer."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
     path = tmp_path / "sensitivity.html"
     path.write_text(embedded_explorer(study / "results/report.html", "sensitivity.html"))
     driver.get(path.as_uri())
@@ -287,4 +311,60 @@ def test_every_table_page_of_the_report_sorts_and_filters(study, driver, tmp_pat
     )
     kept = table[words.str.contains("adam") & words.str.contains("lr")]
     assert order == sorted(pd.to_numeric(kept["geo_mean"]).tolist())
+    # The pointer on a number shows its full value (written once, as data-v).
+    cell = driver.execute_script(f"return {visible}[0].cells[{column}]")
+    assert cell.get_attribute("title") in ("", None)
+    ActionChains(driver).move_to_element(cell).perform()
+    assert cell.get_attribute("title") == cell.get_attribute("data-v") != cell.text
+    assert float(cell.get_attribute("title")) == min(pd.to_numeric(kept["geo_mean"]))
     assert browser.errors(driver) == []
+
+
+def test_the_default_runs_report_opens_with_a_working_explorer(
+    default_results, driver, tmp_path, tmp_path_factory
+):
+    """README's first command's report (the session's shared default run, copied:
+    the report is written into the study's folder): it opens in the browser, the
+    explorer starts inside it and draws each optimizer's curve on its first
+    (problem, loss), the geometric mean over the seeds of the run files."""
+    workdir = copy_tree(default_results, tmp_path / "default")
+    snakemake(workdir, "--report", "results/report.html")
+    driver.get((workdir / "results/report.html").as_uri())
+    browser.wait_for(driver, "return document.body.innerText.includes('0 Answer')")
+    driver.find_element("xpath", "//span[text()='0 Answer']").click()
+    eye = "//td[normalize-space(text())='explorer']/following-sibling::td//a[@iconname='eye']"
+    browser.wait_for(driver, f'return document.evaluate("{eye}", document).iterateNext()')
+    driver.find_element("xpath", eye).click()
+    driver.switch_to.frame(browser.wait_for(driver, "return document.querySelector('iframe')"))
+    try:
+        browser.wait_for(
+            driver,
+            "var b = document.body; return b && (b.getAttribute('data-ready') || "
+            "b.getAttribute('data-error'))",
+        )
+        assert driver.execute_script("return document.body.getAttribute('data-error')") is None
+        click_radio(driver, "seeds", "band")
+        title = driver.execute_script(
+            "return document.getElementById('curves-0').layout.title.text"
+        )
+        problem, loss = title.split(":")[0].split(" / ")
+        (panel, *_) = drawn(driver)
+        shot = tmp_path_factory.mktemp("artifacts") / "default_explorer.png"
+        assert driver.save_screenshot(str(shot))
+    finally:
+        driver.switch_to.default_content()
+    assert browser.errors(driver) == []
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    centres = [trace for trace in panel if not trace["name"].endswith("band")]
+    assert [trace["name"] for trace in centres] == [f"{name} base" for name in config["optimizers"]]
+    runs = workdir / "results/runs" / problem / loss
+    for trace, optimizer in zip(centres, config["optimizers"], strict=True):
+        losses = np.array(
+            [
+                pd.read_csv(runs / optimizer / "base" / f"seed{seed}.tsv", sep="\t")["loss"]
+                for seed in config["seeds"]
+            ]
+        )
+        assert trace["x"] == list(range(config["steps"]))
+        same_curve(trace["y"], stats.gmean(losses, axis=0))
+    print(f"screenshot: {shot}")

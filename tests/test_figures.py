@@ -559,3 +559,26 @@ def test_an_optimizer_with_some_diverged_runs_keeps_its_survivors_on_the_axis(ta
     for values in (wild["geo_mean"], steady["geo_mean"], steady["geo_high"]):
         assert ((values >= low) & (values <= high)).all()
     plt.close(fig)
+
+
+def test_best_of_k_draws_its_interval_as_a_band_where_the_seeds_gave_one(monkeypatch):
+    rows = []
+    for k in (1, 2, 3):
+        centre = -1.0 - 0.5 * k
+        rows.append(("adam", k, centre, centre - 0.2 * k, centre + 0.1 * k, "percentile"))
+        rows.append(("sgd", k, -1.0, np.nan, np.nan, "n too small: 3 evaluation seeds"))
+    curve = pd.DataFrame(
+        rows,
+        columns=["optimizer", "k", "expected_log10", "expected_low", "expected_high", "ci_method"],
+    ).assign(problem="p", loss="mse", exhausted=False)
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, paths: drawn.append(fig))
+    figures.plot_best_of_k(curve, {"adam": "C0", "sgd": "C1"}, [])
+    (fig,) = drawn
+    bands = {c.get_gid(): c for ax in fig.axes for c in ax.collections if c.get_gid() is not None}
+    assert set(bands) == {"best_of_k_band_p_mse_adam"}  # none for sgd: no interval
+    outline = bands["best_of_k_band_p_mse_adam"].get_paths()[0].vertices
+    adam = curve[curve["optimizer"] == "adam"]
+    for k, low, high in adam[["k", "expected_low", "expected_high"]].itertuples(index=False):
+        at_k = outline[np.isclose(outline[:, 0], k), 1]
+        assert at_k.min() == pytest.approx(low) and at_k.max() == pytest.approx(high)

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import jinja2
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -348,6 +349,55 @@ def test_a_long_table_page_shows_its_first_rows_and_leaves_the_rest_to_the_tsv()
     assert "data:" not in page  # no second copy of a big table
     small = tablepages.page("step\n1\n", "steps.tsv")
     assert "data:text/tab-separated-values" in small and "are shown" not in small
+
+
+# docs/report.md, "Size": a table page's share of the report's 15 MB.
+PAGE_BUDGET = 500_000
+
+
+def test_a_study_sized_table_page_keeps_to_the_reports_budget_and_says_what_it_shows():
+    # runs.tsv's shape in configs/modern.yaml: 3,055 runs, 26 columns of full-precision
+    # numbers; its page was 1.5 MB (1,134 rows) and the report 20.2 MB.
+    rng = np.random.default_rng(0)
+    rows = 3055
+    values = rng.lognormal(size=(rows, 25))
+    tsv = "optimizer\t" + "\t".join(f"c{i}" for i in range(25)) + "\n"
+    tsv += "".join("adamw\t" + "\t".join(repr(float(v)) for v in row) + "\n" for row in values)
+    page = tablepages.page(tsv, "runs.tsv")
+    assert len(page.encode()) <= PAGE_BUDGET
+    parsed = _Table()
+    parsed.feed(page)
+    shown = len(parsed.rows) - 1
+    # every cell shown keeps its full value (for sorting and hover) ...
+    assert parsed.rows[1:] == [r.split("\t") for r in tsv.splitlines()[1 : shown + 1]]
+    # ... written once: the title comes from it on hover, not a second copy
+    assert page.count(repr(float(values[0, 0]))) == 1
+    assert f"{rows:,} rows, 26 columns; the first {shown:,} are shown" in page
+    # 25 numbers of 17-18 digits a row, each shown to 4 and written in full once:
+    # about 1.1 KB a row (1.6 KB with the full value twice, as before)
+    assert shown > 420
+
+
+def test_the_hover_script_shows_a_numbers_full_value(tmp_path):
+    node = subprocess.run(["which", "node"], capture_output=True, text=True).stdout.strip()
+    if not node:
+        pytest.skip("no node to run the page's script")
+    script = (
+        textwrap.dedent("""
+        var handler;
+        var document = {addEventListener: function (name, f) { handler = f; }};
+        """)
+        + tablepages.HOVER_SCRIPT
+        + textwrap.dedent("""
+        var cell = {title: "", getAttribute: function () { return "0.12345678"; }};
+        handler({target: {closest: function () { return cell; }}});
+        console.log(cell.title);
+        """)
+    )
+    path = tmp_path / "hover.js"
+    path.write_text(script)
+    shown = subprocess.run([node, str(path)], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "0.12345678"
 
 
 def test_the_sort_script_orders_numbers_as_numbers(tmp_path):

@@ -111,7 +111,16 @@ def cell_job_file(kind, seeds, suffix):
     return jobs.cell_job_file(RESULTS, kind, seeds, suffix)
 
 
-FIGURE_FORMATS = ("png", "svg", "pdf")
+FIGURE_FORMATS = outputs.FIGURE_FORMATS
+
+
+def report_figure(path, ext, **wrapping):
+    """A figure file as an output: wrapped for the report (caption, category,
+    labels) where the report carries its format (outputs.in_report: the PNG),
+    else a plain file on disk (its SVG and PDF twins)."""
+    return report(path, **wrapping) if outputs.in_report(ext) else path
+
+
 # The tables of the analysis and the comparison figures, each declared once
 # (optbench.reporting.outputs, standard library only: parsing the rules imports no pandas).
 TABLE_FILES = outputs.TABLE_FILES

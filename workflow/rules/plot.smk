@@ -16,23 +16,25 @@ rule plot_curves:
         selection=SELECTION,
     output:
         [
-            report(
+            report_figure(
                 LOSS_FIGURE.format(problem=problem, loss=loss, ext=ext),
+                ext,
                 caption="../report/loss_figure.rst",
                 category=outputs.RUNS,
                 subcategory="Loss curves",
-                labels={"problem": problem, "loss": loss, "format": ext},
+                labels={"problem": problem, "loss": loss},
             )
             for problem, loss in PROBLEM_LOSSES
             for ext in FIGURE_FORMATS
         ],
         [
-            report(
+            report_figure(
                 OVERVIEW_FIGURE.format(ext=ext),
+                ext,
                 caption="../report/overview_figure.rst",
                 category=outputs.RUNS,
                 subcategory="Loss curves",
-                labels={"problem": "all", "loss": "all", "format": ext},
+                labels={"problem": "all", "loss": "all"},
             )
             for ext in FIGURE_FORMATS
         ],
@@ -55,8 +57,9 @@ rule plot_analysis:
         **{name: f"{SUMMARY_DIR}/{TABLE_FILES[name]}" for name in outputs.FIGURE_TABLES},
     output:
         **{
-            f"{figure.name}_{ext}": report(
+            f"{figure.name}_{ext}": report_figure(
                 ANALYSIS_FIGURE.format(name=figure.stem, ext=ext),
+                ext,
                 caption=f"../report/{figure.caption}.rst",
                 category=figure.category,
                 labels={"figure": f"{figure.stem}.{ext}"},

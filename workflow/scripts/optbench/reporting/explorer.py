@@ -5,7 +5,7 @@ variant, and size or budget where a study has them), the per-step loss
 curves and the held-out curves, the seeds as the study's band or as one line
 per seed; the sensitivity view (each trial's hyper-parameter against its final
 metric), whose points select that trial's runs; the speed-ups over the
-baseline with their intervals and the best-of-k curves; and the tables, each
+baseline and the best-of-k curves, each with its interval; and the tables, each
 sortable and filterable. The page works offline: its script and the data
 ride inside it (the data gzip-compressed and base64-encoded; the browser
 inflates them with its DecompressionStream), so no file or network is needed.

@@ -630,13 +630,29 @@ function drawSpeedups() {
   });
   var kTraces = Object.keys(groups).map(function (key) {
     var g = groups[key];
+    // The 95 % interval of best_of_k.tsv as error bars; none where the seeds
+    // were too few (the hover says why) or an end is infinite (a diverged trial).
+    var end = function (r, column) {
+      var v = num(r[column]), y = num(r.expected_log10);
+      return v === null || !isFinite(v) || y === null ? 0 : Math.abs(v - y);
+    };
     return {x: g.map(function (r) { return num(r.k); }),
             y: g.map(function (r) { return num(r.expected_log10); }),
+            error_y: {type: "data", symmetric: false,
+              array: g.map(function (r) { return end(r, "expected_high"); }),
+              arrayminus: g.map(function (r) { return end(r, "expected_low"); })},
+            customdata: g.map(function (r) {
+              var l = num(r.expected_low), h = num(r.expected_high);
+              return l === null || h === null ? "no interval: " + r.ci_method :
+                "interval " + l.toPrecision(3) + " .. " + h.toPrecision(3) + " (" +
+                r.ci_method + ")"; }),
             mode: "lines+markers", name: key, line: {color: colorOf(g[0].optimizer)},
-            hovertemplate: key + "<br>k = %{x}<br>expected log10 = %{y:.4g}<extra></extra>"};
+            hovertemplate: key + "<br>k = %{x}<br>expected log10 = %{y:.4g}, %{customdata}" +
+              "<extra></extra>"};
   });
   Charts.react(document.getElementById("bestofk"), kTraces, {
-    title: {text: kTraces.length ? "Best of k trials: expected log10 of the best trial's metric" :
+    title: {text: kTraces.length ? "Best of k trials: expected log10 of the best trial's metric" +
+      " (bars: the interval of best_of_k.tsv)" :
       "No search in the selection (best_of_k.tsv is empty)", font: {size: 13}},
     xaxis: {title: {text: "k (trials)"}}, yaxis: {title: {text: "expected log10"}},
     margin: {t: 40, r: 10}

@@ -701,7 +701,8 @@ def plot_win_matrix(matrix: pd.DataFrame, paths) -> None:
 
 def plot_best_of_k(curve: pd.DataFrame, colors, paths) -> None:
     """Expected final log10 loss of the variant a k-trial tuner keeps, every
-    optimizer at every budget k (dashed where its candidates are spent)."""
+    optimizer at every budget k (dashed where its candidates are spent), with
+    its 95 % interval as a band."""
     if curve.empty or curve["k"].max() <= 1:
         _empty(paths, "No optimizer has more than one candidate: nothing was tuned.")
         return
@@ -718,6 +719,19 @@ def plot_best_of_k(curve: pd.DataFrame, colors, paths) -> None:
                 color=colors[name],
                 label=name,
             )
+            # best_of_k.tsv's 95 % interval as a band, where the seeds gave one
+            # (NaN: too few seeds; an infinite end: a diverged candidate).
+            bounded = searched[np.isfinite(searched[["expected_low", "expected_high"]]).all(axis=1)]
+            if len(bounded):
+                ax.fill_between(
+                    bounded["k"],
+                    bounded["expected_low"],
+                    bounded["expected_high"],
+                    color=colors[name],
+                    alpha=0.15,
+                    linewidth=0,
+                    gid=f"best_of_k_band_{block[0]}_{block[1]}_{name}",
+                )
             spent = rows[rows["k"] >= searched["k"].max()]
             if len(spent) > 1:
                 ax.plot(spent["k"], spent["expected_log10"], linestyle="--", color=colors[name])
@@ -726,7 +740,10 @@ def plot_best_of_k(curve: pd.DataFrame, colors, paths) -> None:
         ax.set_ylabel("expected log10 final loss")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize="small")
-    fig.suptitle("What tuning bought: expected best after k trials (dashed: candidates spent)")
+    fig.suptitle(
+        "What tuning bought: expected best after k trials (band: 95 % interval; "
+        "dashed: candidates spent)"
+    )
     fig.tight_layout()
     save(fig, paths)
 

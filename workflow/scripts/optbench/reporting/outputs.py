@@ -109,6 +109,22 @@ COLUMNAR_FOLDER = "columnar"
 COLUMNAR_FILES = ("curves.parquet", "runs.parquet", "heldout.parquet")
 
 
+# Every figure is drawn in each of these formats under results/<study>/figures/
+# (optbench.reporting.figures). The report carries the PNGs alone: the vector
+# files, drawn again for papers, would add about 3.5 MB to the modern study's
+# report (SVG 2.7 MB, PDF 0.85 MB as base64) and stay on disk beside the PNGs
+# (docs/report.md, "Size").
+FIGURE_FORMATS = ("png", "svg", "pdf")
+REPORT_FIGURE_FORMATS = ("png",)
+
+
+def in_report(figure_format: str) -> bool:
+    """Whether the report carries a figure drawn in ``figure_format``."""
+    if figure_format not in FIGURE_FORMATS:
+        raise ValueError(f"unknown figure format {figure_format!r}: one of {FIGURE_FORMATS}")
+    return figure_format in REPORT_FIGURE_FORMATS
+
+
 # Every comparison figure reads these: the runs give each optimizer its colour
 # and, with the selection, the evaluation runs of the chosen variants.
 SHARED_FIGURE_TABLES = ("runs", "selection")

@@ -6,9 +6,10 @@ Snakemake's report offers a registered TSV for download only; an HTML file it
 shows inside the report. So every table of ``outputs.TABLES`` gets a page
 beside its TSV (results/summary/pages/NAME.html), written from the TSV's own
 text (numbers shown to 4 digits, each cell's full text on hover and in the
-TSV). Self-contained: the sorting script and the style are inline (the report
-opens offline; no CDN), and the
-TSV rides along as a data: link, so the page alone gives the file back.
+TSV), within the report's budget for a page (``PAGE_BYTES``).
+Self-contained: the sorting script and the style are inline (the report
+opens offline; no CDN), and a small TSV rides along as a data: link, so the
+page alone gives the file back.
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ function filterRows(box) {
 }
 """
 
+# A number's full text (data-v) as the title of the cell under the pointer:
+# one copy of it in the page instead of two.
+HOVER_SCRIPT = """
+document.addEventListener("mouseover", function (event) {
+  var cell = event.target.closest && event.target.closest("td[data-v]");
+  if (cell && !cell.title) cell.title = cell.getAttribute("data-v");
+});
+"""
+
 STYLE = (
     "body{font-family:sans-serif;margin:1em;font-size:13px}"
     "table{border-collapse:collapse}"
@@ -99,24 +109,33 @@ def short(text: str) -> str:
     return f"{float(text):.{SHOWN_DIGITS}g}"
 
 
-# Chromium opens a report entry as a data: URL and refuses one over 2 MB
-# (the entry stays blank), so a page stays under this many bytes: it carries
-# its TSV as a download link only while the TSV is small, and shows the rows
-# that fit, saying so; the whole table is the TSV, which the report offers
-# for download beside the page (the scaling study's steps.tsv, 19 MB, made an
-# 87 MB page before).
-PAGE_BYTES = 1_500_000
-LINKED_TSV_BYTES = 400_000
+# The report's budget for a table page (docs/report.md, "Size"). Chromium
+# opens a report entry as a data: URL and refuses one over 2 MB (the entry
+# stays blank), and the modern study's report (3,055 runs) must stay under
+# 15 MB with its twenty pages: a page stays under this many bytes (about
+# 0.67 MB as base64 inside the report). It carries its TSV as a download link
+# only while the TSV is small, and shows the rows that fit, saying so; the
+# whole table is the TSV, which the report offers for download beside the
+# page, or the study's summary folder (the scaling study's steps.tsv, 19 MB,
+# made an 87 MB page before; at 1.5 MB a page, the modern study's report was
+# 20.2 MB).
+PAGE_BYTES = 500_000
+LINKED_TSV_BYTES = 150_000
+
+
+def _cell_html(cell: str) -> str:
+    if not _is_number(cell):
+        return f'<td class="text">{html.escape(cell)}</td>'
+    shown = short(cell)
+    if shown == cell:  # integers, inf, nan, short decimals: the text is the value
+        return f"<td>{shown}</td>"
+    # The full value once: it sorts the column, and HOVER_SCRIPT shows it as
+    # the cell's title when the pointer is over it.
+    return f'<td data-v="{html.escape(cell)}">{shown}</td>'
 
 
 def _row_html(row: list[str]) -> str:
-    cells = [
-        f'<td data-v="{html.escape(cell)}" title="{html.escape(cell)}">{short(cell)}</td>'
-        if _is_number(cell)
-        else f'<td class="text">{html.escape(cell)}</td>'
-        for cell in row
-    ]
-    return "<tr>" + "".join(cells) + "</tr>"
+    return "<tr>" + "".join(_cell_html(cell) for cell in row) + "</tr>"
 
 
 def page(tsv_text: str, file_name: str, caption: str = "") -> str:
@@ -132,7 +151,7 @@ def page(tsv_text: str, file_name: str, caption: str = "") -> str:
             f' <a download="{name}" '
             f'href="data:text/tab-separated-values;base64,{data}">Download the TSV</a>'
         )
-    budget = PAGE_BYTES - len(link) - len(caption) - len(SORT_SCRIPT) - 4000
+    budget = PAGE_BYTES - len(link) - len(caption) - len(SORT_SCRIPT + HOVER_SCRIPT) - 4000
     shown = []
     for row in body:
         line = _row_html(row)
@@ -154,7 +173,7 @@ def page(tsv_text: str, file_name: str, caption: str = "") -> str:
     parts = [
         '<!DOCTYPE html><html><head><meta charset="utf-8">',
         f"<title>{name}</title><style>{STYLE}</style>",
-        f"<script>{SORT_SCRIPT}</script></head><body>",
+        f"<script>{SORT_SCRIPT}{HOVER_SCRIPT}</script></head><body>",
         f"<p><b>{name}</b>: {extent}{link}</p>",
     ]
     parts.append(
