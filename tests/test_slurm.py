@@ -339,8 +339,10 @@ def test_fifty_two_jobs_go_to_slurm_as_arrays_with_the_results_of_a_local_run(cl
     grid = tmp_path / "fifty.yaml"
     grid.write_text(yaml.safe_dump(config))
     workdir = tmp_path / "cluster"
+    # Training only, here and in the local run: arrays concern training jobs, and
+    # the summaries and figures of 52 runs add minutes of CPU and nothing here.
     process, output, submitted, records = submit(
-        cluster, workdir, "slurm", configfile=grid, seconds=1200
+        cluster, workdir, "slurm", *TRAINING_ONLY, configfile=grid, seconds=1200
     )
     assert process.returncode == 0, output[-8000:] + cluster.logs()
     arrays = SUBMITTED_ARRAY.findall(output)
@@ -360,6 +362,7 @@ def test_fifty_two_jobs_go_to_slurm_as_arrays_with_the_results_of_a_local_run(cl
             local,
             "--cores",
             "2",
+            *TRAINING_ONLY,
             "--config",
             "job_scope=loss",
             "seeds_per_job=all",
