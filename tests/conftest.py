@@ -219,6 +219,15 @@ def run_tsvs(workdir: Path) -> dict[str, bytes]:
     return {name: data for name, data in files.items() if name.endswith(".tsv")}
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """Longest units of work first, a few long tests on their own (tests/scheduling.py)."""
+    if config.getoption("dist") == "loadfile":
+        import scheduling
+
+        return scheduling.make_scheduler(config, log)
+    return None
+
+
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path

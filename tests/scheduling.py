@@ -1,0 +1,96 @@
+"""How pytest-xdist hands out the suite: the longest work first.
+
+A test file is one unit of work (its module fixtures, such as the private
+Slurm cluster, then run once), except the few long tests named in ALONE, each
+a unit of its own so that two of them can run at once on two workers. Units
+start longest first (WEIGHTS), so that the last minutes are not one long unit
+running while the other workers idle: xdist's own order is by number of tests,
+which put the Slurm file (8 tests, about 8 minutes) last.
+
+The weights only order the work: a stale weight costs minutes at worst, never
+a result, and a test renamed out of ALONE runs with its file again.
+"""
+
+from __future__ import annotations
+
+# Node id prefixes that form a unit of their own.
+ALONE = (
+    "tests/test_slurm.py::test_fifty_two_jobs_go_to_slurm_as_arrays",
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-loop]",
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-auto]",
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[packages-loop]",
+)
+
+# Unit -> seconds (its tests' times in one whole run, junit, 2 workers on 2
+# cores with other work beside them, halved); a unit not listed (under 10 s)
+# weighs nothing and keeps its place after these.
+WEIGHTS: dict[str, float] = {
+    "tests/test_slurm.py::test_fifty_two_jobs_go_to_slurm_as_arrays": 389,
+    "tests/test_slurm.py": 279,
+    "tests/test_grid_workflow.py": 243,
+    "tests/test_scale.py": 233,
+    "tests/test_reuse.py": 198,
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-loop]": 155,
+    "tests/test_faults.py": 153,
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-auto]": 152,
+    "tests/test_workflow.py": 107,
+    "tests/test_numerics.py": 94,
+    "tests/test_configfiles.py": 71,
+    "tests/test_checkpoints.py": 55,
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[packages-loop]": 49,
+    "tests/test_browser.py": 46,
+    "tests/test_verification.py": 41,
+    "tests/test_search.py": 34,
+    "tests/test_studies.py": 26,
+    "tests/test_profiles.py": 23,
+    "tests/test_optimizers.py": 22,
+    "tests/test_envs.py": 22,
+    "tests/test_heldout_curves.py": 21,
+    "tests/test_jobs.py": 21,
+    "tests/test_progress.py": 20,
+    "tests/test_batched.py": 18,
+    "tests/test_scaling_axes.py": 15,
+    "tests/test_settings.py": 14,
+    "tests/test_crash_safety.py": 13,
+    "tests/test_training.py": 12,
+    "tests/test_bundles.py": 12,
+    "tests/test_packed_outputs.py": 12,
+    "tests/test_batched_lbfgs.py": 11,
+}
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its own (ALONE) or its file's."""
+    for prefix in ALONE:
+        if nodeid.startswith(prefix):
+            return prefix
+    return nodeid.split("::", 1)[0]
+
+
+def make_scheduler(config, log):
+    """A file-per-unit scheduler (xdist's loadfile) with ALONE's units and WEIGHTS' order."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class HeaviestFirst(LoadFileScheduling):
+        ordered = False
+
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            # The order is ours (WEIGHTS), not xdist's by number of tests.
+            config.option.loadscopereorder = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            # The queue of units is built in schedule(), just before the first
+            # assignment: order it then. (The workers' collections keep their
+            # order: xdist sends a worker indices into its own.)
+            if not self.ordered:
+                self.ordered = True
+                units = sorted(self.workqueue.items(), key=lambda unit: -WEIGHTS.get(unit[0], 0))
+                self.workqueue.clear()
+                self.workqueue.update(units)
+            super()._assign_work_unit(node)
+
+    return HeaviestFirst(config, log)
