@@ -15,6 +15,7 @@ the final bytes of forked starts are thus compared with those of a fresh one.
 
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -166,13 +167,21 @@ def uninterrupted(jobs_of, tmp_path_factory):
 
 # SIGKILLs at random step boundaries, one of them during a checkpoint write,
 # then SIGTERM; each start after the first resumes. 11 SIGKILLs per engine for
-# the torch.optim and file optimizers, 2 for those of pytorch_optimizer.
-# Kill points are drawn from 1-6 step boundaries into each start, so that 11
-# kills never reach the end of the job's 130-320 boundaries.
+# the torch.optim and file optimizers, 7 for those of pytorch_optimizer. A start
+# saves every EVERY boundaries and is killed 1 to EVERY boundaries after its
+# 1st, 2nd or 3rd save, so the job moves on by 4-12 steps a start and the kills
+# reach the runs of every optimizer (checked) but not the end of the job's
+# 130-160 boundaries.
 KILLS = {
     "torch": [("step", None)] * 4 + [("write", 2), ("signal", 2)] + [("step", None)] * 6,
-    "packages": [("step", None), ("write", 2), ("signal", 2)],
+    "packages": [("step", None)] * 3 + [("write", 2), ("signal", 2)] + [("step", None)] * 3,
 }
+# A start's log line for a run (or batched chunk) taken up half-way.
+RESUMED_MID_RUN = re.compile(r"/(\w+)/\w+/seed\d+\.tsv resumed from step [1-9]")
+
+
+def kill_point(chooser: random.Random) -> int:
+    return EVERY * chooser.randint(1, 3) + chooser.randint(1, EVERY)
 
 
 @pytest.mark.parametrize(
@@ -184,16 +193,19 @@ def test_killed_jobs_resume_to_the_same_bytes(
     job = jobs_of[optimizers]
     chooser = random.Random(f"kills-{optimizers}-{engine}")
     sigkills = 0
+    resumed = set()  # the optimizers whose runs a start took up half-way
     for mode, at in KILLS[optimizers]:
-        at = at or chooser.randint(1, 6)
+        at = at or kill_point(chooser)
         process = train(tmp_path, job, engine, kill=(mode, str(at)), starts=forked)
         log = process.stderr
+        resumed.update(RESUMED_MID_RUN.findall(log))
         if mode == "signal":
             assert process.returncode == checkpoints.EXIT_PREEMPTED, log[-3000:]
             assert "checkpoint: got SIGTERM; saving and stopping" in log
             saved = checkpoints.decode((tmp_path / "manifest.tsv.checkpoint").read_bytes())
             assert saved["partial"] is not None  # saved at the step boundary it reached
             continue
+        # (0: the job ended before its kill; draw the kill points nearer.)
         assert process.returncode == -9, log[-3000:]
         sigkills += 1
         if mode == "write":
@@ -213,6 +225,11 @@ def test_killed_jobs_resume_to_the_same_bytes(
     assert final.returncode == 0, final.stderr[-3000:]
     assert "checkpoint: resuming from" in final.stderr
     assert "resumed from step" in final.stderr
+    resumed.update(RESUMED_MID_RUN.findall(final.stderr))
+    assert resumed == set(SETS[optimizers]), (
+        f"the kills took up runs of {sorted(resumed)} half-way, not all of "
+        f"{SETS[optimizers]}: draw kill points further apart (kill_point)"
+    )
     assert not (tmp_path / "manifest.tsv.checkpoint").exists()
     assert written(tmp_path) == uninterrupted(optimizers, engine)
 
@@ -421,3 +438,52 @@ def test_a_job_without_a_checkpoint_file_stops_as_a_plain_process(tmp_path, fork
     assert returncode == 128 + signum, log[-3000:]
     assert "checkpoint: saved" not in log
     assert sorted(p.name for p in tmp_path.rglob("*checkpoint*")) == []
+
+
+# ---- the fork server the job starts above go through ------------------------
+
+PROBE = """
+import json, os, random, sys
+import torch
+print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "cwd": os.getcwd(),
+                  "variable": os.environ.get("FORK_PROBE"), "torch_seed": torch.initial_seed(),
+                  "random": random.random(), "threads": torch.get_num_threads()}), flush=True)
+print("to stderr", file=sys.stderr)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), 9)
+if sys.argv[1] == "raise":
+    raise ValueError("raised on purpose")
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_a_forked_start_is_what_a_fresh_process_would_be(forked, tmp_path, monkeypatch):
+    """Arguments, sys.path[0], folder, environment, output and exit status as
+    ``python probe.py``; the generators seeded afresh in each child."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FORK_PROBE", "set after the server started")
+    command = [sys.executable, str(probe)]
+    fresh = subprocess.run([*command, "3"], capture_output=True, text=True, timeout=120)
+    runs = {mode: forked.run([*command, mode], timeout=120) for mode in ("3", "0", "kill", "raise")}
+    assert {mode: run.returncode for mode, run in runs.items()} == {
+        "3": 3,
+        "0": 0,
+        "kill": -signal.SIGKILL,
+        "raise": 1,
+    }
+    assert fresh.returncode == 3 and runs["3"].stderr == fresh.stderr == "to stderr\n"
+    assert "ValueError: raised on purpose" in runs["raise"].stderr
+    expected = json.loads(fresh.stdout)
+    seen = {mode: json.loads(run.stdout) for mode, run in runs.items()}
+    for key in ("argv", "path0", "cwd", "variable", "threads"):
+        assert seen["3"][key] == expected[key], key
+    # Each fresh interpreter draws torch's seed (torch 2.13) and Python's: so do
+    # the children; a torch that seeds with its constant gets the constant.
+    seeds = {child["torch_seed"] for child in seen.values()}
+    if expected["torch_seed"] == job_fork_server.TORCH_FIXED_SEED:
+        assert seeds == {job_fork_server.TORCH_FIXED_SEED}
+    else:
+        assert len(seeds) == len(seen)
+    assert len({child["random"] for child in seen.values()}) == len(seen)
