@@ -12,9 +12,10 @@ throwaway optimizer (no step, no thread), then forks one child per request.
 The child becomes what ``python SCRIPT ARGS...`` would have been: the
 request's working folder, environment, ``sys.argv`` and ``sys.path[0]``, its
 stdout and stderr in files, stdin /dev/null, the global generators seeded as a
-fresh interpreter seeds them, and the script run as ``__main__``, exiting through
-the interpreter's own shutdown (SystemExit, uncaught exceptions, atexit) as a
-fresh process does. Signals sent to the child's pid reach the job itself.
+fresh interpreter seeds them, and the script run as ``__main__``; it exits as a
+fresh process does (SystemExit's status, an uncaught exception's traceback and
+status 1, the threads joined, atexit, stdio flushed), less the teardown of the
+modules. Signals sent to the child's pid reach the job itself.
 
 Protocol, one JSON object a line: requests on the server's stdin
 ``{"argv": [SCRIPT, ARG...], "cwd": ..., "env": {...}, "stdout": PATH,
@@ -142,7 +143,8 @@ def become_job(request: dict, start: dict, server_pid: int, server_path: list):
     # What the interpreter does at exit (Py_FinalizeEx): wait for the threads,
     # run atexit, flush stdio; then exit without tearing down the modules,
     # which costs a forked child about 1 s of CPU (it writes to every page it
-    # shares with the server) and changes nothing a job writes.
+    # shares with the server). Only a file left open and unflushed by the job
+    # would notice (its tail lost here, so its bytes differ from a fresh run's).
     threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
