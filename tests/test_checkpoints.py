@@ -7,11 +7,15 @@ optimizers whose state goes beyond weights: Adam under a warm-up-cosine
 family, SGD with momentum under torch's StepLR, L-BFGS (closure), a
 schedule-free AdamW (train/eval), Prodigy (its own step-size estimate), Muon
 with parameter roles and a user's optimizer file. The reference is the same
-job run once without interruption; the kills come from tests/kill_injection.py.
+job run once without interruption, as a fresh process; the kills come from
+tests/kill_injection.py, and the killed and resumed starts are forked from a
+warm server (tests/job_fork_server.py) to spare each start torch's imports:
+the final bytes of forked starts are thus compared with those of a fresh one.
 """
 
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import job_fork_server
 import pytest
 import torch
 
@@ -96,7 +101,19 @@ def jobs_of(tmp_path_factory):
     return made
 
 
-def train(root: Path, job, engine: str, kill: tuple = ()) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def forked(tmp_path_factory):
+    """Job starts forked from one warm server (tests/job_fork_server.py)."""
+    server = job_fork_server.JobForkServer(tmp_path_factory.mktemp("fork-server"))
+    yield server
+    server.close()
+    assert server.process.returncode == 0, (server.folder / "server.log").read_text()
+
+
+def train(
+    root: Path, job, engine: str, kill: tuple = (), starts=None
+) -> subprocess.CompletedProcess:
+    """The job started fresh (``python train.py``), or by ``starts`` (the fork server)."""
     folder, grid = job
     argument = jobs.argument(
         grid, grid.cells(), grid.all_seeds, *[str(root / pattern) for pattern in PATTERNS]
@@ -104,6 +121,8 @@ def train(root: Path, job, engine: str, kill: tuple = ()) -> subprocess.Complete
     command = [sys.executable, *([str(KILL), *kill, "--"] if kill else [str(TRAIN_SCRIPT)])]
     command += ["--job", argument, "--engine", engine, "--optimizers-dir", str(folder)]
     command += ["--manifest", str(root / "manifest.tsv"), "--checkpoint-steps", str(EVERY)]
+    if starts is not None:
+        return starts.run(command, timeout=300)
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -148,32 +167,45 @@ def uninterrupted(jobs_of, tmp_path_factory):
 
 # SIGKILLs at random step boundaries, one of them during a checkpoint write,
 # then SIGTERM; each start after the first resumes. 11 SIGKILLs per engine for
-# the torch.optim and file optimizers, 2 for those of pytorch_optimizer.
-# Kill points are drawn from 1-6 step boundaries into each start, so that 11
-# kills never reach the end of the job's 130-320 boundaries.
+# the torch.optim and file optimizers, 7 for those of pytorch_optimizer. A start
+# saves every EVERY boundaries and is killed 1 to EVERY boundaries after its
+# 1st, 2nd or 3rd save, so the job moves on by 4-12 steps a start and the kills
+# reach the runs of every optimizer (checked) but not the end of the job's
+# 130-160 boundaries.
 KILLS = {
     "torch": [("step", None)] * 4 + [("write", 2), ("signal", 2)] + [("step", None)] * 6,
-    "packages": [("step", None), ("write", 2), ("signal", 2)],
+    "packages": [("step", None)] * 3 + [("write", 2), ("signal", 2)] + [("step", None)] * 3,
 }
+# A start's log line for a run (or batched chunk) taken up half-way.
+RESUMED_MID_RUN = re.compile(r"/(\w+)/\w+/seed\d+\.tsv resumed from step [1-9]")
+
+
+def kill_point(chooser: random.Random) -> int:
+    return EVERY * chooser.randint(1, 3) + chooser.randint(1, EVERY)
 
 
 @pytest.mark.parametrize(
     "optimizers, engine", [("torch", "loop"), ("torch", "auto"), ("packages", "loop")]
 )
-def test_killed_jobs_resume_to_the_same_bytes(jobs_of, uninterrupted, optimizers, engine, tmp_path):
+def test_killed_jobs_resume_to_the_same_bytes(
+    jobs_of, uninterrupted, forked, optimizers, engine, tmp_path
+):
     job = jobs_of[optimizers]
     chooser = random.Random(f"kills-{optimizers}-{engine}")
     sigkills = 0
+    resumed = set()  # the optimizers whose runs a start took up half-way
     for mode, at in KILLS[optimizers]:
-        at = at or chooser.randint(1, 6)
-        process = train(tmp_path, job, engine, kill=(mode, str(at)))
+        at = at or kill_point(chooser)
+        process = train(tmp_path, job, engine, kill=(mode, str(at)), starts=forked)
         log = process.stderr
+        resumed.update(RESUMED_MID_RUN.findall(log))
         if mode == "signal":
             assert process.returncode == checkpoints.EXIT_PREEMPTED, log[-3000:]
             assert "checkpoint: got SIGTERM; saving and stopping" in log
             saved = checkpoints.decode((tmp_path / "manifest.tsv.checkpoint").read_bytes())
             assert saved["partial"] is not None  # saved at the step boundary it reached
             continue
+        # (0: the job ended before its kill; draw the kill points nearer.)
         assert process.returncode == -9, log[-3000:]
         sigkills += 1
         if mode == "write":
@@ -189,10 +221,15 @@ def test_killed_jobs_resume_to_the_same_bytes(jobs_of, uninterrupted, optimizers
             print(f"{optimizers}/{engine}: SIGKILL at boundary {at}, {lost} step(s) per run redone")
             assert 1 <= lost <= EVERY
     assert sigkills == sum(mode != "signal" for mode, _ in KILLS[optimizers])
-    final = train(tmp_path, job, engine)
+    final = train(tmp_path, job, engine, starts=forked)
     assert final.returncode == 0, final.stderr[-3000:]
     assert "checkpoint: resuming from" in final.stderr
     assert "resumed from step" in final.stderr
+    resumed.update(RESUMED_MID_RUN.findall(final.stderr))
+    assert resumed == set(SETS[optimizers]), (
+        f"the kills took up runs of {sorted(resumed)} half-way, not all of "
+        f"{SETS[optimizers]}: draw kill points further apart (kill_point)"
+    )
     assert not (tmp_path / "manifest.tsv.checkpoint").exists()
     assert written(tmp_path) == uninterrupted(optimizers, engine)
 
@@ -332,17 +369,17 @@ def test_a_misspelt_checkpoint_every_key_is_refused_naming_it():
     assert "did you mean 'step' -> 'steps'" in str(error.value)
 
 
-def signalled_job(tmp_path, signum, *extra) -> tuple[int, list, str]:
-    """One 20,000-step run by hand (--spec, no manifest) sent ``signum`` once it has
-    trained 2,000 steps: its exit status, its command and its log."""
+def signalled_job(tmp_path, signum, starts, *extra) -> tuple[int, list, str]:
+    """One 20,000-step run by hand (--spec, no manifest), started by ``starts`` (the
+    fork server), sent ``signum`` once it has trained 2,000 steps: its exit status,
+    its command and its log."""
     runs = tmp_path / "runs"
     runs.mkdir(exist_ok=True)
     progress = tmp_path / "job.progress"
     command = [sys.executable, str(TRAIN_SCRIPT), "--spec", json.dumps(LONG_RUN)]
     command += ["--run", "0", str(runs / "seed0.tsv"), str(runs / "seed0.json"), *extra]
     log = tmp_path / "job.log"
-    with open(log, "w") as stderr:
-        job = subprocess.Popen([*command, "--progress", str(progress)], stderr=stderr)
+    job = starts.popen([*command, "--progress", str(progress)], stderr=log)
     try:
         deadline = time.monotonic() + 120
         while job.poll() is None and time.monotonic() < deadline:
@@ -363,7 +400,7 @@ def signalled_job(tmp_path, signum, *extra) -> tuple[int, list, str]:
 LONG_RUN = test_training.spec("sgd", "mse", steps=20000)
 
 
-def test_sigusr1_saves_exits_75_and_the_retry_writes_the_uninterrupted_bytes(tmp_path):
+def test_sigusr1_saves_exits_75_and_the_retry_writes_the_uninterrupted_bytes(tmp_path, forked):
     """Slurm's warning signal (--signal=USR1@...) to a job with a checkpoint file:
     it saves, exits checkpoints.EXIT_PREEMPTED (75), and its next start resumes
     from the saved step and writes the TSV of a job never signalled."""
@@ -379,12 +416,12 @@ def test_sigusr1_saves_exits_75_and_the_retry_writes_the_uninterrupted_bytes(tmp
     assert whole.returncode == 0, whole.stderr[-3000:]
     saved = tmp_path / "job.checkpoint"
     returncode, command, log = signalled_job(
-        tmp_path, signal.SIGUSR1, "--checkpoint", str(saved), "--checkpoint-seconds", "0"
+        tmp_path, signal.SIGUSR1, forked, "--checkpoint", str(saved), "--checkpoint-seconds", "0"
     )
     assert returncode == checkpoints.EXIT_PREEMPTED == 75, log[-3000:]
     assert "got SIGUSR1; saving and stopping" in log and saved.exists()
     assert not (tmp_path / "runs" / "seed0.tsv").exists()
-    retry = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    retry = forked.run(command, timeout=300)
     assert retry.returncode == 0, retry.stderr[-3000:]
     step = int(retry.stderr.split("resumed from step ")[1].split()[0])
     assert 2000 <= step < 20000
@@ -394,10 +431,59 @@ def test_sigusr1_saves_exits_75_and_the_retry_writes_the_uninterrupted_bytes(tmp
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["TERM", "USR1"])
-def test_a_job_without_a_checkpoint_file_stops_as_a_plain_process(tmp_path, signum):
+def test_a_job_without_a_checkpoint_file_stops_as_a_plain_process(tmp_path, forked, signum):
     """A job run by hand with neither --manifest nor --checkpoint has nowhere to
     save: a signal stops it at once with 128 + the signal (143 for SIGTERM)."""
-    returncode, _, log = signalled_job(tmp_path, signum)
+    returncode, _, log = signalled_job(tmp_path, signum, forked)
     assert returncode == 128 + signum, log[-3000:]
     assert "checkpoint: saved" not in log
     assert sorted(p.name for p in tmp_path.rglob("*checkpoint*")) == []
+
+
+# ---- the fork server the job starts above go through ------------------------
+
+PROBE = """
+import json, os, random, sys
+import torch
+print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "cwd": os.getcwd(),
+                  "variable": os.environ.get("FORK_PROBE"), "torch_seed": torch.initial_seed(),
+                  "random": random.random(), "threads": torch.get_num_threads()}), flush=True)
+print("to stderr", file=sys.stderr)
+if sys.argv[1] == "kill":
+    os.kill(os.getpid(), 9)
+if sys.argv[1] == "raise":
+    raise ValueError("raised on purpose")
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_a_forked_start_is_what_a_fresh_process_would_be(forked, tmp_path, monkeypatch):
+    """Arguments, sys.path[0], folder, environment, output and exit status as
+    ``python probe.py``; the generators seeded afresh in each child."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FORK_PROBE", "set after the server started")
+    command = [sys.executable, str(probe)]
+    fresh = subprocess.run([*command, "3"], capture_output=True, text=True, timeout=120)
+    runs = {mode: forked.run([*command, mode], timeout=120) for mode in ("3", "0", "kill", "raise")}
+    assert {mode: run.returncode for mode, run in runs.items()} == {
+        "3": 3,
+        "0": 0,
+        "kill": -signal.SIGKILL,
+        "raise": 1,
+    }
+    assert fresh.returncode == 3 and runs["3"].stderr == fresh.stderr == "to stderr\n"
+    assert "ValueError: raised on purpose" in runs["raise"].stderr
+    expected = json.loads(fresh.stdout)
+    seen = {mode: json.loads(run.stdout) for mode, run in runs.items()}
+    for key in ("argv", "path0", "cwd", "variable", "threads"):
+        assert seen["3"][key] == expected[key], key
+    # Each fresh interpreter draws torch's seed (torch 2.13) and Python's: so do
+    # the children; a torch that seeds with its constant gets the constant.
+    seeds = {child["torch_seed"] for child in seen.values()}
+    if expected["torch_seed"] == job_fork_server.TORCH_FIXED_SEED:
+        assert seeds == {job_fork_server.TORCH_FIXED_SEED}
+    else:
+        assert len(seeds) == len(seen)
+    assert len({child["random"] for child in seen.values()}) == len(seen)
