@@ -232,6 +232,16 @@ def test_killed_jobs_resume_to_the_same_bytes(
     )
     assert not (tmp_path / "manifest.tsv.checkpoint").exists()
     assert written(tmp_path) == uninterrupted(optimizers, engine)
+    # One timing per group and job: the starts after the first keep the timing
+    # the checkpoint holds, so runs written by different starts carry the same.
+    assert "group(s) keep the timing of the job's first start" in final.stderr
+    timings = {}
+    for sidecar in tmp_path.rglob("seed*.json"):
+        group = sidecar.parent.relative_to(tmp_path)
+        timings.setdefault(group, set()).add(
+            json.dumps(json.loads(sidecar.read_text())["step_timing"])
+        )
+    assert timings and all(len(each) == 1 for each in timings.values()), timings
 
 
 # ---- the checkpoint file, in process ----------------------------------------

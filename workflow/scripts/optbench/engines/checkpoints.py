@@ -289,6 +289,9 @@ class JobCheckpoint:
         self.seconds_saving = 0.0  # all saves together (tools/benchmark.py reads these)
         self.last_bytes = 0
         self.resumed_from: dict[str, int] = {}  # unit -> step it resumed from
+        # Group name -> its step timing (engines/timing.py), measured once per job:
+        # a resumed job keeps the first start's instead of timing every group again.
+        self.timings: dict[str, dict] = {}
 
     # -- loading -----------------------------------------------------------
 
@@ -307,6 +310,7 @@ class JobCheckpoint:
             return
         self.finished = payload["finished"]
         self.partial = payload["partial"]
+        self.timings = payload.get("timings", {})  # none in checkpoints of older code
         # The generators as they were at the save: put back where training goes
         # on, in the unit saved half-way (resume_loop) or in the next one (begin).
         if self.partial is None:
@@ -392,6 +396,7 @@ class JobCheckpoint:
                 "finished": self.finished,
                 "partial": partial,
                 "rng": capture_rng(),
+                "timings": self.timings,
             }
         )
         with runfiles.atomic_path(self.path) as temporary:

@@ -215,12 +215,22 @@ def _train_runs(request, runs, previous, started, log, tracker) -> int:
     tracker.runs(len(kept))
     tracker.steps(sum(run.spec["steps"] for run in kept))
     groups = group_training.groups_of(to_train)
+    names = [group_training.group_name(group[0].spec) for group in groups]
+    untimed = [index for index, name in enumerate(names) if name not in checkpoint.timings]
     try:
-        # Every group timed before any trains, taking turns (engines/timing.py).
-        timings = timing.step_times([group[0].spec for group in groups], device)
+        # Every group timed before any trains, taking turns (engines/timing.py);
+        # a resumed job keeps the timings its first start measured (checkpoint).
+        measured = timing.step_times([groups[index][0].spec for index in untimed], device)
     except training.RunError as error:
         print(f"error: {error}", file=log)
         return 2
+    for index, step_timing in zip(untimed, measured, strict=True):
+        if step_timing is not None:
+            checkpoint.timings[names[index]] = step_timing
+    timings = [checkpoint.timings.get(name) for name in names]
+    if len(untimed) < len(names):
+        held = len(names) - len(untimed)
+        print(f"timing: {held} group(s) keep the timing of the job's first start", file=log)
     for group, step_timing in zip(groups, timings, strict=True):
         if step_timing is None:
             continue  # it failed to run; its training says why
