@@ -142,6 +142,10 @@ def _runs_table(settings: pa.Table, runs_table) -> pa.Table:
     metrics = pa.Table.from_pandas(runs_table.astype({"seed": "int64"}), preserve_index=False)
     metrics = metrics.append_column("_order", pa.array(np.arange(len(metrics)), pa.int64()))
     extra = [name for name in settings.column_names if name not in metrics.column_names]
-    joined = metrics.join(settings.select(list(RUN_KEY) + extra), keys=list(RUN_KEY))
+    keys = settings.select(list(RUN_KEY) + extra)
+    for name in RUN_KEY:  # pandas' text comes as large_string: the keys' types must agree
+        kind = metrics.schema.field(name).type
+        keys = keys.set_column(keys.schema.get_field_index(name), name, keys[name].cast(kind))
+    joined = metrics.join(keys, keys=list(RUN_KEY))
     joined = joined.sort_by("_order")
     return joined.drop_columns(["_order"])
