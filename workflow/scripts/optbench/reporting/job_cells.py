@@ -50,6 +50,20 @@ class RunFileCache:
         return self.runs, self.rows
 
 
+# The sidecar entries a cell summary reads (cells.read_cell reads the same).
+READ_ENTRIES = ("loss", "heldout", "heldout_curve", "step_timing")
+
+
+def _read_entries(runs: jobfiles.JobRuns, row: int) -> dict:
+    """The entries of the run's sidecar the summary reads: from its cell's shared
+    entries where they are all there (no per-run JSON parsed: a tenth of a second
+    per thousand runs), else from the whole sidecar."""
+    common = runs.cell_list[int(runs.cell[row])]["common"]
+    if all(name in common for name in READ_ENTRIES):
+        return common
+    return runs.sidecar(row)
+
+
 def read_cell(names, locations, identity: dict, steps: int, cache=None) -> cells.CellRuns:
     """The runs named ``names`` (one cell's), from their job files, sorted by seed;
     a run no manifest lists, or whose row is of another cell or length, raises
@@ -87,7 +101,7 @@ def read_cell(names, locations, identity: dict, steps: int, cache=None) -> cells
             seeds.append(int(runs.seed[row]))
             losses.append(runs.losses[row, :steps])
             evaluations.append(runs.evaluations[row, :steps])
-            sidecars.append(runs.sidecar(row))
+            sidecars.append(_read_entries(runs, row))
     if not seeds:
         raise cells.CellError(f"no runs given for the cell {identity}.")
     order = np.argsort(seeds, kind="stable")
