@@ -6,8 +6,8 @@ Here each job's run file becomes one row group of ``curves.parquet`` and
 ``heldout.parquet`` as it is read (pyarrow.parquet.ParquetWriter), so memory
 follows the largest job file; ``runs.parquet`` joins ``summary/runs.tsv`` with
 the runs' settings in Arrow. Same columns and values as the per-run tables;
-text columns are plain strings (Parquet dictionary-encodes them in the file)
-rather than Arrow dictionaries, and the rows come job file by job file.
+the rows come job file by job file (row groups of ``SLICE_RUNS`` runs), and
+``runs.parquet``'s text columns are plain strings rather than Arrow dictionaries.
 """
 
 from __future__ import annotations
@@ -56,28 +56,46 @@ def settings_schema(files) -> list[tuple[str, pa.DataType]]:
     return [(name, pa.string() if kind == pa.null() else kind) for name, kind in types.items()]
 
 
-def _settings_table(runs: jobfiles.JobRuns, role_of: dict[int, str], schema) -> pa.Table:
-    rows = [settings_columns(runs.sidecar(row)) for row in range(len(runs))]
-    fields = [runs.cell_list[int(index)]["fields"] for index in runs.cell]
+# Runs per row group: a slice's rows (runs x steps) with its settings columns
+# stay near 100 MB whatever the size of the job file.
+SLICE_RUNS = 20_000
+
+
+def _settings_table(runs: jobfiles.JobRuns, rows: range, role_of: dict, schema) -> pa.Table:
+    settings = [settings_columns(runs.sidecar(row)) for row in rows]
+    fields = [runs.cell_list[int(runs.cell[row])]["fields"] for row in rows]
     columns = {name: pa.array([f[name] for f in fields], pa.string()) for name in RUN_KEY[:4]}
-    columns["seed"] = pa.array(runs.seed, pa.int64())
-    columns["role"] = pa.array([role_of.get(int(seed)) for seed in runs.seed], pa.string())
+    seeds = runs.seed[rows.start : rows.stop]
+    columns["seed"] = pa.array(seeds, pa.int64())
+    columns["role"] = pa.array([role_of.get(int(seed)) for seed in seeds], pa.string())
     for name, kind in schema:
-        columns[name] = pa.array([row.get(name) for row in rows], kind)
+        columns[name] = pa.array([row.get(name) for row in settings], kind)
     return pa.table(columns)
 
 
-def _curves(runs: jobfiles.JobRuns, settings: pa.Table) -> pa.Table:
-    steps = runs.steps
-    owner = np.repeat(np.arange(len(runs)), steps)
-    mask = np.arange(runs.losses.shape[1])[None, :] < steps[:, None]  # each run's own steps
+def _encoded(settings: pa.Table) -> pa.Table:
+    """Text columns dictionary-encoded: repeated over every step of a run (a take),
+    they then copy indices, not text."""
+    for index, field in enumerate(settings.schema):
+        if pa.types.is_string(field.type):
+            column = settings.column(index).dictionary_encode()
+            settings = settings.set_column(index, field.name, column)
+    return settings
+
+
+def _curves(runs: jobfiles.JobRuns, rows: range, settings: pa.Table) -> pa.Table:
+    steps = runs.steps[rows.start : rows.stop]
+    losses = runs.losses[rows.start : rows.stop]
+    owner = np.repeat(np.arange(len(steps)), steps)
+    mask = np.arange(losses.shape[1])[None, :] < steps[:, None]  # each run's own steps
     table = settings.take(pa.array(owner, pa.int64()))
     step = np.concatenate([np.arange(n) for n in steps]) if len(steps) else np.array([])
-    lrs = runs.lrs[mask]
+    lrs = runs.lrs[rows.start : rows.stop][mask]
+    evaluations = runs.evaluations[rows.start : rows.stop][mask]
     for name, values in (
         ("step", pa.array(step, pa.int64())),
-        ("train_loss", pa.array(runs.losses[mask], pa.float64())),
-        ("evaluations", pa.array(runs.evaluations[mask], pa.int64())),
+        ("train_loss", pa.array(losses[mask], pa.float64())),
+        ("evaluations", pa.array(evaluations, pa.int64())),
         # A step without a learning rate (NaN in the file) is missing, as per run.
         ("lr", pa.array(lrs, pa.float64(), mask=np.isnan(lrs))),
     ):
@@ -85,11 +103,11 @@ def _curves(runs: jobfiles.JobRuns, settings: pa.Table) -> pa.Table:
     return table
 
 
-def _heldout(runs: jobfiles.JobRuns, settings: pa.Table) -> pa.Table:
+def _heldout(runs: jobfiles.JobRuns, rows: range, settings: pa.Table) -> pa.Table:
     owner, points = [], {"step": [], "heldout_loss": [], "heldout_accuracy": []}
-    for row in range(len(runs)):
+    for index, row in enumerate(rows):
         curve = runs.sidecar(row).get("heldout_curve") or []
-        owner += [row] * len(curve)
+        owner += [index] * len(curve)
         points["step"] += [int(point["step"]) for point in curve]
         for column in ("heldout_loss", "heldout_accuracy"):
             points[column] += [
@@ -118,15 +136,20 @@ def write_tables(manifests, seeds_by_role: dict, runs_table, folder) -> list[Pat
         try:
             for path in files:
                 runs = jobfiles.read(path)
-                settings = _settings_table(runs, role_of, schema)
-                settings_parts.append(settings)
-                for name, target, table in (
-                    (CURVES, curves_path, _curves(runs, settings)),
-                    (HELDOUT, heldout_path, _heldout(runs, settings)),
-                ):
-                    if name not in writers:
-                        writers[name] = pq.ParquetWriter(target, table.schema, compression="zstd")
-                    writers[name].write_table(table)
+                for start in range(0, len(runs), SLICE_RUNS):
+                    rows = range(start, min(start + SLICE_RUNS, len(runs)))
+                    settings = _settings_table(runs, rows, role_of, schema)
+                    settings_parts.append(settings)
+                    encoded = _encoded(settings)
+                    for name, target, table in (
+                        (CURVES, curves_path, _curves(runs, rows, encoded)),
+                        (HELDOUT, heldout_path, _heldout(runs, rows, encoded)),
+                    ):
+                        if name not in writers:
+                            writers[name] = pq.ParquetWriter(
+                                target, table.schema, compression="zstd"
+                            )
+                        writers[name].write_table(table)
                 del runs
         finally:
             for writer in writers.values():
