@@ -211,3 +211,33 @@ def test_summarising_job_files_holds_one_cell_and_one_file_at_a_time(tmp_path):
     few = summarise_peak(synthetic_jobs(tmp_path / "few", 2), 2)
     many = summarise_peak(synthetic_jobs(tmp_path / "many", 8), 8)
     assert many < 1.3 * few, (few, many)
+
+
+def test_a_job_file_keeps_each_runs_sidecar_and_refuses_a_broken_file(tmp_path):
+    """Entries shared by a cell's runs are stored once, the rest per run; a run's
+    sidecar reads back as written, 1 and 1.0 and True kept apart. A file cut
+    short is refused with its name and the fix."""
+    fields = {"problem": "p", "loss": "mse", "optimizer": "o", "variant": "base"}
+    sidecars = [
+        {"loss": {"class": "MSELoss"}, "seed": 0, "flag": 1, "heldout": None},
+        {"loss": {"class": "MSELoss"}, "seed": 1, "flag": True, "heldout": None},
+        {"loss": {"class": "MSELoss"}, "seed": 2, "flag": 1.0, "heldout": None},
+    ]
+    records = [
+        jobfiles.Record(f"s{i}.tsv", fields, i, [1.0, 0.5], [1, 2], [None, 0.1], sidecar)
+        for i, sidecar in enumerate(sidecars)
+    ]
+    path = tmp_path / "job.runs.npz"
+    digests = jobfiles.write(path, records, ["a", "b", "c"])
+    runs = jobfiles.read(path)
+    assert runs.cell_list[0]["common"] == {"heldout": None, "loss": {"class": "MSELoss"}}
+    for row, sidecar in enumerate(sidecars):
+        rebuilt = runs.sidecar(row)
+        assert rebuilt == sidecar and type(rebuilt["flag"]) is type(sidecar["flag"])
+    losses, evaluations, lrs = runs.curve(1)
+    assert losses.tolist() == [1.0, 0.5] and evaluations.tolist() == [1, 2]
+    assert np.isnan(lrs[0]) and lrs[1] == 0.1
+    assert jobfiles.row_digests(runs) == [digests[f"s{i}.tsv"] for i in range(3)]
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(jobfiles.JobFileError, match="job.runs.npz.*Delete it and its manifest"):
+        jobfiles.read(path)
