@@ -393,9 +393,10 @@ def job_record(trained, environment, settings_sha256, step_timing, started):
         run.tsv,
         run.cell,
         run.seed,
+        # The result's own lists, not copies: a job holds every run until it writes.
         result.losses,
-        list(result.evaluations) if result.evaluations is not None else [1] * len(result.losses),
-        list(result.lrs) if result.lrs is not None else [None] * len(result.losses),
+        result.evaluations if result.evaluations else [1] * len(result.losses),
+        result.lrs if result.lrs else [None] * len(result.losses),
         sidecar(trained, environment, settings_sha256, step_timing, started),
     )
 
