@@ -14,9 +14,17 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from optbench import bundles, reuse, runfiles
+from optbench import bundles, jobfiles, reuse, runfiles
 from optbench.planning import studies
-from optbench.reporting import analysis, cells, columnar, figures, summary, tablepages
+from optbench.reporting import (
+    analysis,
+    cells,
+    columnar,
+    figures,
+    job_columnar,
+    summary,
+    tablepages,
+)
 
 SCRIPTS = REPO / "workflow" / "scripts"
 
@@ -29,6 +37,8 @@ RAW_WRITERS = {
     "optbench/reporting/summary.py:write_tsv",
     "optbench/reporting/figures.py:save",
     "optbench/reporting/columnar.py:write_tables",
+    "optbench/reporting/job_columnar.py:write_tables",
+    "optbench/jobfiles.py:write",
     "optbench/bundles.py:export",
     "optbench/engines/checkpoints.py:save",
 }
@@ -182,6 +192,27 @@ def _columnar(path):
     return path / "columnar"
 
 
+def _job_file(path):
+    """A per-job run file and its manifest (run_files per_job)."""
+    fields = {"problem": "p", "loss": "l", "optimizer": "o", "variant": "base"}
+    record = jobfiles.Record("p/l/o/base/seed0.tsv", fields, 0, [1.0, 0.5], [1, 1], [0.1, 0.1], {})
+    out = path / "jobs"
+    rows = jobfiles.write(out / "m.runs.npz", [record], ["ab"])
+    runfiles.write_job_manifest(
+        out / "m.tsv", out / "m.runs.npz", [(record.name, rows[record.name], "ab", "c")]
+    )
+    return out
+
+
+def _job_columnar(path):
+    out = _job_file(path)
+    table = pd.DataFrame(
+        {"problem": ["p"], "loss": ["l"], "optimizer": ["o"], "variant": ["base"], "seed": [0]}
+    )
+    job_columnar.write_tables([out / "m.tsv"], {"evaluation": [0]}, table, path / "columnar")
+    return path / "columnar"
+
+
 def _bundle(path):
     run = path / "study" / "runs" / "p" / "l" / "o" / "base" / "seed0.tsv"
     runfiles.write_run(run, [1.0, 0.5], run.with_suffix(".json"), {"settings_sha256": "ab"})
@@ -205,6 +236,8 @@ def _checkpoint(path):
 WRITERS = {
     "checkpoints.JobCheckpoint.save": _checkpoint,
     "columnar.write_tables": _columnar,
+    "job_columnar.write_tables": _job_columnar,
+    "jobfiles.write": _job_file,
     "bundles.export": _bundle,
     "bundles.merge": _merge,
     "reuse.put_in_place": _put_in_place,

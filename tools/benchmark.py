@@ -1,7 +1,7 @@
 """Benchmark: prints each measured ratio beside its goal, all measured in one run.
 
 Run by hand from the repository root (not by CI; about 15 minutes, --quick
-about 5):
+about 5; section million, 10^6 runs end to end, only when named: about 20 more):
 
     python3 tools/benchmark.py                        # everything
     python3 tools/benchmark.py --quick                # fewer repetitions, smaller subsets
@@ -773,6 +773,149 @@ def aggregation_scale(tmp: Path) -> None:
     report("one summarize_cell job (100 runs, own process)", f"{seconds:.2f} s", "-")
 
 
+# Four more element-wise torch optimizers beside config.yaml's four: 16 cells, so
+# that 10^6 runs take 62,500 seeds (a config holds at most 100,000 values).
+MILLION_OPTIMIZERS = {
+    "adamw": {"class": "AdamW", "kwargs": {"lr": 0.1}},
+    "nadam": {"class": "NAdam", "kwargs": {"lr": 0.1}},
+    "adamax": {"class": "Adamax", "kwargs": {"lr": 0.1}},
+    "adagrad": {"class": "Adagrad", "kwargs": {"lr": 0.1}},
+}
+
+
+def million_config(path: Path, runs: int, run_files: str) -> Path:
+    """Issue 33's end-to-end grid: the reference problem (linear, 40 steps), 8
+    optimizers (config.yaml's 4 and MILLION_OPTIMIZERS) x config.yaml's 2 losses,
+    ``runs`` / 16 seeds in four ranges (8 training jobs of runs / 8 each: the
+    default job_scope loss; a per-job training job holds its runs in memory
+    until it writes them, about 8 KB a run, so 125,000 a job at 10^6)."""
+    seeds = runs // 16
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = {
+        "study": "million",
+        "seeds": list(range(seeds)),
+        "seeds_per_job": max(1, seeds // 4),
+        "steps": 40,
+        "device": "cpu",
+        "optimizers": default["optimizers"] | MILLION_OPTIMIZERS,
+        "losses": default["losses"],
+        "run_files": run_files,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and every process under it, summed (/proc)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(name))
+    total, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
+        pending += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/statm") as handle:
+                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def with_peak_memory(command, log: Path) -> tuple[float, float]:
+    """Wall seconds and peak memory (MB: the summed resident memory of the command's
+    whole process tree, sampled every 0.5 s: Snakemake and the jobs it runs at once)."""
+    started = time.perf_counter()
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _tree_rss(process.pid))
+            time.sleep(0.5)
+    if process.returncode:
+        tail = log.read_text()[-3000:]
+        raise subprocess.CalledProcessError(process.returncode, command[:4], tail)
+    return time.perf_counter() - started, peak / 2**20
+
+
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+JOB_START = re.compile(r"^(?:local)?rule (\S+):$")
+JOB_ID = re.compile(r"^\s+jobid: (\d+)$")
+JOB_END = re.compile(r"^Finished jobid: (\d+) \(Rule: (\S+)\)$")
+
+
+def stage_seconds(log_text: str) -> dict[str, tuple[float, int]]:
+    """Per stage (training, cell summaries, then each analysis rule): the seconds its
+    jobs ran, summed, and how many, from the time stamps of Snakemake's log."""
+    from datetime import datetime
+
+    stamp, started, pending, stages = None, {}, None, {}
+    for line in log_text.splitlines():
+        if match := STAMP.match(line):
+            stamp = datetime.strptime(match.group(1), "%a %b %d %H:%M:%S %Y")
+        elif match := JOB_START.match(line):
+            pending = stamp
+        elif (match := JOB_ID.match(line)) and pending is not None:
+            started[match.group(1)], pending = pending, None
+        elif match := JOB_END.match(line):
+            rule = match.group(2)
+            stage = (
+                "training"
+                if rule.startswith("train")
+                else "cell summaries"
+                if rule.startswith("summarize_")
+                else rule
+            )
+            seconds, jobs = stages.get(stage, (0.0, 0))
+            took = (stamp - started[match.group(1)]).total_seconds()
+            stages[stage] = (seconds + took, jobs + 1)
+    return stages
+
+
+def million_runs(tmp: Path, sizes, run_files=("per_job",)) -> None:
+    """Issue 33: reference runs end to end from a fresh folder to the report."""
+    print(
+        "p. reference runs end to end, fresh folder to the report (linear, 40 steps, "
+        "8 optimizers x 2 losses, --cores 2, default engine)"
+    )
+    for layout in run_files:
+        for runs in sizes:
+            config = million_config(tmp / f"million{runs}{layout}.yaml", runs, layout)
+            workdir = tmp / f"million{runs}{layout}"
+            workdir.mkdir()
+            log = tmp / f"million{runs}{layout}.log"
+            seconds, peak = with_peak_memory(
+                snakemake(workdir, "--cores", "2", "--configfile", str(config)), log
+            )
+            page = f"{workdir}/report.html"
+            report_seconds, report_peak = with_peak_memory(
+                snakemake(workdir, "--configfile", str(config), "--report", page),
+                tmp / f"million{runs}{layout}.report.log",
+            )
+            stages = stage_seconds(log.read_text())
+            total = seconds + report_seconds
+            goal = "< 1,200 s, < 4,096 MB" if runs == 1_000_000 else "-"
+            report(
+                f"{runs:,} runs end to end, run_files {layout}",
+                f"{total:.0f} s ({seconds:.0f} s workflow + {report_seconds:.0f} s report), "
+                f"peak {max(peak, report_peak):,.0f} MB",
+                goal,
+            )
+            report(
+                f"  its stages (job seconds, summed over jobs; 2 run at once), {layout}",
+                "; ".join(f"{name} {s:.0f} s ({n})" for name, (s, n) in stages.items()),
+                "-",
+            )
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def gpu(reps: int) -> None:
     print("e. GPU: the same figures with device cuda")
     import torch
@@ -955,7 +1098,10 @@ SECTIONS = {
     "tunedlbfgs": "m. configs/tuned.yaml end to end, L-BFGS in the loop / batched (a subset)",
     "planning": "n. dry runs of 10^4, 10^5, 10^6-run grids / a trivial Snakefile, their slope",
     "checkpoints": "o. checkpoint overhead, size per run, steps redone after a kill",
+    "million": "p. 10^6 reference runs end to end to the report, run_files per_job (~20 min)",
 }
+# Sections run only when named (--only): too long for "everything".
+OPT_IN = {"million"}
 
 
 def main() -> None:
@@ -964,13 +1110,19 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="*", choices=list(SECTIONS), help="sections to run (default: all)"
     )
+    parser.add_argument(
+        "--million-runs",
+        nargs="*",
+        type=int,
+        help="section million: these grid sizes (default 1,000,000; --quick 10^4 and 10^5)",
+    )
     args = parser.parse_args()
     # In-process training (sections a, b, f) in the pipeline's default mode,
     # pinned before anything imports torch; section i compares the two modes.
     from optbench.engines import numerics
 
     numerics.pin("portable")
-    sections = args.only or list(SECTIONS)
+    sections = args.only or [name for name in SECTIONS if name not in OPT_IN]
     reps = 50 if args.quick else 300
     quiet_slurm_probe()
     tmp = Path(tempfile.mkdtemp(prefix="optbench-bench-"))
@@ -993,6 +1145,9 @@ def main() -> None:
         "lbfgs": lambda: lbfgs_engines(args.quick),
         "tunedlbfgs": lambda: tuned_lbfgs(tmp, args.quick),
         "checkpoints": lambda: checkpoint_cost(tmp, args.quick),
+        "million": lambda: million_runs(
+            tmp, args.million_runs or ((10_000, 100_000) if args.quick else (1_000_000,))
+        ),
     }
     try:
         for name in sections:

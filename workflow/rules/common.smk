@@ -397,6 +397,7 @@ COMMANDS = commands.commands(
     CELL_FIELDS,
     studies.RUN_INDEX,
     EXPERIMENT.checkpoint_every,
+    EXPERIMENT.run_files,
 )
 TRAIN_ENV = commands.TRAIN_ENVS[EXPERIMENT.torch_build]
 ANALYSIS_ENV = commands.ANALYSIS_ENV
@@ -452,6 +453,13 @@ if _building_report():
 # whose largest job cannot fit in this machine's memory was refused by
 # settings.validate above). Checked in a dry run too.
 PLANNED_JOBS = status.planned_jobs(EXPERIMENT, RESULTS)
+# run_files per_job (optbench.run_layout): the manifests whose run files the
+# columnar tables read; nothing under per_run (its rule's parameters unchanged).
+JOB_RUN_FILES = (
+    {"manifests": [job.manifest for job in PLANNED_JOBS]}
+    if EXPERIMENT.run_files == "per_job"
+    else {}
+)
 SET_ASIDE_MANIFESTS = []
 if not workflow.remote_exec:
     _plan = cost.plan_for(EXPERIMENT)

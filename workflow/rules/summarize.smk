@@ -129,7 +129,10 @@ rule columnar:
         ANALYSIS_ENV
     params:
         # By its digest in Snakemake's records: a dry run's reasons stay short.
-        grid=jobs.DigestedMapping({"cells": [vars(cell) for cell in CELLS], "seeds": ROLES}),
+        # run_files per_job: the training jobs' manifests too, whose run files it reads.
+        grid=jobs.DigestedMapping(
+            {"cells": [vars(cell) for cell in CELLS], "seeds": ROLES} | JOB_RUN_FILES
+        ),
         # Functions: a plain string would be formatted as a wildcard pattern.
         tsv_pattern=lambda wildcards: RUN_TSV,
         sidecar_pattern=lambda wildcards: RUN_SIDECAR,

@@ -28,6 +28,9 @@
 # killed half-way keeps its finished runs: they are no outputs, so Snakemake
 # removes none of them, and the run index (optbench.reuse) hands them to the
 # next start. Only the generic one-run rule `train` still lists its run files.
+# With config run_files: per_job (optbench.run_layout) a job writes one run file
+# beside its manifest instead of a TSV and sidecar per run (optbench.jobfiles;
+# the command gains --run-files per_job); the manifest and rules are the same.
 #
 # The manifest (and the one-run rule's files) are update() outputs: Snakemake
 # leaves the previous version in place while the job re-runs (train.py reads

@@ -25,7 +25,7 @@ import sys
 
 from optbench import runfiles
 from optbench.planning import jobs
-from optbench.reporting import cells
+from optbench.reporting import cells, job_cells
 
 
 def field_value(text: str) -> tuple[str, str]:
@@ -57,12 +57,20 @@ def parse_args(argv=None):
         default="",
         help="held-out level: loss:X (at most X) or accuracy:X (at least X); empty: none",
     )
+    parser.add_argument(
+        "--manifests",
+        nargs="+",
+        help="with --group, run_files per_job: the training jobs' manifests, whose run "
+        "files hold the runs (optbench.jobfiles)",
+    )
     parser.add_argument("--out", help="the cell summary (JSON) to write")
     parser.add_argument("runs", nargs="*", help="the cell's run TSVs")
     args = parser.parse_args(argv)
     single = (args.pattern, args.steps, args.cell, args.out, args.runs or None)
     if args.group is None and None in single:
         parser.error("give --group, or --pattern, --steps, --cell, --out and the run TSVs")
+    if args.manifests and args.group is None:
+        parser.error("--manifests goes with --group")
     if args.group is not None and any(value is not None for value in single):
         parser.error("--group names its cells, runs and outputs itself; give nothing else")
     return args
@@ -83,8 +91,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         pattern, todo = tasks(args)
+        if args.manifests:  # run_files per_job: one cell at a time from the run files
+            locations = job_cells.run_locations(args.manifests)
+            cache = job_cells.RunFileCache()
+            fields = [name for name in cells.path_regex(pattern).groupindex if name != "seed"]
         for task in todo:
-            cell = cells.read_cell(task.runs, pattern, task.identity, task.steps)
+            if args.manifests:
+                identity = {name: task.identity[name] for name in fields}
+                cell = job_cells.read_cell(task.runs, locations, identity, task.steps, cache)
+            else:
+                cell = cells.read_cell(task.runs, pattern, task.identity, task.steps)
             summary = cells.cell_summary(
                 cell,
                 cells.Threshold.parse(task.threshold),

@@ -26,6 +26,7 @@ NUMERICS_FOUND = (
     numerics.pin(numerics.mode_from_argv(sys.argv[1:])) if __name__ == "__main__" else {}
 )
 
+from optbench import run_layout  # noqa: E402
 from optbench.engines import checkpoints, job  # noqa: E402  (imports torch)
 
 
@@ -75,7 +76,15 @@ def parse_args(argv=None):
         default=checkpoints.DEFAULT_SECONDS,
         help="save after this many seconds since the last save (0: never)",
     )
+    parser.add_argument(
+        "--run-files",
+        choices=run_layout.LAYOUTS,
+        default=run_layout.PER_RUN,
+        help="per_run: a TSV and sidecar per run; per_job: one run file per job (with --job)",
+    )
     args = parser.parse_args(argv)
+    if args.run_files == run_layout.PER_JOB and not (args.job and args.manifest):
+        parser.error("--run-files per_job needs --job and --manifest (a packed job)")
     if bool(args.job) == bool(args.spec) or bool(args.spec) != bool(args.run):
         parser.error("give --job, or --spec with one or more --run")
     return args
@@ -109,6 +118,7 @@ def main(argv=None) -> int:
             checkpoint=args.checkpoint,
             checkpoint_steps=args.checkpoint_steps,
             checkpoint_seconds=args.checkpoint_seconds,
+            run_files=args.run_files,
         )
     )
 

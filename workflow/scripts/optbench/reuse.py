@@ -37,10 +37,12 @@ from optbench import runfiles
 from optbench.planning.run_settings import digested
 
 
-def settings_digest(settings: Mapping, seed: int, context: dict) -> str:
+def settings_digest(settings: Mapping, seed: int, context: dict, spec: dict | None = None) -> str:
     """SHA-256 of everything that determines one run's numbers: its settings
-    (planning.run_settings, where it runs from left out), seed and job context."""
-    text = json.dumps({"spec": digested(settings), "seed": seed, **context}, sort_keys=True)
+    (planning.run_settings, where it runs from left out), seed and job context.
+    ``spec``: ``digested(settings)`` when the caller has it (once a cell, not a run)."""
+    spec = digested(settings) if spec is None else spec
+    text = json.dumps({"spec": spec, "seed": seed, **context}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

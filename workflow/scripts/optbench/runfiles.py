@@ -206,6 +206,12 @@ MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_s
 MANIFEST_HEADER_6 = "tsv\tsidecar\ttsv_sha256\ttsv_bytes\ttsv_mtime_ns\tsettings_sha256"
 # Written before TSV sizes, times and settings digests were recorded; still read.
 OLD_MANIFEST_HEADER = "tsv\tsidecar\ttsv_sha256"
+# A job of run_files per_job (optbench.jobfiles): per run its name (the TSV path
+# it would have per run), the job's run file, the digest of the run's row in it,
+# the run file's size and modification time, the settings and cell digests.
+JOB_MANIFEST_HEADER = (
+    "run\tjob_file\trow_sha256\tfile_bytes\tfile_mtime_ns\tsettings_sha256\tcell_sha256"
+)
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,24 @@ class ManifestEntry:
     # The digest of the run's cell settings as planned (planning.jobs.cell_digest):
     # how a dry run tells "optimizer adamw changed" without torch.
     cell_sha256: str | None = None
+    # A per-job manifest's run (JOB_MANIFEST_HEADER): ``tsv`` is then the run's
+    # name, ``sidecar`` the job's run file, ``tsv_sha256`` the digest of its row
+    # (jobfiles.row_digests) and the size and time those of the run file.
+    per_job: bool = False
+
+
+def write_job_manifest(path, job_file, runs) -> None:
+    """A per-job training job's last output (header ``JOB_MANIFEST_HEADER``): one
+    line per run, ``runs`` being (name, row digest, settings digest, cell digest)
+    tuples, each with the job's run file and its size and modification time."""
+    found = os.stat(job_file)
+    lines = [JOB_MANIFEST_HEADER]
+    for name, row, settings_digest, cell_digest in runs:
+        lines.append(
+            f"{name}\t{job_file}\t{row}\t{found.st_size}\t{found.st_mtime_ns}"
+            f"\t{settings_digest}\t{cell_digest}"
+        )
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def write_manifest(path, runs) -> None:
@@ -255,7 +279,8 @@ def read_manifest_entries(path) -> list[ManifestEntry]:
     line) raises RunFileError."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     header = lines[0] if lines else ""
-    if header not in (MANIFEST_HEADER, MANIFEST_HEADER_6, OLD_MANIFEST_HEADER):
+    per_job = header == JOB_MANIFEST_HEADER
+    if header not in (MANIFEST_HEADER, MANIFEST_HEADER_6, OLD_MANIFEST_HEADER) and not per_job:
         raise _bad(path, 1, f"expected the header {MANIFEST_HEADER!r}")
     width = len(header.split("\t"))
     entries = []
@@ -280,7 +305,14 @@ def read_manifest_entries(path) -> list[ManifestEntry]:
         cell = fields[6] if width > 6 else ""
         entries.append(
             ManifestEntry(
-                fields[0], fields[1], fields[2], size, mtime, fields[5] or None, cell or None
+                fields[0],
+                fields[1],
+                fields[2],
+                size,
+                mtime,
+                fields[5] or None,
+                cell or None,
+                per_job,
             )
         )
     return entries
@@ -324,14 +356,22 @@ def proven_by_manifests(files, manifests, root=".") -> tuple[list[str], list[str
     """
     runs: dict[str, bool] = {}
     whole: dict[str, bool] = {}
+    rows_of: dict[str, dict[str, str]] = {}  # per job run file, read once
     for manifest in manifests:
         try:
-            entries = read_manifest(Path(root, manifest))
+            entries = read_manifest_entries(Path(root, manifest))
         except (OSError, RunFileError):
             whole[str(manifest)] = False
             continue
         complete = True
-        for tsv, sidecar, digest in entries:
+        for entry in entries:
+            tsv, sidecar, digest = entry.tsv, entry.sidecar, entry.tsv_sha256
+            if entry.per_job:  # its row in the job's run file (optbench.jobfiles)
+                if sidecar not in rows_of:
+                    rows_of[sidecar] = job_rows(Path(root, sidecar))
+                runs[tsv] = rows_of[sidecar].get(tsv) == digest
+                complete = complete and runs[tsv]
+                continue
             try:
                 intact = hashlib.sha256(Path(root, tsv).read_bytes()).hexdigest() == digest
             except OSError:
@@ -344,3 +384,16 @@ def proven_by_manifests(files, manifests, root=".") -> tuple[list[str], list[str
     for name in map(str, files):
         (proven if runs.get(name, whole.get(name, False)) else unproven).append(name)
     return proven, unproven
+
+
+def job_rows(job_file) -> dict[str, str]:
+    """Run name -> row digest of a per-job run file as it is now ({} when it is
+    missing or unreadable). Imported here, not above: numpy, which the per-run
+    layout's readers do not need."""
+    from optbench import jobfiles
+
+    try:
+        runs = jobfiles.read(job_file)
+    except (OSError, jobfiles.JobFileError):
+        return {}
+    return dict(zip(runs.name_list, jobfiles.row_digests(runs), strict=True))

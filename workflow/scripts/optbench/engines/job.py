@@ -39,6 +39,8 @@ from optbench import progress, reuse, runfiles
 from optbench.engines import checkpoints, group_training, numerics, probe, timing, training
 from optbench.planning import batch_policy, commands, jobs
 from optbench.planning.run_settings import RunSettings
+from optbench.planning.run_settings import digested as digested_settings
+from optbench.run_layout import PER_JOB, PER_RUN
 
 # The folder of train.py, whose code (and what it imports) a run's digest covers.
 SCRIPTS = Path(__file__).resolve().parents[2]
@@ -65,6 +67,8 @@ class JobRequest:
     checkpoint_steps: int = 0  # save after this many steps trained (0: no step trigger)
     # save after this many seconds since the last save (0: no time trigger)
     checkpoint_seconds: float = checkpoints.DEFAULT_SECONDS
+    # per_run: a TSV and sidecar per run; per_job: one run file per job (jobfiles.py)
+    run_files: str = PER_RUN
 
 
 def run(request: JobRequest, log=None) -> int:
@@ -115,6 +119,7 @@ def job_runs(request: JobRequest) -> list[jobs.Run]:
             run.seed,
             run.tsv,
             run.sidecar,
+            run.cell,
         )
         for run in runs
     ]
@@ -192,9 +197,29 @@ def _train_runs(request, runs, previous, started, log, tracker) -> int:
         "torch": environment["torch_version"],
         "code": commands.training_code_digest(SCRIPTS),
     }
-    digests = {id(run): reuse.settings_digest(run.spec, run.seed, context) for run in runs}
-    kept, copied = reused_runs(runs, digests, previous, request.index)
-    if kept:
+    cell_specs = {id(run.spec): run.spec for run in runs}
+    digested = {key: digested_settings(spec) for key, spec in cell_specs.items()}  # once a cell
+    digests = {
+        id(run): reuse.settings_digest(run.spec, run.seed, context, digested[id(run.spec)])
+        for run in runs
+    }
+    per_job = request.run_files == PER_JOB
+    if per_job:
+        # Rows of the job's last run file, unedited and of these settings (jobfiles.py).
+        from optbench import jobfiles  # numpy: only this layout needs it
+
+        records = jobfiles.reusable(previous, {run.tsv: digests[id(run)] for run in runs})
+        kept, copied = [run for run in runs if run.tsv in records], 0
+    else:
+        kept, copied = reused_runs(runs, digests, previous, request.index)
+    if kept and per_job:
+        print(
+            f"reused: {len(kept)} run(s) of the job's run file trained before with these "
+            "settings and code (their rows unchanged)",
+            file=log,
+            flush=True,
+        )
+    elif kept:
         print(
             f"reused: {len(kept)} run(s) trained before with these settings and code (their "
             f"files and SHA-256 unchanged), {copied} of them copied from another job or "
@@ -250,16 +275,48 @@ def _train_runs(request, runs, previous, started, log, tracker) -> int:
                 line = f"engine loop: {len(group)} run(s) of {name}; {choice.reason}"
                 print(line, file=log, flush=True)
             for trained in engine.train(group, tracker.steps, checkpoint):
+                if per_job:  # kept in memory, written with the others at the end
+                    records[trained.run.tsv] = job_record(
+                        trained, environment, digests[id(trained.run)], step_timing, started
+                    )
+                    tracker.runs(1)
+                    continue
                 write(trained, environment, digests[id(trained.run)], step_timing, started, log)
                 reuse.remember(
                     request.index, digests[id(trained.run)], trained.run.tsv, trained.run.sidecar
                 )
                 tracker.runs(1)
+            if per_job:
+                name = group_training.group_name(group[0].spec)
+                print(f"trained: {len(group)} run(s) of {name}", file=log, flush=True)
         except training.RunError as error:
             seed = getattr(error, "seed", None)
             print(f"error: {'' if seed is None else f'seed {seed}: '}{error}", file=log)
             return 2
-    if request.manifest:
+    if per_job:
+        job_file = jobfiles.path_for(request.manifest)
+        cell_digests = {}  # once a cell, not once a run
+        for run in runs:
+            if id(run.spec) not in cell_digests:
+                cell_digests[id(run.spec)] = jobs.cell_digest(run.spec)
+        rows = jobfiles.write(
+            job_file, [records[run.tsv] for run in runs], [digests[id(run)] for run in runs]
+        )
+        runfiles.write_job_manifest(
+            request.manifest,
+            job_file,
+            [
+                (run.tsv, rows[run.tsv], digests[id(run)], cell_digests[id(run.spec)])
+                for run in runs
+            ],
+        )
+        Path(f"{request.manifest}{reuse.PREVIOUS}").unlink(missing_ok=True)
+        print(
+            f"run file: {job_file} ({len(runs)} runs, {jobfiles.describe_bytes(job_file)})",
+            file=log,
+        )
+        print(f"manifest: {request.manifest}", file=log, flush=True)
+    elif request.manifest:
         runfiles.write_manifest(
             request.manifest,
             [(run.tsv, run.sidecar, digests[id(run)], jobs.cell_digest(run.spec)) for run in runs],
@@ -298,11 +355,22 @@ def reused_runs(runs, digests, previous, index) -> tuple[list, int]:
     return kept, copied
 
 
-def write(trained, environment, settings_sha256, step_timing, started, log) -> None:
-    """One run's TSV and sidecar (runfiles.write_run), and its log line."""
+_SIDECAR_FIELDS: dict[int, tuple] = {}  # id(settings) -> (settings, its sidecar fields)
+
+
+def _sidecar_fields(settings: RunSettings) -> dict:
+    """settings.sidecar_fields(), made once a cell (the settings object its runs share)."""
+    cached = _SIDECAR_FIELDS.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        cached = _SIDECAR_FIELDS[id(settings)] = (settings, settings.sidecar_fields())
+    return dict(cached[1])
+
+
+def sidecar(trained, environment, settings_sha256, step_timing, started) -> dict:
+    """One run's sidecar entries (the per-run layout's JSON sidecar)."""
     run, result = trained.run, trained.result
-    metadata = {
-        **run.spec.sidecar_fields(),
+    return {
+        **_sidecar_fields(run.spec),
         "seed": run.seed,
         **environment,
         "python_version": platform.python_version(),
@@ -324,6 +392,29 @@ def write(trained, environment, settings_sha256, step_timing, started, log) -> N
         # this host (engines/timing.py): machine-specific, unlike the losses.
         "step_timing": step_timing,
     }
+
+
+def job_record(trained, environment, settings_sha256, step_timing, started):
+    """One run as a row of the job's run file (jobfiles.Record)."""
+    from optbench import jobfiles
+
+    run, result = trained.run, trained.result
+    return jobfiles.Record(
+        run.tsv,
+        run.cell,
+        run.seed,
+        # The result's own lists, not copies: a job holds every run until it writes.
+        result.losses,
+        result.evaluations if result.evaluations else [1] * len(result.losses),
+        result.lrs if result.lrs else [None] * len(result.losses),
+        sidecar(trained, environment, settings_sha256, step_timing, started),
+    )
+
+
+def write(trained, environment, settings_sha256, step_timing, started, log) -> None:
+    """One run's TSV and sidecar (runfiles.write_run), and its log line."""
+    run, result = trained.run, trained.result
+    metadata = sidecar(trained, environment, settings_sha256, step_timing, started)
     runfiles.write_run(
         run.tsv, result.losses, run.sidecar, metadata, result.evaluations, result.lrs, result.curve
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optbench.progress import SUFFIX as PROGRESS_SUFFIX
+from optbench.run_layout import PER_JOB, PER_RUN
 
 # Conda environments (under --use-conda), relative to the rule files. Training
 # takes the CUDA or the CPU build of torch as config torch_build says.
@@ -55,6 +56,7 @@ def commands(
     cell_fields,
     run_index: str,
     checkpoint_every: tuple[int, float] = (0, 120.0),
+    run_files: str = PER_RUN,
 ) -> Commands:
     """Every job command for this invocation's interpreter, paths and config;
     ``run_index``: the folder of the run index all studies share (optbench.reuse);
@@ -70,6 +72,11 @@ def commands(
         # Beside the log: workflow/scripts/progress.py reads it (optbench.progress).
         f" --progress {{log:q}}{PROGRESS_SUFFIX}"
     )
+    # per_job (optbench.run_layout): the jobs write, and the summaries read, one run
+    # file per training job; the default's commands stay as they were.
+    per_job = run_files == PER_JOB
+    train_files = " --run-files per_job" if per_job else ""
+    summary_files = " --manifests {input:q}" if per_job else ""
     summarize = f"{shlex.quote(python)} {shlex.quote(str(Path(scripts) / 'summarize_cell.py'))}"
     # The cell's identity is passed to be checked against every run's path,
     # parsed with the run-path pattern (its braces doubled: formatted once more).
@@ -80,13 +87,13 @@ def commands(
             f"{train} --spec {{params.spec:q}} --run {{wildcards.seed}} {{output.tsv:q}}"
             f" {{output.sidecar:q}}{_TO_LOG}"
         ),
-        train_packed=f"{train} --job {{params.job:q}}{_TO_LOG}",
+        train_packed=f"{train} --job {{params.job:q}}{train_files}{_TO_LOG}",
         summarize_cell=(
             f"{summarize} --pattern {pattern} --steps {{params.steps}} {cell}"
             " --threshold {params.threshold:q} --heldout-target={params.heldout_target:q}"
             f" --out {{output:q}} {{input.runs:q}}{_SUMMARY_TO_LOG}"
         ),
-        summarize_group=f"{summarize} --group {{params.group:q}}{_SUMMARY_TO_LOG}",
+        summarize_group=f"{summarize} --group {{params.group:q}}{summary_files}{_SUMMARY_TO_LOG}",
     )
 
 

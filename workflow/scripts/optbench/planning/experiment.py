@@ -148,6 +148,7 @@ class Experiment:
     heldout_targets: dict = field(default_factory=dict)  # "problem/loss" -> level
     baseline: str | None = None  # the optimizer every other is compared with
     ranking_metric: str = "auto"  # what selection and ranking judge by (ranking_metric.py)
+    run_files: str = "per_run"  # per_run or per_job (optbench.run_layout)
 
     @property
     def all_seeds(self) -> tuple[int, ...]:

@@ -191,6 +191,9 @@ class Run:
     seed: int
     tsv: str
     sidecar: str
+    # The cell's fields (problem, loss, optimizer, variant): a per-job run file's
+    # cell columns (optbench.jobfiles); None for a run given by --spec.
+    cell: dict | None = None
 
 
 def expand(text: str) -> list[Run]:
@@ -217,6 +220,7 @@ def expand(text: str) -> list[Run]:
                     seed,
                     job["tsv"].format(seed=seed, **fields),
                     job["sidecar"].format(seed=seed, **fields),
+                    fields,
                 )
             )
     return runs

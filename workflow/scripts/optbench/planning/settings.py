@@ -747,6 +747,19 @@ def _job_size_errors(experiment: Experiment) -> list[str]:
     return []
 
 
+def _run_files_errors(experiment: Experiment) -> list[str]:
+    """run_files per_job writes one file per packed job; one run a job has none to pack."""
+    if experiment.run_files != "per_job":
+        return []
+    if experiment.job_scope == "cell" and experiment.seeds_per_job == 1:
+        return [
+            "config key run_files: per_job writes one run file per training job, but "
+            "job_scope cell with seeds_per_job 1 makes a job of each run. Fix: "
+            "run_files: per_run, or pack runs (seeds_per_job above 1 or job_scope loss)."
+        ]
+    return []
+
+
 def _torch_build(value: str, device: str) -> str:
     if value != "auto":
         return value
@@ -960,8 +973,13 @@ def validate(
         heldout_targets=config["heldout_targets"],
         baseline=config["baseline"],
         ranking_metric=config["ranking_metric"],
+        run_files=config["run_files"],
     )
-    found = _engine_errors(experiment, optimizers_dir) + _job_size_errors(experiment)
+    found = (
+        _engine_errors(experiment, optimizers_dir)
+        + _job_size_errors(experiment)
+        + _run_files_errors(experiment)
+    )
     if not found:
         limit = cost.machine_bytes() if memory_bytes == "machine" else memory_bytes
         too_large = cost.too_large(cost.plan_for(experiment), limit)

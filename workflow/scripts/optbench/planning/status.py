@@ -145,16 +145,49 @@ def study_manifests(root: str) -> list[str]:
     return found
 
 
-def run_state(entry, written: int, cell_digest: str, sidecar: str) -> str:
+def run_state(entry, written: int, cell_digest: str, sidecar: str, job_rows=None) -> str:
     """One planned run's state, given what its newest manifest recorded (``entry``,
-    written at ``written`` ns) and its cell's planned digest."""
+    written at ``written`` ns) and its cell's planned digest. ``job_rows``: a
+    JobRows that reads each per-job run file once (run_files per_job)."""
     if entry.cell_sha256 is not None and entry.cell_sha256 != cell_digest:
         return CHANGED
+    if entry.per_job:
+        return (job_rows or JobRows()).state(entry, written)
     if not os.path.exists(entry.tsv) or not os.path.exists(sidecar):
         return MISSING
     if not runfiles.unchanged_since(entry, manifest_mtime_ns=written):
         return EDITED
     return KEPT
+
+
+class JobRows:
+    """The per-job run files' states (run_files per_job, optbench.jobfiles): a file
+    whose size and modification time are as its manifest recorded (or no later
+    than the manifest) is unchanged, at the cost of one stat; else each row's
+    digest is computed once (the file read once) and compared with the manifest's:
+    a row that differs, or is gone, is a run changed by hand."""
+
+    def __init__(self):
+        self.stamps: dict[str, tuple[int, int] | None] = {}
+        self.digests: dict[str, dict[str, str]] = {}
+
+    def state(self, entry, written: int) -> str:
+        path = entry.sidecar
+        if path not in self.stamps:
+            try:
+                found = os.stat(path)
+                self.stamps[path] = (found.st_size, found.st_mtime_ns)
+            except OSError:
+                self.stamps[path] = None
+        stamp = self.stamps[path]
+        if stamp is None:
+            return MISSING
+        size, mtime = stamp
+        if size == entry.tsv_bytes and (mtime == entry.tsv_mtime_ns or mtime <= written):
+            return KEPT
+        if path not in self.digests:
+            self.digests[path] = runfiles.job_rows(path)
+        return KEPT if self.digests[path].get(entry.tsv) == entry.tsv_sha256 else EDITED
 
 
 def check(planned, cell_digests, run_patterns, known) -> list[JobStatus]:
@@ -168,6 +201,7 @@ def check(planned, cell_digests, run_patterns, known) -> list[JobStatus]:
         optimizer for optimizer, _ in {(c.optimizer, c.variant) for c in cell_digests}
     )
     tsv_pattern, sidecar_pattern = run_patterns
+    job_rows = JobRows()
     statuses = []
     for job in planned:
         status = JobStatus(job)
@@ -190,7 +224,7 @@ def check(planned, cell_digests, run_patterns, known) -> list[JobStatus]:
                     new_seeds.append(seed)
                     continue
                 sidecar = sidecar_pattern.format(seed=seed, **fields)
-                states[run_state(*found, cell_digests[cell], sidecar)] += 1
+                states[run_state(*found, cell_digests[cell], sidecar, job_rows)] += 1
             status.cells.append((cell, states, new_seeds))
             status.counts.update(states)
         if known:

@@ -403,10 +403,12 @@ def cell_summary(
 
 def seed_lines(cell: CellRuns) -> dict[str, list]:
     """Each run's loss at the steps the explorer keeps (optbench.reporting.downsample),
-    as columns (seed, step, loss): the explorer's individual seed lines."""
+    as columns (seed, step, loss): the explorer's individual seed lines, of the
+    cell's lowest ``downsample.MAX_SEED_LINES`` seeds."""
     steps = downsample.kept_steps(cell.losses.shape[1])
     columns: dict[str, list] = {"seed": [], "step": [], "loss": []}
-    for seed, losses in zip(cell.seeds, cell.losses, strict=True):
+    kept = downsample.MAX_SEED_LINES  # seeds are ascending: the lowest ones
+    for seed, losses in zip(cell.seeds[:kept], cell.losses[:kept], strict=True):
         columns["seed"] += [seed] * len(steps)
         columns["step"] += steps
         columns["loss"] += [downsample.rounded(losses[step]) for step in steps]

@@ -21,6 +21,10 @@ import math
 
 MAX_POINTS = 200
 SIGNIFICANT_DIGITS = 4
+# Seed lines a cell keeps for the explorer: its lowest seeds, at most this many
+# (the band and every table use all seeds). A 125,000-seed cell's lines were
+# 5 million points, more than a page or the combine step can hold.
+MAX_SEED_LINES = 100
 
 
 def kept_steps(n_steps: int, max_points: int = MAX_POINTS) -> list[int]:

@@ -353,10 +353,16 @@ def _in_block(table: pd.DataFrame, block) -> pd.DataFrame:
     return table[(table["problem"] == block[0]) & (table["loss"] == block[1])]
 
 
+# Points drawn per optimizer and panel of the finals figure: a 125,000-seed cell
+# drew a 146 MB SVG. Past it, the first runs (lowest seeds) are drawn and the
+# panel says so; the median and its interval are always every run's.
+MAX_FINAL_POINTS = 1000
+
+
 def plot_finals(runs: pd.DataFrame, board: pd.DataFrame, colors, paths) -> None:
-    """Final loss of every evaluation run (points) with the median and its
-    order-statistic interval (bar), per optimizer, one panel per block; a
-    diverged run is drawn as an x at the panel's top."""
+    """Final loss of every evaluation run (points; at most ``MAX_FINAL_POINTS`` per
+    optimizer) with the median and its order-statistic interval (bar), per
+    optimizer, one panel per block; a diverged run is drawn as an x at the panel's top."""
     blocks = _blocks(board)
     fig, axes = _panels(len(blocks))
     rng = np.random.default_rng(0)  # fixed jitter: the same figure every time
@@ -365,8 +371,11 @@ def plot_finals(runs: pd.DataFrame, board: pd.DataFrame, colors, paths) -> None:
         names = list(_in_block(board, block)["optimizer"])
         finite = rows["final_loss"].to_numpy(np.float64)
         top = np.nanmax(finite) * 3 if np.isfinite(finite).any() else 1.0
+        capped = False
         for x, name in enumerate(names):
             values = rows.loc[rows["optimizer"] == name, "final_loss"].to_numpy(np.float64)
+            if values.size > MAX_FINAL_POINTS:
+                values, capped = values[:MAX_FINAL_POINTS], True
             jitter = x + rng.uniform(-0.18, 0.18, values.size)
             ok = np.isfinite(values)
             ax.scatter(
@@ -377,6 +386,15 @@ def plot_finals(runs: pd.DataFrame, board: pd.DataFrame, colors, paths) -> None:
             ax.plot([x - 0.3, x + 0.3], [row["median"]] * 2, color="black", linewidth=1.5)
             if np.isfinite(row["median_low"]):
                 ax.plot([x, x], [row["median_low"], row["median_high"]], color="black")
+        if capped:
+            ax.annotate(
+                f"points: the first {MAX_FINAL_POINTS:,} runs of each optimizer; bars: every run",
+                (0.01, 0.99),
+                xycoords="axes fraction",
+                va="top",
+                fontsize="x-small",
+                color="dimgrey",
+            )
         floor = rows["resolution_floor"].max() if "resolution_floor" in rows else np.nan
         if np.isfinite(floor) and floor > FLOOR:
             # Runs below it were raised to their floor (runmetrics): ties, not wins.

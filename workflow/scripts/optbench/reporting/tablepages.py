@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 from pathlib import Path
 
 from optbench import runfiles
@@ -138,10 +137,24 @@ def _row_html(row: list[str]) -> str:
     return "<tr>" + "".join(_cell_html(cell) for cell in row) + "</tr>"
 
 
+def _lines(text: str):
+    """The lines of ``text`` one at a time, each with its newline (csv.reader's
+    input; io.StringIO would copy the whole text, four bytes a character)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start : end + 1]
+        start = end + 1
+
+
 def page(tsv_text: str, file_name: str, caption: str = "") -> str:
     """The HTML page of one table, from its TSV text; ``caption`` (HTML) above it."""
-    rows = list(csv.reader(io.StringIO(tsv_text), delimiter="\t"))
-    header, body = (rows[0], rows[1:]) if rows else ([], [])
+    # Row by row: a 10^6-run runs.tsv held as lists of cells took 3 GB.
+    rows = csv.reader(_lines(tsv_text), delimiter="\t")
+    header = next(rows, [])
     name = html.escape(file_name)
     encoded = tsv_text.encode("utf-8")
     link = ""
@@ -152,22 +165,24 @@ def page(tsv_text: str, file_name: str, caption: str = "") -> str:
             f'href="data:text/tab-separated-values;base64,{data}">Download the TSV</a>'
         )
     budget = PAGE_BYTES - len(link) - len(caption) - len(SORT_SCRIPT + HOVER_SCRIPT) - 4000
-    shown = []
-    for row in body:
+    shown, total = [], 0
+    for row in rows:
+        total += 1
+        if budget < 0:
+            continue  # counted, not shown
         line = _row_html(row)
         budget -= len(line.encode("utf-8")) + 1
-        if budget < 0:
-            break
-        shown.append(line)
-    if len(shown) < len(body):
+        if budget >= 0:
+            shown.append(line)
+    if len(shown) < total:
         extent = (
-            f"{len(body):,} rows, {len(header)} columns; the first {len(shown):,} are shown "
+            f"{total:,} rows, {len(header)} columns; the first {len(shown):,} are shown "
             f"(sorting and the filter act on these). The whole table: {name} in the report's "
             "download list, or in the study's summary folder."
         )
     else:
         extent = (
-            f"{len(body)} rows, {len(header)} columns. Click a column's name to sort by it; "
+            f"{total} rows, {len(header)} columns. Click a column's name to sort by it; "
             "type words to keep the rows holding them."
         )
     parts = [
