@@ -22,7 +22,8 @@ ALONE = (
 )
 
 # Unit -> seconds (its tests' times in one whole run, junit, 2 workers on 2
-# cores with other work beside them, halved); a unit not listed (under 10 s)
+# cores with other work beside them, halved; the checkpoint tests and
+# test_job_files.py measured alone since); a unit not listed (under 10 s)
 # weighs nothing and keeps its place after these.
 WEIGHTS: dict[str, float] = {
     "tests/test_slurm.py::test_fifty_two_jobs_go_to_slurm_as_arrays": 389,
@@ -30,14 +31,15 @@ WEIGHTS: dict[str, float] = {
     "tests/test_grid_workflow.py": 243,
     "tests/test_scale.py": 233,
     "tests/test_reuse.py": 198,
-    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-loop]": 155,
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-loop]": 30,
     "tests/test_faults.py": 153,
-    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-auto]": 152,
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-auto]": 30,
     "tests/test_workflow.py": 107,
     "tests/test_numerics.py": 94,
     "tests/test_configfiles.py": 71,
-    "tests/test_checkpoints.py": 55,
-    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[packages-loop]": 49,
+    "tests/test_checkpoints.py": 30,
+    "tests/test_job_files.py": 30,
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[packages-loop]": 10,
     "tests/test_browser.py": 46,
     "tests/test_verification.py": 41,
     "tests/test_search.py": 34,
