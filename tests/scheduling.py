@@ -5,7 +5,9 @@ Slurm cluster, then run once), except the few long tests named in ALONE, each
 a unit of its own so that two of them can run at once on two workers. Units
 start longest first (WEIGHTS), so that the last minutes are not one long unit
 running while the other workers idle: xdist's own order is by number of tests,
-which put the Slurm file (8 tests, about 8 minutes) last.
+which put the Slurm file (8 tests, about 8 minutes) last. The Slurm file stays
+whole: its first test checks that its own cluster leaves no process behind, so
+a second cluster of the suite must not start on another worker meanwhile.
 
 The weights only order the work: a stale weight costs minutes at worst, never
 a result, and a test renamed out of ALONE runs with its file again.
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 # Node id prefixes that form a unit of their own.
 ALONE = (
-    "tests/test_slurm.py::test_fifty_two_jobs_go_to_slurm_as_arrays",
     "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-loop]",
     "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-auto]",
     "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[packages-loop]",
@@ -26,8 +27,7 @@ ALONE = (
 # test_job_files.py measured alone since); a unit not listed (under 10 s)
 # weighs nothing and keeps its place after these.
 WEIGHTS: dict[str, float] = {
-    "tests/test_slurm.py::test_fifty_two_jobs_go_to_slurm_as_arrays": 389,
-    "tests/test_slurm.py": 279,
+    "tests/test_slurm.py": 668,
     "tests/test_grid_workflow.py": 243,
     "tests/test_scale.py": 233,
     "tests/test_reuse.py": 198,

@@ -5,9 +5,9 @@ import scheduling
 IDS = [
     "tests/test_a.py::test_one",
     "tests/test_a.py::test_two",
-    "tests/test_slurm.py::test_cluster_start",
-    "tests/test_slurm.py::test_fifty_two_jobs_go_to_slurm_as_arrays_with_the_results",
-    "tests/test_slurm.py::test_failing",
+    "tests/test_checkpoints.py::test_a_checkpoint_of_these_settings_is_taken",
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-loop]",
+    "tests/test_checkpoints.py::test_a_misspelt_key",
     "tests/test_b.py::test_three[x]",
 ]
 
@@ -17,9 +17,9 @@ def test_long_tests_are_units_of_their_own_and_the_rest_go_by_file():
     assert units == [
         "tests/test_a.py",
         "tests/test_a.py",
-        "tests/test_slurm.py",
+        "tests/test_checkpoints.py",
         scheduling.ALONE[0],
-        "tests/test_slurm.py",
+        "tests/test_checkpoints.py",
         "tests/test_b.py",
     ]
 
@@ -56,7 +56,7 @@ def test_xdist_hands_out_the_heaviest_unit_first(monkeypatch):
         scheduler.add_node(worker)
         scheduler.add_node_collection(worker, IDS)
     scheduler.schedule()
-    # gw0 took the heaviest unit (the 52-job test alone), gw1 the next
+    # gw0 took the heaviest unit (a kill test alone), gw1 the next
     # (test_b.py); then each took one more unit, in collection order.
     assert sent["gw0"][0] == IDS[3]
     assert sent["gw1"][0] == IDS[5]
