@@ -216,13 +216,19 @@ def test_clicking_a_trial_in_the_sensitivity_view_shows_its_runs(page, study):
     assert browser.errors(page) == []
 
 
+def error_bar_traces(page, chart: str, hover: str | None = None) -> list[dict]:
+    """The traces an explorer chart draws: name, y and its error bars (and ``hover``'s data)."""
+    extra = f", hover: Array.from(t.{hover})" if hover else ""
+    return page.execute_script(
+        f"return document.getElementById('{chart}').data.map(t => ({{name: t.name, "
+        "y: Array.from(t.y), plus: Array.from(t.error_y.array), "
+        f"minus: Array.from(t.error_y.arrayminus){extra}}}))"
+    )
+
+
 def test_speedups_are_drawn_with_their_intervals(page, study):
     baseline = pd.read_csv(study / "results/summary/baseline.tsv", sep="\t")
-    traces = page.execute_script(
-        "return document.getElementById('speedups').data.map(t => ({name: t.name, "
-        "y: Array.from(t.y), plus: Array.from(t.error_y.array), "
-        "minus: Array.from(t.error_y.arrayminus)}))"
-    )
+    traces = error_bar_traces(page, "speedups")
     steps = next(trace for trace in traces if trace["name"] == "speed-up in steps")
     finite = baseline[np.isfinite(baseline["speedup"])]
     assert len(finite) >= 1
@@ -235,11 +241,7 @@ def test_speedups_are_drawn_with_their_intervals(page, study):
 
 def test_best_of_k_is_drawn_with_its_intervals(page, study):
     table = pd.read_csv(study / "results/summary/best_of_k.tsv", sep="\t")
-    traces = page.execute_script(
-        "return document.getElementById('bestofk').data.map(t => ({name: t.name, "
-        "y: Array.from(t.y), plus: Array.from(t.error_y.array), "
-        "minus: Array.from(t.error_y.arrayminus), hover: Array.from(t.customdata)}))"
-    )
+    traces = error_bar_traces(page, "bestofk", hover="customdata")
     adam = table[table["optimizer"] == "adam"]
     (drawn_adam,) = [trace for trace in traces if trace["name"].startswith("adam ")]
     # 6 evaluation and 2 tuning seeds (tests/configs/explorer.yaml): an interval at every k
