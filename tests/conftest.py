@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import fork_server
 import pytest
 
 from optbench.engines import numerics
@@ -62,13 +63,19 @@ def snakemake(
 ):
     """Run snakemake on the repository's Snakefile in ``workdir``; returns the process.
 
-    ``env``: its environment (and its jobs'), by default this process's."""
+    ``env``: its environment (and its jobs'), by default this process's. The
+    start is forked from this worker's Snakemake fork server where the server
+    can make it as a fresh one (``snakemake_starts``), else a fresh process."""
     command = snakemake_command(
         workdir, *args, configfile=configfile, snakefile=snakefile, study=study
     )
-    process = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, umask=umask, env=env
-    )
+    server = _SNAKEMAKE_SERVER.get("server")
+    if server is not None and server.usable(command, env):
+        process = server.run(command, timeout, env=env, umask=umask)
+    else:
+        process = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, umask=umask, env=env
+        )
     if check and process.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} exited {process.returncode}\n"
@@ -92,57 +99,21 @@ def wait_for_one_of(children) -> tuple[int, int]:
         time.sleep(0.01)
 
 
-# What common.smk imports (the config check, the grid, the outputs).
-PLANNING_MODULES = (
-    "optbench.grid",
-    "optbench.planning.settings",
-    "optbench.planning.commands",
-    "optbench.planning.cost",
-    "optbench.planning.gpus",
-    "optbench.planning.jobs",
-    "optbench.planning.recovery",
-    "optbench.planning.studies",
-    "optbench.reporting.outputs",
-    "optbench.reporting.analysis_context",
-)
-
-
-def warm_up_for_forks():
-    """Do once in this process what every snakemake start repeats before it reads
-    a config, so that forked children inherit it: building the command-line
-    parser (which collects every installed plugin and imports the report
-    modules), importing smart_open (Snakemake's path handling), the modules
-    common.smk imports, and reading torch's catalogue of classes from its
-    source (cached). About 0.5 s of CPU of the 0.65 s a refused row costs a
-    child that starts cold. A module missing here is only a slower child."""
-    import importlib
-
-    import snakemake.cli
-
-    snakemake.cli.get_argument_parser()
-    for name in ("smart_open", *PLANNING_MODULES):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    with contextlib.suppress(ImportError):
-        from optbench.planning import torch_catalog
-
-        torch_catalog.load()
-
-
 def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2) -> dict:
     """``{key: (workdir, args)}`` -> ``{key: CompletedProcess}``: snakemake's command
     line run in children forked from this process, at most ``parallel`` at a time.
 
     For long tables of refused configurations (docs/bad-input.md): the parent
-    imports Snakemake and warms it up once (warm_up_for_forks), so each row
+    imports Snakemake and warms it up once (fork_server.warm_up_snakemake), so each row
     costs its own parsing and checks, not Snakemake's start-up (a row took
     2.5 s as a fresh process, 0.65 s of CPU forked cold, 0.12 s forked warm).
     Children are forked from the main thread only, write their output to files
-    in ``scratch`` and never return into pytest (os._exit).
+    in ``scratch`` and never return into pytest (os._exit). (One run at a time
+    goes to the worker's Snakemake fork server instead: ``snakemake``.)
     """
     import snakemake.cli
 
-    warm_up_for_forks()
+    fork_server.warm_up_snakemake()
     pending = list(enumerate(runs.items()))
     running: dict[int, tuple] = {}
     done = {}
@@ -226,6 +197,28 @@ def pytest_xdist_make_scheduler(config, log):
 
         return scheduling.make_scheduler(config, log)
     return None
+
+
+# This worker's Snakemake fork server, once snakemake_starts has started it.
+_SNAKEMAKE_SERVER: dict = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def snakemake_starts(no_stray_slurm_lookup, tmp_path_factory):
+    """The `snakemake` starts of ``snakemake`` forked from a server that imported
+    Snakemake and the workflow's library once (tests/fork_server.py): a fresh
+    start spends about 1.5 s of CPU on them, and the suite makes a few hundred.
+    OPTBENCH_FRESH_SNAKEMAKE=1 starts every one fresh instead."""
+    if os.environ.get("OPTBENCH_FRESH_SNAKEMAKE") == "1":
+        yield None
+        return
+    server = fork_server.ForkServer(tmp_path_factory.mktemp("snakemake-fork-server"), "snakemake")
+    _SNAKEMAKE_SERVER["server"] = server
+    try:
+        yield server
+    finally:
+        _SNAKEMAKE_SERVER.clear()
+        server.close()
 
 
 @pytest.fixture

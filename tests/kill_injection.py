@@ -15,7 +15,7 @@
 
 The hooks see the job from outside its code: JobCheckpoint.boundary wrapped
 once optbench.engines.checkpoints is imported (at once in a start forked from
-tests/job_fork_server.py, which imported it; else right after train.py imports
+tests/fork_server.py, which imported it; else right after train.py imports
 it, so that torch is imported after its numerics pins exactly as alone) and
 os.replace (writes). A wrapper costs nothing between boundaries, where a
 profile function (this file's earlier hook) slowed every call of the job by

@@ -9,7 +9,7 @@ schedule-free AdamW (train/eval), Prodigy (its own step-size estimate), Muon
 with parameter roles and a user's optimizer file. The reference is the same
 job run once without interruption, as a fresh process; the kills come from
 tests/kill_injection.py, and the killed and resumed starts are forked from a
-warm server (tests/job_fork_server.py) to spare each start torch's imports:
+warm server (tests/fork_server.py) to spare each start torch's imports:
 the final bytes of forked starts are thus compared with those of a fresh one.
 """
 
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-import job_fork_server
+import fork_server
 import pytest
 import torch
 
@@ -103,8 +103,8 @@ def jobs_of(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def forked(tmp_path_factory):
-    """Job starts forked from one warm server (tests/job_fork_server.py)."""
-    server = job_fork_server.JobForkServer(tmp_path_factory.mktemp("fork-server"))
+    """Job starts forked from one warm server (tests/fork_server.py)."""
+    server = fork_server.ForkServer(tmp_path_factory.mktemp("fork-server"), "job")
     yield server
     server.close()
     assert server.process.returncode == 0, (server.folder / "server.log").read_text()
@@ -492,8 +492,8 @@ def test_a_forked_start_is_what_a_fresh_process_would_be(forked, tmp_path, monke
     # Each fresh interpreter draws torch's seed (torch 2.13) and Python's: so do
     # the children; a torch that seeds with its constant gets the constant.
     seeds = {child["torch_seed"] for child in seen.values()}
-    if expected["torch_seed"] == job_fork_server.TORCH_FIXED_SEED:
-        assert seeds == {job_fork_server.TORCH_FIXED_SEED}
+    if expected["torch_seed"] == fork_server.TORCH_FIXED_SEED:
+        assert seeds == {fork_server.TORCH_FIXED_SEED}
     else:
         assert len(seeds) == len(seen)
     assert len({child["random"] for child in seen.values()}) == len(seen)

@@ -1,0 +1,503 @@
+"""Fork servers ("zygotes") for the suite's starts of training jobs and of Snakemake.
+
+A fresh ``python train.py`` spends about 3-5 s of CPU before its first step:
+``import torch`` (~1.5 s), ``torch._dynamo`` (imported by the first torch.optim
+optimizer, ~1.5 s) and ``pytorch_optimizer`` (up to ~2.7 s), and a kill test
+starts its job a dozen times. A fresh ``python -m snakemake`` spends about
+1.5 s importing Snakemake and collecting its plugins before it reads the
+Snakefile, and the suite starts it a few hundred times. A server pays that
+once:
+
+    python tests/fork_server.py PARENT_PID KIND
+
+``job``: pins the numerics as train.py does, imports what a job imports and
+builds one throwaway optimizer (no step, no thread). ``snakemake``: imports
+Snakemake, builds its command-line parser (which collects the plugins) and
+imports the modules the workflow's common.smk imports. Then it forks one child
+per request. The child becomes what ``python SCRIPT ARGS...`` (job) or
+``python -m snakemake ARGS...`` (snakemake) would have been: the request's
+working folder, environment and umask, ``sys.argv`` and ``sys.path`` as the
+interpreter sets them, its stdout and stderr in files, stdin /dev/null, the
+global generators seeded as a fresh interpreter seeds them, and the script or
+Snakemake's main run as ``__main__`` would; it exits as a fresh process does
+(SystemExit's status, an uncaught exception's traceback and status 1, the
+threads joined, atexit, stdio flushed), less the teardown of the modules.
+Signals sent to the child's pid reach it itself.
+
+Protocol, one JSON object a line: requests on the server's stdin
+``{"argv": [SCRIPT or "-m", ARG...], "cwd": ..., "env": {...}, "umask": N or
+null, "stdout": PATH, "stderr": PATH}``; replies on its stdout: ``{"ready":
+...}`` once warm, then per request ``{"pid": N}`` once forked and ``{"pid": N,
+"returncode": R, "cpu_seconds": S}`` once it ended (R as subprocess gives it:
+-9 for SIGKILL). One child at a time. The server ends at end of input, and
+dies with its parent (PR_SET_PDEATHSIG), as its children die with it.
+
+``ForkServer`` is the test side: ``run`` (as ``subprocess.run`` with
+``capture_output=True, text=True``) and ``popen`` (a ``Popen``-like handle).
+It refuses a command whose start the warm-up would change (``usable``): a
+training job in another numerics mode or environment than the one torch was
+imported in; a Snakemake start with another Snakefile than the repository's
+(the warm-up imported its library from the repository), or with another value
+of a variable Snakemake's plugins read when imported (``FROZEN_AT_IMPORT``).
+Those start fresh.
+
+What a fork cannot make fresh: the str hash seed (PYTHONHASHSEED) is the
+server's for every child, and modules the warm-up imported are not imported
+again. tests/test_fork_server.py compares forked and fresh starts of both
+kinds, and the kill tests keep a fresh process for their reference run, so
+the bytes of fresh and forked jobs are compared too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import gc
+import json
+import os
+import random
+import runpy
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "workflow" / "scripts"
+SNAKEFILE = REPO / "Snakefile"
+KINDS = ("job", "snakemake")
+SNAKEFILE_OPTIONS = ("-s", "--snakefile")
+# c10's default_rng_seed_val: torch builds that seed the default generator with
+# a constant use this one; others (torch 2.13 here) draw a seed per process.
+TORCH_FIXED_SEED = 67280421310721
+PR_SET_PDEATHSIG = 1
+# What the workflow's common.smk imports (the config check, the grid, the outputs).
+PLANNING_MODULES = (
+    "optbench.grid",
+    "optbench.planning.settings",
+    "optbench.planning.commands",
+    "optbench.planning.cost",
+    "optbench.planning.gpus",
+    "optbench.planning.jobs",
+    "optbench.planning.recovery",
+    "optbench.planning.studies",
+    "optbench.reporting.outputs",
+    "optbench.reporting.analysis_context",
+)
+# Variables that the Snakemake warm-up's imports read and keep: the Slurm
+# plugin runs `scontrol show config` (SLURM_CONF) and looks for sacct and
+# squeue on PATH when imported; the paths and the hash seed shape any import.
+FROZEN_AT_IMPORT = ("SLURM_CONF", "PATH", "PYTHONPATH", "PYTHONHASHSEED", "HOME")
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when its parent ends (Linux), so nothing outlives the tests."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:  # the parent ended before prctl took effect
+        os._exit(1)
+
+
+# ---- the server -------------------------------------------------------------
+
+
+def warm_up_job() -> dict:
+    """Import what a training job imports, as train.py orders it; train nothing.
+
+    Returns what a child needs to look fresh: the torch generator's state right
+    after import and whether torch seeds it with a constant."""
+    sys.path.insert(0, str(SCRIPTS))
+    from optbench.engines import numerics
+
+    # train.py pins before torch is imported; the test process pinned the
+    # environment this server inherited, so this only checks it.
+    numerics.pin(numerics.DEFAULT_MODE)
+    import torch
+
+    start = {
+        "torch_state": torch.default_generator.get_state(),
+        "torch_fixed_seed": torch.initial_seed() == TORCH_FIXED_SEED,
+    }
+    import pytorch_optimizer  # noqa: F401  (the optimizers of the "packages" jobs)
+
+    from optbench.engines import checkpoints, job  # noqa: F401  (train.py's imports)
+
+    # The first torch.optim optimizer imports torch._dynamo (about 1.5 s); no step.
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    return start
+
+
+def warm_up_snakemake() -> dict:
+    """Do once what every `snakemake` start repeats before it reads a Snakefile:
+    import Snakemake, build its command-line parser (which collects every
+    installed plugin and imports the report modules), import smart_open (its
+    path handling) and the modules common.smk imports, and read torch's
+    catalogue of classes from its source (cached). A module missing here only
+    makes a slower child."""
+    import importlib
+
+    import snakemake.cli
+
+    snakemake.cli.get_argument_parser()
+    added = str(SCRIPTS) not in sys.path
+    if added:
+        sys.path.insert(0, str(SCRIPTS))
+    try:
+        for name in ("smart_open", *PLANNING_MODULES):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+        with contextlib.suppress(ImportError):
+            from optbench.planning import torch_catalog
+
+            torch_catalog.load()
+    finally:
+        # A fresh `python -m snakemake` has no such entry: common.smk adds it.
+        if added:
+            sys.path.remove(str(SCRIPTS))
+    return {}
+
+
+WARM_UPS = {"job": warm_up_job, "snakemake": warm_up_snakemake}
+
+
+# Threads that may run while the server forks: jemalloc's background purger
+# (pyarrow's allocator, which pandas imports for Snakemake's Slurm plugin)
+# takes jemalloc's own locks, which jemalloc's fork handlers hold across fork.
+FORK_SAFE_THREADS = ("jemalloc_bg_thd",)
+
+
+def unsafe_threads() -> list[str]:
+    """The names of this process's OS threads besides this one that make a fork
+    unsafe: a fork copies the locks another thread may hold (torch's intra-op
+    pool, OpenMP, a Python thread), but not that thread."""
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        if int(task) != threading.get_native_id():
+            with contextlib.suppress(OSError):
+                names.append(Path(f"/proc/self/task/{task}/comm").read_text().strip())
+    return [name for name in names if name not in FORK_SAFE_THREADS]
+
+
+def fresh_start_state(kind: str, start: dict) -> None:
+    """Seed the global generators as a fresh interpreter does, so that identical
+    forks cannot hide a resume that leans on its start-up state."""
+    random.seed()  # from os.urandom, as at import
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()  # from the OS's entropy, as at import
+    if kind == "job":
+        import torch
+
+        if start["torch_fixed_seed"]:
+            torch.default_generator.set_state(start["torch_state"])
+        else:
+            torch.default_generator.seed()  # a seed of its own, as each fresh process draws
+
+
+def become_child(kind: str, request: dict, start: dict, server_pid: int, server_path: list):
+    """In the forked child: turn into the command the request names, run it and exit."""
+    die_with_parent(server_pid)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    if request.get("umask") is not None:
+        os.umask(request["umask"])
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+        opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(opened, fd)
+        os.close(opened)
+    fresh_start_state(kind, start)
+    try:
+        if kind == "job":
+            script = request["argv"][0]
+            sys.argv = list(request["argv"])
+            # A fresh interpreter puts the script's folder first; the rest as here.
+            sys.path[:] = [str(Path(script).parent), *server_path[1:]]
+            runpy.run_path(script, run_name="__main__")
+        else:
+            import snakemake.cli
+
+            # As `python -m snakemake`: argv[0] the module's file, the working
+            # folder first on the path.
+            sys.argv = [str(Path(snakemake.__file__).parent / "__main__.py"), *request["argv"][2:]]
+            sys.path[:] = [os.getcwd(), *server_path[1:]]
+            snakemake.cli.main()
+        code = 0
+    except SystemExit as stop:
+        code = exit_status(stop.code)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    # What the interpreter does at exit (Py_FinalizeEx): wait for the threads,
+    # run atexit, flush stdio; then exit without tearing down the modules,
+    # which costs a forked child about 1 s of CPU (it writes to every page it
+    # shares with the server). Only a file left open and unflushed by the job
+    # would notice (its tail lost here, so its bytes differ from a fresh run's).
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def exit_status(code) -> int:
+    """The exit status of ``SystemExit(code)``, as the interpreter makes it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def serve(parent_pid: int, kind: str) -> int:
+    die_with_parent(parent_pid)
+    server_path = list(sys.path)
+    # The protocol gets private copies of stdin/stdout; fds 0 and 1 become
+    # /dev/null, so a child's stdin and a stray print cannot touch it.
+    requests = os.fdopen(os.dup(0), "r")
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    start = WARM_UPS[kind]()
+    if kind == "snakemake":
+        # Importing Snakemake appends to sys.path, as it does in a fresh start.
+        server_path = list(sys.path)
+    unsafe = unsafe_threads()
+    python_threads = threading.active_count()
+    ready = {"ready": os.getpid(), "unsafe_threads": unsafe, "python_threads": python_threads}
+    replies.write(json.dumps(ready) + "\n")
+    if unsafe or python_threads != 1:
+        return 1  # the client refuses it (its reply names the threads)
+    # What the warm-up made stays out of the children's collections: their
+    # garbage collector would otherwise write to all of the server's pages.
+    gc.collect()
+    gc.freeze()
+    gc.disable()  # in the server, which only forks; each child enables it
+    for line in requests:
+        request = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        server_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            requests.close()
+            replies.close()
+            gc.enable()
+            become_child(kind, request, start, server_pid, server_path)  # never returns
+        replies.write(json.dumps({"pid": pid}) + "\n")
+        _, status, usage = os.wait4(pid, 0)
+        ended = {"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}
+        ended["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+        replies.write(json.dumps(ended) + "\n")
+    return 0
+
+
+# ---- the test side ----------------------------------------------------------
+
+
+class ForkServerError(RuntimeError):
+    """The fork server could not start, refused a command, or died."""
+
+
+class Forked:
+    """A child forked by the server, handled as a ``subprocess.Popen``."""
+
+    def __init__(self, server: ForkServer, args: list, pid: int):
+        self.server, self.args, self.pid = server, args, pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            self._take(self.server._message(timeout=0))
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            ended = self.server._message(timeout)
+            if ended is None:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self._take(ended)
+        return self.returncode
+
+    def send_signal(self, signum) -> None:
+        # Until the server reaps it (and says so), the pid cannot be reused.
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _take(self, ended) -> None:
+        if ended is not None:
+            assert ended["pid"] == self.pid, (ended, self.pid)
+            self.returncode = ended["returncode"]
+            self.server.cpu_seconds += ended["cpu_seconds"]
+            self.server.running = None
+
+
+class ForkServer:
+    """A server of ``kind`` (KINDS), started in ``folder`` (its log and the
+    children's output files); a Snakemake server forks the starts of
+    ``snakefile`` only."""
+
+    def __init__(
+        self, folder: Path, kind: str = "job", start_timeout: float = 300, snakefile=SNAKEFILE
+    ):
+        if kind not in KINDS:
+            raise ValueError(f"unknown fork server kind {kind!r}: one of {KINDS}")
+        self.folder, self.kind = Path(folder), kind
+        # snakemake: the only Snakefile whose starts it forks (the warm-up
+        # imported the repository's library, which that Snakefile imports).
+        self.snakefile = Path(snakefile).resolve()
+        self.cpu_seconds = 0.0  # of the forked children, as the server reaped them
+        self.running = None
+        self.started = 0
+        self._pending = b""
+        self._log = self.folder / "server.log"
+        # The environment the warm-up's imports read: a command asking for
+        # another one must start fresh.
+        self.environment = dict(os.environ)
+        with open(self._log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, __file__, str(os.getpid()), kind],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        ready = self._message(start_timeout)
+        if ready is None or ready["unsafe_threads"] or ready["python_threads"] != 1:
+            self.close()
+            raise ForkServerError(
+                f"the fork server is not ready to fork ({ready}: the warm-up must start no "
+                f"thread but {FORK_SAFE_THREADS}); its log:\n{self._log.read_text()[-3000:]}"
+            )
+
+    def popen(
+        self, args: list, stdout=None, stderr=None, *, cwd=None, env=None, umask=None
+    ) -> Forked:
+        """Start ``args`` forked (refused unless ``usable``); its output goes to
+        the files given (else to files of the server's folder). ``cwd`` and
+        ``env``: as subprocess's (default: this process's); ``umask``: the
+        child's (default: inherited)."""
+        env = dict(os.environ if env is None else env)
+        refusal = self.refusal(args, env)
+        if refusal:
+            raise ForkServerError(refusal + ": start it with subprocess")
+        if self.running is not None:
+            raise ForkServerError(f"one child at a time: {self.running.args} still runs")
+        self.started += 1
+        request = {
+            "argv": [str(arg) for arg in args[1:]],
+            "cwd": str(cwd if cwd is not None else os.getcwd()),
+            "env": env,
+            "umask": None if umask is None or umask < 0 else umask,
+            "stdout": str(stdout or self.folder / f"{self.started}.stdout"),
+            "stderr": str(stderr or self.folder / f"{self.started}.stderr"),
+        }
+        self.process.stdin.write(json.dumps(request).encode() + b"\n")
+        self.process.stdin.flush()
+        forked = self._message(timeout=60)
+        if forked is None:
+            raise ForkServerError("the fork server did not fork within 60 s")
+        self.running = Forked(self, list(args), forked["pid"])
+        return self.running
+
+    def run(self, args: list, timeout: float, **options) -> subprocess.CompletedProcess:
+        """As ``subprocess.run(args, capture_output=True, text=True, timeout=...)``;
+        ``options``: popen's ``cwd``, ``env``, ``umask``."""
+        stdout = self.folder / f"{self.started + 1}.stdout"
+        stderr = self.folder / f"{self.started + 1}.stderr"
+        child = self.popen(args, stdout, stderr, **options)
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            outputs = [path.read_text() if path.exists() else "" for path in (stdout, stderr)]
+            for path in (stdout, stderr):
+                path.unlink(missing_ok=True)
+        return subprocess.CompletedProcess(list(args), child.returncode, *outputs)
+
+    def usable(self, args: list, env: dict | None = None) -> bool:
+        """Whether ``args`` (with ``env``, default this process's) would start
+        as it starts fresh."""
+        return not self.refusal(args, dict(os.environ if env is None else env))
+
+    def refusal(self, args: list, env: dict) -> str:
+        """Why ``args`` cannot be forked by this server ("" if it can)."""
+        args = [str(arg) for arg in args]
+        if self.kind == "job":
+            return self._job_refusal(args, env)
+        if args[:3] != [sys.executable, "-m", "snakemake"]:
+            return f"this server runs [sys.executable, -m, snakemake, ARG...] only, got {args[:3]}"
+        snakefiles = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in SNAKEFILE_OPTIONS]
+        if not snakefiles or any(Path(path).resolve() != self.snakefile for path in snakefiles):
+            return f"the warm-up imported the library of {self.snakefile}, not of {snakefiles}"
+        changed = [name for name in FROZEN_AT_IMPORT if env.get(name) != self.environment.get(name)]
+        if changed:
+            return f"the warm-up's imports read {changed}, which this start changes"
+        return ""
+
+    def _job_refusal(self, args: list, env: dict) -> str:
+        if len(args) < 2 or args[0] != sys.executable or not args[1].endswith(".py"):
+            return f"this fork server runs [sys.executable, SCRIPT.py, ARG...] only, got {args[:3]}"
+        from optbench.engines import numerics
+
+        changed = {
+            name: env.get(name)
+            for name in numerics.STEERING_VARIABLES
+            if env.get(name) != self.environment.get(name)
+        }
+        mode = numerics.mode_from_argv(args[2:])
+        if mode != numerics.DEFAULT_MODE or changed:
+            return (
+                f"the fork server imported torch in numerics {numerics.DEFAULT_MODE} with the "
+                f"environment of its start; this job asks for numerics {mode} "
+                f"(environment changed since: {changed})"
+            )
+        return ""
+
+    def close(self) -> None:
+        """End the server (end of input) and wait for it; kill a child still running."""
+        if self.running is not None and self.running.poll() is None:
+            self.running.kill()
+            self.running.wait()
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+    def _message(self, timeout):
+        """The server's next reply; None if none came within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        source = self.process.stdout.fileno()
+        while b"\n" not in self._pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([source], [], [], left)[0]:
+                return None
+            chunk = os.read(source, 65536)
+            if not chunk:
+                raise ForkServerError(
+                    f"the fork server died (exit {self.process.wait()}); its log:\n"
+                    f"{self._log.read_text()[-3000:]}"
+                )
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return json.loads(line)
+
+
+if __name__ == "__main__":
+    sys.exit(serve(int(sys.argv[1]), sys.argv[2]))

@@ -1,0 +1,152 @@
+"""The Snakemake fork server behind the suite's `snakemake` starts
+(tests/fork_server.py, conftest's ``snakemake``): a forked start must be what
+``python -m snakemake`` started fresh would be. (The training-job server is
+checked the same way in tests/test_checkpoints.py.)"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import fork_server
+import pytest
+
+from conftest import SNAKEFILE, snakemake_command
+
+# A Snakefile that reports how its interpreter started, then does what its
+# config asks: end, fail, or wait.
+PROBE = """
+import json, os, random, sys
+umask = os.umask(0o022)
+os.umask(umask)
+main = sys.modules["__main__"]
+facts = {"argv": sys.argv, "path": sys.path, "cwd": os.getcwd(), "umask": umask,
+         "variable": os.environ.get("FORK_PROBE"), "random": random.random(),
+         "pid": os.getpid()}
+with open(config["facts"], "w") as handle:
+    json.dump(facts, handle)
+if config["mode"] == "raise":
+    raise ValueError("raised on purpose")
+if config["mode"] == "wait":
+    import time
+    time.sleep(600)
+
+rule all:
+    shell:
+        "echo ran the rule"
+"""
+
+
+@pytest.fixture(scope="module")
+def probe_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("probe")
+    (folder / "Snakefile").write_text(PROBE)
+    server = fork_server.ForkServer(
+        tmp_path_factory.mktemp("probe-server"), "snakemake", snakefile=folder / "Snakefile"
+    )
+    yield server, folder / "Snakefile"
+    server.close()
+    assert server.process.returncode == 0, (server.folder / "server.log").read_text()
+
+
+def probe_command(snakefile, workdir, facts, mode) -> list[str]:
+    return snakemake_command(
+        workdir, "--cores", "1", "--config", f"facts={facts}", f"mode={mode}", snakefile=snakefile
+    )
+
+
+def folder_name(start: str) -> str:
+    return "start_" + start.replace(" ", "_")
+
+
+def unnamed(argv: list[str]) -> list[str]:
+    return [re.sub(r"/start_\w+", "/start_X", arg) for arg in argv]
+
+
+def test_a_forked_snakemake_start_is_what_a_fresh_one_would_be(probe_server, tmp_path):
+    server, snakefile = probe_server
+    env = os.environ | {"FORK_PROBE": "given with the request"}
+    outcomes, facts = {}, {}
+    for start in ("fresh", "forked", "forked again"):
+        workdir = tmp_path / folder_name(start)
+        command = probe_command(snakefile, workdir, tmp_path / f"{workdir.name}.json", "end")
+        if start == "fresh":
+            outcome = subprocess.run(
+                command, capture_output=True, text=True, env=env, umask=0o027, timeout=120
+            )
+        else:
+            outcome = server.run(command, 120, env=env, umask=0o027)
+        outcomes[start] = outcome
+        facts[start] = json.loads((tmp_path / f"{workdir.name}.json").read_text())
+    for start, outcome in outcomes.items():
+        assert outcome.returncode == 0, outcome.stderr
+        assert "ran the rule" in outcome.stdout + outcome.stderr, start
+    fresh = facts["fresh"]
+    for start in ("forked", "forked again"):
+        seen = facts[start]
+        assert seen["umask"] == fresh["umask"] == 0o027
+        assert seen["variable"] == fresh["variable"] == "given with the request"
+        assert seen["cwd"] == str(tmp_path / folder_name(start))
+        assert fresh["cwd"] == str(tmp_path / folder_name("fresh"))
+        # the command line (but the folder's name), and the import path, as fresh
+        assert unnamed(seen["argv"]) == unnamed(fresh["argv"])
+        assert seen["path"] == fresh["path"]
+    # each child a process of its own, with Python's generator seeded afresh
+    assert len({each["pid"] for each in facts.values()}) == 3
+    assert len({each["random"] for each in facts.values()}) == 3
+    assert server.usable(probe_command(snakefile, tmp_path, tmp_path / "x.json", "end"))
+
+
+def test_a_failing_or_hung_forked_start_ends_as_a_fresh_one_would(probe_server, tmp_path):
+    server, snakefile = probe_server
+    command = probe_command(snakefile, tmp_path / "fail", tmp_path / "fail.json", "raise")
+    fresh = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    forked = server.run(command, 120)
+    assert fresh.returncode == forked.returncode == 1
+    for outcome in (fresh, forked):
+        assert "ValueError" in outcome.stderr and "raised on purpose" in outcome.stderr
+    # a start that outlives its timeout is killed, as subprocess.run kills it,
+    # and the server forks the next one
+    hung = probe_command(snakefile, tmp_path / "wait", tmp_path / "wait.json", "wait")
+    with pytest.raises(subprocess.TimeoutExpired):
+        server.run(hung, 5)
+    pid = json.loads((tmp_path / "wait.json").read_text())["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    again = server.run(probe_command(snakefile, tmp_path / "ok", tmp_path / "ok.json", "end"), 120)
+    assert again.returncode == 0, again.stderr
+
+
+def test_starts_the_warm_up_would_change_are_refused(probe_server, tmp_path):
+    server, snakefile = probe_server
+    command = probe_command(snakefile, tmp_path, tmp_path / "x.json", "end")
+    assert server.usable(command)
+    # another Snakefile (its library may differ from the one the warm-up imported)
+    other = probe_command(SNAKEFILE, tmp_path, tmp_path / "x.json", "end")
+    assert "not of" in server.refusal(other, dict(os.environ))
+    # a variable the Slurm plugin reads when imported
+    for name, value in (("SLURM_CONF", "/etc/slurm/slurm.conf"), ("PATH", "/nowhere")):
+        changed = dict(os.environ) | {name: value}
+        assert name in server.refusal(command, changed)
+        with pytest.raises(fork_server.ForkServerError, match=name):
+            server.run(command, 60, env=changed)
+    # anything but `python -m snakemake`
+    assert "only" in server.refusal([sys.executable, "train.py"], dict(os.environ))
+
+
+def test_the_suites_snakemake_starts_are_forked(snakemake_starts, tmp_path):
+    """conftest's ``snakemake`` sends a start of the repository's Snakefile to
+    the worker's server (unless OPTBENCH_FRESH_SNAKEMAKE=1 asked for fresh ones)."""
+    if snakemake_starts is None:
+        pytest.skip("OPTBENCH_FRESH_SNAKEMAKE=1: every start is fresh")
+    from conftest import CONFIGS, snakemake
+
+    before = snakemake_starts.started
+    process = snakemake(tmp_path, "-n", configfile=CONFIGS / "tiny.yaml")
+    assert snakemake_starts.started == before + 1
+    assert "training jobs to run" in process.stdout + process.stderr
+    # a start under another Slurm configuration starts fresh
+    env = dict(os.environ) | {"SLURM_CONF": "/nonexistent/slurm.conf"}
+    snakemake(tmp_path, "-n", configfile=CONFIGS / "tiny.yaml", env=env)
+    assert snakemake_starts.started == before + 1
