@@ -69,7 +69,9 @@ def snakemake(
     command = snakemake_command(
         workdir, *args, configfile=configfile, snakefile=snakefile, study=study
     )
-    server = _SNAKEMAKE_SERVER.get("server")
+    server, jobs = _SNAKEMAKE_SERVER.get("server"), _SNAKEMAKE_SERVER.get("jobs")
+    if jobs is not None:
+        env = jobs.environment(dict(os.environ if env is None else env))
     if server is not None and server.usable(command, env):
         process = server.run(command, timeout, env=env, umask=umask)
     else:
@@ -199,26 +201,45 @@ def pytest_xdist_make_scheduler(config, log):
     return None
 
 
-# This worker's Snakemake fork server, once snakemake_starts has started it.
+# This worker's servers, once snakemake_starts has started them.
 _SNAKEMAKE_SERVER: dict = {}
 
 
 @pytest.fixture(scope="session", autouse=True)
 def snakemake_starts(no_stray_slurm_lookup, tmp_path_factory):
     """The `snakemake` starts of ``snakemake`` forked from a server that imported
-    Snakemake and the workflow's library once (tests/fork_server.py): a fresh
-    start spends about 1.5 s of CPU on them, and the suite makes a few hundred.
-    OPTBENCH_FRESH_SNAKEMAKE=1 starts every one fresh instead."""
+    Snakemake and the workflow's library once, and their training jobs forked
+    from one that imported torch once (tests/fork_server.py): a fresh Snakemake
+    start spends about 1.5 s of CPU on its imports and a fresh training job
+    about 3 s, and the suite makes a few hundred of each. The job launcher
+    (tests/job_launcher/) goes on the PYTHONPATH of every process the tests
+    start, and acts only where ``snakemake`` names the job server.
+    OPTBENCH_FRESH_SNAKEMAKE=1 starts everything fresh instead."""
     if os.environ.get("OPTBENCH_FRESH_SNAKEMAKE") == "1":
         yield None
         return
-    server = fork_server.ForkServer(tmp_path_factory.mktemp("snakemake-fork-server"), "snakemake")
-    _SNAKEMAKE_SERVER["server"] = server
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(fork_server.LAUNCHER_PATH), *([previous] if previous else [])]
+    )
+    servers = []
     try:
+        jobs = fork_server.JobServer(tmp_path_factory.mktemp("job-server"))
+        servers.append(jobs)
+        server = fork_server.ForkServer(
+            tmp_path_factory.mktemp("snakemake-fork-server"), "snakemake"
+        )
+        servers.append(server)
+        _SNAKEMAKE_SERVER.update(server=server, jobs=jobs)
         yield server
     finally:
         _SNAKEMAKE_SERVER.clear()
-        server.close()
+        for each in reversed(servers):
+            each.close()
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
 
 
 @pytest.fixture

@@ -300,6 +300,238 @@ def serve(parent_pid: int, kind: str) -> int:
     return 0
 
 
+# ---- the training-job server that Snakemake's jobs reach ---------------------
+#
+# The suite's Snakemake starts (conftest's ``snakemake``) run training jobs as
+# the workflow's rules say: `python .../workflow/scripts/train.py ...`. With
+# OPTBENCH_TEST_JOB_SERVER set to this server's socket, that interpreter's
+# sitecustomize (tests/job_launcher/) hands its command, folder, environment,
+# umask and its stdin/stdout/stderr to this server, which forks the job from a
+# warm copy of torch; the launcher relays signals to the job and ends as the
+# job ends (its exit status, or the same signal). A job the warm-up would
+# start differently (``job_refusal``) runs in the launcher itself, as usual.
+
+# The variables torch and its libraries read when imported: a job whose
+# environment differs in any of them starts fresh.
+TORCH_VARIABLE_PREFIXES = (
+    "ATEN_",
+    "CUBLAS",
+    "CUDA",
+    "DNNL",
+    "KMP_",
+    "MKL",
+    "NVIDIA",
+    "OMP_",
+    "ONEDNN",
+    "OPENBLAS",
+    "PYTORCH",
+    "TORCH",
+)
+TRAIN_SCRIPT = SCRIPTS / "train.py"
+
+
+def torch_variables(env: dict) -> dict:
+    return {key: value for key, value in env.items() if key.startswith(TORCH_VARIABLE_PREFIXES)}
+
+
+def job_refusal(argv: list[str], env: dict, server_env: dict, script: Path = TRAIN_SCRIPT) -> str:
+    """Why the job ``argv`` (SCRIPT, ARG...) cannot be forked from the warm-up
+    ("" if it can): only ``script`` is (the warm-up imported its library)."""
+    from optbench.engines import numerics
+
+    if Path(argv[0]).resolve() != Path(script).resolve():
+        return f"not {script}: {argv[0]}"
+    if "SLURM_JOB_ID" in env:
+        return "a job that Slurm runs stays in its allocation"
+    if numerics.mode_from_argv(argv[1:]) != numerics.DEFAULT_MODE:
+        return "another numerics mode than the warm-up's"
+    if torch_variables(env) != torch_variables(server_env):
+        return "another environment for torch than the warm-up's"
+    for name in FROZEN_AT_IMPORT:
+        if env.get(name) != server_env.get(name):
+            return f"another {name} than the warm-up's"
+    return ""
+
+
+def become_job(request: dict, fds: list[int], start: dict, server_pid: int, server_path: list):
+    """In the forked child: the job of a launcher, on its stdin/stdout/stderr."""
+    die_with_parent(server_pid)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.umask(request["umask"])
+    for fd, received in enumerate(fds):
+        os.dup2(received, fd)
+        os.close(received)
+    fresh_start_state("job", start)
+    script = request["argv"][0]
+    sys.argv = list(request["argv"])
+    sys.path[:] = [str(Path(script).parent), *server_path[1:]]
+    try:
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as stop:
+        code = exit_status(stop.code)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def serve_jobs(parent_pid: int, socket_path: str, script: str) -> int:
+    """Fork a job per launcher connection, several at once, until stdin ends."""
+    import socket
+
+    die_with_parent(parent_pid)
+    server_path = list(sys.path)
+    requests = os.fdopen(os.dup(0), "rb", buffering=0)
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    # The environment the server was started with: torch's import adds to it.
+    server_env = dict(os.environ)
+    start = warm_up_job()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(socket_path)
+    os.chmod(socket_path, 0o600)
+    listener.listen(64)
+    unsafe = unsafe_threads()
+    python_threads = threading.active_count()
+    ready = {"ready": os.getpid(), "unsafe_threads": unsafe, "python_threads": python_threads}
+    replies.write(json.dumps(ready) + "\n")
+    if unsafe or python_threads != 1:
+        return 1
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    running: dict[int, socket.socket] = {}  # job pid -> its launcher's connection
+    while True:
+        watched = [listener, requests, *running.values()]
+        readable = select.select(watched, [], [], 0.05)[0]
+        if requests in readable and not requests.read(4096):
+            break  # the suite is done
+        if listener in readable:
+            connection, _ = listener.accept()
+            message, fds, _, _ = socket.recv_fds(connection, 1 << 22, 3)
+            request = json.loads(message)
+            refusal = job_refusal(request["argv"], request["env"], server_env, Path(script))
+            if refusal or len(fds) != 3:
+                for fd in fds:
+                    os.close(fd)
+                connection.send(json.dumps({"refused": refusal or "no stdio"}).encode())
+                connection.close()
+            else:
+                server_pid = os.getpid()
+                pid = os.fork()
+                if pid == 0:
+                    listener.close()
+                    requests.close()
+                    replies.close()
+                    for other in running.values():
+                        other.close()
+                    connection.close()
+                    gc.enable()
+                    become_job(request, fds, start, server_pid, server_path)  # never returns
+                for fd in fds:
+                    os.close(fd)
+                connection.send(json.dumps({"pid": pid}).encode())
+                running[pid] = connection
+        for pid, connection in list(running.items()):
+            # The launcher went away (killed): its job goes too, as a killed
+            # process group would take it.
+            if connection in readable and not connection.recv(4096):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        while running:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            connection = running.pop(pid, None)
+            if connection is not None:
+                with contextlib.suppress(OSError):
+                    connection.send(
+                        json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode()
+                    )
+                connection.close()
+    for pid in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return 0
+
+
+class JobServer:
+    """The test side of ``serve_jobs``: started in ``folder`` (its socket and log);
+    ``environment`` makes a Snakemake start's training jobs reach it."""
+
+    def __init__(self, folder: Path, start_timeout: float = 300, script: Path = TRAIN_SCRIPT):
+        self.folder = Path(folder)
+        self.socket = self.folder / "jobs.socket"
+        self._log = self.folder / "server.log"
+        with open(self._log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, __file__, str(os.getpid()), "jobs", str(self.socket), str(script)],
+                env=os.environ | ONE_THREAD_JOB,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        source = self.process.stdout.fileno()
+        line = b""
+        deadline = time.monotonic() + start_timeout
+        while not line.endswith(b"\n") and time.monotonic() < deadline:
+            if not select.select([source], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                break
+            chunk = os.read(source, 65536)
+            if not chunk:
+                break
+            line += chunk
+        ready = json.loads(line) if line.endswith(b"\n") else None
+        if ready is None or ready["unsafe_threads"] or ready["python_threads"] != 1:
+            self.close()
+            raise ForkServerError(
+                f"the job server is not ready to fork ({ready}); its log:\n"
+                f"{self._log.read_text()[-3000:]}"
+            )
+
+    def environment(self, env: dict) -> dict:
+        return env | {LAUNCHER_VARIABLE: str(self.socket)}
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+
+LAUNCHER_VARIABLE = "OPTBENCH_TEST_JOB_SERVER"
+# What Snakemake's shell adds to the environment of a job of one thread
+# (snakemake/shell.py): the server imports torch with it, as such a job does.
+ONE_THREAD_JOB = {
+    name: "1"
+    for name in (
+        "OMP_NUM_THREADS",
+        "GOTO_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    )
+}
+# The folder whose sitecustomize hands a training job to the server: on the
+# PYTHONPATH of the suite's processes (conftest).
+LAUNCHER_PATH = Path(__file__).resolve().parent / "job_launcher"
+
+
 # ---- the test side ----------------------------------------------------------
 
 
@@ -500,4 +732,6 @@ class ForkServer:
 
 
 if __name__ == "__main__":
+    if sys.argv[2] == "jobs":
+        sys.exit(serve_jobs(int(sys.argv[1]), sys.argv[3], sys.argv[4]))
     sys.exit(serve(int(sys.argv[1]), sys.argv[2]))

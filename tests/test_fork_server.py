@@ -6,10 +6,13 @@ checked the same way in tests/test_checkpoints.py.)"""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import fork_server
+import psutil
 import pytest
 
 from conftest import SNAKEFILE, snakemake_command
@@ -150,3 +153,143 @@ def test_the_suites_snakemake_starts_are_forked(snakemake_starts, tmp_path):
     env = dict(os.environ) | {"SLURM_CONF": "/nonexistent/slurm.conf"}
     snakemake(tmp_path, "-n", configfile=CONFIGS / "tiny.yaml", env=env)
     assert snakemake_starts.started == before + 1
+
+
+# ---- the training-job launcher (tests/job_launcher/) and its server ----------
+
+# Stands in for train.py (the launcher acts on a script of that name only):
+# reports how it started, then does what its argument says.
+JOB_PROBE = """
+import json, os, signal, sys, time
+umask = os.umask(0o022)
+os.umask(umask)
+facts = {"argv": sys.argv, "path": sys.path, "cwd": os.getcwd(), "umask": umask,
+         "variable": os.environ.get("FORK_PROBE"), "pid": os.getpid(),
+         "stdin": sys.stdin.read()}
+with open(os.environ["PROBE_FACTS"], "w") as handle:
+    json.dump(facts, handle)
+print("to stdout", flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+mode = sys.argv[1]
+if mode == "wait":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))  # as a job saving its checkpoint
+    time.sleep(600)
+if mode == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+if mode == "raise":
+    raise ValueError("raised on purpose")
+sys.exit(int(mode))
+"""
+
+
+@pytest.fixture(scope="module")
+def job_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("job-probe")
+    script = folder / "train.py"
+    script.write_text(JOB_PROBE)
+    # As conftest's snakemake_starts: the launcher on the path of every start.
+    path = os.environ.get("PYTHONPATH", "")
+    with pytest.MonkeyPatch.context() as patch:
+        if str(fork_server.LAUNCHER_PATH) not in path.split(os.pathsep):
+            patch.setenv(
+                "PYTHONPATH", os.pathsep.join(filter(None, [str(fork_server.LAUNCHER_PATH), path]))
+            )
+        server = fork_server.JobServer(tmp_path_factory.mktemp("job-server"), script=script)
+        yield server, script
+        server.close()
+
+
+def launched(script, facts, mode, env, **options) -> subprocess.Popen:
+    """`python train.py MODE` as a Snakemake job starts it (output to pipes)."""
+    env = fork_server.ONE_THREAD_JOB | env | {"PROBE_FACTS": str(facts)}
+    return subprocess.Popen(
+        [sys.executable, str(script), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **options,
+    )
+
+
+def wait_for_file(path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size):
+        assert time.monotonic() < deadline, f"{path} never came"
+        time.sleep(0.05)
+    time.sleep(0.1)  # written whole (json.dump, then close)
+    return json.loads(path.read_text())
+
+
+def test_a_launched_job_is_what_a_fresh_one_would_be(job_server, tmp_path):
+    server, script = job_server
+    env = os.environ | {"FORK_PROBE": "given to the job"}
+    outcomes, facts = {}, {}
+    for start, job_env in (("fresh", env), ("launched", server.environment(env))):
+        path = tmp_path / f"{start}.json"
+        process = launched(script, path, "3", job_env, cwd=tmp_path, umask=0o027)
+        outcomes[start] = process.communicate("the job's stdin", timeout=120)
+        outcomes[start] += (process.returncode,)
+        facts[start] = json.loads(path.read_text())
+        facts[start]["launcher"] = process.pid
+    assert outcomes["launched"] == outcomes["fresh"] == ("to stdout\n", "to stderr\n", 3)
+    fresh, seen = facts["fresh"], facts["launched"]
+    for key in ("argv", "path", "cwd", "umask", "variable", "stdin"):
+        assert seen[key] == fresh[key], key
+    assert fresh["stdin"] == "the job's stdin" and fresh["umask"] == 0o027
+    # the fresh job ran in its own process, the launched one in the server's child
+    assert fresh["pid"] == fresh["launcher"] and seen["pid"] != seen["launcher"]
+    for mode, expected in (("0", 0), ("raise", 1), ("die", -signal.SIGKILL)):
+        process = launched(script, tmp_path / f"{mode}.json", mode, server.environment(env))
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == expected, (mode, stderr)
+        if mode == "raise":
+            assert "ValueError: raised on purpose" in stderr
+
+
+def test_the_launcher_relays_signals_and_takes_its_job_when_killed(job_server, tmp_path):
+    server, script = job_server
+    env = server.environment(dict(os.environ))
+    # SIGTERM to the launcher (as Snakemake or Slurm sends it) reaches the job,
+    # whose exit status the launcher then takes.
+    process = launched(script, tmp_path / "term.json", "wait", env)
+    process.stdin.close()
+    job = wait_for_file(tmp_path / "term.json")["pid"]
+    assert job != process.pid
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode == 75
+    # SIGKILL to the launcher cannot be relayed: the server kills its job.
+    process = launched(script, tmp_path / "kill.json", "wait", env)
+    process.stdin.close()
+    job = wait_for_file(tmp_path / "kill.json")["pid"]
+    process.kill()
+    process.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(job) and psutil.Process(job).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the job outlived its killed launcher"
+        time.sleep(0.05)
+
+
+def test_a_job_the_warm_up_would_start_differently_runs_in_the_launcher(job_server, tmp_path):
+    """Another environment for torch (a simulated host), another numerics mode:
+    the launcher runs the job itself, as a plain `python train.py`."""
+    server, script = job_server
+    env = server.environment(dict(os.environ))
+    server_env = env | fork_server.ONE_THREAD_JOB
+    assert fork_server.job_refusal([str(script), "0"], server_env, server_env, script) == ""
+    for changed in (env | {"ATEN_CPU_CAPABILITY": "avx512"}, env | {"OPENBLAS_NUM_THREADS": "4"}):
+        process = launched(script, tmp_path / "own.json", "0", changed)
+        process.communicate(timeout=120)
+        assert process.returncode == 0
+        assert json.loads((tmp_path / "own.json").read_text())["pid"] == process.pid
+    assert "numerics" in fork_server.job_refusal(
+        [str(script), "--numerics", "native"], env, env, script
+    )
+    # and without a server the start goes on as usual
+    gone = env | {fork_server.LAUNCHER_VARIABLE: str(tmp_path / "no.socket")}
+    process = launched(script, tmp_path / "alone.json", "0", gone)
+    process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert json.loads((tmp_path / "alone.json").read_text())["pid"] == process.pid
