@@ -597,3 +597,22 @@ def test_best_of_k_draws_its_interval_as_a_band_where_the_seeds_gave_one(monkeyp
     for k, low, high in adam[["k", "expected_low", "expected_high"]].itertuples(index=False):
         at_k = outline[np.isclose(outline[:, 0], k), 1]
         assert at_k.min() == pytest.approx(low) and at_k.max() == pytest.approx(high)
+
+
+@pytest.mark.parametrize(
+    ("given", "formats"),
+    [(None, ("png", "svg", "pdf")), (["png"], ("png",)), (["pdf", "png"], ("png", "pdf"))],
+)
+def test_figure_formats_default_to_all_three_and_keep_one_order(given, formats):
+    """config key figure_formats: every format by default (the outputs of earlier
+    versions), and the formats in one order whatever the config's, so that the
+    plot jobs' params (and so their reruns) do not depend on how a list was written."""
+    from conftest import SCHEMA
+    from optbench.planning import settings
+
+    config = yaml.safe_load(TINY.read_text())
+    config.pop("figure_formats")
+    if given is not None:
+        config["figure_formats"] = given
+    experiment = settings.validate(config, SCHEMA, check_torch=False, memory_bytes=None)
+    assert experiment.figure_formats == formats
