@@ -2,6 +2,7 @@
 band at its values, and the legend's counts, in the matplotlib objects and in
 the SVG files the workflow writes."""
 
+import functools
 import re
 import xml.etree.ElementTree as ET
 
@@ -226,12 +227,20 @@ def svg_texts(path) -> list[str]:
 
 
 def article_runs(loss, optimizer, config) -> np.ndarray:
-    return np.array(
+    return _article_runs(loss, optimizer, config["steps"], tuple(config["seeds"]))
+
+
+# Each loss's runs are checked in its own figure and in the overview: trained once.
+@functools.cache
+def _article_runs(loss, optimizer, steps, seeds) -> np.ndarray:
+    runs = np.array(
         [
-            article_loop(seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], config["steps"])
-            for seed in config["seeds"]
+            article_loop(seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps)
+            for seed in seeds
         ]
     )
+    runs.flags.writeable = False  # shared between callers
+    return runs
 
 
 def check_svg(svg, loss, optimizers, config, band):
