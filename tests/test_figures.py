@@ -2,6 +2,7 @@
 band at its values, and the legend's counts, in the matplotlib objects and in
 the SVG files the workflow writes."""
 
+import functools
 import re
 import xml.etree.ElementTree as ET
 
@@ -12,7 +13,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from conftest import CONFIGS, copy_tree, snakemake
+from conftest import CONFIGS, REPO, copy_tree, snakemake
 from optbench.reporting import figures
 from test_training import ARTICLE_LOSSES, ARTICLE_OPTIMIZERS, article_loop
 
@@ -20,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 TINY = CONFIGS / "tiny.yaml"
+DEFAULT_CONFIG = REPO / "config.yaml"
 SVG = "{http://www.w3.org/2000/svg}"
 XLINK = "{http://www.w3.org/1999/xlink}"
 # README: the y axis turns logarithmic when the positive means span more than 100x.
@@ -225,12 +227,20 @@ def svg_texts(path) -> list[str]:
 
 
 def article_runs(loss, optimizer, config) -> np.ndarray:
-    return np.array(
+    return _article_runs(loss, optimizer, config["steps"], tuple(config["seeds"]))
+
+
+# Each loss's runs are checked in its own figure and in the overview: trained once.
+@functools.cache
+def _article_runs(loss, optimizer, steps, seeds) -> np.ndarray:
+    runs = np.array(
         [
-            article_loop(seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], config["steps"])
-            for seed in config["seeds"]
+            article_loop(seed, ARTICLE_OPTIMIZERS[optimizer], ARTICLE_LOSSES[loss], steps)
+            for seed in seeds
         ]
     )
+    runs.flags.writeable = False  # shared between callers
+    return runs
 
 
 def check_svg(svg, loss, optimizers, config, band):
@@ -281,10 +291,13 @@ def check_svg(svg, loss, optimizers, config, band):
 
 
 @pytest.mark.workflow
-def test_workflow_figures_draw_the_article_runs(tiny_results):
-    config = yaml.safe_load(TINY.read_text())
+def test_workflow_figures_draw_the_article_runs(default_results):
+    # The default run (config.yaml: 10 seeds, 4 optimizers, linear with mse and
+    # l1) writes the SVGs; the tiny study (figure_formats: [png]) writes none.
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    assert "figure_formats" not in config  # the default: png, svg and pdf
     optimizers = list(config["optimizers"])
-    figures_dir = tiny_results / "results/figures"
+    figures_dir = default_results / "results/figures"
     for loss in config["losses"]:
         check_svg(
             figures_dir / f"losses/linear/{loss}.svg", loss, optimizers, config, config["band"]
@@ -296,7 +309,18 @@ def test_workflow_figures_draw_the_article_runs(tiny_results):
 def test_band_setting_reaches_the_figures(tiny_results, tmp_path):
     workdir = copy_tree(tiny_results, tmp_path / "w")
     figure = "results/figures/losses/linear/l1.svg"
-    snakemake(workdir, "--cores", "1", "--config", "band=none", "--", figure, configfile=TINY)
+    # The tiny study draws PNGs only (figure_formats: [png]): asked for its SVGs too.
+    snakemake(
+        workdir,
+        "--cores",
+        "1",
+        "--config",
+        "band=none",
+        "figure_formats=[png,svg]",
+        "--",
+        figure,
+        configfile=TINY,
+    )
     config = yaml.safe_load(TINY.read_text())
     check_svg(workdir / figure, "l1", list(config["optimizers"]), config, "none")
 
@@ -582,3 +606,22 @@ def test_best_of_k_draws_its_interval_as_a_band_where_the_seeds_gave_one(monkeyp
     for k, low, high in adam[["k", "expected_low", "expected_high"]].itertuples(index=False):
         at_k = outline[np.isclose(outline[:, 0], k), 1]
         assert at_k.min() == pytest.approx(low) and at_k.max() == pytest.approx(high)
+
+
+@pytest.mark.parametrize(
+    ("given", "formats"),
+    [(None, ("png", "svg", "pdf")), (["png"], ("png",)), (["pdf", "png"], ("png", "pdf"))],
+)
+def test_figure_formats_default_to_all_three_and_keep_one_order(given, formats):
+    """config key figure_formats: every format by default (the outputs of earlier
+    versions), and the formats in one order whatever the config's, so that the
+    plot jobs' params (and so their reruns) do not depend on how a list was written."""
+    from conftest import SCHEMA
+    from optbench.planning import settings
+
+    config = yaml.safe_load(TINY.read_text())
+    config.pop("figure_formats")
+    if given is not None:
+        config["figure_formats"] = given
+    experiment = settings.validate(config, SCHEMA, check_torch=False, memory_bytes=None)
+    assert experiment.figure_formats == formats

@@ -111,7 +111,8 @@ def cell_job_file(kind, seeds, suffix):
     return jobs.cell_job_file(RESULTS, kind, seeds, suffix)
 
 
-FIGURE_FORMATS = outputs.FIGURE_FORMATS
+# The formats the config asks for (figure_formats; png always), in outputs.FIGURE_FORMATS order.
+FIGURE_FORMATS = EXPERIMENT.figure_formats
 
 
 def report_figure(path, ext, **wrapping):

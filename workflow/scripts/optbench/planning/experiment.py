@@ -149,6 +149,8 @@ class Experiment:
     baseline: str | None = None  # the optimizer every other is compared with
     ranking_metric: str = "auto"  # what selection and ranking judge by (ranking_metric.py)
     run_files: str = "per_run"  # per_run or per_job (optbench.run_layout)
+    # The formats every figure is written in (outputs.FIGURE_FORMATS order; png always).
+    figure_formats: tuple[str, ...] = ("png", "svg", "pdf")
 
     @property
     def all_seeds(self) -> tuple[int, ...]:

@@ -52,7 +52,7 @@ from optbench.planning.experiment import (
     Optimizer,
     Problem,
 )
-from optbench.reporting import analysis_context
+from optbench.reporting import analysis_context, outputs
 
 # Optimizers that work only with sparse gradients; every problem's model has
 # dense ones, so such a class would fail in its first step.
@@ -123,6 +123,9 @@ def _schema_message(error: jsonschema.ValidationError, schema: dict) -> str:
             f"{path[3]}: [0.001, 0.01, 0.1], or draw values from a range with search: "
             f"{{trials: 16, space: {{{path[3]}: {{scale: log, low: 0.001, high: 1.0}}}}}}."
         )
+    if validator == "contains" and "const" in error.schema["contains"]:
+        required = error.schema["contains"]["const"]
+        return f"config key {key}: {_what(error.instance)} lacks {required!r}. Fix: {description}"
     if validator == "uniqueItems":
         return f"config key {key}: {message}. Fix: list each value once."
     fix = f" Fix: {description}" if description else ""
@@ -974,6 +977,8 @@ def validate(
         baseline=config["baseline"],
         ranking_metric=config["ranking_metric"],
         run_files=config["run_files"],
+        # In one order whatever the config's, so that the plot jobs' params stay the same.
+        figure_formats=tuple(f for f in outputs.FIGURE_FORMATS if f in config["figure_formats"]),
     )
     found = (
         _engine_errors(experiment, optimizers_dir)

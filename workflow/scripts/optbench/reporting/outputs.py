@@ -109,11 +109,11 @@ COLUMNAR_FOLDER = "columnar"
 COLUMNAR_FILES = ("curves.parquet", "runs.parquet", "heldout.parquet")
 
 
-# Every figure is drawn in each of these formats under results/<study>/figures/
-# (optbench.reporting.figures). The report carries the PNGs alone: the vector
-# files, drawn again for papers, would add about 3.5 MB to the modern study's
-# report (SVG 2.7 MB, PDF 0.85 MB as base64) and stay on disk beside the PNGs
-# (docs/report.md, "Size").
+# Every figure can be drawn in each of these formats under results/<study>/figures/
+# (optbench.reporting.figures); config key figure_formats picks them (png always).
+# The report carries the PNGs alone: the vector files, drawn again for papers,
+# would add about 3.5 MB to the modern study's report (SVG 2.7 MB, PDF 0.85 MB
+# as base64) and stay on disk beside the PNGs (docs/report.md, "Size").
 FIGURE_FORMATS = ("png", "svg", "pdf")
 REPORT_FIGURE_FORMATS = ("png",)
 
