@@ -340,3 +340,76 @@ def test_a_refused_file_gets_the_pure_loaders_message(tmp_path):
     with pytest.raises(config_files.ConfigError) as refused:
         config_files.load_config_files([path])
     assert " ".join(str(pure.value).split()) in str(refused.value)
+
+
+# --- the schema check's verdict ---------------------------------------------
+
+
+def schema_and_tiny_config():
+    from optbench.planning import settings
+
+    schema = config_files.load_schema(SCHEMA)
+    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    return settings, schema, config_files._fill_defaults(config, schema)
+
+
+def jsonschema_verdict(schema, config) -> list:
+    """The reference: jsonschema itself, every time."""
+    import jsonschema
+
+    return [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(config)]
+
+
+def test_a_kept_schema_verdict_is_used_only_for_the_same_schema_config_and_version(
+    cache, monkeypatch
+):
+    """Passed once, the same config is passed again without jsonschema; a value of
+    another type (5 -> 5.0 -> true), another schema or another jsonschema version
+    is checked again, with the reference's verdict."""
+    settings, schema, config = schema_and_tiny_config()
+    assert settings._schema_errors(schema, config) == [] == jsonschema_verdict(schema, config)
+    assert len(disk_cache.read(settings._PASSED_CACHE)) == 1
+
+    # Kept: passed again with jsonschema made unimportable.
+    importable = sys.modules["jsonschema"]
+    monkeypatch.setitem(sys.modules, "jsonschema", None)
+    assert settings._schema_errors(schema, config) == []
+    monkeypatch.setitem(sys.modules, "jsonschema", importable)
+    for steps in (5.0, True, "5", 0):
+        changed = {**config, "steps": steps}
+        found = [e.message for e in settings._schema_errors(schema, changed)]
+        assert found == jsonschema_verdict(schema, changed), steps
+    assert [e.message for e in settings._schema_errors(schema, {**config, "steps": True})]
+    stricter = {**schema, "properties": {**schema["properties"]}}
+    stricter["properties"]["steps"] = {**schema["properties"]["steps"], "maximum": 4}
+    found = [e.message for e in settings._schema_errors(stricter, config)]
+    assert found == jsonschema_verdict(stricter, config) != []
+    # Another jsonschema version: checked again (here it cannot be imported).
+    monkeypatch.setattr(settings.importlib.metadata, "version", lambda name: "0.0-other")
+    monkeypatch.setitem(sys.modules, "jsonschema", None)
+    with pytest.raises(ImportError):
+        settings._schema_errors(schema, config)
+
+
+def test_a_config_json_cannot_hold_exactly_is_always_checked(cache):
+    settings, schema, config = schema_and_tiny_config()
+    assert settings._passed_key(schema, config) is not None
+    assert settings._passed_key(schema, {**config, "seeds": (0, 1)}) is None  # a tuple
+    assert settings._passed_key(schema, {**config, "thresholds": {1: 0.5}}) is None  # int key
+    assert settings._passed_key(schema, {**config, "steps": 5}) != settings._passed_key(
+        schema, {**config, "steps": 5.0}
+    )
+    settings._schema_errors(schema, {**config, "seeds": (0, 1)})
+    assert disk_cache.read(settings._PASSED_CACHE) == {}  # nothing kept
+
+
+def test_a_config_the_schema_refuses_is_never_kept(cache):
+    settings, schema, config = schema_and_tiny_config()
+    bad = {**config, "steps": -1}
+    for _ in range(2):
+        assert (
+            [e.message for e in settings._schema_errors(schema, bad)]
+            == jsonschema_verdict(schema, bad)
+            != []
+        )
+    assert disk_cache.read(settings._PASSED_CACHE) == {}
