@@ -103,6 +103,6 @@ def test_imports_are_found_at_any_depth_as_a_full_walk_of_the_tree_finds_them(tm
     for path in files:
         assert sorted(commands._imported_modules(path)) == reference(path), path
     assert len(commands._imported_modules(hidden)) == 14  # a, b.c, d, d.e, g ... s, s.t, s.u
-    # an edit is seen: the cache is keyed by the file's size and time
+    # an edit is seen: the cache is keyed by the file's bytes (tests/test_start_caches.py)
     hidden.write_text(hidden.read_text() + "import w\n")
     assert "w" in commands._imported_modules(hidden)

@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from optbench.planning import disk_cache
 from optbench.progress import SUFFIX as PROGRESS_SUFFIX
 from optbench.run_layout import PER_JOB, PER_RUN
 
@@ -103,48 +104,78 @@ def optbench_imports(scripts: Path, script: str) -> list[str]:
     scripts = Path(scripts)
     found: list[str] = []
     pending = [script]
+    new: dict[str, list[str]] = {}
     while pending:
         name = pending.pop()
         if name in found:
             continue
         found.append(name)
-        for module in _imported_modules(scripts / name):
+        for module in _imported_modules(scripts / name, new):
             if module.split(".")[0] != "optbench":
                 continue
             path = Path(*module.split("."))
             for candidate in (path.with_suffix(".py"), path / "__init__.py"):
                 if (scripts / candidate).is_file():
                     pending.append(str(candidate))
+    disk_cache.add(_IMPORTS_CACHE, new)  # once per call: one write, not one per file
     return sorted(found)
 
 
-# Parsed once per process: every snakemake start digests five scripts that share
-# most of their modules. Keyed by the file's size and mtime, so an edit is seen.
-_IMPORTS: dict[tuple[str, int, int], tuple[str, ...]] = {}
+# The imports of a module are a function of its bytes alone, so they are kept
+# by the bytes' SHA-256: in this process, and on disk (disk_cache) for every
+# later snakemake start and training job, each of which digests scripts that
+# share most of their modules. An edited file has other bytes, so its imports
+# are read again: a kept entry can never be stale. (Reading and hashing the
+# files costs milliseconds; parsing them, a tenth of a second per start.)
+_IMPORTS_CACHE = "imports.json"
+_IMPORTS: dict[str, tuple[str, ...]] = {}
+_IMPORTS_READ = False
 # Statement fields that hold nested statements (if/for/while/with/try/def/class/match).
 _NESTED = ("body", "orelse", "finalbody", "handlers", "cases")
 
 
-def _imported_modules(path: Path) -> tuple[str, ...]:
+def _parsed_imports(source: bytes) -> tuple[str, ...]:
+    """Absolute module names an import statement of ``source`` names anywhere."""
+    modules: list[str] = []
+    # Imports are statements: walking statements only (not every expression
+    # node, as ast.walk does) finds them all at a fraction of the cost.
+    pending = list(ast.parse(source.decode("utf-8")).body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        for field in _NESTED:
+            pending += getattr(node, field, None) or []
+    return tuple(modules)
+
+
+def _known_imports() -> dict[str, tuple[str, ...]]:
+    """This process's imports by content digest, with the disk cache's read in once."""
+    global _IMPORTS_READ
+    if not _IMPORTS_READ:
+        _IMPORTS_READ = True
+        for key, modules in disk_cache.read(_IMPORTS_CACHE).items():
+            if isinstance(modules, list) and all(isinstance(m, str) for m in modules):
+                _IMPORTS.setdefault(key, tuple(modules))
+    return _IMPORTS
+
+
+def _imported_modules(path: Path, new: dict | None = None) -> tuple[str, ...]:
     """Absolute module names an import statement of ``path`` names anywhere (nested
-    ones included): ``from a.b import c`` gives a.b and a.b.c."""
-    info = path.stat()
-    key = (str(path), info.st_size, info.st_mtime_ns)
-    if key not in _IMPORTS:
-        modules: list[str] = []
-        # Imports are statements: walking statements only (not every expression
-        # node, as ast.walk does) finds them all at a fraction of the cost.
-        pending = list(ast.parse(path.read_text(encoding="utf-8")).body)
-        while pending:
-            node = pending.pop()
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                modules += [alias.name for alias in node.names]
-            for field in _NESTED:
-                pending += getattr(node, field, None) or []
-        _IMPORTS[key] = tuple(modules)
-    return _IMPORTS[key]
+    ones included): ``from a.b import c`` gives a.b and a.b.c. Imports worked out
+    here (not found in a cache) are added to ``new``, by content digest."""
+    source = Path(path).read_bytes()
+    key = hashlib.sha256(source).hexdigest()
+    known = _known_imports()
+    if key not in known:
+        known[key] = _parsed_imports(source)
+        if new is not None:
+            new[key] = list(known[key])
+        else:
+            disk_cache.add(_IMPORTS_CACHE, {key: list(known[key])})
+    return known[key]
 
 
 def code_digest(scripts: Path, script: str, *more: str) -> str:

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import importlib.metadata
+import json
 from pathlib import Path
-
-import jsonschema
+from typing import TYPE_CHECKING
 
 from optbench import grid, problems, schedules
 from optbench.planning import (
     batch_policy,
     cost,
+    disk_cache,
     jobs,
     optimizer_sources,
     search,
@@ -54,6 +57,9 @@ from optbench.planning.experiment import (
 )
 from optbench.reporting import analysis_context, outputs
 
+if TYPE_CHECKING:
+    import jsonschema
+
 # Optimizers that work only with sparse gradients; every problem's model has
 # dense ones, so such a class would fail in its first step.
 _NEEDS_SPARSE_GRADIENTS = {"SparseAdam"}
@@ -82,6 +88,51 @@ def _unknown_key_fix(unknown: list[str], known: list[str]) -> str:
     hints = [f"{k!r} -> {m[0]!r}" for k, m in close.items() if m]
     guess = f" (did you mean {', '.join(hints)}?)" if hints else ""
     return f"Fix the spelling{guess} or remove the key."
+
+
+# The schema check's verdict on configs it passed, on disk (disk_cache): each
+# snakemake start checks the same config again, and importing jsonschema alone
+# costs about 0.04 s of CPU. The verdict is a function of the schema, the config
+# and jsonschema's version, which make the key (as exact JSON: 1, 1.0 and true
+# stay apart), so a kept verdict is used only where a check would find the
+# same. A config the schema refuses is checked every time (its messages).
+_PASSED_CACHE = "schema-passed.json"
+
+
+def _exact_json(value) -> bool:
+    """Whether JSON text holds ``value`` exactly (no tuples, keys all strings)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _exact_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_exact_json(item) for item in value)
+    return value is None or isinstance(value, str | int | float)
+
+
+def _passed_key(schema: dict, config: dict) -> str | None:
+    """The key of (schema, config, jsonschema's version), or None where there is none."""
+    try:
+        version = importlib.metadata.version("jsonschema")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if not (_exact_json(schema) and _exact_json(config)):
+        return None
+    text = json.dumps([version, schema, config], sort_keys=True, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _schema_errors(schema: dict, config: dict) -> list:
+    """jsonschema's errors for ``config`` (Draft 2020-12), by path; none, without
+    importing jsonschema, where this schema passed this config before."""
+    key = _passed_key(schema, config)
+    if key is not None and disk_cache.read(_PASSED_CACHE).get(key) is True:
+        return []
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if not errors and key is not None:
+        disk_cache.add(_PASSED_CACHE, {key: True})
+    return errors
 
 
 def _schema_message(error: jsonschema.ValidationError, schema: dict) -> str:
@@ -843,8 +894,7 @@ def validate(
     # The workflow gets the config as Snakemake read it (YAML 1.1: 1e-4 is text).
     config = numbers_from_text(config)
     config = _with_numbers(_fill_defaults(config, schema), set(command_line or ()))
-    validator = jsonschema.Draft202012Validator(schema)
-    schema_errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    schema_errors = _schema_errors(schema, config)
     found = moved + [_schema_message(e, schema) for e in schema_errors]
     # Later checks skip what the schema already refused, so no key is reported twice.
     refused = {tuple(e.absolute_path)[:2] for e in schema_errors}

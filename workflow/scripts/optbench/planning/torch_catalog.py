@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
 import importlib.util
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+from optbench.planning import disk_cache
 
 
 class _Unknown(Exception):
@@ -197,8 +200,9 @@ def _base_names(cls: ast.ClassDef) -> list[str]:
 class _Module:
     """The top-level classes of one torch source file, and the names it imports."""
 
-    def __init__(self, path: Path, package: str):
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    def __init__(self, path: Path, package: str, source: bytes | None = None):
+        source = path.read_bytes() if source is None else source
+        tree = ast.parse(source.decode("utf-8"), filename=str(path))
         self.classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
         self.constants = {}  # NAME = literal at top level, for defaults such as eps=EPS
         for node in tree.body:
@@ -220,20 +224,32 @@ class _Module:
                 self.imports[alias.asname or alias.name] = (source, alias.name)
 
 
-class _Resolver:
-    """Follows base classes across torch's files to find lineage and __init__."""
+def _source_file(torch_dir: Path, dotted: str) -> Path | None:
+    """The file that defines module ``dotted`` of torch's source, or None."""
+    stem = torch_dir.parent.joinpath(*dotted.split("."))
+    candidates = (stem.with_suffix(".py"), stem / "__init__.py")
+    return next((c for c in candidates if c.is_file()), None)
 
-    def __init__(self, torch_dir: Path):
+
+class _Resolver:
+    """Follows base classes across torch's files to find lineage and __init__.
+
+    ``consulted`` (module name -> its file and the digest of the bytes parsed,
+    or None) records every module it looked up: the catalogue is a function of
+    these files alone (the disk cache of ``load`` checks them)."""
+
+    def __init__(self, torch_dir: Path, consulted: dict[str, str | None] | None = None):
         self.torch_dir = torch_dir
         self.modules: dict[str, _Module | None] = {}
+        self.consulted = {} if consulted is None else consulted
 
     def module(self, dotted: str) -> _Module | None:
         if dotted not in self.modules:
-            stem = self.torch_dir.parent.joinpath(*dotted.split("."))
-            candidates = (stem.with_suffix(".py"), stem / "__init__.py")
-            path = next((c for c in candidates if c.is_file()), None)
+            path = _source_file(self.torch_dir, dotted)
+            source = path.read_bytes() if path else b""
+            self.consulted[dotted] = _file_print(self.torch_dir, path, source)
             package = dotted if path and path.name == "__init__.py" else dotted.rpartition(".")[0]
-            self.modules[dotted] = _Module(path, package) if path else None
+            self.modules[dotted] = _Module(path, package, source) if path else None
         return self.modules[dotted]
 
     def lookup(self, dotted: str, name: str, depth: int = 0):
@@ -263,9 +279,9 @@ class _Resolver:
         return names, signature
 
 
-def _optimizers(torch_dir: Path) -> dict[str, Signature]:
+def _optimizers(torch_dir: Path, consulted: dict | None = None) -> dict[str, Signature]:
     """Public torch.optim classes that derive from Optimizer, with their signatures."""
-    resolver = _Resolver(torch_dir)
+    resolver = _Resolver(torch_dir, consulted)
     found = {}
     for name in resolver.module("torch.optim").imports:
         lineage, signature = resolver.lineage("torch.optim", name)
@@ -274,9 +290,11 @@ def _optimizers(torch_dir: Path) -> dict[str, Signature]:
     return found
 
 
-def _public_subclasses(torch_dir: Path, module: str, base: str) -> dict[str, Signature]:
+def _public_subclasses(
+    torch_dir: Path, module: str, base: str, consulted: dict | None = None
+) -> dict[str, Signature]:
     """Public classes defined in ``module`` that derive from ``base``, with signatures."""
-    resolver = _Resolver(torch_dir)
+    resolver = _Resolver(torch_dir, consulted)
     found = {}
     for name in resolver.module(module).classes:
         lineage, signature = resolver.lineage(module, name)
@@ -285,14 +303,62 @@ def _public_subclasses(torch_dir: Path, module: str, base: str) -> dict[str, Sig
     return found
 
 
-def _schedulers(torch_dir: Path) -> dict[str, Signature]:
+def _schedulers(torch_dir: Path, consulted: dict | None = None) -> dict[str, Signature]:
     """Classes of torch/optim/lr_scheduler.py that derive from LRScheduler."""
-    return _public_subclasses(torch_dir, "torch.optim.lr_scheduler", "LRScheduler")
+    return _public_subclasses(torch_dir, "torch.optim.lr_scheduler", "LRScheduler", consulted)
 
 
-def _losses(torch_dir: Path) -> dict[str, Signature]:
+def _losses(torch_dir: Path, consulted: dict | None = None) -> dict[str, Signature]:
     """Classes of torch/nn/modules/loss.py that derive from its _Loss base."""
-    return _public_subclasses(torch_dir, "torch.nn.modules.loss", "_Loss")
+    return _public_subclasses(torch_dir, "torch.nn.modules.loss", "_Loss", consulted)
+
+
+def _read(torch_dir: Path, consulted: dict) -> Catalog | None:
+    """The catalogue read from torch's source in ``torch_dir``; ``consulted``
+    gets every module looked up, with its file."""
+    try:
+        optimizers, losses = _optimizers(torch_dir, consulted), _losses(torch_dir, consulted)
+        schedulers = _schedulers(torch_dir, consulted)
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+    if not optimizers or not losses:
+        return None
+    return Catalog(optimizers, losses, schedulers)
+
+
+# The catalogue on disk (disk_cache), per torch folder: every snakemake start
+# reads it, and parsing torch's source costs about 0.15 s of CPU. An entry holds
+# each module the reading looked up, with the SHA-256 of its file (None: no
+# file). The reading depends on nothing else, so where every module still
+# resolves to the same file with the same bytes it would give the same
+# catalogue: the entry is used only then (checking costs milliseconds).
+_CATALOG_CACHE = "torch-catalog.json"
+
+
+def _file_print(torch_dir: Path, path: Path | None, source: bytes) -> str | None:
+    """A module's file (relative to ``torch_dir``'s parent) and its bytes' digest."""
+    if path is None:
+        return None
+    return f"{path.relative_to(torch_dir.parent)}:{hashlib.sha256(source).hexdigest()}"
+
+
+def _fingerprint(torch_dir: Path, modules) -> dict[str, str | None]:
+    """Each of ``modules`` as _Resolver records it, read from the files now."""
+    found = {}
+    for dotted in modules:
+        path = _source_file(torch_dir, dotted)
+        found[dotted] = _file_print(torch_dir, path, path.read_bytes() if path else b"")
+    return found
+
+
+def _cached(torch_dir: Path) -> Catalog | None:
+    entry = disk_cache.read(_CATALOG_CACHE).get(str(torch_dir))
+    try:
+        if entry["sources"] == _fingerprint(torch_dir, entry["sources"]):
+            return _decode_catalog(entry["catalog"])
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
+        pass  # no entry, or one this code cannot read: read the source
+    return None
 
 
 @cache
@@ -301,14 +367,75 @@ def load() -> Catalog | None:
     torch_dir = _torch_dir()
     if torch_dir is None:
         return None
-    try:
-        optimizers, losses = _optimizers(torch_dir), _losses(torch_dir)
-        schedulers = _schedulers(torch_dir)
-    except (OSError, SyntaxError, UnicodeDecodeError):
+    found = _cached(torch_dir)
+    if found is not None:
+        return found
+    consulted: dict[str, str | None] = {}
+    found = _read(torch_dir, consulted)
+    if found is not None:
+        entry = {"sources": consulted, "catalog": _encode_catalog(found)}
+        disk_cache.add(_CATALOG_CACHE, {str(torch_dir): entry})
+    return found
+
+
+# The catalogue as JSON and back, exactly: a tuple stays a tuple (JSON has only
+# lists), an int an int, a float a float (written as its repr, read back equal).
+def _encode_value(value):
+    if isinstance(value, tuple):
+        return {"tuple": [_encode_value(v) for v in value]}
+    return value
+
+
+def _decode_value(value):
+    if isinstance(value, dict):
+        return tuple(_decode_value(v) for v in value["tuple"])
+    if isinstance(value, list):
+        raise ValueError("a list where the catalogue holds tuples")
+    return value
+
+
+def _encode_expected(expected: Expected | None):
+    if expected is None:
         return None
-    if not optimizers or not losses:
+    items = None if expected.items is None else [_encode_expected(i) for i in expected.items]
+    return [expected.kind, _encode_value(expected.default), items]
+
+
+def _decode_expected(encoded) -> Expected | None:
+    if encoded is None:
         return None
-    return Catalog(optimizers, losses, schedulers)
+    kind, default, items = encoded
+    items = None if items is None else tuple(_decode_expected(i) for i in items)
+    return Expected(kind, _decode_value(default), items)
+
+
+def _encode_catalog(catalog: Catalog) -> dict:
+    return {
+        part: {
+            name: [
+                list(signature.parameters),
+                signature.accepts_any,
+                {k: _encode_expected(e) for k, e in signature.expected.items()},
+            ]
+            for name, signature in getattr(catalog, part).items()
+        }
+        for part in ("optimizers", "losses", "schedulers")
+    }
+
+
+def _decode_catalog(encoded: dict) -> Catalog:
+    parts = {
+        part: {
+            name: Signature(
+                tuple(parameters),
+                bool(accepts_any),
+                {k: _decode_expected(e) for k, e in expected.items()},
+            )
+            for name, (parameters, accepts_any, expected) in encoded[part].items()
+        }
+        for part in ("optimizers", "losses", "schedulers")
+    }
+    return Catalog(parts["optimizers"], parts["losses"], parts["schedulers"])
 
 
 # Public names for the checks of classes from other sources (optimizer_sources).
