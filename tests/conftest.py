@@ -206,7 +206,24 @@ _SNAKEMAKE_SERVER: dict = {}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def snakemake_starts(no_stray_slurm_lookup, tmp_path_factory):
+def private_start_cache(tmp_path_factory):
+    """The start caches of the workflow (optbench.planning.disk_cache) in the
+    suite's temporary folder, shared by the workers, not in the user's
+    ~/.cache: the suite leaves nothing behind."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    previous = os.environ.get("OPTBENCH_CACHE")
+    os.environ["OPTBENCH_CACHE"] = str(base / "optbench-cache")
+    yield
+    if previous is None:
+        os.environ.pop("OPTBENCH_CACHE", None)
+    else:
+        os.environ["OPTBENCH_CACHE"] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def snakemake_starts(no_stray_slurm_lookup, private_start_cache, tmp_path_factory):
     """The `snakemake` starts of ``snakemake`` forked from a server that imported
     Snakemake and the workflow's library once, and their training jobs forked
     from one that imported torch once (tests/fork_server.py): a fresh Snakemake
