@@ -18,7 +18,7 @@ from test_faults import (  # noqa: F401  (fixtures: pytest finds them in this mo
     wait_for,
 )
 
-from conftest import run_tsvs, snakemake
+from conftest import run_tsvs, snakemake_warm
 
 pytestmark = pytest.mark.workflow
 MANIFEST = "results/manifests/train/linear/mse/seeds0-3.tsv"
@@ -44,7 +44,7 @@ def test_a_packed_job_killed_half_way_keeps_its_finished_runs(tmp_path, slow_ref
     assert not (workdir / MANIFEST).exists()
     assert temporary_leftovers(workdir) == []
     # The next start trains only the runs the killed one had not finished.
-    snakemake(workdir, "--cores", "1", MANIFEST, configfile=packed)
+    snakemake_warm(workdir, "--cores", "1", MANIFEST, configfile=packed)
     assert run_tsvs(workdir) == slow_reference
     after = finished(workdir)
     assert {name: after[name] for name in done} == done  # not written again
@@ -68,7 +68,7 @@ def test_the_longest_training_jobs_have_the_highest_priority(tmp_path):
             }
         )
     )
-    process = snakemake(tmp_path, "-n", configfile=config)
+    process = snakemake_warm(tmp_path, "-n", configfile=config)
     priority, rule = {}, None
     for line in (process.stdout + process.stderr).splitlines():
         if line.startswith("rule "):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import snakemake
+from conftest import snakemake_warm
 from optbench import reuse, runfiles
 from test_training import ARTICLE_LOSSES, article_loop, article_tsv
 
@@ -93,7 +93,7 @@ def runs_of(workdir) -> dict:
 def test_growing_a_packed_job_trains_only_the_new_runs(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
-    snakemake(tmp_path, "--cores", "1", *TRAIN_ONLY, configfile=config)
+    snakemake_warm(tmp_path, "--cores", "1", *TRAIN_ONLY, configfile=config)
     assert DONE.search((tmp_path / LOG).read_text()).groups() == ("6", "6", "0")
     before = runs_of(tmp_path)
     sidecar = tmp_path / "results/runs/linear/mse/sgd/base/seed0.json"
@@ -103,7 +103,7 @@ def test_growing_a_packed_job_trains_only_the_new_runs(tmp_path):
     grown = {**CONFIG, "seeds": [0, 1, 2]}
     grown["optimizers"] = {"sgd": {**CONFIG["optimizers"]["sgd"], "sweep": {"lr": [0.01, 0.1]}}}
     config.write_text(yaml.safe_dump(grown))
-    snakemake(tmp_path, "--cores", "1", *TRAIN_ONLY, configfile=config)
+    snakemake_warm(tmp_path, "--cores", "1", *TRAIN_ONLY, configfile=config)
     # ... and trains only the 6 new runs (lr0.1 x 3 seeds, seed 2 x 2 old variants).
     log = (tmp_path / LOG).read_text()
     assert DONE.search(log).groups() == ("12", "6", "6"), log
@@ -125,7 +125,7 @@ def test_growing_a_packed_job_trains_only_the_new_runs(tmp_path):
         assert hashlib.sha256((tmp_path / tsv).read_bytes()).hexdigest() == digest
 
     # A setting every run shares changes (the numerics mode): nothing is reused.
-    snakemake(
+    snakemake_warm(
         tmp_path, "--cores", "1", *TRAIN_ONLY, "--config", "numerics=native", configfile=config
     )
     assert DONE.search((tmp_path / LOG).read_text()).groups() == ("12", "12", "0")
@@ -167,7 +167,7 @@ def train_seeds(workdir, config, seeds, scope, **options):
     config.write_text(yaml.safe_dump(grid))
     label = f"{seeds[0]}-{seeds[-1]}"
     rule = f"train_linear_mse_seeds_{label}" if scope == "loss" else f"train_seeds_{label}"
-    return snakemake(workdir, "--cores", "1", "--until", rule, configfile=config, **options)
+    return snakemake_warm(workdir, "--cores", "1", "--until", rule, configfile=config, **options)
 
 
 @pytest.mark.workflow
@@ -207,7 +207,7 @@ def test_a_run_edited_by_hand_is_retrained_and_another_study_copies_identical_ru
     digit = text.index("\n1\t") - 1  # the last digit of step 0's row
     changed_text = text[:digit] + str((int(text[digit]) + 1) % 10) + text[digit + 1 :]
     edited.write_bytes(changed_text.encode())
-    dry = snakemake(tmp_path, "-n", "--until", "train_linear_mse_seeds_0-3", configfile=config)
+    dry = snakemake_warm(tmp_path, "-n", "--until", "train_linear_mse_seeds_0-3", configfile=config)
     assert "rule train_linear_mse_seeds_0-3:" in dry.stdout, dry.stdout + dry.stderr
     # The plan names the job and why (the run file itself is no output of it).
     assert re.search(
@@ -222,7 +222,9 @@ def test_a_run_edited_by_hand_is_retrained_and_another_study_copies_identical_ru
     ]
     log = (tmp_path / "results/logs/train/linear/mse/seeds0-3.log").read_text()
     assert DONE.search(log).groups() == ("4", "1", "3"), log
-    again = snakemake(tmp_path, "-n", "--until", "train_linear_mse_seeds_0-3", configfile=config)
+    again = snakemake_warm(
+        tmp_path, "-n", "--until", "train_linear_mse_seeds_0-3", configfile=config
+    )
     assert "rule train_" not in again.stdout and "changed by hand" not in again.stderr
     before = after
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import CONFIGS, planned_jobs, run_tsvs, snakemake
+from conftest import CONFIGS, planned_jobs, run_tsvs, snakemake_warm
 from optbench import runfiles
 from optbench.planning import jobs
 from optbench.reporting import analysis
@@ -55,7 +55,7 @@ def grid(seeds, per_job, scope="cell"):
 
 
 def packed_run(workdir, per_job):
-    return snakemake(
+    return snakemake_warm(
         workdir, "--cores", "2", *ONLY_TRAINING, *grid(SEEDS, per_job), configfile=TINY
     )
 
@@ -108,7 +108,9 @@ def test_all_seeds_in_one_job_are_byte_identical_to_single_runs(tmp_path, expect
 
 def test_adding_a_seed_reruns_only_its_block(packed_by_two):
     def planned(seeds):
-        process = snakemake(packed_by_two, "-n", *ONLY_TRAINING, *grid(seeds, 2), configfile=TINY)
+        process = snakemake_warm(
+            packed_by_two, "-n", *ONLY_TRAINING, *grid(seeds, 2), configfile=TINY
+        )
         return {rule: n for rule, n in planned_jobs(process).items() if rule.startswith("train")}
 
     assert planned(SEEDS) == {}
@@ -118,7 +120,7 @@ def test_adding_a_seed_reruns_only_its_block(packed_by_two):
 
 
 def test_rule_graph_has_one_training_rule_per_block(tmp_path):
-    process = snakemake(
+    process = snakemake_warm(
         tmp_path,
         "--rulegraph",
         "--config",
@@ -160,7 +162,7 @@ def test_ten_thousand_run_grid_dry_runs(tmp_path, per_job, scope, train_jobs):
     config = big_grid(tmp_path / "big.yaml")
     args = ("--config", f"seeds_per_job={per_job}", f"job_scope={scope}")
     printed = ("-p",) if scope == "problem" else ()
-    process = snakemake(tmp_path, "-n", *printed, *args, configfile=config)
+    process = snakemake_warm(tmp_path, "-n", *printed, *args, configfile=config)
     jobs = planned_jobs(process)
     assert {k: v for k, v in jobs.items() if k.startswith("train")} == train_jobs
     # Cell summaries: one job per cell with job_scope cell, else one per
@@ -257,12 +259,12 @@ def hundred_thousand_run_grid(path):
 def test_a_hundred_thousand_run_grid_dry_run_prints_under_100_kb(tmp_path):
     config = hundred_thousand_run_grid(tmp_path / "big.yaml")
     # Snakemake's own job blocks: each training job declares its manifest only.
-    plain = snakemake(tmp_path, "-n", configfile=config)
+    plain = snakemake_warm(tmp_path, "-n", configfile=config)
     assert len((plain.stdout + plain.stderr).encode()) < 100_000
     assert planned_jobs(plain)["total"] == 17  # 8 training, 2 summaries, 7 more
     # The readable form: our plan, Snakemake's counts. One line per job, each
     # under 300 characters, and the totals (40 steps a run).
-    quiet = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=config)
+    quiet = snakemake_warm(tmp_path, "-n", "--quiet", "rules", configfile=config)
     printed = quiet.stdout + quiet.stderr
     assert len(printed.encode()) < 10_000
     lines = [line for line in printed.splitlines() if line.startswith("  linear/")]
