@@ -216,7 +216,7 @@ def test_summary_of_ten_thousand_runs(tmp_path):
                 path = pattern.format(loss=loss, optimizer=f"o{oi}", seed=seed)
                 # A job's format, written plainly: a job's atomic write (a scan
                 # of the folder for stale temporaries, an fsync) is not what this
-                # test is about, and cost more than the summary itself.
+                # test is about (5.5 CPU-seconds for the 10,000 files, 0.9 plainly).
                 Path(path).write_text(runfiles.format_losses(values[li, oi, seed]))
                 paths.append(path)
     analysis.summarize_runs(paths, pattern, 40, tmp_path / "summary")
