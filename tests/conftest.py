@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -101,7 +102,7 @@ def wait_for_one_of(children) -> tuple[int, int]:
         time.sleep(0.01)
 
 
-def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2) -> dict:
+def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2, umask: int = -1) -> dict:
     """``{key: (workdir, args)}`` -> ``{key: CompletedProcess}``: snakemake's command
     line run in children forked from this process, at most ``parallel`` at a time.
 
@@ -110,8 +111,9 @@ def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2) -> dict:
     costs its own parsing and checks, not Snakemake's start-up (a row took
     2.5 s as a fresh process, 0.65 s of CPU forked cold, 0.12 s forked warm).
     Children are forked from the main thread only, write their output to files
-    in ``scratch`` and never return into pytest (os._exit). (One run at a time
-    goes to the worker's Snakemake fork server instead: ``snakemake``.)
+    in ``scratch`` and never return into pytest (os._exit); ``umask``: theirs
+    (-1: this process's), as subprocess.run's. (One run at a time goes to the
+    worker's Snakemake fork server instead: ``snakemake``.)
     """
     import snakemake.cli
 
@@ -128,6 +130,8 @@ def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2) -> dict:
             if pid == 0:  # the child: snakemake's main, then exit without returning
                 code = 1
                 try:
+                    if umask >= 0:
+                        os.umask(umask)
                     for fd, path in ((1, out), (2, err)):
                         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
                     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
@@ -148,6 +152,70 @@ def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2) -> dict:
             argv, os.waitstatus_to_exitcode(status), out.read_text(), err.read_text()
         )
     return done
+
+
+class ForkedSnakemake:
+    """snakemake started in the background as a child forked from this
+    warmed-up process, in a session and process group of its own (as a
+    terminal's foreground job), its output in the file ``output_path``: what
+    subprocess.Popen(..., start_new_session=True) gives, without Snakemake's
+    start-up. Ctrl-C (SIGINT) raises KeyboardInterrupt in it, as in a fresh
+    interpreter started from a terminal, whatever this process does with
+    SIGINT (a test run started in the background by a non-interactive shell,
+    `cmd &` as some CI runners do, inherits SIGINT ignored, and the Ctrl-C a
+    test sends would be lost). The handle offers Popen's pid, poll(),
+    wait(timeout) and send_signal()."""
+
+    def __init__(self, workdir, *args, output_path, configfile=None, study="config"):
+        import snakemake.cli
+
+        fork_server.warm_up_snakemake()
+        command = snakemake_command(workdir, *args, configfile=configfile, study=study)
+        argv = command[3:]  # after "python -m snakemake"
+        self.args, self.output_path, self.returncode = command, str(output_path), None
+        # Made before the fork: the file exists once the constructor returns.
+        output = os.open(self.output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        pid = os.fork()
+        if pid == 0:  # the child: snakemake's main, then exit without returning
+            code = 1
+            try:
+                os.setsid()
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                for fd in (1, 2):
+                    os.dup2(output, fd)
+                # Line-buffered: the test reads the file while snakemake runs.
+                sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+                try:
+                    snakemake.cli.main(argv)
+                    code = 0
+                except SystemExit as exit_:
+                    code = exit_.code if isinstance(exit_.code, int) else int(bool(exit_.code))
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+        os.close(output)
+        self.pid = pid
+
+    def poll(self):
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def send_signal(self, sig):
+        if self.poll() is None:
+            os.kill(self.pid, sig)
 
 
 def planned_jobs(process) -> dict[str, int]:
