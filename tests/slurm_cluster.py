@@ -38,9 +38,13 @@ PACKAGES = ("slurm-wlm", "munge")
 TOOLS = ("slurmctld", "slurmd", "munged", "sbatch", "srun", "scontrol")
 GPUS = 2
 CPUS = 4
-# Several seconds above the plugin's first status check (1 s in the tests), so
-# finished jobs stay visible to squeue, the status command used without sacct.
-MIN_JOB_AGE = 30
+# How long a finished job stays visible to squeue, the status command used
+# without sacct. Above the plugin's longest wait between status checks: the
+# wait grows by 10 s after every check that sees no job finish, up to 180 s,
+# and a job gone from squeue counts as still running, for ever (at 30 s a
+# 36-second job on a loaded machine was never seen to end, and its run hung
+# until its timeout). Slurm's own default.
+MIN_JOB_AGE = 300
 START_ATTEMPTS = 3
 
 

@@ -12,6 +12,7 @@ in test_profiles.py.
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 import slurm_cluster
 import yaml
 
-from conftest import CONFIGS, REPO, run_tsvs, snakemake_command
+from conftest import CONFIGS, REPO, SNAKEFILE, run_tsvs, snakemake_command
 
 try:
     MODE, MODE_ERROR = slurm_cluster.opt_in(), None
@@ -58,6 +59,46 @@ SUBMITTED_ARRAY = re.compile(
     r"The individual task IDs are (\d+)-(\d+)\."
 )
 TRAINING_ONLY = ["--omit-from", "summarize_cell"]
+# The same for a grid packed one job per loss (job_scope loss): its summary
+# rules are named per cell, and summarize_cell is not among them.
+PACKED_TRAINING_ONLY = [
+    "--omit-from",
+    "summarize_evaluation_linear_mse",
+    "summarize_evaluation_linear_l1",
+]
+# A user's optimizer file (docs/optimizers.md#your-own-file) for the grids of
+# the cluster runs that compare bytes with a local run: plain gradient descent
+# that keeps clear of torch.optim.Optimizer's own methods. Those
+# (add_param_group, called by Optimizer.__init__, zero_grad, state_dict) are
+# wrapped in torch._disable_dynamo, whose first call imports torch._dynamo:
+# about 1.4 CPU-seconds in every training process, half of a tiny training
+# job's cost, which the array test paid in every task. The class is still a
+# torch.optim.Optimizer, checked and loaded as any user's file is.
+PLAIN_SGD_FILE = """\
+import torch
+
+
+class PlainSGD(torch.optim.Optimizer):
+    def __init__(self, params, lr=0.1):
+        self.defaults = {"lr": lr}
+        self.state = {}
+        self.param_groups = [{"params": list(params), "lr": lr}]
+
+    def zero_grad(self, set_to_none=True):
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is not None:
+                    parameter.add_(parameter.grad, alpha=-group["lr"])
+"""
+# The parts of the project a run needs, copied with optimizers/plain_sgd.py
+# added (as tests/test_grid_workflow.py's user file does).
+PROJECT_PARTS = ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "problems")
 SUBMITTED = re.compile(r"Job \S+ has been submitted with SLURM jobid (\d+) \(log: ([^)]+)\)")
 # Where Slurm and munge keep configuration, keys, sockets, state and logs on
 # a Debian machine: the suite writes to none of them.
@@ -193,7 +234,7 @@ def test_a_second_cluster_runs_beside_the_first_on_its_own_free_ports(cluster, t
         second.stop()
 
 
-def submit(cluster, workdir, profile, *args, configfile=TINY, seconds=150):
+def submit(cluster, workdir, profile, *args, configfile=TINY, seconds=150, snakefile=SNAKEFILE):
     """snakemake --workflow-profile profiles/<profile> on the cluster, bounded by timeout -k."""
     cluster.wait_idle()
     command = slurm_cluster.bounded(
@@ -205,6 +246,7 @@ def submit(cluster, workdir, profile, *args, configfile=TINY, seconds=150):
             *TEST_OVERRIDES,
             *args,
             configfile=configfile,
+            snakefile=snakefile,
         ),
     )
     before = {record["JobId"] for record in cluster.completed_jobs()}
@@ -221,30 +263,93 @@ def submit(cluster, workdir, profile, *args, configfile=TINY, seconds=150):
 
 
 @pytest.fixture(scope="module")
-def local_runs(tiny_results):
-    return run_tsvs(tiny_results)
+def project(tmp_path_factory) -> Path:
+    """The Snakefile of a copy of the project with the user optimizer file
+    optimizers/plain_sgd.py (PLAIN_SGD_FILE)."""
+    project = tmp_path_factory.mktemp("project")
+    for name in PROJECT_PARTS:
+        if (REPO / name).is_dir():
+            shutil.copytree(
+                REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy(REPO / name, project / name)
+    (project / "optimizers").mkdir()
+    (project / "optimizers" / "plain_sgd.py").write_text(PLAIN_SGD_FILE)
+    return project / "Snakefile"
 
 
-@pytest.fixture(scope="module")
-def sgd_grid(tmp_path_factory):
-    """The tiny config with SGD only: 4 training jobs (2 losses x 2 seeds)."""
+def plain_sgd_grid(folder: Path, name: str, seeds: int) -> Path:
+    """The tiny config (linear, 2 losses, 5 steps, one run a job) with one
+    optimizer, sgd: PlainSGD at lr 0.1, and seeds 0..seeds-1."""
     config = yaml.safe_load(TINY.read_text())
-    config["optimizers"] = {"sgd": config["optimizers"]["sgd"]}
-    path = tmp_path_factory.mktemp("configs") / "sgd.yaml"
+    config["optimizers"] = {"sgd": {"class": "plain_sgd.PlainSGD", "kwargs": {"lr": 0.1}}}
+    config["seeds"] = list(range(seeds))
+    path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 @pytest.fixture(scope="module")
-def gpu_run(cluster, tmp_path_factory, sgd_grid):
+def fifty_grid(tmp_path_factory) -> Path:
+    """50 one-run training jobs (PlainSGD at lr 0.1, 2 losses x 25 seeds): issue
+    33 asks for at least 50 jobs in arrays."""
+    return plain_sgd_grid(tmp_path_factory.mktemp("configs"), "fifty", seeds=25)
+
+
+@pytest.fixture(scope="module")
+def sgd_grid(tmp_path_factory) -> Path:
+    """4 training jobs (2 losses x 2 seeds, PlainSGD at lr 0.1): 4 of the 50 runs."""
+    return plain_sgd_grid(tmp_path_factory.mktemp("configs"), "sgd", seeds=2)
+
+
+@pytest.fixture(scope="module")
+def local_runs(project, fifty_grid, tmp_path_factory) -> dict[str, bytes]:
+    """The 50 runs trained locally, packed into one job per loss (its runs
+    trained together by the batched engine), training only: the bytes every
+    cluster run below must reproduce."""
+    local = tmp_path_factory.mktemp("local")
+    subprocess.run(
+        snakemake_command(
+            local,
+            "--cores",
+            "2",
+            *PACKED_TRAINING_ONLY,
+            "--config",
+            "job_scope=loss",
+            "seeds_per_job=all",
+            configfile=fifty_grid,
+            snakefile=project,
+        ),
+        check=True,
+        capture_output=True,
+    )
+    runs = run_tsvs(local)
+    assert len(runs) == 50 and not (local / "results/summary").exists()
+    return runs
+
+
+@pytest.fixture(scope="module")
+def gpu_run(cluster, tmp_path_factory, sgd_grid, project):
     """4 training jobs with device auto: every one asks Slurm for a GPU, on a
     node with two, so jobs must queue for them."""
     workdir = tmp_path_factory.mktemp("cluster")
     started = time.monotonic()
     # One sbatch call per job (the profile's arrays off): what one job asks of
-    # Slurm is checked here; arrays are tested below.
+    # Slurm is checked here; arrays are tested below. The run stops at the
+    # summary (steps.tsv): that it stays local is checked, the figures after
+    # it would add CPU and nothing checked.
     process, output, submitted, records = submit(
-        cluster, workdir, "slurm", *NO_ARRAYS, "--config", "device=auto", configfile=sgd_grid
+        cluster,
+        workdir,
+        "slurm",
+        *NO_ARRAYS,
+        "--until",
+        "summarize",
+        "--config",
+        "device=auto",
+        configfile=sgd_grid,
+        snakefile=project,
     )
     assert process.returncode == 0, output[-8000:] + cluster.logs()
     return workdir, output, submitted, records, time.monotonic() - started
@@ -260,7 +365,7 @@ def test_cluster_run_goes_through_sbatch_and_matches_a_local_run(gpu_run, local_
     assert len({record["Name"] for record in records.values()}) == 1  # the run's uuid
     logs = sorted(Path(log).parent.parent.name for log in submitted.values())
     assert logs == ["rule_train"] * 4
-    # summaries and figures stayed local: only training jobs were submitted
+    # the summaries stayed local: only training jobs were submitted
     assert (workdir / "results/summary/steps.tsv").exists()
     runs = run_tsvs(workdir)
     assert len(runs) == 4 and runs == {name: local_runs[name] for name in runs}
@@ -310,12 +415,20 @@ def test_failing_training_job_fails_the_run_naming_its_log(cluster, tmp_path):
 
 
 def test_grouped_profile_makes_fewer_slurm_jobs_with_identical_results(
-    cluster, tmp_path, local_runs, sgd_grid
+    cluster, tmp_path, local_runs, sgd_grid, project
 ):
     workdir = tmp_path / "work"
     started = time.monotonic()
+    # Training only: nothing here reads the summaries or figures.
     process, output, submitted, records = submit(
-        cluster, workdir, "slurm-grouped", "--config", "device=auto", configfile=sgd_grid
+        cluster,
+        workdir,
+        "slurm-grouped",
+        *TRAINING_ONLY,
+        "--config",
+        "device=auto",
+        configfile=sgd_grid,
+        snakefile=project,
     )
     assert process.returncode == 0, output[-8000:] + cluster.logs()
     print(f"grouped run: {time.monotonic() - started:.1f} s, {len(submitted)} Slurm job(s)")
@@ -330,49 +443,39 @@ def test_grouped_profile_makes_fewer_slurm_jobs_with_identical_results(
     assert len(runs) == 4 and runs == {name: local_runs[name] for name in runs}
 
 
-def test_fifty_two_jobs_go_to_slurm_as_arrays_with_the_results_of_a_local_run(cluster, tmp_path):
-    """profiles/slurm submits the 52 one-run jobs of rule train (job_scope cell,
-    one seed a job) as job arrays, not 52 sbatch calls; each task trains its run,
-    byte for byte what a local run of the same grid writes."""
-    config = yaml.safe_load(TINY.read_text())
-    config["seeds"] = list(range(13))  # 2 optimizers x 2 losses x 13 seeds
-    grid = tmp_path / "fifty.yaml"
-    grid.write_text(yaml.safe_dump(config))
+def test_fifty_jobs_go_to_slurm_as_arrays_with_the_results_of_a_local_run(
+    cluster, tmp_path, project, fifty_grid, local_runs
+):
+    """profiles/slurm submits the 50 one-run jobs of rule train (job_scope cell,
+    one seed a job) as job arrays, not 50 sbatch calls; each task trains its run,
+    byte for byte what a local run of the same grid writes (local_runs: packed
+    into one job per loss). The grid's optimizer is a user's file (PlainSGD),
+    so that no task imports torch._dynamo."""
     workdir = tmp_path / "cluster"
-    # Training only, here and in the local run: arrays concern training jobs, and
-    # the summaries and figures of 52 runs add minutes of CPU and nothing here.
+    # Training only, as the local run: arrays concern training jobs, and the
+    # summaries and figures of 50 runs add minutes of CPU and nothing here.
     process, output, submitted, records = submit(
-        cluster, workdir, "slurm", *TRAINING_ONLY, configfile=grid, seconds=1200
+        cluster,
+        workdir,
+        "slurm",
+        *TRAINING_ONLY,
+        configfile=fifty_grid,
+        snakefile=project,
+        seconds=1200,
     )
     assert process.returncode == 0, output[-8000:] + cluster.logs()
     arrays = SUBMITTED_ARRAY.findall(output)
     members = [int(jobid) for ids, *_ in arrays for jobid in ids.split(",")]
     tasks = sum(int(last) - int(first) + 1 for *_, first, last in arrays)
     print(f"array run: {len(arrays)} array job(s), {len(members)} tasks; {len(submitted)} single")
-    assert len(members) == len(set(members)) == tasks == 52, output[-4000:]
+    assert len(members) == len(set(members)) == tasks == 50, output[-4000:]
     assert not submitted  # no training job went on its own
     # Slurm ran every task to completion (its completion log: one record per
     # task; this run submitted nothing else).
-    assert len(records) == 52, records
+    assert len(records) == 50, records
     assert {record["JobState"] for record in records.values()} == {"COMPLETED"}
-    # The same grid trained locally, packed into one job per loss.
-    local = tmp_path / "local"
-    subprocess.run(
-        snakemake_command(
-            local,
-            "--cores",
-            "2",
-            *TRAINING_ONLY,
-            "--config",
-            "job_scope=loss",
-            "seeds_per_job=all",
-            configfile=grid,
-        ),
-        check=True,
-        capture_output=True,
-    )
-    runs, expected = run_tsvs(workdir), run_tsvs(local)
-    assert len(runs) == 52 and runs == expected
+    runs = run_tsvs(workdir)
+    assert len(runs) == 50 and runs == local_runs
 
 
 def test_a_signalled_training_job_resumes_on_its_retry_with_the_same_bytes(cluster, tmp_path):
