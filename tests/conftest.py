@@ -177,6 +177,24 @@ def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2) -> dict:
     return done
 
 
+def snakemake_fork_one(workdir, *args, configfile=None, check=True, study="config"):
+    """``snakemake(...)`` (its arguments and its check) run as one child forked
+    from this warmed-up process (snakemake_forked): for dry runs and reports,
+    whose cost is mostly Snakemake's start (about 2 s as a fresh process)."""
+    import tempfile
+
+    command = snakemake_command(workdir, *args, configfile=configfile, study=study)
+    rest = command[command.index("--directory") + 2 :]  # after -s SNAKEFILE --directory DIR
+    with tempfile.TemporaryDirectory() as scratch:
+        (process,) = snakemake_forked({0: (workdir, rest)}, Path(scratch)).values()
+    if check and process.returncode != 0:
+        raise AssertionError(
+            f"forked snakemake {' '.join(rest)} in {workdir} exited {process.returncode}\n"
+            f"stdout:\n{process.stdout[-4000:]}\nstderr:\n{process.stderr[-6000:]}"
+        )
+    return process
+
+
 def planned_jobs(process) -> dict[str, int]:
     """Job counts per rule (and 'total') from the 'Job stats' table of a dry run.
 

@@ -12,7 +12,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from conftest import CONFIGS, REPO, snakemake, snakemake_command
+from conftest import CONFIGS, REPO, snakemake, snakemake_command, snakemake_fork_one
 from optbench.planning import jobs
 
 pytestmark = pytest.mark.workflow
@@ -84,7 +84,7 @@ def test_configfiles_merge_in_order_and_missing_keys_take_the_defaults(project_d
     first, second = project_dir / "a.yaml", project_dir / "b.yaml"
     first.write_text("seeds: [0]\noptimizers: {sgd: {class: SGD, kwargs: {lr: 0.1}}}\n")
     second.write_text("seeds: [3, 4]\noptimizers: {adam: {class: Adam}}\n")
-    process = snakemake(project_dir, "-n", "-p", "--configfile", str(first), str(second))
+    process = snakemake_fork_one(project_dir, "-n", "-p", "--configfile", str(first), str(second))
     # config.yaml's nadam and huber are not used; losses are the schema's defaults.
     # The study is named after both files (docs/outputs.md, Studies).
     assert planned_runs(process, "results/a+b") == runs(
@@ -100,18 +100,20 @@ def test_config_on_the_command_line_extends_config_yaml_and_only_picks_from_it(p
         "optimizers: {sgd: {class: SGD, kwargs: {lr: 0.1}}}\n"
     )
     adamw = "optimizers={adamw: {class: AdamW, kwargs: {lr: 0.01}}}"
-    process = snakemake(project_dir, "-n", "-p", "--config", adamw)
+    process = snakemake_fork_one(project_dir, "-n", "-p", "--config", adamw)
     assert planned_runs(process) == runs(["huber"], ["sgd", "adamw"], [2, 5])
-    process = snakemake(project_dir, "-n", "-p", "--config", adamw, "only={optimizers: [adamw]}")
+    process = snakemake_fork_one(
+        project_dir, "-n", "-p", "--config", adamw, "only={optimizers: [adamw]}"
+    )
     assert planned_runs(process) == runs(["huber"], ["adamw"], [2, 5])
 
 
 def test_only_schedules_exactly_the_chosen_cells(project_dir):
-    process = snakemake(
+    process = snakemake_fork_one(
         project_dir, "-n", "-p", "--config", "only={optimizers: [sgd, adam], losses: [mse]}"
     )
     assert planned_runs(process) == runs(["mse"], ["sgd", "adam"], range(10))
-    process = snakemake(
+    process = snakemake_fork_one(
         project_dir, "-n", "-p", "--config", "only={optimizers: [adam], losses: [l1], seeds: [7]}"
     )
     assert planned_runs(process) == {"results/runs/linear/l1/adam/base/seed7.tsv"}
@@ -125,7 +127,7 @@ def test_only_schedules_exactly_the_chosen_cells(project_dir):
 def test_only_in_a_config_file_and_on_the_command_line_combine(workdir):
     selection = workdir / "selection.yaml"
     selection.write_text("only: {losses: [l1]}\n")
-    process = snakemake(
+    process = snakemake_fork_one(
         workdir,
         "-n",
         "-p",
@@ -240,7 +242,9 @@ def test_exponent_floats_are_numbers_in_a_config_file_and_on_the_command_line(pr
     )
     assert check_config(mine).stdout.startswith("ok: 12 runs = 6 cells x 2 seeds ")
     threshold = "thresholds={default: {relative: 1e-2}}"
-    process = snakemake(project_dir, "-n", "-p", "--configfile", str(mine), "--config", threshold)
+    process = snakemake_fork_one(
+        project_dir, "-n", "-p", "--configfile", str(mine), "--config", threshold
+    )
     text = process.stdout + process.stderr
     variants = {}  # results/mine/runs/linear/mse/OPTIMIZER/VARIANT/seedN.tsv
     for path in planned_runs(process, root="results/mine"):

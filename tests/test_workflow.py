@@ -24,6 +24,7 @@ from conftest import (
     copy_tree,
     planned_jobs,
     snakemake,
+    snakemake_fork_one,
     snakemake_forked,
     wait_for_one_of,
 )
@@ -48,7 +49,7 @@ FIGURES = [f"{figure.stem}.png" for figure in outputs.FIGURES]
 
 
 def test_default_grid_dry_run_schedules_one_training_job_per_loss(workdir):
-    process = snakemake(workdir, "-n", configfile=REPO / "config.yaml")
+    process = snakemake_fork_one(workdir, "-n", configfile=REPO / "config.yaml")
     assert planned_jobs(process) == {
         "train_linear_mse_seeds_0-9": 1,
         "train_linear_l1_seeds_0-9": 1,
@@ -136,7 +137,7 @@ def test_default_command_trains_two_batched_jobs_bit_exact_to_the_article(
     # A lost run re-runs its job (not the other loss's), then that loss's summaries.
     workdir = copy_tree(run, tmp_path / "w")
     (workdir / "results/runs/linear/l1/adam/base/seed3.json").unlink()
-    process = snakemake(workdir, "-n")
+    process = snakemake_fork_one(workdir, "-n")
     planned = planned_jobs(process)
     # (the plan says which job and why: the job's only output is its manifest)
     assert (
@@ -224,7 +225,7 @@ TINY_CELLS = ", ".join(
 
 
 def test_grid_changes_from_the_command_line(workdir):
-    process = snakemake(
+    process = snakemake_fork_one(
         workdir,
         "-n",
         "--config",
@@ -342,7 +343,7 @@ LANDING = REPO / "workflow/report/workflow.rst"
 
 def test_report_holds_every_table_and_figure_with_its_caption(tiny_results, tmp_path):
     workdir = copy_tree(tiny_results, tmp_path / "w")
-    snakemake(workdir, "--report", "results/report.html", configfile=TINY)
+    snakemake_fork_one(workdir, "--report", "results/report.html", configfile=TINY)
     html = (workdir / "results/report.html").read_text()
     declared = [*TABLES, *FIGURES, "overview.png", "mse.png", "explorer.html"]
     for name in declared:
@@ -375,12 +376,12 @@ def test_report_holds_every_table_and_figure_with_its_caption(tiny_results, tmp_
 
 
 def test_rerun_is_a_no_op(tiny_results):
-    process = snakemake(tiny_results, "-n", configfile=TINY)
+    process = snakemake_fork_one(tiny_results, "-n", configfile=TINY)
     assert "Nothing to be done" in process.stdout + process.stderr
 
 
 def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_results):
-    process = snakemake(tiny_results, "-n", "--config", "seeds=[0,1,2]", configfile=TINY)
+    process = snakemake_fork_one(tiny_results, "-n", "--config", "seeds=[0,1,2]", configfile=TINY)
     assert planned_jobs(process) == {
         "train": 4,
         "summarize_cell": 4,
@@ -419,7 +420,7 @@ def test_adding_a_seed_schedules_the_new_runs_and_a_readable_dry_run(tiny_result
 
 
 def test_changing_an_optimizer_reruns_only_its_runs_and_cells(tiny_results):
-    process = snakemake(
+    process = snakemake_fork_one(
         tiny_results,
         "-n",
         "--config",
@@ -447,7 +448,7 @@ def test_changing_an_optimizer_reruns_only_its_runs_and_cells(tiny_results):
 
 
 def test_rerunning_one_run_resummarizes_only_its_cell(tiny_results):
-    process = snakemake(
+    process = snakemake_fork_one(
         tiny_results,
         "-n",
         "--forcerun",
@@ -478,7 +479,7 @@ def test_a_lost_cell_summary_is_made_again_with_the_tables(tiny_results, tmp_pat
     (Snakemake alone would call the tables up to date)."""
     workdir = copy_tree(tiny_results, tmp_path / "w")
     (workdir / "results/summary/cells/evaluation/linear/l1/adam/base.json").unlink()
-    process = snakemake(workdir, "-n", configfile=TINY)
+    process = snakemake_fork_one(workdir, "-n", configfile=TINY)
     assert planned_jobs(process) == {
         "summarize_cell": 1,
         "summarize": 1,
@@ -628,7 +629,7 @@ def test_every_summary_row_matches_an_independent_computation_over_the_run_files
     ],
 )
 def test_bad_config_fails_before_any_job_and_leaves_no_results(workdir, config_args, message):
-    process = snakemake(
+    process = snakemake_fork_one(
         workdir, "--cores", "1", "--config", *config_args, configfile=TINY, check=False
     )
     assert process.returncode != 0
@@ -639,7 +640,7 @@ def test_bad_config_fails_before_any_job_and_leaves_no_results(workdir, config_a
 def test_malformed_yaml_fails_clearly(workdir):
     bad = workdir / "bad.yaml"
     bad.write_text("steps: 40\nseeds: [0, 1\n")
-    process = snakemake(workdir, "-n", configfile=bad, check=False)
+    process = snakemake_fork_one(workdir, "-n", configfile=bad, check=False)
     assert process.returncode != 0
     assert "not valid JSON or YAML" in process.stdout + process.stderr
     assert not (workdir / "results").exists()
