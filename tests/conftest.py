@@ -136,6 +136,9 @@ def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2, umask: int = 
                         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
                     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
                     sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+                    # The command line as a fresh `python -m snakemake` has it:
+                    # common.smk reads sys.argv (a --report is refused early).
+                    sys.argv = [snakemake.__file__, *argv]
                     try:
                         snakemake.cli.main(argv)
                         code = 0

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, planned_jobs, snakemake, tree_bytes
+from conftest import REPO, planned_jobs, snakemake, snakemake_forked, tree_bytes
 from optbench import runfiles
 from optbench.engines import training
 
@@ -36,12 +36,17 @@ SWEEP_CONFIG = {
 }
 
 
+# The analysis jobs no test of the sweep reads: the comparison figures, the
+# explorer and the Parquet tables (and the study record after them).
+SWEEP_UNREAD = ("--omit-from", "plot_analysis", "explorer", "columnar")
+
+
 @pytest.fixture(scope="module")
 def sweep_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("sweep")
     config = workdir / "sweep.yaml"
     config.write_text(yaml.safe_dump(SWEEP_CONFIG))
-    snakemake(workdir, "--cores", "2", configfile=config)
+    snakemake(workdir, "--cores", "2", *SWEEP_UNREAD, configfile=config)
     return workdir, config
 
 
@@ -100,13 +105,18 @@ def test_lbfgs_records_its_loss_evaluations_and_beats_sgd_on_the_objective(sweep
         assert lbfgs[-1] < 1e-6 and not sgd[-1] <= lbfgs[-1]
 
 
-def test_adding_a_sweep_value_schedules_only_the_new_variant(sweep_run):
+def test_adding_a_sweep_value_schedules_only_the_new_variant(sweep_run, tmp_path):
     workdir, config = sweep_run
     grown = yaml.safe_load(config.read_text())
     grown["optimizers"]["sgd"]["sweep"]["lr"].append(0.1)
     config_path = workdir / "grown.yaml"
     config_path.write_text(yaml.safe_dump(grown))
-    process = snakemake(workdir, "-n", configfile=config_path)
+    # (a dry run forked from this warmed-up process: only the plan is read)
+    (process,) = snakemake_forked(
+        {"grown": (workdir, ["-n", "--configfile", str(config_path), "--config", "study=config"])},
+        tmp_path,
+    ).values()
+    assert process.returncode == 0, process.stderr[-3000:]
     jobs = planned_jobs(process)
     # one packed job per (problem, loss) for the new variant lr0.1, its two cell
     # summaries per role and problem, and the tables and figures after them
@@ -138,7 +148,12 @@ def test_a_user_problem_added_to_a_copy_of_the_project_runs_end_to_end(tmp_path)
         )
     )
     workdir = tmp_path / "w"
-    process = snakemake(workdir, "--cores", "1", configfile=config, snakefile=project / "Snakefile")
+    # Training only: every check below reads the runs, the plan or the failed
+    # job, none the summaries or figures.
+    training_only = ("--omit-from", "summarize_evaluation_sine_mse")
+    process = snakemake(
+        workdir, "--cores", "1", *training_only, configfile=config, snakefile=project / "Snakefile"
+    )
     assert process.returncode == 0
     tsv = workdir / "results/runs/sine/mse/adam/base/seed3.tsv"
     meta = json.loads(tsv.with_suffix(".json").read_text())
@@ -170,7 +185,13 @@ def test_a_user_problem_added_to_a_copy_of_the_project_runs_end_to_end(tmp_path)
     )
     assert planned["train_sine_mse_seeds_0-3"] == 1
     failed = snakemake(
-        workdir, "--cores", "1", configfile=config, snakefile=project / "Snakefile", check=False
+        workdir,
+        "--cores",
+        "1",
+        *training_only,
+        configfile=config,
+        snakefile=project / "Snakefile",
+        check=False,
     )
     assert failed.returncode != 0
     assert "RuntimeError: a bug in the edited problem" in failed.stderr
@@ -183,6 +204,7 @@ def test_a_user_problem_added_to_a_copy_of_the_project_runs_end_to_end(tmp_path)
         tmp_path / "fresh",
         "--cores",
         "1",
+        *training_only,
         configfile=config,
         snakefile=project / "Snakefile",
         check=False,

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from scipy.stats import qmc
 
-from conftest import REPO, SCHEMA, planned_jobs, snakemake
+from conftest import REPO, SCHEMA, planned_jobs, snakemake, snakemake_forked
 from optbench.planning import search, settings
 
 SPACE = {
@@ -139,20 +139,25 @@ SPACE_LR = {"lr": {"scale": "log", "low": 1.0e-4, "high": 1.0}}
 
 
 def test_adding_trials_plans_only_the_new_variants(tmp_path):
-    """One job per run (job_scope cell): a dry run after growing the search from 3
-    to 5 trials trains the 2 new variants only."""
-    entry = {"class": "SGD", "kwargs": {"lr": 0.1}, "search": {"trials": 3, "space": SPACE_LR}}
+    """One job per run (job_scope cell): a dry run after growing the search from 2
+    to 4 trials trains the 2 new variants only."""
+    entry = {"class": "SGD", "kwargs": {"lr": 0.1}, "search": {"trials": 2, "space": SPACE_LR}}
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(config({"sgd": entry}, job_scope="cell", seeds_per_job="all")))
     workdir = tmp_path / "w"
     snakemake(workdir, "--cores", "2", "--omit-from", "summarize_cell", configfile=path)
-    entry["search"]["trials"] = 5
+    entry["search"]["trials"] = 4
     path.write_text(yaml.safe_dump(config({"sgd": entry}, job_scope="cell", seeds_per_job="all")))
-    process = snakemake(workdir, "-n", configfile=path)
+    # (a dry run forked from this warmed-up process: only the plan is read)
+    dry_run = ["-n", "--configfile", str(path), "--config", "study=config"]
+    (process,) = snakemake_forked({"grown": (workdir, dry_run)}, tmp_path).values()
+    assert process.returncode == 0, process.stderr[-3000:]
     jobs = planned_jobs(process)
     trained = {k: v for k, v in jobs.items() if k.startswith("train")}
     assert sum(trained.values()) == 2, jobs
-    new = search.expand_search({"lr": 0.1}, {"trials": 5, "space": SPACE_LR})[4:]
+    new = search.expand_search({"lr": 0.1}, {"trials": 4, "space": SPACE_LR})[
+        3:
+    ]  # after base and 2 trials
     text = process.stdout + process.stderr
     assert all(f"variant={variant.name}" in text for variant in new)
     assert REPO.exists()

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import REPO, snakemake
+from conftest import REPO, snakemake, snakemake_forked
 from optbench import progress
 from optbench.planning import studies
 
@@ -79,27 +79,34 @@ def test_two_studies_in_one_folder_keep_apart_and_each_report_reads_its_own(tmp_
         assert not (tmp_path / "results" / folder).exists(), folder
     assert (study / "runs" / "linear" / "mse" / "adam" / "base" / "seed1.tsv").is_file()
 
-    # The README's --report (config.yaml): that study never ran, so no report.
-    default = snakemake(tmp_path, "--report", "default.html", check=False)
+    # The three --report runs, forked from this warmed-up process (one at a
+    # time: they read the same folder; the report itself is made in the child).
+    report = tmp_path / "mine.html"
+    (tmp_path / "forked").mkdir()  # the children's stdout and stderr
+    reports = snakemake_forked(
+        {
+            # The README's --report (config.yaml): that study never ran, so no report.
+            "default": (tmp_path, ["--report", "default.html"]),
+            "mine": (tmp_path, ["--report", str(report), "--configfile", str(mine)]),
+            # The same study with another config (one more step) than its results'.
+            "changed": (
+                tmp_path,
+                ["--report", "x.html", "--configfile", str(mine), "--config", "steps=6"],
+            ),
+        },
+        tmp_path / "forked",
+        parallel=1,
+    )
+    default = reports["default"]
     assert default.returncode == 1 and not (tmp_path / "default.html").exists()
     assert "Cannot build the report of study 'config'" in default.stderr
     assert "Fix: run `snakemake --cores all` first" in default.stderr
 
-    report = tmp_path / "mine.html"
-    snakemake(tmp_path, "--report", str(report), configfile=mine, study=None)
+    assert reports["mine"].returncode == 0, reports["mine"].stderr[-3000:]
     assert report.stat().st_size > 0
 
     # The same study with another config (one more step) than its results': refused.
-    changed = snakemake(
-        tmp_path,
-        "--report",
-        "x.html",
-        "--config",
-        "steps=6",
-        configfile=mine,
-        study=None,
-        check=False,
-    )
+    changed = reports["changed"]
     assert changed.returncode == 1 and not (tmp_path / "x.html").exists()
     assert "were made with another configuration" in changed.stderr
     assert "snakemake --report report.html --configfile mine.yaml" in changed.stderr
