@@ -263,6 +263,16 @@ def run_tsvs(workdir: Path) -> dict[str, bytes]:
     return {name: data for name, data in files.items() if name.endswith(".tsv")}
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`--numprocesses=auto` (pyproject.toml): one worker more than the machine
+    has cores (--maxprocesses caps it). A worker often waits: on its training
+    jobs' and Snakemake's subprocesses, on Slurm's scheduling and status
+    checks, on the browser, on a shared run another worker is making; a third
+    worker on 2 cores fills those waits (.ci/run: 12 min 10 s of pytest with
+    2 workers, about 10 with 3)."""
+    return (os.cpu_count() or 1) + 1
+
+
 def pytest_xdist_make_scheduler(config, log):
     """Longest units of work first, a few long tests on their own (tests/scheduling.py)."""
     if config.getoption("dist") == "loadfile":

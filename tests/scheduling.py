@@ -5,7 +5,7 @@ Slurm cluster, then run once), except the few long tests named in ALONE, each
 a unit of its own so that two of them can run at once on two workers. Units
 start longest first (WEIGHTS), so that the last minutes are not one long unit
 running while the other workers idle: xdist's own order is by number of tests,
-which put the Slurm file (8 tests, about 8 minutes) last. The Slurm file stays
+which put the Slurm file (8 tests, then about 8 minutes) last. The Slurm file stays
 whole: its first test checks that its own cluster leaves no process behind, so
 a second cluster of the suite must not start on another worker meanwhile.
 
@@ -22,42 +22,42 @@ ALONE = (
     "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[packages-loop]",
 )
 
-# Unit -> seconds (its tests' times in one whole run, junit, 2 workers on 2
-# cores with other work beside them, halved; the checkpoint tests and
-# test_job_files.py measured alone since); a unit not listed (under 10 s)
+# Unit -> seconds (its tests' wall time in one whole run, 3 workers on 2
+# cores, 2026-12-07, after the forked starts); a unit not listed (under 8 s)
 # weighs nothing and keeps its place after these.
 WEIGHTS: dict[str, float] = {
-    "tests/test_slurm.py": 668,
-    "tests/test_grid_workflow.py": 243,
-    "tests/test_scale.py": 233,
-    "tests/test_reuse.py": 198,
-    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-loop]": 30,
-    "tests/test_faults.py": 153,
-    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-auto]": 30,
-    "tests/test_workflow.py": 107,
-    "tests/test_numerics.py": 94,
-    "tests/test_configfiles.py": 71,
-    "tests/test_checkpoints.py": 30,
-    "tests/test_job_files.py": 30,
-    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[packages-loop]": 10,
-    "tests/test_browser.py": 46,
-    "tests/test_verification.py": 41,
-    "tests/test_search.py": 34,
-    "tests/test_studies.py": 26,
-    "tests/test_profiles.py": 23,
-    "tests/test_optimizers.py": 22,
-    "tests/test_envs.py": 22,
-    "tests/test_heldout_curves.py": 21,
-    "tests/test_jobs.py": 21,
-    "tests/test_progress.py": 20,
-    "tests/test_batched.py": 18,
-    "tests/test_scaling_axes.py": 15,
-    "tests/test_settings.py": 14,
-    "tests/test_crash_safety.py": 13,
-    "tests/test_training.py": 12,
-    "tests/test_bundles.py": 12,
-    "tests/test_packed_outputs.py": 12,
-    "tests/test_batched_lbfgs.py": 11,
+    "tests/test_slurm.py": 387,
+    "tests/test_faults.py": 276,
+    "tests/test_workflow.py": 268,
+    "tests/test_numerics.py": 99,
+    "tests/test_scale.py": 79,
+    "tests/test_grid_workflow.py": 63,
+    "tests/test_browser.py": 54,
+    "tests/test_reuse.py": 48,
+    "tests/test_jobs.py": 34,
+    "tests/test_fork_server.py": 31,
+    "tests/test_verification.py": 30,
+    "tests/test_heldout_curves.py": 28,
+    "tests/test_batched.py": 28,
+    "tests/test_studies.py": 27,
+    "tests/test_optimizers.py": 26,
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-loop]": 23,
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[torch-auto]": 22,
+    "tests/test_checkpoints.py": 20,
+    "tests/test_training.py": 19,
+    "tests/test_job_files.py": 17,
+    "tests/test_profiles.py": 17,
+    "tests/test_configfiles.py": 16,
+    "tests/test_batched_lbfgs.py": 15,
+    "tests/test_envs.py": 15,
+    "tests/test_search.py": 13,
+    "tests/test_packed_outputs.py": 11,
+    "tests/test_checkpoints.py::test_killed_jobs_resume_to_the_same_bytes[packages-loop]": 11,
+    "tests/test_crash_safety.py": 10,
+    "tests/test_analysis.py": 9,
+    "tests/test_scaling_axes.py": 9,
+    "tests/test_bundles.py": 9,
+    "tests/test_progress.py": 8,
 }
 
 

@@ -11,6 +11,7 @@ stderr too, before the job exits with status 1.
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 import traceback
 
@@ -25,7 +26,13 @@ def reason(error: BaseException) -> str:
 @contextlib.contextmanager
 def logged_job(log_path, job: str):
     """Errors and warnings to ``log_path``; on failure, the reason on the console too.
-    Yields the console's stream, for lines a user must see (warnings)."""
+    Yields the console's stream, for lines a user must see (warnings).
+
+    Entered once the job's imports are done, it also freezes what they left
+    alive (gc.freeze): pandas', matplotlib's and scipy's objects stay alive for
+    the whole job anyway, and each full collection would walk them again
+    (about 0.5 s of a tiny study's 3.5 s plot job)."""
+    gc.freeze()
     console = sys.stderr
     with open(log_path, "w", encoding="utf-8") as log:
         sys.stderr = log
