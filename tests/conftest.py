@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -263,6 +264,33 @@ def run_tsvs(workdir: Path) -> dict[str, bytes]:
     return {name: data for name, data in files.items() if name.endswith(".tsv")}
 
 
+_CACHE_VARIABLE = "OPTBENCH_CACHE"
+_PRIVATE_CACHE: dict = {}
+
+
+def pytest_configure(config):
+    """The workflow's start caches (optbench.planning.disk_cache) go to a
+    temporary folder of this run, never the user's ~/.cache: collection already
+    reads torch's catalogue. Set before xdist starts its workers, which
+    inherit it and share it; removed at the end."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    _PRIVATE_CACHE["previous"] = os.environ.get(_CACHE_VARIABLE)
+    _PRIVATE_CACHE["folder"] = tempfile.mkdtemp(prefix="optbench-test-cache-")
+    os.environ[_CACHE_VARIABLE] = _PRIVATE_CACHE["folder"]
+
+
+def pytest_unconfigure(config):
+    if "folder" not in _PRIVATE_CACHE:
+        return
+    shutil.rmtree(_PRIVATE_CACHE.pop("folder"), ignore_errors=True)
+    previous = _PRIVATE_CACHE.pop("previous")
+    if previous is None:
+        os.environ.pop(_CACHE_VARIABLE, None)
+    else:
+        os.environ[_CACHE_VARIABLE] = previous
+
+
 def pytest_xdist_auto_num_workers(config):
     """`--numprocesses=auto` (pyproject.toml): one worker more than the machine
     has cores (--maxprocesses caps it). A worker often waits: on its training
@@ -287,24 +315,7 @@ _SNAKEMAKE_SERVER: dict = {}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_start_cache(tmp_path_factory):
-    """The start caches of the workflow (optbench.planning.disk_cache) in the
-    suite's temporary folder, shared by the workers, not in the user's
-    ~/.cache: the suite leaves nothing behind."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    previous = os.environ.get("OPTBENCH_CACHE")
-    os.environ["OPTBENCH_CACHE"] = str(base / "optbench-cache")
-    yield
-    if previous is None:
-        os.environ.pop("OPTBENCH_CACHE", None)
-    else:
-        os.environ["OPTBENCH_CACHE"] = previous
-
-
-@pytest.fixture(scope="session", autouse=True)
-def snakemake_starts(no_stray_slurm_lookup, private_start_cache, tmp_path_factory):
+def snakemake_starts(no_stray_slurm_lookup, tmp_path_factory):
     """The `snakemake` starts of ``snakemake`` forked from a server that imported
     Snakemake and the workflow's library once, and their training jobs forked
     from one that imported torch once (tests/fork_server.py): a fresh Snakemake
