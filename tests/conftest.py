@@ -103,6 +103,24 @@ def wait_for_one_of(children) -> tuple[int, int]:
         time.sleep(0.01)
 
 
+def snakemake_main_status(argv: list[str]) -> int:
+    """In a forked child: Snakemake's main on ``argv`` (the command line after
+    `python -m snakemake`), its exit status, stdio flushed."""
+    import snakemake.cli
+
+    # The command line as a fresh `python -m snakemake` has it: common.smk
+    # reads sys.argv (a --report is refused early).
+    sys.argv = [snakemake.__file__, *argv]
+    try:
+        snakemake.cli.main(argv)
+        code = 0
+    except SystemExit as stop:
+        code = fork_server.exit_status(stop.code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
+
+
 def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2, umask: int = -1) -> dict:
     """``{key: (workdir, args)}`` -> ``{key: CompletedProcess}``: snakemake's command
     line run in children forked from this process, at most ``parallel`` at a time.
@@ -116,7 +134,6 @@ def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2, umask: int = 
     (-1: this process's), as subprocess.run's. (One run at a time goes to the
     worker's Snakemake fork server instead: ``snakemake``.)
     """
-    import snakemake.cli
 
     fork_server.warm_up_snakemake()
     pending = list(enumerate(runs.items()))
@@ -137,16 +154,7 @@ def snakemake_forked(runs: dict, scratch: Path, parallel: int = 2, umask: int = 
                         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
                     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
                     sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-                    # The command line as a fresh `python -m snakemake` has it:
-                    # common.smk reads sys.argv (a --report is refused early).
-                    sys.argv = [snakemake.__file__, *argv]
-                    try:
-                        snakemake.cli.main(argv)
-                        code = 0
-                    except SystemExit as exit_:
-                        code = exit_.code if isinstance(exit_.code, int) else int(bool(exit_.code))
-                    sys.stdout.flush()
-                    sys.stderr.flush()
+                    code = snakemake_main_status(argv)
                 finally:
                     os._exit(code)
             running[pid] = (key, argv, out, err)
@@ -171,7 +179,6 @@ class ForkedSnakemake:
     wait(timeout) and send_signal()."""
 
     def __init__(self, workdir, *args, output_path, configfile=None, study="config"):
-        import snakemake.cli
 
         fork_server.warm_up_snakemake()
         command = snakemake_command(workdir, *args, configfile=configfile, study=study)
@@ -190,13 +197,7 @@ class ForkedSnakemake:
                 # Line-buffered: the test reads the file while snakemake runs.
                 sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
                 sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-                try:
-                    snakemake.cli.main(argv)
-                    code = 0
-                except SystemExit as exit_:
-                    code = exit_.code if isinstance(exit_.code, int) else int(bool(exit_.code))
-                sys.stdout.flush()
-                sys.stderr.flush()
+                code = snakemake_main_status(argv)
             finally:
                 os._exit(code)
         os.close(output)

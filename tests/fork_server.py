@@ -212,21 +212,34 @@ def become_child(kind: str, request: dict, start: dict, server_pid: int, server_
         os.dup2(opened, fd)
         os.close(opened)
     fresh_start_state(kind, start)
-    try:
-        if kind == "job":
-            script = request["argv"][0]
-            sys.argv = list(request["argv"])
-            # A fresh interpreter puts the script's folder first; the rest as here.
-            sys.path[:] = [str(Path(script).parent), *server_path[1:]]
-            runpy.run_path(script, run_name="__main__")
-        else:
-            import snakemake.cli
+    if kind == "job":
+        exit_as_the_interpreter_does(lambda: run_script(request["argv"], server_path))
+    exit_as_the_interpreter_does(lambda: run_snakemake(request["argv"][2:], server_path))
 
-            # As `python -m snakemake`: argv[0] the module's file, the working
-            # folder first on the path.
-            sys.argv = [str(Path(snakemake.__file__).parent / "__main__.py"), *request["argv"][2:]]
-            sys.path[:] = [os.getcwd(), *server_path[1:]]
-            snakemake.cli.main()
+
+def run_script(argv: list[str], server_path: list[str]) -> None:
+    """``python SCRIPT ARGS...``: a fresh interpreter puts the script's folder
+    first on the path; the rest as here."""
+    sys.argv = list(argv)
+    sys.path[:] = [str(Path(argv[0]).parent), *server_path[1:]]
+    runpy.run_path(argv[0], run_name="__main__")
+
+
+def run_snakemake(args: list[str], server_path: list[str]) -> None:
+    """``python -m snakemake ARGS...``: argv[0] the module's file, the working
+    folder first on the path."""
+    import snakemake.cli
+
+    sys.argv = [str(Path(snakemake.__file__).parent / "__main__.py"), *args]
+    sys.path[:] = [os.getcwd(), *server_path[1:]]
+    snakemake.cli.main()
+
+
+def exit_as_the_interpreter_does(run) -> None:
+    """``run()`` as a program's main, then exit as the interpreter would:
+    SystemExit's status, an uncaught exception's traceback and status 1."""
+    try:
+        run()
         code = 0
     except SystemExit as stop:
         code = exit_status(stop.code)
@@ -364,22 +377,7 @@ def become_job(request: dict, fds: list[int], start: dict, server_pid: int, serv
         os.dup2(received, fd)
         os.close(received)
     fresh_start_state("job", start)
-    script = request["argv"][0]
-    sys.argv = list(request["argv"])
-    sys.path[:] = [str(Path(script).parent), *server_path[1:]]
-    try:
-        runpy.run_path(script, run_name="__main__")
-        code = 0
-    except SystemExit as stop:
-        code = exit_status(stop.code)
-    except BaseException:
-        sys.excepthook(*sys.exc_info())
-        code = 1
-    threading._shutdown()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
+    exit_as_the_interpreter_does(lambda: run_script(request["argv"], server_path))
 
 
 def serve_jobs(parent_pid: int, socket_path: str, script: str) -> int:
