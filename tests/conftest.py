@@ -298,7 +298,7 @@ def pytest_xdist_auto_num_workers(config):
     jobs' and Snakemake's subprocesses, on Slurm's scheduling and status
     checks, on the browser, on a shared run another worker is making; a third
     worker on 2 cores fills those waits (.ci/run: 12 min 10 s of pytest with
-    2 workers, 10 min 30-43 s with 3)."""
+    2 workers, 10 min 11-43 s with 3)."""
     return (os.cpu_count() or 1) + 1
 
 
