@@ -501,14 +501,20 @@ class JobServer:
         return env | {LAUNCHER_VARIABLE: str(self.socket)}
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
+        """End the server (end of input; it kills the jobs still running) and wait for it."""
+        end_server(self.process)
+
+
+def end_server(process: subprocess.Popen) -> None:
+    """Close a server's input (its signal to end), wait a minute, else kill it."""
+    with contextlib.suppress(OSError):
+        process.stdin.close()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    process.stdout.close()
 
 
 LAUNCHER_VARIABLE = "OPTBENCH_TEST_JOB_SERVER"
@@ -702,13 +708,7 @@ class ForkServer:
         if self.running is not None and self.running.poll() is None:
             self.running.kill()
             self.running.wait()
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
+        end_server(self.process)
 
     def _message(self, timeout):
         """The server's next reply; None if none came within ``timeout`` seconds."""
