@@ -114,23 +114,29 @@ def test_the_report_loads_with_no_javascript_error(study, driver):
     assert browser.errors(driver) == []
 
 
-def test_the_explorer_opens_inside_the_report(study, driver):
-    """As a reader opens it: category 0 Answer, then the explorer's eye icon; the
-    report shows it in a frame from a data: URL (Chromium opens none over 2 MiB)."""
-    driver.get((study / "results/report.html").as_uri())
+def open_explorer_frame(driver, report: Path) -> None:
+    """As a reader opens it: the report, category 0 Answer, then the explorer's
+    eye icon; switches into the frame the report shows it in, once the page
+    says it is ready or failed (the caller switches back)."""
+    driver.get(report.as_uri())
     browser.wait_for(driver, "return document.body.innerText.includes('0 Answer')")
     driver.find_element("xpath", "//span[text()='0 Answer']").click()
     eye = "//td[normalize-space(text())='explorer']/following-sibling::td//a[@iconname='eye']"
     browser.wait_for(driver, f'return document.evaluate("{eye}", document).iterateNext()')
     driver.find_element("xpath", eye).click()
-    frame = browser.wait_for(driver, "return document.querySelector('iframe')")
-    driver.switch_to.frame(frame)
+    driver.switch_to.frame(browser.wait_for(driver, "return document.querySelector('iframe')"))
+    browser.wait_for(
+        driver,
+        "var b = document.body; return b && (b.getAttribute('data-ready') || "
+        "b.getAttribute('data-error'))",
+    )
+
+
+def test_the_explorer_opens_inside_the_report(study, driver):
+    """As a reader opens it: category 0 Answer, then the explorer's eye icon; the
+    report shows it in a frame from a data: URL (Chromium opens none over 2 MiB)."""
     try:
-        browser.wait_for(
-            driver,
-            "var b = document.body; return b && (b.getAttribute('data-ready') || "
-            "b.getAttribute('data-error'))",
-        )
+        open_explorer_frame(driver, study / "results/report.html")
         assert driver.execute_script("return document.body.getAttribute('data-ready')") == "1"
         assert driver.execute_script("return document.querySelectorAll('#curves .chart').length")
     finally:
@@ -331,19 +337,8 @@ def test_the_default_runs_report_opens_with_a_working_explorer(
     (problem, loss), the geometric mean over the seeds of the run files."""
     workdir = copy_tree(default_results, tmp_path / "default")
     snakemake(workdir, "--report", "results/report.html")
-    driver.get((workdir / "results/report.html").as_uri())
-    browser.wait_for(driver, "return document.body.innerText.includes('0 Answer')")
-    driver.find_element("xpath", "//span[text()='0 Answer']").click()
-    eye = "//td[normalize-space(text())='explorer']/following-sibling::td//a[@iconname='eye']"
-    browser.wait_for(driver, f'return document.evaluate("{eye}", document).iterateNext()')
-    driver.find_element("xpath", eye).click()
-    driver.switch_to.frame(browser.wait_for(driver, "return document.querySelector('iframe')"))
     try:
-        browser.wait_for(
-            driver,
-            "var b = document.body; return b && (b.getAttribute('data-ready') || "
-            "b.getAttribute('data-error'))",
-        )
+        open_explorer_frame(driver, workdir / "results/report.html")
         assert driver.execute_script("return document.body.getAttribute('data-error')") is None
         click_radio(driver, "seeds", "band")
         title = driver.execute_script(
