@@ -88,6 +88,28 @@ def snakemake(
     return process
 
 
+def training_job(command, *, timeout=600, check=False) -> subprocess.CompletedProcess:
+    """``command`` (``[python, train.py, ARG...]``) run as Snakemake runs a
+    training job of one thread: in this process's environment plus the thread
+    variables Snakemake's shell sets, output captured as text. Forked from this
+    worker's job server where the server can make it as a fresh start would be
+    (``snakemake_starts``; a fresh job spends about 2 s of CPU importing torch),
+    else a fresh process. Tests of a job's own start (threads, simulated hosts,
+    signals) start it themselves."""
+    env = os.environ | fork_server.ONE_THREAD_JOB
+    jobs = _SNAKEMAKE_SERVER.get("jobs")
+    if jobs is not None:
+        env = jobs.environment(env)
+    return subprocess.run(
+        [str(part) for part in command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        env=env,
+    )
+
+
 def wait_for_one_of(children) -> tuple[int, int]:
     """(pid, wait status) of the first of ``children`` to end.
 

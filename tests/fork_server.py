@@ -343,13 +343,31 @@ TORCH_VARIABLE_PREFIXES = (
 TRAIN_SCRIPT = SCRIPTS / "train.py"
 
 
-def torch_variables(env: dict) -> dict:
-    return {key: value for key, value in env.items() if key.startswith(TORCH_VARIABLE_PREFIXES)}
+def torch_variables(env: dict, set_by_import: dict | None = None) -> dict:
+    """The variables of ``env`` that steer torch, less those equal to what
+    torch's own import sets (``set_by_import``): a job whose environment holds
+    one of those starts as one without it."""
+    set_by_import = set_by_import or {}
+    return {
+        key: value
+        for key, value in env.items()
+        if key.startswith(TORCH_VARIABLE_PREFIXES) and set_by_import.get(key) != value
+    }
 
 
-def job_refusal(argv: list[str], env: dict, server_env: dict, script: Path = TRAIN_SCRIPT) -> str:
+def job_refusal(
+    argv: list[str],
+    env: dict,
+    server_env: dict,
+    script: Path = TRAIN_SCRIPT,
+    set_by_import: dict | None = None,
+) -> str:
     """Why the job ``argv`` (SCRIPT, ARG...) cannot be forked from the warm-up
-    ("" if it can): only ``script`` is (the warm-up imported its library)."""
+    ("" if it can): only ``script`` is (the warm-up imported its library).
+    ``server_env``: the server's environment before its warm-up;
+    ``set_by_import``: what the warm-up's imports added to it (torch._dynamo
+    sets TORCHINDUCTOR_CACHE_DIR, so every process that has built a torch
+    optimizer has it, the suite's workers included)."""
     from optbench.engines import numerics
 
     if Path(argv[0]).resolve() != Path(script).resolve():
@@ -358,7 +376,7 @@ def job_refusal(argv: list[str], env: dict, server_env: dict, script: Path = TRA
         return "a job that Slurm runs stays in its allocation"
     if numerics.mode_from_argv(argv[1:]) != numerics.DEFAULT_MODE:
         return "another numerics mode than the warm-up's"
-    if torch_variables(env) != torch_variables(server_env):
+    if torch_variables(env, set_by_import) != torch_variables(server_env, set_by_import):
         return "another environment for torch than the warm-up's"
     for name in FROZEN_AT_IMPORT:
         if env.get(name) != server_env.get(name):
@@ -395,6 +413,7 @@ def serve_jobs(parent_pid: int, socket_path: str, script: str) -> int:
     # The environment the server was started with: torch's import adds to it.
     server_env = dict(os.environ)
     start = warm_up_job()
+    set_by_import = {k: v for k, v in os.environ.items() if server_env.get(k) != v}
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(socket_path)
     os.chmod(socket_path, 0o600)
@@ -418,7 +437,9 @@ def serve_jobs(parent_pid: int, socket_path: str, script: str) -> int:
             connection, _ = listener.accept()
             message, fds, _, _ = socket.recv_fds(connection, 1 << 22, 3)
             request = json.loads(message)
-            refusal = job_refusal(request["argv"], request["env"], server_env, Path(script))
+            refusal = job_refusal(
+                request["argv"], request["env"], server_env, Path(script), set_by_import
+            )
             if refusal or len(fds) != 3:
                 for fd in fds:
                     os.close(fd)

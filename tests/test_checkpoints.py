@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import test_training
-from conftest import REPO, SCHEMA, TRAIN_SCRIPT
+from conftest import REPO, SCHEMA, TRAIN_SCRIPT, training_job
 from optbench.engines import checkpoints
 from optbench.planning import jobs, settings
 
@@ -416,11 +416,9 @@ def test_sigusr1_saves_exits_75_and_the_retry_writes_the_uninterrupted_bytes(tmp
     from the saved step and writes the TSV of a job never signalled."""
     reference = tmp_path / "reference"
     reference.mkdir()
-    whole = subprocess.run(
-        [sys.executable, str(TRAIN_SCRIPT), "--spec", json.dumps(LONG_RUN), "--run", "0"]
-        + [str(reference / "seed0.tsv"), str(reference / "seed0.json")],
-        capture_output=True,
-        text=True,
+    whole = training_job(
+        [sys.executable, TRAIN_SCRIPT, "--spec", json.dumps(LONG_RUN), "--run", "0"]
+        + [reference / "seed0.tsv", reference / "seed0.json"],
         timeout=300,
     )
     assert whole.returncode == 0, whole.stderr[-3000:]

@@ -287,6 +287,23 @@ def test_a_job_the_warm_up_would_start_differently_runs_in_the_launcher(job_serv
     assert "numerics" in fork_server.job_refusal(
         [str(script), "--numerics", "native"], env, env, script
     )
+    # What torch's own import sets (torch._dynamo: TORCHINDUCTOR_CACHE_DIR, in
+    # every process that has built a torch optimizer) changes nothing; another
+    # value for it does.
+    import torch
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    imported = {"TORCHINDUCTOR_CACHE_DIR": os.environ["TORCHINDUCTOR_CACHE_DIR"]}
+    bare = {k: v for k, v in server_env.items() if k not in imported}
+    argv = [str(script), "0"]
+    assert fork_server.job_refusal(argv, bare | imported, bare, script, imported) == ""
+    elsewhere = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    assert "torch" in fork_server.job_refusal(argv, bare | elsewhere, bare, script, imported)
+    assert "torch" in fork_server.job_refusal(argv, bare | imported, bare, script)
+    process = launched(script, tmp_path / "worker.json", "0", env | imported)
+    process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert json.loads((tmp_path / "worker.json").read_text())["pid"] != process.pid
     # and without a server the start goes on as usual
     gone = env | {fork_server.LAUNCHER_VARIABLE: str(tmp_path / "no.socket")}
     process = launched(script, tmp_path / "alone.json", "0", gone)

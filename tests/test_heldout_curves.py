@@ -2,14 +2,13 @@
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
 import torch
 
 import optbench.problems as problems
-from conftest import TRAIN_SCRIPT
+from conftest import TRAIN_SCRIPT, training_job
 from optbench.engines import batched, training
 
 
@@ -119,7 +118,7 @@ def test_the_training_job_writes_the_curve_into_the_sidecar(tmp_path):
             str(tmp_path / f"seed{seed}.tsv"),
             str(tmp_path / f"s{seed}.json"),
         ]
-    process = subprocess.run([*command, *runs], capture_output=True, text=True)
+    process = training_job([*command, *runs])
     assert process.returncode == 0, process.stderr
     for seed in (0, 1):
         meta = json.loads((tmp_path / f"s{seed}.json").read_text())
@@ -139,7 +138,7 @@ def test_the_training_job_writes_the_curve_into_the_sidecar(tmp_path):
             assert float(row[2]) == point["heldout_accuracy"]
     # Without eval_every the run has no curve, and an earlier run's table goes.
     rerun = [*command[:-1], json.dumps({**spec, "eval_every": 0}), *runs]
-    process = subprocess.run(rerun, capture_output=True, text=True)
+    process = training_job(rerun)
     assert process.returncode == 0, process.stderr
     assert not list(tmp_path.glob("*.heldout.tsv"))
 

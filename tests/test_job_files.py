@@ -7,7 +7,6 @@ one at a time (memory that does not grow with the number of cells).
 """
 
 import json
-import subprocess
 import sys
 import tracemalloc
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SCHEMA, TRAIN_SCRIPT
+from conftest import SCHEMA, TRAIN_SCRIPT, training_job
 from optbench import jobfiles, runfiles
 from optbench.planning import jobs, settings, status
 from optbench.reporting import cells, job_cells
@@ -54,7 +53,7 @@ def train(folder, grid, run_files):
     manifest = folder / "manifest.tsv"
     command = [sys.executable, str(TRAIN_SCRIPT), "--job", argument, "--manifest", str(manifest)]
     command += ["--run-files", run_files]
-    process = subprocess.run(command, capture_output=True, text=True)
+    process = training_job(command)
     assert process.returncode == 0, process.stderr
     return manifest, process.stderr
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 from test_scale import assert_command_expands_to_outputs
 
-from conftest import CONFIGS, REPO, SCHEMA, TRAIN_SCRIPT, planned_jobs, snakemake
+from conftest import CONFIGS, REPO, SCHEMA, TRAIN_SCRIPT, planned_jobs, snakemake, training_job
 from optbench import grid, runfiles
 from optbench.engines import training
 from optbench.planning import jobs, settings
@@ -197,7 +197,7 @@ def run_job(tmp_path, grid, engine="auto"):
     patterns = [str(tmp_path / p) for p in PATTERNS]
     argument = jobs.argument(grid, job.cells, job.seeds, *patterns)
     command = [sys.executable, str(TRAIN_SCRIPT), "--job", argument, "--engine", engine]
-    process = subprocess.run(command, capture_output=True, text=True)
+    process = training_job(command)
     return process, jobs.expand(argument)
 
 
@@ -211,7 +211,7 @@ def test_a_job_removes_its_old_manifest_before_it_trains(tmp_path):
     manifest = tmp_path / "manifest.tsv"
     manifest.write_text(runfiles.MANIFEST_HEADER + "\n")
     command = [sys.executable, str(TRAIN_SCRIPT), "--job", argument, "--manifest", str(manifest)]
-    process = subprocess.run(command, capture_output=True, text=True)
+    process = training_job(command)
     assert process.returncode == 2 and "cuda:7" in process.stderr, process.stderr
     assert not manifest.exists()
 

@@ -4,13 +4,12 @@ byte for byte what the untyped dict gave, so that finished runs stay reusable.""
 import copy
 import hashlib
 import json
-import subprocess
 import sys
 
 import pytest
 import yaml
 
-from conftest import REPO, SCHEMA, TRAIN_SCRIPT
+from conftest import REPO, SCHEMA, TRAIN_SCRIPT, training_job
 from optbench import reuse
 from optbench.planning import commands, jobs, settings
 from optbench.planning.run_settings import RunSettings
@@ -113,7 +112,7 @@ def test_a_job_writes_the_digest_and_settings_computed_by_hand(tmp_path):
     tsv, sidecar = tmp_path / "seed2.tsv", tmp_path / "seed2.json"
     command = [sys.executable, str(TRAIN_SCRIPT), "--spec", json.dumps(spec)]
     command += ["--run", "2", str(tsv), str(sidecar), "--problems-dir", str(tmp_path)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    training_job(command, check=True)
     written = json.loads(sidecar.read_text())
     context = {
         "numerics": "portable",

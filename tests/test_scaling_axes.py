@@ -8,14 +8,13 @@ the warm-up + cosine rate written out by hand for each budget's own length.
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
 import yaml
 
 import optbench.problems as problems
-from conftest import SCHEMA, TRAIN_SCRIPT
+from conftest import SCHEMA, TRAIN_SCRIPT, training_job
 from optbench.planning import settings
 
 
@@ -108,11 +107,9 @@ def test_each_budget_is_its_own_run_whose_schedule_ends_at_its_last_step(tmp_pat
     columns = {}
     for cell in experiment.cells():
         tsv, sidecar = tmp_path / f"{cell.problem}.tsv", tmp_path / f"{cell.problem}.json"
-        process = subprocess.run(
-            [sys.executable, str(TRAIN_SCRIPT), "--spec", experiment.run_spec_json(cell)]
-            + ["--run", "0", str(tsv), str(sidecar)],
-            capture_output=True,
-            text=True,
+        process = training_job(
+            [sys.executable, TRAIN_SCRIPT, "--spec", experiment.run_spec_json(cell)]
+            + ["--run", "0", tsv, sidecar]
         )
         assert process.returncode == 0, process.stderr
         rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]

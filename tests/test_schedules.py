@@ -7,7 +7,6 @@ that set each step's rate themselves.
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 import yaml
 
 import optbench.problems as problems
-from conftest import SCHEMA, TRAIN_SCRIPT
+from conftest import SCHEMA, TRAIN_SCRIPT, training_job
 from optbench import schedules
 from optbench.engines import batched, scheduling
 from optbench.planning import settings
@@ -226,9 +225,7 @@ def test_the_training_job_writes_each_steps_rate(tmp_path):
     }
     tsv, sidecar = tmp_path / "seed3.tsv", tmp_path / "seed3.json"
     command = [sys.executable, str(TRAIN_SCRIPT), "--spec", json.dumps(spec)]
-    process = subprocess.run(
-        [*command, "--run", "3", str(tsv), str(sidecar)], capture_output=True, text=True
-    )
+    process = training_job([*command, "--run", "3", tsv, sidecar])
     assert process.returncode == 0, process.stderr
     rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
     losses, rates = hand_loop(3, 0.05, lambda t: warmup_cosine_by_hand(0.05, t))

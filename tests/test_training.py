@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import TRAIN_SCRIPT
+from conftest import TRAIN_SCRIPT, training_job
 from optbench import problems
 from optbench.engines import numerics, timing, training
 
@@ -294,6 +294,8 @@ def run_cli(tmp_path, run_spec, seeds=(0,), env=None):
         tsv, sidecar = tmp_path / f"seed{seed}.tsv", tmp_path / f"seed{seed}.json"
         command += ["--run", str(seed), str(tsv), str(sidecar)]
         paths.append((tsv, sidecar))
+    if env is None:
+        return training_job(command), paths
     return subprocess.run(command, capture_output=True, text=True, env=env), paths
 
 

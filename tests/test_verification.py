@@ -4,7 +4,6 @@ byte for byte (engines/verification.py); any difference sends the group to the
 loop. Checked with an optimizer that couples stacked runs only after the
 run-independence probe's 8 steps, against a hand-written loop."""
 
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from test_jobs import PATTERNS, sidecar
 from test_optimizers import hand_loop
 
-from conftest import SCHEMA, TRAIN_SCRIPT
+from conftest import SCHEMA, TRAIN_SCRIPT, training_job
 from optbench.engines import optimizers, probe, verification
 from optbench.planning import jobs, settings
 
@@ -44,7 +43,7 @@ def run_job(tmp_path, grid, engine):
     argument = jobs.argument(grid, job.cells, job.seeds, *[str(tmp_path / p) for p in PATTERNS])
     command = [sys.executable, str(TRAIN_SCRIPT), "--job", argument, "--engine", engine]
     command += ["--optimizers-dir", str(FILES)]
-    process = subprocess.run(command, capture_output=True, text=True)
+    process = training_job(command)
     assert process.returncode == 0, process.stderr
     return process, jobs.expand(argument)
 
@@ -230,9 +229,7 @@ def test_the_job_refuses_in_the_config_checks_words(tmp_path):
     (job,) = jobs.plan(grid.cells(), grid.seed_ranges(), "problem")
     argument = jobs.argument(grid, job.cells, job.seeds, *[str(tmp_path / p) for p in PATTERNS])
     command = [sys.executable, str(TRAIN_SCRIPT), "--job", argument, "--engine", "batched"]
-    process = subprocess.run(
-        command + ["--optimizers-dir", str(FILES)], capture_output=True, text=True
-    )
+    process = training_job([*command, "--optimizers-dir", FILES])
     assert process.returncode == 2
     with pytest.raises(settings.ConfigError) as error:
         settings.validate({**config, "engine": "batched"}, SCHEMA, optimizers_dir=FILES)
