@@ -71,9 +71,12 @@ def snakemake(
     command = snakemake_command(
         workdir, *args, configfile=configfile, snakefile=snakefile, study=study
     )
-    server, jobs = _SNAKEMAKE_SERVER.get("server"), _SNAKEMAKE_SERVER.get("jobs")
-    if jobs is not None:
-        env = jobs.environment(dict(os.environ if env is None else env))
+    server = _SNAKEMAKE_SERVER.get("server")
+    job_servers = [_SNAKEMAKE_SERVER.get(kind) for kind in ("jobs", "scripts")]
+    if server is not None:
+        env = dict(os.environ if env is None else env)
+        for each in job_servers:
+            env = each.environment(env)
     if server is not None and server.usable(command, env):
         process = server.run(command, timeout, env=env, umask=umask)
     else:
@@ -340,12 +343,14 @@ _SNAKEMAKE_SERVER: dict = {}
 @pytest.fixture(scope="session", autouse=True)
 def snakemake_starts(no_stray_slurm_lookup, tmp_path_factory):
     """The `snakemake` starts of ``snakemake`` forked from a server that imported
-    Snakemake and the workflow's library once, and their training jobs forked
-    from one that imported torch once (tests/fork_server.py): a fresh Snakemake
-    start spends about 1.5 s of CPU on its imports and a fresh training job
-    about 3 s, and the suite makes a few hundred of each. The job launcher
-    (tests/job_launcher/) goes on the PYTHONPATH of every process the tests
-    start, and acts only where ``snakemake`` names the job server.
+    Snakemake and the workflow's library once, their training jobs forked
+    from one that imported torch once, and their `script:` jobs (summaries,
+    figures, explorer) from one that imported pandas, scipy and matplotlib
+    once (tests/fork_server.py): a fresh Snakemake start spends about 1.5 s of
+    CPU on its imports, a fresh training job about 2 s and a fresh analysis
+    job about 1.3 s, and the suite makes a few hundred of them. The job
+    launcher (tests/job_launcher/) goes on the PYTHONPATH of every process the
+    tests start, and acts only where ``snakemake`` names the job servers.
     OPTBENCH_FRESH_SNAKEMAKE=1 starts everything fresh instead."""
     if os.environ.get("OPTBENCH_FRESH_SNAKEMAKE") == "1":
         yield None
@@ -358,11 +363,15 @@ def snakemake_starts(no_stray_slurm_lookup, tmp_path_factory):
     try:
         jobs = fork_server.JobServer(tmp_path_factory.mktemp("job-server"))
         servers.append(jobs)
+        scripts = fork_server.JobServer(
+            tmp_path_factory.mktemp("script-server"), target=fork_server.SCRIPTS, kind="scripts"
+        )
+        servers.append(scripts)
         server = fork_server.ForkServer(
             tmp_path_factory.mktemp("snakemake-fork-server"), "snakemake"
         )
         servers.append(server)
-        _SNAKEMAKE_SERVER.update(server=server, jobs=jobs)
+        _SNAKEMAKE_SERVER.update(server=server, jobs=jobs, scripts=scripts)
         yield server
     finally:
         _SNAKEMAKE_SERVER.clear()

@@ -41,6 +41,14 @@ imported in; a Snakemake start with another Snakefile than the repository's
 of a variable Snakemake's plugins read when imported (``FROZEN_AT_IMPORT``).
 Those start fresh.
 
+``serve_jobs`` (``JobServer``) serves the launcher of tests/job_launcher/,
+several jobs at once: kind "train" the training jobs (``job_refusal``), kind
+"scripts" the `script:` jobs of the workflow's analysis rules, whose warm-up
+imports Snakemake's script preamble and the reporting library with pandas,
+scipy and matplotlib (``script_refusal``: only the scripts Snakemake writes
+for the repository's own workflow/scripts, with the thread, matplotlib and
+path variables of the warm-up).
+
 What a fork cannot make fresh: the str hash seed (PYTHONHASHSEED) is the
 server's for every child, and modules the warm-up imported are not imported
 again. tests/test_fork_server.py compares forked and fresh starts of both
@@ -57,6 +65,7 @@ import gc
 import json
 import os
 import random
+import re
 import runpy
 import select
 import signal
@@ -130,6 +139,42 @@ def warm_up_job() -> dict:
     # The first torch.optim optimizer imports torch._dynamo (about 1.5 s); no step.
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     return start
+
+
+# What the analysis jobs of the workflow's `script:` rules import (plot,
+# summarize, explore, write_columnar, record_study) besides what Snakemake's
+# preamble unpickles: pandas, scipy and matplotlib (Agg) come with them.
+ANALYSIS_MODULES = (
+    "optbench.joblog",
+    "optbench.runfiles",
+    "optbench.planning.studies",
+    "optbench.reporting.analysis",
+    "optbench.reporting.answer",
+    "optbench.reporting.columnar",
+    "optbench.reporting.explorer",
+    "optbench.reporting.figures",
+    "optbench.reporting.job_columnar",
+    "optbench.reporting.outputs",
+    "optbench.reporting.scaling",
+    "optbench.reporting.summary",
+    "optbench.reporting.tablepages",
+)
+
+
+def warm_up_scripts() -> dict:
+    """Import what Snakemake's preamble of a `script:` job and the workflow's
+    analysis scripts import; draw nothing."""
+    import importlib
+
+    import snakemake.io
+    import snakemake.iocontainers
+    import snakemake.logging
+    import snakemake.script  # noqa: F401
+
+    sys.path.insert(0, str(SCRIPTS))
+    for name in ANALYSIS_MODULES:
+        importlib.import_module(name)
+    return {}
 
 
 def warm_up_snakemake() -> dict:
@@ -384,7 +429,54 @@ def job_refusal(
     return ""
 
 
-def become_job(request: dict, fds: list[int], start: dict, server_pid: int, server_path: list):
+# Variables that the analysis warm-up's imports read and keep: numpy's BLAS
+# sizes its thread pool when loaded, matplotlib reads its backend and
+# configuration folder.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+SCRIPT_PREAMBLE_FILE = re.compile(r"__real_file__ = __file__; __file__ = '([^']+)';")
+
+
+def script_refusal(
+    argv: list[str], cwd: str, env: dict, server_env: dict, scripts: Path = SCRIPTS
+) -> str:
+    """Why ``argv`` (SCRIPT, ARG...) started in ``cwd`` cannot be forked from
+    the analysis warm-up ("" if it can): only the temporary script Snakemake
+    writes for a `script:` job (``.snakemake/scripts/tmp*.py``) of one of
+    ``scripts``, whose library the warm-up imported."""
+    script = Path(cwd) / argv[0]
+    if script.parent.parts[-2:] != (".snakemake", "scripts") or not script.name.startswith("tmp"):
+        return f"not a script Snakemake wrote for a script: job: {argv[0]}"
+    try:
+        source = script.read_text()
+    except OSError as error:
+        return f"unreadable: {error}"
+    named = SCRIPT_PREAMBLE_FILE.search(source)
+    if named is None or Path(named.group(1)).resolve().parent != Path(scripts).resolve():
+        return f"not a script of {scripts}"
+    if "SLURM_JOB_ID" in env:
+        return "a job that Slurm runs stays in its allocation"
+    steering = [*THREAD_VARIABLES, *FROZEN_AT_IMPORT]
+    changed = [name for name in steering if env.get(name) != server_env.get(name)]
+    changed += [
+        name
+        for name in {*env, *server_env}
+        if name.startswith("MPL") and env.get(name) != server_env.get(name)
+    ]
+    if changed:
+        return f"the warm-up's imports read {sorted(changed)}, which this job changes"
+    return ""
+
+
+def become_job(
+    kind: str, request: dict, fds: list[int], start: dict, server_pid: int, server_path: list
+):
     """In the forked child: the job of a launcher, on its stdin/stdout/stderr."""
     die_with_parent(server_pid)
     os.chdir(request["cwd"])
@@ -394,12 +486,14 @@ def become_job(request: dict, fds: list[int], start: dict, server_pid: int, serv
     for fd, received in enumerate(fds):
         os.dup2(received, fd)
         os.close(received)
-    fresh_start_state("job", start)
+    fresh_start_state("job" if kind == "train" else "script", start)
     exit_as_the_interpreter_does(lambda: run_script(request["argv"], server_path))
 
 
-def serve_jobs(parent_pid: int, socket_path: str, script: str) -> int:
-    """Fork a job per launcher connection, several at once, until stdin ends."""
+def serve_jobs(parent_pid: int, socket_path: str, kind: str, target: str) -> int:
+    """Fork a job per launcher connection, several at once, until stdin ends.
+    ``kind`` "train": training jobs of the script ``target``; "scripts": the
+    `script:` jobs of the workflow's scripts in the folder ``target``."""
     import socket
 
     die_with_parent(parent_pid)
@@ -412,8 +506,21 @@ def serve_jobs(parent_pid: int, socket_path: str, script: str) -> int:
     os.close(null)
     # The environment the server was started with: torch's import adds to it.
     server_env = dict(os.environ)
-    start = warm_up_job()
-    set_by_import = {k: v for k, v in os.environ.items() if server_env.get(k) != v}
+    if kind == "train":
+        start = warm_up_job()
+        set_by_import = {k: v for k, v in os.environ.items() if server_env.get(k) != v}
+
+        def refusal_of(request: dict) -> str:
+            argv, env = request["argv"], request["env"]
+            return job_refusal(argv, env, server_env, Path(target), set_by_import)
+
+    else:
+        start = warm_up_scripts()
+
+        def refusal_of(request: dict) -> str:
+            argv, cwd, env = request["argv"], request["cwd"], request["env"]
+            return script_refusal(argv, cwd, env, server_env, Path(target))
+
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(socket_path)
     os.chmod(socket_path, 0o600)
@@ -437,9 +544,9 @@ def serve_jobs(parent_pid: int, socket_path: str, script: str) -> int:
             connection, _ = listener.accept()
             message, fds, _, _ = socket.recv_fds(connection, 1 << 22, 3)
             request = json.loads(message)
-            refusal = job_refusal(
-                request["argv"], request["env"], server_env, Path(script), set_by_import
-            )
+            refusal = refusal_of(request)
+            if request.get("executable") != sys.executable:
+                refusal = f"another interpreter than the server's: {request.get('executable')}"
             if refusal or len(fds) != 3:
                 for fd in fds:
                     os.close(fd)
@@ -456,7 +563,7 @@ def serve_jobs(parent_pid: int, socket_path: str, script: str) -> int:
                         other.close()
                     connection.close()
                     gc.enable()
-                    become_job(request, fds, start, server_pid, server_path)  # never returns
+                    become_job(kind, request, fds, start, server_pid, server_path)  # never returns
                 for fd in fds:
                     os.close(fd)
                 connection.send(json.dumps({"pid": pid}).encode())
@@ -486,15 +593,25 @@ def serve_jobs(parent_pid: int, socket_path: str, script: str) -> int:
 
 class JobServer:
     """The test side of ``serve_jobs``: started in ``folder`` (its socket and log);
-    ``environment`` makes a Snakemake start's training jobs reach it."""
+    ``environment`` makes a Snakemake start's jobs reach it. ``kind`` "train":
+    the training jobs of ``target`` (a train.py); "scripts": the `script:` jobs
+    of the scripts in ``target`` (a folder)."""
 
-    def __init__(self, folder: Path, start_timeout: float = 300, script: Path = TRAIN_SCRIPT):
+    def __init__(
+        self,
+        folder: Path,
+        start_timeout: float = 300,
+        target: Path = TRAIN_SCRIPT,
+        kind: str = "train",
+    ):
         self.folder = Path(folder)
         self.socket = self.folder / "jobs.socket"
         self._log = self.folder / "server.log"
+        self.variable = LAUNCHER_VARIABLES[kind]
+        command = [sys.executable, __file__, str(os.getpid()), "jobs", str(self.socket), kind]
         with open(self._log, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, __file__, str(os.getpid()), "jobs", str(self.socket), str(script)],
+                [*command, str(target)],
                 env=os.environ | ONE_THREAD_JOB,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -519,7 +636,7 @@ class JobServer:
             )
 
     def environment(self, env: dict) -> dict:
-        return env | {LAUNCHER_VARIABLE: str(self.socket)}
+        return env | {self.variable: str(self.socket)}
 
     def close(self) -> None:
         """End the server (end of input; it kills the jobs still running) and wait for it."""
@@ -538,7 +655,8 @@ def end_server(process: subprocess.Popen) -> None:
     process.stdout.close()
 
 
-LAUNCHER_VARIABLE = "OPTBENCH_TEST_JOB_SERVER"
+# The variable that names a server's socket to the launcher, by kind of job.
+LAUNCHER_VARIABLES = {"train": "OPTBENCH_TEST_JOB_SERVER", "scripts": "OPTBENCH_TEST_SCRIPT_SERVER"}
 # What Snakemake's shell adds to the environment of a job of one thread
 # (snakemake/shell.py): the server imports torch with it, as such a job does.
 ONE_THREAD_JOB = {
@@ -752,5 +870,5 @@ class ForkServer:
 
 if __name__ == "__main__":
     if sys.argv[2] == "jobs":
-        sys.exit(serve_jobs(int(sys.argv[1]), sys.argv[3], sys.argv[4]))
+        sys.exit(serve_jobs(int(sys.argv[1]), *sys.argv[3:6]))
     sys.exit(serve(int(sys.argv[1]), sys.argv[2]))

@@ -194,7 +194,7 @@ def job_server(tmp_path_factory):
             patch.setenv(
                 "PYTHONPATH", os.pathsep.join(filter(None, [str(fork_server.LAUNCHER_PATH), path]))
             )
-        server = fork_server.JobServer(tmp_path_factory.mktemp("job-server"), script=script)
+        server = fork_server.JobServer(tmp_path_factory.mktemp("job-server"), target=script)
         yield server, script
         server.close()
 
@@ -305,8 +305,85 @@ def test_a_job_the_warm_up_would_start_differently_runs_in_the_launcher(job_serv
     assert process.returncode == 0
     assert json.loads((tmp_path / "worker.json").read_text())["pid"] != process.pid
     # and without a server the start goes on as usual
-    gone = env | {fork_server.LAUNCHER_VARIABLE: str(tmp_path / "no.socket")}
+    gone = env | {server.variable: str(tmp_path / "no.socket")}
     process = launched(script, tmp_path / "alone.json", "0", gone)
     process.communicate(timeout=120)
     assert process.returncode == 0
     assert json.loads((tmp_path / "alone.json").read_text())["pid"] == process.pid
+
+
+# ---- the analysis jobs' server (kind "scripts") ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def script_server(tmp_path_factory):
+    path = os.environ.get("PYTHONPATH", "")
+    with pytest.MonkeyPatch.context() as patch:
+        if str(fork_server.LAUNCHER_PATH) not in path.split(os.pathsep):
+            patch.setenv(
+                "PYTHONPATH", os.pathsep.join(filter(None, [str(fork_server.LAUNCHER_PATH), path]))
+            )
+        server = fork_server.JobServer(
+            tmp_path_factory.mktemp("script-server"), target=fork_server.SCRIPTS, kind="scripts"
+        )
+        yield server
+        server.close()
+
+
+def snakemake_script(folder, of="plot.py"):
+    """A probe written as Snakemake writes a `script:` job's script: in
+    .snakemake/scripts/, named tmp*, its preamble naming the workflow's script."""
+    scripts = folder / ".snakemake" / "scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+    script = scripts / f"tmp4k2j9x.{of}"
+    named = str(fork_server.SCRIPTS / of)
+    script.write_text(f"__real_file__ = __file__; __file__ = {named!r};\n" + JOB_PROBE)
+    return script
+
+
+def test_a_script_job_is_forked_as_a_fresh_one_would_run(script_server, tmp_path):
+    """The `script:` jobs of a forked Snakemake run (summaries, figures) reach the
+    analysis server; what the job sees is what a fresh start would see."""
+    script = snakemake_script(tmp_path)
+    env = os.environ | {"FORK_PROBE": "given to the job"}
+    outcomes, facts = {}, {}
+    for start, job_env in (("fresh", env), ("launched", script_server.environment(env))):
+        path = tmp_path / f"{start}.json"
+        process = launched(script, path, "4", job_env, cwd=tmp_path, umask=0o027)
+        outcomes[start] = process.communicate("stdin", timeout=120) + (process.returncode,)
+        facts[start] = json.loads(path.read_text()) | {"launcher": process.pid}
+    assert outcomes["launched"] == outcomes["fresh"] == ("to stdout\n", "to stderr\n", 4)
+    fresh, seen = facts["fresh"], facts["launched"]
+    for key in ("argv", "path", "cwd", "umask", "variable", "stdin"):
+        assert seen[key] == fresh[key], key
+    assert fresh["pid"] == fresh["launcher"] and seen["pid"] != seen["launcher"]
+    # A start the warm-up's imports would see differently runs in its launcher:
+    # matplotlib's backend, BLAS threads.
+    for changed in ({"MPLBACKEND": "pdf"}, {"OPENBLAS_NUM_THREADS": "2"}):
+        job_env = script_server.environment(env | changed)
+        process = launched(script, tmp_path / "own.json", "0", job_env)
+        process.communicate(timeout=120)
+        assert process.returncode == 0
+        assert json.loads((tmp_path / "own.json").read_text())["pid"] == process.pid, changed
+
+
+def test_only_the_workflows_own_scripts_are_forked_by_the_analysis_server(tmp_path):
+    same = fork_server.ONE_THREAD_JOB | {"PATH": "/bin"}
+    script = snakemake_script(tmp_path)
+    refusal = fork_server.script_refusal
+    assert refusal([str(script)], "/", same, same) == ""
+    # relative to the job's folder, as Snakemake may name it
+    relative = str(script.relative_to(tmp_path))
+    assert refusal([relative], str(tmp_path), same, same) == ""
+    # a copy of the project's scripts (another library than the warm-up's)
+    elsewhere = tmp_path / "copy"
+    other = snakemake_script(elsewhere)
+    other.write_text(other.read_text().replace(str(fork_server.SCRIPTS), str(elsewhere)))
+    assert "not a script of" in refusal([str(other)], "/", same, same)
+    # any other script, or one Slurm runs
+    plain = tmp_path / "tmp_plain.py"
+    plain.write_text(script.read_text())
+    assert "not a script Snakemake wrote" in refusal([str(plain)], "/", same, same)
+    slurm = same | {"SLURM_JOB_ID": "7"}
+    assert "Slurm" in refusal([str(script)], "/", slurm, same)
+    assert "HOME" in refusal([str(script)], "/", same | {"HOME": "/elsewhere"}, same)

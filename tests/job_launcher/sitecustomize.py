@@ -1,25 +1,39 @@
-"""The suite's training-job launcher (tests/fork_server.py, ``serve_jobs``).
+"""The suite's job launcher (tests/fork_server.py, ``serve_jobs``).
 
 On the PYTHONPATH of the suite's processes (tests/conftest.py), this module
 is imported by every Python start. It acts only in a start of
-``python .../workflow/scripts/train.py ...`` whose environment names a job
-server (OPTBENCH_TEST_JOB_SERVER, which conftest gives its Snakemake starts):
-it hands the server its command line, working folder, environment, umask and
-stdin/stdout/stderr, relays the signals it gets to the job the server forked,
-and ends as the job ends (its exit status, or killed by the same signal). If
-the server is gone, or refuses (a job the warm-up would start differently),
-the start goes on here as a plain `python train.py`. Any other start only
-continues to the next sitecustomize on the path, if there is one.
+``python .../workflow/scripts/train.py ...`` (a training job) or of
+``python .../.snakemake/scripts/tmp*.py`` (the script Snakemake writes for a
+`script:` job) whose environment names a server for it
+(OPTBENCH_TEST_JOB_SERVER, OPTBENCH_TEST_SCRIPT_SERVER, which conftest gives
+its Snakemake starts): it hands the server its interpreter, command line,
+working folder, environment, umask and stdin/stdout/stderr, relays the
+signals it gets to the job the server forked, and ends as the job ends (its
+exit status, or killed by the same signal). If the server is gone, or
+refuses (a job the warm-up would start differently), the start goes on here
+as a plain `python SCRIPT`. Any other start only continues to the next
+sitecustomize on the path, if there is one.
 """
 
 import os
 import sys
 
 
-def _hand_over_training_job() -> None:
-    server = os.environ.get("OPTBENCH_TEST_JOB_SERVER")
+def _server_for(script: str):
+    """The socket of the server for a start of ``script``, if any."""
+    if script.endswith(os.sep + "train.py"):
+        return os.environ.get("OPTBENCH_TEST_JOB_SERVER")
+    folder, name = os.path.split(os.path.abspath(script))
+    in_scripts = folder.endswith(os.sep + os.path.join(".snakemake", "scripts"))
+    if in_scripts and name.startswith("tmp") and name.endswith(".py"):
+        return os.environ.get("OPTBENCH_TEST_SCRIPT_SERVER")
+    return None
+
+
+def _hand_over_job() -> None:
     argv = getattr(sys, "orig_argv", [])
-    if not server or len(argv) < 2 or not argv[1].endswith(os.sep + "train.py"):
+    server = _server_for(argv[1]) if len(argv) >= 2 else None
+    if not server:
         return
     import json
     import signal
@@ -28,6 +42,7 @@ def _hand_over_training_job() -> None:
     umask = os.umask(0)
     os.umask(umask)
     request = {"argv": argv[1:], "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask}
+    request["executable"] = sys.executable
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         connection.connect(server)
@@ -72,5 +87,5 @@ def _next_sitecustomize() -> None:
         spec.loader.exec_module(module)
 
 
-_hand_over_training_job()
+_hand_over_job()
 _next_sitecustomize()
