@@ -429,9 +429,9 @@ def job_refusal(
     return ""
 
 
-# Variables that the analysis warm-up's imports read and keep: numpy's BLAS
-# sizes its thread pool when loaded, matplotlib reads its backend and
-# configuration folder.
+# The thread counts Snakemake's shell sets for a job (ONE_THREAD_JOB): the
+# analysis warm-up's numpy sizes its BLAS thread pool from them when loaded,
+# as torch's import does its own; matplotlib reads its MPL* variables.
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "GOTO_NUM_THREADS",
@@ -658,18 +658,9 @@ def end_server(process: subprocess.Popen) -> None:
 # The variable that names a server's socket to the launcher, by kind of job.
 LAUNCHER_VARIABLES = {"train": "OPTBENCH_TEST_JOB_SERVER", "scripts": "OPTBENCH_TEST_SCRIPT_SERVER"}
 # What Snakemake's shell adds to the environment of a job of one thread
-# (snakemake/shell.py): the server imports torch with it, as such a job does.
-ONE_THREAD_JOB = {
-    name: "1"
-    for name in (
-        "OMP_NUM_THREADS",
-        "GOTO_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "VECLIB_MAXIMUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-    )
-}
+# (snakemake/shell.py): the servers import torch or numpy with it, as such a
+# job does.
+ONE_THREAD_JOB = {name: "1" for name in THREAD_VARIABLES}
 # The folder whose sitecustomize hands a training job to the server: on the
 # PYTHONPATH of the suite's processes (conftest).
 LAUNCHER_PATH = Path(__file__).resolve().parent / "job_launcher"
