@@ -304,6 +304,20 @@ def test_a_job_the_warm_up_would_start_differently_runs_in_the_launcher(job_serv
     process.communicate(timeout=120)
     assert process.returncode == 0
     assert json.loads((tmp_path / "worker.json").read_text())["pid"] != process.pid
+    # another interpreter than the server's (here the same binary by another
+    # name, which a venv would make another environment) runs it itself
+    other = tmp_path / "python-elsewhere"
+    other.symlink_to(sys.executable)
+    process = subprocess.Popen(
+        [str(other), str(script), "0"],
+        env=fork_server.ONE_THREAD_JOB | env | {"PROBE_FACTS": str(tmp_path / "other.json")},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert json.loads((tmp_path / "other.json").read_text())["pid"] == process.pid
     # and without a server the start goes on as usual
     gone = env | {server.variable: str(tmp_path / "no.socket")}
     process = launched(script, tmp_path / "alone.json", "0", gone)
