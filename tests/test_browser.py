@@ -114,6 +114,44 @@ def test_the_report_loads_with_no_javascript_error(study, driver):
     assert browser.errors(driver) == []
 
 
+def click_text(driver, text: str) -> None:
+    """Clicks the report's visible element whose own text is ``text``."""
+    xpath = f"//*[normalize-space(text())='{text}']"
+    elements = [each for each in driver.find_elements("xpath", xpath) if each.is_displayed()]
+    assert elements, f"the report shows no {text!r}"
+    elements[0].click()
+
+
+def test_every_category_and_subcategory_of_the_report_opens(study, driver):
+    """A reader clicks through the report's menu: each category, and each
+    subcategory of one that has several, lists its results without a
+    JavaScript error (a study of one problem and one loss once made Snakemake's
+    report take the loss curves' labels for an on/off toggle, and that list
+    went blank)."""
+    report = (study / "results/report.html").as_uri()
+    driver.get(report)
+    browser.wait_for(driver, "return document.body.innerText.includes('0 Answer')")
+    menu = driver.execute_script(
+        "return Object.keys(categories).map(c => [c, Object.keys(categories[c])])"
+    )
+    assert len(menu) >= 5, menu
+    opened = 0
+    for category, subcategories in menu:
+        for subcategory in subcategories if len(subcategories) > 1 else [None]:
+            driver.get(report)
+            browser.wait_for(driver, "return document.body.innerText.includes('0 Answer')")
+            click_text(driver, category)
+            if subcategory is not None:
+                click_text(driver, subcategory)
+            where = f"{category} > {subcategory}" if subcategory else category
+            assert browser.errors(driver) == [], where
+            # The list of results is drawn: at least one row with its eye icon.
+            rows = driver.execute_script("return document.querySelectorAll('tbody tr').length")
+            assert rows > 0, f"{where} lists no result"
+            opened += 1
+    assert opened > len(menu)  # some category has several subcategories
+
+
 def open_explorer_frame(driver, report: Path) -> None:
     """As a reader opens it: the report, category 0 Answer, then the explorer's
     eye icon; switches into the frame the report shows it in, once the page

@@ -22,7 +22,10 @@ rule plot_curves:
                 caption="../report/loss_figure.rst",
                 category=outputs.RUNS,
                 subcategory="Loss curves",
-                labels={"problem": problem, "loss": loss},
+                # One label: Snakemake's report takes a second label with two
+                # values, each on half the entries, for an on/off toggle, and
+                # with one (problem, loss) and the overview its list went blank.
+                labels={"figure": f"{problem} / {loss}"},
             )
             for problem, loss in PROBLEM_LOSSES
             for ext in FIGURE_FORMATS
@@ -34,7 +37,7 @@ rule plot_curves:
                 caption="../report/overview_figure.rst",
                 category=outputs.RUNS,
                 subcategory="Loss curves",
-                labels={"problem": "all", "loss": "all"},
+                labels={"figure": "overview (every problem and loss)"},
             )
             for ext in FIGURE_FORMATS
         ],
