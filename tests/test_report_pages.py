@@ -145,7 +145,7 @@ def test_the_answer_names_the_winner_the_margin_and_how_sure():
     assert "adamw has the lowest median final loss" in second.verdict
     assert "not significant at 0.05" in second.sureness
     # adamw leads on the median; mine - adamw won 0.375 of 4 seeds: adamw 2.5 (a tie halved)
-    assert second.margin.endswith("; adamw is better on 2.5 of 4 paired seeds")
+    assert second.margin.endswith("; adamw is better on 2.5 of 4 paired seeds (a tie counts half)")
     assert "no pair here is significant" in second.sureness
 
 
@@ -214,6 +214,15 @@ def test_the_answer_names_the_ranking_metric_and_who_never_reached_the_target():
     assert "8 seeds would be needed." in text
 
 
+def test_an_interval_ending_at_a_negative_zero_reads_as_zero():
+    tables = planted_tables()
+    # stored as adamw - mine [0, 1.8]: turned round, mine - adamw [-1.8, -0.0]
+    tables["pairwise"] = tables["pairwise"].assign(ci_low=0.0)
+    first, _ = answer.headlines(tables)
+    assert "[-1.80, 0]" in first.margin and "-0]" not in first.margin
+    assert [answer._decades(v) for v in (-0.0, 0.0, -0.004, 0.5)] == ["0", "0", "-0.004", "0.50"]
+
+
 def test_the_answer_quotes_power_and_interval_method_columns_once_they_exist():
     tables = planted_tables()
     tables["pairwise"] = tables["pairwise"].assign(ci_method="exact order statistic")
@@ -226,7 +235,8 @@ def test_the_answer_quotes_power_and_interval_method_columns_once_they_exist():
             "loss": ["l1", "l1", "mse"],
             "min_p_adjusted": [2 / 2**4, 0.9, 3 * 2 / 2**8],
             "can_be_significant": [False, False, True],
-            "n_needed": [6, 99, 8],
+            # as read from power.tsv, whose blanks make the column floats
+            "n_needed": [6.0, 99.0, 8.0],
         }
     )
     first, second = answer.headlines(tables)
@@ -242,6 +252,7 @@ def test_the_answer_quotes_power_and_interval_method_columns_once_they_exist():
     assert "the smallest adjusted p these seeds can give is 0.125" in second.sureness
     assert "no difference can be significant" in second.sureness
     assert "6 seeds would be needed" in second.sureness and "99" not in second.sureness
+    assert "6.0" not in second.sureness
     # where significance is reachable, the floor is quoted and no seeds asked for
     assert "the smallest adjusted p these seeds can give is 0.0234" in first.sureness
     assert "needed" not in first.sureness

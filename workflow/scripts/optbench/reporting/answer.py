@@ -88,7 +88,19 @@ def _text(value) -> str:
 def _decades(value: float) -> str:
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"  # not "-0": an interval's end can be a negative zero
     return f"{value:.2g}" if abs(value) < 0.01 else f"{value:.2f}"
+
+
+def _count(text: str) -> str:
+    """A count read from a table as text: "8", not "8.0" (a column with blanks
+    is read as floats)."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
 
 
 def _p(value: float) -> str:
@@ -139,7 +151,7 @@ def _power_note(block_tables: list[pd.DataFrame], n_pairs: int | None) -> str:
             parts.append(f"the smallest adjusted p these seeds can give is {floor}")
         possible = _text(row[found["possible"]]).lower() if found["possible"] else ""
         if possible in ("false", "0", "no"):
-            needed = _text(row[found["seeds_needed"]]) if found["seeds_needed"] else ""
+            needed = _count(_text(row[found["seeds_needed"]])) if found["seeds_needed"] else ""
             parts.append(
                 "so no difference can be significant at this number of seeds"
                 + (f"; {needed} seeds would be needed" if needed else "")
@@ -334,8 +346,10 @@ def headlines(tables: dict[str, pd.DataFrame], alpha: float = ALPHA) -> list[Hea
             )
             if math.isfinite(share_won) and n_pairs:
                 won = share_won * n_pairs
-                # ties count half, so a count can end in .5
+                # ties count half, so a count can end in .5, which the text explains
                 margin += f"; {leader} is better on {won:g} of {n_pairs} paired seeds"
+                if not float(won).is_integer():
+                    margin += " (a tie counts half)"
             verdict_p = "significant" if p_holm < alpha else "not significant"
             sureness = (
                 f"Holm-adjusted p = {_p(p_holm)} ({test}, n = {n_pairs}): {verdict_p} at {alpha:g}"
