@@ -290,31 +290,42 @@ def run_tsvs(workdir: Path) -> dict[str, bytes]:
     return {name: data for name, data in files.items() if name.endswith(".tsv")}
 
 
-_CACHE_VARIABLE = "OPTBENCH_CACHE"
-_PRIVATE_CACHE: dict = {}
+# The workflow's start caches (optbench.planning.disk_cache), and what other
+# programs the suite starts keep in the user's folders: Snakemake's source
+# cache and matplotlib's font cache (XDG_CACHE_HOME), Chromium's crash reports
+# and dconf, matplotlib's config folder (XDG_CONFIG_HOME).
+_PRIVATE_VARIABLES = {
+    "OPTBENCH_CACHE": "optbench",
+    "XDG_CACHE_HOME": "cache",
+    "XDG_CONFIG_HOME": "config",
+}
+_PRIVATE_FOLDER: dict = {}
 
 
 def pytest_configure(config):
-    """The workflow's start caches (optbench.planning.disk_cache) go to a
-    temporary folder of this run, never the user's ~/.cache: collection already
-    reads torch's catalogue. Set before xdist starts its workers, which
-    inherit it and share it; removed at the end."""
+    """What the suite's processes would cache or configure in the user's home
+    goes to a temporary folder of this run, removed at the end: the suite
+    leaves nothing in ~/.cache or ~/.config (collection already reads torch's
+    catalogue). Set before xdist starts its workers, which inherit it and
+    share it."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    _PRIVATE_CACHE["previous"] = os.environ.get(_CACHE_VARIABLE)
-    _PRIVATE_CACHE["folder"] = tempfile.mkdtemp(prefix="optbench-test-cache-")
-    os.environ[_CACHE_VARIABLE] = _PRIVATE_CACHE["folder"]
+    folder = Path(tempfile.mkdtemp(prefix="optbench-test-home-"))
+    _PRIVATE_FOLDER["folder"] = folder
+    _PRIVATE_FOLDER["previous"] = {name: os.environ.get(name) for name in _PRIVATE_VARIABLES}
+    for name, subfolder in _PRIVATE_VARIABLES.items():
+        os.environ[name] = str(folder / subfolder)
 
 
 def pytest_unconfigure(config):
-    if "folder" not in _PRIVATE_CACHE:
+    if "folder" not in _PRIVATE_FOLDER:
         return
-    shutil.rmtree(_PRIVATE_CACHE.pop("folder"), ignore_errors=True)
-    previous = _PRIVATE_CACHE.pop("previous")
-    if previous is None:
-        os.environ.pop(_CACHE_VARIABLE, None)
-    else:
-        os.environ[_CACHE_VARIABLE] = previous
+    shutil.rmtree(_PRIVATE_FOLDER.pop("folder"), ignore_errors=True)
+    for name, previous in _PRIVATE_FOLDER.pop("previous").items():
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 def pytest_xdist_auto_num_workers(config):
