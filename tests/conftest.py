@@ -293,11 +293,13 @@ def run_tsvs(workdir: Path) -> dict[str, bytes]:
 # The workflow's start caches (optbench.planning.disk_cache), and what other
 # programs the suite starts keep in the user's folders: Snakemake's source
 # cache and matplotlib's font cache (XDG_CACHE_HOME), Chromium's crash reports
-# and dconf, matplotlib's config folder (XDG_CONFIG_HOME).
+# and dconf, matplotlib's config folder (XDG_CONFIG_HOME), and the folders
+# that Snakemake, Chromium and torch's inductor make in /tmp and leave (TMPDIR).
 _PRIVATE_VARIABLES = {
     "OPTBENCH_CACHE": "optbench",
     "XDG_CACHE_HOME": "cache",
     "XDG_CONFIG_HOME": "config",
+    "TMPDIR": "tmp",
 }
 _PRIVATE_FOLDER: dict = {}
 
@@ -305,15 +307,19 @@ _PRIVATE_FOLDER: dict = {}
 def pytest_configure(config):
     """What the suite's processes would cache or configure in the user's home
     goes to a temporary folder of this run, removed at the end: the suite
-    leaves nothing in ~/.cache or ~/.config (collection already reads torch's
-    catalogue). Set before xdist starts its workers, which inherit it and
-    share it."""
+    leaves nothing in ~/.cache, ~/.config or /tmp (collection already reads
+    torch's catalogue). Set before xdist starts its workers, which inherit it
+    and share it. pytest's own folders (tmp_path) stay where pytest keeps
+    them, /tmp/pytest-of-USER: this process has read the system's temporary
+    folder before TMPDIR changes (mkdtemp; tempfile keeps it), and xdist hands
+    each worker a folder under this process's."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    folder = Path(tempfile.mkdtemp(prefix="optbench-test-home-"))
+    folder = Path(tempfile.mkdtemp(prefix="optbench-test-"))
     _PRIVATE_FOLDER["folder"] = folder
     _PRIVATE_FOLDER["previous"] = {name: os.environ.get(name) for name in _PRIVATE_VARIABLES}
     for name, subfolder in _PRIVATE_VARIABLES.items():
+        (folder / subfolder).mkdir()  # TMPDIR must exist, or tempfile passes it over
         os.environ[name] = str(folder / subfolder)
 
 
