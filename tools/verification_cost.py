@@ -13,7 +13,8 @@ verification) and against the job's wall time. Run from the repository root:
     python3 tools/verification_cost.py configs/tuned.yaml --parallel 2
 
 ``--parallel 2`` runs two jobs at a time (each job's figures are its own, so
-its ratios hold; a machine of two cores fits two one-thread jobs);
+its ratios hold; train.py trains on one thread, as the workflow runs it, so a
+machine of two cores fits two);
 ``--every N`` takes every Nth job only.
 
 Not run by CI. Ratios, not absolute times: the same job measures both.
@@ -22,7 +23,6 @@ Not run by CI. Ratios, not absolute times: the same job measures both.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -39,11 +39,6 @@ from optbench.planning import jobs, settings  # noqa: E402
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 VERIFIED = re.compile(r"^verified: .* in ([0-9.]+) s, against ([0-9.]+) s batched: (.*)$")
-# One thread per job, as the workflow runs them (threads: 1).
-ONE_THREAD = {
-    **os.environ,
-    **{name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
-}
 BATCHED = re.compile(r"^engine batched: .* together in ([0-9.]+) s;")
 
 
@@ -77,7 +72,7 @@ def run_job(experiment, job, folder: str) -> tuple[subprocess.CompletedProcess, 
         str(REPO / "problems"),
     ]
     started = time.perf_counter()
-    process = subprocess.run(command, capture_output=True, text=True, env=ONE_THREAD)
+    process = subprocess.run(command, capture_output=True, text=True)
     return process, time.perf_counter() - started
 
 
