@@ -4,6 +4,7 @@ byte for byte (engines/verification.py); any difference sends the group to the
 loop. Checked with an optimizer that couples stacked runs only after the
 run-independence probe's 8 steps, against a hand-written loop."""
 
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -259,3 +260,35 @@ def test_engine_batched_records_how_far_batched_lbfgs_is_from_torchs(tmp_path):
             f"{loop.losses[step]!r} in the loop"
         )
     assert "kept batched (engine batched was asked for)" in process.stderr
+
+
+COST_TOOL = Path(__file__).resolve().parents[1] / "tools" / "verification_cost.py"
+
+
+def test_the_cost_tool_reads_each_verified_group_of_every_nth_job(tmp_path):
+    """tools/verification_cost.py (the figures in docs/speed.md): --every 2 runs
+    every second job of the plan, and each job's line counts the groups its
+    log says were verified (the default config's four optimizers train
+    batched under auto, each one group of its job)."""
+    config = Path(__file__).resolve().parents[1] / "config.yaml"
+    planned = settings.validate(settings.load_config_files([str(config)]), SCHEMA).training_jobs()
+    command = [sys.executable, str(COST_TOOL), str(config), "--every", "2", "--parallel", "2"]
+    process = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    expected = [f"{'/'.join(job.key)} seeds {job.label}: {job.runs} runs" for job in planned[::2]]
+    assert [line.split(", verification")[0] for line in lines[:-1]] == expected
+    for line in lines[:-1]:
+        assert " of 4 group(s) (0 differed) " in line, line
+    assert lines[-1].startswith(f"all {len(expected)} jobs: verification ")
+
+
+def test_the_cost_tool_refuses_a_step_below_one():
+    process = subprocess.run(
+        [sys.executable, str(COST_TOOL), "config.yaml", "--every", "0"],
+        capture_output=True,
+        text=True,
+        cwd=COST_TOOL.parents[1],
+    )
+    assert process.returncode == 2
+    assert "--every and --parallel must be 1 or more" in process.stderr
