@@ -30,7 +30,7 @@ def test_too_few_seeds_give_no_interval(n):
     point, low, high, method = baseline.speedup(steps, steps * 0.6)
     assert point == pytest.approx(1 / 0.6)
     assert math.isnan(low) and math.isnan(high)
-    assert method == (f"n too small: no exact 95.0 % interval from {n} value(s) (needs >= 6)")
+    assert method == (f"n too small: no exact 95 % interval from {n} value(s) (needs >= 6)")
 
 
 def test_runs_that_never_reach_the_target_are_infinitely_slow():

@@ -120,7 +120,7 @@ def test_the_speedup_interval_holds_its_coverage(name, n):
     if n < 6:
         assert np.isnan(low).all() and np.isnan(high).all()
         # (after "not estimable: ...; " where the unknown seeds decide the median)
-        assert all("n too small: no exact 95.0 % interval" in r[3] for r in results)
+        assert all("n too small: no exact 95 % interval" in r[3] for r in results)
         return
     guaranteed = median_ranks(n, 0.95)[1]
     covered = np.mean((low <= truth) & (truth <= high))

@@ -63,7 +63,8 @@ MIN_N_MEDIAN = minimum_n(CONFIDENCE)  # 6
 
 
 def _percent(value: float) -> str:
-    return f"{100.0 * value:.1f} %"
+    """95 % for 0.95, 96.9 % for 0.96875: one decimal where it says something."""
+    return f"{f'{100.0 * value:.1f}'.removesuffix('.0')} %"
 
 
 def too_small_text(n: int, needed: int, confidence: float = CONFIDENCE) -> str:
